@@ -1,0 +1,35 @@
+# histofed — the two commands a newcomer needs are `make demo` and `make test`.
+# Both set up whatever is missing first (libtorch from PyPI's torch wheel into .libtorch/) and are idempotent.
+
+TORCH_STAMP := .libtorch/.stamp-torch-2.13.0
+CARGO ?= cargo
+export OMP_WAIT_POLICY := PASSIVE
+
+.PHONY: setup build demo test lint fmt clean-runs
+
+$(TORCH_STAMP): scripts/setup_libtorch.py
+	@command -v python3 >/dev/null 2>&1 || { echo "error: python3 (3.11 with pip) is needed to fetch libtorch; install it and rerun 'make'"; exit 1; }
+	python3 scripts/setup_libtorch.py
+
+setup: $(TORCH_STAMP)
+
+build: setup
+	$(CARGO) build --bin histofed
+
+## demo: a server and 3 sites as separate processes on 127.0.0.1; outputs in runs/demo (ARGS="--out DIR ..." to change)
+demo: build
+	./target/debug/histofed demo $(ARGS)
+
+## test: the whole default test suite (unit, multi-process federation on loopback)
+test: setup
+	$(CARGO) test --all-targets
+
+lint: setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean-runs:
+	rm -rf runs
