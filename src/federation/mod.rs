@@ -1,0 +1,9 @@
+//! Federation logic without sockets or actors: named weight bundles and their byte form ([`weights`]), the
+//! aggregation seam ([`strategy`]), update validation ([`validate`]), per-round quorum bookkeeping ([`round`]) and
+//! atomic checkpoints ([`checkpoint`]). Everything here is testable with plain unit tests.
+
+pub mod checkpoint;
+pub mod round;
+pub mod strategy;
+pub mod validate;
+pub mod weights;
