@@ -1,0 +1,408 @@
+//! `Gan`: one generator + one discriminator with their optimisers, trained by the configured objective.
+//!
+//! Why one owner type: the actor layer needs a single Send value it can move onto a worker thread, step, snapshot
+//! (`weights`) and overwrite (`load_weights`) — the units of federated training. All randomness comes from the
+//! model's own seeded stream (see `rng.rs`), so a (config, seed, data) triple fixes the trajectory on one thread.
+
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, OptimizerConfig, VarStore};
+use tch::{Device, Kind, Tensor};
+
+use super::config::{GanKind, ModelConfig};
+use super::convert::{load_stores, stores_to_weights};
+use super::discriminator::Discriminator;
+use super::error::{catch_torch, ModelError};
+use super::generator::Generator;
+use super::init::init_varstore;
+use super::objectives::{bce_with_logits, cross_entropy, gradient_penalty};
+use super::rng::SeededRng;
+use crate::federation::weights::Weights;
+
+/// Name prefixes of the two networks inside [`Gan::weights`].
+pub const GENERATOR_PREFIX: &str = "generator.";
+pub const DISCRIMINATOR_PREFIX: &str = "discriminator.";
+
+/// Losses and diagnostics of one training step.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepLosses {
+    /// Discriminator (critic) loss of the last critic step, including the gradient penalty.
+    pub d_loss: f64,
+    /// Generator loss.
+    pub g_loss: f64,
+    /// Mean discriminator score (logit / critic value) on the real batch in the last critic step.
+    pub d_real: f64,
+    /// Mean discriminator score on the fake batch in the last critic step.
+    pub d_fake: f64,
+    /// Gradient penalty (WGAN-GP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gp: Option<f64>,
+    /// Auxiliary-classifier accuracy on the real batch (ACGAN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aux_acc: Option<f64>,
+    /// FedProx proximal term μ/2·‖w − w_global‖² over both networks, when enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prox: Option<f64>,
+}
+
+/// FedProx anchor: the weights the proximal term pulls towards.
+struct Proximal {
+    mu: f64,
+    g_anchor: Vec<(Tensor, Tensor)>,
+    d_anchor: Vec<(Tensor, Tensor)>,
+}
+
+fn snapshot(vs: &VarStore) -> Vec<(Tensor, Tensor)> {
+    let _g = tch::no_grad_guard();
+    vs.trainable_variables()
+        .into_iter()
+        .map(|v| {
+            let anchor = v.detach().copy();
+            (v, anchor)
+        })
+        .collect()
+}
+
+/// A conditional GAN with its optimisers.
+pub struct Gan {
+    cfg: ModelConfig,
+    device: Device,
+    g_vs: VarStore,
+    d_vs: VarStore,
+    generator: Generator,
+    discriminator: Discriminator,
+    opt_g: nn::Optimizer,
+    opt_d: nn::Optimizer,
+    rng: SeededRng,
+    step: u64,
+    prox: Option<Proximal>,
+}
+
+impl std::fmt::Debug for Gan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gan").field("cfg", &self.cfg).field("device", &self.device).field("step", &self.step).finish()
+    }
+}
+
+/// Which network an optimiser step updates.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Net {
+    G,
+    D,
+}
+
+fn finite(what: &str, step: u64, loss: &Tensor) -> Result<f64, ModelError> {
+    let v = loss.f_double_value(&[]).map_err(ModelError::torch("reading a loss"))?;
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(ModelError::NonFinite { what: what.to_string(), step, value: v })
+    }
+}
+
+fn mean_value(t: &Tensor) -> f64 {
+    t.detach().mean(Kind::Float).double_value(&[])
+}
+
+impl Gan {
+    /// Builds both networks with seeded initial weights and their Adam optimisers.
+    pub fn new(cfg: &ModelConfig, device: Device, seed: i64) -> Result<Self, ModelError> {
+        cfg.validate()?;
+        catch_torch("building the GAN", || {
+            tch::manual_seed(seed);
+            let g_vs = VarStore::new(device);
+            let generator = Generator::new(&g_vs.root(), cfg);
+            init_varstore(&g_vs, seed.wrapping_mul(2).wrapping_add(1))?;
+            let d_vs = VarStore::new(device);
+            let discriminator = Discriminator::new(&d_vs.root(), cfg);
+            init_varstore(&d_vs, seed.wrapping_mul(2).wrapping_add(2))?;
+            let adam = nn::Adam { beta1: cfg.beta1, beta2: cfg.beta2, wd: 0.0, eps: 1e-8, amsgrad: false };
+            let err = ModelError::torch("building the optimisers");
+            let opt_g = adam.build(&g_vs, cfg.lr_g).map_err(&err)?;
+            let opt_d = adam.build(&d_vs, cfg.lr_d).map_err(&err)?;
+            Ok(Gan {
+                cfg: cfg.clone(),
+                device,
+                g_vs,
+                d_vs,
+                generator,
+                discriminator,
+                opt_g,
+                opt_d,
+                rng: SeededRng::for_name(seed, "train-step"),
+                step: 0,
+                prox: None,
+            })
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// Number of completed training steps.
+    pub fn steps_done(&self) -> u64 {
+        self.step
+    }
+
+    /// Trainable parameter counts (generator, discriminator).
+    pub fn param_counts(&self) -> (usize, usize) {
+        let count = |vs: &VarStore| vs.trainable_variables().iter().map(|t| t.numel()).sum::<usize>();
+        (count(&self.g_vs), count(&self.d_vs))
+    }
+
+    /// `n` latent vectors [n, latent_dim] on the model's device, fixed by `seed`.
+    pub fn latent(&self, n: i64, seed: i64) -> Tensor {
+        SeededRng::for_name(seed, "latent").normal_tensor(&[n.max(0), self.cfg.latent_dim], self.device)
+    }
+
+    /// Images for (z, labels) in eval mode (batch-norm running statistics), without gradients; values in [-1, 1].
+    pub fn generate(&self, z: &Tensor, labels: &Tensor) -> Tensor {
+        let _g = tch::no_grad_guard();
+        self.generator.forward_t(&z.to_device(self.device), &labels.to_device(self.device), false)
+    }
+
+    /// Fallible [`Gan::generate`]: shape errors and OOM become errors instead of panics.
+    pub fn try_generate(&self, z: &Tensor, labels: &Tensor) -> Result<Tensor, ModelError> {
+        catch_torch("generate", || Ok(self.generate(z, labels)))
+    }
+
+    /// Discriminator outputs (eval mode, no gradients): source scores [B] and, for ACGAN, class logits.
+    pub fn discriminate(&self, x: &Tensor, labels: &Tensor) -> Result<(Tensor, Option<Tensor>), ModelError> {
+        catch_torch("discriminate", || {
+            let _g = tch::no_grad_guard();
+            let out = self.discriminator.forward_t(&x.to_device(self.device), &labels.to_device(self.device), false);
+            Ok((out.source, out.class_logits))
+        })
+    }
+
+    /// FedProx: adds μ/2·‖w − w_anchor‖² to both losses (None switches it off). The anchor is the current weights,
+    /// and is re-taken by every later [`Gan::load_weights`] while the term is on (the loaded global model is the
+    /// anchor FedProx wants).
+    pub fn set_proximal(&mut self, mu: Option<f64>) {
+        self.prox = mu.filter(|m| m.is_finite() && *m > 0.0).map(|mu| Proximal {
+            mu,
+            g_anchor: snapshot(&self.g_vs),
+            d_anchor: snapshot(&self.d_vs),
+        });
+    }
+
+    /// All variables of both networks (incl. batch-norm running statistics), prefixed and sorted.
+    pub fn weights(&self) -> Result<Weights, ModelError> {
+        stores_to_weights(&[(&self.g_vs, GENERATOR_PREFIX), (&self.d_vs, DISCRIMINATOR_PREFIX)])
+    }
+
+    /// Replaces both networks' variables; the bundle must match exactly (names, shapes, finite values).
+    /// Optimiser moments are kept (they adapt within a few steps; resetting them would bias the first steps).
+    pub fn load_weights(&mut self, w: &Weights) -> Result<(), ModelError> {
+        load_stores(&[(&self.g_vs, GENERATOR_PREFIX), (&self.d_vs, DISCRIMINATOR_PREFIX)], w)?;
+        if let Some(mu) = self.prox.as_ref().map(|p| p.mu) {
+            self.set_proximal(Some(mu));
+        }
+        Ok(())
+    }
+
+    /// Generator variables without prefix (a stand-alone checkpoint, same names as the PyTorch twin in bench/).
+    pub fn generator_weights(&self) -> Result<Weights, ModelError> {
+        stores_to_weights(&[(&self.g_vs, "")])
+    }
+
+    /// Discriminator variables without prefix.
+    pub fn discriminator_weights(&self) -> Result<Weights, ModelError> {
+        stores_to_weights(&[(&self.d_vs, "")])
+    }
+
+    /// Loads an unprefixed generator checkpoint (as written by [`Gan::generator_weights`]).
+    pub fn load_generator_weights(&mut self, w: &Weights) -> Result<(), ModelError> {
+        load_stores(&[(&self.g_vs, "")], w)
+    }
+
+    /// Loads an unprefixed discriminator checkpoint.
+    pub fn load_discriminator_weights(&mut self, w: &Weights) -> Result<(), ModelError> {
+        load_stores(&[(&self.d_vs, "")], w)
+    }
+
+    /// One optimisation step of the configured objective on a real batch ([B,3,H,W] in [-1,1], labels [B] int64).
+    /// WGAN-GP runs `n_critic` critic steps on the same batch (fresh noise each) and then one generator step.
+    /// A non-finite loss returns [`ModelError::NonFinite`] before the offending update is applied.
+    pub fn train_step(&mut self, real: &Tensor, labels: &Tensor) -> Result<StepLosses, ModelError> {
+        let (real, labels) = self.check_batch(real, labels)?;
+        let r = catch_torch("train_step", || match self.cfg.gan {
+            GanKind::Cgan => self.step_cgan(&real, &labels),
+            GanKind::WganGp => self.step_wgan_gp(&real, &labels),
+            GanKind::Acgan => self.step_acgan(&real, &labels),
+        });
+        self.step += 1;
+        let mut losses = r?;
+        losses.prox = self.prox_value();
+        Ok(losses)
+    }
+
+    fn check_batch(&self, real: &Tensor, labels: &Tensor) -> Result<(Tensor, Tensor), ModelError> {
+        let s = self.cfg.image_size;
+        let size = real.size();
+        if size.len() != 4 || size[1] != 3 || size[2] != s || size[3] != s || size[0] < 1 {
+            return Err(ModelError::Input(format!("real batch has shape {size:?}, expected [B, 3, {s}, {s}]")));
+        }
+        if labels.size() != [size[0]] {
+            return Err(ModelError::Input(format!("labels have shape {:?}, expected [{}]", labels.size(), size[0])));
+        }
+        if labels.kind() != Kind::Int64 {
+            return Err(ModelError::Input(format!("labels have dtype {:?}, expected Int64", labels.kind())));
+        }
+        let err = ModelError::torch("moving the batch to the device");
+        let labels = labels.f_to_device(self.device).map_err(&err)?;
+        let (lo, hi) = (labels.min().int64_value(&[]), labels.max().int64_value(&[]));
+        if lo < 0 || hi >= self.cfg.num_classes {
+            return Err(ModelError::Input(format!(
+                "labels span {lo}..={hi}, expected 0..{} (num_classes)",
+                self.cfg.num_classes
+            )));
+        }
+        let real = real.f_to_device(self.device).and_then(|t| t.f_to_kind(Kind::Float)).map_err(&err)?;
+        Ok((real, labels))
+    }
+
+    fn noise(&mut self, b: i64) -> Tensor {
+        self.rng.normal_tensor(&[b, self.cfg.latent_dim], self.device)
+    }
+
+    /// zero_grad → backward → (FedProx gradient μ(w − w₀)) → Adam step, for one network.
+    fn update(&mut self, net: Net, loss: &Tensor) -> Result<(), ModelError> {
+        let err = ModelError::torch("backward");
+        let opt = match net {
+            Net::G => &mut self.opt_g,
+            Net::D => &mut self.opt_d,
+        };
+        opt.zero_grad();
+        loss.f_backward().map_err(&err)?;
+        if let Some(p) = &self.prox {
+            let anchors = if net == Net::G { &p.g_anchor } else { &p.d_anchor };
+            let _g = tch::no_grad_guard();
+            for (var, anchor) in anchors {
+                let mut g = var.grad();
+                if g.defined() {
+                    let _ = g.f_add_(&((var - anchor) * p.mu)).map_err(&err)?;
+                }
+            }
+        }
+        opt.step();
+        Ok(())
+    }
+
+    /// The discriminator's view of a generated batch for the generator's loss. The discriminator's parameters are
+    /// frozen while this graph is built, so the backward pass computes no gradients for them (they would be wasted).
+    fn disc_for_generator(&mut self, fake: &Tensor, labels: &Tensor) -> super::discriminator::DiscOutput {
+        self.d_vs.freeze();
+        let out = self.discriminator.forward_t(fake, labels, true);
+        self.d_vs.unfreeze();
+        out
+    }
+
+    fn prox_value(&self) -> Option<f64> {
+        let p = self.prox.as_ref()?;
+        let _g = tch::no_grad_guard();
+        let sq: f64 = p
+            .g_anchor
+            .iter()
+            .chain(&p.d_anchor)
+            .map(|(v, a)| (v - a).square().sum(Kind::Double).double_value(&[]))
+            .sum();
+        Some(0.5 * p.mu * sq)
+    }
+
+    fn step_cgan(&mut self, real: &Tensor, labels: &Tensor) -> Result<StepLosses, ModelError> {
+        let b = real.size()[0];
+        let z = self.noise(b);
+        let fake = self.generator.forward_t(&z, labels, true);
+        let d_real = self.discriminator.forward_t(real, labels, true).source;
+        let d_fake = self.discriminator.forward_t(&fake.detach(), labels, true).source;
+        let d_loss = bce_with_logits(&d_real, 1.0) + bce_with_logits(&d_fake, 0.0);
+        let d_loss_v = finite("discriminator loss", self.step, &d_loss)?;
+        self.update(Net::D, &d_loss)?;
+        // Non-saturating generator loss: −log D(G(z)) on the just-updated discriminator.
+        let g_out = self.disc_for_generator(&fake, labels).source;
+        let g_loss = bce_with_logits(&g_out, 1.0);
+        let g_loss_v = finite("generator loss", self.step, &g_loss)?;
+        self.update(Net::G, &g_loss)?;
+        Ok(StepLosses {
+            d_loss: d_loss_v,
+            g_loss: g_loss_v,
+            d_real: mean_value(&d_real),
+            d_fake: mean_value(&d_fake),
+            gp: None,
+            aux_acc: None,
+            prox: None,
+        })
+    }
+
+    fn step_wgan_gp(&mut self, real: &Tensor, labels: &Tensor) -> Result<StepLosses, ModelError> {
+        let b = real.size()[0];
+        let mut last = (0.0, 0.0, 0.0, 0.0);
+        for _ in 0..self.cfg.n_critic {
+            let z = self.noise(b);
+            let fake = {
+                let _g = tch::no_grad_guard();
+                self.generator.forward_t(&z, labels, true)
+            };
+            let alpha = self.rng.uniform_tensor(&[b], 0.0, 1.0, self.device);
+            let d_real = self.discriminator.forward_t(real, labels, true).source;
+            let d_fake = self.discriminator.forward_t(&fake, labels, true).source;
+            let disc = &self.discriminator;
+            let gp =
+                gradient_penalty(|x| disc.forward_t(x, labels, true).source, real, &fake, &alpha, self.cfg.gp_lambda)?;
+            let d_loss = d_fake.mean(Kind::Float) - d_real.mean(Kind::Float) + &gp;
+            let d_loss_v = finite("critic loss", self.step, &d_loss)?;
+            self.update(Net::D, &d_loss)?;
+            last = (d_loss_v, gp.double_value(&[]), mean_value(&d_real), mean_value(&d_fake));
+        }
+        let z = self.noise(b);
+        let fake = self.generator.forward_t(&z, labels, true);
+        let g_loss = -self.disc_for_generator(&fake, labels).source.mean(Kind::Float);
+        let g_loss_v = finite("generator loss", self.step, &g_loss)?;
+        self.update(Net::G, &g_loss)?;
+        Ok(StepLosses {
+            d_loss: last.0,
+            g_loss: g_loss_v,
+            d_real: last.2,
+            d_fake: last.3,
+            gp: Some(last.1),
+            aux_acc: None,
+            prox: None,
+        })
+    }
+
+    fn step_acgan(&mut self, real: &Tensor, labels: &Tensor) -> Result<StepLosses, ModelError> {
+        let b = real.size()[0];
+        let z = self.noise(b);
+        let fake = self.generator.forward_t(&z, labels, true);
+        let missing = || ModelError::Torch { context: "ACGAN step".into(), message: "no class logits".into() };
+        let out_r = self.discriminator.forward_t(real, labels, true);
+        let out_f = self.discriminator.forward_t(&fake.detach(), labels, true);
+        let (cls_r, cls_f) = (out_r.class_logits.ok_or_else(missing)?, out_f.class_logits.ok_or_else(missing)?);
+        let d_loss = bce_with_logits(&out_r.source, 1.0)
+            + bce_with_logits(&out_f.source, 0.0)
+            + cross_entropy(&cls_r, labels)
+            + cross_entropy(&cls_f, labels);
+        let d_loss_v = finite("discriminator loss", self.step, &d_loss)?;
+        self.update(Net::D, &d_loss)?;
+        let aux_acc = cls_r.detach().accuracy_for_logits(labels).double_value(&[]);
+        let out_g = self.disc_for_generator(&fake, labels);
+        let cls_g = out_g.class_logits.ok_or_else(missing)?;
+        let g_loss = bce_with_logits(&out_g.source, 1.0) + cross_entropy(&cls_g, labels);
+        let g_loss_v = finite("generator loss", self.step, &g_loss)?;
+        self.update(Net::G, &g_loss)?;
+        Ok(StepLosses {
+            d_loss: d_loss_v,
+            g_loss: g_loss_v,
+            d_real: mean_value(&out_r.source),
+            d_fake: mean_value(&out_f.source),
+            gp: None,
+            aux_acc: Some(aux_acc),
+            prox: None,
+        })
+    }
+}
