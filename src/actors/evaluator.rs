@@ -1,0 +1,79 @@
+//! The evaluator role: scores the global generator after each round (sample grid + Fréchet distance) on a
+//! dedicated tch thread. It runs where the held-out data is — here, beside the server — and is supervised by it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tch::Device;
+
+use crate::actors::messages::{EvalReport, EvaluatorMsg};
+use crate::actors::worker::Worker;
+use crate::data::Dataset;
+use crate::evaluation::GanEvaluator;
+use crate::federation::weights::Weights;
+use crate::models::ModelConfig;
+
+pub struct EvaluatorActor;
+
+#[derive(Clone)]
+pub struct EvaluatorArgs {
+    pub model: ModelConfig,
+    pub device: Device,
+    pub real: Arc<Dataset>,
+    pub per_class: usize,
+    pub out_dir: PathBuf,
+    pub seed: u64,
+    pub threads: i32,
+}
+
+type Job = (u64, Weights);
+
+pub struct EvaluatorState {
+    worker: Worker<Job, Result<EvalReport, String>>,
+}
+
+impl Actor for EvaluatorActor {
+    type Msg = EvaluatorMsg;
+    type State = EvaluatorState;
+    type Arguments = EvaluatorArgs;
+
+    async fn pre_start(
+        &self,
+        _me: ActorRef<EvaluatorMsg>,
+        a: EvaluatorArgs,
+    ) -> Result<EvaluatorState, ActorProcessingErr> {
+        let worker = Worker::spawn(
+            "evaluator",
+            a.threads,
+            move || {
+                GanEvaluator::new(&a.model, a.device, &a.real, a.per_class, a.out_dir, a.seed)
+                    .map_err(|e| format!("cannot build the evaluator: {e}"))
+            },
+            |ev: &mut Result<GanEvaluator, String>, (round, weights): Job| match ev {
+                Ok(ev) => ev.evaluate(round, &weights).map_err(|e| e.to_string()),
+                Err(e) => Err(e.clone()),
+            },
+        )?;
+        Ok(EvaluatorState { worker })
+    }
+
+    async fn handle(
+        &self,
+        _me: ActorRef<EvaluatorMsg>,
+        msg: EvaluatorMsg,
+        state: &mut EvaluatorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            EvaluatorMsg::Evaluate { round, weights, reply } => {
+                let result = state.worker.run((round, weights)).await;
+                let failed = result.is_err();
+                let _ = reply.send(result.and_then(|r| r));
+                if failed {
+                    return Err("evaluator thread died".into());
+                }
+            }
+        }
+        Ok(())
+    }
+}

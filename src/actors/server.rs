@@ -1,0 +1,539 @@
+//! The server role: owns the global model and the round loop. Each round it broadcasts the global weights to the
+//! sites that said hello, validates and folds in their updates through the configured `Strategy`, closes the round
+//! when every participant answered or the deadline passed with quorum, writes a checkpoint, asks its evaluator for
+//! a quality number and a sample grid, and records the round in the report. Membership comes from the cluster's
+//! process groups; the quorum rules live in the pure `federation::round` module.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use ractor::rpc::CallResult;
+use ractor::{pg, Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+
+use crate::actors::evaluator::{EvaluatorActor, EvaluatorArgs};
+use crate::actors::messages::{
+    site_actor_name, site_id_from_name, EvaluatorMsg, LossSummary, ServerMsg, SiteMsg, ToServer, ToSite,
+    PROTOCOL_VERSION, SERVER_GROUP, SITES_GROUP,
+};
+use crate::actors::Exit;
+use crate::config::Config;
+use crate::federation::checkpoint::{CheckpointMeta, CheckpointStore};
+use crate::federation::round::{RoundState, RoundStatus, UpdateVerdict};
+use crate::federation::strategy::Strategy;
+use crate::federation::validate::{validate_update, UpdateHeader, ValidationPolicy};
+use crate::federation::weights::Weights;
+use crate::report::{RoundRecord, RunReport, SiteRound};
+
+pub const GENERATOR: &str = "generator.";
+pub const DISCRIMINATOR: &str = "discriminator.";
+
+pub struct ServerActor;
+
+pub struct ServerArgs {
+    pub config: Config,
+    pub out_dir: PathBuf,
+    pub initial: Weights,
+    pub completed_rounds: u64,
+    pub report: RunReport,
+    pub store: CheckpointStore,
+    pub strategy: Box<dyn Strategy>,
+    pub evaluator: Option<EvaluatorArgs>,
+    pub exit: Exit,
+}
+
+struct SiteEntry {
+    actor: ActorRef<SiteMsg>,
+}
+
+struct Progress {
+    rounds: ProgressBar,
+    sites: ProgressBar,
+}
+
+pub struct ServerState {
+    cfg: Config,
+    out_dir: PathBuf,
+    global: Weights,
+    completed: u64,
+    attempt: u32,
+    current: Option<RoundState>,
+    round_started: Instant,
+    contributors: Vec<SiteRound>,
+    rejected: Vec<(u32, String)>,
+    aggregate_secs: f64,
+    sites: BTreeMap<u32, SiteEntry>,
+    waiting_to_start: bool,
+    join_deadlines_missed: u32,
+    strategy: Box<dyn Strategy>,
+    store: CheckpointStore,
+    report: RunReport,
+    evaluator: Option<ActorRef<EvaluatorMsg>>,
+    evaluator_args: Option<EvaluatorArgs>,
+    progress: Progress,
+    started: Instant,
+    exit: Exit,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl ServerState {
+    fn membership(&self) -> Vec<String> {
+        self.sites.keys().map(|id| site_actor_name(*id)).collect()
+    }
+
+    fn broadcast_shutdown(&self, reason: &str) {
+        for site in self.sites.values() {
+            let _ = site.actor.cast(SiteMsg::FromServer(Ok(ToSite::Shutdown { reason: reason.to_string() })));
+        }
+    }
+
+    fn finish_run(&mut self, me: &ActorRef<ServerMsg>, outcome: Result<String, String>) {
+        self.report.finished = outcome.is_ok();
+        self.report.total_secs += self.started.elapsed().as_secs_f64();
+        self.started = Instant::now();
+        if let Err(e) = self.report.write(&self.out_dir) {
+            tracing::error!(error = %e, "cannot write the report");
+        }
+        let reason = match &outcome {
+            Ok(s) | Err(s) => s.clone(),
+        };
+        self.broadcast_shutdown(&reason);
+        self.progress.rounds.finish();
+        self.progress.sites.finish_and_clear();
+        if let Ok(mut slot) = self.exit.lock() {
+            slot.get_or_insert(outcome);
+        }
+        // Let the shutdown frames leave before the node goes down.
+        me.stop_after(Duration::from_millis(300));
+    }
+}
+
+trait StopAfter {
+    fn stop_after(&self, d: Duration);
+}
+impl StopAfter for ActorRef<ServerMsg> {
+    fn stop_after(&self, d: Duration) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            me.stop(None);
+        });
+    }
+}
+
+async fn spawn_evaluator(
+    me: &ActorRef<ServerMsg>,
+    args: &Option<EvaluatorArgs>,
+) -> Result<Option<ActorRef<EvaluatorMsg>>, ActorProcessingErr> {
+    match args {
+        Some(a) => Ok(Some(Actor::spawn_linked(None, EvaluatorActor, a.clone(), me.get_cell()).await?.0)),
+        None => Ok(None),
+    }
+}
+
+impl Actor for ServerActor {
+    type Msg = ServerMsg;
+    type State = ServerState;
+    type Arguments = ServerArgs;
+
+    async fn pre_start(&self, me: ActorRef<ServerMsg>, a: ServerArgs) -> Result<ServerState, ActorProcessingErr> {
+        pg::join(SERVER_GROUP.to_string(), vec![me.get_cell()]);
+        pg::monitor(SITES_GROUP.to_string(), me.get_cell());
+        let evaluator = spawn_evaluator(&me, &a.evaluator).await?;
+        let multi = MultiProgress::new();
+        let style = ProgressStyle::with_template("{prefix:>7} [{bar:30}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+        let rounds = multi.add(ProgressBar::new(a.config.federation.rounds));
+        rounds.set_style(style.clone());
+        rounds.set_prefix("rounds");
+        rounds.set_position(a.completed_rounds);
+        let sites = multi.add(ProgressBar::new(u64::from(a.config.federation.sites)));
+        sites.set_style(style);
+        sites.set_prefix("sites");
+        sites.set_message("joining");
+        me.send_after(Duration::from_secs_f64(a.config.federation.join_timeout_secs), || ServerMsg::JoinTimeout);
+        Ok(ServerState {
+            completed: a.completed_rounds,
+            global: a.initial,
+            out_dir: a.out_dir,
+            attempt: 0,
+            current: None,
+            round_started: Instant::now(),
+            contributors: Vec::new(),
+            rejected: Vec::new(),
+            aggregate_secs: 0.0,
+            sites: BTreeMap::new(),
+            waiting_to_start: true,
+            join_deadlines_missed: 0,
+            strategy: a.strategy,
+            store: a.store,
+            report: a.report,
+            evaluator,
+            evaluator_args: a.evaluator,
+            progress: Progress { rounds, sites },
+            started: Instant::now(),
+            exit: a.exit,
+            cfg: a.config,
+        })
+    }
+
+    async fn handle(
+        &self,
+        me: ActorRef<ServerMsg>,
+        msg: ServerMsg,
+        st: &mut ServerState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ServerMsg::FromSite(Ok(ToServer::Hello { protocol, site_id, num_samples, class_counts })) => {
+                let Some(cell) = pg::get_members(&SITES_GROUP.to_string())
+                    .into_iter()
+                    .find(|c| !c.get_id().is_local() && c.get_name().as_deref() == Some(&site_actor_name(site_id)))
+                else {
+                    tracing::warn!(site_id, "hello from a site that is not in the sites group; ignored");
+                    return Ok(());
+                };
+                let actor = ActorRef::<SiteMsg>::from(cell);
+                if protocol != PROTOCOL_VERSION {
+                    let reason =
+                        format!("protocol version {protocol} is not supported (server speaks {PROTOCOL_VERSION})");
+                    tracing::warn!(site_id, %reason, "refusing site");
+                    let _ = actor.cast(SiteMsg::FromServer(Ok(ToSite::Refused { reason })));
+                    return Ok(());
+                }
+                if site_id >= st.cfg.federation.sites {
+                    let reason = format!("site id {site_id} is outside 0..{}", st.cfg.federation.sites);
+                    let _ = actor.cast(SiteMsg::FromServer(Ok(ToSite::Refused { reason })));
+                    return Ok(());
+                }
+                tracing::info!(site_id, num_samples, "site joined");
+                st.report.site_classes.insert(site_id, class_counts);
+                st.sites.insert(site_id, SiteEntry { actor });
+                st.progress.sites.set_message(format!("{} joined", st.sites.len()));
+                if st.waiting_to_start && st.sites.len() as u32 >= st.cfg.federation.sites {
+                    st.waiting_to_start = false;
+                    me.cast(ServerMsg::StartRound)?;
+                }
+            }
+            ServerMsg::JoinTimeout => {
+                if st.waiting_to_start {
+                    if st.sites.len() as u32 >= st.cfg.federation.min_sites {
+                        tracing::warn!(joined = st.sites.len(), "starting with a quorum of sites");
+                        st.waiting_to_start = false;
+                        me.cast(ServerMsg::StartRound)?;
+                    } else {
+                        st.join_deadlines_missed += 1;
+                        if st.join_deadlines_missed > st.cfg.federation.max_round_retries {
+                            let msg = format!(
+                                "only {} of the {} sites needed joined in time",
+                                st.sites.len(),
+                                st.cfg.federation.min_sites
+                            );
+                            st.finish_run(&me, Err(msg));
+                            return Ok(());
+                        }
+                        me.send_after(Duration::from_secs_f64(st.cfg.federation.join_timeout_secs), || {
+                            ServerMsg::JoinTimeout
+                        });
+                    }
+                }
+            }
+            ServerMsg::StartRound => start_round(&me, st)?,
+            ServerMsg::FromSite(Ok(ToServer::Update {
+                protocol,
+                site_id,
+                round,
+                num_samples,
+                losses,
+                steps,
+                train_secs,
+                trainer_restarts,
+                weights,
+            })) => {
+                let Some(current) = st.current.as_mut() else {
+                    st.rejected.push((site_id, format!("update for round {round} while no round is open")));
+                    return Ok(());
+                };
+                let expected_round = current.round;
+                let decoded = Weights::from_safetensors(&weights).map(|(w, _)| w);
+                let check = match &decoded {
+                    Ok(w) => validate_update(
+                        PROTOCOL_VERSION,
+                        expected_round,
+                        &UpdateHeader { protocol_version: protocol, round, num_samples },
+                        &st.global,
+                        w,
+                        &ValidationPolicy { max_update_norm: None, max_samples: None },
+                    )
+                    .map_err(|r| r.to_string()),
+                    Err(e) => Err(format!("malformed weights: {e}")),
+                };
+                if let Err(why) = check {
+                    tracing::warn!(site_id, round, %why, "update rejected");
+                    st.rejected.push((site_id, why));
+                    if round == expected_round {
+                        current.on_site_dropped(site_id);
+                    }
+                } else {
+                    match current.on_update(site_id, round) {
+                        UpdateVerdict::Accept => {
+                            if let Ok(w) = decoded {
+                                let t = Instant::now();
+                                let folded = tokio::task::block_in_place(|| st.strategy.accumulate(w, num_samples));
+                                st.aggregate_secs += t.elapsed().as_secs_f64();
+                                match folded {
+                                    Ok(()) => {
+                                        st.contributors.push(SiteRound {
+                                            site_id,
+                                            num_samples,
+                                            losses,
+                                            steps,
+                                            train_secs,
+                                            trainer_restarts,
+                                        });
+                                        st.progress.sites.inc(1);
+                                    }
+                                    Err(e) => {
+                                        st.rejected.push((site_id, format!("aggregation refused it: {e}")));
+                                    }
+                                }
+                            }
+                        }
+                        verdict => {
+                            tracing::warn!(site_id, round, ?verdict, "update refused");
+                            st.rejected.push((site_id, format!("{verdict:?}")));
+                        }
+                    }
+                }
+                check_round(&me, st).await?;
+            }
+            ServerMsg::FromSite(Ok(ToServer::OutOfRound { site_id, round, reason })) => {
+                tracing::warn!(site_id, round, %reason, "site is out of the round");
+                if let Some(current) = st.current.as_mut() {
+                    if current.round == round {
+                        current.on_site_dropped(site_id);
+                    }
+                }
+                check_round(&me, st).await?;
+            }
+            ServerMsg::FromSite(Err(e)) => {
+                tracing::warn!(error = %e, "dropped a malformed frame");
+                st.rejected.push((u32::MAX, format!("malformed frame: {e}")));
+            }
+            ServerMsg::RoundDeadline { round, attempt } => {
+                let Some(current) = &st.current else { return Ok(()) };
+                if current.round != round || current.attempt != attempt {
+                    return Ok(());
+                }
+                tracing::warn!(round, attempt, received = current.received().len(), "round deadline passed");
+                match current.status_at_deadline() {
+                    RoundStatus::Complete => finish_round(&me, st).await?,
+                    RoundStatus::Failed { received, needed } => retry_round(&me, st, received, needed)?,
+                    RoundStatus::Waiting => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        me: ActorRef<ServerMsg>,
+        evt: SupervisionEvent,
+        st: &mut ServerState,
+    ) -> Result<(), ActorProcessingErr> {
+        match evt {
+            SupervisionEvent::ProcessGroupChanged(pg::GroupChangeMessage::Leave(_, group, cells))
+                if group == SITES_GROUP =>
+            {
+                for cell in cells {
+                    let Some(id) = cell.get_name().as_deref().and_then(site_id_from_name) else { continue };
+                    if st.sites.get(&id).map(|s| s.actor.get_id()) == Some(cell.get_id()) {
+                        tracing::warn!(site_id = id, "site lost");
+                        st.sites.remove(&id);
+                        if let Some(current) = st.current.as_mut() {
+                            current.on_site_dropped(id);
+                        }
+                    }
+                }
+                st.progress.sites.set_message(format!("{} joined", st.sites.len()));
+                check_round(&me, st).await?;
+            }
+            SupervisionEvent::ActorFailed(cell, err)
+                if st.evaluator.as_ref().map(|e| e.get_id()) == Some(cell.get_id()) =>
+            {
+                tracing::error!(error = %err, "evaluator failed; restarting it");
+                st.evaluator = spawn_evaluator(&me, &st.evaluator_args).await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn start_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<(), ActorProcessingErr> {
+    let round = st.completed + 1;
+    let participants: Vec<u32> = st.sites.keys().copied().collect();
+    if (participants.len() as u32) < st.cfg.federation.min_sites {
+        tracing::warn!(round, have = participants.len(), "not enough sites to start the round; waiting");
+        st.waiting_to_start = true;
+        me.send_after(Duration::from_secs_f64(st.cfg.federation.join_timeout_secs), || ServerMsg::JoinTimeout);
+        return Ok(());
+    }
+    let bytes = st.global.to_safetensors(None)?;
+    let hints = st.strategy.site_hints();
+    st.strategy.begin_round(&st.global);
+    for id in &participants {
+        if let Some(site) = st.sites.get(id) {
+            let frame = ToSite::Train {
+                protocol: PROTOCOL_VERSION,
+                round,
+                local_steps: st.cfg.federation.local_steps,
+                batch_size: st.cfg.federation.batch_size,
+                hints: hints.clone(),
+                weights: bytes.clone(),
+            };
+            if let Err(e) = site.actor.cast(SiteMsg::FromServer(Ok(frame))) {
+                tracing::warn!(site_id = id, error = %e, "cannot send the round");
+            }
+        }
+    }
+    tracing::info!(round, attempt = st.attempt, sites = ?participants, "round started");
+    st.progress.sites.set_length(participants.len() as u64);
+    st.progress.sites.set_position(0);
+    st.progress.sites.set_message(format!("round {round}"));
+    st.current = Some(RoundState::new(round, st.attempt, participants, st.cfg.federation.min_sites as usize));
+    st.round_started = Instant::now();
+    st.contributors.clear();
+    st.rejected.clear();
+    st.aggregate_secs = 0.0;
+    let attempt = st.attempt;
+    me.send_after(Duration::from_secs_f64(st.cfg.federation.round_deadline_secs), move || ServerMsg::RoundDeadline {
+        round,
+        attempt,
+    });
+    Ok(())
+}
+
+async fn check_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<(), ActorProcessingErr> {
+    let Some(current) = &st.current else { return Ok(()) };
+    match current.status() {
+        RoundStatus::Waiting => Ok(()),
+        RoundStatus::Complete => finish_round(me, st).await,
+        RoundStatus::Failed { received, needed } => retry_round(me, st, received, needed),
+    }
+}
+
+fn retry_round(
+    me: &ActorRef<ServerMsg>,
+    st: &mut ServerState,
+    received: usize,
+    needed: usize,
+) -> Result<(), ActorProcessingErr> {
+    let round = st.completed + 1;
+    st.current = None;
+    st.attempt += 1;
+    if st.attempt > st.cfg.federation.max_round_retries {
+        let msg = format!("round {round} missed quorum {} times ({received} of {needed} updates)", st.attempt);
+        tracing::error!(%msg, "giving up");
+        st.finish_run(me, Err(msg));
+        return Ok(());
+    }
+    tracing::warn!(round, received, needed, attempt = st.attempt, "round missed quorum; retrying");
+    me.cast(ServerMsg::StartRound)?;
+    Ok(())
+}
+
+async fn finish_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<(), ActorProcessingErr> {
+    let Some(current) = st.current.take() else { return Ok(()) };
+    let round = current.round;
+    let t = Instant::now();
+    let new_global = tokio::task::block_in_place(|| st.strategy.finish())?;
+    st.aggregate_secs += t.elapsed().as_secs_f64();
+    let step = new_global.l2_distance(&st.global).unwrap_or(f64::NAN);
+    st.global = new_global;
+    let generator = st.global.strip_prefix(GENERATOR);
+    let discriminator = st.global.strip_prefix(DISCRIMINATOR);
+    let meta = CheckpointMeta {
+        round,
+        strategy: st.strategy.name().to_string(),
+        strategy_state: st.strategy.state(),
+        membership: st.membership(),
+        config_hash: st.report.config_hash.clone(),
+        created_unix_ms: now_ms(),
+        extra: serde_json::json!({ "contributors": st.contributors.iter().map(|c| c.site_id).collect::<Vec<_>>() }),
+    };
+    let saved = tokio::task::block_in_place(|| {
+        st.store.save(&meta, &[("generator", &generator), ("discriminator", &discriminator)])
+    });
+    let checkpoint = match saved {
+        Ok(path) => path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default(),
+        Err(e) => {
+            // The round's aggregate stays in memory; a later successful save covers it.
+            tracing::error!(round, error = %e, "checkpoint failed");
+            String::new()
+        }
+    };
+    let eval = match &st.evaluator {
+        Some(ev) => {
+            let weights = st.global.clone();
+            match ev
+                .call(|reply| EvaluatorMsg::Evaluate { round, weights, reply }, Some(Duration::from_secs(600)))
+                .await
+            {
+                Ok(CallResult::Success(Ok(r))) => Some(r),
+                Ok(CallResult::Success(Err(e))) => {
+                    tracing::warn!(round, error = %e, "evaluation failed");
+                    None
+                }
+                other => {
+                    tracing::warn!(round, result = ?other.map(|_| ()), "evaluator did not answer");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let n = st.contributors.len().max(1) as f64;
+    let mean_losses = LossSummary {
+        d_loss: st.contributors.iter().map(|c| c.losses.d_loss).sum::<f64>() / n,
+        g_loss: st.contributors.iter().map(|c| c.losses.g_loss).sum::<f64>() / n,
+    };
+    let mut contributors = std::mem::take(&mut st.contributors);
+    contributors.sort_by_key(|c| c.site_id);
+    st.report.rounds.push(RoundRecord {
+        round,
+        attempts: current.attempt + 1,
+        participants: current.participants().iter().copied().collect(),
+        contributors,
+        dropped: current.dropped().iter().copied().collect(),
+        rejected: std::mem::take(&mut st.rejected),
+        mean_losses,
+        frechet_distance: eval.as_ref().map(|e| e.frechet_distance),
+        samples_png: eval.as_ref().map(|e| e.samples_png.clone()),
+        checkpoint,
+        global_step_norm: step,
+        wall_secs: st.round_started.elapsed().as_secs_f64(),
+        aggregate_secs: st.aggregate_secs,
+    });
+    st.completed = round;
+    st.attempt = 0;
+    st.report.total_secs += st.started.elapsed().as_secs_f64();
+    st.started = Instant::now();
+    if let Err(e) = st.report.write(&st.out_dir) {
+        tracing::error!(error = %e, "cannot write the report");
+    }
+    st.progress.rounds.set_position(round);
+    st.progress.rounds.set_message(eval.map(|e| format!("FD {:.3}", e.frechet_distance)).unwrap_or_default());
+    tracing::info!(round, d_loss = mean_losses.d_loss, g_loss = mean_losses.g_loss, "round complete");
+    if st.completed >= st.cfg.federation.rounds {
+        st.finish_run(me, Ok(format!("all {} rounds completed", st.completed)));
+    } else {
+        me.cast(ServerMsg::StartRound)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,501 @@
+//! The command line: each subcommand wires configuration, telemetry, data, the cluster and the actors together and
+//! nothing more. Errors are `anyhow` here and only here; the libraries below return typed errors.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use ractor::Actor;
+
+use crate::actors::evaluator::EvaluatorArgs;
+use crate::actors::messages::site_actor_name;
+use crate::actors::restart_policy::RestartPolicy;
+use crate::actors::server::{ServerActor, ServerArgs, DISCRIMINATOR, GENERATOR};
+use crate::actors::site::{SiteActor, SiteArgs};
+use crate::actors::trainer::TrainerArgs;
+use crate::actors::Exit;
+use crate::cluster;
+use crate::config::Config;
+use crate::data::{self, partition, DataSource, LoadOptions, Splits};
+use crate::federation::checkpoint::{CheckpointMeta, CheckpointStore};
+use crate::federation::weights::Weights;
+use crate::models::{select_device, Gan};
+use crate::report::RunReport;
+use crate::telemetry::{self, LogFormat};
+
+#[derive(Parser, Debug)]
+#[command(name = "histofed", version, about = "Resilient federated GAN training on histopathology images")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format: human-readable text or JSON lines.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Write logs to this file instead of stderr.
+    #[arg(long, global = true, value_name = "PATH")]
+    log_file: Option<PathBuf>,
+    /// More logging (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a whole federation locally: one server and N sites as separate processes on 127.0.0.1.
+    Demo(DemoArgs),
+    /// Run the server role: the global model, the round loop, checkpoints and the evaluator.
+    Server(ServerCmd),
+    /// Run one site role: its data shard and its generator-trainer.
+    Site(SiteCmd),
+    /// Dataset tools.
+    #[command(subcommand)]
+    Dataset(DatasetCmd),
+    /// Print the per-site class histogram of the configured partition (and draw it as a PNG).
+    Partition(PartitionCmd),
+    /// Print the effective configuration (defaults, file and --set overrides merged) as TOML.
+    Config(ConfigArgs),
+}
+
+#[derive(Args, Debug, Clone, Default)]
+struct ConfigArgs {
+    /// TOML configuration file (see config/demo.toml); defaults apply to anything it leaves out.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Override one setting, e.g. --set federation.rounds=5 (repeatable).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    set: Vec<String>,
+    /// Data source: synthetic | imagefolder:PATH | npz:PATH | mhist:PATH.
+    #[arg(long)]
+    data: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct DemoArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Output folder (samples, checkpoints, reports, logs).
+    #[arg(long, default_value = "runs/demo")]
+    out: PathBuf,
+    /// Number of site processes.
+    #[arg(long)]
+    sites: Option<u32>,
+    /// Rounds to run.
+    #[arg(long)]
+    rounds: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+struct ServerCmd {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Output folder; overrides runtime.out_dir.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct SiteCmd {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// This site's id (0-based; in Kubernetes the StatefulSet ordinal).
+    #[arg(long)]
+    site_id: u32,
+    /// The server's host:port; overrides cluster.server_addr.
+    #[arg(long)]
+    server: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum DatasetCmd {
+    /// Write the procedural H&E dataset as an ImageFolder (ROOT/<CLASS>/*.png) plus a contact sheet.
+    Synth(SynthCmd),
+}
+
+#[derive(Args, Debug)]
+struct SynthCmd {
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 100)]
+    per_class: usize,
+    #[arg(long, default_value_t = 64)]
+    size: u32,
+    #[arg(long, default_value_t = 9)]
+    classes: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+#[derive(Args, Debug)]
+struct PartitionCmd {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Where to draw the stacked-bar chart.
+    #[arg(long, default_value = "partition.png")]
+    png: PathBuf,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = telemetry::init(cli.log_format, cli.log_file.as_deref(), cli.verbose) {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cmd: Command) -> Result<()> {
+    match cmd {
+        Command::Demo(a) => {
+            let mut cfg = load_config(&a.config, Some(crate::launcher::demo_config()?))?;
+            if let Some(s) = a.sites {
+                cfg.federation.sites = s;
+                cfg.federation.min_sites = cfg.federation.min_sites.min(s);
+            }
+            if let Some(r) = a.rounds {
+                cfg.federation.rounds = r;
+            }
+            cfg.validate()?;
+            runtime()?.block_on(crate::launcher::demo(cfg, a.out))
+        }
+        Command::Server(a) => {
+            let mut cfg = load_config(&a.config, None)?;
+            if let Some(out) = a.out {
+                cfg.runtime.out_dir = out;
+            }
+            runtime()?.block_on(run_server(cfg))
+        }
+        Command::Site(a) => {
+            let mut cfg = load_config(&a.config, None)?;
+            if let Some(s) = a.server {
+                cfg.cluster.server_addr = s;
+            }
+            cfg.validate()?;
+            runtime()?.block_on(run_site(cfg, a.site_id))
+        }
+        Command::Dataset(DatasetCmd::Synth(a)) => synth(a),
+        Command::Partition(a) => show_partition(&load_config(&a.config, None)?, &a.png),
+        Command::Config(a) => {
+            print!("{}", load_config(&a, None)?.to_toml()?);
+            Ok(())
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting tokio")
+}
+
+/// Defaults (or `base`), then the file, then `--data`, then `--set` overrides; validated.
+fn load_config(a: &ConfigArgs, base: Option<Config>) -> Result<Config> {
+    let mut cfg = match &a.config {
+        Some(path) => Config::load(path)?,
+        None => base.unwrap_or_default(),
+    };
+    let mut overrides = a.set.clone();
+    if let Some(d) = &a.data {
+        overrides.push(format!("data.source={}", toml::Value::String(d.clone())));
+    }
+    if !overrides.is_empty() {
+        cfg.apply_overrides(&overrides)?;
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// Loads the configured data source at the model's image size.
+pub fn load_data(cfg: &Config) -> Result<Splits> {
+    let model = cfg.model_config()?;
+    let source: DataSource = cfg.data.source.parse()?;
+    let opts = LoadOptions {
+        size: model.image_size as u32,
+        skip_bad: false,
+        cache_dir: cfg.data.cache_dir.clone(),
+        seed: cfg.federation.seed,
+        classes: None,
+        synth_per_class: cfg.data.per_class,
+        synth_num_classes: cfg.data.num_classes,
+        val_fraction: cfg.data.val_fraction,
+        test_fraction: cfg.data.test_fraction,
+    };
+    let splits = data::load(&source, &opts).with_context(|| format!("loading data from {}", cfg.data.source))?;
+    if splits.train.num_classes() as i64 != model.num_classes {
+        bail!(
+            "the data has {} classes but the model is configured for {} (data.num_classes)",
+            splits.train.num_classes(),
+            model.num_classes
+        );
+    }
+    Ok(splits)
+}
+
+/// The site's shard of the training split under the configured partition.
+pub fn site_shard(cfg: &Config, train: &data::Dataset, site_id: u32) -> Result<data::Dataset> {
+    let parts = partition::partition(
+        &train.labels,
+        train.num_classes(),
+        cfg.federation.sites as usize,
+        &cfg.partition()?,
+        cfg.federation.seed,
+    )?;
+    let idx = parts
+        .get(site_id as usize)
+        .with_context(|| format!("site id {site_id} is outside 0..{} (federation.sites)", cfg.federation.sites))?;
+    Ok(train.subset(idx))
+}
+
+fn fresh_report(cfg: &Config) -> RunReport {
+    RunReport {
+        run: cfg.runtime.out_dir.display().to_string(),
+        config_hash: cfg.hash(),
+        model: format!("{} × {} ({})", cfg.model.gan, cfg.model.discriminator, cfg.model.preset),
+        strategy: cfg.federation.strategy.clone(),
+        partition: cfg.data.partition.clone(),
+        rounds_configured: cfg.federation.rounds,
+        ..RunReport::default()
+    }
+}
+
+async fn wait_for_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
+}
+
+fn take_exit(exit: &Exit) -> Option<Result<String, String>> {
+    exit.lock().ok().and_then(|mut e| e.take())
+}
+
+pub async fn run_server(cfg: Config) -> Result<()> {
+    tch::set_num_threads(cfg.runtime.threads);
+    let model = cfg.model_config()?;
+    let device = select_device(Some(&cfg.model.device).filter(|d| !d.is_empty()).map(|s| s.as_str()))?;
+    let out = cfg.runtime.out_dir.clone();
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let store = CheckpointStore::open(out.join("checkpoints"), cfg.federation.keep_checkpoints)?;
+    let loaded = store.load_latest()?;
+    for (path, why) in &loaded.skipped {
+        tracing::warn!(path = %path.display(), %why, "skipping a corrupt checkpoint");
+    }
+    let (initial, completed, mut report) = match loaded.checkpoint {
+        Some(ck) => {
+            if ck.meta.config_hash != cfg.hash() {
+                bail!(
+                    "{} holds checkpoints of another configuration (hash {} vs {}): use another --out or remove them",
+                    out.display(),
+                    ck.meta.config_hash,
+                    cfg.hash()
+                );
+            }
+            let (g, d) = match (ck.parts.get("generator"), ck.parts.get("discriminator")) {
+                (Some(g), Some(d)) => (g, d),
+                _ => bail!("checkpoint of round {} lacks its generator or discriminator", ck.meta.round),
+            };
+            let w = Weights::join_prefixed(&[(GENERATOR, g), (DISCRIMINATOR, d)])?;
+            let mut report = RunReport::read(&out).unwrap_or_else(|_| fresh_report(&cfg));
+            report.rounds.retain(|r| r.round <= ck.meta.round);
+            if ck.meta.round > 0 {
+                report.resumed_from_round = Some(ck.meta.round);
+                tracing::info!(round = ck.meta.round, "resuming from checkpoint");
+            }
+            (w, ck.meta.round, report)
+        }
+        None => {
+            let (m, seed) = (model.clone(), cfg.federation.seed as i64);
+            let gan = tokio::task::spawn_blocking(move || Gan::new(&m, device, seed)?.weights()).await??;
+            let meta = CheckpointMeta {
+                round: 0,
+                strategy: cfg.federation.strategy.clone(),
+                strategy_state: serde_json::Value::Null,
+                membership: Vec::new(),
+                config_hash: cfg.hash(),
+                created_unix_ms: 0,
+                extra: serde_json::json!({ "initial": true }),
+            };
+            let (g, d) = (gan.strip_prefix(GENERATOR), gan.strip_prefix(DISCRIMINATOR));
+            store.save(&meta, &[("generator", &g), ("discriminator", &d)])?;
+            (gan, 0, fresh_report(&cfg))
+        }
+    };
+    if completed >= cfg.federation.rounds {
+        println!("all {} rounds are already complete in {}", cfg.federation.rounds, out.display());
+        return Ok(());
+    }
+    let splits = load_data(&cfg)?;
+    report.classes = splits.train.classes.clone();
+    tracing::info!(
+        model = %report.model,
+        generator_values = initial.strip_prefix(GENERATOR).num_values(),
+        discriminator_values = initial.strip_prefix(DISCRIMINATOR).num_values(),
+        bytes = initial.num_bytes(),
+        "global model ready"
+    );
+    let evaluator = EvaluatorArgs {
+        model: model.clone(),
+        device,
+        real: Arc::new(splits.test),
+        per_class: cfg.runtime.grid_per_class,
+        out_dir: out.clone(),
+        seed: cfg.federation.seed,
+        threads: cfg.runtime.threads,
+    };
+    let listen = cluster::resolve(&cfg.cluster.server_addr)?;
+    let node = cluster::start_node("server", listen, cfg.cookie(), cfg.cluster.max_frame_mib << 20).await?;
+    let exit: Exit = Arc::new(Mutex::new(None));
+    let args = ServerArgs {
+        strategy: cfg.strategy()?.build()?,
+        config: cfg.clone(),
+        out_dir: out.clone(),
+        initial,
+        completed_rounds: completed,
+        report,
+        store,
+        evaluator: Some(evaluator),
+        exit: exit.clone(),
+    };
+    let (server, handle) = Actor::spawn(Some("histofed-server".into()), ServerActor, args).await?;
+    tracing::info!(%listen, "server listening");
+    tokio::select! {
+        _ = handle => {},
+        _ = wait_for_signal() => {
+            tracing::warn!("signal received; stopping (completed rounds are checkpointed)");
+            server.stop(Some("signal".into()));
+            node.shutdown().await;
+            bail!("interrupted");
+        }
+    }
+    node.shutdown().await;
+    match take_exit(&exit) {
+        Some(Ok(msg)) => {
+            tracing::info!(%msg, "run finished");
+            println!("{msg}; outputs in {}", out.display());
+            Ok(())
+        }
+        Some(Err(msg)) => bail!("run failed: {msg}"),
+        None => bail!("the server actor stopped unexpectedly (see the log)"),
+    }
+}
+
+pub async fn run_site(cfg: Config, site_id: u32) -> Result<()> {
+    tch::set_num_threads(cfg.runtime.threads);
+    if site_id >= cfg.federation.sites {
+        bail!("--site-id {site_id} is outside 0..{} (federation.sites)", cfg.federation.sites);
+    }
+    let model = cfg.model_config()?;
+    let device = select_device(Some(&cfg.model.device).filter(|d| !d.is_empty()).map(|s| s.as_str()))?;
+    let splits = load_data(&cfg)?;
+    let shard = site_shard(&cfg, &splits.train, site_id)?;
+    let class_counts: Vec<u64> = shard.class_counts().iter().map(|&c| c as u64).collect();
+    tracing::info!(site_id, images = shard.len(), ?class_counts, "site shard ready");
+    let server_addr = cluster::resolve(&cfg.cluster.server_addr)?;
+    let ip = if server_addr.ip().is_loopback() {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    };
+    let node = cluster::start_node(
+        &format!("site-{site_id}"),
+        cluster::ephemeral(ip),
+        cfg.cookie(),
+        cfg.cluster.max_frame_mib << 20,
+    )
+    .await?;
+    let exit: Exit = Arc::new(Mutex::new(None));
+    let panics =
+        (1..=cfg.federation.rounds).map(|r| (r, cfg.trainer_panics(site_id, r))).filter(|(_, n)| *n > 0).collect();
+    let args = SiteArgs {
+        site_id,
+        node: node.server.clone(),
+        server_addr,
+        reconnect: Duration::from_secs_f64(cfg.cluster.reconnect_secs),
+        num_samples: shard.len() as u64,
+        class_counts,
+        trainer: TrainerArgs {
+            site_id,
+            model,
+            device,
+            data: Arc::new(shard),
+            seed: cfg.federation.seed,
+            threads: cfg.runtime.threads,
+        },
+        restart_policy: RestartPolicy::default(),
+        panics,
+        exit: exit.clone(),
+    };
+    let (site, handle) = Actor::spawn(Some(site_actor_name(site_id)), SiteActor, args).await?;
+    tokio::select! {
+        _ = handle => {},
+        _ = wait_for_signal() => {
+            site.stop(Some("signal".into()));
+            node.shutdown().await;
+            bail!("interrupted");
+        }
+    }
+    node.shutdown().await;
+    match take_exit(&exit) {
+        Some(Ok(msg)) => {
+            tracing::info!(%msg, "site done");
+            Ok(())
+        }
+        Some(Err(msg)) => bail!("{msg}"),
+        None => bail!("the site actor stopped unexpectedly (see the log)"),
+    }
+}
+
+fn synth(a: SynthCmd) -> Result<()> {
+    let cfg = data::synth::SynthConfig {
+        num_classes: a.classes,
+        per_class: a.per_class,
+        size: a.size,
+        seed: a.seed,
+        stain: Default::default(),
+    };
+    let ds = data::synth::generate(&cfg)?;
+    data::write_imagefolder(&ds, &a.out)?;
+    let sheet = a.out.join("contact-sheet.png");
+    data::grid::save_png(&data::grid::contact_sheet(&ds, 8), &sheet)?;
+    println!(
+        "wrote {} images of {} classes to {} (contact sheet: {})",
+        ds.len(),
+        ds.num_classes(),
+        a.out.display(),
+        sheet.display()
+    );
+    Ok(())
+}
+
+fn show_partition(cfg: &Config, png: &Path) -> Result<()> {
+    let splits = load_data(cfg)?;
+    let parts = partition::partition(
+        &splits.train.labels,
+        splits.train.num_classes(),
+        cfg.federation.sites as usize,
+        &cfg.partition()?,
+        cfg.federation.seed,
+    )?;
+    let hist = partition::histogram(&splits.train.labels, splits.train.num_classes(), &parts);
+    println!("partition {} over {} sites:", cfg.data.partition, cfg.federation.sites);
+    print!("{}", partition::histogram_table(&splits.train.classes, &hist));
+    partition::stacked_bar_png(&splits.train.classes, &hist, png)?;
+    println!("chart: {}", png.display());
+    Ok(())
+}

@@ -1,0 +1,373 @@
+//! One TOML file configures every role of a run, so a server and its sites can never disagree on the model or the
+//! data recipe: each process reads the same file and takes the part it needs. Every field has a default, so an empty
+//! file is a valid (demo-sized) configuration; unknown keys are refused so a typo is an error, not a silent default.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use crate::data::partition::Partition;
+use crate::federation::strategy::StrategyConfig;
+use crate::models::{DiscKind, GanKind, ModelConfig};
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub federation: FederationConfig,
+    pub data: DataConfig,
+    pub model: ModelSection,
+    pub cluster: ClusterConfig,
+    pub runtime: RuntimeConfig,
+    /// Faults injected on purpose (tests and chaos scenarios); empty in normal runs.
+    pub faults: Vec<Fault>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FederationConfig {
+    /// Rounds to run (completed rounds, not attempts).
+    pub rounds: u64,
+    /// Sites expected in the federation (site ids 0..sites).
+    pub sites: u32,
+    /// Quorum: a round completes once at least this many sites sent a valid update.
+    pub min_sites: u32,
+    /// A round's deadline, counted from the broadcast of the global weights.
+    pub round_deadline_secs: f64,
+    /// How long the server waits for `sites` to join before it starts with a quorum.
+    pub join_timeout_secs: f64,
+    /// Attempts of one round that miss quorum before the run fails.
+    pub max_round_retries: u32,
+    /// Local optimisation steps per round at each site.
+    pub local_steps: u32,
+    pub batch_size: u32,
+    pub strategy: String,
+    pub seed: u64,
+    /// Checkpoints kept on disk.
+    pub keep_checkpoints: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// `synthetic`, `imagefolder:PATH`, `npz:PATH` or `mhist:PATH`.
+    pub source: String,
+    /// Synthetic data: images per class, and how many of the 9 NCT classes.
+    pub per_class: usize,
+    pub num_classes: usize,
+    /// Non-IID split across sites: `iid`, `dirichlet:ALPHA[:min=N]`, `pathological:K`, `quantity:POWER`.
+    pub partition: String,
+    /// Fractions of a format without its own split held out for validation and for the evaluator's test set.
+    pub val_fraction: f64,
+    pub test_fraction: f64,
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSection {
+    /// `tiny` (tests), `small` (CPU demo), `paper` (GPU).
+    pub preset: String,
+    pub gan: String,
+    pub discriminator: String,
+    /// `cpu`, `cuda`, `cuda:N`; empty = CUDA when available.
+    pub device: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Where the server listens and sites connect (host:port).
+    pub server_addr: String,
+    /// Shared secret of ractor_cluster's challenge handshake. Override with HISTOFED_COOKIE.
+    pub cookie: String,
+    /// Largest inbound frame, MiB. Must exceed the serialized model (ractor_cluster's default of 16 MiB drops
+    /// the whole connection on a bigger frame).
+    pub max_frame_mib: u64,
+    /// Delay before a site retries a lost or refused connection (doubles up to 8×).
+    pub reconnect_secs: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// torch intra-op threads per process (several processes on few cores thrash without a budget).
+    pub threads: i32,
+    /// Where the server writes samples, checkpoints and reports.
+    pub out_dir: PathBuf,
+    /// Images per class in the evaluator's sample grid.
+    pub grid_per_class: usize,
+}
+
+/// A deliberately injected fault.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Fault {
+    /// The site's trainer panics at the start of the given round, `times` times.
+    TrainerPanic { site: u32, round: u64, times: u32 },
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        Self {
+            rounds: 3,
+            sites: 3,
+            min_sites: 2,
+            round_deadline_secs: 120.0,
+            join_timeout_secs: 60.0,
+            max_round_retries: 3,
+            local_steps: 20,
+            batch_size: 32,
+            strategy: "fedavg".into(),
+            seed: 42,
+            keep_checkpoints: 5,
+        }
+    }
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            source: "synthetic".into(),
+            per_class: 96,
+            num_classes: 4,
+            partition: "dirichlet:0.5".into(),
+            val_fraction: 0.1,
+            test_fraction: 0.2,
+            cache_dir: None,
+        }
+    }
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        Self { preset: "tiny".into(), gan: "cgan".into(), discriminator: "cnn".into(), device: "cpu".into() }
+    }
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            server_addr: "127.0.0.1:7700".into(),
+            cookie: "histofed-dev-cookie".into(),
+            max_frame_mib: 1024,
+            reconnect_secs: 0.5,
+        }
+    }
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self { threads: 1, out_dir: PathBuf::from("runs/demo"), grid_per_class: 8 }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let cfg: Config = toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        cfg.validate().map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        Ok(cfg)
+    }
+
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string_pretty(self).map_err(|e| ConfigError::Invalid(e.to_string()))
+    }
+
+    /// Checks every cross-field rule, naming the offending key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let f = &self.federation;
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if f.rounds == 0 {
+            return bad("federation.rounds must be at least 1".into());
+        }
+        if f.sites == 0 {
+            return bad("federation.sites must be at least 1".into());
+        }
+        if f.min_sites == 0 || f.min_sites > f.sites {
+            return bad(format!(
+                "federation.min_sites = {} must be in 1..={} (federation.sites)",
+                f.min_sites, f.sites
+            ));
+        }
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        if !positive(f.round_deadline_secs) || !positive(f.join_timeout_secs) {
+            return bad("federation.round_deadline_secs and join_timeout_secs must be positive".into());
+        }
+        if f.local_steps == 0 || f.batch_size == 0 {
+            return bad("federation.local_steps and federation.batch_size must be at least 1".into());
+        }
+        if f.keep_checkpoints == 0 {
+            return bad("federation.keep_checkpoints must be at least 1".into());
+        }
+        self.strategy()?;
+        self.partition()?;
+        self.model_config()?;
+        if self.data.source.parse::<crate::data::DataSource>().is_err() {
+            return bad(format!(
+                "data.source = {:?}: expected synthetic, imagefolder:PATH, npz:PATH or mhist:PATH",
+                self.data.source
+            ));
+        }
+        if !(2..=9).contains(&self.data.num_classes) {
+            return bad(format!("data.num_classes = {} must be in 2..=9", self.data.num_classes));
+        }
+        let (v, t) = (self.data.val_fraction, self.data.test_fraction);
+        if !(0.0..1.0).contains(&v) || !(0.0..1.0).contains(&t) || v + t >= 1.0 {
+            return bad(format!(
+                "data.val_fraction = {v} and data.test_fraction = {t} must be in [0, 1) and sum below 1"
+            ));
+        }
+        if self.data.per_class == 0 {
+            return bad("data.per_class must be at least 1".into());
+        }
+        if self.cluster.server_addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+            return bad(format!("cluster.server_addr = {:?} must be host:port", self.cluster.server_addr));
+        }
+        if self.cluster.max_frame_mib < 16 {
+            return bad("cluster.max_frame_mib must be at least 16".into());
+        }
+        if self.runtime.threads < 1 {
+            return bad("runtime.threads must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn strategy(&self) -> Result<StrategyConfig, ConfigError> {
+        self.federation
+            .strategy
+            .parse::<StrategyConfig>()
+            .map_err(|e| ConfigError::Invalid(format!("federation.strategy = {:?}: {e}", self.federation.strategy)))
+    }
+
+    pub fn partition(&self) -> Result<Partition, ConfigError> {
+        self.data
+            .partition
+            .parse::<Partition>()
+            .map_err(|e| ConfigError::Invalid(format!("data.partition = {:?}: {e}", self.data.partition)))
+    }
+
+    pub fn model_config(&self) -> Result<ModelConfig, ConfigError> {
+        let m = &self.model;
+        let gan: GanKind = m.gan.parse().map_err(|e| ConfigError::Invalid(format!("model.gan = {:?}: {e}", m.gan)))?;
+        let disc: DiscKind = m
+            .discriminator
+            .parse()
+            .map_err(|e| ConfigError::Invalid(format!("model.discriminator = {:?}: {e}", m.discriminator)))?;
+        let cfg = ModelConfig::preset(&m.preset, gan, disc, self.data.num_classes as i64)
+            .map_err(|e| ConfigError::Invalid(format!("model.preset = {:?}: {e}", m.preset)))?;
+        Ok(cfg)
+    }
+
+    /// A stable hash of everything that shapes the model and the data, recorded in checkpoints so a resumed run
+    /// can tell it is continuing the same experiment.
+    pub fn hash(&self) -> String {
+        let mut relevant = self.clone();
+        relevant.cluster = ClusterConfig::default();
+        relevant.runtime.out_dir = PathBuf::new();
+        relevant.faults.clear();
+        let text = toml::to_string(&relevant).unwrap_or_default();
+        hex::encode(&Sha256::digest(text.as_bytes())[..8])
+    }
+
+    pub fn cookie(&self) -> String {
+        std::env::var("HISTOFED_COOKIE").unwrap_or_else(|_| self.cluster.cookie.clone())
+    }
+
+    /// Times the trainer of `site` must panic in `round`.
+    pub fn trainer_panics(&self, site: u32, round: u64) -> u32 {
+        self.faults
+            .iter()
+            .map(|f| match f {
+                Fault::TrainerPanic { site: s, round: r, times } if *s == site && *r == round => *times,
+                Fault::TrainerPanic { .. } => 0,
+            })
+            .sum()
+    }
+
+    /// Overrides from the command line, as `section.key=value` pairs in TOML syntax.
+    pub fn apply_overrides(&mut self, overrides: &[String]) -> Result<(), ConfigError> {
+        let mut table: toml::Table =
+            toml::from_str(&self.to_toml()?).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        for ov in overrides {
+            let (key, value) = ov
+                .split_once('=')
+                .ok_or_else(|| ConfigError::Invalid(format!("override {ov:?} is not section.key=value")))?;
+            let (section, field) = key
+                .trim()
+                .split_once('.')
+                .ok_or_else(|| ConfigError::Invalid(format!("override key {key:?} is not section.key")))?;
+            let parsed: toml::Value = match toml::from_str::<BTreeMap<String, toml::Value>>(&format!("v = {value}")) {
+                Ok(mut m) => m.remove("v").unwrap_or(toml::Value::String(value.to_string())),
+                Err(_) => toml::Value::String(value.trim().to_string()),
+            };
+            let sec = table
+                .entry(section.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .ok_or_else(|| ConfigError::Invalid(format!("override {ov:?}: {section} is not a section")))?;
+            sec.insert(field.to_string(), parsed);
+        }
+        let text = toml::to_string(&table).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Invalid(format!("override: {e}")))?;
+        cfg.validate()?;
+        *self = cfg;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_default_and_round_trips() {
+        let cfg: Config = toml::from_str("").unwrap();
+        assert_eq!(cfg, Config::default());
+        let back: Config = toml::from_str(&cfg.to_toml().unwrap()).unwrap();
+        assert_eq!(back, cfg);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        assert!(toml::from_str::<Config>("[federation]\nrunds = 3\n").is_err());
+        let mut cfg = Config::default();
+        cfg.federation.min_sites = 9;
+        assert!(cfg.validate().unwrap_err().to_string().contains("min_sites"));
+        let mut cfg = Config::default();
+        cfg.federation.strategy = "fedwhat".into();
+        assert!(cfg.validate().unwrap_err().to_string().contains("federation.strategy"));
+    }
+
+    #[test]
+    fn overrides_apply_and_validate() {
+        let mut cfg = Config::default();
+        cfg.apply_overrides(&["federation.rounds=7".into(), "model.preset=small".into()]).unwrap();
+        assert_eq!(cfg.federation.rounds, 7);
+        assert_eq!(cfg.model.preset, "small");
+        assert!(cfg.apply_overrides(&["federation.rounds=0".into()]).is_err());
+        assert!(cfg.apply_overrides(&["nonsense".into()]).is_err());
+    }
+
+    #[test]
+    fn faults_parse() {
+        let cfg: Config =
+            toml::from_str("[[faults]]\nkind = \"trainer-panic\"\nsite = 1\nround = 2\ntimes = 1\n").unwrap();
+        assert_eq!(cfg.trainer_panics(1, 2), 1);
+        assert_eq!(cfg.trainer_panics(0, 2), 0);
+    }
+}

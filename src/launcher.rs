@@ -1,0 +1,135 @@
+//! `histofed demo`: a whole federation on one machine as separate OS processes — one server and N sites — talking
+//! over loopback TCP exactly as they would across pods. The launcher owns the processes: it stops every one of
+//! them when the run ends, when one fails, on Ctrl-C, and (through the kernel's parent-death signal) even when the
+//! launcher itself is killed.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use tokio::process::{Child, Command};
+
+use crate::config::Config;
+use crate::report::RunReport;
+
+/// The sample configuration shipped in config/demo.toml, embedded so `histofed demo` needs no file.
+pub fn demo_config() -> Result<Config> {
+    let cfg: Config = toml::from_str(include_str!("../config/demo.toml")).context("embedded config/demo.toml")?;
+    Ok(cfg)
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released; the server binds it a moment later).
+pub fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Starts `histofed ARGS…` as a child that dies with us, with a torch thread budget and passive OpenMP waiting.
+pub fn spawn_role(exe: &Path, args: &[String], log: &Path) -> Result<Child> {
+    let mut cmd = Command::new(exe);
+    cmd.args(args).arg("--log-file").arg(log).env("OMP_WAIT_POLICY", "PASSIVE").stdin(Stdio::null()).kill_on_drop(true);
+    // SAFETY: prctl is async-signal-safe; the closure allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    cmd.spawn().with_context(|| format!("starting {} {}", exe.display(), args.join(" ")))
+}
+
+struct Fleet {
+    children: Vec<(String, Child)>,
+}
+
+impl Fleet {
+    /// Asks every child still running to stop (SIGTERM), then kills what is left after `grace`.
+    async fn stop_all(&mut self, grace: Duration) {
+        for (_, child) in &self.children {
+            if let Some(pid) = child.id() {
+                // SAFETY: plain kill(2) on a pid we own.
+                unsafe {
+                    libc::kill(pid as i32, libc::SIGTERM);
+                }
+            }
+        }
+        let deadline = Instant::now() + grace;
+        for (name, child) in &mut self.children {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if tokio::time::timeout(left, child.wait()).await.is_err() {
+                tracing::warn!(%name, "did not stop in time; killing");
+                let _ = child.kill().await;
+            }
+        }
+    }
+}
+
+pub async fn demo(mut cfg: Config, out: PathBuf) -> Result<()> {
+    let start = Instant::now();
+    let port = free_port()?;
+    cfg.cluster.server_addr = format!("127.0.0.1:{port}");
+    cfg.runtime.out_dir = out.clone();
+    cfg.validate()?;
+    std::fs::create_dir_all(out.join("logs")).with_context(|| format!("creating {}", out.display()))?;
+    let cfg_path = out.join("config.toml");
+    std::fs::write(&cfg_path, cfg.to_toml()?).with_context(|| format!("writing {}", cfg_path.display()))?;
+    let exe = std::env::current_exe().context("locating the histofed binary")?;
+    let c = cfg_path.display().to_string();
+    println!(
+        "histofed demo: 1 server + {} sites on 127.0.0.1:{port}, {} rounds of {} × {} ({}); logs in {}",
+        cfg.federation.sites,
+        cfg.federation.rounds,
+        cfg.model.gan,
+        cfg.model.discriminator,
+        cfg.model.preset,
+        out.join("logs").display()
+    );
+    let mut fleet = Fleet { children: Vec::new() };
+    let server = spawn_role(&exe, &["server".into(), "--config".into(), c.clone()], &out.join("logs/server.log"))?;
+    fleet.children.push(("server".into(), server));
+    for id in 0..cfg.federation.sites {
+        let args = vec!["site".into(), "--config".into(), c.clone(), "--site-id".into(), id.to_string()];
+        match spawn_role(&exe, &args, &out.join(format!("logs/site-{id}.log"))) {
+            Ok(child) => fleet.children.push((format!("site-{id}"), child)),
+            Err(e) => {
+                fleet.stop_all(Duration::from_secs(5)).await;
+                return Err(e);
+            }
+        }
+    }
+    let outcome = supervise(&mut fleet).await;
+    fleet.stop_all(Duration::from_secs(10)).await;
+    outcome?;
+    let report = RunReport::read(&out).context("reading the run report")?;
+    println!("\n{}", report.to_markdown());
+    println!(
+        "done in {:.1} s. outputs in {}:\n  samples/round-NNN.png  checkpoints/  report.json  report.md  logs/",
+        start.elapsed().as_secs_f64(),
+        out.display()
+    );
+    Ok(())
+}
+
+/// Waits for the server to finish; fails fast if any process fails or on Ctrl-C.
+async fn supervise(fleet: &mut Fleet) -> Result<()> {
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => bail!("interrupted; stopping every process"),
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+        for (name, child) in &mut fleet.children {
+            if let Some(status) = child.try_wait()? {
+                if name == "server" {
+                    if status.success() {
+                        return Ok(());
+                    }
+                    bail!("the server failed ({status}); see its log");
+                }
+                if !status.success() {
+                    bail!("{name} failed ({status}); see its log");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! The run report: what happened in each round, as `report.json` (for machines and tests) and `report.md` (for
+//! people). It is rewritten atomically after every completed round, so a crash never leaves a torn report and the
+//! file always describes every round that completed.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::actors::messages::LossSummary;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SiteRound {
+    pub site_id: u32,
+    pub num_samples: u64,
+    pub losses: LossSummary,
+    pub steps: u32,
+    pub train_secs: f64,
+    pub trainer_restarts: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RoundRecord {
+    pub round: u64,
+    /// Attempts this round took (1 = first try reached quorum).
+    pub attempts: u32,
+    pub participants: Vec<u32>,
+    pub contributors: Vec<SiteRound>,
+    /// Sites asked but lost or out before answering.
+    pub dropped: Vec<u32>,
+    /// Rejected updates: (site, reason).
+    pub rejected: Vec<(u32, String)>,
+    pub mean_losses: LossSummary,
+    pub frechet_distance: Option<f64>,
+    pub samples_png: Option<String>,
+    pub checkpoint: String,
+    /// Distance of the new global weights from the previous ones.
+    pub global_step_norm: f64,
+    pub wall_secs: f64,
+    pub aggregate_secs: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    pub run: String,
+    pub config_hash: String,
+    pub model: String,
+    pub strategy: String,
+    pub partition: String,
+    /// Per site: class histogram of its shard, as the site reported it at join.
+    pub site_classes: BTreeMap<u32, Vec<u64>>,
+    pub classes: Vec<String>,
+    pub rounds_configured: u64,
+    pub resumed_from_round: Option<u64>,
+    pub rounds: Vec<RoundRecord>,
+    pub finished: bool,
+    pub total_secs: f64,
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+impl RunReport {
+    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        write_atomic(&dir.join("report.json"), &json)?;
+        write_atomic(&dir.join("report.md"), self.to_markdown().as_bytes())
+    }
+
+    pub fn read(dir: &Path) -> std::io::Result<Self> {
+        let bytes = std::fs::read(dir.join("report.json"))?;
+        serde_json::from_slice(&bytes).map_err(std::io::Error::other)
+    }
+
+    pub fn to_markdown(&self) -> String {
+        let mut s = String::new();
+        s.push_str(&format!("# histofed run `{}`\n\n", self.run));
+        s.push_str(&format!(
+            "- model: {}\n- strategy: {}\n- partition: {}\n- config hash: {}\n- rounds: {} of {}{}\n- total wall time: {:.1} s\n\n",
+            self.model,
+            self.strategy,
+            self.partition,
+            self.config_hash,
+            self.rounds.len(),
+            self.rounds_configured,
+            self.resumed_from_round.map(|r| format!(" (resumed after round {r})")).unwrap_or_default(),
+            self.total_secs
+        ));
+        if !self.site_classes.is_empty() {
+            s.push_str("## Partition (images per class at each site)\n\n| site |");
+            for c in &self.classes {
+                s.push_str(&format!(" {c} |"));
+            }
+            s.push_str(" total |\n|---|");
+            s.push_str(&"---:|".repeat(self.classes.len() + 1));
+            s.push('\n');
+            for (site, counts) in &self.site_classes {
+                s.push_str(&format!("| {site} |"));
+                for c in counts {
+                    s.push_str(&format!(" {c} |"));
+                }
+                s.push_str(&format!(" {} |\n", counts.iter().sum::<u64>()));
+            }
+            s.push('\n');
+        }
+        s.push_str("## Rounds\n\n| round | attempts | contributors | dropped | rejected | D loss | G loss | Fréchet distance | wall s | samples |\n|---:|---:|---|---|---|---:|---:|---:|---:|---|\n");
+        for r in &self.rounds {
+            let contributors: Vec<String> = r.contributors.iter().map(|c| c.site_id.to_string()).collect();
+            let dropped: Vec<String> = r.dropped.iter().map(|d| d.to_string()).collect();
+            let rejected: Vec<String> = r.rejected.iter().map(|(s, why)| format!("{s}: {why}")).collect();
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {:.4} | {:.4} | {} | {:.2} | {} |\n",
+                r.round,
+                r.attempts,
+                contributors.join(", "),
+                dropped.join(", "),
+                rejected.join("; "),
+                r.mean_losses.d_loss,
+                r.mean_losses.g_loss,
+                r.frechet_distance.map(|v| format!("{v:.4}")).unwrap_or_else(|| "–".into()),
+                r.wall_secs,
+                r.samples_png.as_deref().map(|p| format!("[png]({p})")).unwrap_or_default()
+            ));
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_round_trips_and_renders() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rep =
+            RunReport { run: "t".into(), rounds_configured: 2, classes: vec!["A".into()], ..Default::default() };
+        rep.site_classes.insert(0, vec![5]);
+        rep.rounds.push(RoundRecord {
+            round: 1,
+            attempts: 1,
+            contributors: vec![SiteRound { site_id: 0, ..Default::default() }],
+            frechet_distance: Some(1.5),
+            ..Default::default()
+        });
+        rep.write(dir.path()).unwrap();
+        assert_eq!(RunReport::read(dir.path()).unwrap(), rep);
+        let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+        assert!(md.contains("| 1 | 1 | 0 |"), "{md}");
+        assert!(md.contains("1.5000"));
+    }
+}
