@@ -18,12 +18,13 @@ use crate::actors::server::{ServerActor, ServerArgs, DISCRIMINATOR, GENERATOR};
 use crate::actors::site::{SiteActor, SiteArgs};
 use crate::actors::trainer::TrainerArgs;
 use crate::actors::Exit;
+use crate::centralized;
 use crate::cluster;
 use crate::config::Config;
 use crate::data::{self, partition, DataSource, LoadOptions, Splits};
 use crate::federation::checkpoint::{CheckpointMeta, CheckpointStore};
 use crate::federation::weights::Weights;
-use crate::models::{select_device, Gan};
+use crate::models::{select_device, ClassifierConfig, Gan};
 use crate::report::RunReport;
 use crate::telemetry::{self, LogFormat};
 
@@ -51,6 +52,8 @@ enum Command {
     Server(ServerCmd),
     /// Run one site role: its data shard and its generator-trainer.
     Site(SiteCmd),
+    /// Train centrally (no federation): the GAN, or with --classifier the ViT tissue classifier.
+    Train(TrainCmd),
     /// Dataset tools.
     #[command(subcommand)]
     Dataset(DatasetCmd),
@@ -107,6 +110,30 @@ struct SiteCmd {
     /// The server's host:port; overrides cluster.server_addr.
     #[arg(long)]
     server: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct TrainCmd {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Train on the whole training split in this process (the federated path is `demo` / `server` + `site`).
+    #[arg(long, required = true)]
+    centralized: bool,
+    /// Train the ViT classifier instead of the GAN.
+    #[arg(long)]
+    classifier: bool,
+    /// Classifier preset: tiny (CPU) or vit-b16 (GPU).
+    #[arg(long, default_value = "tiny")]
+    classifier_preset: String,
+    /// Optimisation steps.
+    #[arg(long, default_value_t = 300)]
+    steps: u64,
+    /// Evaluate (sample grid + FD, or test accuracy) every N steps.
+    #[arg(long, default_value_t = 100)]
+    every: u64,
+    /// Output folder.
+    #[arg(long, default_value = "runs/train")]
+    out: PathBuf,
 }
 
 #[derive(Subcommand, Debug)]
@@ -183,6 +210,7 @@ fn run(cmd: Command) -> Result<()> {
             cfg.validate()?;
             runtime()?.block_on(run_site(cfg, a.site_id))
         }
+        Command::Train(a) => train(a),
         Command::Dataset(DatasetCmd::Synth(a)) => synth(a),
         Command::Partition(a) => show_partition(&load_config(&a.config, None)?, &a.png),
         Command::Config(a) => {
@@ -266,18 +294,20 @@ fn fresh_report(cfg: &Config) -> RunReport {
     }
 }
 
+/// Resolves on the first SIGINT or SIGTERM.
 async fn wait_for_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {},
+                _ = term.recv() => {},
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term => {},
+        _ => {
+            tracing::warn!("cannot install signal handlers; relying on the default actions");
+            std::future::pending::<()>().await
+        }
     }
 }
 
@@ -459,6 +489,68 @@ pub async fn run_site(cfg: Config, site_id: u32) -> Result<()> {
         Some(Err(msg)) => bail!("{msg}"),
         None => bail!("the site actor stopped unexpectedly (see the log)"),
     }
+}
+
+fn train(a: TrainCmd) -> Result<()> {
+    let cfg = load_config(&a.config, None)?;
+    tch::set_num_threads(cfg.runtime.threads);
+    let model = cfg.model_config()?;
+    let device = select_device(Some(&cfg.model.device).filter(|d| !d.is_empty()).map(|s| s.as_str()))?;
+    let splits = load_data(&cfg)?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let (train, test) = (splits.train, splits.test);
+    println!("{} training images, {} test images, {} classes", train.len(), test.len(), train.num_classes());
+    if a.classifier {
+        let mut ccfg = ClassifierConfig::preset(&a.classifier_preset, model.image_size, model.num_classes)?;
+        ccfg.total_steps = a.steps as i64;
+        let run = centralized::ClassifierRun {
+            config: &ccfg,
+            device,
+            train: &train,
+            test: &test,
+            steps: a.steps,
+            every: a.every,
+            batch_size: cfg.federation.batch_size as usize,
+            seed: cfg.federation.seed,
+        };
+        let (clf, points) = centralized::train_classifier(&run, |p| {
+            println!("step {:>5}  loss {:.4}  test accuracy {:.3}  ({:.1} s)", p.step, p.loss, p.test_accuracy, p.secs)
+        })?;
+        println!(
+            "classifier ({} parameters) final test accuracy {:.3}",
+            clf.param_count(),
+            points.last().map(|p| p.test_accuracy).unwrap_or(0.0)
+        );
+        std::fs::write(a.out.join("classifier.json"), serde_json::to_vec_pretty(&points)?)?;
+        return Ok(());
+    }
+    let gan = Gan::new(&model, device, cfg.federation.seed as i64)?;
+    let (g, d) = gan.param_counts();
+    println!(
+        "{} × {} ({}): generator {g} parameters, discriminator {d}",
+        cfg.model.gan, cfg.model.discriminator, cfg.model.preset
+    );
+    let run = centralized::GanRun {
+        model: &model,
+        device,
+        train: Arc::new(train),
+        test: &test,
+        steps: a.steps,
+        every: a.every,
+        batch_size: cfg.federation.batch_size,
+        seed: cfg.federation.seed,
+        grid_per_class: cfg.runtime.grid_per_class,
+        out_dir: &a.out,
+    };
+    let points = centralized::train_gan(&run, |p| {
+        println!(
+            "step {:>5}  D {:.4}  G {:.4}  FD {:.3}  {}  ({:.1} s)",
+            p.step, p.d_loss, p.g_loss, p.frechet_distance, p.samples_png, p.secs
+        )
+    })?;
+    std::fs::write(a.out.join("train.json"), serde_json::to_vec_pretty(&points)?)?;
+    println!("outputs in {}", a.out.display());
+    Ok(())
 }
 
 fn synth(a: SynthCmd) -> Result<()> {

@@ -111,11 +111,16 @@ pub async fn demo(mut cfg: Config, out: PathBuf) -> Result<()> {
     Ok(())
 }
 
-/// Waits for the server to finish; fails fast if any process fails or on Ctrl-C.
+/// Waits for the server to finish; fails fast if any process fails, on Ctrl-C or on SIGTERM.
 async fn supervise(fleet: &mut Fleet) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    // One stream each for the whole wait, so a signal that lands between two polls is not lost.
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => bail!("interrupted; stopping every process"),
+            _ = int.recv() => bail!("interrupted; stopping every process"),
+            _ = term.recv() => bail!("terminated; stopping every process"),
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
         for (name, child) in &mut fleet.children {

@@ -4,12 +4,14 @@
 //! - [`cli`] and [`launcher`] wire configuration, telemetry, the cluster and the actors together;
 //! - [`actors`] are the roles (server, site, generator-trainer, evaluator), thin shells over the libraries;
 //! - [`cluster`] is everything about the network (ractor_cluster nodes, sessions, events);
-//! - [`training`], [`evaluation`], [`report`] turn models and data into rounds, scores and records;
+//! - [`training`], [`evaluation`], [`centralized`], [`report`] turn models and data into rounds, baselines,
+//!   scores and records;
 //! - [`models`] (tch), [`data`] (images), [`federation`] (weights, strategies, checkpoints) and [`config`] are pure.
 //!
 //! See ARCHITECTURE.md for the data path and the module map.
 
 pub mod actors;
+pub mod centralized;
 pub mod cli;
 pub mod cluster;
 pub mod config;
