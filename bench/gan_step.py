@@ -7,8 +7,9 @@ same networks under the same parameter names and the same training step, so both
 
 Usage:
   OMP_WAIT_POLICY=PASSIVE python bench/gan_step.py --preset small --batch 32 --steps 10 --threads 2 [--gan cgan --disc cnn]
+  python bench/gan_step.py ... --json    # one JSON object per combination (read by `histofed bench models`)
   python bench/gan_step.py --check DIR   # DIR from the Rust test `models::bench::tests::export_parity_fixture`
-Only torch is needed (safetensors files are parsed by hand).
+Only torch is needed (safetensors files are parsed by hand). `scripts/bench_venv.sh` creates a venv with it.
 """
 import argparse
 import json
@@ -305,10 +306,12 @@ class Gan:
             sg, cg = self._d_for_g(fake, y)
             g_loss = bce(sg, torch.ones_like(sg)) + F.cross_entropy(cg, y)
             self._update(self.opt_g, g_loss)
-        return float(d_loss), float(g_loss)
+        return float(d_loss.detach()), float(g_loss.detach())
 
 
 def bench(c, batch, steps, warmup=2):
+    """Mean seconds per train_step after `warmup` untimed steps, and the Gan (for its parameter counts).
+    Mirrors bench_step_on in src/models/bench.rs: a fresh GAN (seed 0), one fixed random batch."""
     gan = Gan(c)
     s = c["image_size"]
     real = torch.rand(batch, 3, s, s) * 2 - 1
@@ -318,7 +321,11 @@ def bench(c, batch, steps, warmup=2):
     t0 = time.perf_counter()
     for _ in range(steps):
         gan.train_step(real, y)
-    return (time.perf_counter() - t0) / steps
+    return (time.perf_counter() - t0) / steps, gan
+
+
+def param_count(module):
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
 def read_safetensors(path):
@@ -374,21 +381,36 @@ def main():
     ap.add_argument("--disc", default="all", help="cnn | vit | all")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", action="store_true", help="one JSON object per combination on stdout")
     ap.add_argument("--check", help="directory with a Rust parity fixture")
     a = ap.parse_args()
+    if a.steps < 1 or a.warmup < 0 or a.batch < 1 or a.threads < 1:
+        ap.error("--steps, --batch and --threads must be >= 1 and --warmup >= 0")
+    if a.preset not in PRESETS:
+        ap.error(f"unknown preset {a.preset!r} (expected one of: {', '.join(PRESETS)})")
     torch.set_num_threads(a.threads)
     if a.check:
         ok = all(check(os.path.join(a.check, d)) for d in sorted(os.listdir(a.check)))
         sys.exit(0 if ok else 1)
     gans = ["cgan", "wgan-gp", "acgan"] if a.gan == "all" else [a.gan]
     discs = ["cnn", "vit"] if a.disc == "all" else [a.disc]
+    if any(g not in ("cgan", "wgan-gp", "acgan") for g in gans) or any(d not in ("cnn", "vit") for d in discs):
+        ap.error("--gan must be cgan | wgan-gp | acgan | all and --disc cnn | vit | all")
     for g in gans:
         for d in discs:
             c = preset(a.preset, g, d)
-            t = bench(c, a.batch, a.steps)
-            print(json.dumps({"impl": "pytorch", "preset": a.preset, "gan": g, "disc": d, "batch": a.batch,
-                              "threads": a.threads, "ms_per_step": round(t * 1e3, 1)}), flush=True)
+            t, gan = bench(c, a.batch, a.steps, a.warmup)
+            if a.json:
+                print(json.dumps({"impl": "pytorch", "torch_version": torch.__version__, "preset": a.preset, "gan": g,
+                                  "disc": d, "batch": a.batch, "image_size": c["image_size"], "steps": a.steps,
+                                  "warmup": a.warmup, "threads": torch.get_num_threads(), "secs_per_step": t,
+                                  "ms_per_step": round(t * 1e3, 1), "g_params": param_count(gan.g),
+                                  "d_params": param_count(gan.d)}), flush=True)
+            else:
+                print(f"pytorch {torch.__version__} {a.preset} {g}-{d} batch {a.batch} threads "
+                      f"{torch.get_num_threads()}: {t * 1e3:.1f} ms/step ({a.steps} steps)", flush=True)
 
 
 if __name__ == "__main__":
