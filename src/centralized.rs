@@ -14,7 +14,7 @@ use crate::data::Dataset;
 use crate::evaluation::{EvalError, GanEvaluator};
 use crate::federation::strategy::SiteHints;
 use crate::models::{Classifier, ClassifierConfig, Gan, ModelConfig, ModelError};
-use crate::training::{LocalJob, LocalTrainer, TrainError};
+use crate::training::{InjectedFault, LocalJob, LocalTrainer, TrainError};
 
 #[derive(Debug, Error)]
 pub enum CentralError {
@@ -71,7 +71,7 @@ pub fn train_gan(run: &GanRun, mut on_point: impl FnMut(&GanPoint)) -> Result<Ve
             local_steps: chunk as u32,
             batch_size: run.batch_size,
             hints: SiteHints::default(),
-            inject_panic: false,
+            fault: InjectedFault::None,
         };
         let result = trainer.run(&job)?;
         done += chunk;

@@ -22,9 +22,10 @@ use crate::centralized;
 use crate::cluster;
 use crate::config::Config;
 use crate::data::{self, partition, DataSource, LoadOptions, Splits};
+use crate::faults::FaultPlan;
 use crate::federation::checkpoint::{CheckpointMeta, CheckpointStore};
 use crate::federation::weights::Weights;
-use crate::models::{select_device, ClassifierConfig, Gan};
+use crate::models::{select_device, ClassifierConfig, DiscKind, Gan, GanKind};
 use crate::report::RunReport;
 use crate::telemetry::{self, LogFormat};
 
@@ -54,6 +55,12 @@ enum Command {
     Site(SiteCmd),
     /// Train centrally (no federation): the GAN, or with --classifier the ViT tissue classifier.
     Train(TrainCmd),
+    /// Development certificates for mutual TLS: a CA and one certificate per node.
+    #[command(subcommand)]
+    Certs(CertsCmd),
+    /// Benchmarks (results go to BENCHMARKS.md).
+    #[command(subcommand)]
+    Bench(BenchCmd),
     /// Dataset tools.
     #[command(subcommand)]
     Dataset(DatasetCmd),
@@ -89,6 +96,76 @@ struct DemoArgs {
     /// Rounds to run.
     #[arg(long)]
     rounds: Option<u64>,
+    /// Plaintext TCP with the cookie only (by default the demo issues certificates and runs mutual TLS).
+    #[arg(long)]
+    no_tls: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum CertsCmd {
+    /// Create a development CA (ca.pem, ca.key) in DIR.
+    Init {
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Replace an existing CA (every certificate it signed stops working).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue a node certificate (NAME.pem, NAME.key) signed by the CA in DIR: `server` or `site-N`.
+    Issue {
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Node name: `server`, `site-0`, `site-1`, ...
+        #[arg(long)]
+        name: String,
+        /// Extra DNS names or IP addresses the certificate is valid for (repeatable), e.g. a Service name.
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+    },
+    /// CA (if missing) plus `server` and `site-0..N-1` in one go.
+    All {
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        #[arg(long)]
+        sites: u32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCmd {
+    /// Per-step GAN training time in tch and in the same model written in PyTorch-Python, side by side.
+    Models(BenchModelsCmd),
+}
+
+#[derive(Args, Debug)]
+struct BenchModelsCmd {
+    /// Model preset: tiny | small | paper.
+    #[arg(long, default_value = "small")]
+    preset: String,
+    #[arg(long, default_value_t = 32)]
+    batch: i64,
+    /// Timed steps per run for CGAN/ACGAN; WGAN-GP runs as many network updates (fewer steps), the same on both
+    /// sides.
+    #[arg(long, default_value_t = 6)]
+    steps: usize,
+    /// Untimed steps before each timed run.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Intra-op threads of both sides.
+    #[arg(long, default_value_t = 2)]
+    threads: i32,
+    /// Interleaved tch/PyTorch repeats per combination; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Python of the bench venv (scripts/bench_venv.sh) [default: .venv-bench/bin/python; skipped if missing].
+    #[arg(long, value_name = "PATH")]
+    python: Option<PathBuf>,
+    /// Only this combination (repeatable): cgan-cnn, cgan-vit, wgan-gp-cnn, wgan-gp-vit, acgan-cnn, acgan-vit.
+    #[arg(long = "combo", value_name = "GAN-DISC")]
+    combos: Vec<String>,
+    /// Also write the table (markdown) to this file.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -193,7 +270,7 @@ fn run(cmd: Command) -> Result<()> {
                 cfg.federation.rounds = r;
             }
             cfg.validate()?;
-            runtime()?.block_on(crate::launcher::demo(cfg, a.out))
+            runtime()?.block_on(crate::launcher::demo(cfg, a.out, !a.no_tls))
         }
         Command::Server(a) => {
             let mut cfg = load_config(&a.config, None)?;
@@ -211,6 +288,8 @@ fn run(cmd: Command) -> Result<()> {
             runtime()?.block_on(run_site(cfg, a.site_id))
         }
         Command::Train(a) => train(a),
+        Command::Certs(c) => certs(c),
+        Command::Bench(BenchCmd::Models(a)) => bench_models(a),
         Command::Dataset(DatasetCmd::Synth(a)) => synth(a),
         Command::Partition(a) => show_partition(&load_config(&a.config, None)?, &a.png),
         Command::Config(a) => {
@@ -389,9 +468,13 @@ pub async fn run_server(cfg: Config) -> Result<()> {
         threads: cfg.runtime.threads,
     };
     let listen = cluster::resolve(&cfg.cluster.server_addr)?;
-    let node = cluster::start_node("server", listen, cfg.cookie(), cfg.cluster.max_frame_mib << 20).await?;
+    let security = cluster::Security::from_dir(cfg.cluster.tls_dir.as_deref(), crate::certs::SERVER_NAME)?;
+    let mtls = security.is_mtls();
+    let node = cluster::start_node("server", listen, cfg.cookie(), cfg.cluster.max_frame_mib << 20, security).await?;
     let exit: Exit = Arc::new(Mutex::new(None));
     let args = ServerArgs {
+        node: node.server.clone(),
+        mtls,
         strategy: cfg.strategy()?.build()?,
         config: cfg.clone(),
         out_dir: out.clone(),
@@ -403,7 +486,7 @@ pub async fn run_server(cfg: Config) -> Result<()> {
         exit: exit.clone(),
     };
     let (server, handle) = Actor::spawn(Some("histofed-server".into()), ServerActor, args).await?;
-    tracing::info!(%listen, "server listening");
+    tracing::info!(%listen, mtls, "server listening");
     tokio::select! {
         _ = handle => {},
         _ = wait_for_signal() => {
@@ -412,6 +495,9 @@ pub async fn run_server(cfg: Config) -> Result<()> {
             node.shutdown().await;
             bail!("interrupted");
         }
+    }
+    if node.refused_handshakes() > 0 {
+        tracing::warn!(refused = node.refused_handshakes(), "TLS handshakes refused during the run");
     }
     node.shutdown().await;
     match take_exit(&exit) {
@@ -442,19 +528,16 @@ pub async fn run_site(cfg: Config, site_id: u32) -> Result<()> {
     } else {
         IpAddr::V4(Ipv4Addr::UNSPECIFIED)
     };
-    let node = cluster::start_node(
-        &format!("site-{site_id}"),
-        cluster::ephemeral(ip),
-        cfg.cookie(),
-        cfg.cluster.max_frame_mib << 20,
-    )
-    .await?;
+    let name = crate::certs::site_name(site_id);
+    let security = cluster::Security::from_dir(cfg.cluster.tls_dir.as_deref(), &name)?;
+    let node =
+        cluster::start_node(&name, cluster::ephemeral(ip), cfg.cookie(), cfg.cluster.max_frame_mib << 20, security)
+            .await?;
     let exit: Exit = Arc::new(Mutex::new(None));
-    let panics =
-        (1..=cfg.federation.rounds).map(|r| (r, cfg.trainer_panics(site_id, r))).filter(|(_, n)| *n > 0).collect();
     let args = SiteArgs {
         site_id,
         node: node.server.clone(),
+        security: node.security.clone(),
         server_addr,
         reconnect: Duration::from_secs_f64(cfg.cluster.reconnect_secs),
         num_samples: shard.len() as u64,
@@ -468,7 +551,8 @@ pub async fn run_site(cfg: Config, site_id: u32) -> Result<()> {
             threads: cfg.runtime.threads,
         },
         restart_policy: RestartPolicy::default(),
-        panics,
+        min_batch: cfg.federation.min_batch_size,
+        faults: FaultPlan::for_site(&cfg.faults, site_id),
         exit: exit.clone(),
     };
     let (site, handle) = Actor::spawn(Some(site_actor_name(site_id)), SiteActor, args).await?;
@@ -551,6 +635,58 @@ fn train(a: TrainCmd) -> Result<()> {
     std::fs::write(a.out.join("train.json"), serde_json::to_vec_pretty(&points)?)?;
     println!("outputs in {}", a.out.display());
     Ok(())
+}
+
+fn certs(c: CertsCmd) -> Result<()> {
+    match c {
+        CertsCmd::Init { dir, force } => {
+            let path = crate::certs::init_ca(&dir, force)?;
+            println!("CA written to {} (keep ca.key secret)", path.display());
+        }
+        CertsCmd::Issue { dir, name, hosts } => {
+            let (cert, key) = crate::certs::issue(&dir, &name, &hosts)?;
+            println!("issued {name}: {} {}", cert.display(), key.display());
+        }
+        CertsCmd::All { dir, sites } => {
+            for p in crate::certs::issue_all(&dir, sites)? {
+                println!("{}", p.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn bench_models(a: BenchModelsCmd) -> Result<()> {
+    use crate::benchmarks::{
+        default_venv_python, machine_description, render_table, run_model_bench, ModelBenchOptions,
+    };
+    let combos = a.combos.iter().map(|c| parse_combo(c)).collect::<Result<Vec<_>>>()?;
+    let opts = ModelBenchOptions {
+        preset: a.preset,
+        batch: a.batch,
+        steps: a.steps,
+        warmup: a.warmup,
+        threads: a.threads,
+        python: Some(a.python.unwrap_or_else(default_venv_python)),
+        combos,
+        repeats: a.repeats,
+    };
+    let rows = run_model_bench(&opts, |line| eprintln!("{line}")).context("model benchmark")?;
+    let table = render_table(&rows, &machine_description());
+    println!("{table}");
+    if let Some(out) = a.out {
+        std::fs::write(&out, &table).with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(())
+}
+
+/// `wgan-gp-vit` → (WganGp, Vit): the discriminator is after the last '-'.
+fn parse_combo(s: &str) -> Result<(GanKind, DiscKind)> {
+    let (g, d) = s
+        .trim()
+        .rsplit_once('-')
+        .with_context(|| format!("--combo `{s}`: expected GAN-DISC, e.g. cgan-cnn or wgan-gp-vit"))?;
+    Ok((g.parse()?, d.parse()?))
 }
 
 fn synth(a: SynthCmd) -> Result<()> {

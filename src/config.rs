@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::data::partition::Partition;
+pub use crate::faults::Fault;
 use crate::federation::strategy::StrategyConfig;
 use crate::models::{DiscKind, GanKind, ModelConfig};
 
@@ -57,6 +58,15 @@ pub struct FederationConfig {
     pub seed: u64,
     /// Checkpoints kept on disk.
     pub keep_checkpoints: usize,
+    /// Once quorum is reached, wait at most this long for the remaining participants.
+    pub grace_secs: f64,
+    /// Heartbeat period P: pings go out every P/4 and a site that leaves one unanswered for 1.5 P is declared lost,
+    /// so a hung or partitioned site is detected within 2 P.
+    pub heartbeat_secs: f64,
+    /// Smallest batch an out-of-memory retry may halve down to.
+    pub min_batch_size: u32,
+    /// Updates farther than this (L2) from the global weights are rejected; absent = no bound.
+    pub max_update_norm: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,6 +108,9 @@ pub struct ClusterConfig {
     pub max_frame_mib: u64,
     /// Delay before a site retries a lost or refused connection (doubles up to 8×).
     pub reconnect_secs: f64,
+    /// Certificate directory (`histofed certs init`/`issue`): when set, every session is mutual TLS and a node's
+    /// identity is its certificate's; when absent, plaintext with the cookie only.
+    pub tls_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -109,14 +122,6 @@ pub struct RuntimeConfig {
     pub out_dir: PathBuf,
     /// Images per class in the evaluator's sample grid.
     pub grid_per_class: usize,
-}
-
-/// A deliberately injected fault.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum Fault {
-    /// The site's trainer panics at the start of the given round, `times` times.
-    TrainerPanic { site: u32, round: u64, times: u32 },
 }
 
 impl Default for FederationConfig {
@@ -133,6 +138,10 @@ impl Default for FederationConfig {
             strategy: "fedavg".into(),
             seed: 42,
             keep_checkpoints: 5,
+            grace_secs: 10.0,
+            heartbeat_secs: 1.0,
+            min_batch_size: 4,
+            max_update_norm: None,
         }
     }
 }
@@ -164,6 +173,7 @@ impl Default for ClusterConfig {
             cookie: "histofed-dev-cookie".into(),
             max_frame_mib: 1024,
             reconnect_secs: 0.5,
+            tls_dir: None,
         }
     }
 }
@@ -205,8 +215,28 @@ impl Config {
             ));
         }
         let positive = |v: f64| v.is_finite() && v > 0.0;
-        if !positive(f.round_deadline_secs) || !positive(f.join_timeout_secs) {
-            return bad("federation.round_deadline_secs and join_timeout_secs must be positive".into());
+        for (key, v) in [
+            ("round_deadline_secs", f.round_deadline_secs),
+            ("join_timeout_secs", f.join_timeout_secs),
+            ("heartbeat_secs", f.heartbeat_secs),
+        ] {
+            if !positive(v) {
+                return bad(format!("federation.{key} = {v} must be a positive number of seconds"));
+            }
+        }
+        if !(f.grace_secs.is_finite() && f.grace_secs >= 0.0) {
+            return bad(format!("federation.grace_secs = {} must be zero or positive", f.grace_secs));
+        }
+        if f.min_batch_size == 0 || f.min_batch_size > f.batch_size {
+            return bad(format!(
+                "federation.min_batch_size = {} must be in 1..={} (federation.batch_size)",
+                f.min_batch_size, f.batch_size
+            ));
+        }
+        if let Some(n) = f.max_update_norm {
+            if !positive(n) {
+                return bad(format!("federation.max_update_norm = {n} must be positive"));
+            }
         }
         if f.local_steps == 0 || f.batch_size == 0 {
             return bad("federation.local_steps and federation.batch_size must be at least 1".into());
@@ -273,30 +303,20 @@ impl Config {
         Ok(cfg)
     }
 
-    /// A stable hash of everything that shapes the model and the data, recorded in checkpoints so a resumed run
-    /// can tell it is continuing the same experiment.
+    /// A stable hash of what defines the experiment — model, data, strategy, sites, seed, local work — recorded in
+    /// checkpoints so a resumed run can tell it continues the same experiment. Operational settings (rounds,
+    /// deadlines, heartbeats, addresses, output folder, faults) are left out: extending a run by more rounds or
+    /// moving it to another port is still the same run.
     pub fn hash(&self) -> String {
-        let mut relevant = self.clone();
-        relevant.cluster = ClusterConfig::default();
-        relevant.runtime.out_dir = PathBuf::new();
-        relevant.faults.clear();
-        let text = toml::to_string(&relevant).unwrap_or_default();
+        let f = &self.federation;
+        let identity =
+            (&self.model, &self.data, (&f.strategy, f.seed, f.sites, f.local_steps, f.batch_size, f.max_update_norm));
+        let text = serde_json::to_string(&identity).unwrap_or_default();
         hex::encode(&Sha256::digest(text.as_bytes())[..8])
     }
 
     pub fn cookie(&self) -> String {
         std::env::var("HISTOFED_COOKIE").unwrap_or_else(|_| self.cluster.cookie.clone())
-    }
-
-    /// Times the trainer of `site` must panic in `round`.
-    pub fn trainer_panics(&self, site: u32, round: u64) -> u32 {
-        self.faults
-            .iter()
-            .map(|f| match f {
-                Fault::TrainerPanic { site: s, round: r, times } if *s == site && *r == round => *times,
-                Fault::TrainerPanic { .. } => 0,
-            })
-            .sum()
     }
 
     /// Overrides from the command line, as `section.key=value` pairs in TOML syntax.
@@ -364,10 +384,22 @@ mod tests {
     }
 
     #[test]
+    fn hash_ignores_operational_settings() {
+        let a = Config::default();
+        let mut b = a.clone();
+        b.federation.rounds = 50;
+        b.federation.heartbeat_secs = 3.0;
+        b.cluster.server_addr = "10.0.0.1:1".into();
+        b.runtime.out_dir = "elsewhere".into();
+        assert_eq!(a.hash(), b.hash());
+        b.model.gan = "acgan".into();
+        assert_ne!(a.hash(), b.hash());
+    }
+
+    #[test]
     fn faults_parse() {
         let cfg: Config =
             toml::from_str("[[faults]]\nkind = \"trainer-panic\"\nsite = 1\nround = 2\ntimes = 1\n").unwrap();
-        assert_eq!(cfg.trainer_panics(1, 2), 1);
-        assert_eq!(cfg.trainer_panics(0, 2), 0);
+        assert_eq!(cfg.faults, vec![Fault::TrainerPanic { site: 1, round: 2, times: 1 }]);
     }
 }

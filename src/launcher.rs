@@ -65,20 +65,26 @@ impl Fleet {
     }
 }
 
-pub async fn demo(mut cfg: Config, out: PathBuf) -> Result<()> {
+pub async fn demo(mut cfg: Config, out: PathBuf, mtls: bool) -> Result<()> {
     let start = Instant::now();
     let port = free_port()?;
     cfg.cluster.server_addr = format!("127.0.0.1:{port}");
     cfg.runtime.out_dir = out.clone();
-    cfg.validate()?;
     std::fs::create_dir_all(out.join("logs")).with_context(|| format!("creating {}", out.display()))?;
+    if mtls && cfg.cluster.tls_dir.is_none() {
+        let dir = out.join("certs");
+        crate::certs::issue_all(&dir, cfg.federation.sites).context("issuing the demo's certificates")?;
+        cfg.cluster.tls_dir = Some(dir);
+    }
+    cfg.validate()?;
     let cfg_path = out.join("config.toml");
     std::fs::write(&cfg_path, cfg.to_toml()?).with_context(|| format!("writing {}", cfg_path.display()))?;
     let exe = std::env::current_exe().context("locating the histofed binary")?;
     let c = cfg_path.display().to_string();
     println!(
-        "histofed demo: 1 server + {} sites on 127.0.0.1:{port}, {} rounds of {} × {} ({}); logs in {}",
+        "histofed demo: 1 server + {} sites on 127.0.0.1:{port} ({}), {} rounds of {} × {} ({}); logs in {}",
         cfg.federation.sites,
+        if cfg.cluster.tls_dir.is_some() { "mutual TLS" } else { "plaintext, cookie only" },
         cfg.federation.rounds,
         cfg.model.gan,
         cfg.model.discriminator,

@@ -11,12 +11,15 @@
 //! See ARCHITECTURE.md for the data path and the module map.
 
 pub mod actors;
+pub mod benchmarks;
 pub mod centralized;
+pub mod certs;
 pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod data;
 pub mod evaluation;
+pub mod faults;
 pub mod federation;
 pub mod launcher;
 pub mod models;

@@ -18,6 +18,21 @@ pub struct SiteRound {
     pub steps: u32,
     pub train_secs: f64,
     pub trainer_restarts: u32,
+    pub batch_size: u32,
+    pub oom_retries: u32,
+}
+
+/// Something that happened to the federation (a site lost or back, a round retried, a resume).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunEvent {
+    /// Seconds since the server process started.
+    pub at_secs: f64,
+    /// Wall-clock time of the event (milliseconds since the Unix epoch), to line it up with outside actions.
+    pub at_unix_ms: u64,
+    pub round: u64,
+    pub site: Option<u32>,
+    pub kind: String,
+    pub detail: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -54,6 +69,7 @@ pub struct RunReport {
     pub rounds_configured: u64,
     pub resumed_from_round: Option<u64>,
     pub rounds: Vec<RoundRecord>,
+    pub events: Vec<RunEvent>,
     pub finished: bool,
     pub total_secs: f64,
 }
@@ -130,6 +146,13 @@ impl RunReport {
                 r.wall_secs,
                 r.samples_png.as_deref().map(|p| format!("[png]({p})")).unwrap_or_default()
             ));
+        }
+        if !self.events.is_empty() {
+            s.push_str("\n## Events\n\n| at s | round | site | event | detail |\n|---:|---:|---:|---|---|\n");
+            for e in &self.events {
+                let site = e.site.map(|v| v.to_string()).unwrap_or_default();
+                s.push_str(&format!("| {:.2} | {} | {} | {} | {} |\n", e.at_secs, e.round, site, e.kind, e.detail));
+            }
         }
         s
     }

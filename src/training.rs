@@ -28,6 +28,51 @@ pub enum TrainError {
     NonFiniteWeights(String),
 }
 
+/// Why a local job failed, reduced to what the site's supervisor acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrainFailureKind {
+    /// Device out of memory: retry with a smaller batch.
+    OutOfMemory,
+    /// NaN/Inf losses or weights: restart from the round's starting weights.
+    NonFinite,
+    /// Anything else (bad data, bad weights, a crash).
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Error)]
+#[error("{kind:?}: {message}")]
+pub struct TrainFailure {
+    pub kind: TrainFailureKind,
+    pub message: String,
+}
+
+impl From<TrainError> for TrainFailure {
+    fn from(e: TrainError) -> Self {
+        let kind = match &e {
+            TrainError::Model(ModelError::OutOfMemory { .. }) => TrainFailureKind::OutOfMemory,
+            TrainError::Model(ModelError::NonFinite { .. }) | TrainError::NonFiniteWeights(_) => {
+                TrainFailureKind::NonFinite
+            }
+            _ => TrainFailureKind::Other,
+        };
+        TrainFailure { kind, message: e.to_string() }
+    }
+}
+
+/// A fault injected into a job on purpose (tests and chaos scenarios only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InjectedFault {
+    #[default]
+    None,
+    /// Panic instead of training.
+    Panic,
+    /// Fail as if the losses had become NaN.
+    NonFinite,
+    /// Fail as if the device ran out of memory (unless the batch is already at or below `floor`).
+    OutOfMemory { floor: u32 },
+}
+
 /// Mean losses over a site's local steps.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
 pub struct LossSummary {
@@ -43,8 +88,8 @@ pub struct LocalJob {
     pub local_steps: u32,
     pub batch_size: u32,
     pub hints: SiteHints,
-    /// Fault injection: panic instead of training (tests and chaos scenarios only).
-    pub inject_panic: bool,
+    /// Fault injection (tests and chaos scenarios only).
+    pub fault: InjectedFault,
 }
 
 /// What a round's local work produced.
@@ -81,8 +126,23 @@ impl LocalTrainer {
     }
 
     pub fn run(&mut self, job: &LocalJob) -> Result<LocalResult, TrainError> {
-        if job.inject_panic {
-            panic!("injected trainer panic (site {}, round {})", self.site_id, job.round);
+        match job.fault {
+            InjectedFault::None => {}
+            InjectedFault::Panic => panic!("injected trainer panic (site {}, round {})", self.site_id, job.round),
+            InjectedFault::NonFinite => {
+                return Err(TrainError::Model(ModelError::NonFinite {
+                    what: "injected d_loss".into(),
+                    step: 0,
+                    value: f64::NAN,
+                }))
+            }
+            InjectedFault::OutOfMemory { floor } if job.batch_size > floor => {
+                return Err(TrainError::Model(ModelError::OutOfMemory {
+                    context: "injected".into(),
+                    message: format!("CUDA out of memory (injected at batch {})", job.batch_size),
+                }))
+            }
+            InjectedFault::OutOfMemory { .. } => {}
         }
         let start = Instant::now();
         self.gan.load_weights(&job.global)?;

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::evaluation::EvalReport;
 use crate::federation::strategy::SiteHints;
 use crate::federation::weights::Weights;
-pub use crate::training::{LocalJob, LocalResult, LossSummary};
+pub use crate::training::{LocalJob, LocalResult, LossSummary, TrainFailure, TrainFailureKind};
 
 /// Bumped on any incompatible change of the frames below. Peers compare it at join.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -48,8 +48,13 @@ pub enum ToServer {
         steps: u32,
         train_secs: f64,
         trainer_restarts: u32,
+        /// Batch size actually used (smaller than asked after out-of-memory retries).
+        batch_size: u32,
+        oom_retries: u32,
         weights: Vec<u8>,
     },
+    /// Answer to a heartbeat `Ping` (carries its sequence number).
+    Pong { site_id: u32, seq: u64 },
     /// The site cannot contribute to this round (restart budget exhausted, ...).
     OutOfRound { site_id: u32, round: u64, reason: String },
 }
@@ -61,6 +66,8 @@ pub enum ToSite {
     Refused { reason: String },
     /// Train round `round` from these global weights (safetensors bytes).
     Train { protocol: u32, round: u64, local_steps: u32, batch_size: u32, hints: SiteHints, weights: Vec<u8> },
+    /// Heartbeat: the site answers with `Pong { seq }`.
+    Ping { seq: u64 },
     /// The run is over: exit cleanly.
     Shutdown { reason: String },
 }
@@ -96,6 +103,11 @@ pub enum ServerMsg {
     JoinTimeout,
     /// Begin the next round (sent to itself, so the mailbox drains between rounds).
     StartRound,
+    /// Heartbeat timer, stamped when it was enqueued: ping every site, and declare lost those whose oldest
+    /// unanswered ping is too old *at that time* (a server that was busy must not blame sites for its backlog).
+    Heartbeat { at: std::time::Instant },
+    /// The grace period after quorum passed: close the round with whoever answered.
+    GraceExpired { round: u64, attempt: u32 },
 }
 
 impl Message for ServerMsg {
@@ -119,7 +131,7 @@ pub enum SiteMsg {
     /// A frame from the server (remote), or why it could not be decoded.
     FromServer(Result<ToSite, String>),
     /// The trainer finished (or gave up on) a job.
-    TrainerDone(Result<LocalResult, String>),
+    TrainerDone(Result<LocalResult, TrainFailure>),
     /// (Re)connect to the server's node.
     Connect,
     /// A session event of this node (server session ready or lost).
@@ -172,6 +184,8 @@ mod tests {
             steps: 3,
             train_secs: 0.25,
             trainer_restarts: 0,
+            batch_size: 16,
+            oom_retries: 0,
             weights: vec![1, 2, 3],
         };
         let wire = ServerMsg::FromSite(Ok(frame.clone())).serialize().unwrap();

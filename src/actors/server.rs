@@ -2,9 +2,11 @@
 //! sites that said hello, validates and folds in their updates through the configured `Strategy`, closes the round
 //! when every participant answered or the deadline passed with quorum, writes a checkpoint, asks its evaluator for
 //! a quality number and a sample grid, and records the round in the report. Membership comes from the cluster's
-//! process groups; the quorum rules live in the pure `federation::round` module.
+//! process groups (a killed site leaves at once) and from heartbeats (a hung or partitioned site stops answering
+//! pings and is declared lost within two periods; when it answers again it is back). The quorum rules live in the
+//! pure `federation::round` module.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -24,7 +26,7 @@ use crate::federation::round::{RoundState, RoundStatus, UpdateVerdict};
 use crate::federation::strategy::Strategy;
 use crate::federation::validate::{validate_update, UpdateHeader, ValidationPolicy};
 use crate::federation::weights::Weights;
-use crate::report::{RoundRecord, RunReport, SiteRound};
+use crate::report::{RoundRecord, RunEvent, RunReport, SiteRound};
 
 pub const GENERATOR: &str = "generator.";
 pub const DISCRIMINATOR: &str = "discriminator.";
@@ -33,6 +35,9 @@ pub struct ServerActor;
 
 pub struct ServerArgs {
     pub config: Config,
+    /// This process's cluster node, to check which certificate a site's session presented.
+    pub node: ActorRef<ractor_cluster::NodeServerMessage>,
+    pub mtls: bool,
     pub out_dir: PathBuf,
     pub initial: Weights,
     pub completed_rounds: u64,
@@ -45,7 +50,22 @@ pub struct ServerArgs {
 
 struct SiteEntry {
     actor: ActorRef<SiteMsg>,
+    /// Pings sent and not answered yet, oldest first.
+    unanswered: VecDeque<(u64, Instant)>,
 }
+
+impl SiteEntry {
+    fn new(actor: ActorRef<SiteMsg>) -> Self {
+        Self { actor, unanswered: VecDeque::new() }
+    }
+}
+
+/// Pings (and checks) per heartbeat period. A site is lost when a ping stays unanswered for 1.5 periods; the first
+/// ping it misses left at most 1/4 period after it hung, and the check runs every 1/4 period, so a hung site is
+/// declared lost at most 1/4 + 1.5 + 1/4 = 2 periods after it stopped, while a healthy but busy site has 1.5
+/// periods to answer.
+const CHECKS_PER_PERIOD: u64 = 4;
+const ANSWER_WITHIN_PERIODS: f64 = 1.5;
 
 struct Progress {
     rounds: ProgressBar,
@@ -54,6 +74,8 @@ struct Progress {
 
 pub struct ServerState {
     cfg: Config,
+    node: ActorRef<ractor_cluster::NodeServerMessage>,
+    mtls: bool,
     out_dir: PathBuf,
     global: Weights,
     completed: u64,
@@ -66,6 +88,10 @@ pub struct ServerState {
     sites: BTreeMap<u32, SiteEntry>,
     waiting_to_start: bool,
     join_deadlines_missed: u32,
+    heartbeat_ticks: u64,
+    ping_seq: u64,
+    grace_armed: bool,
+    process_start: Instant,
     strategy: Box<dyn Strategy>,
     store: CheckpointStore,
     report: RunReport,
@@ -81,6 +107,68 @@ fn now_ms() -> u64 {
 }
 
 impl ServerState {
+    fn event(&mut self, site: Option<u32>, kind: &str, detail: String) {
+        let round = self.current.as_ref().map(|c| c.round).unwrap_or(self.completed);
+        self.report.events.push(RunEvent {
+            at_secs: self.process_start.elapsed().as_secs_f64(),
+            at_unix_ms: now_ms(),
+            round,
+            site,
+            kind: kind.to_string(),
+            detail,
+        });
+    }
+
+    /// The remote actor of site `id`, from the sites process group.
+    fn site_actor(id: u32) -> Option<ActorRef<SiteMsg>> {
+        pg::get_members(&SITES_GROUP.to_string())
+            .into_iter()
+            .find(|c| !c.get_id().is_local() && c.get_name().as_deref() == Some(&site_actor_name(id)))
+            .map(ActorRef::<SiteMsg>::from)
+    }
+
+    fn train_frame(&self, round: u64) -> Result<ToSite, ActorProcessingErr> {
+        Ok(ToSite::Train {
+            protocol: PROTOCOL_VERSION,
+            round,
+            local_steps: self.cfg.federation.local_steps,
+            batch_size: self.cfg.federation.batch_size,
+            hints: self.strategy.site_hints(),
+            weights: self.global.to_safetensors(None)?,
+        })
+    }
+
+    /// A site (re)joined: record it, and if a round is open, bring it into that round.
+    fn admit(&mut self, id: u32, actor: ActorRef<SiteMsg>) -> Result<(), ActorProcessingErr> {
+        let rejoin = self.report.site_classes.contains_key(&id) && !self.sites.contains_key(&id);
+        self.sites.insert(id, SiteEntry::new(actor.clone()));
+        if rejoin {
+            tracing::info!(site_id = id, "site rejoined");
+            self.event(Some(id), "site-rejoined", "answers again".into());
+        }
+        let Some(current) = self.current.as_mut() else { return Ok(()) };
+        if !current.add_participant(id) {
+            return Ok(());
+        }
+        let round = current.round;
+        tracing::info!(site_id = id, round, "bringing the site into the open round");
+        actor.cast(SiteMsg::FromServer(Ok(self.train_frame(round)?)))?;
+        Ok(())
+    }
+
+    /// Drops a site from the membership (and from the open round).
+    fn lose(&mut self, id: u32, kind: &str, detail: String) {
+        if self.sites.remove(&id).is_none() {
+            return;
+        }
+        tracing::warn!(site_id = id, %detail, "site lost");
+        self.event(Some(id), kind, detail);
+        if let Some(current) = self.current.as_mut() {
+            current.on_site_dropped(id);
+        }
+        self.progress.sites.set_message(format!("{} joined", self.sites.len()));
+    }
+
     fn membership(&self) -> Vec<String> {
         self.sites.keys().map(|id| site_actor_name(*id)).collect()
     }
@@ -157,7 +245,13 @@ impl Actor for ServerActor {
         sites.set_prefix("sites");
         sites.set_message("joining");
         me.send_after(Duration::from_secs_f64(a.config.federation.join_timeout_secs), || ServerMsg::JoinTimeout);
+        let check_every = Duration::from_secs_f64(a.config.federation.heartbeat_secs / CHECKS_PER_PERIOD as f64);
+        me.send_interval(check_every, || ServerMsg::Heartbeat { at: Instant::now() });
         Ok(ServerState {
+            heartbeat_ticks: 0,
+            ping_seq: 0,
+            grace_armed: false,
+            process_start: Instant::now(),
             completed: a.completed_rounds,
             global: a.initial,
             out_dir: a.out_dir,
@@ -178,6 +272,8 @@ impl Actor for ServerActor {
             progress: Progress { rounds, sites },
             started: Instant::now(),
             exit: a.exit,
+            node: a.node,
+            mtls: a.mtls,
             cfg: a.config,
         })
     }
@@ -190,14 +286,10 @@ impl Actor for ServerActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             ServerMsg::FromSite(Ok(ToServer::Hello { protocol, site_id, num_samples, class_counts })) => {
-                let Some(cell) = pg::get_members(&SITES_GROUP.to_string())
-                    .into_iter()
-                    .find(|c| !c.get_id().is_local() && c.get_name().as_deref() == Some(&site_actor_name(site_id)))
-                else {
+                let Some(actor) = ServerState::site_actor(site_id) else {
                     tracing::warn!(site_id, "hello from a site that is not in the sites group; ignored");
                     return Ok(());
                 };
-                let actor = ActorRef::<SiteMsg>::from(cell);
                 if protocol != PROTOCOL_VERSION {
                     let reason =
                         format!("protocol version {protocol} is not supported (server speaks {PROTOCOL_VERSION})");
@@ -205,14 +297,30 @@ impl Actor for ServerActor {
                     let _ = actor.cast(SiteMsg::FromServer(Ok(ToSite::Refused { reason })));
                     return Ok(());
                 }
+                if st.mtls {
+                    // The certificate, not the actor name, says who this is.
+                    let expected = crate::certs::site_name(site_id);
+                    let proven = crate::cluster::verified_node(&st.node, actor.get_id().node()).await;
+                    if proven.as_deref() != Some(expected.as_str()) {
+                        let reason = format!(
+                            "claims site {site_id} but its certificate is for {}",
+                            proven.as_deref().unwrap_or("nobody")
+                        );
+                        tracing::warn!(site_id, %reason, "refusing site");
+                        st.event(Some(site_id), "site-refused", reason.clone());
+                        let _ = actor.cast(SiteMsg::FromServer(Ok(ToSite::Refused { reason })));
+                        return Ok(());
+                    }
+                }
                 if site_id >= st.cfg.federation.sites {
                     let reason = format!("site id {site_id} is outside 0..{}", st.cfg.federation.sites);
                     let _ = actor.cast(SiteMsg::FromServer(Ok(ToSite::Refused { reason })));
                     return Ok(());
                 }
                 tracing::info!(site_id, num_samples, "site joined");
+                st.sites.remove(&site_id);
+                st.admit(site_id, actor)?;
                 st.report.site_classes.insert(site_id, class_counts);
-                st.sites.insert(site_id, SiteEntry { actor });
                 st.progress.sites.set_message(format!("{} joined", st.sites.len()));
                 if st.waiting_to_start && st.sites.len() as u32 >= st.cfg.federation.sites {
                     st.waiting_to_start = false;
@@ -252,6 +360,8 @@ impl Actor for ServerActor {
                 steps,
                 train_secs,
                 trainer_restarts,
+                batch_size,
+                oom_retries,
                 weights,
             })) => {
                 let Some(current) = st.current.as_mut() else {
@@ -267,7 +377,7 @@ impl Actor for ServerActor {
                         &UpdateHeader { protocol_version: protocol, round, num_samples },
                         &st.global,
                         w,
-                        &ValidationPolicy { max_update_norm: None, max_samples: None },
+                        &ValidationPolicy { max_update_norm: st.cfg.federation.max_update_norm, max_samples: None },
                     )
                     .map_err(|r| r.to_string()),
                     Err(e) => Err(format!("malformed weights: {e}")),
@@ -294,6 +404,8 @@ impl Actor for ServerActor {
                                             steps,
                                             train_secs,
                                             trainer_restarts,
+                                            batch_size,
+                                            oom_retries,
                                         });
                                         st.progress.sites.inc(1);
                                     }
@@ -324,6 +436,53 @@ impl Actor for ServerActor {
                 tracing::warn!(error = %e, "dropped a malformed frame");
                 st.rejected.push((u32::MAX, format!("malformed frame: {e}")));
             }
+            ServerMsg::FromSite(Ok(ToServer::Pong { site_id, seq })) => match st.sites.get_mut(&site_id) {
+                Some(site) => {
+                    while site.unanswered.front().is_some_and(|(s, _)| *s <= seq) {
+                        site.unanswered.pop_front();
+                    }
+                }
+                None => {
+                    // A site we declared lost (hung, partitioned) answers again: it is back.
+                    if let Some(actor) = ServerState::site_actor(site_id) {
+                        if st.report.site_classes.contains_key(&site_id) {
+                            st.admit(site_id, actor)?;
+                        }
+                    }
+                }
+            },
+            ServerMsg::Heartbeat { at: now } => {
+                st.heartbeat_ticks += 1;
+                let period = st.cfg.federation.heartbeat_secs;
+                st.ping_seq += 1;
+                let seq = st.ping_seq;
+                for site in st.sites.values_mut() {
+                    site.unanswered.push_back((seq, now));
+                    let _ = site.actor.cast(SiteMsg::FromServer(Ok(ToSite::Ping { seq })));
+                }
+                let limit = Duration::from_secs_f64(ANSWER_WITHIN_PERIODS * period);
+                let hung: Vec<(u32, f64)> = st
+                    .sites
+                    .iter()
+                    .filter_map(|(id, s)| {
+                        let (_, sent) = s.unanswered.front()?;
+                        let waited = now.saturating_duration_since(*sent);
+                        (waited > limit).then_some((*id, waited.as_secs_f64()))
+                    })
+                    .collect();
+                for (id, waited) in hung {
+                    let detail = format!("no heartbeat answer for {waited:.2} s (period {period} s)");
+                    st.lose(id, "site-unresponsive", detail);
+                }
+                check_round(&me, st).await?;
+            }
+            ServerMsg::GraceExpired { round, attempt } => {
+                let open = st.current.as_ref().is_some_and(|c| c.round == round && c.attempt == attempt);
+                if open {
+                    tracing::info!(round, "grace period over; closing the round with the updates in hand");
+                    finish_round(&me, st).await?;
+                }
+            }
             ServerMsg::RoundDeadline { round, attempt } => {
                 let Some(current) = &st.current else { return Ok(()) };
                 if current.round != round || current.attempt != attempt {
@@ -353,14 +512,9 @@ impl Actor for ServerActor {
                 for cell in cells {
                     let Some(id) = cell.get_name().as_deref().and_then(site_id_from_name) else { continue };
                     if st.sites.get(&id).map(|s| s.actor.get_id()) == Some(cell.get_id()) {
-                        tracing::warn!(site_id = id, "site lost");
-                        st.sites.remove(&id);
-                        if let Some(current) = st.current.as_mut() {
-                            current.on_site_dropped(id);
-                        }
+                        st.lose(id, "site-disconnected", "left the cluster (connection closed)".into());
                     }
                 }
-                st.progress.sites.set_message(format!("{} joined", st.sites.len()));
                 check_round(&me, st).await?;
             }
             SupervisionEvent::ActorFailed(cell, err)
@@ -384,20 +538,11 @@ fn start_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<(), Act
         me.send_after(Duration::from_secs_f64(st.cfg.federation.join_timeout_secs), || ServerMsg::JoinTimeout);
         return Ok(());
     }
-    let bytes = st.global.to_safetensors(None)?;
-    let hints = st.strategy.site_hints();
+    let frame = st.train_frame(round)?;
     st.strategy.begin_round(&st.global);
     for id in &participants {
         if let Some(site) = st.sites.get(id) {
-            let frame = ToSite::Train {
-                protocol: PROTOCOL_VERSION,
-                round,
-                local_steps: st.cfg.federation.local_steps,
-                batch_size: st.cfg.federation.batch_size,
-                hints: hints.clone(),
-                weights: bytes.clone(),
-            };
-            if let Err(e) = site.actor.cast(SiteMsg::FromServer(Ok(frame))) {
+            if let Err(e) = site.actor.cast(SiteMsg::FromServer(Ok(frame.clone()))) {
                 tracing::warn!(site_id = id, error = %e, "cannot send the round");
             }
         }
@@ -408,6 +553,7 @@ fn start_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<(), Act
     st.progress.sites.set_message(format!("round {round}"));
     st.current = Some(RoundState::new(round, st.attempt, participants, st.cfg.federation.min_sites as usize));
     st.round_started = Instant::now();
+    st.grace_armed = false;
     st.contributors.clear();
     st.rejected.clear();
     st.aggregate_secs = 0.0;
@@ -422,6 +568,16 @@ fn start_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<(), Act
 async fn check_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<(), ActorProcessingErr> {
     let Some(current) = &st.current else { return Ok(()) };
     match current.status() {
+        RoundStatus::Waiting if current.has_quorum() && !st.grace_armed => {
+            // Quorum is in: give the stragglers a bounded grace period, then close with what we have.
+            st.grace_armed = true;
+            let (round, attempt) = (current.round, current.attempt);
+            me.send_after(Duration::from_secs_f64(st.cfg.federation.grace_secs), move || ServerMsg::GraceExpired {
+                round,
+                attempt,
+            });
+            Ok(())
+        }
         RoundStatus::Waiting => Ok(()),
         RoundStatus::Complete => finish_round(me, st).await,
         RoundStatus::Failed { received, needed } => retry_round(me, st, received, needed),
@@ -444,6 +600,7 @@ fn retry_round(
         return Ok(());
     }
     tracing::warn!(round, received, needed, attempt = st.attempt, "round missed quorum; retrying");
+    st.event(None, "round-retried", format!("{received} of {needed} updates"));
     me.cast(ServerMsg::StartRound)?;
     Ok(())
 }

@@ -1,7 +1,10 @@
 //! The site role: one per hospital (one per pod). It owns the local data shard, keeps a connection to the server
-//! (reconnecting with backoff when it is lost), answers the server's rounds and supervises its generator-trainer:
-//! a trainer that fails is restarted under the restart policy and handed the interrupted job again; past the
-//! budget the site tells the server it is out of this round instead of vanishing.
+//! (reconnecting with backoff when it is lost), answers heartbeats and the server's rounds, and supervises its
+//! generator-trainer:
+//! - a trainer that panics or whose job produced NaN/Inf is restarted under the restart policy and handed the
+//!   round's job again — from the round's starting weights, its last local checkpoint;
+//! - a job that ran out of device memory is retried at once with half the batch, down to `min_batch_size`;
+//! - past the restart budget the site tells the server it is out of this round instead of vanishing.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -10,13 +13,15 @@ use ractor::{pg, Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEven
 use ractor_cluster::NodeServerMessage;
 
 use crate::actors::messages::{
-    site_actor_name, LocalJob, ServerMsg, SiteMsg, ToServer, ToSite, TrainerMsg, PROTOCOL_VERSION, SERVER_GROUP,
-    SITES_GROUP,
+    LocalJob, ServerMsg, SiteMsg, ToServer, ToSite, TrainFailure, TrainFailureKind, TrainerMsg, PROTOCOL_VERSION,
+    SERVER_GROUP, SITES_GROUP,
 };
 use crate::actors::restart_policy::{Decision, RestartPolicy, RestartTracker};
 use crate::actors::trainer::{TrainerActor, TrainerArgs};
 use crate::cluster::{self, NodeEvent};
+use crate::faults::{self, FaultPlan};
 use crate::federation::weights::Weights;
+use crate::training::InjectedFault;
 
 /// How a site process ended: `Ok` after the server's shutdown, `Err` when refused.
 pub type SiteExit = crate::actors::Exit;
@@ -26,14 +31,17 @@ pub struct SiteActor;
 pub struct SiteArgs {
     pub site_id: u32,
     pub node: ActorRef<NodeServerMessage>,
+    pub security: cluster::Security,
     pub server_addr: SocketAddr,
     pub reconnect: Duration,
     pub num_samples: u64,
     pub class_counts: Vec<u64>,
     pub trainer: TrainerArgs,
     pub restart_policy: RestartPolicy,
-    /// Fault injection: trainer panics still to happen, per round.
-    pub panics: Vec<(u64, u32)>,
+    /// Smallest batch an out-of-memory retry may use.
+    pub min_batch: u32,
+    /// Faults to inject (tests and chaos scenarios).
+    pub faults: FaultPlan,
     pub exit: SiteExit,
 }
 
@@ -46,6 +54,7 @@ pub struct SiteState {
     job: Option<LocalJob>,
     restarts: RestartTracker,
     restarts_this_job: u32,
+    oom_retries: u32,
 }
 
 impl SiteState {
@@ -60,14 +69,15 @@ impl SiteState {
         }
     }
 
-    fn take_panic(&mut self, round: u64) -> bool {
-        for (r, left) in self.args.panics.iter_mut() {
-            if *r == round && *left > 0 {
-                *left -= 1;
-                return true;
-            }
+    /// Hands the current job (if any) to the trainer, with whatever fault the plan injects into this attempt.
+    fn dispatch(&mut self, me: &ActorRef<SiteMsg>) -> Result<(), ActorProcessingErr> {
+        let (Some(trainer), Some(job)) = (&self.trainer, self.job.as_mut()) else { return Ok(()) };
+        job.fault = self.args.faults.job_fault(job.round, job.batch_size);
+        if job.fault != InjectedFault::None {
+            tracing::warn!(round = job.round, fault = ?job.fault, "injecting a fault into this job");
         }
-        false
+        trainer.cast(TrainerMsg::Train { job: job.clone(), reply_to: me.clone() })?;
+        Ok(())
     }
 
     fn hello(&self) -> ToServer {
@@ -122,6 +132,7 @@ impl Actor for SiteActor {
             job: None,
             restarts,
             restarts_this_job: 0,
+            oom_retries: 0,
         })
     }
 
@@ -131,7 +142,7 @@ impl Actor for SiteActor {
                 if st.connected {
                     return Ok(());
                 }
-                if let Err(e) = cluster::connect(&st.args.node, st.args.server_addr).await {
+                if let Err(e) = cluster::connect(&st.args.node, &st.args.security, st.args.server_addr).await {
                     st.connect_failures += 1;
                     let delay = st.args.reconnect * 2u32.pow(st.connect_failures.min(3));
                     tracing::info!(error = %e, retry_in = ?delay, "server not reachable yet");
@@ -166,13 +177,13 @@ impl Actor for SiteActor {
                     }
                 };
                 tracing::info!(round, local_steps, "training round");
-                let inject_panic = st.take_panic(round);
-                let job = LocalJob { round, global, local_steps, batch_size, hints, inject_panic };
-                st.job = Some(job.clone());
+                st.job = Some(LocalJob { round, global, local_steps, batch_size, hints, fault: InjectedFault::None });
                 st.restarts_this_job = 0;
-                if let Some(trainer) = &st.trainer {
-                    trainer.cast(TrainerMsg::Train { job, reply_to: me.clone() })?;
-                }
+                st.oom_retries = 0;
+                st.dispatch(&me)?;
+            }
+            SiteMsg::FromServer(Ok(ToSite::Ping { seq })) => {
+                st.send(ToServer::Pong { site_id: st.args.site_id, seq });
             }
             SiteMsg::FromServer(Ok(ToSite::Refused { reason })) => {
                 tracing::error!(%reason, "the server refused this site");
@@ -190,7 +201,13 @@ impl Actor for SiteActor {
                 if job.round != result.round {
                     return Ok(());
                 }
-                let weights = match result.weights.to_safetensors(None) {
+                let mut update = result.weights;
+                let mut claimed_round = job.round;
+                if let Some(what) = st.args.faults.bad_update(job.round) {
+                    tracing::warn!(round = job.round, ?what, "injecting a bad update");
+                    claimed_round = faults::corrupt(&mut update, job.round, what);
+                }
+                let weights = match update.to_safetensors(None) {
                     Ok(b) => b,
                     Err(e) => {
                         let reason = format!("cannot encode weights: {e}");
@@ -208,27 +225,21 @@ impl Actor for SiteActor {
                 st.send(ToServer::Update {
                     protocol: PROTOCOL_VERSION,
                     site_id: st.args.site_id,
-                    round: job.round,
+                    round: claimed_round,
                     num_samples: st.args.num_samples,
                     losses: result.losses,
                     steps: result.steps,
                     train_secs: result.train_secs,
                     trainer_restarts: st.restarts_this_job,
+                    batch_size: job.batch_size,
+                    oom_retries: st.oom_retries,
                     weights,
                 });
             }
-            SiteMsg::TrainerDone(Err(reason)) => {
-                // The trainer is alive but its job failed (error, NaN): same policy as a crash.
-                tracing::warn!(%reason, "trainer job failed");
-                on_trainer_failure(&me, st, reason);
-            }
+            SiteMsg::TrainerDone(Err(failure)) => on_job_failure(&me, st, failure)?,
             SiteMsg::RestartTrainer => {
-                let trainer = spawn_trainer(&me, &st.args.trainer).await?;
-                if let Some(mut job) = st.job.clone() {
-                    job.inject_panic = st.take_panic(job.round);
-                    trainer.cast(TrainerMsg::Train { job, reply_to: me.clone() })?;
-                }
-                st.trainer = Some(trainer);
+                st.trainer = Some(spawn_trainer(&me, &st.args.trainer).await?);
+                st.dispatch(&me)?;
             }
         }
         Ok(())
@@ -244,7 +255,7 @@ impl Actor for SiteActor {
             SupervisionEvent::ActorFailed(cell, err) if is_trainer(st, &cell) => {
                 tracing::warn!(error = %err, "trainer failed");
                 st.trainer = None;
-                on_trainer_failure(&me, st, err.to_string());
+                restart_or_escalate(&me, st, err.to_string());
             }
             SupervisionEvent::ActorTerminated(cell, _, _) if is_trainer(st, &cell) => {
                 st.trainer = None;
@@ -274,7 +285,31 @@ fn set_exit(exit: &SiteExit, value: Result<String, String>) {
     }
 }
 
-fn on_trainer_failure(me: &ActorRef<SiteMsg>, st: &mut SiteState, reason: String) {
+/// A job came back failed while its trainer is alive.
+fn on_job_failure(me: &ActorRef<SiteMsg>, st: &mut SiteState, failure: TrainFailure) -> Result<(), ActorProcessingErr> {
+    tracing::warn!(kind = ?failure.kind, reason = %failure.message, "trainer job failed");
+    if failure.kind == TrainFailureKind::OutOfMemory {
+        if let Some(job) = st.job.as_mut() {
+            let half = (job.batch_size / 2).max(st.args.min_batch);
+            if half < job.batch_size {
+                tracing::warn!(
+                    round = job.round,
+                    from = job.batch_size,
+                    to = half,
+                    "out of memory; retrying with half the batch"
+                );
+                job.batch_size = half;
+                st.oom_retries += 1;
+                return st.dispatch(me);
+            }
+        }
+    }
+    restart_or_escalate(me, st, failure.to_string());
+    Ok(())
+}
+
+/// Applies the restart policy to a failed trainer (crash, NaN, or out of memory at the smallest batch).
+fn restart_or_escalate(me: &ActorRef<SiteMsg>, st: &mut SiteState, reason: String) {
     match st.restarts.on_failure(Instant::now()) {
         Decision::Restart { attempt, delay } => {
             st.restarts_this_job += 1;
@@ -299,9 +334,4 @@ fn on_trainer_failure(me: &ActorRef<SiteMsg>, st: &mut SiteState, reason: String
             }
         }
     }
-}
-
-/// The name under which a site actor registers (and by which the server knows it).
-pub fn actor_name(site_id: u32) -> String {
-    site_actor_name(site_id)
 }

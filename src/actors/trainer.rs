@@ -7,7 +7,7 @@ use std::sync::Arc;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tch::Device;
 
-use crate::actors::messages::{LocalJob, LocalResult, SiteMsg, TrainerMsg};
+use crate::actors::messages::{LocalJob, LocalResult, SiteMsg, TrainFailure, TrainFailureKind, TrainerMsg};
 use crate::actors::worker::Worker;
 use crate::data::Dataset;
 use crate::models::ModelConfig;
@@ -26,7 +26,7 @@ pub struct TrainerArgs {
 }
 
 pub struct TrainerState {
-    worker: Worker<LocalJob, Result<LocalResult, String>>,
+    worker: Worker<LocalJob, Result<LocalResult, TrainFailure>>,
 }
 
 impl Actor for TrainerActor {
@@ -44,11 +44,15 @@ impl Actor for TrainerActor {
             &name,
             args.threads,
             move || {
-                LocalTrainer::new(&args.model, args.device, args.data, args.site_id, args.seed)
-                    .map_err(|e| format!("cannot build the local model: {e}"))
+                LocalTrainer::new(&args.model, args.device, args.data, args.site_id, args.seed).map_err(|e| {
+                    TrainFailure {
+                        kind: TrainFailureKind::Other,
+                        message: format!("cannot build the local model: {e}"),
+                    }
+                })
             },
-            |trainer: &mut Result<LocalTrainer, String>, job: LocalJob| match trainer {
-                Ok(t) => t.run(&job).map_err(|e| e.to_string()),
+            |trainer: &mut Result<LocalTrainer, TrainFailure>, job: LocalJob| match trainer {
+                Ok(t) => t.run(&job).map_err(TrainFailure::from),
                 Err(e) => Err(e.clone()),
             },
         )?;

@@ -82,6 +82,16 @@ impl RoundState {
         UpdateVerdict::Accept
     }
 
+    /// Adds a site that (re)joined while the round is open; false if it already contributed.
+    pub fn add_participant(&mut self, site: u32) -> bool {
+        if self.received.contains(&site) {
+            return false;
+        }
+        self.dropped.remove(&site);
+        self.participants.insert(site);
+        true
+    }
+
     /// A participant was lost (disconnected, hung) or said it cannot contribute.
     pub fn on_site_dropped(&mut self, site: u32) {
         if self.participants.contains(&site) && !self.received.contains(&site) {
@@ -138,6 +148,20 @@ mod tests {
         assert_eq!(r.status(), RoundStatus::Complete);
         assert_eq!(r.dropped().iter().copied().collect::<Vec<_>>(), vec![1]);
         assert_eq!(r.on_update(1, 3), UpdateVerdict::NotParticipant, "a dropped site's late update is refused");
+    }
+
+    #[test]
+    fn a_site_rejoining_mid_round_is_awaited_again() {
+        let mut r = RoundState::new(2, 0, [0, 1], 1);
+        r.on_update(0, 2);
+        r.on_site_dropped(1);
+        assert_eq!(r.status(), RoundStatus::Complete);
+        assert!(r.add_participant(1));
+        assert_eq!(r.status(), RoundStatus::Waiting, "the rejoined site is expected again");
+        assert_eq!(r.on_update(1, 2), UpdateVerdict::Accept);
+        assert!(!r.add_participant(0), "a site that already contributed is not re-added");
+        assert!(r.add_participant(5));
+        assert_eq!(r.participants().len(), 3);
     }
 
     #[test]

@@ -1,0 +1,210 @@
+//! Resilience with real processes on loopback: sites killed, hung (SIGSTOP) and restarted, the server killed and
+//! restarted, trainers that panic, diverge or run out of memory, bad updates, a corrupt checkpoint, a wrong cookie.
+//! Each test prints the detection and recovery times it measured (run with `--nocapture` to see them).
+
+mod common;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{contributors, serial, Fed};
+use histofed::report::RunReport;
+
+const LIMIT: Duration = Duration::from_secs(240);
+
+/// Wall-clock seconds (since the Unix epoch) of the first `kind` event of `site`.
+fn event_time(r: &RunReport, kind: &str, site: u32) -> Option<f64> {
+    r.events.iter().find(|e| e.kind == kind && e.site == Some(site)).map(|e| e.at_unix_ms as f64 / 1000.0)
+}
+
+fn now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+fn assert_rounds_once(r: &RunReport, n: u64) {
+    let rounds: Vec<u64> = r.rounds.iter().map(|x| x.round).collect();
+    assert_eq!(rounds, (1..=n).collect::<Vec<_>>(), "every round exactly once, none lost");
+}
+
+#[test]
+fn a_killed_site_is_dropped_at_once_and_a_restarted_one_rejoins() {
+    let _guard = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut fed = Fed::new(tmp.path(), 3, 5, "min_sites = 2\nlocal_steps = 12", "");
+    fed.start_all();
+    fed.wait_report(LIMIT, "round 1", |r| !r.rounds.is_empty());
+    std::thread::sleep(Duration::from_millis(300));
+    let killed_at = now();
+    fed.site(2).signal(libc::SIGKILL);
+    let r = fed.wait_report(LIMIT, "the loss of site 2", |r| event_time(r, "site-disconnected", 2).is_some());
+    let detected = event_time(&r, "site-disconnected", 2).unwrap() - killed_at;
+    let r = fed.wait_report(LIMIT, "a round completed without site 2", |r| {
+        r.rounds.iter().any(|x| x.round >= 2 && !x.contributors.iter().any(|c| c.site_id == 2))
+    });
+    let round_without = r.rounds.iter().find(|x| x.round >= 2 && x.contributors.len() == 2).map(|x| x.round).unwrap();
+    let restarted_at = Instant::now();
+    fed.start_site(2);
+    let r = fed.wait_report(LIMIT, "site 2 contributing again", |r| {
+        r.rounds.iter().any(|x| x.round > round_without && x.contributors.iter().any(|c| c.site_id == 2))
+    });
+    let rejoin_secs = restarted_at.elapsed().as_secs_f64();
+    let report = fed.finish(LIMIT);
+    assert_rounds_once(&report, 5);
+    assert!(r.rounds.iter().all(|x| x.contributors.len() >= 2), "quorum held in every round");
+    println!(
+        "kill-site: disconnect seen {:.3} s after SIGKILL; round {round_without} completed with the other two; \
+         restarted site contributed again {rejoin_secs:.2} s after its restart",
+        detected
+    );
+    assert!((0.0..2.0).contains(&detected), "a killed site is seen at once ({detected:.3} s)");
+}
+
+#[test]
+fn a_hung_site_is_detected_within_two_heartbeats_and_rejoins_after_sigcont() {
+    let _guard = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut fed = Fed::new(tmp.path(), 3, 6, "min_sites = 2\nlocal_steps = 12\nheartbeat_secs = 0.5", "");
+    fed.start_all();
+    fed.wait_report(LIMIT, "round 1", |r| !r.rounds.is_empty());
+    let stopped_at = now();
+    fed.site(1).signal(libc::SIGSTOP);
+    let r = fed.wait_report(LIMIT, "site 1 declared unresponsive", |r| event_time(r, "site-unresponsive", 1).is_some());
+    let detected = event_time(&r, "site-unresponsive", 1).unwrap() - stopped_at;
+    fed.wait_report(LIMIT, "a round without site 1", |r| {
+        r.rounds.iter().any(|x| x.round >= 2 && !x.contributors.iter().any(|c| c.site_id == 1))
+    });
+    let resumed = now();
+    fed.site(1).signal(libc::SIGCONT);
+    let r = fed.wait_report(LIMIT, "site 1 rejoined", |r| event_time(r, "site-rejoined", 1).is_some());
+    let rejoined = event_time(&r, "site-rejoined", 1).unwrap() - resumed;
+    let r2 = fed.wait_report(LIMIT, "site 1 contributing again", |x| {
+        x.rounds.iter().any(|rd| {
+            rd.contributors.iter().any(|c| c.site_id == 1) && rd.round > r.rounds.last().map(|l| l.round).unwrap_or(0)
+        })
+    });
+    let report = fed.finish(LIMIT);
+    assert_rounds_once(&report, 6);
+    println!(
+        "hang-site: SIGSTOP detected after {detected:.2} s (heartbeat 0.5 s); SIGCONT → rejoined in {rejoined:.2} s; \
+         contributing again by round {}",
+        r2.rounds.last().map(|l| l.round).unwrap_or(0)
+    );
+    assert!(detected > 0.0, "detected after the hang, not before ({detected:.2} s)");
+    assert!(detected <= 2.0 * 0.5 + 0.6, "hang detected in {detected:.2} s, more than two periods (+ slack)");
+}
+
+#[test]
+fn a_killed_server_resumes_from_its_checkpoint_and_loses_no_round() {
+    let _guard = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut fed = Fed::new(tmp.path(), 2, 5, "local_steps = 8", "");
+    fed.start_all();
+    fed.wait_report(LIMIT, "round 2", |r| r.rounds.len() >= 2);
+    fed.server.as_ref().unwrap().signal(libc::SIGKILL);
+    let _ = fed.server.take();
+    let before = fed.report().unwrap().rounds.len() as u64;
+    let restarted = Instant::now();
+    fed.start_server();
+    let r = fed.wait_report(LIMIT, "a round after the restart", |r| r.rounds.len() as u64 > before);
+    let recovery = restarted.elapsed().as_secs_f64();
+    let report = fed.finish(LIMIT);
+    assert_rounds_once(&report, 5);
+    assert!(report.finished);
+    assert_eq!(report.resumed_from_round, Some(before), "resumed from the newest checkpoint");
+    println!(
+        "kill-server: killed after round {before}; restarted server resumed, sites rejoined and round {} completed \
+         {recovery:.2} s after the restart",
+        r.rounds.last().unwrap().round
+    );
+}
+
+#[test]
+fn trainer_failures_restart_halve_the_batch_or_escalate() {
+    let _guard = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let faults = "\
+[[faults]]\nkind = \"nan-loss\"\nsite = 0\nround = 1\ntimes = 1\n\n\
+[[faults]]\nkind = \"trainer-oom\"\nsite = 1\nround = 1\nfits_batch = 4\n\n\
+[[faults]]\nkind = \"trainer-panic\"\nsite = 2\nround = 2\ntimes = 10\n";
+    let mut fed = Fed::new(tmp.path(), 3, 3, "min_sites = 2\nmin_batch_size = 2", faults);
+    fed.start_all();
+    let report = fed.finish(LIMIT);
+    assert_rounds_once(&report, 3);
+    let r1 = &report.rounds[0];
+    assert_eq!(contributors(&report, 1), vec![0, 1, 2]);
+    assert_eq!(r1.contributors[0].trainer_restarts, 1, "NaN → restart from the round's weights");
+    assert_eq!((r1.contributors[1].batch_size, r1.contributors[1].oom_retries), (4, 2), "16 → 8 → 4 after two OOMs");
+    assert_eq!(contributors(&report, 2), vec![0, 1], "site 2 exhausted its restart budget");
+    assert_eq!(report.rounds[1].dropped, vec![2], "…and said so instead of vanishing");
+    assert_eq!(contributors(&report, 3), vec![0, 1, 2], "a fresh trainer serves the next round");
+    assert!(fed.log("site-2").contains("restart budget exhausted"));
+}
+
+#[test]
+fn bad_updates_are_rejected_with_their_reason_and_rounds_go_on() {
+    let _guard = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let faults = "\
+[[faults]]\nkind = \"bad-update\"\nsite = 2\nround = 1\nwhat = \"nan\"\n\n\
+[[faults]]\nkind = \"bad-update\"\nsite = 2\nround = 2\nwhat = \"wrong-shape\"\n\n\
+[[faults]]\nkind = \"bad-update\"\nsite = 2\nround = 3\nwhat = \"stale-round\"\n\n\
+[[faults]]\nkind = \"bad-update\"\nsite = 1\nround = 4\nwhat = \"huge-norm\"\n";
+    let mut fed = Fed::new(tmp.path(), 3, 4, "min_sites = 2\nmax_update_norm = 1000.0", faults);
+    fed.start_all();
+    let report = fed.finish(LIMIT);
+    assert_rounds_once(&report, 4);
+    let reasons: Vec<String> = report.rounds.iter().map(|r| format!("{:?}", r.rejected)).collect();
+    assert!(reasons[0].contains("NonFinite"), "{reasons:?}");
+    assert!(reasons[1].contains("WrongShape"), "{reasons:?}");
+    assert!(reasons[2].contains("StaleRound"), "{reasons:?}");
+    assert!(reasons[3].contains("NormBound"), "{reasons:?}");
+    assert_eq!(contributors(&report, 1), vec![0, 1]);
+    assert_eq!(contributors(&report, 4), vec![0, 2]);
+}
+
+#[test]
+fn a_corrupt_latest_checkpoint_falls_back_to_the_previous_one() {
+    let _guard = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut fed = Fed::new(tmp.path(), 2, 2, "", "");
+    fed.start_all();
+    fed.finish(LIMIT);
+    // Corrupt round 2's generator, then ask for one more round: the server must resume from round 1.
+    let ck = tmp.path().join("run/checkpoints");
+    let gen = std::fs::read_dir(&ck)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().to_string();
+            n.contains("000002") && n.contains("generator")
+        })
+        .expect("round 2 generator file");
+    let bytes = std::fs::read(&gen).unwrap();
+    std::fs::write(&gen, &bytes[..bytes.len() / 2]).unwrap();
+    let text = std::fs::read_to_string(&fed.config).unwrap().replace("rounds = 2", "rounds = 3");
+    std::fs::write(&fed.config, text).unwrap();
+    fed.start_all();
+    let report = fed.finish(LIMIT);
+    assert_eq!(report.resumed_from_round, Some(1), "fell back past the corrupt round-2 checkpoint");
+    assert_rounds_once(&report, 3);
+    let log = fed.log("server-2");
+    assert!(log.contains("skipping a corrupt checkpoint"), "a warning names the corrupt checkpoint:\n{log}");
+}
+
+#[test]
+fn a_site_with_the_wrong_cookie_never_joins() {
+    let _guard = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut fed = Fed::new(tmp.path(), 2, 2, "min_sites = 1\njoin_timeout_secs = 4", "");
+    fed.start_server();
+    fed.start_site(0);
+    fed.start_site_env(1, &[("HISTOFED_COOKIE", "not-the-cookie")]);
+    let intruder = fed.sites[1].take();
+    let report = fed.finish(LIMIT);
+    drop(intruder);
+    assert_rounds_once(&report, 2);
+    assert_eq!(report.site_classes.keys().copied().collect::<Vec<_>>(), vec![0], "the intruder never joined");
+    for r in 1..=2 {
+        assert_eq!(contributors(&report, r), vec![0]);
+    }
+}
