@@ -320,8 +320,13 @@ fn load_config(a: &ConfigArgs, base: Option<Config>) -> Result<Config> {
     Ok(cfg)
 }
 
-/// Loads the configured data source at the model's image size.
+/// Loads the configured data source at the model's image size (as the server and centralized training see it).
 pub fn load_data(cfg: &Config) -> Result<Splits> {
+    load_data_stained(cfg, data::synth::StainShift::default())
+}
+
+/// Loads the data as one site sees it: synthetic images carry that site's stain shift.
+pub fn load_data_stained(cfg: &Config, stain: data::synth::StainShift) -> Result<Splits> {
     let model = cfg.model_config()?;
     let source: DataSource = cfg.data.source.parse()?;
     let opts = LoadOptions {
@@ -334,6 +339,7 @@ pub fn load_data(cfg: &Config) -> Result<Splits> {
         synth_num_classes: cfg.data.num_classes,
         val_fraction: cfg.data.val_fraction,
         test_fraction: cfg.data.test_fraction,
+        synth_stain: stain,
     };
     let splits = data::load(&source, &opts).with_context(|| format!("loading data from {}", cfg.data.source))?;
     if splits.train.num_classes() as i64 != model.num_classes {
@@ -518,7 +524,8 @@ pub async fn run_site(cfg: Config, site_id: u32) -> Result<()> {
     }
     let model = cfg.model_config()?;
     let device = select_device(Some(&cfg.model.device).filter(|d| !d.is_empty()).map(|s| s.as_str()))?;
-    let splits = load_data(&cfg)?;
+    let stain = data::synth::StainShift::for_site(site_id as usize, cfg.data.stain_shift, cfg.federation.seed);
+    let splits = load_data_stained(&cfg, stain)?;
     let shard = site_shard(&cfg, &splits.train, site_id)?;
     let class_counts: Vec<u64> = shard.class_counts().iter().map(|&c| c as u64).collect();
     tracing::info!(site_id, images = shard.len(), ?class_counts, "site shard ready");

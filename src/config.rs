@@ -79,6 +79,8 @@ pub struct DataConfig {
     pub num_classes: usize,
     /// Non-IID split across sites: `iid`, `dirichlet:ALPHA[:min=N]`, `pathological:K`, `quantity:POWER`.
     pub partition: String,
+    /// Synthetic data: per-site stain shift strength (0 = none; 1 = strong), simulating hospitals' staining.
+    pub stain_shift: f32,
     /// Fractions of a format without its own split held out for validation and for the evaluator's test set.
     pub val_fraction: f64,
     pub test_fraction: f64,
@@ -153,6 +155,7 @@ impl Default for DataConfig {
             per_class: 96,
             num_classes: 4,
             partition: "dirichlet:0.5".into(),
+            stain_shift: 0.0,
             val_fraction: 0.1,
             test_fraction: 0.2,
             cache_dir: None,
@@ -255,6 +258,9 @@ impl Config {
         }
         if !(2..=9).contains(&self.data.num_classes) {
             return bad(format!("data.num_classes = {} must be in 2..=9", self.data.num_classes));
+        }
+        if !(self.data.stain_shift.is_finite() && (0.0..=2.0).contains(&self.data.stain_shift)) {
+            return bad(format!("data.stain_shift = {} must be in 0..=2", self.data.stain_shift));
         }
         let (v, t) = (self.data.val_fraction, self.data.test_fraction);
         if !(0.0..1.0).contains(&v) || !(0.0..1.0).contains(&t) || v + t >= 1.0 {

@@ -107,6 +107,9 @@ pub struct LoadOptions {
     pub val_fraction: f64,
     /// Fraction of each class put into test where the format has no split.
     pub test_fraction: f64,
+    /// Synthetic: stain shift of this site's hospital (labels and morphology are unchanged, so every site still
+    /// agrees on the partition).
+    pub synth_stain: synth::StainShift,
 }
 
 impl Default for LoadOptions {
@@ -121,6 +124,7 @@ impl Default for LoadOptions {
             synth_num_classes: 9,
             val_fraction: 0.1,
             test_fraction: 0.1,
+            synth_stain: synth::StainShift::default(),
         }
     }
 }
@@ -218,7 +222,7 @@ fn load_synthetic(opts: &LoadOptions) -> Result<Splits, DataError> {
         per_class: opts.synth_per_class,
         size: opts.size,
         seed: opts.seed,
-        stain: Default::default(),
+        stain: opts.synth_stain,
     };
     let mut ds = synth::generate(&cfg)?;
     if let Some(pick) = pick {
@@ -503,5 +507,15 @@ mod tests {
         assert!(dir.path().join("A/A-00000.png").is_file());
         assert!(dir.path().join("B/B-00002.png").is_file());
         assert!(!dir.path().join("B/B-00003.png").exists());
+    }
+
+    #[test]
+    fn synthetic_stain_shift_changes_colour_but_not_labels() {
+        let o = LoadOptions { size: 32, synth_per_class: 6, synth_num_classes: 3, ..opts(32) };
+        let plain = load(&DataSource::Synthetic, &o).unwrap();
+        let stain = synth::StainShift::for_site(1, 1.0, 3);
+        let shifted = load(&DataSource::Synthetic, &LoadOptions { synth_stain: stain, ..o }).unwrap();
+        assert_eq!(plain.train.labels, shifted.train.labels, "every site agrees on labels, hence on the partition");
+        assert_ne!(plain.train.images, shifted.train.images, "the hospital's staining shows");
     }
 }
