@@ -81,6 +81,12 @@ struct ConfigArgs {
     /// Data source: synthetic | imagefolder:PATH | npz:PATH | mhist:PATH.
     #[arg(long)]
     data: Option<String>,
+    /// Skip corrupt or unreadable image files (and report how many) instead of stopping at the first.
+    #[arg(long)]
+    skip_bad: bool,
+    /// Device for tch work: cpu | cuda | cuda:N (default: model.device; empty there = CUDA when available).
+    #[arg(long)]
+    device: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -248,10 +254,14 @@ pub fn main() -> ExitCode {
         eprintln!("error: {e:#}");
         return ExitCode::FAILURE;
     }
+    let logs_to_file = cli.log_file.is_some();
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            // The terminal gets the error once; a log file gets it too.
+            if logs_to_file {
+                tracing::error!("{e:#}");
+            }
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
@@ -313,6 +323,12 @@ fn load_config(a: &ConfigArgs, base: Option<Config>) -> Result<Config> {
     if let Some(d) = &a.data {
         overrides.push(format!("data.source={}", toml::Value::String(d.clone())));
     }
+    if a.skip_bad {
+        overrides.push("data.skip_bad=true".into());
+    }
+    if let Some(d) = &a.device {
+        overrides.push(format!("model.device={}", toml::Value::String(d.clone())));
+    }
     if !overrides.is_empty() {
         cfg.apply_overrides(&overrides)?;
     }
@@ -331,7 +347,7 @@ pub fn load_data_stained(cfg: &Config, stain: data::synth::StainShift) -> Result
     let source: DataSource = cfg.data.source.parse()?;
     let opts = LoadOptions {
         size: model.image_size as u32,
-        skip_bad: false,
+        skip_bad: cfg.data.skip_bad,
         cache_dir: cfg.data.cache_dir.clone(),
         seed: cfg.federation.seed,
         classes: None,
@@ -342,6 +358,12 @@ pub fn load_data_stained(cfg: &Config, stain: data::synth::StainShift) -> Result
         synth_stain: stain,
     };
     let splits = data::load(&source, &opts).with_context(|| format!("loading data from {}", cfg.data.source))?;
+    if !splits.skipped.is_empty() {
+        tracing::warn!(skipped = splits.skipped.len(), "skipped unreadable image files (--skip-bad)");
+        for (path, why) in splits.skipped.iter().take(10) {
+            tracing::warn!(path = %path.display(), %why, "skipped");
+        }
+    }
     if splits.train.num_classes() as i64 != model.num_classes {
         bail!(
             "the data has {} classes but the model is configured for {} (data.num_classes)",

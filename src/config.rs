@@ -85,6 +85,8 @@ pub struct DataConfig {
     pub val_fraction: f64,
     pub test_fraction: f64,
     pub cache_dir: Option<PathBuf>,
+    /// Skip unreadable or corrupt image files (reported with their count) instead of failing on the first one.
+    pub skip_bad: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -96,6 +98,8 @@ pub struct ModelSection {
     pub discriminator: String,
     /// `cpu`, `cuda`, `cuda:N`; empty = CUDA when available.
     pub device: String,
+    /// Image size (32, 64 or 128) instead of the preset's.
+    pub image_size: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -159,13 +163,20 @@ impl Default for DataConfig {
             val_fraction: 0.1,
             test_fraction: 0.2,
             cache_dir: None,
+            skip_bad: false,
         }
     }
 }
 
 impl Default for ModelSection {
     fn default() -> Self {
-        Self { preset: "tiny".into(), gan: "cgan".into(), discriminator: "cnn".into(), device: "cpu".into() }
+        Self {
+            preset: "tiny".into(),
+            gan: "cgan".into(),
+            discriminator: "cnn".into(),
+            device: "cpu".into(),
+            image_size: None,
+        }
     }
 }
 
@@ -304,8 +315,12 @@ impl Config {
             .discriminator
             .parse()
             .map_err(|e| ConfigError::Invalid(format!("model.discriminator = {:?}: {e}", m.discriminator)))?;
-        let cfg = ModelConfig::preset(&m.preset, gan, disc, self.data.num_classes as i64)
+        let mut cfg = ModelConfig::preset(&m.preset, gan, disc, self.data.num_classes as i64)
             .map_err(|e| ConfigError::Invalid(format!("model.preset = {:?}: {e}", m.preset)))?;
+        if let Some(size) = m.image_size {
+            cfg.image_size = size;
+            cfg.validate().map_err(|e| ConfigError::Invalid(format!("model.image_size = {size}: {e}")))?;
+        }
         Ok(cfg)
     }
 
@@ -400,6 +415,15 @@ mod tests {
         assert_eq!(a.hash(), b.hash());
         b.model.gan = "acgan".into();
         assert_ne!(a.hash(), b.hash());
+    }
+
+    #[test]
+    fn model_size_overrides_the_preset_and_is_validated() {
+        let mut cfg = Config::default();
+        cfg.model.image_size = Some(64);
+        assert_eq!(cfg.model_config().unwrap().image_size, 64);
+        cfg.model.image_size = Some(48);
+        assert!(cfg.validate().unwrap_err().to_string().contains("model.image_size"));
     }
 
     #[test]
