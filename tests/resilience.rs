@@ -29,7 +29,8 @@ fn assert_rounds_once(r: &RunReport, n: u64) {
 fn a_killed_site_is_dropped_at_once_and_a_restarted_one_rejoins() {
     let _guard = serial();
     let tmp = tempfile::tempdir().unwrap();
-    let mut fed = Fed::new(tmp.path(), 3, 5, "min_sites = 2\nlocal_steps = 12", "");
+    // Enough rounds that the run cannot end before the restarted site has rejoined and contributed.
+    let mut fed = Fed::new(tmp.path(), 3, 10, "min_sites = 2\nlocal_steps = 12", "");
     fed.start_all();
     fed.wait_report(LIMIT, "round 1", |r| !r.rounds.is_empty());
     std::thread::sleep(Duration::from_millis(300));
@@ -48,7 +49,7 @@ fn a_killed_site_is_dropped_at_once_and_a_restarted_one_rejoins() {
     });
     let rejoin_secs = restarted_at.elapsed().as_secs_f64();
     let report = fed.finish(LIMIT);
-    assert_rounds_once(&report, 5);
+    assert_rounds_once(&report, 10);
     assert!(r.rounds.iter().all(|x| x.contributors.len() >= 2), "quorum held in every round");
     println!(
         "kill-site: disconnect seen {:.3} s after SIGKILL; round {round_without} completed with the other two; \
@@ -62,7 +63,9 @@ fn a_killed_site_is_dropped_at_once_and_a_restarted_one_rejoins() {
 fn a_hung_site_is_detected_within_two_heartbeats_and_rejoins_after_sigcont() {
     let _guard = serial();
     let tmp = tempfile::tempdir().unwrap();
-    let mut fed = Fed::new(tmp.path(), 3, 6, "min_sites = 2\nlocal_steps = 12\nheartbeat_secs = 0.5", "");
+    // Enough rounds (≈0.5 s each) that the run cannot end before SIGCONT and the rejoin: a run that ended would
+    // leave nobody to rejoin.
+    let mut fed = Fed::new(tmp.path(), 3, 14, "min_sites = 2\nlocal_steps = 20\nheartbeat_secs = 0.5", "");
     fed.start_all();
     fed.wait_report(LIMIT, "round 1", |r| !r.rounds.is_empty());
     let stopped_at = now();
@@ -82,7 +85,7 @@ fn a_hung_site_is_detected_within_two_heartbeats_and_rejoins_after_sigcont() {
         })
     });
     let report = fed.finish(LIMIT);
-    assert_rounds_once(&report, 6);
+    assert_rounds_once(&report, 14);
     println!(
         "hang-site: SIGSTOP detected after {detected:.2} s (heartbeat 0.5 s); SIGCONT → rejoined in {rejoined:.2} s; \
          contributing again by round {}",
