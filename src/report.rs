@@ -3,12 +3,12 @@
 //! file always describes every round that completed.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::actors::messages::LossSummary;
+use crate::federation::checkpoint::write_atomic;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SiteRound {
@@ -74,22 +74,13 @@ pub struct RunReport {
     pub total_secs: f64,
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
-}
-
 impl RunReport {
     pub fn write(&self, dir: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
         let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        write_atomic(&dir.join("report.json"), &json)?;
-        write_atomic(&dir.join("report.md"), self.to_markdown().as_bytes())
+        write_atomic(dir, "report.json", &json).map_err(std::io::Error::other)?;
+        write_atomic(dir, "report.md", self.to_markdown().as_bytes()).map_err(std::io::Error::other)?;
+        Ok(())
     }
 
     pub fn read(dir: &Path) -> std::io::Result<Self> {

@@ -19,3 +19,10 @@ pub mod worker;
 
 /// How a role's process should end: set once by the actor, read by the binary after the actor stops.
 pub type Exit = Arc<Mutex<Option<Result<String, String>>>>;
+
+/// Records how the process should end; the first outcome wins.
+pub fn set_exit(exit: &Exit, outcome: Result<String, String>) {
+    if let Ok(mut slot) = exit.lock() {
+        slot.get_or_insert(outcome);
+    }
+}

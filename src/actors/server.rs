@@ -19,7 +19,7 @@ use crate::actors::messages::{
     site_actor_name, site_id_from_name, EvaluatorMsg, LossSummary, ServerMsg, SiteMsg, ToServer, ToSite,
     PROTOCOL_VERSION, SERVER_GROUP, SITES_GROUP,
 };
-use crate::actors::Exit;
+use crate::actors::{set_exit, Exit};
 use crate::config::Config;
 use crate::federation::checkpoint::{CheckpointMeta, CheckpointStore};
 use crate::federation::round::{RoundState, RoundStatus, UpdateVerdict};
@@ -192,25 +192,18 @@ impl ServerState {
         self.broadcast_shutdown(&reason);
         self.progress.rounds.finish();
         self.progress.sites.finish_and_clear();
-        if let Ok(mut slot) = self.exit.lock() {
-            slot.get_or_insert(outcome);
-        }
+        set_exit(&self.exit, outcome);
         // Let the shutdown frames leave before the node goes down.
-        me.stop_after(Duration::from_millis(300));
+        stop_after(me, Duration::from_millis(300));
     }
 }
 
-trait StopAfter {
-    fn stop_after(&self, d: Duration);
-}
-impl StopAfter for ActorRef<ServerMsg> {
-    fn stop_after(&self, d: Duration) {
-        let me = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(d).await;
-            me.stop(None);
-        });
-    }
+fn stop_after(me: &ActorRef<ServerMsg>, d: Duration) {
+    let me = me.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(d).await;
+        me.stop(None);
+    });
 }
 
 async fn spawn_evaluator(

@@ -18,13 +18,11 @@ use crate::actors::messages::{
 };
 use crate::actors::restart_policy::{Decision, RestartPolicy, RestartTracker};
 use crate::actors::trainer::{TrainerActor, TrainerArgs};
+use crate::actors::{set_exit, Exit};
 use crate::cluster::{self, NodeEvent};
 use crate::faults::{self, FaultPlan};
 use crate::federation::weights::Weights;
 use crate::training::InjectedFault;
-
-/// How a site process ended: `Ok` after the server's shutdown, `Err` when refused.
-pub type SiteExit = crate::actors::Exit;
 
 pub struct SiteActor;
 
@@ -42,7 +40,8 @@ pub struct SiteArgs {
     pub min_batch: u32,
     /// Faults to inject (tests and chaos scenarios).
     pub faults: FaultPlan,
-    pub exit: SiteExit,
+    /// How this site's process ends: `Ok` after the server's shutdown, `Err` when refused.
+    pub exit: Exit,
 }
 
 pub struct SiteState {
@@ -277,12 +276,6 @@ impl Actor for SiteActor {
 
 fn is_trainer(st: &SiteState, cell: &ActorCell) -> bool {
     st.trainer.as_ref().map(|t| t.get_id() == cell.get_id()).unwrap_or(false)
-}
-
-fn set_exit(exit: &SiteExit, value: Result<String, String>) {
-    if let Ok(mut slot) = exit.lock() {
-        slot.get_or_insert(value);
-    }
 }
 
 /// A job came back failed while its trainer is alive.

@@ -190,8 +190,8 @@ fn sync_dir(dir: &Path) -> Result<(), CheckpointError> {
 }
 
 /// Writes `bytes` to `dir/name` atomically: temp file, write, fsync, rename, fsync directory. On error the temp file
-/// is removed and `dir/name` is untouched.
-fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, CheckpointError> {
+/// is removed and `dir/name` is untouched. Also used for the run report, which must never be torn either.
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, CheckpointError> {
     let tmp = dir.join(format!(".{name}{TMP_SUFFIX}"));
     let target = dir.join(name);
     let result = (|| {
