@@ -71,6 +71,7 @@ pub fn train_gan(run: &GanRun, mut on_point: impl FnMut(&GanPoint)) -> Result<Ve
             local_steps: chunk as u32,
             batch_size: run.batch_size,
             hints: SiteHints::default(),
+            global_sha256: String::new(),
             fault: InjectedFault::None,
         };
         let result = trainer.run(&job)?;

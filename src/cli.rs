@@ -1,7 +1,7 @@
 //! The command line: each subcommand wires configuration, telemetry, data, the cluster and the actors together and
 //! nothing more. Errors are `anyhow` here and only here; the libraries below return typed errors.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -20,14 +20,17 @@ use crate::actors::trainer::TrainerArgs;
 use crate::actors::Exit;
 use crate::centralized;
 use crate::cluster;
+use crate::cluster::bulk::{BulkLimits, BulkTls, ClientOpts};
 use crate::config::Config;
 use crate::data::{self, partition, DataSource, LoadOptions, Splits};
 use crate::faults::FaultPlan;
 use crate::federation::checkpoint::{CheckpointMeta, CheckpointStore};
+use crate::federation::site_store::SiteStore;
 use crate::federation::weights::Weights;
 use crate::models::{select_device, ClassifierConfig, DiscKind, Gan, GanKind};
 use crate::report::RunReport;
 use crate::telemetry::{self, LogFormat};
+use crate::training::LocalCheckpoints;
 
 #[derive(Parser, Debug)]
 #[command(name = "histofed", version, about = "Resilient federated GAN training on histopathology images")]
@@ -193,6 +196,9 @@ struct SiteCmd {
     /// The server's host:port; overrides cluster.server_addr.
     #[arg(long)]
     server: Option<String>,
+    /// Announce this protocol version instead of ours (compatibility tests only).
+    #[arg(long, hide = true)]
+    protocol_version: Option<u32>,
 }
 
 #[derive(Args, Debug)]
@@ -295,7 +301,8 @@ fn run(cmd: Command) -> Result<()> {
                 cfg.cluster.server_addr = s;
             }
             cfg.validate()?;
-            runtime()?.block_on(run_site(cfg, a.site_id))
+            let protocol = a.protocol_version.unwrap_or(crate::actors::messages::PROTOCOL_VERSION);
+            runtime()?.block_on(run_site(cfg, a.site_id, protocol))
         }
         Command::Train(a) => train(a),
         Command::Certs(c) => certs(c),
@@ -486,6 +493,7 @@ pub async fn run_server(cfg: Config) -> Result<()> {
         bytes = initial.num_bytes(),
         "global model ready"
     );
+    let initial_bytes = initial.num_bytes();
     let evaluator = EvaluatorArgs {
         model: model.clone(),
         device,
@@ -498,6 +506,15 @@ pub async fn run_server(cfg: Config) -> Result<()> {
     let listen = cluster::resolve(&cfg.cluster.server_addr)?;
     let security = cluster::Security::from_dir(cfg.cluster.tls_dir.as_deref(), crate::certs::SERVER_NAME)?;
     let mtls = security.is_mtls();
+    let bulk_tls = match &security {
+        cluster::Security::Plain => BulkTls::Plain,
+        cluster::Security::Mtls(m) => BulkTls::Server(m.acceptor()?),
+    };
+    let bulk_port = match cfg.cluster.bulk_port {
+        Some(p) => p,
+        None if listen.port() == 0 => 0,
+        None => listen.port().checked_add(1).context("cluster.server_addr port 65535 leaves no bulk port")?,
+    };
     let node = cluster::start_node("server", listen, cfg.cookie(), cfg.cluster.max_frame_mib << 20, security).await?;
     let exit: Exit = Arc::new(Mutex::new(None));
     let args = ServerArgs {
@@ -512,6 +529,15 @@ pub async fn run_server(cfg: Config) -> Result<()> {
         store,
         evaluator: Some(evaluator),
         exit: exit.clone(),
+        bulk_listen: SocketAddr::new(listen.ip(), bulk_port),
+        bulk_tls,
+        bulk_limits: BulkLimits {
+            max_body: (cfg.cluster.max_frame_mib << 20).max(initial_bytes as u64 * 2),
+            max_inflight_uploads: cfg.cluster.max_inflight_uploads,
+            stall: Duration::from_secs_f64(cfg.cluster.transfer_stall_secs),
+            ..BulkLimits::default()
+        },
+        restart_policy: RestartPolicy::default(),
     };
     let (server, handle) = Actor::spawn(Some("histofed-server".into()), ServerActor, args).await?;
     tracing::info!(%listen, mtls, "server listening");
@@ -539,7 +565,7 @@ pub async fn run_server(cfg: Config) -> Result<()> {
     }
 }
 
-pub async fn run_site(cfg: Config, site_id: u32) -> Result<()> {
+pub async fn run_site(cfg: Config, site_id: u32, protocol: u32) -> Result<()> {
     tch::set_num_threads(cfg.runtime.threads);
     if site_id >= cfg.federation.sites {
         bail!("--site-id {site_id} is outside 0..{} (federation.sites)", cfg.federation.sites);
@@ -549,6 +575,13 @@ pub async fn run_site(cfg: Config, site_id: u32) -> Result<()> {
     let stain = data::synth::StainShift::for_site(site_id as usize, cfg.data.stain_shift, cfg.federation.seed);
     let splits = load_data_stained(&cfg, stain)?;
     let shard = site_shard(&cfg, &splits.train, site_id)?;
+    let state_dir = cfg
+        .runtime
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| cfg.runtime.out_dir.join("sites").join(format!("site-{site_id}")));
+    let store =
+        SiteStore::open(&state_dir).with_context(|| format!("opening the site's state in {}", state_dir.display()))?;
     let class_counts: Vec<u64> = shard.class_counts().iter().map(|&c| c as u64).collect();
     tracing::info!(site_id, images = shard.len(), ?class_counts, "site shard ready");
     let server_addr = cluster::resolve(&cfg.cluster.server_addr)?;
@@ -578,11 +611,24 @@ pub async fn run_site(cfg: Config, site_id: u32) -> Result<()> {
             data: Arc::new(shard),
             seed: cfg.federation.seed,
             threads: cfg.runtime.threads,
+            checkpoints: Some(LocalCheckpoints { store: store.clone(), every: cfg.federation.local_checkpoint_every }),
         },
         restart_policy: RestartPolicy::default(),
         min_batch: cfg.federation.min_batch_size,
         faults: FaultPlan::for_site(&cfg.faults, site_id),
         exit: exit.clone(),
+        bulk: ClientOpts {
+            tls: match &node.security {
+                cluster::Security::Plain => BulkTls::Plain,
+                cluster::Security::Mtls(m) => BulkTls::Client(m.connector()?, crate::certs::SERVER_NAME.to_string()),
+            },
+            stall: Duration::from_secs_f64(cfg.cluster.transfer_stall_secs),
+            chunk: 1 << 20,
+            max_body: cfg.cluster.max_frame_mib << 20,
+        },
+        store: Some(store.clone()),
+        give_up: cfg.cluster.site_give_up_secs.map(Duration::from_secs_f64),
+        protocol,
     };
     let (site, handle) = Actor::spawn(Some(site_actor_name(site_id)), SiteActor, args).await?;
     tokio::select! {

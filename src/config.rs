@@ -67,6 +67,9 @@ pub struct FederationConfig {
     pub min_batch_size: u32,
     /// Updates farther than this (L2) from the global weights are rejected; absent = no bound.
     pub max_update_norm: Option<f64>,
+    /// A site checkpoints its local training every this many steps, to resume the round after a restart
+    /// (0 = only the finished update is kept).
+    pub local_checkpoint_every: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -117,6 +120,15 @@ pub struct ClusterConfig {
     /// Certificate directory (`histofed certs init`/`issue`): when set, every session is mutual TLS and a node's
     /// identity is its certificate's; when absent, plaintext with the cookie only.
     pub tls_dir: Option<PathBuf>,
+    /// Port of the server's bulk data plane (weights travel there, beside the control connection); absent = the
+    /// cluster port + 1. Sites learn it from the server.
+    pub bulk_port: Option<u16>,
+    /// Updates the server holds in memory at once, waiting to be folded in; more wait on TCP (backpressure).
+    pub max_inflight_uploads: usize,
+    /// A weights transfer that moves no byte for this long is cut off.
+    pub transfer_stall_secs: f64,
+    /// A site that hears nothing from the server for this long stops with an error (absent: it keeps trying).
+    pub site_give_up_secs: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -128,6 +140,8 @@ pub struct RuntimeConfig {
     pub out_dir: PathBuf,
     /// Images per class in the evaluator's sample grid.
     pub grid_per_class: usize,
+    /// Where a site keeps its local checkpoints; absent = `<out_dir>/sites/site-N`.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for FederationConfig {
@@ -148,6 +162,7 @@ impl Default for FederationConfig {
             heartbeat_secs: 1.0,
             min_batch_size: 4,
             max_update_norm: None,
+            local_checkpoint_every: 10,
         }
     }
 }
@@ -188,13 +203,17 @@ impl Default for ClusterConfig {
             max_frame_mib: 1024,
             reconnect_secs: 0.5,
             tls_dir: None,
+            bulk_port: None,
+            max_inflight_uploads: 2,
+            transfer_stall_secs: 30.0,
+            site_give_up_secs: Some(600.0),
         }
     }
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self { threads: 1, out_dir: PathBuf::from("runs/demo"), grid_per_class: 8 }
+        Self { threads: 1, out_dir: PathBuf::from("runs/demo"), grid_per_class: 8, state_dir: None }
     }
 }
 
@@ -284,6 +303,20 @@ impl Config {
         }
         if self.cluster.server_addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
             return bad(format!("cluster.server_addr = {:?} must be host:port", self.cluster.server_addr));
+        }
+        if self.cluster.max_inflight_uploads == 0 {
+            return bad("cluster.max_inflight_uploads must be at least 1".into());
+        }
+        if !positive(self.cluster.transfer_stall_secs) {
+            return bad(format!(
+                "cluster.transfer_stall_secs = {} must be a positive number of seconds",
+                self.cluster.transfer_stall_secs
+            ));
+        }
+        if let Some(g) = self.cluster.site_give_up_secs {
+            if !positive(g) {
+                return bad(format!("cluster.site_give_up_secs = {g} must be a positive number of seconds"));
+            }
         }
         if self.cluster.max_frame_mib < 16 {
             return bad("cluster.max_frame_mib must be at least 16".into());

@@ -20,6 +20,12 @@ pub struct SiteRound {
     pub trainer_restarts: u32,
     pub batch_size: u32,
     pub oom_retries: u32,
+    /// Local step the site resumed this round from after a restart (0 = from the round's start).
+    #[serde(default)]
+    pub resumed_from_step: u32,
+    /// The update was trained before a restart and re-sent from the site's disk.
+    #[serde(default)]
+    pub from_local_checkpoint: bool,
 }
 
 /// Something that happened to the federation (a site lost or back, a round retried, a resume).

@@ -14,6 +14,7 @@ use tch::{Device, Tensor};
 use thiserror::Error;
 
 use crate::data::Dataset;
+use crate::federation::site_store::{Progress, SiteStore};
 use crate::federation::strategy::SiteHints;
 use crate::federation::weights::Weights;
 use crate::models::{Gan, ModelConfig, ModelError};
@@ -88,6 +89,8 @@ pub struct LocalJob {
     pub local_steps: u32,
     pub batch_size: u32,
     pub hints: SiteHints,
+    /// SHA-256 of the global weights (hex): with the round, it names this job's local checkpoints.
+    pub global_sha256: String,
     /// Fault injection (tests and chaos scenarios only).
     pub fault: InjectedFault,
 }
@@ -100,6 +103,16 @@ pub struct LocalResult {
     pub losses: LossSummary,
     pub steps: u32,
     pub train_secs: f64,
+    /// Step this run resumed from (a local checkpoint of the same round and global weights); 0 = from the start.
+    pub resumed_from_step: u32,
+}
+
+/// Where and how often a trainer checkpoints its progress within a round.
+#[derive(Debug, Clone)]
+pub struct LocalCheckpoints {
+    pub store: SiteStore,
+    /// Save every this many local steps (0 = never mid-round).
+    pub every: u32,
 }
 
 pub struct LocalTrainer {
@@ -108,6 +121,7 @@ pub struct LocalTrainer {
     site_id: u32,
     seed: u64,
     device: Device,
+    checkpoints: Option<LocalCheckpoints>,
 }
 
 impl LocalTrainer {
@@ -122,7 +136,26 @@ impl LocalTrainer {
             return Err(TrainError::EmptyShard);
         }
         let gan = Gan::new(cfg, device, seed as i64 + i64::from(site_id))?;
-        Ok(Self { gan, data, site_id, seed, device })
+        Ok(Self { gan, data, site_id, seed, device, checkpoints: None })
+    }
+
+    /// Checkpoint progress within a round to `c.store`, and resume from it.
+    pub fn with_checkpoints(mut self, c: Option<LocalCheckpoints>) -> Self {
+        self.checkpoints = c;
+        self
+    }
+
+    fn save_progress(&self, p: &Progress) {
+        let Some(c) = &self.checkpoints else { return };
+        match self.gan.weights() {
+            Ok(w) if w.first_non_finite().is_none() => {
+                if let Err(e) = c.store.save_progress(p, &w) {
+                    tracing::warn!(round = p.round, step = p.steps_done, error = %e, "cannot save local progress");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read weights for a local checkpoint"),
+        }
     }
 
     pub fn run(&mut self, job: &LocalJob) -> Result<LocalResult, TrainError> {
@@ -145,16 +178,27 @@ impl LocalTrainer {
             InjectedFault::OutOfMemory { .. } => {}
         }
         let start = Instant::now();
+        let resumed = self.checkpoints.as_ref().and_then(|c| c.store.load_progress(job.round, &job.global_sha256));
+        let (mut d_sum, mut g_sum) = (0.0, 0.0);
+        let mut first_step = 0;
         self.gan.load_weights(&job.global)?;
+        // FedProx's anchor is the round's global weights, also when resuming.
         self.gan.set_proximal(job.hints.proximal_mu);
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ (u64::from(self.site_id) << 32) ^ job.round);
+        if let Some((p, w)) = resumed.filter(|(p, _)| p.steps_done <= job.local_steps) {
+            tracing::info!(round = job.round, step = p.steps_done, "resuming the round from a local checkpoint");
+            self.gan.restore_weights(&w)?;
+            (first_step, d_sum, g_sum) = (p.steps_done, p.d_sum, p.g_sum);
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(
+            self.seed ^ (u64::from(self.site_id) << 32) ^ job.round ^ (u64::from(first_step) << 48),
+        );
         let mut order: Vec<usize> = (0..self.data.len()).collect();
         order.shuffle(&mut rng);
         let batch = (job.batch_size as usize).min(self.data.len()).max(1);
         let size = i64::from(self.data.size);
-        let (mut d_sum, mut g_sum) = (0.0, 0.0);
+        let every = self.checkpoints.as_ref().map(|c| c.every).unwrap_or(0);
         let mut cursor = 0;
-        for _ in 0..job.local_steps {
+        for step in first_step..job.local_steps {
             if cursor + batch > order.len() {
                 order.shuffle(&mut rng);
                 cursor = 0;
@@ -167,6 +211,17 @@ impl LocalTrainer {
             let losses = self.gan.train_step(&x, &y)?;
             d_sum += losses.d_loss;
             g_sum += losses.g_loss;
+            let done = step + 1;
+            if every > 0 && done % every == 0 && done < job.local_steps {
+                self.save_progress(&Progress {
+                    round: job.round,
+                    global_sha256: job.global_sha256.clone(),
+                    steps_done: done,
+                    batch_size: job.batch_size,
+                    d_sum,
+                    g_sum,
+                });
+            }
         }
         let weights = self.gan.weights()?;
         if let Some(name) = weights.first_non_finite() {
@@ -179,6 +234,7 @@ impl LocalTrainer {
             losses: LossSummary { d_loss: d_sum / n, g_loss: g_sum / n },
             steps: job.local_steps,
             train_secs: start.elapsed().as_secs_f64(),
+            resumed_from_step: first_step,
         })
     }
 }

@@ -1,5 +1,7 @@
 //! The evaluator role: scores the global generator after each round (sample grid + Fréchet distance) on a
-//! dedicated tch thread. It runs where the held-out data is — here, beside the server — and is supervised by it.
+//! dedicated tch thread. It runs where the held-out data is — here, beside the server — and is supervised by it
+//! under the restart policy. Its answer is a message back to the server, so the server keeps answering heartbeats
+//! and taking uploads while an evaluation runs.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,7 +9,7 @@ use std::sync::Arc;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tch::Device;
 
-use crate::actors::messages::{EvalReport, EvaluatorMsg};
+use crate::actors::messages::{EvalReport, EvaluatorMsg, ServerMsg};
 use crate::actors::worker::Worker;
 use crate::data::Dataset;
 use crate::evaluation::GanEvaluator;
@@ -65,14 +67,11 @@ impl Actor for EvaluatorActor {
         state: &mut EvaluatorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            EvaluatorMsg::Evaluate { round, weights, reply } => {
-                let result = state.worker.run((round, weights)).await;
-                let failed = result.is_err();
-                let _ = reply.send(result.and_then(|r| r));
-                if failed {
-                    return Err("evaluator thread died".into());
-                }
-            }
+            EvaluatorMsg::Evaluate { round, weights, reply_to } => match state.worker.run((round, weights)).await {
+                Ok(result) => reply_to.cast(ServerMsg::Evaluated { round, result })?,
+                // The thread died: fail, so the server restarts this evaluator under its policy.
+                Err(reason) => return Err(format!("evaluator thread died: {reason}").into()),
+            },
         }
         Ok(())
     }

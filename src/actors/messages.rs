@@ -7,7 +7,7 @@
 //! `Err(reason)` so it is logged and counted instead of vanishing.
 
 use ractor::message::{BoxedDowncastErr, SerializedMessage};
-use ractor::{ActorRef, Message, RpcReplyPort};
+use ractor::{ActorRef, Message};
 use serde::{Deserialize, Serialize};
 
 pub use crate::evaluation::EvalReport;
@@ -16,7 +16,8 @@ use crate::federation::weights::Weights;
 pub use crate::training::{LocalJob, LocalResult, LossSummary, TrainFailure, TrainFailureKind};
 
 /// Bumped on any incompatible change of the frames below. Peers compare it at join.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version 2: weights moved to the bulk data plane (`cluster::bulk`); `Train` names the blob, updates are uploads.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Process group of site actors (sites join it, the server monitors it).
 pub const SITES_GROUP: &str = "histofed.sites";
@@ -38,25 +39,51 @@ pub fn site_id_from_name(name: &str) -> Option<u32> {
 pub enum ToServer {
     /// Sent after joining (and re-joining): who the site is and how much data it holds.
     Hello { protocol: u32, site_id: u32, num_samples: u64, class_counts: Vec<u64> },
-    /// A finished local round: full weights (safetensors bytes) and what it took.
-    Update {
-        protocol: u32,
-        site_id: u32,
-        round: u64,
-        num_samples: u64,
-        losses: LossSummary,
-        steps: u32,
-        train_secs: f64,
-        trainer_restarts: u32,
-        /// Batch size actually used (smaller than asked after out-of-memory retries).
-        batch_size: u32,
-        oom_retries: u32,
-        weights: Vec<u8>,
-    },
     /// Answer to a heartbeat `Ping` (carries its sequence number).
     Pong { site_id: u32, seq: u64 },
     /// The site cannot contribute to this round (restart budget exhausted, ...).
     OutOfRound { site_id: u32, round: u64, reason: String },
+}
+
+/// What a site says about a finished local round. It travels as the metadata of the update's bulk upload (the
+/// weights are the upload's body), so the server reads it together with the weights it describes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpdateMeta {
+    pub protocol: u32,
+    pub site_id: u32,
+    pub round: u64,
+    pub num_samples: u64,
+    pub losses: LossSummary,
+    pub steps: u32,
+    pub train_secs: f64,
+    pub trainer_restarts: u32,
+    /// Batch size actually used (smaller than asked after out-of-memory retries).
+    pub batch_size: u32,
+    pub oom_retries: u32,
+    /// Local step the round resumed from after a restart (0 = trained from the round's start).
+    pub resumed_from_step: u32,
+    /// The update was recovered from the site's disk (trained before a restart), not trained again.
+    pub from_local_checkpoint: bool,
+}
+
+impl UpdateMeta {
+    pub fn encode(&self) -> Result<Vec<u8>, String> {
+        bincode::serialize(self).map_err(|e| format!("cannot encode update metadata: {e}"))
+    }
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        bincode::deserialize(bytes).map_err(|e| format!("undecodable update metadata ({} bytes): {e}", bytes.len()))
+    }
+}
+
+/// Where a site fetches a round's global weights on the bulk plane.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRef {
+    /// Port of the server's bulk endpoint (same host as its cluster address).
+    pub port: u16,
+    pub key: u64,
+    pub len: u64,
+    /// SHA-256 of the blob (hex): checked after download, and names the round's starting point on the site's disk.
+    pub sha256: String,
 }
 
 /// Server → site frames.
@@ -64,8 +91,10 @@ pub enum ToServer {
 pub enum ToSite {
     /// Answer to a `Hello` whose protocol version differs: the site must not take part.
     Refused { reason: String },
-    /// Train round `round` from these global weights (safetensors bytes).
-    Train { protocol: u32, round: u64, local_steps: u32, batch_size: u32, hints: SiteHints, weights: Vec<u8> },
+    /// Admission: the site's token for bulk transfers while it is a member.
+    Welcome { protocol: u32, token: u64 },
+    /// Train round `round` from the global weights published at `weights` (safetensors bytes).
+    Train { protocol: u32, round: u64, local_steps: u32, batch_size: u32, hints: SiteHints, weights: BlobRef },
     /// Heartbeat: the site answers with `Pong { seq }`.
     Ping { seq: u64 },
     /// The run is over: exit cleanly.
@@ -108,6 +137,16 @@ pub enum ServerMsg {
     Heartbeat { at: std::time::Instant },
     /// The grace period after quorum passed: close the round with whoever answered.
     GraceExpired { round: u64, attempt: u32 },
+    /// An update arrived on the bulk plane (local only: it holds one of the bounded upload slots until dropped).
+    Upload(crate::cluster::bulk::Upload),
+    /// The checkpoint writer finished (or failed) writing round `round`.
+    Saved { round: u64, result: Result<String, String> },
+    /// The evaluator scored round `round`.
+    Evaluated { round: u64, result: Result<EvalReport, String> },
+    /// A backoff elapsed: start a new child (`"evaluator"` or `"checkpoint-writer"`) or retry the save.
+    RestartChild(&'static str),
+    /// The final evaluation took too long: finish the run without it.
+    FinishNow,
 }
 
 impl Message for ServerMsg {
@@ -138,6 +177,12 @@ pub enum SiteMsg {
     Node(crate::cluster::NodeEvent),
     /// Backoff elapsed: start a new trainer and hand it the interrupted job.
     RestartTrainer,
+    /// The round's global weights arrived from the bulk plane (or could not be fetched).
+    GlobalFetched { round: u64, result: Result<Weights, String> },
+    /// An upload of round `round` finished.
+    Uploaded { round: u64, result: Result<(), String> },
+    /// No server for `cluster.site_give_up_secs`: stop.
+    GiveUpCheck,
 }
 
 impl Message for SiteMsg {
@@ -162,12 +207,24 @@ pub enum TrainerMsg {
 }
 impl Message for TrainerMsg {}
 
-/// Messages of the evaluator actor (local only).
+/// Messages of the evaluator actor (local only). The answer comes back as `ServerMsg::Evaluated`, so the server's
+/// mailbox (heartbeats, uploads) keeps moving while an evaluation runs.
 #[derive(Debug)]
 pub enum EvaluatorMsg {
-    Evaluate { round: u64, weights: Weights, reply: RpcReplyPort<Result<EvalReport, String>> },
+    Evaluate { round: u64, weights: Weights, reply_to: ActorRef<ServerMsg> },
 }
 impl Message for EvaluatorMsg {}
+
+/// Messages of the checkpoint writer (local only); answers with `ServerMsg::Saved`.
+#[derive(Debug)]
+pub enum WriterMsg {
+    Save {
+        meta: crate::federation::checkpoint::CheckpointMeta,
+        parts: Vec<(String, Weights)>,
+        reply_to: ActorRef<ServerMsg>,
+    },
+}
+impl Message for WriterMsg {}
 
 #[cfg(test)]
 mod tests {
@@ -175,7 +232,18 @@ mod tests {
 
     #[test]
     fn frames_round_trip_through_the_wire_form() {
-        let frame = ToServer::Update {
+        let frame =
+            ToServer::Hello { protocol: PROTOCOL_VERSION, site_id: 2, num_samples: 100, class_counts: vec![1, 2] };
+        let wire = ServerMsg::FromSite(Ok(frame.clone())).serialize().unwrap();
+        match ServerMsg::deserialize(wire).unwrap() {
+            ServerMsg::FromSite(Ok(back)) => assert_eq!(back, frame),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn update_metadata_round_trips_and_garbage_is_an_error() {
+        let meta = UpdateMeta {
             protocol: PROTOCOL_VERSION,
             site_id: 2,
             round: 5,
@@ -186,13 +254,11 @@ mod tests {
             trainer_restarts: 0,
             batch_size: 16,
             oom_retries: 0,
-            weights: vec![1, 2, 3],
+            resumed_from_step: 2,
+            from_local_checkpoint: false,
         };
-        let wire = ServerMsg::FromSite(Ok(frame.clone())).serialize().unwrap();
-        match ServerMsg::deserialize(wire).unwrap() {
-            ServerMsg::FromSite(Ok(back)) => assert_eq!(back, frame),
-            other => panic!("unexpected {other:?}"),
-        }
+        assert_eq!(UpdateMeta::decode(&meta.encode().unwrap()).unwrap(), meta);
+        assert!(UpdateMeta::decode(&[1, 2, 3]).unwrap_err().contains("undecodable"));
     }
 
     #[test]

@@ -3,12 +3,14 @@
 //! - [`site`]: one per hospital; owns its shard, supervises its trainer,
 //! - [`trainer`]: local GAN epochs on a dedicated tch thread,
 //! - [`evaluator`]: sample grids and quality numbers per round,
+//! - [`checkpoint_writer`]: the server's child that makes each completed round durable,
 //!
 //! plus the pieces they share: the protocol ([`messages`]), the restart policy ([`restart_policy`]) and the
 //! dedicated-thread [`worker`].
 
 use std::sync::{Arc, Mutex};
 
+pub mod checkpoint_writer;
 pub mod evaluator;
 pub mod messages;
 pub mod restart_policy;

@@ -5,22 +5,38 @@
 //! process groups (a killed site leaves at once) and from heartbeats (a hung or partitioned site stops answering
 //! pings and is declared lost within two periods; when it answers again it is back). The quorum rules live in the
 //! pure `federation::round` module.
+//!
+//! Weights move on the bulk plane (`cluster::bulk`): the round's global weights are published once and fetched by
+//! every participant; updates arrive as uploads, at most a bounded number held at once. The control connection
+//! carries only small frames, so heartbeats are never stuck behind a model.
+//!
+//! Two children do the slow work so this mailbox keeps moving: the checkpoint writer (a round counts as completed
+//! only once it is on disk) and the evaluator (its score is added to the round's record when it arrives). Both
+//! are supervised under the restart policy: a dead child is restarted after a backoff; past the budget a failing
+//! writer ends the run with a clear error (rounds that cannot be made durable are not reported as done) and a
+//! failing evaluator is switched off with an event in the report.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use ractor::rpc::CallResult;
-use ractor::{pg, Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor::{pg, Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
+use sha2::{Digest, Sha256};
 
+use crate::actors::checkpoint_writer::CheckpointWriter;
 use crate::actors::evaluator::{EvaluatorActor, EvaluatorArgs};
 use crate::actors::messages::{
-    site_actor_name, site_id_from_name, EvaluatorMsg, LossSummary, ServerMsg, SiteMsg, ToServer, ToSite,
-    PROTOCOL_VERSION, SERVER_GROUP, SITES_GROUP,
+    site_actor_name, site_id_from_name, BlobRef, EvaluatorMsg, LossSummary, ServerMsg, SiteMsg, ToServer, ToSite,
+    UpdateMeta, WriterMsg, PROTOCOL_VERSION, SERVER_GROUP, SITES_GROUP,
 };
+use crate::actors::restart_policy::{Decision, RestartPolicy, RestartTracker};
 use crate::actors::{set_exit, Exit};
+use crate::cluster::bulk::{BulkLimits, BulkServer, BulkTls, Upload, UploadSink};
 use crate::config::Config;
+use crate::evaluation::EvalReport;
 use crate::federation::checkpoint::{CheckpointMeta, CheckpointStore};
 use crate::federation::round::{RoundState, RoundStatus, UpdateVerdict};
 use crate::federation::strategy::Strategy;
@@ -46,6 +62,19 @@ pub struct ServerArgs {
     pub strategy: Box<dyn Strategy>,
     pub evaluator: Option<EvaluatorArgs>,
     pub exit: Exit,
+    /// Where the bulk plane listens (port 0 picks one; sites learn it from each `Train`).
+    pub bulk_listen: SocketAddr,
+    pub bulk_tls: BulkTls,
+    pub bulk_limits: BulkLimits,
+    /// Restart policy of the server's children (evaluator, checkpoint writer) and of checkpoint-write retries.
+    pub restart_policy: RestartPolicy,
+}
+
+/// A round that is aggregated and waits for its checkpoint to be written.
+struct Persisting {
+    record: RoundRecord,
+    meta: CheckpointMeta,
+    parts: Vec<(String, Weights)>,
 }
 
 struct SiteEntry {
@@ -93,10 +122,21 @@ pub struct ServerState {
     grace_armed: bool,
     process_start: Instant,
     strategy: Box<dyn Strategy>,
-    store: CheckpointStore,
     report: RunReport,
     evaluator: Option<ActorRef<EvaluatorMsg>>,
     evaluator_args: Option<EvaluatorArgs>,
+    evaluator_restarts: RestartTracker,
+    writer: Option<ActorRef<WriterMsg>>,
+    writer_store: CheckpointStore,
+    writer_restarts: RestartTracker,
+    persisting: Option<Persisting>,
+    /// Rounds sent to the evaluator and not scored yet.
+    pending_eval: BTreeSet<u64>,
+    /// The run is over and waits only for the last round's evaluation.
+    finishing: Option<Result<String, String>>,
+    bulk: BulkServer,
+    tokens: HashMap<u32, u64>,
+    blob: Option<BlobRef>,
     progress: Progress,
     started: Instant,
     exit: Exit,
@@ -128,20 +168,36 @@ impl ServerState {
     }
 
     fn train_frame(&self, round: u64) -> Result<ToSite, ActorProcessingErr> {
+        let weights = self.blob.clone().ok_or("no global weights published")?;
         Ok(ToSite::Train {
             protocol: PROTOCOL_VERSION,
             round,
             local_steps: self.cfg.federation.local_steps,
             batch_size: self.cfg.federation.batch_size,
             hints: self.strategy.site_hints(),
-            weights: self.global.to_safetensors(None)?,
+            weights,
         })
     }
 
-    /// A site (re)joined: record it, and if a round is open, bring it into that round.
+    /// Publishes the global weights of `round` on the bulk plane (one copy, shared by every download).
+    fn publish_global(&mut self, round: u64) -> Result<(), ActorProcessingErr> {
+        let bytes = tokio::task::block_in_place(|| self.global.to_safetensors(None))?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let key = (round << 16) | u64::from(self.attempt & 0xffff);
+        let blob = BlobRef { port: self.bulk.local_addr().port(), key, len: bytes.len() as u64, sha256 };
+        self.bulk.publish(key, Arc::new(bytes));
+        self.blob = Some(blob);
+        Ok(())
+    }
+
+    /// A site (re)joined: record it, give it its bulk token, and if a round is open, bring it into that round.
     fn admit(&mut self, id: u32, actor: ActorRef<SiteMsg>) -> Result<(), ActorProcessingErr> {
         let rejoin = self.report.site_classes.contains_key(&id) && !self.sites.contains_key(&id);
         self.sites.insert(id, SiteEntry::new(actor.clone()));
+        let token: u64 = rand::random();
+        self.tokens.insert(id, token);
+        self.bulk.grant(id, token);
+        actor.cast(SiteMsg::FromServer(Ok(ToSite::Welcome { protocol: PROTOCOL_VERSION, token })))?;
         if rejoin {
             tracing::info!(site_id = id, "site rejoined");
             self.event(Some(id), "site-rejoined", "answers again".into());
@@ -161,6 +217,8 @@ impl ServerState {
         if self.sites.remove(&id).is_none() {
             return;
         }
+        self.tokens.remove(&id);
+        self.bulk.revoke(id);
         tracing::warn!(site_id = id, %detail, "site lost");
         self.event(Some(id), kind, detail);
         if let Some(current) = self.current.as_mut() {
@@ -180,6 +238,13 @@ impl ServerState {
     }
 
     fn finish_run(&mut self, me: &ActorRef<ServerMsg>, outcome: Result<String, String>) {
+        if outcome.is_ok() && !self.pending_eval.is_empty() && self.finishing.is_none() {
+            // The last round's score is still being computed: wait for it (bounded).
+            self.finishing = Some(outcome);
+            me.send_after(Duration::from_secs_f64(self.cfg.federation.round_deadline_secs), || ServerMsg::FinishNow);
+            return;
+        }
+        self.finishing = None;
         self.report.finished = outcome.is_ok();
         self.report.total_secs += self.started.elapsed().as_secs_f64();
         self.started = Instant::now();
@@ -216,6 +281,17 @@ async fn spawn_evaluator(
     }
 }
 
+async fn spawn_writer(
+    me: &ActorRef<ServerMsg>,
+    store: &CheckpointStore,
+) -> Result<ActorRef<WriterMsg>, ActorProcessingErr> {
+    Ok(Actor::spawn_linked(None, CheckpointWriter, store.clone(), me.get_cell()).await?.0)
+}
+
+fn is_child<T>(child: &Option<ActorRef<T>>, cell: &ActorCell) -> bool {
+    child.as_ref().map(|c| c.get_id()) == Some(cell.get_id())
+}
+
 impl Actor for ServerActor {
     type Msg = ServerMsg;
     type State = ServerState;
@@ -225,6 +301,10 @@ impl Actor for ServerActor {
         pg::join(SERVER_GROUP.to_string(), vec![me.get_cell()]);
         pg::monitor(SITES_GROUP.to_string(), me.get_cell());
         let evaluator = spawn_evaluator(&me, &a.evaluator).await?;
+        let writer = spawn_writer(&me, &a.store).await?;
+        let uploads = me.clone();
+        let sink: UploadSink = Box::new(move |up| uploads.cast(ServerMsg::Upload(up)).map_err(|e| e.to_string()));
+        let bulk = BulkServer::start(a.bulk_listen, a.bulk_tls, a.bulk_limits, sink).await?;
         let multi = MultiProgress::new();
         let style = ProgressStyle::with_template("{prefix:>7} [{bar:30}] {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -258,10 +338,19 @@ impl Actor for ServerActor {
             waiting_to_start: true,
             join_deadlines_missed: 0,
             strategy: a.strategy,
-            store: a.store,
             report: a.report,
             evaluator,
             evaluator_args: a.evaluator,
+            evaluator_restarts: RestartTracker::new(a.restart_policy.clone(), 1),
+            writer: Some(writer),
+            writer_store: a.store,
+            writer_restarts: RestartTracker::new(a.restart_policy, 2),
+            persisting: None,
+            pending_eval: BTreeSet::new(),
+            finishing: None,
+            bulk,
+            tokens: HashMap::new(),
+            blob: None,
             progress: Progress { rounds, sites },
             started: Instant::now(),
             exit: a.exit,
@@ -344,77 +433,19 @@ impl Actor for ServerActor {
                 }
             }
             ServerMsg::StartRound => start_round(&me, st)?,
-            ServerMsg::FromSite(Ok(ToServer::Update {
-                protocol,
-                site_id,
-                round,
-                num_samples,
-                losses,
-                steps,
-                train_secs,
-                trainer_restarts,
-                batch_size,
-                oom_retries,
-                weights,
-            })) => {
-                let Some(current) = st.current.as_mut() else {
-                    st.rejected.push((site_id, format!("update for round {round} while no round is open")));
-                    return Ok(());
-                };
-                let expected_round = current.round;
-                let decoded = Weights::from_safetensors(&weights).map(|(w, _)| w);
-                let check = match &decoded {
-                    Ok(w) => validate_update(
-                        PROTOCOL_VERSION,
-                        expected_round,
-                        &UpdateHeader { protocol_version: protocol, round, num_samples },
-                        &st.global,
-                        w,
-                        &ValidationPolicy { max_update_norm: st.cfg.federation.max_update_norm, max_samples: None },
-                    )
-                    .map_err(|r| r.to_string()),
-                    Err(e) => Err(format!("malformed weights: {e}")),
-                };
-                if let Err(why) = check {
-                    tracing::warn!(site_id, round, %why, "update rejected");
-                    st.rejected.push((site_id, why));
-                    if round == expected_round {
-                        current.on_site_dropped(site_id);
-                    }
-                } else {
-                    match current.on_update(site_id, round) {
-                        UpdateVerdict::Accept => {
-                            if let Ok(w) = decoded {
-                                let t = Instant::now();
-                                let folded = tokio::task::block_in_place(|| st.strategy.accumulate(w, num_samples));
-                                st.aggregate_secs += t.elapsed().as_secs_f64();
-                                match folded {
-                                    Ok(()) => {
-                                        st.contributors.push(SiteRound {
-                                            site_id,
-                                            num_samples,
-                                            losses,
-                                            steps,
-                                            train_secs,
-                                            trainer_restarts,
-                                            batch_size,
-                                            oom_retries,
-                                        });
-                                        st.progress.sites.inc(1);
-                                    }
-                                    Err(e) => {
-                                        st.rejected.push((site_id, format!("aggregation refused it: {e}")));
-                                    }
-                                }
-                            }
-                        }
-                        verdict => {
-                            tracing::warn!(site_id, round, ?verdict, "update refused");
-                            st.rejected.push((site_id, format!("{verdict:?}")));
-                        }
-                    }
-                }
+            ServerMsg::Upload(up) => {
+                on_upload(st, up);
                 check_round(&me, st).await?;
+            }
+            ServerMsg::Saved { round, result } => on_saved(&me, st, round, result).await?,
+            ServerMsg::Evaluated { round, result } => on_evaluated(&me, st, round, result),
+            ServerMsg::RestartChild(which) => restart_child(&me, st, which).await?,
+            ServerMsg::FinishNow => {
+                if let Some(outcome) = st.finishing.take() {
+                    tracing::warn!("the final evaluation did not come back in time; finishing without it");
+                    st.pending_eval.clear();
+                    st.finish_run(&me, outcome);
+                }
             }
             ServerMsg::FromSite(Ok(ToServer::OutOfRound { site_id, round, reason })) => {
                 tracing::warn!(site_id, round, %reason, "site is out of the round");
@@ -510,11 +541,31 @@ impl Actor for ServerActor {
                 }
                 check_round(&me, st).await?;
             }
-            SupervisionEvent::ActorFailed(cell, err)
-                if st.evaluator.as_ref().map(|e| e.get_id()) == Some(cell.get_id()) =>
-            {
-                tracing::error!(error = %err, "evaluator failed; restarting it");
-                st.evaluator = spawn_evaluator(&me, &st.evaluator_args).await?;
+            SupervisionEvent::ActorFailed(cell, err) if is_child(&st.evaluator, &cell) => {
+                st.evaluator = None;
+                // Whatever it was scoring is lost; the round's record simply has no score.
+                st.pending_eval.clear();
+                match st.evaluator_restarts.on_failure(Instant::now()) {
+                    Decision::Restart { attempt, delay } => {
+                        tracing::error!(error = %err, attempt, ?delay, "evaluator failed; restarting it");
+                        st.event(None, "evaluator-restarted", err.to_string());
+                        me.send_after(delay, || ServerMsg::RestartChild("evaluator"));
+                    }
+                    Decision::Escalate { failures_in_window } => {
+                        let detail = format!("failed {failures_in_window} times, last: {err}; evaluation is off");
+                        tracing::error!(%detail, "evaluator restart budget exhausted");
+                        st.event(None, "evaluator-gave-up", detail);
+                        st.evaluator_args = None;
+                    }
+                }
+                if let Some(outcome) = st.finishing.take() {
+                    st.finish_run(&me, outcome);
+                }
+            }
+            SupervisionEvent::ActorFailed(cell, err) if is_child(&st.writer, &cell) => {
+                st.writer = None;
+                tracing::error!(error = %err, "checkpoint writer failed");
+                writer_failed(&me, st, err.to_string());
             }
             _ => {}
         }
@@ -531,6 +582,7 @@ fn start_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<(), Act
         me.send_after(Duration::from_secs_f64(st.cfg.federation.join_timeout_secs), || ServerMsg::JoinTimeout);
         return Ok(());
     }
+    st.publish_global(round)?;
     let frame = st.train_frame(round)?;
     st.strategy.begin_round(&st.global);
     for id in &participants {
@@ -606,8 +658,6 @@ async fn finish_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<
     st.aggregate_secs += t.elapsed().as_secs_f64();
     let step = new_global.l2_distance(&st.global).unwrap_or(f64::NAN);
     st.global = new_global;
-    let generator = st.global.strip_prefix(GENERATOR);
-    let discriminator = st.global.strip_prefix(DISCRIMINATOR);
     let meta = CheckpointMeta {
         round,
         strategy: st.strategy.name().to_string(),
@@ -617,37 +667,6 @@ async fn finish_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<
         created_unix_ms: now_ms(),
         extra: serde_json::json!({ "contributors": st.contributors.iter().map(|c| c.site_id).collect::<Vec<_>>() }),
     };
-    let saved = tokio::task::block_in_place(|| {
-        st.store.save(&meta, &[("generator", &generator), ("discriminator", &discriminator)])
-    });
-    let checkpoint = match saved {
-        Ok(path) => path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default(),
-        Err(e) => {
-            // The round's aggregate stays in memory; a later successful save covers it.
-            tracing::error!(round, error = %e, "checkpoint failed");
-            String::new()
-        }
-    };
-    let eval = match &st.evaluator {
-        Some(ev) => {
-            let weights = st.global.clone();
-            match ev
-                .call(|reply| EvaluatorMsg::Evaluate { round, weights, reply }, Some(Duration::from_secs(600)))
-                .await
-            {
-                Ok(CallResult::Success(Ok(r))) => Some(r),
-                Ok(CallResult::Success(Err(e))) => {
-                    tracing::warn!(round, error = %e, "evaluation failed");
-                    None
-                }
-                other => {
-                    tracing::warn!(round, result = ?other.map(|_| ()), "evaluator did not answer");
-                    None
-                }
-            }
-        }
-        None => None,
-    };
     let n = st.contributors.len().max(1) as f64;
     let mean_losses = LossSummary {
         d_loss: st.contributors.iter().map(|c| c.losses.d_loss).sum::<f64>() / n,
@@ -655,7 +674,7 @@ async fn finish_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<
     };
     let mut contributors = std::mem::take(&mut st.contributors);
     contributors.sort_by_key(|c| c.site_id);
-    st.report.rounds.push(RoundRecord {
+    let record = RoundRecord {
         round,
         attempts: current.attempt + 1,
         participants: current.participants().iter().copied().collect(),
@@ -663,13 +682,90 @@ async fn finish_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<
         dropped: current.dropped().iter().copied().collect(),
         rejected: std::mem::take(&mut st.rejected),
         mean_losses,
-        frechet_distance: eval.as_ref().map(|e| e.frechet_distance),
-        samples_png: eval.as_ref().map(|e| e.samples_png.clone()),
-        checkpoint,
+        frechet_distance: None,
+        samples_png: None,
+        checkpoint: String::new(),
         global_step_norm: step,
         wall_secs: st.round_started.elapsed().as_secs_f64(),
         aggregate_secs: st.aggregate_secs,
-    });
+    };
+    let parts = vec![
+        ("generator".to_string(), st.global.strip_prefix(GENERATOR)),
+        ("discriminator".to_string(), st.global.strip_prefix(DISCRIMINATOR)),
+    ];
+    st.persisting = Some(Persisting { record, meta, parts });
+    st.progress.sites.set_message(format!("round {round}: writing the checkpoint"));
+    send_save(me, st);
+    Ok(())
+}
+
+/// Hands the round waiting in `persisting` to the checkpoint writer (again, after a failure).
+fn send_save(me: &ActorRef<ServerMsg>, st: &mut ServerState) {
+    let (Some(p), Some(writer)) = (&st.persisting, &st.writer) else { return };
+    let msg = WriterMsg::Save { meta: p.meta.clone(), parts: p.parts.clone(), reply_to: me.clone() };
+    if let Err(e) = writer.cast(msg) {
+        tracing::error!(error = %e, "checkpoint writer unreachable");
+    }
+}
+
+/// The writer (or its save) failed: retry under the restart policy, or end the run — a round that cannot be made
+/// durable must not be reported as completed.
+fn writer_failed(me: &ActorRef<ServerMsg>, st: &mut ServerState, reason: String) {
+    let round = st.persisting.as_ref().map(|p| p.record.round).unwrap_or(st.completed + 1);
+    match st.writer_restarts.on_failure(Instant::now()) {
+        Decision::Restart { attempt, delay } => {
+            tracing::warn!(round, attempt, ?delay, %reason, "checkpoint not written; retrying");
+            st.event(None, "checkpoint-retry", reason);
+            me.send_after(delay, || ServerMsg::RestartChild("checkpoint-writer"));
+        }
+        Decision::Escalate { failures_in_window } => {
+            let msg = format!(
+                "cannot write the checkpoint of round {round} ({failures_in_window} attempts): {reason}; \
+                 rounds up to {} are safe on disk",
+                st.completed
+            );
+            tracing::error!(%msg);
+            st.event(None, "checkpoint-failed", msg.clone());
+            st.persisting = None;
+            st.finish_run(me, Err(msg));
+        }
+    }
+}
+
+async fn restart_child(me: &ActorRef<ServerMsg>, st: &mut ServerState, which: &str) -> Result<(), ActorProcessingErr> {
+    match which {
+        "evaluator" => st.evaluator = spawn_evaluator(me, &st.evaluator_args).await?,
+        _ => {
+            if st.writer.is_none() {
+                st.writer = Some(spawn_writer(me, &st.writer_store).await?);
+            }
+            send_save(me, st);
+        }
+    }
+    Ok(())
+}
+
+/// The checkpoint of a round is on disk (or failed): only now the round is completed.
+async fn on_saved(
+    me: &ActorRef<ServerMsg>,
+    st: &mut ServerState,
+    round: u64,
+    result: Result<String, String>,
+) -> Result<(), ActorProcessingErr> {
+    if st.persisting.as_ref().map(|p| p.record.round) != Some(round) {
+        return Ok(());
+    }
+    let checkpoint = match result {
+        Ok(name) => name,
+        Err(reason) => {
+            writer_failed(me, st, reason);
+            return Ok(());
+        }
+    };
+    let Some(Persisting { mut record, .. }) = st.persisting.take() else { return Ok(()) };
+    record.checkpoint = checkpoint;
+    let mean_losses = record.mean_losses;
+    st.report.rounds.push(record);
     st.completed = round;
     st.attempt = 0;
     st.report.total_secs += st.started.elapsed().as_secs_f64();
@@ -678,12 +774,124 @@ async fn finish_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<
         tracing::error!(error = %e, "cannot write the report");
     }
     st.progress.rounds.set_position(round);
-    st.progress.rounds.set_message(eval.map(|e| format!("FD {:.3}", e.frechet_distance)).unwrap_or_default());
     tracing::info!(round, d_loss = mean_losses.d_loss, g_loss = mean_losses.g_loss, "round complete");
+    if let Some(ev) = &st.evaluator {
+        let msg = EvaluatorMsg::Evaluate { round, weights: st.global.clone(), reply_to: me.clone() };
+        match ev.cast(msg) {
+            Ok(()) => {
+                st.pending_eval.insert(round);
+            }
+            Err(e) => tracing::warn!(round, error = %e, "evaluator unreachable"),
+        }
+    }
     if st.completed >= st.cfg.federation.rounds {
         st.finish_run(me, Ok(format!("all {} rounds completed", st.completed)));
     } else {
         me.cast(ServerMsg::StartRound)?;
     }
     Ok(())
+}
+
+/// A round's score came back: add it to the round's record.
+fn on_evaluated(me: &ActorRef<ServerMsg>, st: &mut ServerState, round: u64, result: Result<EvalReport, String>) {
+    st.pending_eval.remove(&round);
+    match result {
+        Ok(eval) => {
+            if let Some(r) = st.report.rounds.iter_mut().find(|r| r.round == round) {
+                r.frechet_distance = Some(eval.frechet_distance);
+                r.samples_png = Some(eval.samples_png.clone());
+            }
+            st.progress.rounds.set_message(format!("FD {:.3}", eval.frechet_distance));
+            tracing::info!(round, frechet_distance = eval.frechet_distance, "round evaluated");
+            if let Err(e) = st.report.write(&st.out_dir) {
+                tracing::error!(error = %e, "cannot write the report");
+            }
+        }
+        Err(e) => tracing::warn!(round, error = %e, "evaluation failed"),
+    }
+    if st.pending_eval.is_empty() {
+        if let Some(outcome) = st.finishing.take() {
+            st.finish_run(me, outcome);
+        }
+    }
+}
+
+/// An update arrived on the bulk plane: check it, fold it in, and let go of it (which frees its upload slot).
+fn on_upload(st: &mut ServerState, up: Upload) {
+    let site_id = up.site_id;
+    let meta = match UpdateMeta::decode(&up.meta) {
+        Ok(m) if m.site_id == site_id && m.round == up.round => m,
+        Ok(m) => {
+            let why = format!(
+                "metadata names site {} round {}, the upload site {site_id} round {}",
+                m.site_id, m.round, up.round
+            );
+            tracing::warn!(site_id, %why, "update rejected");
+            st.rejected.push((site_id, why));
+            return;
+        }
+        Err(why) => {
+            tracing::warn!(site_id, %why, "update rejected");
+            st.rejected.push((site_id, why));
+            return;
+        }
+    };
+    let round = meta.round;
+    let Some(current) = st.current.as_mut() else {
+        st.rejected.push((site_id, format!("update for round {round} while no round is open")));
+        return;
+    };
+    let expected_round = current.round;
+    let decoded = tokio::task::block_in_place(|| Weights::from_safetensors(&up.body)).map(|(w, _)| w);
+    drop(up);
+    let check = match &decoded {
+        Ok(w) => validate_update(
+            PROTOCOL_VERSION,
+            expected_round,
+            &UpdateHeader { protocol_version: meta.protocol, round, num_samples: meta.num_samples },
+            &st.global,
+            w,
+            &ValidationPolicy { max_update_norm: st.cfg.federation.max_update_norm, max_samples: None },
+        )
+        .map_err(|r| r.to_string()),
+        Err(e) => Err(format!("malformed weights: {e}")),
+    };
+    if let Err(why) = check {
+        tracing::warn!(site_id, round, %why, "update rejected");
+        st.rejected.push((site_id, why));
+        if round == expected_round {
+            current.on_site_dropped(site_id);
+        }
+        return;
+    }
+    match current.on_update(site_id, round) {
+        UpdateVerdict::Accept => {
+            let Ok(w) = decoded else { return };
+            let t = Instant::now();
+            let folded = tokio::task::block_in_place(|| st.strategy.accumulate(w, meta.num_samples));
+            st.aggregate_secs += t.elapsed().as_secs_f64();
+            match folded {
+                Ok(()) => {
+                    st.contributors.push(SiteRound {
+                        site_id,
+                        num_samples: meta.num_samples,
+                        losses: meta.losses,
+                        steps: meta.steps,
+                        train_secs: meta.train_secs,
+                        trainer_restarts: meta.trainer_restarts,
+                        batch_size: meta.batch_size,
+                        oom_retries: meta.oom_retries,
+                        resumed_from_step: meta.resumed_from_step,
+                        from_local_checkpoint: meta.from_local_checkpoint,
+                    });
+                    st.progress.sites.inc(1);
+                }
+                Err(e) => st.rejected.push((site_id, format!("aggregation refused it: {e}"))),
+            }
+        }
+        verdict => {
+            tracing::warn!(site_id, round, ?verdict, "update refused");
+            st.rejected.push((site_id, format!("{verdict:?}")));
+        }
+    }
 }

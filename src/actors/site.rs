@@ -5,22 +5,34 @@
 //!   round's job again — from the round's starting weights, its last local checkpoint;
 //! - a job that ran out of device memory is retried at once with half the batch, down to `min_batch_size`;
 //! - past the restart budget the site tells the server it is out of this round instead of vanishing.
+//!
+//! Weights never ride the control connection: the site fetches a round's global weights from the server's bulk
+//! endpoint (checking their SHA-256) and uploads its update there with the token it got at admission. It keeps
+//! its progress on disk (`federation::site_store`): a restarted trainer or a restarted site process resumes the
+//! round from its last local checkpoint, and a finished update is re-sent as it was instead of trained again.
+//! A site that hears nothing from the server for `cluster.site_give_up_secs` stops with an error instead of
+//! reconnecting forever.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
 
 use ractor::{pg, Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 use ractor_cluster::NodeServerMessage;
 
 use crate::actors::messages::{
-    LocalJob, ServerMsg, SiteMsg, ToServer, ToSite, TrainFailure, TrainFailureKind, TrainerMsg, PROTOCOL_VERSION,
+    BlobRef, LocalJob, ServerMsg, SiteMsg, ToServer, ToSite, TrainFailure, TrainFailureKind, TrainerMsg, UpdateMeta,
     SERVER_GROUP, SITES_GROUP,
 };
 use crate::actors::restart_policy::{Decision, RestartPolicy, RestartTracker};
 use crate::actors::trainer::{TrainerActor, TrainerArgs};
 use crate::actors::{set_exit, Exit};
+use crate::cluster::bulk::{self, ClientOpts};
 use crate::cluster::{self, NodeEvent};
 use crate::faults::{self, FaultPlan};
+use crate::federation::site_store::{Finished, SiteStore};
+use crate::federation::strategy::SiteHints;
 use crate::federation::weights::Weights;
 use crate::training::InjectedFault;
 
@@ -40,8 +52,25 @@ pub struct SiteArgs {
     pub min_batch: u32,
     /// Faults to inject (tests and chaos scenarios).
     pub faults: FaultPlan,
-    /// How this site's process ends: `Ok` after the server's shutdown, `Err` when refused.
+    /// How this site's process ends: `Ok` after the server's shutdown, `Err` when refused or given up.
     pub exit: Exit,
+    /// Bulk-plane client settings (TLS material, stall timeout, size limit).
+    pub bulk: ClientOpts,
+    /// Durable local state (finished updates); `None` keeps nothing on disk.
+    pub store: Option<SiteStore>,
+    /// Stop after hearing nothing from the server for this long (`None`: never).
+    pub give_up: Option<Duration>,
+    /// Protocol version this site announces (always `PROTOCOL_VERSION` except in compatibility tests).
+    pub protocol: u32,
+}
+
+/// A round the server asked for whose weights are still being fetched.
+struct PendingRound {
+    round: u64,
+    local_steps: u32,
+    batch_size: u32,
+    hints: SiteHints,
+    sha256: String,
 }
 
 pub struct SiteState {
@@ -54,6 +83,10 @@ pub struct SiteState {
     restarts: RestartTracker,
     restarts_this_job: u32,
     oom_retries: u32,
+    token: Option<u64>,
+    bulk_port: Option<u16>,
+    pending: Option<PendingRound>,
+    last_contact: Instant,
 }
 
 impl SiteState {
@@ -79,9 +112,65 @@ impl SiteState {
         Ok(())
     }
 
+    fn bulk_addr(&self, port: u16) -> SocketAddr {
+        SocketAddr::new(self.args.server_addr.ip(), port)
+    }
+
+    /// Fetches the round's global weights on the bulk plane (off this actor), then `SiteMsg::GlobalFetched`.
+    fn fetch(&self, me: &ActorRef<SiteMsg>, round: u64, blob: BlobRef) {
+        let Some(token) = self.token else {
+            tracing::warn!(round, "asked to train before admission; waiting for the server to re-send");
+            return;
+        };
+        let (me, opts, addr, site_id) =
+            (me.clone(), self.args.bulk.clone(), self.bulk_addr(blob.port), self.args.site_id);
+        tokio::spawn(async move {
+            let result = match bulk::download(addr, &opts, site_id, token, blob.key).await {
+                Ok(bytes) => tokio::task::spawn_blocking(move || decode_global(&bytes, &blob))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("decoding the global weights failed: {e}"))),
+                Err(e) => Err(e.to_string()),
+            };
+            let _ = me.cast(SiteMsg::GlobalFetched { round, result });
+        });
+    }
+
+    /// Keeps the finished update on disk (when `global_sha256` is given), then uploads it (off this actor).
+    fn upload(&self, me: &ActorRef<SiteMsg>, meta: UpdateMeta, update: Weights, global_sha256: Option<String>) {
+        let round = meta.round;
+        let (Some(token), Some(port)) = (self.token, self.bulk_port) else {
+            tracing::warn!(round, "no admission token or bulk endpoint yet; the update waits for the round's resend");
+            return;
+        };
+        let (me, opts, addr, site_id, store) =
+            (me.clone(), self.args.bulk.clone(), self.bulk_addr(port), self.args.site_id, self.args.store.clone());
+        tokio::spawn(async move {
+            let encoded = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, Vec<u8>), String> {
+                let meta_bytes = meta.encode()?;
+                if let (Some(store), Some(sha)) = (store, global_sha256) {
+                    let f = Finished { round: meta.round, global_sha256: sha, meta_hex: hex::encode(&meta_bytes) };
+                    if let Err(e) = store.save_finished(&f, &update) {
+                        tracing::warn!(round = meta.round, error = %e, "cannot keep the finished update on disk");
+                    }
+                }
+                let body = update.to_safetensors(None).map_err(|e| format!("cannot encode weights: {e}"))?;
+                Ok((meta_bytes, body))
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("encoding the update failed: {e}")));
+            let result = match encoded {
+                Ok((meta, body)) => {
+                    bulk::upload(addr, &opts, site_id, token, round, &meta, &body).await.map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e),
+            };
+            let _ = me.cast(SiteMsg::Uploaded { round, result });
+        });
+    }
+
     fn hello(&self) -> ToServer {
         ToServer::Hello {
-            protocol: PROTOCOL_VERSION,
+            protocol: self.args.protocol,
             site_id: self.args.site_id,
             num_samples: self.args.num_samples,
             class_counts: self.args.class_counts.clone(),
@@ -121,6 +210,9 @@ impl Actor for SiteActor {
             let _ = events.cast(SiteMsg::Node(ev));
         });
         me.cast(SiteMsg::Connect)?;
+        if let Some(limit) = args.give_up {
+            me.send_interval((limit / 4).max(Duration::from_millis(100)), || SiteMsg::GiveUpCheck);
+        }
         let restarts = RestartTracker::new(args.restart_policy.clone(), u64::from(args.site_id));
         Ok(SiteState {
             args,
@@ -132,6 +224,10 @@ impl Actor for SiteActor {
             restarts,
             restarts_this_job: 0,
             oom_retries: 0,
+            token: None,
+            bulk_port: None,
+            pending: None,
+            last_contact: Instant::now(),
         })
     }
 
@@ -152,6 +248,7 @@ impl Actor for SiteActor {
                 tracing::info!(%peer, "session ready");
                 st.connected = true;
                 st.connect_failures = 0;
+                st.last_contact = Instant::now();
                 st.find_server();
             }
             SiteMsg::Node(NodeEvent::Disconnected { peer, .. }) => {
@@ -159,29 +256,92 @@ impl Actor for SiteActor {
                 st.connected = false;
                 st.server = None;
                 st.job = None;
+                st.pending = None;
+                st.token = None;
                 me.send_after(st.args.reconnect, || SiteMsg::Connect);
             }
-            SiteMsg::FromServer(Ok(ToSite::Train { protocol, round, local_steps, batch_size, hints, weights })) => {
-                if protocol != PROTOCOL_VERSION {
+            SiteMsg::FromServer(Ok(ToSite::Welcome { protocol, token })) => {
+                st.last_contact = Instant::now();
+                if protocol != st.args.protocol {
                     tracing::error!(protocol, "server speaks another protocol version");
                     return Ok(());
                 }
-                let global = match Weights::from_safetensors(&weights) {
-                    Ok((w, _)) => w,
-                    Err(e) => {
-                        let reason = format!("undecodable global weights: {e}");
-                        tracing::error!(round, %reason);
-                        st.send(ToServer::OutOfRound { site_id: st.args.site_id, round, reason });
-                        return Ok(());
+                tracing::info!(site = st.args.site_id, "admitted by the server");
+                st.token = Some(token);
+            }
+            SiteMsg::FromServer(Ok(ToSite::Train { protocol, round, local_steps, batch_size, hints, weights })) => {
+                st.last_contact = Instant::now();
+                if protocol != st.args.protocol {
+                    tracing::error!(protocol, "server speaks another protocol version");
+                    return Ok(());
+                }
+                tracing::info!(round, local_steps, bytes = weights.len, "round announced; fetching the global weights");
+                st.job = None;
+                st.bulk_port = Some(weights.port);
+                st.pending =
+                    Some(PendingRound { round, local_steps, batch_size, hints, sha256: weights.sha256.clone() });
+                if let Some((finished, update)) =
+                    st.args.store.as_ref().and_then(|s| s.load_finished(round, &weights.sha256))
+                {
+                    // Trained before a restart (ours or the server's): send the same update again.
+                    match hex::decode(&finished.meta_hex)
+                        .map_err(|e| e.to_string())
+                        .and_then(|b| UpdateMeta::decode(&b))
+                    {
+                        Ok(mut meta) => {
+                            tracing::info!(round, "re-sending the update finished before a restart");
+                            st.pending = None;
+                            meta.from_local_checkpoint = true;
+                            st.upload(&me, meta, update, None);
+                            return Ok(());
+                        }
+                        Err(e) => tracing::warn!(round, error = %e, "ignoring an unreadable finished update"),
                     }
-                };
-                tracing::info!(round, local_steps, "training round");
-                st.job = Some(LocalJob { round, global, local_steps, batch_size, hints, fault: InjectedFault::None });
-                st.restarts_this_job = 0;
-                st.oom_retries = 0;
-                st.dispatch(&me)?;
+                }
+                st.fetch(&me, round, weights);
+            }
+            SiteMsg::GlobalFetched { round, result } => {
+                let Some(p) = st.pending.take_if(|p| p.round == round) else { return Ok(()) };
+                match result {
+                    Ok(global) => {
+                        st.job = Some(LocalJob {
+                            round,
+                            global,
+                            local_steps: p.local_steps,
+                            batch_size: p.batch_size,
+                            hints: p.hints,
+                            global_sha256: p.sha256,
+                            fault: InjectedFault::None,
+                        });
+                        st.restarts_this_job = 0;
+                        st.oom_retries = 0;
+                        st.dispatch(&me)?;
+                    }
+                    Err(reason) => {
+                        tracing::error!(round, %reason, "cannot fetch the global weights");
+                        st.send(ToServer::OutOfRound { site_id: st.args.site_id, round, reason });
+                    }
+                }
+            }
+            SiteMsg::Uploaded { round, result } => match result {
+                Ok(()) => tracing::info!(round, "update delivered"),
+                Err(reason) => tracing::warn!(round, %reason, "update not delivered"),
+            },
+            SiteMsg::GiveUpCheck => {
+                let Some(limit) = st.args.give_up else { return Ok(()) };
+                if st.last_contact.elapsed() > limit {
+                    let reason = format!(
+                        "no word from the server at {} for {:.0} s (cluster.site_give_up_secs); giving up",
+                        st.args.server_addr,
+                        limit.as_secs_f64()
+                    );
+                    tracing::error!(%reason);
+                    set_exit(&st.args.exit, Err(reason.clone()));
+                    me.stop(Some(reason));
+                }
             }
             SiteMsg::FromServer(Ok(ToSite::Ping { seq })) => {
+                st.last_contact = Instant::now();
                 st.send(ToServer::Pong { site_id: st.args.site_id, seq });
             }
             SiteMsg::FromServer(Ok(ToSite::Refused { reason })) => {
@@ -206,23 +366,16 @@ impl Actor for SiteActor {
                     tracing::warn!(round = job.round, ?what, "injecting a bad update");
                     claimed_round = faults::corrupt(&mut update, job.round, what);
                 }
-                let weights = match update.to_safetensors(None) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        let reason = format!("cannot encode weights: {e}");
-                        st.send(ToServer::OutOfRound { site_id: st.args.site_id, round: job.round, reason });
-                        return Ok(());
-                    }
-                };
                 tracing::info!(
                     round = job.round,
                     d_loss = result.losses.d_loss,
                     g_loss = result.losses.g_loss,
                     secs = result.train_secs,
+                    resumed_from_step = result.resumed_from_step,
                     "round trained"
                 );
-                st.send(ToServer::Update {
-                    protocol: PROTOCOL_VERSION,
+                let meta = UpdateMeta {
+                    protocol: st.args.protocol,
                     site_id: st.args.site_id,
                     round: claimed_round,
                     num_samples: st.args.num_samples,
@@ -232,8 +385,10 @@ impl Actor for SiteActor {
                     trainer_restarts: st.restarts_this_job,
                     batch_size: job.batch_size,
                     oom_retries: st.oom_retries,
-                    weights,
-                });
+                    resumed_from_step: result.resumed_from_step,
+                    from_local_checkpoint: false,
+                };
+                st.upload(&me, meta, update, Some(job.global_sha256));
             }
             SiteMsg::TrainerDone(Err(failure)) => on_job_failure(&me, st, failure)?,
             SiteMsg::RestartTrainer => {
@@ -272,6 +427,18 @@ impl Actor for SiteActor {
         }
         Ok(())
     }
+}
+
+/// Checks a downloaded blob against what the `Train` frame announced and decodes it.
+fn decode_global(bytes: &[u8], blob: &BlobRef) -> Result<Weights, String> {
+    if bytes.len() as u64 != blob.len {
+        return Err(format!("global weights are {} bytes, the server announced {}", bytes.len(), blob.len));
+    }
+    let sha = hex::encode(Sha256::digest(bytes));
+    if sha != blob.sha256 {
+        return Err(format!("global weights have SHA-256 {sha}, the server announced {}", blob.sha256));
+    }
+    Weights::from_safetensors(bytes).map(|(w, _)| w).map_err(|e| format!("undecodable global weights: {e}"))
 }
 
 fn is_trainer(st: &SiteState, cell: &ActorCell) -> bool {

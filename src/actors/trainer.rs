@@ -11,7 +11,7 @@ use crate::actors::messages::{LocalJob, LocalResult, SiteMsg, TrainFailure, Trai
 use crate::actors::worker::Worker;
 use crate::data::Dataset;
 use crate::models::ModelConfig;
-use crate::training::LocalTrainer;
+use crate::training::{LocalCheckpoints, LocalTrainer};
 
 pub struct TrainerActor;
 
@@ -23,6 +23,8 @@ pub struct TrainerArgs {
     pub data: Arc<Dataset>,
     pub seed: u64,
     pub threads: i32,
+    /// Checkpoints within a round (resume after a restart of this trainer or of the whole site process).
+    pub checkpoints: Option<LocalCheckpoints>,
 }
 
 pub struct TrainerState {
@@ -44,12 +46,12 @@ impl Actor for TrainerActor {
             &name,
             args.threads,
             move || {
-                LocalTrainer::new(&args.model, args.device, args.data, args.site_id, args.seed).map_err(|e| {
-                    TrainFailure {
+                LocalTrainer::new(&args.model, args.device, args.data, args.site_id, args.seed)
+                    .map(|t| t.with_checkpoints(args.checkpoints))
+                    .map_err(|e| TrainFailure {
                         kind: TrainFailureKind::Other,
                         message: format!("cannot build the local model: {e}"),
-                    }
-                })
+                    })
             },
             |trainer: &mut Result<LocalTrainer, TrainFailure>, job: LocalJob| match trainer {
                 Ok(t) => t.run(&job).map_err(TrainFailure::from),

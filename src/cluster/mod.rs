@@ -14,6 +14,7 @@
 //! name differs from it as soon as it authenticates, and the server admits a site only if its session's
 //! certificate names that site.
 
+pub mod bulk;
 pub mod tls;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};

@@ -205,6 +205,12 @@ impl Gan {
         Ok(())
     }
 
+    /// Replaces both networks' variables *without* moving the FedProx anchor (resuming mid-round: the anchor stays
+    /// the round's global weights).
+    pub fn restore_weights(&mut self, w: &Weights) -> Result<(), ModelError> {
+        load_stores(&[(&self.g_vs, GENERATOR_PREFIX), (&self.d_vs, DISCRIMINATOR_PREFIX)], w)
+    }
+
     /// Generator variables without prefix (a stand-alone checkpoint, same names as the PyTorch twin in bench/).
     pub fn generator_weights(&self) -> Result<Weights, ModelError> {
         stores_to_weights(&[(&self.g_vs, "")])

@@ -1,0 +1,57 @@
+# syntax=docker/dockerfile:1
+# histofed container image (CPU). Multi-stage: a Rust builder that fetches libtorch the project's way (`make setup`
+# = scripts/setup_libtorch.py: PyPI's torch 2.13.0 wheel, CPU libraries only) and builds the release binary; a slim
+# Debian runtime with the binary, the libtorch shared libraries it loads, and nothing else. Runs as uid 10001
+# (the manifests' runAsUser).
+#
+#   docker build -t histofed:0.1.0-cpu .
+#   docker run --rm histofed:0.1.0-cpu --help
+#
+# CUDA variant (histofed:0.1.0-cuda, k8s/overlays/gpu): in the builder, `python3 -m venv /opt/torch &&
+# /opt/torch/bin/pip install torch==2.13.0` (the full CUDA 13 wheel set), build with
+# `LIBTORCH=/opt/torch/lib/python3.11/site-packages/torch cargo build --release --features cuda --bin histofed`,
+# and in the runtime stage copy that torch/lib plus site-packages/nvidia/*/lib (keeping the torch/lib ↔
+# nvidia/<pkg>/lib layout that libtorch's RPATH $ORIGIN/../../nvidia/... expects) instead of .libtorch; the host
+# driver comes from the NVIDIA container toolkit. Base the runtime on the same Debian release as the builder.
+
+ARG RUST_VERSION=1.95
+ARG DEBIAN_RELEASE=bookworm
+
+FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS builder
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 python3-pip make \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+# libtorch first: ~530 MB of wheels, cached as its own layer until setup_libtorch.py changes.
+COPY Makefile ./
+COPY scripts/setup_libtorch.py scripts/
+RUN make setup
+COPY .cargo .cargo
+COPY Cargo.toml Cargo.lock build.rs ./
+COPY config config
+COPY src src
+# The RPATH baked by build.rs points at /src/.libtorch/torch/lib; the runtime uses LD_LIBRARY_PATH instead.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bin histofed \
+ && install -D -m 0755 target/release/histofed /out/histofed
+
+FROM debian:${DEBIAN_RELEASE}-slim AS runtime
+# libstdc++ for libtorch; libgomp ships with libtorch (.libtorch/torch/lib/libgomp.so.1).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libstdc++6 \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --gid 10001 histofed \
+ && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin histofed
+# Keep the layout: libtorch_cpu.so finds libcudart/libcupti (needed even on CPU) via $ORIGIN/../../nvidia/cu13/lib.
+COPY --from=builder /src/.libtorch/torch/lib /opt/libtorch/torch/lib
+COPY --from=builder /src/.libtorch/nvidia /opt/libtorch/nvidia
+COPY --from=builder /out/histofed /usr/local/bin/histofed
+ENV LD_LIBRARY_PATH=/opt/libtorch/torch/lib \
+    OMP_WAIT_POLICY=PASSIVE
+RUN mkdir -p /var/lib/histofed && chown 10001:10001 /var/lib/histofed
+USER 10001:10001
+WORKDIR /var/lib/histofed
+EXPOSE 7000 9090
+ENTRYPOINT ["/usr/local/bin/histofed"]
+CMD ["--help"]

@@ -1,0 +1,439 @@
+//! The `histofed_*` Prometheus metrics, behind methods named for what happened (`round_completed`, `site_event`,
+//! `update_rejected`, ...).
+//!
+//! Why a facade over `prometheus-client`: the actors should say *what happened*, not juggle metric families, label
+//! structs and bucket layouts; and one place decides names, units, help texts and label cardinality, which is what a
+//! platform team's dashboards and alerts depend on. [`Metrics`] is an `Arc` inside: clone it into every actor.
+//!
+//! Metric set (Prometheus text format 0.0.4, counters end in `_total`):
+//! - `histofed_info{role,version}` 1; `histofed_uptime_seconds`
+//! - `histofed_round` (last completed), `histofed_rounds_configured`, `histofed_round_duration_seconds` (histogram),
+//!   `histofed_round_retries_total`
+//! - `histofed_sites_joined`, `histofed_sites_expected`, `histofed_site_events_total{kind}`
+//!   (`joined|lost|rejoined|refused`)
+//! - `histofed_updates_total{outcome,reason}` (`accepted` with reason `""`, or `rejected` with a short reason)
+//! - `histofed_bytes_sent_total`, `histofed_bytes_received_total`, `histofed_bad_frames_total`
+//! - `histofed_aggregation_seconds` (histogram), `histofed_trainer_restarts_total`, `histofed_oom_retries_total`
+//! - `histofed_gan_loss{net="d"|"g"}`, `histofed_frechet_distance`
+//! - `histofed_checkpoints_written_total`, `histofed_checkpoint_age_seconds` (computed at scrape time; absent before
+//!   the first checkpoint, so an alert on it never fires for a run that has not written one yet)
+//! - `histofed_heartbeat_rtt_seconds` (histogram), `histofed_heartbeats_missed_total`
+
+use std::collections::HashSet;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+use super::ObsError;
+
+/// `Content-Type` of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// At most this many distinct rejection reasons get their own label value; later ones are counted as `other`, so a
+/// caller passing free text cannot blow up the series count.
+const MAX_REASONS: usize = 32;
+/// Longer reasons are cut (label values are for grouping, the log has the details).
+const MAX_REASON_CHARS: usize = 64;
+
+/// What happened to a site's membership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SiteEvent {
+    Joined,
+    Lost,
+    Rejoined,
+    /// Admission refused (identity, protocol version, unknown site).
+    Refused,
+}
+
+impl SiteEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SiteEvent::Joined => "joined",
+            SiteEvent::Lost => "lost",
+            SiteEvent::Rejoined => "rejoined",
+            SiteEvent::Refused => "refused",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InfoLabels {
+    role: String,
+    version: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpdateLabels {
+    outcome: &'static str,
+    reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NetLabel {
+    net: &'static str,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// Values that only make sense computed when scraped (ages), so nobody has to tick a gauge.
+#[derive(Debug)]
+struct ScrapeTime {
+    started: Instant,
+    last_checkpoint: Mutex<Option<Instant>>,
+}
+
+impl Collector for ScrapeTime {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let uptime = ConstGauge::new(self.started.elapsed().as_secs_f64());
+        let metric = encoder.encode_descriptor(
+            "uptime",
+            "Seconds since this process started.",
+            Some(&Unit::Seconds),
+            uptime.metric_type(),
+        )?;
+        uptime.encode(metric)?;
+        let last = *self.last_checkpoint.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(at) = last {
+            let age = ConstGauge::new(at.elapsed().as_secs_f64());
+            let metric = encoder.encode_descriptor(
+                "checkpoint_age",
+                "Seconds since the last checkpoint was written.",
+                Some(&Unit::Seconds),
+                age.metric_type(),
+            )?;
+            age.encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    registry: Registry,
+    scrape: Arc<ScrapeTime>,
+    round: Gauge,
+    rounds_configured: Gauge,
+    round_duration: Histogram,
+    round_retries: Counter,
+    sites_joined: Gauge,
+    sites_expected: Gauge,
+    site_events: Family<KindLabel, Counter>,
+    updates: Family<UpdateLabels, Counter>,
+    reasons_seen: Mutex<HashSet<String>>,
+    bytes_sent: Counter,
+    bytes_received: Counter,
+    bad_frames: Counter,
+    aggregation: Histogram,
+    trainer_restarts: Counter,
+    oom_retries: Counter,
+    gan_loss: Family<NetLabel, FloatGauge>,
+    frechet_distance: FloatGauge,
+    checkpoints_written: Counter,
+    heartbeat_rtt: Histogram,
+    heartbeats_missed: Counter,
+}
+
+/// The process's metrics. Cheap to clone; every method takes `&self` and is safe from any thread.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+impl Metrics {
+    /// A fresh registry for a process playing `role` (`server`, `site`, ...).
+    pub fn new(role: &str) -> Self {
+        let mut registry = Registry::with_prefix("histofed");
+
+        let info = Family::<InfoLabels, Gauge>::default();
+        info.get_or_create(&InfoLabels { role: role.to_string(), version: env!("CARGO_PKG_VERSION") }).set(1);
+        registry.register("info", "Role and version of this process (always 1)", info);
+
+        let scrape = Arc::new(ScrapeTime { started: Instant::now(), last_checkpoint: Mutex::new(None) });
+        registry.register_collector(Box::new(Arc::clone(&scrape)));
+
+        let round = Gauge::default();
+        registry.register("round", "Last completed round (0 before the first)", round.clone());
+        let rounds_configured = Gauge::default();
+        registry.register("rounds_configured", "Rounds this run is configured for", rounds_configured.clone());
+        // 0.5 s .. ~68 min
+        let round_duration = Histogram::new(exponential_buckets(0.5, 2.0, 14));
+        registry.register_with_unit(
+            "round_duration",
+            "Wall time of completed rounds, retries included",
+            Unit::Seconds,
+            round_duration.clone(),
+        );
+        let round_retries = Counter::default();
+        registry.register("round_retries", "Round attempts that missed quorum and were retried", round_retries.clone());
+
+        let sites_joined = Gauge::default();
+        registry.register("sites_joined", "Sites currently joined", sites_joined.clone());
+        let sites_expected = Gauge::default();
+        registry.register("sites_expected", "Sites the configuration expects", sites_expected.clone());
+        let site_events = Family::<KindLabel, Counter>::default();
+        // Every kind exists from the start at 0, so `increase(...)` alerts see the first event.
+        for kind in [SiteEvent::Joined, SiteEvent::Lost, SiteEvent::Rejoined, SiteEvent::Refused] {
+            site_events.get_or_create(&KindLabel { kind: kind.as_str() });
+        }
+        registry.register("site_events", "Site membership events by kind", site_events.clone());
+
+        let updates = Family::<UpdateLabels, Counter>::default();
+        updates.get_or_create(&UpdateLabels { outcome: "accepted", reason: String::new() });
+        registry.register("updates", "Site updates by outcome; rejected ones by reason", updates.clone());
+
+        let bytes_sent = Counter::default();
+        registry.register("bytes_sent", "Payload bytes sent to peers", bytes_sent.clone());
+        let bytes_received = Counter::default();
+        registry.register("bytes_received", "Payload bytes received from peers", bytes_received.clone());
+        let bad_frames = Counter::default();
+        registry.register("bad_frames", "Frames from peers that did not decode", bad_frames.clone());
+
+        // 5 ms .. ~41 s
+        let aggregation = Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        registry.register_with_unit(
+            "aggregation",
+            "Time to validate and aggregate a round's updates",
+            Unit::Seconds,
+            aggregation.clone(),
+        );
+        let trainer_restarts = Counter::default();
+        registry.register(
+            "trainer_restarts",
+            "Generator-trainer restarts by the site supervisor",
+            trainer_restarts.clone(),
+        );
+        let oom_retries = Counter::default();
+        registry.register(
+            "oom_retries",
+            "Local steps retried with a smaller batch after out-of-memory",
+            oom_retries.clone(),
+        );
+
+        let gan_loss = Family::<NetLabel, FloatGauge>::default();
+        registry.register("gan_loss", "Mean loss of the last completed round, per network", gan_loss.clone());
+        let frechet_distance = FloatGauge::default();
+        // NaN, not 0, until the first evaluation: 0 would read as a perfect generator.
+        frechet_distance.set(f64::NAN);
+        registry.register(
+            "frechet_distance",
+            "Frechet distance of the global generator at the last evaluation",
+            frechet_distance.clone(),
+        );
+        let checkpoints_written = Counter::default();
+        registry.register("checkpoints_written", "Checkpoints written", checkpoints_written.clone());
+
+        // 0.5 ms .. ~4 s
+        let heartbeat_rtt = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        registry.register_with_unit(
+            "heartbeat_rtt",
+            "Round-trip time of answered heartbeat pings",
+            Unit::Seconds,
+            heartbeat_rtt.clone(),
+        );
+        let heartbeats_missed = Counter::default();
+        registry.register("heartbeats_missed", "Heartbeat pings left unanswered", heartbeats_missed.clone());
+
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                scrape,
+                round,
+                rounds_configured,
+                round_duration,
+                round_retries,
+                sites_joined,
+                sites_expected,
+                site_events,
+                updates,
+                reasons_seen: Mutex::new(HashSet::new()),
+                bytes_sent,
+                bytes_received,
+                bad_frames,
+                aggregation,
+                trainer_restarts,
+                oom_retries,
+                gan_loss,
+                frechet_distance,
+                checkpoints_written,
+                heartbeat_rtt,
+                heartbeats_missed,
+            }),
+        }
+    }
+
+    pub fn set_rounds_configured(&self, rounds: u64) {
+        self.inner.rounds_configured.set(saturating_i64(rounds));
+    }
+
+    /// Round `round` completed after `secs` of wall time.
+    pub fn round_completed(&self, round: u64, secs: f64) {
+        self.inner.round.set(saturating_i64(round));
+        if secs.is_finite() && secs >= 0.0 {
+            self.inner.round_duration.observe(secs);
+        }
+    }
+
+    /// A round attempt missed quorum and is retried.
+    pub fn round_retried(&self) {
+        self.inner.round_retries.inc();
+    }
+
+    pub fn set_sites_joined(&self, sites: usize) {
+        self.inner.sites_joined.set(saturating_i64(sites as u64));
+    }
+
+    pub fn set_sites_expected(&self, sites: usize) {
+        self.inner.sites_expected.set(saturating_i64(sites as u64));
+    }
+
+    pub fn site_event(&self, kind: SiteEvent) {
+        self.inner.site_events.get_or_create(&KindLabel { kind: kind.as_str() }).inc();
+    }
+
+    pub fn update_accepted(&self) {
+        self.inner.updates.get_or_create(&UpdateLabels { outcome: "accepted", reason: String::new() }).inc();
+    }
+
+    /// An update was rejected. `reason` should be a short category (`non-finite`, `shape`, `stale-round`, ...), not
+    /// a message: it becomes a label value (cut to 64 characters; past 32 distinct reasons, counted as `other`).
+    pub fn update_rejected(&self, reason: &str) {
+        let reason = self.bounded_reason(reason);
+        self.inner.updates.get_or_create(&UpdateLabels { outcome: "rejected", reason }).inc();
+    }
+
+    fn bounded_reason(&self, reason: &str) -> String {
+        let reason: String = reason.trim().chars().take(MAX_REASON_CHARS).collect();
+        let reason = if reason.is_empty() { "unspecified".to_string() } else { reason };
+        let mut seen = self.inner.reasons_seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.contains(&reason) {
+            return reason;
+        }
+        if seen.len() >= MAX_REASONS {
+            return "other".to_string();
+        }
+        seen.insert(reason.clone());
+        reason
+    }
+
+    pub fn bytes_sent(&self, bytes: u64) {
+        self.inner.bytes_sent.inc_by(bytes);
+    }
+
+    pub fn bytes_received(&self, bytes: u64) {
+        self.inner.bytes_received.inc_by(bytes);
+    }
+
+    /// A frame from a peer did not decode.
+    pub fn bad_frame(&self) {
+        self.inner.bad_frames.inc();
+    }
+
+    /// Validation and aggregation of a round took `secs`.
+    pub fn aggregation(&self, secs: f64) {
+        if secs.is_finite() && secs >= 0.0 {
+            self.inner.aggregation.observe(secs);
+        }
+    }
+
+    pub fn trainer_restarted(&self) {
+        self.inner.trainer_restarts.inc();
+    }
+
+    pub fn oom_retried(&self) {
+        self.inner.oom_retries.inc();
+    }
+
+    /// Mean discriminator and generator losses of the last completed round.
+    pub fn gan_losses(&self, d_loss: f64, g_loss: f64) {
+        self.inner.gan_loss.get_or_create(&NetLabel { net: "d" }).set(d_loss);
+        self.inner.gan_loss.get_or_create(&NetLabel { net: "g" }).set(g_loss);
+    }
+
+    pub fn frechet_distance(&self, fd: f64) {
+        self.inner.frechet_distance.set(fd);
+    }
+
+    /// A checkpoint was written now; `histofed_checkpoint_age_seconds` counts from here.
+    pub fn checkpoint_written(&self) {
+        self.inner.checkpoints_written.inc();
+        *self.inner.scrape.last_checkpoint.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    /// A heartbeat ping was answered after `secs`.
+    pub fn heartbeat_answered(&self, secs: f64) {
+        if secs.is_finite() && secs >= 0.0 {
+            self.inner.heartbeat_rtt.observe(secs);
+        }
+    }
+
+    pub fn heartbeat_missed(&self) {
+        self.inner.heartbeats_missed.inc();
+    }
+
+    /// The Prometheus text exposition (format 0.0.4, see [`CONTENT_TYPE`]).
+    pub fn encode(&self) -> Result<String, ObsError> {
+        let mut out = String::with_capacity(8 * 1024);
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.inner.registry)
+            .map_err(ObsError::Encode)?;
+        Ok(out)
+    }
+}
+
+fn saturating_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_units_and_checkpoint_age() {
+        let m = Metrics::new("server");
+        let text = m.encode().unwrap();
+        assert!(text.contains("histofed_info{role=\"server\",version=\""), "{text}");
+        assert!(text.contains("histofed_uptime_seconds "), "{text}");
+        assert!(!text.contains("checkpoint_age"), "absent before the first checkpoint:\n{text}");
+        assert!(text.contains("histofed_frechet_distance NaN\n"), "{text}");
+        assert!(text.contains("histofed_site_events_total{kind=\"refused\"} 0\n"), "{text}");
+        m.checkpoint_written();
+        m.bytes_sent(10);
+        m.round_completed(3, 1.5);
+        let text = m.encode().unwrap();
+        for needle in [
+            "histofed_checkpoint_age_seconds ",
+            "histofed_bytes_sent_total 10",
+            "histofed_round 3",
+            "histofed_round_duration_seconds_count 1",
+            "histofed_checkpoints_written_total 1",
+        ] {
+            assert!(text.contains(needle), "missing `{needle}` in\n{text}");
+        }
+    }
+
+    #[test]
+    fn rejection_reasons_are_bounded() {
+        let m = Metrics::new("server");
+        for i in 0..40 {
+            m.update_rejected(&format!("reason-{i}"));
+        }
+        m.update_rejected(&"x".repeat(200));
+        let text = m.encode().unwrap();
+        assert!(text.contains("reason=\"reason-31\""));
+        assert!(!text.contains("reason=\"reason-32\""));
+        assert!(text.contains("histofed_updates_total{outcome=\"rejected\",reason=\"other\"} 9"), "{text}");
+    }
+}
