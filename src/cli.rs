@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use ractor::Actor;
+use ractor::{Actor, ActorRef};
 
 use crate::actors::evaluator::EvaluatorArgs;
 use crate::actors::messages::site_actor_name;
+use crate::actors::messages::ServerMsg;
 use crate::actors::restart_policy::RestartPolicy;
-use crate::actors::server::{ServerActor, ServerArgs, DISCRIMINATOR, GENERATOR};
+use crate::actors::server::{Observed, ServerActor, ServerArgs, DISCRIMINATOR, GENERATOR};
 use crate::actors::site::{SiteActor, SiteArgs};
 use crate::actors::trainer::TrainerArgs;
 use crate::actors::Exit;
@@ -71,6 +72,55 @@ enum Command {
     Partition(PartitionCmd),
     /// Print the effective configuration (defaults, file and --set overrides merged) as TOML.
     Config(ConfigArgs),
+    /// Show the membership and round as the server sees them (from its HTTP endpoint).
+    Status(StatusCmd),
+    /// Chaos tools.
+    #[command(subcommand)]
+    Chaos(ChaosCmd),
+}
+
+#[derive(Args, Debug)]
+struct StatusCmd {
+    /// The server's HTTP endpoint (its --http address), host:port.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    addr: String,
+    /// Print the status document as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum ChaosCmd {
+    /// Delete one random matching pod at every tick (like Chaos Mesh PodChaos); prints a JSON summary on stdout.
+    KillPods(KillPodsCmd),
+}
+
+#[derive(Args, Debug)]
+struct KillPodsCmd {
+    /// Label selector of the pods to kill.
+    #[arg(long, default_value = "app=histofed-site")]
+    selector: String,
+    /// Namespace (default: the kubeconfig's or the pod's own).
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Time between kills, e.g. 30s, 1m.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    every: Duration,
+    /// Kills to make.
+    #[arg(long, default_value_t = 1)]
+    count: u32,
+    /// Grace period in seconds (0 = hard kill); default: the pod's own.
+    #[arg(long)]
+    grace: Option<u32>,
+    /// Ask the API server to check each delete without doing it.
+    #[arg(long)]
+    dry_run: bool,
+    /// Seed of the random pick.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Give up after this many ticks even if fewer pods were killed (default: 10 × count).
+    #[arg(long)]
+    max_ticks: Option<u32>,
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -184,15 +234,28 @@ struct ServerCmd {
     /// Output folder; overrides runtime.out_dir.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Serve /healthz, /readyz, /metrics and /status on this address (e.g. 0.0.0.0:9090).
+    #[arg(long, value_name = "ADDR")]
+    http: Option<SocketAddr>,
+    /// Watch the site pods with this label selector through the Kubernetes API (in the namespace of
+    /// POD_NAMESPACE or the kubeconfig): a deleted or NotReady pod drops its site at once.
+    #[arg(long, value_name = "SELECTOR")]
+    k8s_site_selector: Option<String>,
 }
 
 #[derive(Args, Debug)]
 struct SiteCmd {
     #[command(flatten)]
     config: ConfigArgs,
-    /// This site's id (0-based; in Kubernetes the StatefulSet ordinal).
-    #[arg(long)]
-    site_id: u32,
+    /// This site's id (0-based).
+    #[arg(long, required_unless_present = "site_id_from_pod_name", conflicts_with = "site_id_from_pod_name")]
+    site_id: Option<u32>,
+    /// Take the site id from a StatefulSet pod name (`histofed-site-2` → 2), e.g. `$(POD_NAME)`.
+    #[arg(long, value_name = "POD_NAME")]
+    site_id_from_pod_name: Option<String>,
+    /// Serve /healthz, /readyz and /metrics on this address.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<SocketAddr>,
     /// The server's host:port; overrides cluster.server_addr.
     #[arg(long)]
     server: Option<String>,
@@ -293,8 +356,18 @@ fn run(cmd: Command) -> Result<()> {
             if let Some(out) = a.out {
                 cfg.runtime.out_dir = out;
             }
-            runtime()?.block_on(run_server(cfg))
+            runtime()?.block_on(run_server(cfg, ServerOpts { http: a.http, k8s_site_selector: a.k8s_site_selector }))
         }
+        Command::Status(a) => runtime()?.block_on(async {
+            let s = crate::observability::fetch_status(&a.addr).await?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                print!("{}", crate::observability::render_status(&s));
+            }
+            Ok(())
+        }),
+        Command::Chaos(ChaosCmd::KillPods(a)) => runtime()?.block_on(kill_pods(a)),
         Command::Site(a) => {
             let mut cfg = load_config(&a.config, None)?;
             if let Some(s) = a.server {
@@ -302,7 +375,13 @@ fn run(cmd: Command) -> Result<()> {
             }
             cfg.validate()?;
             let protocol = a.protocol_version.unwrap_or(crate::actors::messages::PROTOCOL_VERSION);
-            runtime()?.block_on(run_site(cfg, a.site_id, protocol))
+            let site_id = match (a.site_id, &a.site_id_from_pod_name) {
+                (Some(id), _) => id,
+                (None, Some(pod)) => crate::kube::membership::ordinal_from_pod_name(pod)
+                    .with_context(|| format!("pod name {pod:?} does not end in -N (a StatefulSet ordinal)"))?,
+                (None, None) => bail!("give --site-id or --site-id-from-pod-name"),
+            };
+            runtime()?.block_on(run_site(cfg, site_id, protocol, a.http))
         }
         Command::Train(a) => train(a),
         Command::Certs(c) => certs(c),
@@ -429,7 +508,48 @@ fn take_exit(exit: &Exit) -> Option<Result<String, String>> {
     exit.lock().ok().and_then(|mut e| e.take())
 }
 
-pub async fn run_server(cfg: Config) -> Result<()> {
+/// Operational options of the server process (not part of the run's configuration).
+#[derive(Debug, Default, Clone)]
+pub struct ServerOpts {
+    pub http: Option<SocketAddr>,
+    pub k8s_site_selector: Option<String>,
+}
+
+/// Starts the HTTP endpoint when asked to; the returned task ends with the process.
+async fn serve_http(addr: Option<SocketAddr>, state: crate::observability::HttpState) -> Result<()> {
+    if let Some(addr) = addr {
+        let (bound, _task) = crate::observability::serve(addr, state).await?;
+        tracing::info!(%bound, "health, readiness, metrics and status served over HTTP");
+    }
+    Ok(())
+}
+
+async fn kill_pods(a: KillPodsCmd) -> Result<()> {
+    use k8s_openapi::api::core::v1::Pod;
+    let client = crate::kube::client().await?;
+    let ns = a.namespace.unwrap_or_else(|| client.default_namespace().to_string());
+    let api: ::kube::Api<Pod> = ::kube::Api::namespaced(client, &ns);
+    let opts = crate::kube::chaos::KillOpts {
+        selector: a.selector,
+        every: a.every,
+        count: a.count,
+        grace: a.grace,
+        dry_run: a.dry_run,
+        seed: a.seed,
+        max_ticks: Some(a.max_ticks.unwrap_or(a.count.saturating_mul(10).max(1))),
+    };
+    let summary = crate::kube::chaos::kill_pods(api, opts).await?;
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    eprintln!(
+        "{} pod(s) killed in {} tick(s), {} tick(s) without a match",
+        summary.kills.len(),
+        summary.ticks,
+        summary.skipped_ticks
+    );
+    Ok(())
+}
+
+pub async fn run_server(cfg: Config, opts: ServerOpts) -> Result<()> {
     tch::set_num_threads(cfg.runtime.threads);
     let model = cfg.model_config()?;
     let device = select_device(Some(&cfg.model.device).filter(|d| !d.is_empty()).map(|s| s.as_str()))?;
@@ -517,6 +637,11 @@ pub async fn run_server(cfg: Config) -> Result<()> {
     };
     let node = cluster::start_node("server", listen, cfg.cookie(), cfg.cluster.max_frame_mib << 20, security).await?;
     let exit: Exit = Arc::new(Mutex::new(None));
+    let obs = Observed {
+        metrics: crate::observability::Metrics::new("server"),
+        status: crate::observability::StatusHandle::default(),
+        readiness: crate::observability::Readiness::new("starting"),
+    };
     let args = ServerArgs {
         node: node.server.clone(),
         mtls,
@@ -538,8 +663,21 @@ pub async fn run_server(cfg: Config) -> Result<()> {
             ..BulkLimits::default()
         },
         restart_policy: RestartPolicy::default(),
+        obs: obs.clone(),
     };
+    serve_http(
+        opts.http,
+        crate::observability::HttpState {
+            metrics: obs.metrics.clone(),
+            status: obs.status.clone(),
+            readiness: obs.readiness.clone(),
+        },
+    )
+    .await?;
     let (server, handle) = Actor::spawn(Some("histofed-server".into()), ServerActor, args).await?;
+    if let Some(selector) = &opts.k8s_site_selector {
+        watch_site_pods(server.clone(), selector).await;
+    }
     tracing::info!(%listen, mtls, "server listening");
     tokio::select! {
         _ = handle => {},
@@ -565,7 +703,32 @@ pub async fn run_server(cfg: Config) -> Result<()> {
     }
 }
 
-pub async fn run_site(cfg: Config, site_id: u32, protocol: u32) -> Result<()> {
+/// Feeds the server the Kubernetes view of its site pods. Without API access (no kubeconfig, no service account,
+/// RBAC) the server goes on with cluster events and heartbeats alone, and says so.
+async fn watch_site_pods(server: ActorRef<ServerMsg>, selector: &str) {
+    let client = match crate::kube::client().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "no Kubernetes API access; site membership from the cluster only");
+            return;
+        }
+    };
+    let ns = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| client.default_namespace().to_string());
+    tracing::info!(namespace = %ns, %selector, "watching site pods");
+    let mut watch = crate::kube::membership::watch_sites(client, &ns, selector, 256);
+    tokio::spawn(async move {
+        while let Some(ev) = watch.events.recv().await {
+            if server.cast(ServerMsg::Kube(ev)).is_err() {
+                break;
+            }
+        }
+        if let Ok(Err(e)) = watch.task.await {
+            tracing::warn!(error = %e, "the pod watch ended; site membership from the cluster only");
+        }
+    });
+}
+
+pub async fn run_site(cfg: Config, site_id: u32, protocol: u32, http: Option<SocketAddr>) -> Result<()> {
     tch::set_num_threads(cfg.runtime.threads);
     if site_id >= cfg.federation.sites {
         bail!("--site-id {site_id} is outside 0..{} (federation.sites)", cfg.federation.sites);
@@ -630,7 +793,25 @@ pub async fn run_site(cfg: Config, site_id: u32, protocol: u32) -> Result<()> {
         give_up: cfg.cluster.site_give_up_secs.map(Duration::from_secs_f64),
         protocol,
     };
+    let readiness = crate::observability::Readiness::new("starting");
+    let status = crate::observability::StatusHandle::default();
+    status.update(|s| {
+        s.role = "site".into();
+        s.expected = vec![site_actor_name(site_id)];
+        s.phase = "running".into();
+    });
+    serve_http(
+        http,
+        crate::observability::HttpState {
+            metrics: crate::observability::Metrics::new("site"),
+            status,
+            readiness: readiness.clone(),
+        },
+    )
+    .await?;
     let (site, handle) = Actor::spawn(Some(site_actor_name(site_id)), SiteActor, args).await?;
+    // Ready = data loaded, node up, actor running; a hung process stops answering the probe.
+    readiness.set_ready();
     tokio::select! {
         _ = handle => {},
         _ = wait_for_signal() => {

@@ -3,7 +3,10 @@
 //! Layers, imports pointing down only:
 //! - [`cli`] and [`launcher`] wire configuration, telemetry, the cluster and the actors together;
 //! - [`actors`] are the roles (server, site, generator-trainer, evaluator), thin shells over the libraries;
-//! - [`cluster`] is everything about the network (ractor_cluster nodes, sessions, events);
+//! - [`cluster`] is everything about the network (ractor_cluster nodes, sessions, events, the bulk data plane);
+//! - [`kube`] is everything about the Kubernetes API (site membership from pods, the pod-killing chaos tool);
+//! - [`observability`] serves health, readiness, Prometheus metrics and status over HTTP; [`plots`] and
+//!   [`report_html`] turn a run report into pictures and a page;
 //! - [`training`], [`evaluation`], [`centralized`], [`report`] turn models and data into rounds, baselines,
 //!   scores and records;
 //! - [`models`] (tch), [`data`] (images), [`federation`] (weights, strategies, checkpoints) and [`config`] are pure.
@@ -21,8 +24,12 @@ pub mod data;
 pub mod evaluation;
 pub mod faults;
 pub mod federation;
+pub mod kube;
 pub mod launcher;
 pub mod models;
+pub mod observability;
+pub mod plots;
 pub mod report;
+pub mod report_html;
 pub mod telemetry;
 pub mod training;

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::{contributors, serial, Fed};
@@ -61,4 +62,92 @@ fn a_panicking_trainer_is_restarted_and_the_round_completes() {
     assert_eq!(site1.trainer_restarts, 1, "site 1 restarted its trainer once in round 1");
     assert_eq!(report.rounds[1].contributors[1].trainer_restarts, 0);
     assert!(fed.log("site-1").contains("injected trainer panic"), "the panic happened:\n{}", fed.log("site-1"));
+}
+
+/// GET over plain HTTP/1.0 (what a Prometheus scraper or a kubelet probe does); returns (status, body).
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(tcp, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, body.to_string())
+}
+
+/// Parses the Prometheus text format strictly: every line a comment or `name{labels} value`.
+fn samples(text: &str) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("not `series value`: {line:?}"));
+        let name_end = series.find('{').unwrap_or(series.len());
+        let name = &series[..name_end];
+        assert!(
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name in {line:?}"
+        );
+        if name_end < series.len() {
+            assert!(series.ends_with('}'), "unterminated labels in {line:?}");
+        }
+        let v: f64 = match value {
+            "NaN" => f64::NAN,
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().unwrap_or_else(|_| panic!("bad value in {line:?}")),
+        };
+        out.push((series.to_string(), v));
+    }
+    out
+}
+
+fn sample(all: &[(String, f64)], series: &str) -> f64 {
+    all.iter().find(|(s, _)| s == series).map(|(_, v)| *v).unwrap_or_else(|| panic!("no sample {series}"))
+}
+
+#[test]
+fn the_server_serves_health_metrics_and_status_and_writes_an_html_report() {
+    let _guard = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    // Enough rounds that the run is still going while the test scrapes it.
+    let mut fed = Fed::new(tmp.path(), 2, 6, "local_steps = 10", "");
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    fed.start_server_with(&["--http", &addr]);
+    fed.start_site(0);
+    fed.start_site(1);
+    fed.wait_report(Duration::from_secs(240), "round 2", |r| r.rounds.len() >= 2);
+    assert_eq!(http_get(&addr, "/healthz").0, 200);
+    assert_eq!(http_get(&addr, "/readyz").0, 200);
+    let (status, text) = http_get(&addr, "/metrics");
+    assert_eq!(status, 200);
+    let all = samples(&text);
+    assert!(sample(&all, "histofed_round") >= 2.0, "{text}");
+    assert_eq!(sample(&all, "histofed_sites_joined"), 2.0);
+    assert!(sample(&all, r#"histofed_updates_total{outcome="accepted",reason=""}"#) >= 4.0, "{text}");
+    assert!(sample(&all, "histofed_bytes_sent_total") > 0.0);
+    assert!(sample(&all, "histofed_bytes_received_total") > 0.0);
+    assert!(sample(&all, "histofed_checkpoint_age_seconds") >= 0.0);
+    assert_eq!(sample(&all, r#"histofed_site_events_total{kind="joined"}"#), 2.0);
+
+    // `histofed status` reads the same endpoint.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_histofed"))
+        .args(["status", "--addr", &addr, "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["role"], "server");
+    assert_eq!(status["membership"], serde_json::json!(["histofed-site-0", "histofed-site-1"]));
+    assert_eq!(status["rounds_configured"], 6);
+
+    let report = fed.finish(Duration::from_secs(240));
+    assert_eq!(report.rounds.len(), 6);
+    let html = std::fs::read_to_string(tmp.path().join("run/report.html")).unwrap();
+    assert!(html.contains("data:image/png;base64,"), "pictures are embedded");
+    assert!(tmp.path().join("run/losses.png").exists() && tmp.path().join("run/partition.png").exists());
+    // An unreachable endpoint is a clear error naming the address.
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_histofed")).args(["status", "--addr", &addr]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&addr));
 }

@@ -211,3 +211,113 @@ fn a_site_with_the_wrong_cookie_never_joins() {
         assert_eq!(contributors(&report, r), vec![0]);
     }
 }
+
+#[test]
+fn a_restarted_site_process_resumes_its_round_from_its_local_checkpoint() {
+    let _guard = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    // Both sites are needed for quorum, so the round waits for the killed one to come back.
+    let mut fed = Fed::new(tmp.path(), 2, 3, "local_steps = 400\nlocal_checkpoint_every = 25", "");
+    fed.start_all();
+    fed.wait_report(LIMIT, "round 1", |r| !r.rounds.is_empty());
+    let progress = tmp.path().join("run/sites/site-1/progress/round-000002.json");
+    let start = Instant::now();
+    while !progress.exists() {
+        assert!(start.elapsed() < LIMIT, "site 1 never checkpointed round 2{}", common::logs(tmp.path()));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    fed.site(1).signal(libc::SIGKILL);
+    let restarted = Instant::now();
+    fed.start_site(1);
+    let r = fed.wait_report(LIMIT, "round 2 with site 1", |r| contributors(r, 2).contains(&1));
+    let recovery = restarted.elapsed().as_secs_f64();
+    let report = fed.finish(LIMIT);
+    assert_rounds_once(&report, 3);
+    let site1 = r.rounds[1].contributors.iter().find(|c| c.site_id == 1).unwrap();
+    assert!(site1.resumed_from_step >= 25, "resumed mid-round, not from step 0: {site1:?}");
+    assert_eq!(site1.resumed_from_step % 25, 0, "from a checkpoint boundary: {site1:?}");
+    assert!(fed.log("site-1").contains("resuming the round from a local checkpoint"));
+    println!(
+        "kill-site mid-round: restarted site resumed round 2 at local step {} of 400; round 2 completed {recovery:.2} s \
+         after the restart (site 0 re-sent its finished update from disk: {})",
+        site1.resumed_from_step,
+        r.rounds[1].contributors.iter().any(|c| c.site_id == 0 && c.from_local_checkpoint)
+    );
+}
+
+#[test]
+fn a_failing_checkpoint_volume_ends_the_run_with_a_clear_error_and_loses_no_round() {
+    let _guard = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut fed = Fed::new(tmp.path(), 2, 8, "local_steps = 6", "");
+    fed.start_all();
+    fed.wait_report(LIMIT, "round 2", |r| r.rounds.len() >= 2);
+    // The volume goes bad: the checkpoint directory is replaced by a file, so every write fails.
+    let ck = tmp.path().join("run/checkpoints");
+    let moved = tmp.path().join("run/checkpoints.saved");
+    std::fs::rename(&ck, &moved).unwrap();
+    std::fs::write(&ck, b"not a directory").unwrap();
+    let dir = tmp.path().to_path_buf();
+    let status = fed.server.as_mut().unwrap().wait(LIMIT, &dir);
+    assert!(!status.success(), "the run must fail, not report rounds it could not save");
+    let log = fed.log("server-1");
+    assert!(log.contains("cannot write the checkpoint of round"), "clear error:\n{log}");
+    let report = fed.report().unwrap();
+    let done = report.rounds.len() as u64;
+    assert!(done < 8 && !report.finished);
+    assert_rounds_once(&report, done);
+    // Every round the report calls completed is on disk (in the old directory or written before the swap).
+    for r in &report.rounds {
+        assert!(moved.join(&r.checkpoint).exists(), "round {} has its checkpoint {}", r.round, r.checkpoint);
+    }
+    // The volume comes back: a restarted server resumes where the durable rounds end and finishes the run.
+    std::fs::remove_file(&ck).unwrap();
+    std::fs::rename(&moved, &ck).unwrap();
+    for site in fed.sites.iter_mut().flatten() {
+        let _ = site.wait(Duration::from_secs(30), &dir);
+    }
+    fed.start_all();
+    let report = fed.finish(LIMIT);
+    assert_eq!(report.resumed_from_round, Some(done));
+    assert_rounds_once(&report, 8);
+    println!("checkpoint volume failure: run stopped after round {done} with a clear error; resumed and finished 8");
+}
+
+#[test]
+fn a_site_of_another_protocol_version_is_refused_with_the_reason() {
+    let _guard = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut fed = Fed::new(tmp.path(), 2, 2, "min_sites = 1\njoin_timeout_secs = 4", "");
+    fed.start_server();
+    fed.start_site(0);
+    fed.start_site_with(1, &[], &["--protocol-version", "1"]);
+    let dir = tmp.path().to_path_buf();
+    let status = fed.sites[1].as_mut().unwrap().wait(LIMIT, &dir);
+    assert!(!status.success(), "a refused site exits with an error");
+    let log = fed.log("site-1");
+    let expected =
+        format!("protocol version 1 is not supported (server speaks {})", histofed::actors::messages::PROTOCOL_VERSION);
+    assert!(log.contains(&expected), "the refusal names both versions:\n{log}");
+    let _ = fed.sites[1].take();
+    let report = fed.finish(LIMIT);
+    assert_eq!(report.site_classes.keys().copied().collect::<Vec<_>>(), vec![0], "never a member");
+    assert_rounds_once(&report, 2);
+}
+
+#[test]
+fn a_site_that_hears_nothing_from_the_server_gives_up_in_time() {
+    let _guard = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut fed = Fed::new(tmp.path(), 1, 1, "", "");
+    fed.edit_config("reconnect_secs = 0.2", "reconnect_secs = 0.2\nsite_give_up_secs = 2.0");
+    let start = Instant::now();
+    fed.start_site(0);
+    let dir = tmp.path().to_path_buf();
+    let status = fed.sites[0].as_mut().unwrap().wait(Duration::from_secs(60), &dir);
+    let took = start.elapsed().as_secs_f64();
+    assert!(!status.success());
+    let log = fed.log("site-0");
+    assert!(log.contains("site_give_up_secs"), "the error names the setting:\n{log}");
+    assert!(took < 20.0, "gave up after {took:.1} s (limit 2 s + start-up)");
+    println!("give-up: a site with no server stopped after {took:.1} s (site_give_up_secs = 2)");
+}

@@ -147,6 +147,8 @@ pub enum ServerMsg {
     RestartChild(&'static str),
     /// The final evaluation took too long: finish the run without it.
     FinishNow,
+    /// Kubernetes reported a change of a site's pod (when the server watches the API).
+    Kube(crate::kube::membership::MembershipEvent),
 }
 
 impl Message for ServerMsg {

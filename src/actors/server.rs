@@ -42,6 +42,8 @@ use crate::federation::round::{RoundState, RoundStatus, UpdateVerdict};
 use crate::federation::strategy::Strategy;
 use crate::federation::validate::{validate_update, UpdateHeader, ValidationPolicy};
 use crate::federation::weights::Weights;
+use crate::kube::membership::MembershipEvent;
+use crate::observability::{Metrics, Readiness, SiteEvent, StatusHandle};
 use crate::report::{RoundRecord, RunEvent, RunReport, SiteRound};
 
 pub const GENERATOR: &str = "generator.";
@@ -68,6 +70,16 @@ pub struct ServerArgs {
     pub bulk_limits: BulkLimits,
     /// Restart policy of the server's children (evaluator, checkpoint writer) and of checkpoint-write retries.
     pub restart_policy: RestartPolicy,
+    /// Shared with the HTTP endpoint: what `/metrics`, `/status` and `/readyz` show.
+    pub obs: Observed,
+}
+
+/// The handles the server keeps current for its HTTP endpoint (cheap clones of shared state).
+#[derive(Clone)]
+pub struct Observed {
+    pub metrics: Metrics,
+    pub status: StatusHandle,
+    pub readiness: Readiness,
 }
 
 /// A round that is aggregated and waits for its checkpoint to be written.
@@ -135,6 +147,8 @@ pub struct ServerState {
     /// The run is over and waits only for the last round's evaluation.
     finishing: Option<Result<String, String>>,
     bulk: BulkServer,
+    bulk_seen: (u64, u64),
+    obs: Observed,
     tokens: HashMap<u32, u64>,
     blob: Option<BlobRef>,
     progress: Progress,
@@ -157,6 +171,40 @@ impl ServerState {
             kind: kind.to_string(),
             detail,
         });
+    }
+
+    /// Refreshes `/status` and the membership gauges.
+    fn publish_status(&self, phase: &str) {
+        let (membership, round, rounds) = (self.membership(), self.completed, self.cfg.federation.rounds);
+        self.obs.metrics.set_sites_joined(self.sites.len());
+        self.obs.status.update(|s| {
+            s.membership = membership;
+            s.round = round;
+            s.rounds_configured = rounds;
+            if !phase.is_empty() {
+                s.phase = phase.to_string();
+            }
+        });
+    }
+
+    /// Moves the bulk plane's byte counters into the metrics.
+    fn count_bytes(&mut self) {
+        let (sent, received, _) = self.bulk.stats();
+        self.obs.metrics.bytes_sent(sent.saturating_sub(self.bulk_seen.0));
+        self.obs.metrics.bytes_received(received.saturating_sub(self.bulk_seen.1));
+        self.bulk_seen = (sent, received);
+    }
+
+    /// report.json/.md, and for people: report.html with the loss and Fréchet curves, partition.png.
+    fn write_report(&self) {
+        if let Err(e) = self.report.write(&self.out_dir) {
+            tracing::error!(error = %e, "cannot write the report");
+            return;
+        }
+        let report = self.report.clone();
+        let out = self.out_dir.clone();
+        // Pictures are for people: a failure is a warning, never the run's problem; off the mailbox.
+        tokio::task::spawn_blocking(move || write_pictures(&report, &out));
     }
 
     /// The remote actor of site `id`, from the sites process group.
@@ -201,7 +249,11 @@ impl ServerState {
         if rejoin {
             tracing::info!(site_id = id, "site rejoined");
             self.event(Some(id), "site-rejoined", "answers again".into());
+            self.obs.metrics.site_event(SiteEvent::Rejoined);
+        } else {
+            self.obs.metrics.site_event(SiteEvent::Joined);
         }
+        self.publish_status("");
         let Some(current) = self.current.as_mut() else { return Ok(()) };
         if !current.add_participant(id) {
             return Ok(());
@@ -221,6 +273,8 @@ impl ServerState {
         self.bulk.revoke(id);
         tracing::warn!(site_id = id, %detail, "site lost");
         self.event(Some(id), kind, detail);
+        self.obs.metrics.site_event(SiteEvent::Lost);
+        self.publish_status("");
         if let Some(current) = self.current.as_mut() {
             current.on_site_dropped(id);
         }
@@ -251,6 +305,10 @@ impl ServerState {
         if let Err(e) = self.report.write(&self.out_dir) {
             tracing::error!(error = %e, "cannot write the report");
         }
+        // The last pictures are drawn before the process ends (not in the background).
+        tokio::task::block_in_place(|| write_pictures(&self.report, &self.out_dir));
+        self.count_bytes();
+        self.publish_status(if outcome.is_ok() { "finished" } else { "failed" });
         let reason = match &outcome {
             Ok(s) | Err(s) => s.clone(),
         };
@@ -320,6 +378,16 @@ impl Actor for ServerActor {
         me.send_after(Duration::from_secs_f64(a.config.federation.join_timeout_secs), || ServerMsg::JoinTimeout);
         let check_every = Duration::from_secs_f64(a.config.federation.heartbeat_secs / CHECKS_PER_PERIOD as f64);
         me.send_interval(check_every, || ServerMsg::Heartbeat { at: Instant::now() });
+        a.obs.metrics.set_rounds_configured(a.config.federation.rounds);
+        a.obs.metrics.set_sites_expected(a.config.federation.sites as usize);
+        a.obs.status.update(|s| {
+            s.role = "server".into();
+            s.round = a.completed_rounds;
+            s.rounds_configured = a.config.federation.rounds;
+            s.expected = (0..a.config.federation.sites).map(site_actor_name).collect();
+            s.phase = "waiting for sites".into();
+        });
+        a.obs.readiness.set_ready();
         Ok(ServerState {
             heartbeat_ticks: 0,
             ping_seq: 0,
@@ -349,6 +417,8 @@ impl Actor for ServerActor {
             pending_eval: BTreeSet::new(),
             finishing: None,
             bulk,
+            bulk_seen: (0, 0),
+            obs: a.obs,
             tokens: HashMap::new(),
             blob: None,
             progress: Progress { rounds, sites },
@@ -376,6 +446,8 @@ impl Actor for ServerActor {
                     let reason =
                         format!("protocol version {protocol} is not supported (server speaks {PROTOCOL_VERSION})");
                     tracing::warn!(site_id, %reason, "refusing site");
+                    st.event(Some(site_id), "site-refused", reason.clone());
+                    st.obs.metrics.site_event(SiteEvent::Refused);
                     let _ = actor.cast(SiteMsg::FromServer(Ok(ToSite::Refused { reason })));
                     return Ok(());
                 }
@@ -390,6 +462,7 @@ impl Actor for ServerActor {
                         );
                         tracing::warn!(site_id, %reason, "refusing site");
                         st.event(Some(site_id), "site-refused", reason.clone());
+                        st.obs.metrics.site_event(SiteEvent::Refused);
                         let _ = actor.cast(SiteMsg::FromServer(Ok(ToSite::Refused { reason })));
                         return Ok(());
                     }
@@ -440,6 +513,7 @@ impl Actor for ServerActor {
             ServerMsg::Saved { round, result } => on_saved(&me, st, round, result).await?,
             ServerMsg::Evaluated { round, result } => on_evaluated(&me, st, round, result),
             ServerMsg::RestartChild(which) => restart_child(&me, st, which).await?,
+            ServerMsg::Kube(ev) => on_kube(&me, st, ev).await?,
             ServerMsg::FinishNow => {
                 if let Some(outcome) = st.finishing.take() {
                     tracing::warn!("the final evaluation did not come back in time; finishing without it");
@@ -457,12 +531,14 @@ impl Actor for ServerActor {
                 check_round(&me, st).await?;
             }
             ServerMsg::FromSite(Err(e)) => {
+                st.obs.metrics.bad_frame();
                 tracing::warn!(error = %e, "dropped a malformed frame");
                 st.rejected.push((u32::MAX, format!("malformed frame: {e}")));
             }
             ServerMsg::FromSite(Ok(ToServer::Pong { site_id, seq })) => match st.sites.get_mut(&site_id) {
                 Some(site) => {
-                    while site.unanswered.front().is_some_and(|(s, _)| *s <= seq) {
+                    while let Some((_, sent)) = site.unanswered.front().filter(|(s, _)| *s <= seq).copied() {
+                        st.obs.metrics.heartbeat_answered(sent.elapsed().as_secs_f64());
                         site.unanswered.pop_front();
                     }
                 }
@@ -495,6 +571,7 @@ impl Actor for ServerActor {
                     })
                     .collect();
                 for (id, waited) in hung {
+                    st.obs.metrics.heartbeat_missed();
                     let detail = format!("no heartbeat answer for {waited:.2} s (period {period} s)");
                     st.lose(id, "site-unresponsive", detail);
                 }
@@ -597,6 +674,7 @@ fn start_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<(), Act
     st.progress.sites.set_position(0);
     st.progress.sites.set_message(format!("round {round}"));
     st.current = Some(RoundState::new(round, st.attempt, participants, st.cfg.federation.min_sites as usize));
+    st.publish_status(&format!("training round {round}"));
     st.round_started = Instant::now();
     st.grace_armed = false;
     st.contributors.clear();
@@ -645,6 +723,7 @@ fn retry_round(
         return Ok(());
     }
     tracing::warn!(round, received, needed, attempt = st.attempt, "round missed quorum; retrying");
+    st.obs.metrics.round_retried();
     st.event(None, "round-retried", format!("{received} of {needed} updates"));
     me.cast(ServerMsg::StartRound)?;
     Ok(())
@@ -693,7 +772,16 @@ async fn finish_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<
         ("generator".to_string(), st.global.strip_prefix(GENERATOR)),
         ("discriminator".to_string(), st.global.strip_prefix(DISCRIMINATOR)),
     ];
+    let m = &st.obs.metrics;
+    m.aggregation(record.aggregate_secs);
+    m.gan_losses(mean_losses.d_loss, mean_losses.g_loss);
+    for c in &record.contributors {
+        (0..c.trainer_restarts).for_each(|_| m.trainer_restarted());
+        (0..c.oom_retries).for_each(|_| m.oom_retried());
+    }
+    st.count_bytes();
     st.persisting = Some(Persisting { record, meta, parts });
+    st.publish_status(&format!("writing the checkpoint of round {round}"));
     st.progress.sites.set_message(format!("round {round}: writing the checkpoint"));
     send_save(me, st);
     Ok(())
@@ -764,15 +852,16 @@ async fn on_saved(
     };
     let Some(Persisting { mut record, .. }) = st.persisting.take() else { return Ok(()) };
     record.checkpoint = checkpoint;
+    st.obs.metrics.checkpoint_written();
+    st.obs.metrics.round_completed(round, record.wall_secs);
     let mean_losses = record.mean_losses;
     st.report.rounds.push(record);
     st.completed = round;
     st.attempt = 0;
     st.report.total_secs += st.started.elapsed().as_secs_f64();
     st.started = Instant::now();
-    if let Err(e) = st.report.write(&st.out_dir) {
-        tracing::error!(error = %e, "cannot write the report");
-    }
+    st.write_report();
+    st.publish_status("");
     st.progress.rounds.set_position(round);
     tracing::info!(round, d_loss = mean_losses.d_loss, g_loss = mean_losses.g_loss, "round complete");
     if let Some(ev) = &st.evaluator {
@@ -803,9 +892,8 @@ fn on_evaluated(me: &ActorRef<ServerMsg>, st: &mut ServerState, round: u64, resu
             }
             st.progress.rounds.set_message(format!("FD {:.3}", eval.frechet_distance));
             tracing::info!(round, frechet_distance = eval.frechet_distance, "round evaluated");
-            if let Err(e) = st.report.write(&st.out_dir) {
-                tracing::error!(error = %e, "cannot write the report");
-            }
+            st.obs.metrics.frechet_distance(eval.frechet_distance);
+            st.write_report();
         }
         Err(e) => tracing::warn!(round, error = %e, "evaluation failed"),
     }
@@ -818,6 +906,70 @@ fn on_evaluated(me: &ActorRef<ServerMsg>, st: &mut ServerState, round: u64, resu
 
 /// An update arrived on the bulk plane: check it, fold it in, and let go of it (which frees its upload slot).
 fn on_upload(st: &mut ServerState, up: Upload) {
+    let (accepted, rejected) = (st.contributors.len(), st.rejected.len());
+    fold_upload(st, up);
+    if st.contributors.len() > accepted {
+        st.obs.metrics.update_accepted();
+    }
+    for (_, why) in st.rejected.iter().skip(rejected) {
+        st.obs.metrics.update_rejected(rejection_kind(why));
+    }
+}
+
+/// A short, bounded label for a rejection reason (the metric's `reason`); the full text is in the report.
+fn rejection_kind(why: &str) -> &'static str {
+    const KINDS: [(&str, &str); 9] = [
+        ("NonFinite", "non-finite"),
+        ("non-finite", "non-finite"),
+        ("WrongShape", "wrong-shape"),
+        ("shape", "wrong-shape"),
+        ("StaleRound", "stale-round"),
+        ("round", "wrong-round"),
+        ("NormBound", "norm-bound"),
+        ("malformed", "malformed"),
+        ("metadata", "malformed"),
+    ];
+    KINDS.iter().find(|(k, _)| why.contains(k)).map(|(_, v)| *v).unwrap_or("other")
+}
+
+/// Kubernetes says a site's pod is gone or not ready: drop it at once (before TCP notices); a new pod for the same
+/// ordinal rejoins through the usual hello.
+async fn on_kube(
+    me: &ActorRef<ServerMsg>,
+    st: &mut ServerState,
+    ev: MembershipEvent,
+) -> Result<(), ActorProcessingErr> {
+    match ev {
+        MembershipEvent::Gone { site_id, pod, reason } => {
+            st.lose(site_id, "site-pod-gone", format!("pod {pod}: {reason:?}"));
+            check_round(me, st).await?;
+        }
+        MembershipEvent::Expected { site_id, pod } => st.event(Some(site_id), "site-pod-expected", pod),
+        MembershipEvent::Ready { site_id, pod } => st.event(Some(site_id), "site-pod-ready", pod),
+    }
+    Ok(())
+}
+
+fn write_pictures(report: &RunReport, out: &std::path::Path) {
+    if let Err(e) = crate::plots::loss_curves_png(report, &out.join("losses.png")) {
+        tracing::warn!(error = %e, "cannot draw the loss curves");
+    }
+    if let Err(e) = crate::plots::frechet_png(report, &out.join("frechet.png")) {
+        tracing::warn!(error = %e, "cannot draw the Fréchet-distance curve");
+    }
+    if !report.site_classes.is_empty() {
+        let hist: Vec<Vec<usize>> =
+            report.site_classes.values().map(|c| c.iter().map(|&n| n as usize).collect()).collect();
+        if let Err(e) = crate::data::partition::stacked_bar_png(&report.classes, &hist, &out.join("partition.png")) {
+            tracing::warn!(error = %e, "cannot draw the partition");
+        }
+    }
+    if let Err(e) = crate::report_html::write_report_html(report, out) {
+        tracing::warn!(error = %e, "cannot write report.html");
+    }
+}
+
+fn fold_upload(st: &mut ServerState, up: Upload) {
     let site_id = up.site_id;
     let meta = match UpdateMeta::decode(&up.meta) {
         Ok(m) if m.site_id == site_id && m.round == up.round => m,

@@ -186,12 +186,12 @@ impl Metrics {
         let site_events = Family::<KindLabel, Counter>::default();
         // Every kind exists from the start at 0, so `increase(...)` alerts see the first event.
         for kind in [SiteEvent::Joined, SiteEvent::Lost, SiteEvent::Rejoined, SiteEvent::Refused] {
-            site_events.get_or_create(&KindLabel { kind: kind.as_str() });
+            let _ = site_events.get_or_create(&KindLabel { kind: kind.as_str() });
         }
         registry.register("site_events", "Site membership events by kind", site_events.clone());
 
         let updates = Family::<UpdateLabels, Counter>::default();
-        updates.get_or_create(&UpdateLabels { outcome: "accepted", reason: String::new() });
+        let _ = updates.get_or_create(&UpdateLabels { outcome: "accepted", reason: String::new() });
         registry.register("updates", "Site updates by outcome; rejected ones by reason", updates.clone());
 
         let bytes_sent = Counter::default();

@@ -185,11 +185,18 @@ impl Fed {
     }
 
     pub fn start_server(&mut self) {
+        self.start_server_with(&[]);
+    }
+
+    /// Starts the server with extra command-line arguments.
+    pub fn start_server_with(&mut self, extra_args: &[&str]) {
         let c = self.config.to_str().unwrap().to_string();
         self.servers_started += 1;
         self.started = Instant::now();
         let name = format!("server-{}", self.servers_started);
-        self.server = Some(spawn(&self.dir, &name, &["server", "--config", &c]));
+        let mut args = vec!["server", "--config", &c];
+        args.extend_from_slice(extra_args);
+        self.server = Some(spawn(&self.dir, &name, &args));
     }
 
     pub fn start_site(&mut self, id: u32) {
@@ -197,10 +204,25 @@ impl Fed {
     }
 
     pub fn start_site_env(&mut self, id: u32, env: &[(&str, &str)]) {
+        self.start_site_with(id, env, &[]);
+    }
+
+    /// Starts site `id` with extra environment variables and command-line arguments.
+    pub fn start_site_with(&mut self, id: u32, env: &[(&str, &str)], extra_args: &[&str]) {
         let c = self.config.to_str().unwrap().to_string();
         let name = format!("site-{id}");
-        let p = spawn_env(&self.dir, &name, &["site", "--config", &c, "--site-id", &id.to_string()], env);
+        let id_arg = id.to_string();
+        let mut args = vec!["site", "--config", &c, "--site-id", &id_arg];
+        args.extend_from_slice(extra_args);
+        let p = spawn_env(&self.dir, &name, &args, env);
         self.sites[id as usize] = Some(p);
+    }
+
+    /// Edits the config file in place (e.g. to set a `[cluster]` key the helpers do not expose).
+    pub fn edit_config(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        assert!(text.contains(from), "config lacks {from:?}");
+        std::fs::write(&self.config, text.replace(from, to)).unwrap();
     }
 
     pub fn start_all(&mut self) {
