@@ -241,6 +241,10 @@ struct ServerCmd {
     /// POD_NAMESPACE or the kubeconfig): a deleted or NotReady pod drops its site at once.
     #[arg(long, value_name = "SELECTOR")]
     k8s_site_selector: Option<String>,
+    /// After the last round, keep serving /status and /metrics until SIGTERM instead of exiting (a Deployment
+    /// would otherwise restart a finished server over and over).
+    #[arg(long)]
+    stay_up: bool,
 }
 
 #[derive(Args, Debug)]
@@ -356,7 +360,11 @@ fn run(cmd: Command) -> Result<()> {
             if let Some(out) = a.out {
                 cfg.runtime.out_dir = out;
             }
-            runtime()?.block_on(run_server(cfg, ServerOpts { http: a.http, k8s_site_selector: a.k8s_site_selector }))
+            runtime()?.block_on(run_server(cfg, ServerOpts {
+                http: a.http,
+                k8s_site_selector: a.k8s_site_selector,
+                stay_up: a.stay_up,
+            }))
         }
         Command::Status(a) => runtime()?.block_on(async {
             let s = crate::observability::fetch_status(&a.addr).await?;
@@ -488,6 +496,12 @@ fn fresh_report(cfg: &Config) -> RunReport {
 }
 
 /// Resolves on the first SIGINT or SIGTERM.
+/// `--stay-up`: the run is over; keep the HTTP endpoint answering until told to stop.
+async fn stay_up() {
+    tracing::info!("run finished; staying up (--stay-up) until SIGTERM");
+    wait_for_signal().await;
+}
+
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
@@ -513,6 +527,7 @@ fn take_exit(exit: &Exit) -> Option<Result<String, String>> {
 pub struct ServerOpts {
     pub http: Option<SocketAddr>,
     pub k8s_site_selector: Option<String>,
+    pub stay_up: bool,
 }
 
 /// Starts the HTTP endpoint when asked to; the returned task ends with the process.
@@ -602,6 +617,31 @@ pub async fn run_server(cfg: Config, opts: ServerOpts) -> Result<()> {
     };
     if completed >= cfg.federation.rounds {
         println!("all {} rounds are already complete in {}", cfg.federation.rounds, out.display());
+        if opts.stay_up {
+            let obs = Observed {
+                metrics: crate::observability::Metrics::new("server"),
+                status: crate::observability::StatusHandle::default(),
+                readiness: crate::observability::Readiness::new("finished"),
+            };
+            obs.metrics.set_rounds_configured(cfg.federation.rounds);
+            obs.status.update(|s| {
+                s.role = "server".into();
+                s.round = completed;
+                s.rounds_configured = cfg.federation.rounds;
+                s.phase = "finished".into();
+            });
+            obs.readiness.set_ready();
+            serve_http(
+                opts.http,
+                crate::observability::HttpState {
+                    metrics: obs.metrics,
+                    status: obs.status,
+                    readiness: obs.readiness,
+                },
+            )
+            .await?;
+            stay_up().await;
+        }
         return Ok(());
     }
     let splits = load_data(&cfg)?;
@@ -696,6 +736,9 @@ pub async fn run_server(cfg: Config, opts: ServerOpts) -> Result<()> {
         Some(Ok(msg)) => {
             tracing::info!(%msg, "run finished");
             println!("{msg}; outputs in {}", out.display());
+            if opts.stay_up {
+                stay_up().await;
+            }
             Ok(())
         }
         Some(Err(msg)) => bail!("run failed: {msg}"),
