@@ -5,19 +5,21 @@
 # imports it with `ctr images import`; manifests must use `imagePullPolicy: Never`.
 #
 #   scripts/k8s_image.sh [BINARY] [OUT.tar] [NAME:TAG]
-#     BINARY   default target/release/histofed, else target/debug/histofed
+#     BINARY   default $HISTOFED_BIN, else target/release/histofed, else target/debug/histofed
 #     OUT.tar  default target/k8s-image/histofed.tar
 #     NAME:TAG default localhost/histofed:e2e
 #
 # Why libraries keep their resolved absolute paths: build.rs bakes libtorch's directory into the binary's RPATH, and
 # libtorch_cpu.so finds libcudart/libcupti through its own RPATH $ORIGIN/../../nvidia/cu13/lib; copying each library
 # to where ldd found it keeps both working with no LD_LIBRARY_PATH (mkimage.py's image sets only PATH).
+# The image's copy of the binary is stripped of debug info (a debug build: 463 MB -> 34 MB; the original is not
+# touched); K8S_IMAGE_STRIP=0 keeps it as it is.
 # The Dockerfile is the portable route; this one exists because the machines here have no container engine.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 shared=${HISTOFED_SHARED:-$root/../shared}
 mkimage=$shared/k8s/images/mkimage.py
-bin=${1:-}
+bin=${1:-${HISTOFED_BIN:-}}
 if [ -z "$bin" ]; then
   if [ -x "$root/target/release/histofed" ]; then bin=$root/target/release/histofed; else bin=$root/target/debug/histofed; fi
 fi
@@ -31,6 +33,7 @@ trap 'rm -rf "$rootfs"' EXIT
 mkdir -p "$rootfs"/{usr/local/bin,tmp,etc,proc,sys,dev,var/lib/histofed}
 chmod 1777 "$rootfs/tmp"
 install -m 0755 "$bin" "$rootfs/usr/local/bin/histofed"
+if [ "${K8S_IMAGE_STRIP:-1}" = 1 ] && command -v strip >/dev/null; then strip --strip-debug "$rootfs/usr/local/bin/histofed"; fi
 
 # `ldd` lines: "libx.so => /abs/path (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"; skip the vDSO.
 n=0

@@ -360,11 +360,10 @@ fn run(cmd: Command) -> Result<()> {
             if let Some(out) = a.out {
                 cfg.runtime.out_dir = out;
             }
-            runtime()?.block_on(run_server(cfg, ServerOpts {
-                http: a.http,
-                k8s_site_selector: a.k8s_site_selector,
-                stay_up: a.stay_up,
-            }))
+            runtime()?.block_on(run_server(
+                cfg,
+                ServerOpts { http: a.http, k8s_site_selector: a.k8s_site_selector, stay_up: a.stay_up },
+            ))
         }
         Command::Status(a) => runtime()?.block_on(async {
             let s = crate::observability::fetch_status(&a.addr).await?;
@@ -599,8 +598,12 @@ pub async fn run_server(cfg: Config, opts: ServerOpts) -> Result<()> {
             (w, ck.meta.round, report)
         }
         None => {
-            let (m, seed) = (model.clone(), cfg.federation.seed as i64);
-            let gan = tokio::task::spawn_blocking(move || Gan::new(&m, device, seed)?.weights()).await??;
+            let (m, seed, bench) = (model.clone(), cfg.federation.seed as i64, cfg.model.bench_params);
+            let gan = tokio::task::spawn_blocking(move || match bench {
+                Some(p) => crate::training::bench_weights(p, seed as u64).map_err(anyhow::Error::from),
+                None => Ok(Gan::new(&m, device, seed)?.weights()?),
+            })
+            .await??;
             let meta = CheckpointMeta {
                 round: 0,
                 strategy: cfg.federation.strategy.clone(),
@@ -633,11 +636,7 @@ pub async fn run_server(cfg: Config, opts: ServerOpts) -> Result<()> {
             obs.readiness.set_ready();
             serve_http(
                 opts.http,
-                crate::observability::HttpState {
-                    metrics: obs.metrics,
-                    status: obs.status,
-                    readiness: obs.readiness,
-                },
+                crate::observability::HttpState { metrics: obs.metrics, status: obs.status, readiness: obs.readiness },
             )
             .await?;
             stay_up().await;
@@ -692,7 +691,7 @@ pub async fn run_server(cfg: Config, opts: ServerOpts) -> Result<()> {
         completed_rounds: completed,
         report,
         store,
-        evaluator: Some(evaluator),
+        evaluator: cfg.model.bench_params.is_none().then_some(evaluator),
         exit: exit.clone(),
         bulk_listen: SocketAddr::new(listen.ip(), bulk_port),
         bulk_tls,
@@ -818,6 +817,7 @@ pub async fn run_site(cfg: Config, site_id: u32, protocol: u32, http: Option<Soc
             seed: cfg.federation.seed,
             threads: cfg.runtime.threads,
             checkpoints: Some(LocalCheckpoints { store: store.clone(), every: cfg.federation.local_checkpoint_every }),
+            bench: cfg.model.bench_params.is_some(),
         },
         restart_policy: RestartPolicy::default(),
         min_batch: cfg.federation.min_batch_size,

@@ -103,6 +103,9 @@ pub struct ModelSection {
     pub device: String,
     /// Image size (32, 64 or 128) instead of the preset's.
     pub image_size: Option<i64>,
+    /// Benchmarks of the federation machinery only: the model becomes this many random parameters and a site's
+    /// local training a small random perturbation of them (no GAN, no evaluator).
+    pub bench_params: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -191,6 +194,7 @@ impl Default for ModelSection {
             discriminator: "cnn".into(),
             device: "cpu".into(),
             image_size: None,
+            bench_params: None,
         }
     }
 }
@@ -320,6 +324,9 @@ impl Config {
         }
         if self.cluster.max_frame_mib < 16 {
             return bad("cluster.max_frame_mib must be at least 16".into());
+        }
+        if self.model.bench_params.is_some_and(|p| !(1..=1 << 31).contains(&p)) {
+            return bad("model.bench_params must be in 1..=2^31".into());
         }
         if self.runtime.threads < 1 {
             return bad("runtime.threads must be at least 1".into());

@@ -238,3 +238,43 @@ impl LocalTrainer {
         })
     }
 }
+
+/// The bench model: `params` random values in ten tensors under the generator/discriminator prefixes, so the
+/// federation code (bulk plane, strategies, checkpoints) sees the same shape of bundle as a real model.
+pub fn bench_weights(params: u64, seed: u64) -> Result<Weights, TrainError> {
+    use rand::Rng;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let parts = 10u64.min(params);
+    let mut tensors = Vec::new();
+    for i in 0..parts {
+        let n = (params / parts + u64::from(i < params % parts)) as usize;
+        let data: Vec<f32> = (0..n).map(|_| rng.random_range(-0.1f32..0.1)).collect();
+        let prefix = if i < parts / 2 { "generator." } else { "discriminator." };
+        let t = crate::federation::weights::NamedTensor::new(format!("{prefix}w{i:02}"), vec![n], data)
+            .map_err(|e| TrainError::Model(ModelError::Weights(e.to_string())))?;
+        tensors.push(t);
+    }
+    Weights::new(tensors).map_err(|e| TrainError::Model(ModelError::Weights(e.to_string())))
+}
+
+/// The bench "training": the global weights plus a small random perturbation (so every update differs, as real
+/// ones do, and no transport can deduplicate them).
+pub fn bench_step(job: &LocalJob, site_id: u32) -> LocalResult {
+    use rand::Rng;
+    let start = Instant::now();
+    let mut rng = ChaCha8Rng::seed_from_u64(job.round ^ (u64::from(site_id) << 40));
+    let mut weights = job.global.clone();
+    for t in weights.tensors_mut() {
+        for v in t.data.iter_mut() {
+            *v += rng.random_range(-1e-3f32..1e-3);
+        }
+    }
+    LocalResult {
+        round: job.round,
+        weights,
+        losses: LossSummary::default(),
+        steps: job.local_steps,
+        train_secs: start.elapsed().as_secs_f64(),
+        resumed_from_step: 0,
+    }
+}

@@ -25,6 +25,8 @@ pub struct TrainerArgs {
     pub threads: i32,
     /// Checkpoints within a round (resume after a restart of this trainer or of the whole site process).
     pub checkpoints: Option<LocalCheckpoints>,
+    /// Benchmark mode (`model.bench_params`): no GAN; a job perturbs the global weights instead of training.
+    pub bench: bool,
 }
 
 pub struct TrainerState {
@@ -42,19 +44,24 @@ impl Actor for TrainerActor {
         args: TrainerArgs,
     ) -> Result<TrainerState, ActorProcessingErr> {
         let name = format!("trainer-{}", args.site_id);
+        let site_id = args.site_id;
         let worker = Worker::spawn(
             &name,
             args.threads,
             move || {
+                if args.bench {
+                    return Ok(None);
+                }
                 LocalTrainer::new(&args.model, args.device, args.data, args.site_id, args.seed)
-                    .map(|t| t.with_checkpoints(args.checkpoints))
+                    .map(|t| Some(t.with_checkpoints(args.checkpoints)))
                     .map_err(|e| TrainFailure {
                         kind: TrainFailureKind::Other,
                         message: format!("cannot build the local model: {e}"),
                     })
             },
-            |trainer: &mut Result<LocalTrainer, TrainFailure>, job: LocalJob| match trainer {
-                Ok(t) => t.run(&job).map_err(TrainFailure::from),
+            move |trainer: &mut Result<Option<LocalTrainer>, TrainFailure>, job: LocalJob| match trainer {
+                Ok(Some(t)) => t.run(&job).map_err(TrainFailure::from),
+                Ok(None) => Ok(crate::training::bench_step(&job, site_id)),
                 Err(e) => Err(e.clone()),
             },
         )?;
