@@ -5,7 +5,7 @@ TORCH_STAMP := .libtorch/.stamp-torch-2.13.0
 CARGO ?= cargo
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: setup build demo test lint fmt clean-runs
+.PHONY: setup build demo test test-long k8s-validate test-k8s e2e-k8s lint fmt clean-runs
 
 $(TORCH_STAMP): scripts/setup_libtorch.py
 	@command -v python3 >/dev/null 2>&1 || { echo "error: python3 (3.11 with pip) is needed to fetch libtorch; install it and rerun 'make'"; exit 1; }
@@ -23,6 +23,22 @@ demo: build
 ## test: the whole default test suite (unit, multi-process federation on loopback)
 test: setup
 	$(CARGO) test --all-targets
+
+## test-long: the slow #[ignore]d tests (throughput measurements), except the Kubernetes ones (make test-k8s)
+test-long: setup
+	$(CARGO) test --all-targets -- --ignored --skip kube::
+
+## k8s-validate: render k8s/overlays/* with kustomize and validate every object against the Kubernetes 1.33 schemas
+k8s-validate:
+	scripts/k8s_validate.sh
+
+## test-k8s: the Kubernetes code against a real API server (../shared/k8s, envtest mode), started and stopped here
+test-k8s: setup
+	scripts/test_k8s_api.sh
+
+## e2e-k8s: server + 3 site pods in a real single-node cluster (../shared/k8s node mode, root), pods killed mid-run
+e2e-k8s: build
+	scripts/e2e_k8s.sh
 
 lint: setup
 	$(CARGO) fmt --all -- --check
