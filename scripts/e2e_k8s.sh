@@ -107,7 +107,7 @@ log "node up, image imported: $(ctr -a "$SOCK" -n k8s.io images ls -q | grep his
 
 # --- 3. secrets from histofed certs, then the overlay
 "$bin" certs all --dir "$out/certs" --sites 3 >/dev/null 2>&1
-kubectl create namespace histofed >/dev/null
+kubectl create namespace histofed --save-config >/dev/null
 sites_files=$(for i in 0 1 2; do printf -- '--from-file=%s ' "$out/certs/site-$i.pem" "$out/certs/site-$i.key"; done)
 kubectl -n histofed create secret generic histofed-tls-server --from-file="$out/certs/ca.pem" \
   --from-file="$out/certs/server.pem" --from-file="$out/certs/server.key" >/dev/null
@@ -221,7 +221,8 @@ with open(dst, "a", buffering=1) as f:
         except Exception:
             time.sleep(0.2); continue
         for x in r.get("rounds", []):
-            sig = [x.get("checkpoint"), x.get("wall_secs"), sorted(c["site_id"] for c in x.get("contributors", []))]
+            # wall_secs rounded: a resumed server re-reads the report, and a float may come back 1 ulp off
+            sig = [x.get("checkpoint"), round(x.get("wall_secs") or 0, 6), sorted(c["site_id"] for c in x.get("contributors", []))]
             if seen.get(x["round"]) != sig:
                 f.write(json.dumps({"round": x["round"], "seen_unix_ms": int(time.time() * 1000), "sig": sig,
                                     "again": x["round"] in seen}) + "\n")
@@ -353,8 +354,12 @@ if again:
     fail.append(f"rounds completed twice (other contents the second time): {again}")
 print(f"rounds: {len(done)} of {rounds}, each once: {done == list(range(1, rounds + 1)) and not again}")
 for r in report["rounds"]:
+    resent = [c["site_id"] for c in r["contributors"] if c.get("from_local_checkpoint")]
+    midway = [(c["site_id"], c["resumed_from_step"]) for c in r["contributors"] if c.get("resumed_from_step")]
     print(f"  round {r['round']:2}: attempts {r['attempts']} contributors {[c['site_id'] for c in r['contributors']]}"
-          f" dropped {r['dropped']} wall {r['wall_secs']:.2f} s")
+          f" dropped {r['dropped']} wall {r['wall_secs']:.2f} s"
+          + (f" re-sent from site checkpoints {resent}" if resent else "")
+          + (f" resumed mid-round (site, step) {midway}" if midway else ""))
 
 # Site kills: killed -> lost (server notices) -> rejoined -> next round completed with it.
 kills = json.load(open(f"{out}/chaos-sites.json"))["kills"] if os.path.exists(f"{out}/chaos-sites.json") else []

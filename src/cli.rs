@@ -93,6 +93,24 @@ struct StatusCmd {
 enum ChaosCmd {
     /// Delete one random matching pod at every tick (like Chaos Mesh PodChaos); prints a JSON summary on stdout.
     KillPods(KillPodsCmd),
+    /// Run chaos scenarios (a chaos/*.toml file or a folder of them) against a local federation; prints the table
+    /// and writes chaos-report.md/.json. Exits non-zero when a scenario fails.
+    Run(ChaosRunCmd),
+}
+
+#[derive(Args, Debug)]
+struct ChaosRunCmd {
+    /// A scenario file or a folder of scenarios.
+    path: PathBuf,
+    /// Output folder (one subfolder per scenario, plus the reports).
+    #[arg(long, default_value = "runs/chaos")]
+    out: PathBuf,
+    /// Skip the fault-free twin runs (no final-model distance; half the time).
+    #[arg(long)]
+    no_baseline: bool,
+    /// Only the scenarios marked `quick = true` (the CI subset).
+    #[arg(long)]
+    quick: bool,
 }
 
 #[derive(Args, Debug)]
@@ -266,6 +284,9 @@ struct SiteCmd {
     /// Announce this protocol version instead of ours (compatibility tests only).
     #[arg(long, hide = true)]
     protocol_version: Option<u32>,
+    /// When the server ends the run, stay idle until SIGTERM instead of exiting (under a StatefulSet).
+    #[arg(long)]
+    stay_up: bool,
 }
 
 #[derive(Args, Debug)]
@@ -375,6 +396,21 @@ fn run(cmd: Command) -> Result<()> {
             Ok(())
         }),
         Command::Chaos(ChaosCmd::KillPods(a)) => runtime()?.block_on(kill_pods(a)),
+        Command::Chaos(ChaosCmd::Run(a)) => {
+            let opts = crate::chaos::runner::RunOpts {
+                exe: std::env::current_exe().context("locating the histofed binary")?,
+                out: a.out.clone(),
+                baseline: !a.no_baseline,
+            };
+            let results = crate::chaos::run_all(&a.path, &opts, a.quick)?;
+            println!("{}", crate::chaos::report::render_table(&results));
+            println!("reports: {}/chaos-report.md and .json", a.out.display());
+            let failed: Vec<&str> = results.iter().filter(|r| !r.passed()).map(|r| r.name.as_str()).collect();
+            if !failed.is_empty() {
+                bail!("{} of {} scenarios failed: {}", failed.len(), results.len(), failed.join(", "));
+            }
+            Ok(())
+        }
         Command::Site(a) => {
             let mut cfg = load_config(&a.config, None)?;
             if let Some(s) = a.server {
@@ -388,7 +424,7 @@ fn run(cmd: Command) -> Result<()> {
                     .with_context(|| format!("pod name {pod:?} does not end in -N (a StatefulSet ordinal)"))?,
                 (None, None) => bail!("give --site-id or --site-id-from-pod-name"),
             };
-            runtime()?.block_on(run_site(cfg, site_id, protocol, a.http))
+            runtime()?.block_on(run_site(cfg, site_id, protocol, a.http, a.stay_up))
         }
         Command::Train(a) => train(a),
         Command::Certs(c) => certs(c),
@@ -515,6 +551,11 @@ async fn wait_for_signal() {
             std::future::pending::<()>().await
         }
     }
+}
+
+/// The role already finished successfully (it only waited for a signal, with --stay-up).
+fn finished_ok(exit: &Exit) -> bool {
+    exit.lock().map(|e| matches!(*e, Some(Ok(_)))).unwrap_or(false)
 }
 
 fn take_exit(exit: &Exit) -> Option<Result<String, String>> {
@@ -703,6 +744,7 @@ pub async fn run_server(cfg: Config, opts: ServerOpts) -> Result<()> {
         },
         restart_policy: RestartPolicy::default(),
         obs: obs.clone(),
+        stay_up: opts.stay_up,
     };
     serve_http(
         opts.http,
@@ -721,10 +763,13 @@ pub async fn run_server(cfg: Config, opts: ServerOpts) -> Result<()> {
     tokio::select! {
         _ = handle => {},
         _ = wait_for_signal() => {
-            tracing::warn!("signal received; stopping (completed rounds are checkpointed)");
             server.stop(Some("signal".into()));
-            node.shutdown().await;
-            bail!("interrupted");
+            // With --stay-up a finished run waits for exactly this signal.
+            if !finished_ok(&exit) {
+                node.shutdown().await;
+                tracing::warn!("signal received; stopping (completed rounds are checkpointed)");
+                bail!("interrupted");
+            }
         }
     }
     if node.refused_handshakes() > 0 {
@@ -735,9 +780,6 @@ pub async fn run_server(cfg: Config, opts: ServerOpts) -> Result<()> {
         Some(Ok(msg)) => {
             tracing::info!(%msg, "run finished");
             println!("{msg}; outputs in {}", out.display());
-            if opts.stay_up {
-                stay_up().await;
-            }
             Ok(())
         }
         Some(Err(msg)) => bail!("run failed: {msg}"),
@@ -770,7 +812,7 @@ async fn watch_site_pods(server: ActorRef<ServerMsg>, selector: &str) {
     });
 }
 
-pub async fn run_site(cfg: Config, site_id: u32, protocol: u32, http: Option<SocketAddr>) -> Result<()> {
+pub async fn run_site(cfg: Config, site_id: u32, protocol: u32, http: Option<SocketAddr>, stay_up: bool) -> Result<()> {
     tch::set_num_threads(cfg.runtime.threads);
     if site_id >= cfg.federation.sites {
         bail!("--site-id {site_id} is outside 0..{} (federation.sites)", cfg.federation.sites);
@@ -835,6 +877,7 @@ pub async fn run_site(cfg: Config, site_id: u32, protocol: u32, http: Option<Soc
         store: Some(store.clone()),
         give_up: cfg.cluster.site_give_up_secs.map(Duration::from_secs_f64),
         protocol,
+        stay_up,
     };
     let readiness = crate::observability::Readiness::new("starting");
     let status = crate::observability::StatusHandle::default();
@@ -859,8 +902,10 @@ pub async fn run_site(cfg: Config, site_id: u32, protocol: u32, http: Option<Soc
         _ = handle => {},
         _ = wait_for_signal() => {
             site.stop(Some("signal".into()));
-            node.shutdown().await;
-            bail!("interrupted");
+            if !finished_ok(&exit) {
+                node.shutdown().await;
+                bail!("interrupted");
+            }
         }
     }
     node.shutdown().await;

@@ -20,6 +20,8 @@ pub enum Fault {
     TrainerOom { site: u32, round: u64, fits_batch: u32 },
     /// The site sends a corrupted update in `round`.
     BadUpdate { site: u32, round: u64, what: BadUpdate },
+    /// The site's job in `round` stalls for `secs` before training (a straggler, e.g. past the round deadline).
+    SlowSite { site: u32, round: u64, secs: f64 },
 }
 
 /// How a bad update is corrupted.
@@ -42,7 +44,8 @@ impl Fault {
             Fault::TrainerPanic { site, .. }
             | Fault::NanLoss { site, .. }
             | Fault::TrainerOom { site, .. }
-            | Fault::BadUpdate { site, .. } => *site,
+            | Fault::BadUpdate { site, .. }
+            | Fault::SlowSite { site, .. } => *site,
         }
     }
 }
@@ -76,6 +79,11 @@ impl FaultPlan {
                 }
                 Fault::TrainerOom { round: r, fits_batch, .. } if *r == round && batch > *fits_batch => {
                     return InjectedFault::OutOfMemory { floor: *fits_batch };
+                }
+                Fault::SlowSite { round: r, secs, .. } if *r == round && *secs > 0.0 => {
+                    let delay_ms = (*secs * 1000.0) as u64;
+                    *secs = 0.0;
+                    return InjectedFault::Slow { delay_ms };
                 }
                 _ => {}
             }

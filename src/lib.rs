@@ -4,6 +4,7 @@
 //! - [`cli`] and [`launcher`] wire configuration, telemetry, the cluster and the actors together;
 //! - [`actors`] are the roles (server, site, generator-trainer, evaluator), thin shells over the libraries;
 //! - [`cluster`] is everything about the network (ractor_cluster nodes, sessions, events, the bulk data plane);
+//! - [`chaos`] runs fault scenarios against a real local federation and reports what survived;
 //! - [`kube`] is everything about the Kubernetes API (site membership from pods, the pod-killing chaos tool);
 //! - [`observability`] serves health, readiness, Prometheus metrics and status over HTTP; [`plots`] and
 //!   [`report_html`] turn a run report into pictures and a page;
@@ -17,6 +18,7 @@ pub mod actors;
 pub mod benchmarks;
 pub mod centralized;
 pub mod certs;
+pub mod chaos;
 pub mod cli;
 pub mod cluster;
 pub mod config;

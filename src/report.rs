@@ -60,6 +60,9 @@ pub struct RoundRecord {
     pub global_step_norm: f64,
     pub wall_secs: f64,
     pub aggregate_secs: f64,
+    /// When the round became durable (its checkpoint written), milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub completed_unix_ms: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -72,6 +72,8 @@ pub enum InjectedFault {
     NonFinite,
     /// Fail as if the device ran out of memory (unless the batch is already at or below `floor`).
     OutOfMemory { floor: u32 },
+    /// Stall this long before training (a straggler).
+    Slow { delay_ms: u64 },
 }
 
 /// Mean losses over a site's local steps.
@@ -176,6 +178,7 @@ impl LocalTrainer {
                 }))
             }
             InjectedFault::OutOfMemory { .. } => {}
+            InjectedFault::Slow { delay_ms } => std::thread::sleep(std::time::Duration::from_millis(delay_ms)),
         }
         let start = Instant::now();
         let resumed = self.checkpoints.as_ref().and_then(|c| c.store.load_progress(job.round, &job.global_sha256));

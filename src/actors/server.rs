@@ -72,6 +72,9 @@ pub struct ServerArgs {
     pub restart_policy: RestartPolicy,
     /// Shared with the HTTP endpoint: what `/metrics`, `/status` and `/readyz` show.
     pub obs: Observed,
+    /// After a successful run, stay up and tell every site that (re)joins that the run is over (under a
+    /// Deployment/StatefulSet, which restart whatever exits).
+    pub stay_up: bool,
 }
 
 /// The handles the server keeps current for its HTTP endpoint (cheap clones of shared state).
@@ -149,6 +152,9 @@ pub struct ServerState {
     bulk: BulkServer,
     bulk_seen: (u64, u64),
     obs: Observed,
+    stay_up: bool,
+    /// The run ended successfully (with `stay_up`): why, for sites that join later.
+    finished: Option<String>,
     tokens: HashMap<u32, u64>,
     blob: Option<BlobRef>,
     progress: Progress,
@@ -315,7 +321,13 @@ impl ServerState {
         self.broadcast_shutdown(&reason);
         self.progress.rounds.finish();
         self.progress.sites.finish_and_clear();
+        let ok = outcome.is_ok();
         set_exit(&self.exit, outcome);
+        if ok && self.stay_up {
+            tracing::info!("run finished; staying up: sites that join are told so");
+            self.finished = Some(reason);
+            return;
+        }
         // Let the shutdown frames leave before the node goes down.
         stop_after(me, Duration::from_millis(300));
     }
@@ -419,6 +431,8 @@ impl Actor for ServerActor {
             bulk,
             bulk_seen: (0, 0),
             obs: a.obs,
+            stay_up: a.stay_up,
+            finished: None,
             tokens: HashMap::new(),
             blob: None,
             progress: Progress { rounds, sites },
@@ -442,6 +456,10 @@ impl Actor for ServerActor {
                     tracing::warn!(site_id, "hello from a site that is not in the sites group; ignored");
                     return Ok(());
                 };
+                if let Some(reason) = &st.finished {
+                    let _ = actor.cast(SiteMsg::FromServer(Ok(ToSite::Shutdown { reason: reason.clone() })));
+                    return Ok(());
+                }
                 if protocol != PROTOCOL_VERSION {
                     let reason =
                         format!("protocol version {protocol} is not supported (server speaks {PROTOCOL_VERSION})");
@@ -551,6 +569,7 @@ impl Actor for ServerActor {
                     }
                 }
             },
+            ServerMsg::Heartbeat { .. } if st.finished.is_some() => {}
             ServerMsg::Heartbeat { at: now } => {
                 st.heartbeat_ticks += 1;
                 let period = st.cfg.federation.heartbeat_secs;
@@ -767,6 +786,7 @@ async fn finish_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<
         global_step_norm: step,
         wall_secs: st.round_started.elapsed().as_secs_f64(),
         aggregate_secs: st.aggregate_secs,
+        completed_unix_ms: 0,
     };
     let parts = vec![
         ("generator".to_string(), st.global.strip_prefix(GENERATOR)),
@@ -852,6 +872,7 @@ async fn on_saved(
     };
     let Some(Persisting { mut record, .. }) = st.persisting.take() else { return Ok(()) };
     record.checkpoint = checkpoint;
+    record.completed_unix_ms = now_ms();
     st.obs.metrics.checkpoint_written();
     st.obs.metrics.round_completed(round, record.wall_secs);
     let mean_losses = record.mean_losses;

@@ -62,6 +62,8 @@ pub struct SiteArgs {
     pub give_up: Option<Duration>,
     /// Protocol version this site announces (always `PROTOCOL_VERSION` except in compatibility tests).
     pub protocol: u32,
+    /// After the server ends the run, stay idle instead of exiting (a StatefulSet restarts whatever exits).
+    pub stay_up: bool,
 }
 
 /// A round the server asked for whose weights are still being fetched.
@@ -87,6 +89,7 @@ pub struct SiteState {
     bulk_port: Option<u16>,
     pending: Option<PendingRound>,
     last_contact: Instant,
+    finished: bool,
 }
 
 impl SiteState {
@@ -228,6 +231,7 @@ impl Actor for SiteActor {
             bulk_port: None,
             pending: None,
             last_contact: Instant::now(),
+            finished: false,
         })
     }
 
@@ -328,7 +332,7 @@ impl Actor for SiteActor {
                 Err(reason) => tracing::warn!(round, %reason, "update not delivered"),
             },
             SiteMsg::GiveUpCheck => {
-                let Some(limit) = st.args.give_up else { return Ok(()) };
+                let Some(limit) = st.args.give_up.filter(|_| !st.finished) else { return Ok(()) };
                 if st.last_contact.elapsed() > limit {
                     let reason = format!(
                         "no word from the server at {} for {:.0} s (cluster.site_give_up_secs); giving up",
@@ -350,9 +354,19 @@ impl Actor for SiteActor {
                 me.stop(Some(reason));
             }
             SiteMsg::FromServer(Ok(ToSite::Shutdown { reason })) => {
+                if st.finished {
+                    return Ok(());
+                }
                 tracing::info!(%reason, "server ended the run");
                 set_exit(&st.args.exit, Ok(reason.clone()));
-                me.stop(Some(reason));
+                if st.args.stay_up {
+                    tracing::info!("staying up (--stay-up) until SIGTERM");
+                    st.finished = true;
+                    st.job = None;
+                    st.pending = None;
+                } else {
+                    me.stop(Some(reason));
+                }
             }
             SiteMsg::FromServer(Err(e)) => tracing::warn!(error = %e, "dropped a malformed frame from the server"),
             SiteMsg::TrainerDone(Ok(result)) => {

@@ -285,6 +285,9 @@ async fn run_watch(
     use ::kube::runtime::WatchStreamExt;
     let mut stream = ::kube::runtime::watcher(api, config).default_backoff().boxed();
     let mut tracker = SiteTracker::new();
+    // A cluster where pods cannot reach the API answers every retry with the same error: say it once, then
+    // quietly (debug) until the watch works again.
+    let mut failing = false;
     loop {
         let item = tokio::select! {
             item = stream.next() => item,
@@ -293,6 +296,10 @@ async fn run_watch(
         let Some(item) = item else { return Ok(()) };
         match item {
             Ok(ev) => {
+                if failing {
+                    tracing::info!("site watch works again");
+                    failing = false;
+                }
                 for e in tracker.handle(ev) {
                     tracing::info!(site_id = e.site_id(), pod = e.pod(), event = ?e, "site membership");
                     if tx.send(e).await.is_err() {
@@ -306,7 +313,12 @@ async fn run_watch(
                     tracing::error!(error = %err, "site watch stopped");
                     return Err(err);
                 }
-                tracing::warn!(error = %err, "site watch error; retrying with backoff");
+                if failing {
+                    tracing::debug!(error = %err, "site watch error; retrying with backoff");
+                } else {
+                    tracing::warn!(error = %err, "site watch error; retrying with backoff (further errors at debug level)");
+                    failing = true;
+                }
             }
         }
     }
