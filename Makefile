@@ -5,7 +5,7 @@ TORCH_STAMP := .libtorch/.stamp-torch-2.13.0
 CARGO ?= cargo
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: setup build demo test test-long k8s-validate test-k8s e2e-k8s lint fmt clean-runs
+.PHONY: setup build demo test test-long chaos k8s-validate test-k8s e2e-k8s lint fmt clean-runs
 
 $(TORCH_STAMP): scripts/setup_libtorch.py
 	@command -v python3 >/dev/null 2>&1 || { echo "error: python3 (3.11 with pip) is needed to fetch libtorch; install it and rerun 'make'"; exit 1; }
@@ -49,3 +49,7 @@ fmt:
 
 clean-runs:
 	rm -rf runs
+
+## chaos: every chaos scenario with fault-free twins → runs/chaos/chaos-report.md (partition and disk-full need root)
+chaos: build
+	./target/debug/histofed chaos run chaos/ --out runs/chaos

@@ -67,6 +67,8 @@ pub struct FederationConfig {
     pub min_batch_size: u32,
     /// Updates farther than this (L2) from the global weights are rejected; absent = no bound.
     pub max_update_norm: Option<f64>,
+    /// Wait before retrying a round that missed quorum, times the attempt number (1×, 2×, 3× …).
+    pub retry_backoff_secs: f64,
     /// A site checkpoints its local training every this many steps, to resume the round after a restart
     /// (0 = only the finished update is kept).
     pub local_checkpoint_every: u32,
@@ -166,6 +168,7 @@ impl Default for FederationConfig {
             min_batch_size: 4,
             max_update_norm: None,
             local_checkpoint_every: 10,
+            retry_backoff_secs: 1.0,
         }
     }
 }
@@ -260,6 +263,9 @@ impl Config {
             if !positive(v) {
                 return bad(format!("federation.{key} = {v} must be a positive number of seconds"));
             }
+        }
+        if !(f.retry_backoff_secs.is_finite() && f.retry_backoff_secs >= 0.0) {
+            return bad(format!("federation.retry_backoff_secs = {} must be zero or positive", f.retry_backoff_secs));
         }
         if !(f.grace_secs.is_finite() && f.grace_secs >= 0.0) {
             return bad(format!("federation.grace_secs = {} must be zero or positive", f.grace_secs));

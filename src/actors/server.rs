@@ -744,7 +744,11 @@ fn retry_round(
     tracing::warn!(round, received, needed, attempt = st.attempt, "round missed quorum; retrying");
     st.obs.metrics.round_retried();
     st.event(None, "round-retried", format!("{received} of {needed} updates"));
-    me.cast(ServerMsg::StartRound)?;
+    // Back off before the next attempt (longer each time): an immediate retry would meet the same conditions —
+    // the same sites missing, the same bad update — and burn the retry budget in milliseconds.
+    let delay = Duration::from_secs_f64(st.cfg.federation.retry_backoff_secs * f64::from(st.attempt));
+    st.publish_status(&format!("round {round} missed quorum; retrying in {:.1} s", delay.as_secs_f64()));
+    me.send_after(delay, || ServerMsg::StartRound);
     Ok(())
 }
 

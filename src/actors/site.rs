@@ -139,7 +139,7 @@ impl SiteState {
     }
 
     /// Keeps the finished update on disk (when `global_sha256` is given), then uploads it (off this actor).
-    fn upload(&self, me: &ActorRef<SiteMsg>, meta: UpdateMeta, update: Weights, global_sha256: Option<String>) {
+    fn upload(&mut self, me: &ActorRef<SiteMsg>, meta: UpdateMeta, update: Weights, global_sha256: Option<String>) {
         let round = meta.round;
         let (Some(token), Some(port)) = (self.token, self.bulk_port) else {
             tracing::warn!(round, "no admission token or bulk endpoint yet; the update waits for the round's resend");
@@ -147,23 +147,32 @@ impl SiteState {
         };
         let (me, opts, addr, site_id, store) =
             (me.clone(), self.args.bulk.clone(), self.bulk_addr(port), self.args.site_id, self.args.store.clone());
+        // Injected bad updates (tests, chaos) corrupt what is sent, never what is kept on disk: a re-sent update is
+        // the real one.
+        let corruption = self.args.faults.bad_update(round);
         tokio::spawn(async move {
-            let encoded = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, Vec<u8>), String> {
-                let meta_bytes = meta.encode()?;
+            let encoded = tokio::task::spawn_blocking(move || -> Result<(u64, Vec<u8>, Vec<u8>), String> {
+                let mut meta = meta;
+                let mut update = update;
                 if let (Some(store), Some(sha)) = (store, global_sha256) {
-                    let f = Finished { round: meta.round, global_sha256: sha, meta_hex: hex::encode(&meta_bytes) };
+                    let f = Finished { round: meta.round, global_sha256: sha, meta_hex: hex::encode(meta.encode()?) };
                     if let Err(e) = store.save_finished(&f, &update) {
                         tracing::warn!(round = meta.round, error = %e, "cannot keep the finished update on disk");
                     }
                 }
+                if let Some(what) = corruption {
+                    tracing::warn!(round = meta.round, ?what, "injecting a bad update");
+                    meta.round = faults::corrupt(&mut update, meta.round, what);
+                }
                 let body = update.to_safetensors(None).map_err(|e| format!("cannot encode weights: {e}"))?;
-                Ok((meta_bytes, body))
+                Ok((meta.round, meta.encode()?, body))
             })
             .await
             .unwrap_or_else(|e| Err(format!("encoding the update failed: {e}")));
             let result = match encoded {
-                Ok((meta, body)) => {
-                    bulk::upload(addr, &opts, site_id, token, round, &meta, &body).await.map_err(|e| e.to_string())
+                // The upload names the round the metadata claims (a stale-round injection claims an older one).
+                Ok((claimed, meta, body)) => {
+                    bulk::upload(addr, &opts, site_id, token, claimed, &meta, &body).await.map_err(|e| e.to_string())
                 }
                 Err(e) => Err(e),
             };
@@ -374,12 +383,8 @@ impl Actor for SiteActor {
                 if job.round != result.round {
                     return Ok(());
                 }
-                let mut update = result.weights;
-                let mut claimed_round = job.round;
-                if let Some(what) = st.args.faults.bad_update(job.round) {
-                    tracing::warn!(round = job.round, ?what, "injecting a bad update");
-                    claimed_round = faults::corrupt(&mut update, job.round, what);
-                }
+                let update = result.weights;
+                let claimed_round = job.round;
                 tracing::info!(
                     round = job.round,
                     d_loss = result.losses.d_loss,

@@ -193,7 +193,7 @@ pub fn base_config() -> Config {
     c.data.partition = "dirichlet:0.5:min=8".into();
     c.model.preset = "tiny".into();
     c.cluster.reconnect_secs = 0.2;
-    c.cluster.site_give_up_secs = Some(60.0);
+    c.cluster.site_give_up_secs = Some(15.0);
     c.runtime.threads = 1;
     c.runtime.grid_per_class = 2;
     c
