@@ -31,7 +31,14 @@
 #    runs from this host with the admin kubeconfig; NetworkPolicies are accepted but not enforced (bridge CNI).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-shared=${HISTOFED_SHARED:-$root/../shared}
+shared=${HISTOFED_SHARED:-}
+if [ -z "$shared" ]; then
+  # Beside a checkout in /work, or the machine's copy for a clone elsewhere (CI clones into a temporary folder).
+  for c in "$root/../shared" /work/shared; do
+    if [ -x "$c/k8s/node-up.sh" ]; then shared=$c; break; fi
+  done
+fi
+[ -n "$shared" ] || { echo "e2e: no shared/k8s kit found (set HISTOFED_SHARED)" >&2; exit 1; }
 K=$shared/k8s
 out=$(realpath -m "${E2E_OUT:-$root/target/k8s-e2e}")
 rounds=${E2E_ROUNDS:-14}
