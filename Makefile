@@ -5,7 +5,7 @@ TORCH_STAMP := .libtorch/.stamp-torch-2.13.0
 CARGO ?= cargo
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: setup build demo test test-long chaos k8s-validate test-k8s e2e-k8s lint fmt clean-runs
+.PHONY: setup build demo test test-long chaos chaos-k8s k8s-validate test-k8s e2e-k8s lint fmt clean-runs
 
 $(TORCH_STAMP): scripts/setup_libtorch.py
 	@command -v python3 >/dev/null 2>&1 || { echo "error: python3 (3.11 with pip) is needed to fetch libtorch; install it and rerun 'make'"; exit 1; }
@@ -53,3 +53,8 @@ clean-runs:
 ## chaos: every chaos scenario with fault-free twins → runs/chaos/chaos-report.md (partition and disk-full need root)
 chaos: build
 	./target/debug/histofed chaos run chaos/ --out runs/chaos
+
+## chaos-k8s: the Kubernetes chaos scenarios in real pods — repeated site-pod kills during training, a server-pod kill —
+## with the e2e invariants (every round once, killed sites rejoin, the server resumes from its checkpoint)
+chaos-k8s: build
+	E2E_ROUNDS=24 E2E_KILLS=5 E2E_KILL_EVERY=6s E2E_OUT=target/k8s-chaos scripts/e2e_k8s.sh
