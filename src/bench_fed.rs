@@ -459,7 +459,7 @@ impl FederationRow {
     }
 }
 
-/// A child process that is killed and reaped when dropped (unless already reaped by [`Proc::wait_rusage`]).
+/// A child process that is killed and reaped when dropped (unless [`Proc::try_reap`] already reaped it).
 struct Proc {
     child: Child,
     reaped: Option<(i32, u64)>,
@@ -470,8 +470,9 @@ impl Proc {
     fn try_reap(&mut self) -> Option<(i32, u64)> {
         if self.reaped.is_none() {
             let mut status = 0;
-            // SAFETY: plain libc calls on a zeroed rusage and our own child's pid.
+            // SAFETY: rusage is plain old data, all-zero is a valid value.
             let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+            // SAFETY: wait4 on our own child's pid, writing into two locals that outlive the call.
             let pid = unsafe { libc::wait4(self.child.id() as i32, &mut status, libc::WNOHANG, &mut ru) };
             if pid > 0 {
                 // ru_maxrss is in KiB on Linux.
@@ -615,7 +616,7 @@ pub fn federation_bench(opts: &FederationOpts) -> Result<FederationRow, String> 
         std::thread::sleep(Duration::from_millis(50));
     };
     if server_end.0 != 0 {
-        return Err(format!("server exited with status {} (logs in {})", server_end.0, opts.dir.display()));
+        return Err(format!("server ended with wait status {} (logs in {})", server_end.0, opts.dir.display()));
     }
     // Sites leave once the server ends the run; give them a few seconds, then they are killed on drop.
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -212,6 +212,53 @@ enum CertsCmd {
 enum BenchCmd {
     /// Per-step GAN training time in tch and in the same model written in PyTorch-Python, side by side.
     Models(BenchModelsCmd),
+    /// P1: weights server → site → server through the bulk plane (plain and mTLS) vs raw TCP on loopback.
+    Transfer(BenchTransferCmd),
+    /// P3: streaming FedAvg over K updates of P parameters vs a memcpy of the same bytes.
+    Aggregate(BenchAggregateCmd),
+    /// P2: seconds per round of a real federation (server + K site processes, the no-op bench model) vs the raw-TCP
+    /// floor of moving the same bytes.
+    Federation(BenchFederationCmd),
+}
+
+#[derive(Args, Debug)]
+struct BenchTransferCmd {
+    /// Sizes in MB.
+    #[arg(long, value_delimiter = ',', default_value = "40,400")]
+    sizes: Vec<usize>,
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+}
+
+#[derive(Args, Debug)]
+struct BenchAggregateCmd {
+    #[arg(long, default_value_t = 8)]
+    sites: usize,
+    #[arg(long, default_value_t = 10_000_000)]
+    params: usize,
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+}
+
+#[derive(Args, Debug)]
+struct BenchFederationCmd {
+    #[arg(long, default_value_t = 8)]
+    sites: u32,
+    #[arg(long, default_value_t = 10_000_000)]
+    params: u64,
+    /// Counted rounds (after the warm-up rounds).
+    #[arg(long, default_value_t = 20)]
+    rounds: u64,
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+    /// Working folder (checkpoints of P-sized models: P=100M writes ~2.7 GB).
+    #[arg(long, default_value = "runs/bench-federation")]
+    dir: PathBuf,
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Heartbeat period (default: the configuration's).
+    #[arg(long)]
+    heartbeat_secs: Option<f64>,
 }
 
 #[derive(Args, Debug)]
@@ -428,6 +475,31 @@ fn run(cmd: Command) -> Result<()> {
         }
         Command::Train(a) => train(a),
         Command::Certs(c) => certs(c),
+        Command::Bench(BenchCmd::Transfer(a)) => {
+            let rows = crate::bench_fed::transfer_bench(&a.sizes, a.reps).map_err(anyhow::Error::msg)?;
+            println!("{}\n{}", crate::bench_fed::machine_line(), crate::bench_fed::render_transfer(&rows));
+            Ok(())
+        }
+        Command::Bench(BenchCmd::Aggregate(a)) => {
+            let row = crate::bench_fed::aggregate_bench(a.sites, a.params, a.reps).map_err(anyhow::Error::msg)?;
+            println!("{}\n{}", crate::bench_fed::machine_line(), crate::bench_fed::render_aggregate(&[row]));
+            Ok(())
+        }
+        Command::Bench(BenchCmd::Federation(a)) => {
+            let opts = crate::bench_fed::FederationOpts {
+                exe: std::env::current_exe().context("locating the histofed binary")?,
+                dir: a.dir,
+                sites: a.sites,
+                params: a.params,
+                rounds: a.rounds,
+                warmup: a.warmup,
+                timeout: a.timeout,
+                heartbeat_secs: a.heartbeat_secs,
+            };
+            let row = crate::bench_fed::federation_bench(&opts).map_err(anyhow::Error::msg)?;
+            println!("{}\n{}", crate::bench_fed::machine_line(), crate::bench_fed::render_federation(&[row]));
+            Ok(())
+        }
         Command::Bench(BenchCmd::Models(a)) => bench_models(a),
         Command::Dataset(DatasetCmd::Synth(a)) => synth(a),
         Command::Partition(a) => show_partition(&load_config(&a.config, None)?, &a.png),

@@ -15,6 +15,7 @@
 //! See ARCHITECTURE.md for the data path and the module map.
 
 pub mod actors;
+pub mod bench_fed;
 pub mod benchmarks;
 pub mod centralized;
 pub mod certs;

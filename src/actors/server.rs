@@ -25,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use ractor::{pg, Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 use crate::actors::checkpoint_writer::CheckpointWriter;
 use crate::actors::evaluator::{EvaluatorActor, EvaluatorArgs};
@@ -450,173 +451,10 @@ impl Actor for ServerActor {
         msg: ServerMsg,
         st: &mut ServerState,
     ) -> Result<(), ActorProcessingErr> {
-        match msg {
-            ServerMsg::FromSite(Ok(ToServer::Hello { protocol, site_id, num_samples, class_counts })) => {
-                let Some(actor) = ServerState::site_actor(site_id) else {
-                    tracing::warn!(site_id, "hello from a site that is not in the sites group; ignored");
-                    return Ok(());
-                };
-                if let Some(reason) = &st.finished {
-                    let _ = actor.cast(SiteMsg::FromServer(Ok(ToSite::Shutdown { reason: reason.clone() })));
-                    return Ok(());
-                }
-                if protocol != PROTOCOL_VERSION {
-                    let reason =
-                        format!("protocol version {protocol} is not supported (server speaks {PROTOCOL_VERSION})");
-                    tracing::warn!(site_id, %reason, "refusing site");
-                    st.event(Some(site_id), "site-refused", reason.clone());
-                    st.obs.metrics.site_event(SiteEvent::Refused);
-                    let _ = actor.cast(SiteMsg::FromServer(Ok(ToSite::Refused { reason })));
-                    return Ok(());
-                }
-                if st.mtls {
-                    // The certificate, not the actor name, says who this is.
-                    let expected = crate::certs::site_name(site_id);
-                    let proven = crate::cluster::verified_node(&st.node, actor.get_id().node()).await;
-                    if proven.as_deref() != Some(expected.as_str()) {
-                        let reason = format!(
-                            "claims site {site_id} but its certificate is for {}",
-                            proven.as_deref().unwrap_or("nobody")
-                        );
-                        tracing::warn!(site_id, %reason, "refusing site");
-                        st.event(Some(site_id), "site-refused", reason.clone());
-                        st.obs.metrics.site_event(SiteEvent::Refused);
-                        let _ = actor.cast(SiteMsg::FromServer(Ok(ToSite::Refused { reason })));
-                        return Ok(());
-                    }
-                }
-                if site_id >= st.cfg.federation.sites {
-                    let reason = format!("site id {site_id} is outside 0..{}", st.cfg.federation.sites);
-                    let _ = actor.cast(SiteMsg::FromServer(Ok(ToSite::Refused { reason })));
-                    return Ok(());
-                }
-                tracing::info!(site_id, num_samples, "site joined");
-                st.sites.remove(&site_id);
-                st.admit(site_id, actor)?;
-                st.report.site_classes.insert(site_id, class_counts);
-                st.progress.sites.set_message(format!("{} joined", st.sites.len()));
-                if st.waiting_to_start && st.sites.len() as u32 >= st.cfg.federation.sites {
-                    st.waiting_to_start = false;
-                    me.cast(ServerMsg::StartRound)?;
-                }
-            }
-            ServerMsg::JoinTimeout => {
-                if st.waiting_to_start {
-                    if st.sites.len() as u32 >= st.cfg.federation.min_sites {
-                        tracing::warn!(joined = st.sites.len(), "starting with a quorum of sites");
-                        st.waiting_to_start = false;
-                        me.cast(ServerMsg::StartRound)?;
-                    } else {
-                        st.join_deadlines_missed += 1;
-                        if st.join_deadlines_missed > st.cfg.federation.max_round_retries {
-                            let msg = format!(
-                                "only {} of the {} sites needed joined in time",
-                                st.sites.len(),
-                                st.cfg.federation.min_sites
-                            );
-                            st.finish_run(&me, Err(msg));
-                            return Ok(());
-                        }
-                        me.send_after(Duration::from_secs_f64(st.cfg.federation.join_timeout_secs), || {
-                            ServerMsg::JoinTimeout
-                        });
-                    }
-                }
-            }
-            ServerMsg::StartRound => start_round(&me, st)?,
-            ServerMsg::Upload(up) => {
-                on_upload(st, up);
-                check_round(&me, st).await?;
-            }
-            ServerMsg::Saved { round, result } => on_saved(&me, st, round, result).await?,
-            ServerMsg::Evaluated { round, result } => on_evaluated(&me, st, round, result),
-            ServerMsg::RestartChild(which) => restart_child(&me, st, which).await?,
-            ServerMsg::Kube(ev) => on_kube(&me, st, ev).await?,
-            ServerMsg::FinishNow => {
-                if let Some(outcome) = st.finishing.take() {
-                    tracing::warn!("the final evaluation did not come back in time; finishing without it");
-                    st.pending_eval.clear();
-                    st.finish_run(&me, outcome);
-                }
-            }
-            ServerMsg::FromSite(Ok(ToServer::OutOfRound { site_id, round, reason })) => {
-                tracing::warn!(site_id, round, %reason, "site is out of the round");
-                if let Some(current) = st.current.as_mut() {
-                    if current.round == round {
-                        current.on_site_dropped(site_id);
-                    }
-                }
-                check_round(&me, st).await?;
-            }
-            ServerMsg::FromSite(Err(e)) => {
-                st.obs.metrics.bad_frame();
-                tracing::warn!(error = %e, "dropped a malformed frame");
-                st.rejected.push((u32::MAX, format!("malformed frame: {e}")));
-            }
-            ServerMsg::FromSite(Ok(ToServer::Pong { site_id, seq })) => match st.sites.get_mut(&site_id) {
-                Some(site) => {
-                    while let Some((_, sent)) = site.unanswered.front().filter(|(s, _)| *s <= seq).copied() {
-                        st.obs.metrics.heartbeat_answered(sent.elapsed().as_secs_f64());
-                        site.unanswered.pop_front();
-                    }
-                }
-                None => {
-                    // A site we declared lost (hung, partitioned) answers again: it is back.
-                    if let Some(actor) = ServerState::site_actor(site_id) {
-                        if st.report.site_classes.contains_key(&site_id) {
-                            st.admit(site_id, actor)?;
-                        }
-                    }
-                }
-            },
-            ServerMsg::Heartbeat { .. } if st.finished.is_some() => {}
-            ServerMsg::Heartbeat { at: now } => {
-                st.heartbeat_ticks += 1;
-                let period = st.cfg.federation.heartbeat_secs;
-                st.ping_seq += 1;
-                let seq = st.ping_seq;
-                for site in st.sites.values_mut() {
-                    site.unanswered.push_back((seq, now));
-                    let _ = site.actor.cast(SiteMsg::FromServer(Ok(ToSite::Ping { seq })));
-                }
-                let limit = Duration::from_secs_f64(ANSWER_WITHIN_PERIODS * period);
-                let hung: Vec<(u32, f64)> = st
-                    .sites
-                    .iter()
-                    .filter_map(|(id, s)| {
-                        let (_, sent) = s.unanswered.front()?;
-                        let waited = now.saturating_duration_since(*sent);
-                        (waited > limit).then_some((*id, waited.as_secs_f64()))
-                    })
-                    .collect();
-                for (id, waited) in hung {
-                    st.obs.metrics.heartbeat_missed();
-                    let detail = format!("no heartbeat answer for {waited:.2} s (period {period} s)");
-                    st.lose(id, "site-unresponsive", detail);
-                }
-                check_round(&me, st).await?;
-            }
-            ServerMsg::GraceExpired { round, attempt } => {
-                let open = st.current.as_ref().is_some_and(|c| c.round == round && c.attempt == attempt);
-                if open {
-                    tracing::info!(round, "grace period over; closing the round with the updates in hand");
-                    finish_round(&me, st).await?;
-                }
-            }
-            ServerMsg::RoundDeadline { round, attempt } => {
-                let Some(current) = &st.current else { return Ok(()) };
-                if current.round != round || current.attempt != attempt {
-                    return Ok(());
-                }
-                tracing::warn!(round, attempt, received = current.received().len(), "round deadline passed");
-                match current.status_at_deadline() {
-                    RoundStatus::Complete => finish_round(&me, st).await?,
-                    RoundStatus::Failed { received, needed } => retry_round(&me, st, received, needed)?,
-                    RoundStatus::Waiting => {}
-                }
-            }
-        }
-        Ok(())
+        // Every log line while handling a message carries the round (and site): JSON logs filter by them.
+        let span =
+            tracing::info_span!("server", round = st.current.as_ref().map(|c| c.round).unwrap_or(st.completed + 1));
+        dispatch(me, msg, st).instrument(span).await
     }
 
     async fn handle_supervisor_evt(
@@ -1071,4 +909,178 @@ fn fold_upload(st: &mut ServerState, up: Upload) {
             st.rejected.push((site_id, format!("{verdict:?}")));
         }
     }
+}
+
+async fn dispatch(me: ActorRef<ServerMsg>, msg: ServerMsg, st: &mut ServerState) -> Result<(), ActorProcessingErr> {
+    match msg {
+        ServerMsg::FromSite(Ok(ToServer::Hello { protocol, site_id, num_samples, class_counts })) => {
+            let Some(actor) = ServerState::site_actor(site_id) else {
+                tracing::warn!(site_id, "hello from a site that is not in the sites group; ignored");
+                return Ok(());
+            };
+            if let Some(reason) = &st.finished {
+                let _ = actor.cast(SiteMsg::FromServer(Ok(ToSite::Shutdown { reason: reason.clone() })));
+                return Ok(());
+            }
+            if protocol != PROTOCOL_VERSION {
+                let reason = format!("protocol version {protocol} is not supported (server speaks {PROTOCOL_VERSION})");
+                tracing::warn!(site_id, %reason, "refusing site");
+                st.event(Some(site_id), "site-refused", reason.clone());
+                st.obs.metrics.site_event(SiteEvent::Refused);
+                let _ = actor.cast(SiteMsg::FromServer(Ok(ToSite::Refused { reason })));
+                return Ok(());
+            }
+            if st.mtls {
+                // The certificate, not the actor name, says who this is.
+                let expected = crate::certs::site_name(site_id);
+                let proven = crate::cluster::verified_node(&st.node, actor.get_id().node()).await;
+                if proven.as_deref() != Some(expected.as_str()) {
+                    let reason = format!(
+                        "claims site {site_id} but its certificate is for {}",
+                        proven.as_deref().unwrap_or("nobody")
+                    );
+                    tracing::warn!(site_id, %reason, "refusing site");
+                    st.event(Some(site_id), "site-refused", reason.clone());
+                    st.obs.metrics.site_event(SiteEvent::Refused);
+                    let _ = actor.cast(SiteMsg::FromServer(Ok(ToSite::Refused { reason })));
+                    return Ok(());
+                }
+            }
+            if site_id >= st.cfg.federation.sites {
+                let reason = format!("site id {site_id} is outside 0..{}", st.cfg.federation.sites);
+                let _ = actor.cast(SiteMsg::FromServer(Ok(ToSite::Refused { reason })));
+                return Ok(());
+            }
+            tracing::info!(site_id, num_samples, "site joined");
+            st.sites.remove(&site_id);
+            st.admit(site_id, actor)?;
+            st.report.site_classes.insert(site_id, class_counts);
+            st.progress.sites.set_message(format!("{} joined", st.sites.len()));
+            if st.waiting_to_start && st.sites.len() as u32 >= st.cfg.federation.sites {
+                st.waiting_to_start = false;
+                me.cast(ServerMsg::StartRound)?;
+            }
+        }
+        ServerMsg::JoinTimeout => {
+            if st.waiting_to_start {
+                if st.sites.len() as u32 >= st.cfg.federation.min_sites {
+                    tracing::warn!(joined = st.sites.len(), "starting with a quorum of sites");
+                    st.waiting_to_start = false;
+                    me.cast(ServerMsg::StartRound)?;
+                } else {
+                    st.join_deadlines_missed += 1;
+                    if st.join_deadlines_missed > st.cfg.federation.max_round_retries {
+                        let msg = format!(
+                            "only {} of the {} sites needed joined in time",
+                            st.sites.len(),
+                            st.cfg.federation.min_sites
+                        );
+                        st.finish_run(&me, Err(msg));
+                        return Ok(());
+                    }
+                    me.send_after(Duration::from_secs_f64(st.cfg.federation.join_timeout_secs), || {
+                        ServerMsg::JoinTimeout
+                    });
+                }
+            }
+        }
+        ServerMsg::StartRound => start_round(&me, st)?,
+        ServerMsg::Upload(up) => {
+            on_upload(st, up);
+            check_round(&me, st).await?;
+        }
+        ServerMsg::Saved { round, result } => on_saved(&me, st, round, result).await?,
+        ServerMsg::Evaluated { round, result } => on_evaluated(&me, st, round, result),
+        ServerMsg::RestartChild(which) => restart_child(&me, st, which).await?,
+        ServerMsg::Kube(ev) => on_kube(&me, st, ev).await?,
+        ServerMsg::FinishNow => {
+            if let Some(outcome) = st.finishing.take() {
+                tracing::warn!("the final evaluation did not come back in time; finishing without it");
+                st.pending_eval.clear();
+                st.finish_run(&me, outcome);
+            }
+        }
+        ServerMsg::FromSite(Ok(ToServer::OutOfRound { site_id, round, reason })) => {
+            tracing::warn!(site_id, round, %reason, "site is out of the round");
+            if let Some(current) = st.current.as_mut() {
+                if current.round == round {
+                    current.on_site_dropped(site_id);
+                }
+            }
+            check_round(&me, st).await?;
+        }
+        ServerMsg::FromSite(Err(e)) => {
+            st.obs.metrics.bad_frame();
+            tracing::warn!(error = %e, "dropped a malformed frame");
+            st.rejected.push((u32::MAX, format!("malformed frame: {e}")));
+        }
+        ServerMsg::FromSite(Ok(ToServer::Pong { site_id, seq })) => match st.sites.get_mut(&site_id) {
+            Some(site) => {
+                while let Some((_, sent)) = site.unanswered.front().filter(|(s, _)| *s <= seq).copied() {
+                    st.obs.metrics.heartbeat_answered(sent.elapsed().as_secs_f64());
+                    site.unanswered.pop_front();
+                }
+            }
+            None => {
+                // A site we declared lost (hung, partitioned) answers again: it is back.
+                if let Some(actor) = ServerState::site_actor(site_id) {
+                    if st.report.site_classes.contains_key(&site_id) {
+                        st.admit(site_id, actor)?;
+                    }
+                }
+            }
+        },
+        ServerMsg::Heartbeat { .. } if st.finished.is_some() => {}
+        ServerMsg::Heartbeat { at: now } => {
+            st.heartbeat_ticks += 1;
+            let period = st.cfg.federation.heartbeat_secs;
+            st.ping_seq += 1;
+            let seq = st.ping_seq;
+            // A ping is stamped when it really leaves; the check below uses the tick's enqueue time. A server
+            // that was blocked sends its pings late and then works through the ticks queued meanwhile: judged
+            // by when they were enqueued, those ticks cannot blame a site for a ping that left after them.
+            let sent = Instant::now();
+            for site in st.sites.values_mut() {
+                site.unanswered.push_back((seq, sent));
+                let _ = site.actor.cast(SiteMsg::FromServer(Ok(ToSite::Ping { seq })));
+            }
+            let limit = Duration::from_secs_f64(ANSWER_WITHIN_PERIODS * period);
+            let hung: Vec<(u32, f64)> = st
+                .sites
+                .iter()
+                .filter_map(|(id, s)| {
+                    let (_, sent) = s.unanswered.front()?;
+                    let waited = now.saturating_duration_since(*sent);
+                    // (`now` is the tick's enqueue time; pings sent after it have waited 0.)
+                    (waited > limit).then_some((*id, waited.as_secs_f64()))
+                })
+                .collect();
+            for (id, waited) in hung {
+                st.obs.metrics.heartbeat_missed();
+                let detail = format!("no heartbeat answer for {waited:.2} s (period {period} s)");
+                st.lose(id, "site-unresponsive", detail);
+            }
+            check_round(&me, st).await?;
+        }
+        ServerMsg::GraceExpired { round, attempt } => {
+            let open = st.current.as_ref().is_some_and(|c| c.round == round && c.attempt == attempt);
+            if open {
+                tracing::info!(round, "grace period over; closing the round with the updates in hand");
+                finish_round(&me, st).await?;
+            }
+        }
+        ServerMsg::RoundDeadline { round, attempt } => {
+            let Some(current) = &st.current else { return Ok(()) };
+            if current.round != round || current.attempt != attempt {
+                return Ok(());
+            }
+            tracing::warn!(round, attempt, received = current.received().len(), "round deadline passed");
+            match current.status_at_deadline() {
+                RoundStatus::Complete => finish_round(&me, st).await?,
+                RoundStatus::Failed { received, needed } => retry_round(&me, st, received, needed)?,
+                RoundStatus::Waiting => {}
+            }
+        }
+    }
+    Ok(())
 }

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use ractor::{pg, Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 use ractor_cluster::NodeServerMessage;
+use tracing::Instrument;
 
 use crate::actors::messages::{
     BlobRef, LocalJob, ServerMsg, SiteMsg, ToServer, ToSite, TrainFailure, TrainFailureKind, TrainerMsg, UpdateMeta,
@@ -151,32 +152,42 @@ impl SiteState {
         // the real one.
         let corruption = self.args.faults.bad_update(round);
         tokio::spawn(async move {
-            let encoded = tokio::task::spawn_blocking(move || -> Result<(u64, Vec<u8>, Vec<u8>), String> {
-                let mut meta = meta;
-                let mut update = update;
-                if let (Some(store), Some(sha)) = (store, global_sha256) {
-                    let f = Finished { round: meta.round, global_sha256: sha, meta_hex: hex::encode(meta.encode()?) };
-                    if let Err(e) = store.save_finished(&f, &update) {
-                        tracing::warn!(round = meta.round, error = %e, "cannot keep the finished update on disk");
+            // Upload first, keep on disk after: the copy on disk only serves a re-send after a restart, so it must
+            // not delay the update (writing a model with fsync takes as long as sending it).
+            let prepared = tokio::task::spawn_blocking(move || -> Result<_, String> {
+                let clean = meta.encode()?;
+                let (claimed, meta_bytes, body) = match corruption {
+                    None => (meta.round, clean.clone(), update.to_safetensors(None).map_err(|e| e.to_string())?),
+                    Some(what) => {
+                        tracing::warn!(round = meta.round, ?what, "injecting a bad update");
+                        let mut bad = update.clone();
+                        let mut bad_meta = meta.clone();
+                        bad_meta.round = faults::corrupt(&mut bad, meta.round, what);
+                        (bad_meta.round, bad_meta.encode()?, bad.to_safetensors(None).map_err(|e| e.to_string())?)
                     }
-                }
-                if let Some(what) = corruption {
-                    tracing::warn!(round = meta.round, ?what, "injecting a bad update");
-                    meta.round = faults::corrupt(&mut update, meta.round, what);
-                }
-                let body = update.to_safetensors(None).map_err(|e| format!("cannot encode weights: {e}"))?;
-                Ok((meta.round, meta.encode()?, body))
+                };
+                Ok((claimed, meta_bytes, body, clean, update))
             })
             .await
             .unwrap_or_else(|e| Err(format!("encoding the update failed: {e}")));
-            let result = match encoded {
+            let (result, keep) = match prepared {
                 // The upload names the round the metadata claims (a stale-round injection claims an older one).
-                Ok((claimed, meta, body)) => {
-                    bulk::upload(addr, &opts, site_id, token, claimed, &meta, &body).await.map_err(|e| e.to_string())
-                }
-                Err(e) => Err(e),
+                Ok((claimed, meta_bytes, body, clean, update)) => (
+                    bulk::upload(addr, &opts, site_id, token, claimed, &meta_bytes, &body)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Some((clean, update)),
+                ),
+                Err(e) => (Err(format!("cannot encode the update: {e}")), None),
             };
             let _ = me.cast(SiteMsg::Uploaded { round, result });
+            if let (Some(store), Some(sha), Some((clean, update))) = (store, global_sha256, keep) {
+                let f = Finished { round, global_sha256: sha, meta_hex: hex::encode(clean) };
+                let saved = tokio::task::spawn_blocking(move || store.save_finished(&f, &update)).await;
+                if let Ok(Err(e)) = saved {
+                    tracing::warn!(round, error = %e, "cannot keep the finished update on disk");
+                }
+            }
         });
     }
 
@@ -245,177 +256,13 @@ impl Actor for SiteActor {
     }
 
     async fn handle(&self, me: ActorRef<SiteMsg>, msg: SiteMsg, st: &mut SiteState) -> Result<(), ActorProcessingErr> {
-        match msg {
-            SiteMsg::Connect => {
-                if st.connected {
-                    return Ok(());
-                }
-                if let Err(e) = cluster::connect(&st.args.node, &st.args.security, st.args.server_addr).await {
-                    st.connect_failures += 1;
-                    let delay = st.args.reconnect * 2u32.pow(st.connect_failures.min(3));
-                    tracing::info!(error = %e, retry_in = ?delay, "server not reachable yet");
-                    me.send_after(delay, || SiteMsg::Connect);
-                }
-            }
-            SiteMsg::Node(NodeEvent::Ready { peer, .. }) => {
-                tracing::info!(%peer, "session ready");
-                st.connected = true;
-                st.connect_failures = 0;
-                st.last_contact = Instant::now();
-                st.find_server();
-            }
-            SiteMsg::Node(NodeEvent::Disconnected { peer, .. }) => {
-                tracing::warn!(%peer, "lost the server; reconnecting");
-                st.connected = false;
-                st.server = None;
-                st.job = None;
-                st.pending = None;
-                st.token = None;
-                me.send_after(st.args.reconnect, || SiteMsg::Connect);
-            }
-            SiteMsg::FromServer(Ok(ToSite::Welcome { protocol, token })) => {
-                st.last_contact = Instant::now();
-                if protocol != st.args.protocol {
-                    tracing::error!(protocol, "server speaks another protocol version");
-                    return Ok(());
-                }
-                tracing::info!(site = st.args.site_id, "admitted by the server");
-                st.token = Some(token);
-            }
-            SiteMsg::FromServer(Ok(ToSite::Train { protocol, round, local_steps, batch_size, hints, weights })) => {
-                st.last_contact = Instant::now();
-                if protocol != st.args.protocol {
-                    tracing::error!(protocol, "server speaks another protocol version");
-                    return Ok(());
-                }
-                tracing::info!(round, local_steps, bytes = weights.len, "round announced; fetching the global weights");
-                st.job = None;
-                st.bulk_port = Some(weights.port);
-                st.pending =
-                    Some(PendingRound { round, local_steps, batch_size, hints, sha256: weights.sha256.clone() });
-                if let Some((finished, update)) =
-                    st.args.store.as_ref().and_then(|s| s.load_finished(round, &weights.sha256))
-                {
-                    // Trained before a restart (ours or the server's): send the same update again.
-                    match hex::decode(&finished.meta_hex)
-                        .map_err(|e| e.to_string())
-                        .and_then(|b| UpdateMeta::decode(&b))
-                    {
-                        Ok(mut meta) => {
-                            tracing::info!(round, "re-sending the update finished before a restart");
-                            st.pending = None;
-                            meta.from_local_checkpoint = true;
-                            st.upload(&me, meta, update, None);
-                            return Ok(());
-                        }
-                        Err(e) => tracing::warn!(round, error = %e, "ignoring an unreadable finished update"),
-                    }
-                }
-                st.fetch(&me, round, weights);
-            }
-            SiteMsg::GlobalFetched { round, result } => {
-                let Some(p) = st.pending.take_if(|p| p.round == round) else { return Ok(()) };
-                match result {
-                    Ok(global) => {
-                        st.job = Some(LocalJob {
-                            round,
-                            global,
-                            local_steps: p.local_steps,
-                            batch_size: p.batch_size,
-                            hints: p.hints,
-                            global_sha256: p.sha256,
-                            fault: InjectedFault::None,
-                        });
-                        st.restarts_this_job = 0;
-                        st.oom_retries = 0;
-                        st.dispatch(&me)?;
-                    }
-                    Err(reason) => {
-                        tracing::error!(round, %reason, "cannot fetch the global weights");
-                        st.send(ToServer::OutOfRound { site_id: st.args.site_id, round, reason });
-                    }
-                }
-            }
-            SiteMsg::Uploaded { round, result } => match result {
-                Ok(()) => tracing::info!(round, "update delivered"),
-                Err(reason) => tracing::warn!(round, %reason, "update not delivered"),
-            },
-            SiteMsg::GiveUpCheck => {
-                let Some(limit) = st.args.give_up.filter(|_| !st.finished) else { return Ok(()) };
-                if st.last_contact.elapsed() > limit {
-                    let reason = format!(
-                        "no word from the server at {} for {:.0} s (cluster.site_give_up_secs); giving up",
-                        st.args.server_addr,
-                        limit.as_secs_f64()
-                    );
-                    tracing::error!(%reason);
-                    set_exit(&st.args.exit, Err(reason.clone()));
-                    me.stop(Some(reason));
-                }
-            }
-            SiteMsg::FromServer(Ok(ToSite::Ping { seq })) => {
-                st.last_contact = Instant::now();
-                st.send(ToServer::Pong { site_id: st.args.site_id, seq });
-            }
-            SiteMsg::FromServer(Ok(ToSite::Refused { reason })) => {
-                tracing::error!(%reason, "the server refused this site");
-                set_exit(&st.args.exit, Err(format!("refused by the server: {reason}")));
-                me.stop(Some(reason));
-            }
-            SiteMsg::FromServer(Ok(ToSite::Shutdown { reason })) => {
-                if st.finished {
-                    return Ok(());
-                }
-                tracing::info!(%reason, "server ended the run");
-                set_exit(&st.args.exit, Ok(reason.clone()));
-                if st.args.stay_up {
-                    tracing::info!("staying up (--stay-up) until SIGTERM");
-                    st.finished = true;
-                    st.job = None;
-                    st.pending = None;
-                } else {
-                    me.stop(Some(reason));
-                }
-            }
-            SiteMsg::FromServer(Err(e)) => tracing::warn!(error = %e, "dropped a malformed frame from the server"),
-            SiteMsg::TrainerDone(Ok(result)) => {
-                let Some(job) = st.job.take() else { return Ok(()) };
-                if job.round != result.round {
-                    return Ok(());
-                }
-                let update = result.weights;
-                let claimed_round = job.round;
-                tracing::info!(
-                    round = job.round,
-                    d_loss = result.losses.d_loss,
-                    g_loss = result.losses.g_loss,
-                    secs = result.train_secs,
-                    resumed_from_step = result.resumed_from_step,
-                    "round trained"
-                );
-                let meta = UpdateMeta {
-                    protocol: st.args.protocol,
-                    site_id: st.args.site_id,
-                    round: claimed_round,
-                    num_samples: st.args.num_samples,
-                    losses: result.losses,
-                    steps: result.steps,
-                    train_secs: result.train_secs,
-                    trainer_restarts: st.restarts_this_job,
-                    batch_size: job.batch_size,
-                    oom_retries: st.oom_retries,
-                    resumed_from_step: result.resumed_from_step,
-                    from_local_checkpoint: false,
-                };
-                st.upload(&me, meta, update, Some(job.global_sha256));
-            }
-            SiteMsg::TrainerDone(Err(failure)) => on_job_failure(&me, st, failure)?,
-            SiteMsg::RestartTrainer => {
-                st.trainer = Some(spawn_trainer(&me, &st.args.trainer).await?);
-                st.dispatch(&me)?;
-            }
-        }
-        Ok(())
+        // Every log line while handling a message carries the round (and site): JSON logs filter by them.
+        let span = tracing::info_span!(
+            "site",
+            site_id = st.args.site_id,
+            round = st.job.as_ref().map(|j| j.round).or(st.pending.as_ref().map(|p| p.round))
+        );
+        dispatch(me, msg, st).instrument(span).await
     }
 
     async fn handle_supervisor_evt(
@@ -513,4 +360,174 @@ fn restart_or_escalate(me: &ActorRef<SiteMsg>, st: &mut SiteState, reason: Strin
             }
         }
     }
+}
+
+async fn dispatch(me: ActorRef<SiteMsg>, msg: SiteMsg, st: &mut SiteState) -> Result<(), ActorProcessingErr> {
+    match msg {
+        SiteMsg::Connect => {
+            if st.connected {
+                return Ok(());
+            }
+            if let Err(e) = cluster::connect(&st.args.node, &st.args.security, st.args.server_addr).await {
+                st.connect_failures += 1;
+                let delay = st.args.reconnect * 2u32.pow(st.connect_failures.min(3));
+                tracing::info!(error = %e, retry_in = ?delay, "server not reachable yet");
+                me.send_after(delay, || SiteMsg::Connect);
+            }
+        }
+        SiteMsg::Node(NodeEvent::Ready { peer, .. }) => {
+            tracing::info!(%peer, "session ready");
+            st.connected = true;
+            st.connect_failures = 0;
+            st.last_contact = Instant::now();
+            st.find_server();
+        }
+        SiteMsg::Node(NodeEvent::Disconnected { peer, .. }) => {
+            tracing::warn!(%peer, "lost the server; reconnecting");
+            st.connected = false;
+            st.server = None;
+            st.job = None;
+            st.pending = None;
+            st.token = None;
+            me.send_after(st.args.reconnect, || SiteMsg::Connect);
+        }
+        SiteMsg::FromServer(Ok(ToSite::Welcome { protocol, token })) => {
+            st.last_contact = Instant::now();
+            if protocol != st.args.protocol {
+                tracing::error!(protocol, "server speaks another protocol version");
+                return Ok(());
+            }
+            tracing::info!(site = st.args.site_id, "admitted by the server");
+            st.token = Some(token);
+        }
+        SiteMsg::FromServer(Ok(ToSite::Train { protocol, round, local_steps, batch_size, hints, weights })) => {
+            st.last_contact = Instant::now();
+            if protocol != st.args.protocol {
+                tracing::error!(protocol, "server speaks another protocol version");
+                return Ok(());
+            }
+            tracing::info!(round, local_steps, bytes = weights.len, "round announced; fetching the global weights");
+            st.job = None;
+            st.bulk_port = Some(weights.port);
+            st.pending = Some(PendingRound { round, local_steps, batch_size, hints, sha256: weights.sha256.clone() });
+            if let Some((finished, update)) =
+                st.args.store.as_ref().and_then(|s| s.load_finished(round, &weights.sha256))
+            {
+                // Trained before a restart (ours or the server's): send the same update again.
+                match hex::decode(&finished.meta_hex).map_err(|e| e.to_string()).and_then(|b| UpdateMeta::decode(&b)) {
+                    Ok(mut meta) => {
+                        tracing::info!(round, "re-sending the update finished before a restart");
+                        st.pending = None;
+                        meta.from_local_checkpoint = true;
+                        st.upload(&me, meta, update, None);
+                        return Ok(());
+                    }
+                    Err(e) => tracing::warn!(round, error = %e, "ignoring an unreadable finished update"),
+                }
+            }
+            st.fetch(&me, round, weights);
+        }
+        SiteMsg::GlobalFetched { round, result } => {
+            let Some(p) = st.pending.take_if(|p| p.round == round) else { return Ok(()) };
+            match result {
+                Ok(global) => {
+                    st.job = Some(LocalJob {
+                        round,
+                        global,
+                        local_steps: p.local_steps,
+                        batch_size: p.batch_size,
+                        hints: p.hints,
+                        global_sha256: p.sha256,
+                        fault: InjectedFault::None,
+                    });
+                    st.restarts_this_job = 0;
+                    st.oom_retries = 0;
+                    st.dispatch(&me)?;
+                }
+                Err(reason) => {
+                    tracing::error!(round, %reason, "cannot fetch the global weights");
+                    st.send(ToServer::OutOfRound { site_id: st.args.site_id, round, reason });
+                }
+            }
+        }
+        SiteMsg::Uploaded { round, result } => match result {
+            Ok(()) => tracing::info!(round, "update delivered"),
+            Err(reason) => tracing::warn!(round, %reason, "update not delivered"),
+        },
+        SiteMsg::GiveUpCheck => {
+            let Some(limit) = st.args.give_up.filter(|_| !st.finished) else { return Ok(()) };
+            if st.last_contact.elapsed() > limit {
+                let reason = format!(
+                    "no word from the server at {} for {:.0} s (cluster.site_give_up_secs); giving up",
+                    st.args.server_addr,
+                    limit.as_secs_f64()
+                );
+                tracing::error!(%reason);
+                set_exit(&st.args.exit, Err(reason.clone()));
+                me.stop(Some(reason));
+            }
+        }
+        SiteMsg::FromServer(Ok(ToSite::Ping { seq })) => {
+            st.last_contact = Instant::now();
+            st.send(ToServer::Pong { site_id: st.args.site_id, seq });
+        }
+        SiteMsg::FromServer(Ok(ToSite::Refused { reason })) => {
+            tracing::error!(%reason, "the server refused this site");
+            set_exit(&st.args.exit, Err(format!("refused by the server: {reason}")));
+            me.stop(Some(reason));
+        }
+        SiteMsg::FromServer(Ok(ToSite::Shutdown { reason })) => {
+            if st.finished {
+                return Ok(());
+            }
+            tracing::info!(%reason, "server ended the run");
+            set_exit(&st.args.exit, Ok(reason.clone()));
+            if st.args.stay_up {
+                tracing::info!("staying up (--stay-up) until SIGTERM");
+                st.finished = true;
+                st.job = None;
+                st.pending = None;
+            } else {
+                me.stop(Some(reason));
+            }
+        }
+        SiteMsg::FromServer(Err(e)) => tracing::warn!(error = %e, "dropped a malformed frame from the server"),
+        SiteMsg::TrainerDone(Ok(result)) => {
+            let Some(job) = st.job.take() else { return Ok(()) };
+            if job.round != result.round {
+                return Ok(());
+            }
+            let update = result.weights;
+            let claimed_round = job.round;
+            tracing::info!(
+                round = job.round,
+                d_loss = result.losses.d_loss,
+                g_loss = result.losses.g_loss,
+                secs = result.train_secs,
+                resumed_from_step = result.resumed_from_step,
+                "round trained"
+            );
+            let meta = UpdateMeta {
+                protocol: st.args.protocol,
+                site_id: st.args.site_id,
+                round: claimed_round,
+                num_samples: st.args.num_samples,
+                losses: result.losses,
+                steps: result.steps,
+                train_secs: result.train_secs,
+                trainer_restarts: st.restarts_this_job,
+                batch_size: job.batch_size,
+                oom_retries: st.oom_retries,
+                resumed_from_step: result.resumed_from_step,
+                from_local_checkpoint: false,
+            };
+            st.upload(&me, meta, update, Some(job.global_sha256));
+        }
+        SiteMsg::TrainerDone(Err(failure)) => on_job_failure(&me, st, failure)?,
+        SiteMsg::RestartTrainer => {
+            st.trainer = Some(spawn_trainer(&me, &st.args.trainer).await?);
+            st.dispatch(&me)?;
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,1 @@
+"""Flower side of the histofed P2 round-overhead benchmark."""
