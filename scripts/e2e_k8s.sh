@@ -39,6 +39,7 @@ if [ -z "$shared" ]; then
   done
 fi
 [ -n "$shared" ] || { echo "e2e: no shared/k8s kit found (set HISTOFED_SHARED)" >&2; exit 1; }
+export HISTOFED_SHARED=$shared
 K=$shared/k8s
 out=$(realpath -m "${E2E_OUT:-$root/target/k8s-e2e}")
 rounds=${E2E_ROUNDS:-14}

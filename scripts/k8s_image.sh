@@ -17,7 +17,14 @@
 # The Dockerfile is the portable route; this one exists because the machines here have no container engine.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-shared=${HISTOFED_SHARED:-$root/../shared}
+shared=${HISTOFED_SHARED:-}
+if [ -z "$shared" ]; then
+  # Beside a checkout in /work, or the machine's copy for a clone elsewhere (CI clones into a temporary folder).
+  for c in "$root/../shared" /work/shared; do
+    if [ -f "$c/k8s/images/mkimage.py" ]; then shared=$c; break; fi
+  done
+  shared=${shared:-$root/../shared}
+fi
 mkimage=$shared/k8s/images/mkimage.py
 bin=${1:-${HISTOFED_BIN:-}}
 if [ -z "$bin" ]; then
