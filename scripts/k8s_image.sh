@@ -36,7 +36,7 @@ ref=${3:-localhost/histofed:e2e}
 [ -f "$mkimage" ] || { echo "k8s_image: $mkimage not found (set HISTOFED_SHARED to the shared/ folder)" >&2; exit 1; }
 
 rootfs=$(mktemp -d "${TMPDIR:-/tmp}/histofed-rootfs.XXXXXX")
-trap 'rm -rf "$rootfs"' EXIT
+if [ "${K8S_IMAGE_KEEP_ROOTFS:-0}" = 1 ]; then echo "k8s_image: keeping $rootfs" >&2; else trap 'rm -rf "$rootfs"' EXIT; fi
 mkdir -p "$rootfs"/{usr/local/bin,tmp,etc,proc,sys,dev,var/lib/histofed}
 chmod 1777 "$rootfs/tmp"
 install -m 0755 "$bin" "$rootfs/usr/local/bin/histofed"
@@ -51,6 +51,12 @@ while read -r path; do
   mkdir -p "$(dirname "$dest")"
   cp -L "$src" "$dest"
   chmod 0755 "$dest"
+  # Also (hard-linked, no extra bytes) in a directory the loader searches by default: the path ldd found may be
+  # hidden in the pod — a checkout under /tmp meets the emptyDir the manifests mount on /tmp — and then the
+  # binary's RUNPATH points nowhere and the loader falls back to this.
+  mkdir -p "$rootfs/usr/lib/x86_64-linux-gnu"
+  flat=$rootfs/usr/lib/x86_64-linux-gnu/$(basename "$dest")
+  [ "$flat" = "$dest" ] || ln -f "$dest" "$flat"
   n=$((n + 1))
 done < <(ldd "$bin" | awk '/=>/ && $3 ~ /^\// {print $3} !/=>/ && $1 ~ /^\// {print $1}' | sort -u)
 # The loader must be where the ELF header's PT_INTERP names it.
