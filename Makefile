@@ -57,4 +57,4 @@ chaos: build
 ## chaos-k8s: the Kubernetes chaos scenarios in real pods — repeated site-pod kills during training, a server-pod kill —
 ## with the e2e invariants (every round once, killed sites rejoin, the server resumes from its checkpoint)
 chaos-k8s: build
-	E2E_ROUNDS=24 E2E_KILLS=5 E2E_KILL_EVERY=6s E2E_OUT=target/k8s-chaos scripts/e2e_k8s.sh
+	E2E_ROUNDS=40 E2E_KILLS=5 E2E_KILL_EVERY=6s E2E_OUT=target/k8s-chaos scripts/e2e_k8s.sh

@@ -11,7 +11,7 @@
 # Environment:
 #   HISTOFED_BIN     binary to package (default target/release/histofed, else target/debug/histofed; E2E_BIN too)
 #   E2E_OUT          outputs: logs, report, chaos summaries, timings (default target/k8s-e2e)
-#   E2E_ROUNDS (14)  E2E_LOCAL_STEPS (60)  rounds of the run and local steps per round (~2-3 s a round here)
+#   E2E_ROUNDS (30)  E2E_LOCAL_STEPS (60)  rounds of the run and local steps per round (~2-3 s a round here)
 #   E2E_KILLS (2)    E2E_KILL_EVERY (8s)   site pods killed by chaos, and the time between kills
 #   E2E_KILL_SERVER (1)                    also kill the server pod once (0 = no)
 #   E2E_TIMEOUT (600)                      seconds for the whole run after the image is built; every wait is bounded
@@ -42,7 +42,7 @@ fi
 export HISTOFED_SHARED=$shared
 K=$shared/k8s
 out=$(realpath -m "${E2E_OUT:-$root/target/k8s-e2e}")
-rounds=${E2E_ROUNDS:-14}
+rounds=${E2E_ROUNDS:-30}
 steps=${E2E_LOCAL_STEPS:-60}
 kills=${E2E_KILLS:-2}
 kill_every=${E2E_KILL_EVERY:-8s}
