@@ -405,7 +405,10 @@ if kill_server:
                         pass
         resumed = report.get("resumed_from_round")
         rej = sorted(x["at_unix_ms"] for x in events if x["kind"] == "site-rejoined" and x["at_unix_ms"] > t)
-        after = sorted((ms, r) for r, ms in done_at.items() if ms > t)
+        # A round the dying server finished in the moment after the kill (its checkpoint was already durable) is
+        # not the new server's: judge the first round completed after the new server said it resumed.
+        since = res_ms if res_ms else t
+        after = sorted((ms, r) for r, ms in done_at.items() if ms > since)
         nxt = after[0] if after else None
         print(f"server kill {ks[0]['pod']}: killed at {t}; new pod {pod} Ready {sec(t, ready_ms)}; "
               f"'resuming from checkpoint' {sec(t, res_ms) if res_ms else 'n/a'} (from round {resumed}); "
