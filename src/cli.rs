@@ -704,6 +704,24 @@ pub async fn run_server(cfg: Config, opts: ServerOpts) -> Result<()> {
             let w = Weights::join_prefixed(&[(GENERATOR, g), (DISCRIMINATOR, d)])?;
             let mut report = RunReport::read(&out).unwrap_or_else(|_| fresh_report(&cfg));
             report.rounds.retain(|r| r.round <= ck.meta.round);
+            // Killed between making the round durable and rewriting the report: the record is in the checkpoint.
+            if ck.meta.round > 0 && !report.rounds.iter().any(|r| r.round == ck.meta.round) {
+                match ck.meta.extra.get("record").cloned().map(serde_json::from_value::<crate::report::RoundRecord>) {
+                    Some(Ok(record)) => {
+                        tracing::warn!(
+                            round = ck.meta.round,
+                            "the report missed the last durable round; restored it from its checkpoint"
+                        );
+                        report.rounds.push(record);
+                        report.rounds.sort_by_key(|r| r.round);
+                    }
+                    _ => tracing::warn!(
+                        round = ck.meta.round,
+                        "the report misses round {} and its checkpoint holds no record",
+                        ck.meta.round
+                    ),
+                }
+            }
             if ck.meta.round > 0 {
                 report.resumed_from_round = Some(ck.meta.round);
                 tracing::info!(round = ck.meta.round, "resuming from checkpoint");

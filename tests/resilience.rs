@@ -321,3 +321,23 @@ fn a_site_that_hears_nothing_from_the_server_gives_up_in_time() {
     assert!(took < 20.0, "gave up after {took:.1} s (limit 2 s + start-up)");
     println!("give-up: a site with no server stopped after {took:.1} s (site_give_up_secs = 2)");
 }
+
+#[test]
+fn a_round_made_durable_just_before_a_crash_keeps_its_record() {
+    let _guard = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut fed = Fed::new(tmp.path(), 2, 2, "", "");
+    fed.start_all();
+    fed.finish(LIMIT);
+    // The crash window: round 2's checkpoint is on disk, the report was not rewritten yet.
+    let path = tmp.path().join("run/report.json");
+    let mut report: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    report["rounds"].as_array_mut().unwrap().retain(|r| r["round"] != 2);
+    std::fs::write(&path, serde_json::to_vec(&report).unwrap()).unwrap();
+    fed.edit_config("rounds = 2", "rounds = 3");
+    fed.start_all();
+    let report = fed.finish(LIMIT);
+    assert_eq!(report.resumed_from_round, Some(2));
+    assert_rounds_once(&report, 3);
+    assert_eq!(contributors(&report, 2), vec![0, 1], "round 2's record came back from its checkpoint");
+}

@@ -642,6 +642,15 @@ async fn finish_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<
         (0..c.oom_retries).for_each(|_| m.oom_retried());
     }
     st.count_bytes();
+    // The round's record travels inside its checkpoint: a server killed after the checkpoint is durable but before
+    // the report is rewritten still has the record when it resumes from that checkpoint.
+    let mut meta = meta;
+    let mut stored = record.clone();
+    stored.checkpoint = format!("round-{round:06}.json");
+    stored.completed_unix_ms = now_ms();
+    if let (Some(extra), Ok(r)) = (meta.extra.as_object_mut(), serde_json::to_value(&stored)) {
+        extra.insert("record".into(), r);
+    }
     st.persisting = Some(Persisting { record, meta, parts });
     st.publish_status(&format!("writing the checkpoint of round {round}"));
     st.progress.sites.set_message(format!("round {round}: writing the checkpoint"));
