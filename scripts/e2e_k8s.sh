@@ -55,7 +55,18 @@ fi
 bin=$(realpath "$bin")
 [ "$(id -u)" = 0 ] || { echo "e2e: node mode needs root" >&2; exit 1; }
 # Node mode and envtest mode share ports and state: refuse to start beside a running cluster of either kind.
-if others=$(pgrep -a -x 'kube-apiserver|kubelet|etcd|containerd|kube-proxy|kube-scheduler' 2>/dev/null); then
+# A cluster stopped just before (CI runs the API-server tests first) may take a few seconds to exit: wait up to 30 s,
+# ignoring zombies.
+cluster_procs() {
+  ps -eo pid=,stat=,args= | awk '$2 !~ /^Z/ { n = split($3, p, "/"); c = p[n];
+    if (c ~ /^(kube-apiserver|kubelet|etcd|containerd|kube-proxy|kube-scheduler)$/) print }'
+}
+for _ in $(seq 1 60); do
+  others=$(cluster_procs)
+  [ -z "$others" ] && break
+  sleep 0.5
+done
+if [ -n "$others" ]; then
   echo "e2e: a cluster (envtest or node mode) is already running; stop it first (down.sh / node-down.sh):" >&2
   echo "$others" >&2
   exit 1

@@ -26,7 +26,14 @@ if pgrep -x kubelet >/dev/null 2>&1; then
   exit 1
 fi
 nice -n 10 "$kit/build.sh"
-cleanup() { "$kit/down.sh" >/dev/null 2>&1 || true; }
+cleanup() {
+  "$kit/down.sh" >/dev/null 2>&1 || true
+  # down.sh signals; wait (bounded) until the control plane has really exited, so a following node-mode run starts.
+  for _ in $(seq 1 60); do
+    pgrep -x 'kube-apiserver|etcd|kube-controller' >/dev/null 2>&1 || break
+    sleep 0.5
+  done
+}
 trap cleanup EXIT INT TERM
 # up.sh prints `export KUBECONFIG=...` last.
 eval "$("$kit/up.sh" | tail -1)"
