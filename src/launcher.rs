@@ -110,7 +110,7 @@ pub async fn demo(mut cfg: Config, out: PathBuf, mtls: bool) -> Result<()> {
     let report = RunReport::read(&out).context("reading the run report")?;
     println!("\n{}", report.to_markdown());
     println!(
-        "done in {:.1} s. outputs in {}:\n  samples/round-NNN.png  checkpoints/  report.json  report.md  logs/",
+        "done in {:.1} s. outputs in {}:\n  report.html  report.md  report.json  samples/round-NNN.png  losses.png  frechet.png  partition.png  checkpoints/  sites/  logs/",
         start.elapsed().as_secs_f64(),
         out.display()
     );
