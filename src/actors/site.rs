@@ -497,8 +497,6 @@ async fn dispatch(me: ActorRef<SiteMsg>, msg: SiteMsg, st: &mut SiteState) -> Re
             if job.round != result.round {
                 return Ok(());
             }
-            let update = result.weights;
-            let claimed_round = job.round;
             tracing::info!(
                 round = job.round,
                 d_loss = result.losses.d_loss,
@@ -510,7 +508,7 @@ async fn dispatch(me: ActorRef<SiteMsg>, msg: SiteMsg, st: &mut SiteState) -> Re
             let meta = UpdateMeta {
                 protocol: st.args.protocol,
                 site_id: st.args.site_id,
-                round: claimed_round,
+                round: job.round,
                 num_samples: st.args.num_samples,
                 losses: result.losses,
                 steps: result.steps,
@@ -521,7 +519,7 @@ async fn dispatch(me: ActorRef<SiteMsg>, msg: SiteMsg, st: &mut SiteState) -> Re
                 resumed_from_step: result.resumed_from_step,
                 from_local_checkpoint: false,
             };
-            st.upload(&me, meta, update, Some(job.global_sha256));
+            st.upload(&me, meta, result.weights, Some(job.global_sha256));
         }
         SiteMsg::TrainerDone(Err(failure)) => on_job_failure(&me, st, failure)?,
         SiteMsg::RestartTrainer => {
