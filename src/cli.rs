@@ -77,6 +77,47 @@ enum Command {
     /// Chaos tools.
     #[command(subcommand)]
     Chaos(ChaosCmd),
+    /// The augmentation study: ViT classifier trained on real vs real + generated images (centralized and FedAvg).
+    Augment(AugmentCmd),
+}
+
+#[derive(Args, Debug)]
+struct AugmentCmd {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Server checkpoint directory (newest valid round), round-NNNNNN.json, or a generator .safetensors file.
+    #[arg(long, value_name = "PATH")]
+    generator: PathBuf,
+    /// Seeds per condition (federation.seed, +1, ...).
+    #[arg(long, default_value_t = 3)]
+    seeds: u32,
+    /// Synthetic images per real image of each class, one condition per ratio.
+    #[arg(long, value_delimiter = ',', default_value = "0.5,1,2")]
+    ratios: Vec<f64>,
+    /// Classifier steps per centralized run (and for the reference classifier).
+    #[arg(long, default_value_t = 300)]
+    steps: u64,
+    /// FedAvg rounds of the federated version (default: federation.rounds).
+    #[arg(long)]
+    fed_rounds: Option<u64>,
+    /// Local steps per site per round (default: federation.local_steps).
+    #[arg(long)]
+    local_steps: Option<u64>,
+    /// Skip the federated version.
+    #[arg(long)]
+    no_federated: bool,
+    /// Classifier preset: tiny (CPU) or vit-b16 (GPU).
+    #[arg(long, default_value = "tiny")]
+    classifier_preset: String,
+    /// Skip the reference-classifier check of the synthetic images.
+    #[arg(long)]
+    no_reference: bool,
+    /// Reference classifier cache (default: <data.cache_dir>/reference, else ~/.cache/histofed/reference).
+    #[arg(long, value_name = "DIR")]
+    reference_cache: Option<PathBuf>,
+    /// Output folder (augment.json, augment.md).
+    #[arg(long, default_value = "runs/augment")]
+    out: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -474,6 +515,7 @@ fn run(cmd: Command) -> Result<()> {
             runtime()?.block_on(run_site(cfg, site_id, protocol, a.http, a.stay_up))
         }
         Command::Train(a) => train(a),
+        Command::Augment(a) => augment(a),
         Command::Certs(c) => certs(c),
         Command::Bench(BenchCmd::Transfer(a)) => {
             let rows = crate::bench_fed::transfer_bench(&a.sizes, a.reps).map_err(anyhow::Error::msg)?;
@@ -1068,6 +1110,54 @@ fn train(a: TrainCmd) -> Result<()> {
     })?;
     std::fs::write(a.out.join("train.json"), serde_json::to_vec_pretty(&points)?)?;
     println!("outputs in {}", a.out.display());
+    Ok(())
+}
+
+fn augment(a: AugmentCmd) -> Result<()> {
+    use crate::augment_study::{self as study, AugmentOptions, FederatedOptions};
+    use crate::reference::{default_cache_dir, ReferenceOptions};
+    let cfg = load_config(&a.config, None)?;
+    tch::set_num_threads(cfg.runtime.threads);
+    let model = cfg.model_config()?;
+    let device = select_device(Some(&cfg.model.device).filter(|d| !d.is_empty()).map(|s| s.as_str()))?;
+    let splits = load_data(&cfg)?;
+    let (train, test) = (splits.train, splits.test);
+    let seed = cfg.federation.seed;
+    let generator = study::load_generator(&a.generator, &model, device, seed as i64)?;
+    println!("generator {}; {} training images, {} test images", generator.source, train.len(), test.len());
+    let batch_size = cfg.federation.batch_size as usize;
+    let federated = (!a.no_federated)
+        .then(|| -> Result<FederatedOptions> {
+            Ok(FederatedOptions {
+                sites: cfg.federation.sites as usize,
+                partition: cfg.partition()?,
+                partition_seed: seed,
+                rounds: a.fed_rounds.unwrap_or(cfg.federation.rounds),
+                local_steps: a.local_steps.unwrap_or(u64::from(cfg.federation.local_steps)),
+            })
+        })
+        .transpose()?;
+    let reference = (!a.no_reference).then(|| {
+        let opts = ReferenceOptions { preset: a.classifier_preset.clone(), steps: a.steps, batch_size, seed, device };
+        (opts, a.reference_cache.clone().unwrap_or_else(|| default_cache_dir(cfg.data.cache_dir.as_deref())))
+    });
+    let opts = AugmentOptions {
+        classifier_preset: a.classifier_preset.clone(),
+        ratios: a.ratios.clone(),
+        num_seeds: a.seeds,
+        base_seed: seed,
+        steps: a.steps,
+        batch_size,
+        device,
+        federated,
+        reference,
+    };
+    let report = study::run_study(&generator, &train, &test, &opts, &mut |p| {
+        println!("[{}/{}] {}", p.done, p.total, p.message)
+    })?;
+    let (json, md) = study::write_report(&report, &a.out)?;
+    print!("{}", study::to_markdown(&report));
+    println!("wrote {} and {}", json.display(), md.display());
     Ok(())
 }
 

@@ -9,12 +9,14 @@
 //! - [`observability`] serves health, readiness, Prometheus metrics and status over HTTP; [`plots`] and
 //!   [`report_html`] turn a run report into pictures and a page;
 //! - [`training`], [`evaluation`], [`centralized`], [`report`] turn models and data into rounds, baselines,
-//!   scores and records;
+//!   scores and records; [`reference`] (the cached reference classifier) and [`augment_study`] (real vs real +
+//!   synthetic training data, centralized and federated) measure what the generator is good for;
 //! - [`models`] (tch), [`data`] (images), [`federation`] (weights, strategies, checkpoints) and [`config`] are pure.
 //!
 //! See ARCHITECTURE.md for the data path and the module map.
 
 pub mod actors;
+pub mod augment_study;
 pub mod bench_fed;
 pub mod benchmarks;
 pub mod centralized;
@@ -32,6 +34,7 @@ pub mod launcher;
 pub mod models;
 pub mod observability;
 pub mod plots;
+pub mod reference;
 pub mod report;
 pub mod report_html;
 pub mod telemetry;

@@ -230,6 +230,27 @@ impl CheckpointStore {
         Ok(store)
     }
 
+    /// Opens an existing checkpoint directory for reading only: nothing is created and no temp file is removed, so a
+    /// reader (e.g. `histofed augment`) can look at the directory of a server that is still saving into it. Only
+    /// the `load_*` and `list_rounds` methods should be used on the result.
+    pub fn open_for_reading(dir: impl Into<PathBuf>) -> Result<Self, CheckpointError> {
+        let dir = dir.into();
+        let meta = fs::metadata(&dir).map_err(io_err(&dir))?;
+        if !meta.is_dir() {
+            let source = io::Error::new(io::ErrorKind::InvalidInput, "not a directory");
+            return Err(CheckpointError::Io { path: dir, source });
+        }
+        Ok(Self { dir, keep: usize::MAX })
+    }
+
+    /// The round of a commit-record file name (`round-NNNNNN.json`), if `name` is one.
+    pub fn commit_round(name: &str) -> Option<u64> {
+        match parse_name(name) {
+            Some((round, FileKind::Commit)) => Some(round),
+            _ => None,
+        }
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -1,0 +1,1077 @@
+//! The augmentation study — the paper's main result: does adding images from the (federated) GAN to the training
+//! set make the downstream ViT tissue classifier better on real held-out tiles?
+//!
+//! Design choices, and why:
+//! * **Same budget for every condition.** Each condition trains the classifier for the same number of steps with
+//!   the same batch size and the same initial weights per seed; only the training *pool* changes (real only, or real
+//!   plus `ratio ×` as many synthetic images per class). A gain can then not come from extra compute.
+//! * **Per-class ratios.** Synthetic images per class are `round(ratio × real images of that class)`, so the class
+//!   balance of the real split is kept and the ratio means the same thing on any dataset.
+//! * **Paired seeds.** Seed `s` fixes the classifier's initial weights, batch order and augmentation and the latent
+//!   draws of the synthetic set, in every condition; the gain over "real only" is computed per seed and its mean
+//!   and standard deviation reported, which is far less noisy than the difference of two means.
+//! * **Macro-F1 beside accuracy.** Tissue classes are imbalanced; macro-F1 weighs every class alike.
+//! * **Federated version.** The training split is partitioned over the sites exactly as the federation does
+//!   (`data::partition` with the config's scheme and `federation.seed`), and the classifier is trained by FedAvg
+//!   in-process (`federation::strategy::FedAvg` over `Weights`, samples-weighted, `local_steps` per site per round).
+//!   Each site keeps its own classifier (its AdamW moments and learning-rate schedule persist across rounds, as in
+//!   the GAN federation) and loads the global weights at the start of every round. In the synthetic condition each
+//!   site receives from the global generator `ratio ×` *its own* per-class counts — the site can only ask for what it
+//!   knows, and a site with a rare class gets more of exactly that class, which is the point of a shared generator
+//!   under label skew. (Synthetic data carries no site stain shift; real shards are taken from the unshifted split.)
+//! * **Reference check.** When asked for, the cached reference classifier ([`crate::reference`]) measures the
+//!   synthetic images themselves: how often it assigns them their conditioning class, and the Fréchet distance to
+//!   the real test split in its feature space.
+//!
+//! Torch work runs on the calling thread; the caller sets the thread budget. Output files are written atomically.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+use thiserror::Error;
+
+use crate::data::partition::{partition, Partition};
+use crate::data::{DataError, Dataset};
+use crate::evaluation::to_rgb_bytes;
+use crate::federation::checkpoint::{write_atomic, CheckpointError, CheckpointStore};
+use crate::federation::strategy::{AggregateError, FedAvg, Strategy};
+use crate::federation::weights::Weights;
+use crate::models::error::catch_torch;
+use crate::models::{frechet_distance, Classifier, ClassifierConfig, Gan, ModelConfig, ModelError};
+use crate::reference::{ReferenceError, ReferenceExtractor, ReferenceOptions};
+
+/// Name of the generator part in a server checkpoint.
+pub const GENERATOR_PART: &str = "generator";
+/// Rows per generator forward pass when synthesising (bounds memory).
+const GEN_CHUNK: usize = 256;
+/// The `condition` index of the reference check's synthetic draw (apart from every study condition).
+const REFERENCE_DRAW: usize = 999;
+/// Rows per classifier forward pass when evaluating.
+const EVAL_CHUNK: usize = 256;
+
+#[derive(Debug, Error)]
+pub enum AugmentError {
+    #[error("generator {path}: {message}")]
+    Generator { path: PathBuf, message: String },
+    #[error("generator {path} does not fit the configured model ({model}): {message}")]
+    GeneratorMismatch { path: PathBuf, model: String, message: String },
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Aggregate(#[from] AggregateError),
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    #[error("invalid augmentation study options: {0}")]
+    Options(String),
+    #[error("cannot write {path}: {message}")]
+    Write { path: PathBuf, message: String },
+}
+
+fn gen_err(path: &Path, message: impl Into<String>) -> AugmentError {
+    AugmentError::Generator { path: path.to_path_buf(), message: message.into() }
+}
+
+/// A generator ready to sample, and where it came from.
+#[derive(Debug)]
+pub struct LoadedGenerator {
+    pub gan: Gan,
+    /// Human-readable origin, e.g. `runs/demo/checkpoints (round 12)`.
+    pub source: String,
+    /// The server round it was saved at, when it came from a checkpoint.
+    pub round: Option<u64>,
+}
+
+fn describe(m: &ModelConfig) -> String {
+    format!(
+        "{} × {}, {} px, {} classes, latent {}, width {}",
+        m.gan.as_str(),
+        m.discriminator.as_str(),
+        m.image_size,
+        m.num_classes,
+        m.latent_dim,
+        m.g_width
+    )
+}
+
+/// Loads the generator from `path`: a server checkpoint directory (its newest valid round), a checkpoint commit
+/// record (`round-NNNNNN.json`), a checkpoint part (`round-NNNNNN.generator.safetensors`), a `generator.safetensors`
+/// (centralized training), a run folder holding one, or a whole-GAN safetensors bundle (`generator.`-prefixed names).
+/// Anything else, or weights that do not fit `model`, is an error naming the path.
+pub fn load_generator(
+    path: &Path,
+    model: &ModelConfig,
+    device: Device,
+    seed: i64,
+) -> Result<LoadedGenerator, AugmentError> {
+    let meta = std::fs::metadata(path).map_err(|e| gen_err(path, format!("cannot open: {e}")))?;
+    let (weights, source, round, weights_path) = if meta.is_dir() {
+        load_from_dir(path)?
+    } else {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if let Some(round) = CheckpointStore::commit_round(name) {
+            let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let store = CheckpointStore::open_for_reading(dir).map_err(|e| gen_err(path, e.to_string()))?;
+            let ckpt = store.load_round(round).map_err(|e| gen_err(path, e.to_string()))?;
+            let w = generator_part(path, ckpt.parts)?;
+            (w, format!("{} (round {round})", path.display()), Some(round), path.to_path_buf())
+        } else if name.ends_with(".safetensors") {
+            (read_safetensors_generator(path)?, path.display().to_string(), None, path.to_path_buf())
+        } else {
+            return Err(gen_err(
+                path,
+                "not a checkpoint directory, a round-NNNNNN.json checkpoint record or a .safetensors file",
+            ));
+        }
+    };
+    let mut gan = Gan::new(model, device, seed)?;
+    gan.load_generator_weights(&weights).map_err(|e| AugmentError::GeneratorMismatch {
+        path: weights_path.clone(),
+        model: describe(model),
+        message: e.to_string(),
+    })?;
+    Ok(LoadedGenerator { gan, source, round })
+}
+
+type Found = (Weights, String, Option<u64>, PathBuf);
+
+fn load_from_dir(dir: &Path) -> Result<Found, AugmentError> {
+    let store = CheckpointStore::open_for_reading(dir).map_err(|e| gen_err(dir, e.to_string()))?;
+    let rounds = store.list_rounds().map_err(|e| gen_err(dir, e.to_string()))?;
+    if rounds.is_empty() {
+        // A centralized run folder, or a server run folder whose checkpoints live in `checkpoints/`.
+        let file = dir.join("generator.safetensors");
+        if file.is_file() {
+            return Ok((read_safetensors_generator(&file)?, file.display().to_string(), None, file));
+        }
+        let sub = dir.join("checkpoints");
+        if sub.is_dir() {
+            return load_from_dir(&sub);
+        }
+        return Err(gen_err(dir, "holds no checkpoint (round-NNNNNN.json) and no generator.safetensors"));
+    }
+    let outcome = store.load_latest().map_err(|e| gen_err(dir, e.to_string()))?;
+    for (p, why) in &outcome.skipped {
+        tracing::warn!(path = %p.display(), %why, "skipped a corrupt checkpoint");
+    }
+    let Some(ckpt) = outcome.checkpoint else {
+        let reasons: Vec<String> = outcome.skipped.iter().map(|(p, w)| format!("{}: {w}", p.display())).collect();
+        return Err(gen_err(dir, format!("no valid checkpoint ({})", reasons.join("; "))));
+    };
+    let round = ckpt.meta.round;
+    let w = generator_part(dir, ckpt.parts)?;
+    Ok((w, format!("{} (round {round})", dir.display()), Some(round), dir.to_path_buf()))
+}
+
+fn generator_part(
+    path: &Path,
+    mut parts: std::collections::BTreeMap<String, Weights>,
+) -> Result<Weights, AugmentError> {
+    let names: Vec<String> = parts.keys().cloned().collect();
+    parts
+        .remove(GENERATOR_PART)
+        .ok_or_else(|| gen_err(path, format!("the checkpoint has no `{GENERATOR_PART}` part (parts: {names:?})")))
+}
+
+fn read_safetensors_generator(path: &Path) -> Result<Weights, AugmentError> {
+    let bytes = std::fs::read(path).map_err(|e| gen_err(path, format!("cannot read: {e}")))?;
+    let (w, _) =
+        Weights::from_safetensors(&bytes).map_err(|e| gen_err(path, format!("not a safetensors file: {e}")))?;
+    if w.is_empty() {
+        return Err(gen_err(path, "holds no tensors"));
+    }
+    let prefixed = w.strip_prefix(crate::models::gan::GENERATOR_PREFIX);
+    if !prefixed.is_empty() {
+        return Ok(prefixed);
+    }
+    if w.tensors().iter().all(|t| t.name.starts_with(crate::models::gan::DISCRIMINATOR_PREFIX)) {
+        return Err(gen_err(path, "holds a discriminator, not a generator"));
+    }
+    Ok(w)
+}
+
+/// `counts[k]` images of class `k` from the generator, as a dataset with `classes` (u8, like real images).
+/// Deterministic in `seed`.
+pub fn synthesize(
+    gan: &Gan,
+    counts: &[usize],
+    classes: &[String],
+    size: u32,
+    seed: i64,
+) -> Result<Dataset, AugmentError> {
+    if counts.len() != classes.len() || counts.len() as i64 != gan.config().num_classes {
+        return Err(AugmentError::Options(format!(
+            "{} class counts for {} classes and a {}-class generator",
+            counts.len(),
+            classes.len(),
+            gan.config().num_classes
+        )));
+    }
+    if i64::from(size) != gan.config().image_size {
+        return Err(AugmentError::Options(format!(
+            "the data is {size} px but the generator makes {} px images",
+            gan.config().image_size
+        )));
+    }
+    let labels: Vec<u32> = counts.iter().enumerate().flat_map(|(k, &n)| std::iter::repeat_n(k as u32, n)).collect();
+    let mut images = Vec::with_capacity(labels.len() * size as usize * size as usize * 3);
+    for (c, chunk) in labels.chunks(GEN_CHUNK).enumerate() {
+        let z = gan.latent(chunk.len() as i64, seed.wrapping_mul(7919).wrapping_add(c as i64));
+        let y: Vec<i64> = chunk.iter().map(|&l| i64::from(l)).collect();
+        let x = gan.try_generate(&z, &Tensor::from_slice(&y))?;
+        images.extend(to_rgb_bytes(&x));
+    }
+    Ok(Dataset::new(size, classes.to_vec(), images, labels)?)
+}
+
+/// Per-class synthetic counts: `round(ratio × counts[k])`.
+pub fn scaled_counts(counts: &[usize], ratio: f64) -> Vec<usize> {
+    counts.iter().map(|&n| (ratio * n as f64).round().max(0.0) as usize).collect()
+}
+
+/// Confusion matrix `[true][predicted]`.
+pub type Confusion = Vec<Vec<u64>>;
+
+/// Macro-averaged F1 of a confusion matrix `[true][predicted]`: per class `F1 = 2TP / (2TP + FP + FN)`, averaged over
+/// the classes that occur among the true labels or the predictions (scikit-learn's default label set); 0 for an
+/// empty matrix.
+pub fn macro_f1(confusion: &[Vec<u64>]) -> f64 {
+    let k = confusion.len();
+    let mut sum = 0.0;
+    let mut n = 0usize;
+    for c in 0..k {
+        let tp = confusion[c].get(c).copied().unwrap_or(0);
+        let fn_: u64 = confusion[c].iter().sum::<u64>() - tp;
+        let fp: u64 = (0..k).filter(|&r| r != c).map(|r| confusion[r].get(c).copied().unwrap_or(0)).sum();
+        if tp + fp + fn_ == 0 {
+            continue;
+        }
+        sum += 2.0 * tp as f64 / (2 * tp + fp + fn_) as f64;
+        n += 1;
+    }
+    if n == 0 {
+        0.0
+    } else {
+        sum / n as f64
+    }
+}
+
+/// Top-1 accuracy of a confusion matrix; 0 when empty.
+pub fn confusion_accuracy(confusion: &[Vec<u64>]) -> f64 {
+    let total: u64 = confusion.iter().flatten().sum();
+    let diag: u64 = confusion.iter().enumerate().map(|(i, row)| row.get(i).copied().unwrap_or(0)).sum();
+    if total == 0 {
+        0.0
+    } else {
+        diag as f64 / total as f64
+    }
+}
+
+/// Mean and sample standard deviation (n − 1; 0 for a single value).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stat {
+    pub mean: f64,
+    pub std: f64,
+}
+
+impl Stat {
+    pub fn of(values: &[f64]) -> Stat {
+        if values.is_empty() {
+            return Stat::default();
+        }
+        let n = values.len() as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let std = if values.len() < 2 {
+            0.0
+        } else {
+            (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+        };
+        Stat { mean, std }
+    }
+}
+
+/// One trained-and-tested classifier.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    pub seed: u64,
+    pub accuracy: f64,
+    pub macro_f1: f64,
+    /// Images in the training pool (all sites together in the federated setting).
+    pub train_images: usize,
+    pub synthetic_images: usize,
+    pub secs: f64,
+}
+
+/// One condition (real only, or real + synthetic at one ratio) over all seeds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Condition {
+    /// `real` or `real+synthetic×RATIO`.
+    pub name: String,
+    /// Synthetic images per real image of the same class (0 for real only).
+    pub ratio: f64,
+    pub runs: Vec<RunResult>,
+    pub accuracy: Stat,
+    pub macro_f1: Stat,
+    /// Per-seed difference to "real only" (mean, std of the difference); absent for "real only" itself.
+    pub gain_accuracy: Option<Stat>,
+    pub gain_macro_f1: Option<Stat>,
+}
+
+/// The federated half of the study.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FederatedReport {
+    pub sites: usize,
+    pub partition: String,
+    pub partition_seed: u64,
+    pub rounds: u64,
+    pub local_steps: u64,
+    /// Real training images per site and class `[site][class]`.
+    pub site_class_counts: Vec<Vec<usize>>,
+    /// How synthetic images are shared out.
+    pub synthetic_policy: String,
+    pub conditions: Vec<Condition>,
+}
+
+/// What the reference classifier says about the synthetic images.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReferenceCheck {
+    pub key: String,
+    pub cache_hit: bool,
+    pub steps: u64,
+    /// The reference classifier's accuracy on the real test split.
+    pub test_accuracy: f64,
+    /// Fraction of synthetic images (as many per class as the test split has) the reference classifier assigns to
+    /// their conditioning class.
+    pub synthetic_label_agreement: f64,
+    /// Fréchet distance between those synthetic images and the real test split in the reference feature space.
+    pub frechet_distance: Option<f64>,
+    pub warnings: Vec<String>,
+}
+
+/// The study's result (`augment.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AugmentReport {
+    pub generator: String,
+    pub generator_round: Option<u64>,
+    pub model: String,
+    pub classes: Vec<String>,
+    pub train_class_counts: Vec<usize>,
+    pub test_images: usize,
+    pub classifier_preset: String,
+    pub steps: u64,
+    pub batch_size: usize,
+    pub seeds: Vec<u64>,
+    pub ratios: Vec<f64>,
+    pub reference: Option<ReferenceCheck>,
+    pub centralized: Vec<Condition>,
+    pub federated: Option<FederatedReport>,
+    pub secs: f64,
+}
+
+/// Federated-setting options.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FederatedOptions {
+    pub sites: usize,
+    pub partition: Partition,
+    /// Seed of the partition (the federation's `federation.seed`, so the shards are the federation's).
+    pub partition_seed: u64,
+    pub rounds: u64,
+    pub local_steps: u64,
+}
+
+/// Study options. The torch thread budget is the caller's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AugmentOptions {
+    pub classifier_preset: String,
+    /// Synthetic-to-real ratios per class (each > 0).
+    pub ratios: Vec<f64>,
+    /// Seeds `base_seed .. base_seed + num_seeds`.
+    pub num_seeds: u32,
+    pub base_seed: u64,
+    /// Classifier steps per centralized run.
+    pub steps: u64,
+    pub batch_size: usize,
+    pub device: Device,
+    pub federated: Option<FederatedOptions>,
+    /// Reference classifier options and its cache directory; `None` skips the reference check.
+    pub reference: Option<(ReferenceOptions, PathBuf)>,
+}
+
+impl AugmentOptions {
+    fn validate(&self) -> Result<(), AugmentError> {
+        let bad = |m: String| Err(AugmentError::Options(m));
+        if self.ratios.is_empty() || self.ratios.iter().any(|r| !(r.is_finite() && *r > 0.0 && *r <= 100.0)) {
+            return bad(format!("ratios must be finite, > 0 and <= 100, got {:?}", self.ratios));
+        }
+        if self.num_seeds == 0 || self.steps == 0 || self.batch_size == 0 {
+            return bad("seeds, steps and batch size must be at least 1".into());
+        }
+        if let Some(f) = &self.federated {
+            if f.sites == 0 || f.rounds == 0 || f.local_steps == 0 {
+                return bad("federated sites, rounds and local steps must be at least 1".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Progress of a study, for a caller's progress bar or log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Progress {
+    /// What just finished, e.g. `centralized real+synthetic×1 seed 2: accuracy 0.81, macro-F1 0.79`.
+    pub message: String,
+    pub done: usize,
+    pub total: usize,
+}
+
+fn to_tensors(ds: &Dataset, idx: &[usize], device: Device) -> (Tensor, Tensor) {
+    let (pixels, labels) = ds.batch_f32(idx);
+    let s = i64::from(ds.size);
+    (
+        Tensor::from_slice(&pixels).view([idx.len() as i64, 3, s, s]).to_device(device),
+        Tensor::from_slice(&labels).to_device(device),
+    )
+}
+
+/// Reshuffled-epoch batch sampler over one dataset.
+struct Batches {
+    order: Vec<usize>,
+    cursor: usize,
+    batch: usize,
+    rng: rand_chacha::ChaCha8Rng,
+}
+
+impl Batches {
+    fn new(len: usize, batch: usize, seed: u64) -> Self {
+        Batches {
+            order: (0..len).collect(),
+            cursor: len,
+            batch: batch.clamp(1, len.max(1)),
+            rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+
+    fn next(&mut self) -> &[usize] {
+        if self.cursor + self.batch > self.order.len() {
+            self.order.shuffle(&mut self.rng);
+            self.cursor = 0;
+        }
+        let b = &self.order[self.cursor..self.cursor + self.batch];
+        self.cursor += self.batch;
+        b
+    }
+}
+
+fn train_steps(
+    clf: &mut Classifier,
+    ds: &Dataset,
+    batches: &mut Batches,
+    steps: u64,
+    device: Device,
+) -> Result<(), AugmentError> {
+    for _ in 0..steps {
+        let (x, y) = to_tensors(ds, batches.next(), device);
+        clf.train_step(&x, &y)?;
+    }
+    Ok(())
+}
+
+/// Confusion matrix of `clf` on `test`.
+pub fn confusion(clf: &Classifier, test: &Dataset, device: Device) -> Result<Confusion, AugmentError> {
+    let k = test.num_classes();
+    let mut m = vec![vec![0u64; k]; k];
+    let all: Vec<usize> = (0..test.len()).collect();
+    for chunk in all.chunks(EVAL_CHUNK) {
+        let (x, _) = to_tensors(test, chunk, device);
+        let pred = catch_torch("classifier predictions", || {
+            let p = clf.predict(&x).argmax(-1, false).to_device(Device::Cpu).to_kind(Kind::Int64);
+            Vec::<i64>::try_from(p).map_err(ModelError::torch("reading predictions"))
+        })?;
+        for (&i, &p) in chunk.iter().zip(&pred) {
+            let t = test.labels[i] as usize;
+            if let (Some(row), Ok(p)) = (m.get_mut(t), usize::try_from(p)) {
+                if let Some(cell) = row.get_mut(p) {
+                    *cell += 1;
+                }
+            }
+        }
+    }
+    Ok(m)
+}
+
+/// A seed for one synthetic draw: distinct per (study seed, condition, site) and stable across runs.
+fn draw_seed(seed: u64, condition: usize, site: usize) -> i64 {
+    let c = (condition as u64).wrapping_add(1).wrapping_mul(1_000);
+    seed.wrapping_mul(1_000_003).wrapping_add(c).wrapping_add(site as u64) as i64
+}
+
+fn condition_name(ratio: Option<f64>) -> String {
+    match ratio {
+        None => "real".to_string(),
+        Some(r) => format!("real+synthetic×{r}"),
+    }
+}
+
+fn result(seed: u64, m: &Confusion, train_images: usize, synthetic_images: usize, start: Instant) -> RunResult {
+    RunResult {
+        seed,
+        accuracy: confusion_accuracy(m),
+        macro_f1: macro_f1(m),
+        train_images,
+        synthetic_images,
+        secs: start.elapsed().as_secs_f64(),
+    }
+}
+
+/// Conditions from per-condition runs (index 0 = real only), with paired per-seed gains over real only.
+fn summarise(ratios: &[f64], runs: Vec<Vec<RunResult>>) -> Vec<Condition> {
+    let base: Vec<RunResult> = runs.first().cloned().unwrap_or_default();
+    runs.into_iter()
+        .enumerate()
+        .map(|(c, runs)| {
+            let ratio = if c == 0 { None } else { ratios.get(c - 1).copied() };
+            let acc: Vec<f64> = runs.iter().map(|r| r.accuracy).collect();
+            let f1: Vec<f64> = runs.iter().map(|r| r.macro_f1).collect();
+            let gain = |f: fn(&RunResult) -> f64| {
+                let d: Vec<f64> = runs.iter().zip(&base).map(|(r, b)| f(r) - f(b)).collect();
+                Stat::of(&d)
+            };
+            Condition {
+                name: condition_name(ratio),
+                ratio: ratio.unwrap_or(0.0),
+                accuracy: Stat::of(&acc),
+                macro_f1: Stat::of(&f1),
+                gain_accuracy: (c > 0).then(|| gain(|r| r.accuracy)),
+                gain_macro_f1: (c > 0).then(|| gain(|r| r.macro_f1)),
+                runs,
+            }
+        })
+        .collect()
+}
+
+fn train_central(
+    cfg: &ClassifierConfig,
+    pool: &Dataset,
+    test: &Dataset,
+    seed: u64,
+    opts: &AugmentOptions,
+) -> Result<Confusion, AugmentError> {
+    let mut clf = Classifier::new(cfg, opts.device, seed as i64)?;
+    let mut batches = Batches::new(pool.len(), opts.batch_size, seed);
+    train_steps(&mut clf, pool, &mut batches, opts.steps, opts.device)?;
+    confusion(&clf, test, opts.device)
+}
+
+/// FedAvg over the site pools from a common initialisation; returns the global classifier's confusion on `test`.
+fn train_federated(
+    cfg: &ClassifierConfig,
+    pools: &[Dataset],
+    test: &Dataset,
+    seed: u64,
+    fed: &FederatedOptions,
+    opts: &AugmentOptions,
+) -> Result<Confusion, AugmentError> {
+    let device = opts.device;
+    let mut global_clf = Classifier::new(cfg, device, seed as i64)?;
+    let mut global = global_clf.weights()?;
+    let mut sites = Vec::new();
+    for (i, pool) in pools.iter().enumerate().filter(|(_, p)| !p.is_empty()) {
+        // Per-site seeds give each site its own batch order and augmentation draws; the weights are the global ones.
+        let site_seed = seed.wrapping_mul(1_009).wrapping_add(i as u64 + 1);
+        let clf = Classifier::new(cfg, device, site_seed as i64)?;
+        sites.push((clf, Batches::new(pool.len(), opts.batch_size, site_seed), pool));
+    }
+    if sites.is_empty() {
+        return Err(AugmentError::Options("every site's shard is empty".into()));
+    }
+    let mut strategy = FedAvg::new();
+    for _ in 0..fed.rounds {
+        strategy.begin_round(&global);
+        for (clf, batches, pool) in sites.iter_mut() {
+            clf.load_weights(&global)?;
+            train_steps(clf, pool, batches, fed.local_steps, device)?;
+            strategy.accumulate(clf.weights()?, pool.len() as u64)?;
+        }
+        global = strategy.finish()?;
+    }
+    global_clf.load_weights(&global)?;
+    confusion(&global_clf, test, device)
+}
+
+/// Images [N,3,S,S] in [-1, 1] of `ds`, through `f` in chunks, concatenated on the CPU.
+fn map_chunks(ds: &Dataset, device: Device, f: impl Fn(&Tensor) -> Tensor) -> Result<Tensor, AugmentError> {
+    let all: Vec<usize> = (0..ds.len()).collect();
+    let mut parts = Vec::new();
+    for chunk in all.chunks(EVAL_CHUNK) {
+        let (x, _) = to_tensors(ds, chunk, device);
+        parts.push(catch_torch("reference forward pass", || Ok(f(&x).to_device(Device::Cpu)))?);
+    }
+    Ok(catch_torch("concatenating features", || Ok(Tensor::cat(&parts, 0)))?)
+}
+
+fn reference_check(
+    gan: &Gan,
+    train: &Dataset,
+    test: &Dataset,
+    ref_opts: &ReferenceOptions,
+    cache_dir: &Path,
+    seed: u64,
+    device: Device,
+) -> Result<ReferenceCheck, AugmentError> {
+    let (ext, info) = ReferenceExtractor::load_or_train(train, test, ref_opts, cache_dir)?;
+    let synth = synthesize(gan, &test.class_counts(), &test.classes, test.size, draw_seed(seed, REFERENCE_DRAW, 0))?;
+    let mut warnings = info.warnings.clone();
+    let logits = map_chunks(&synth, device, |x| ext.logits(x))?;
+    let pred = Vec::<i64>::try_from(logits.argmax(-1, false).to_kind(Kind::Int64))
+        .map_err(ModelError::torch("reading reference predictions"))?;
+    let agree = pred.iter().zip(&synth.labels).filter(|(&p, &l)| p == i64::from(l)).count();
+    let agreement = agree as f64 / synth.len().max(1) as f64;
+    let fake = map_chunks(&synth, device, |x| ext.features(x))?;
+    let real = map_chunks(test, device, |x| ext.features(x))?;
+    let frechet_distance = match frechet_distance(&real, &fake) {
+        Ok(fd) => Some(fd),
+        Err(e) => {
+            warnings.push(format!("no Fréchet distance in the reference feature space: {e}"));
+            None
+        }
+    };
+    Ok(ReferenceCheck {
+        key: info.key,
+        cache_hit: info.cache_hit,
+        steps: info.steps,
+        test_accuracy: info.test_accuracy,
+        synthetic_label_agreement: agreement,
+        frechet_distance,
+        warnings,
+    })
+}
+
+/// Runs the whole study: the reference check (if asked for), the centralized conditions and the federated ones (if
+/// asked for), every condition over every seed. `progress` is called after each trained classifier.
+pub fn run_study(
+    generator: &LoadedGenerator,
+    train: &Dataset,
+    test: &Dataset,
+    opts: &AugmentOptions,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<AugmentReport, AugmentError> {
+    let start = Instant::now();
+    opts.validate()?;
+    if train.is_empty() || test.is_empty() {
+        return Err(AugmentError::Options("the training and test splits must both hold images".into()));
+    }
+    if train.size != test.size || train.classes != test.classes {
+        return Err(AugmentError::Options("the training and test splits differ in image size or classes".into()));
+    }
+    let gan = &generator.gan;
+    let k = train.num_classes();
+    if gan.config().image_size != i64::from(train.size) || gan.config().num_classes != k as i64 {
+        return Err(AugmentError::Options(format!(
+            "the data has {} px images of {k} classes but the generator makes {} px images of {} classes",
+            train.size,
+            gan.config().image_size,
+            gan.config().num_classes
+        )));
+    }
+    let counts = train.class_counts();
+    let seeds: Vec<u64> = (0..u64::from(opts.num_seeds)).map(|s| opts.base_seed.wrapping_add(s)).collect();
+    let conditions = 1 + opts.ratios.len();
+    let per_setting = seeds.len() * conditions;
+    let total = per_setting * (1 + usize::from(opts.federated.is_some())) + usize::from(opts.reference.is_some());
+    let mut done = 0usize;
+    let mut tick = |message: String, progress: &mut dyn FnMut(&Progress)| {
+        done += 1;
+        progress(&Progress { message, done, total });
+    };
+
+    let mut ccfg = ClassifierConfig::preset(&opts.classifier_preset, i64::from(train.size), k as i64)?;
+    ccfg.total_steps = opts.steps as i64;
+
+    let reference = match &opts.reference {
+        Some((ref_opts, dir)) => {
+            let check = reference_check(gan, train, test, ref_opts, dir, opts.base_seed, opts.device)?;
+            tick(
+                format!(
+                    "reference classifier ({}): test accuracy {:.3}, synthetic label agreement {:.3}",
+                    if check.cache_hit { "cached" } else { "trained" },
+                    check.test_accuracy,
+                    check.synthetic_label_agreement
+                ),
+                progress,
+            );
+            Some(check)
+        }
+        None => None,
+    };
+
+    // Centralized: the whole training split, plus ratio × its per-class counts of synthetic images.
+    let mut runs: Vec<Vec<RunResult>> = vec![Vec::new(); conditions];
+    for &seed in &seeds {
+        for (c, slot) in runs.iter_mut().enumerate() {
+            let t0 = Instant::now();
+            let ratio = if c == 0 { None } else { Some(opts.ratios[c - 1]) };
+            let (m, pool_len, n_synth) = match ratio {
+                None => (train_central(&ccfg, train, test, seed, opts)?, train.len(), 0),
+                Some(r) => {
+                    let synth =
+                        synthesize(gan, &scaled_counts(&counts, r), &train.classes, train.size, draw_seed(seed, c, 0))?;
+                    let mut pool = train.clone();
+                    pool.extend_from(&synth)?;
+                    (train_central(&ccfg, &pool, test, seed, opts)?, pool.len(), synth.len())
+                }
+            };
+            let r = result(seed, &m, pool_len, n_synth, t0);
+            tick(
+                format!(
+                    "centralized {} seed {seed}: accuracy {:.3}, macro-F1 {:.3}",
+                    condition_name(ratio),
+                    r.accuracy,
+                    r.macro_f1
+                ),
+                progress,
+            );
+            slot.push(r);
+        }
+    }
+    let centralized = summarise(&opts.ratios, runs);
+
+    let federated = match &opts.federated {
+        None => None,
+        Some(fed) => {
+            let parts = partition(&train.labels, k, fed.sites, &fed.partition, fed.partition_seed)?;
+            let shards: Vec<Dataset> = parts.iter().map(|idx| train.subset(idx)).collect();
+            let mut fcfg = ccfg.clone();
+            fcfg.total_steps = (fed.rounds * fed.local_steps) as i64;
+            let mut runs: Vec<Vec<RunResult>> = vec![Vec::new(); conditions];
+            for &seed in &seeds {
+                for (c, slot) in runs.iter_mut().enumerate() {
+                    let t0 = Instant::now();
+                    let ratio = if c == 0 { None } else { Some(opts.ratios[c - 1]) };
+                    let mut pools = shards.clone();
+                    let mut n_synth = 0;
+                    if let Some(r) = ratio {
+                        for (site, pool) in pools.iter_mut().enumerate() {
+                            let want = scaled_counts(&pool.class_counts(), r);
+                            let synth =
+                                synthesize(gan, &want, &train.classes, train.size, draw_seed(seed, c, site + 1))?;
+                            n_synth += synth.len();
+                            pool.extend_from(&synth)?;
+                        }
+                    }
+                    let m = train_federated(&fcfg, &pools, test, seed, fed, opts)?;
+                    let pool_len = pools.iter().map(Dataset::len).sum();
+                    let r = result(seed, &m, pool_len, n_synth, t0);
+                    tick(
+                        format!(
+                            "federated {} seed {seed}: accuracy {:.3}, macro-F1 {:.3}",
+                            condition_name(ratio),
+                            r.accuracy,
+                            r.macro_f1
+                        ),
+                        progress,
+                    );
+                    slot.push(r);
+                }
+            }
+            Some(FederatedReport {
+                sites: fed.sites,
+                partition: fed.partition.to_string(),
+                partition_seed: fed.partition_seed,
+                rounds: fed.rounds,
+                local_steps: fed.local_steps,
+                site_class_counts: shards.iter().map(Dataset::class_counts).collect(),
+                synthetic_policy: "each site receives round(ratio × its own real images of each class) from the \
+                                   global generator"
+                    .into(),
+                conditions: summarise(&opts.ratios, runs),
+            })
+        }
+    };
+
+    Ok(AugmentReport {
+        generator: generator.source.clone(),
+        generator_round: generator.round,
+        model: describe(gan.config()),
+        classes: train.classes.clone(),
+        train_class_counts: counts,
+        test_images: test.len(),
+        classifier_preset: opts.classifier_preset.clone(),
+        steps: opts.steps,
+        batch_size: opts.batch_size,
+        seeds,
+        ratios: opts.ratios.clone(),
+        reference,
+        centralized,
+        federated,
+        secs: start.elapsed().as_secs_f64(),
+    })
+}
+
+fn pm(s: &Stat) -> String {
+    format!("{:.3} ± {:.3}", s.mean, s.std)
+}
+
+fn gain(s: &Option<Stat>) -> String {
+    match s {
+        Some(s) => format!("{:+.3} ± {:.3}", s.mean, s.std),
+        None => "—".into(),
+    }
+}
+
+fn table(out: &mut String, conditions: &[Condition]) {
+    out.push_str("| condition | synthetic images | accuracy | macro-F1 | Δ accuracy | Δ macro-F1 |\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|\n");
+    for c in conditions {
+        let synth = c.runs.first().map_or(0, |r| r.synthetic_images);
+        out.push_str(&format!(
+            "| {} | {synth} | {} | {} | {} | {} |\n",
+            c.name,
+            pm(&c.accuracy),
+            pm(&c.macro_f1),
+            gain(&c.gain_accuracy),
+            gain(&c.gain_macro_f1)
+        ));
+    }
+}
+
+/// The report as Markdown: one table per setting (mean ± std over seeds; Δ = paired gain over real only).
+pub fn to_markdown(r: &AugmentReport) -> String {
+    let mut out = String::from("# Augmentation study\n\n");
+    let round = r.generator_round.map(|n| format!(", round {n}")).unwrap_or_default();
+    out.push_str(&format!("- generator: `{}`{round} ({})\n", r.generator, r.model));
+    out.push_str(&format!(
+        "- classifier: ViT `{}`, {} steps, batch {}, seeds {:?}\n",
+        r.classifier_preset, r.steps, r.batch_size, r.seeds
+    ));
+    out.push_str(&format!(
+        "- data: {} classes, {} training images {:?}, {} test images\n",
+        r.classes.len(),
+        r.train_class_counts.iter().sum::<usize>(),
+        r.train_class_counts,
+        r.test_images
+    ));
+    if let Some(c) = &r.reference {
+        let fd = c.frechet_distance.map_or("—".to_string(), |f| format!("{f:.3}"));
+        out.push_str(&format!(
+            "- reference classifier ({} steps, {}): test accuracy {:.3}; on synthetic images: label agreement {:.3}, \
+             Fréchet distance to the test split {fd}\n",
+            c.steps,
+            if c.cache_hit { "cached" } else { "trained" },
+            c.test_accuracy,
+            c.synthetic_label_agreement
+        ));
+    }
+    out.push_str("\nMean ± standard deviation over seeds; Δ is the per-seed gain over real only (mean ± std).\n");
+    out.push_str("\n## Centralized\n\n");
+    table(&mut out, &r.centralized);
+    if let Some(f) = &r.federated {
+        out.push_str(&format!(
+            "\n## Federated (FedAvg, {} sites, partition `{}`, {} rounds × {} local steps)\n\n",
+            f.sites, f.partition, f.rounds, f.local_steps
+        ));
+        table(&mut out, &f.conditions);
+        out.push_str(&format!("\nSynthetic images: {}.\n\nReal images per site and class:\n\n", f.synthetic_policy));
+        for (i, counts) in f.site_class_counts.iter().enumerate() {
+            out.push_str(&format!("- site {i}: {counts:?}\n"));
+        }
+    }
+    out.push_str(&format!("\n{:.1} s in all.\n", r.secs));
+    out
+}
+
+/// Writes `augment.json` and `augment.md` into `out_dir` (created if needed), each atomically.
+pub fn write_report(r: &AugmentReport, out_dir: &Path) -> Result<(PathBuf, PathBuf), AugmentError> {
+    let werr = |path: &Path, m: String| AugmentError::Write { path: path.to_path_buf(), message: m };
+    std::fs::create_dir_all(out_dir).map_err(|e| werr(out_dir, e.to_string()))?;
+    let json = serde_json::to_vec_pretty(r).map_err(|e| werr(&out_dir.join("augment.json"), e.to_string()))?;
+    let map = |e: CheckpointError| werr(out_dir, e.to_string());
+    let j = write_atomic(out_dir, "augment.json", &json).map_err(map)?;
+    let m = write_atomic(out_dir, "augment.md", to_markdown(r).as_bytes()).map_err(map)?;
+    Ok((j, m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{load, DataSource, LoadOptions};
+    use crate::federation::checkpoint::CheckpointMeta;
+    use crate::models::{DiscKind, GanKind};
+
+    #[test]
+    fn macro_f1_of_a_hand_made_confusion() {
+        // class 0: TP 3, FP 1, FN 1 → 6/8; class 1: TP 2, FP 1, FN 2 → 4/7; class 2: TP 2, FP 1, FN 0 → 4/5;
+        // class 3 never occurs and is never predicted → left out of the average.
+        let m = vec![vec![3, 1, 0, 0], vec![1, 2, 1, 0], vec![0, 0, 2, 0], vec![0, 0, 0, 0]];
+        let want = (6.0 / 8.0 + 4.0 / 7.0 + 4.0 / 5.0) / 3.0;
+        assert!((macro_f1(&m) - want).abs() < 1e-12, "{} vs {want}", macro_f1(&m));
+        assert!((confusion_accuracy(&m) - 7.0 / 10.0).abs() < 1e-12);
+        // A class that occurs but is never predicted counts with F1 = 0.
+        let m = vec![vec![2, 0], vec![2, 0]];
+        assert!((macro_f1(&m) - (4.0 / 6.0 + 0.0) / 2.0).abs() < 1e-12);
+        assert_eq!(macro_f1(&[vec![0, 0], vec![0, 0]]), 0.0);
+        assert_eq!(macro_f1(&[vec![5]]), 1.0);
+        let s = Stat::of(&[1.0, 2.0, 3.0]);
+        assert!((s.mean - 2.0).abs() < 1e-12 && (s.std - 1.0).abs() < 1e-12);
+        assert_eq!(Stat::of(&[0.5]), Stat { mean: 0.5, std: 0.0 });
+        assert_eq!(scaled_counts(&[4, 3, 0], 0.5), vec![2, 2, 0]);
+    }
+
+    fn tiny_model(classes: i64) -> ModelConfig {
+        ModelConfig::preset("tiny", GanKind::Cgan, DiscKind::Cnn, classes).unwrap()
+    }
+
+    #[test]
+    fn generator_sources_and_bad_paths() {
+        tch::set_num_threads(1);
+        let dir = tempfile::tempdir().unwrap();
+        let model = tiny_model(3);
+        let gan = Gan::new(&model, Device::Cpu, 11).unwrap();
+        let (g, d) = (gan.generator_weights().unwrap(), gan.discriminator_weights().unwrap());
+        let z = gan.latent(4, 1);
+        let y = Tensor::from_slice(&[0i64, 1, 2, 0]);
+        let want = gan.generate(&z, &y);
+
+        // A server checkpoint directory (newest round), its commit record, a generator.safetensors.
+        let ckdir = dir.path().join("checkpoints");
+        let store = CheckpointStore::open(&ckdir, 3).unwrap();
+        let meta = |round| CheckpointMeta {
+            round,
+            strategy: "fedavg".into(),
+            strategy_state: serde_json::Value::Null,
+            membership: vec![],
+            config_hash: String::new(),
+            created_unix_ms: 0,
+            extra: serde_json::Value::Null,
+        };
+        let other = Gan::new(&model, Device::Cpu, 99).unwrap().generator_weights().unwrap();
+        store.save(&meta(1), &[("generator", &other), ("discriminator", &d)]).unwrap();
+        store.save(&meta(2), &[("generator", &g), ("discriminator", &d)]).unwrap();
+        let file = dir.path().join("generator.safetensors");
+        std::fs::write(&file, g.to_safetensors(None).unwrap()).unwrap();
+        for (p, round) in [(ckdir.clone(), Some(2)), (ckdir.join("round-000002.json"), Some(2)), (file.clone(), None)] {
+            let loaded = load_generator(&p, &model, Device::Cpu, 5).unwrap();
+            assert_eq!(loaded.round, round, "{}", p.display());
+            assert!(loaded.gan.generate(&z, &y).equal(&want), "{}", p.display());
+        }
+        let r1 = load_generator(&ckdir.join("round-000001.json"), &model, Device::Cpu, 5).unwrap();
+        assert_eq!(r1.round, Some(1));
+        assert!(!r1.gan.generate(&z, &y).equal(&want));
+
+        // Errors name the path and the problem.
+        let missing = dir.path().join("no-such-generator.safetensors");
+        let e = load_generator(&missing, &model, Device::Cpu, 5).unwrap_err().to_string();
+        assert!(e.contains("no-such-generator.safetensors") && e.contains("cannot open"), "{e}");
+        let text = dir.path().join("notes.txt");
+        std::fs::write(&text, "hello").unwrap();
+        let e = load_generator(&text, &model, Device::Cpu, 5).unwrap_err().to_string();
+        assert!(e.contains("notes.txt") && e.contains("not a checkpoint directory"), "{e}");
+        let junk = dir.path().join("junk.safetensors");
+        std::fs::write(&junk, b"not safetensors at all").unwrap();
+        let e = load_generator(&junk, &model, Device::Cpu, 5).unwrap_err().to_string();
+        assert!(e.contains("junk.safetensors") && e.contains("not a safetensors file"), "{e}");
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        let e = load_generator(&empty, &model, Device::Cpu, 5).unwrap_err().to_string();
+        assert!(e.contains("empty") && e.contains("holds no checkpoint"), "{e}");
+        let e = load_generator(&file, &tiny_model(4), Device::Cpu, 5).unwrap_err();
+        assert!(matches!(e, AugmentError::GeneratorMismatch { .. }), "{e}");
+        assert!(e.to_string().contains("generator.safetensors") && e.to_string().contains("4 classes"), "{e}");
+    }
+
+    #[test]
+    fn tiny_study_end_to_end() {
+        tch::set_num_threads(1);
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LoadOptions {
+            size: 32,
+            synth_per_class: 10,
+            synth_num_classes: 3,
+            val_fraction: 0.0,
+            test_fraction: 0.3,
+            seed: 7,
+            ..LoadOptions::default()
+        };
+        let splits = load(&DataSource::Synthetic, &opts).unwrap();
+        let (train, test) = (splits.train, splits.test);
+        let model = tiny_model(3);
+        let file = dir.path().join("generator.safetensors");
+        let g = Gan::new(&model, Device::Cpu, 3).unwrap().generator_weights().unwrap();
+        std::fs::write(&file, g.to_safetensors(None).unwrap()).unwrap();
+        let generator = load_generator(&file, &model, Device::Cpu, 1).unwrap();
+
+        let ref_opts =
+            ReferenceOptions { preset: "tiny".into(), steps: 4, batch_size: 8, seed: 1, device: Device::Cpu };
+        let study = AugmentOptions {
+            classifier_preset: "tiny".into(),
+            ratios: vec![0.5, 1.0],
+            num_seeds: 2,
+            base_seed: 10,
+            steps: 4,
+            batch_size: 8,
+            device: Device::Cpu,
+            federated: Some(FederatedOptions {
+                sites: 2,
+                partition: "dirichlet:0.5".parse().unwrap(),
+                partition_seed: 42,
+                rounds: 2,
+                local_steps: 2,
+            }),
+            reference: Some((ref_opts, dir.path().join("refcache"))),
+        };
+        let mut events = Vec::new();
+        let report = run_study(&generator, &train, &test, &study, &mut |p| events.push(p.clone())).unwrap();
+
+        // 1 reference + 2 settings × 2 seeds × 3 conditions.
+        assert_eq!(events.len(), 13);
+        assert!(events.iter().enumerate().all(|(i, p)| p.done == i + 1 && p.total == 13));
+        assert_eq!(report.seeds, vec![10, 11]);
+        let counts = train.class_counts();
+        assert_eq!(report.train_class_counts, counts);
+        let fed = report.federated.as_ref().unwrap();
+        for conds in [&report.centralized, &fed.conditions] {
+            let names: Vec<&str> = conds.iter().map(|c| c.name.as_str()).collect();
+            assert_eq!(names, ["real", "real+synthetic×0.5", "real+synthetic×1"]);
+            for c in conds.iter() {
+                assert_eq!(c.runs.len(), 2);
+                assert_eq!(c.runs.iter().map(|r| r.seed).collect::<Vec<_>>(), vec![10, 11]);
+                for r in &c.runs {
+                    assert!((0.0..=1.0).contains(&r.accuracy) && (0.0..=1.0).contains(&r.macro_f1), "{r:?}");
+                    assert_eq!(r.train_images, train.len() + r.synthetic_images);
+                }
+                let acc: Vec<f64> = c.runs.iter().map(|r| r.accuracy).collect();
+                assert_eq!(c.accuracy, Stat::of(&acc));
+            }
+            assert!(conds[0].gain_accuracy.is_none() && conds[0].runs.iter().all(|r| r.synthetic_images == 0));
+            let d: Vec<f64> = conds[2].runs.iter().zip(&conds[0].runs).map(|(a, b)| a.macro_f1 - b.macro_f1).collect();
+            assert_eq!(conds[2].gain_macro_f1, Some(Stat::of(&d)));
+        }
+        // Centralized ratio 1 doubles every class; federated sites each double their own classes (same total).
+        assert_eq!(report.centralized[2].runs[0].synthetic_images, train.len());
+        assert_eq!(report.centralized[1].runs[0].synthetic_images, scaled_counts(&counts, 0.5).iter().sum::<usize>());
+        assert_eq!(fed.conditions[2].runs[0].synthetic_images, train.len());
+        let per_class: Vec<usize> = (0..3).map(|k| fed.site_class_counts.iter().map(|s| s[k]).sum()).collect();
+        assert_eq!(per_class, counts);
+        let reference = report.reference.as_ref().unwrap();
+        assert!(!reference.cache_hit && (0.0..=1.0).contains(&reference.synthetic_label_agreement));
+        assert!(reference.frechet_distance.is_some_and(|f| f.is_finite() && f >= 0.0));
+
+        let out = dir.path().join("out");
+        let (j, m) = write_report(&report, &out).unwrap();
+        let back: AugmentReport = serde_json::from_slice(&std::fs::read(j).unwrap()).unwrap();
+        assert_eq!(back.centralized.len(), 3);
+        let md = std::fs::read_to_string(m).unwrap();
+        assert!(md.contains("| real |") && md.contains("## Federated") && md.contains("real+synthetic×0.5"), "{md}");
+
+        // A generator for another image size is refused before any training.
+        let mut small = test.clone();
+        small.size = 16;
+        small.images.truncate(small.len() * 16 * 16 * 3);
+        let e = run_study(&generator, &small, &small, &study, &mut |_| {}).unwrap_err().to_string();
+        assert!(e.contains("16 px"), "{e}");
+    }
+}
