@@ -32,6 +32,7 @@ pub mod launcher;
 pub mod models;
 pub mod observability;
 pub mod plots;
+pub mod quality;
 pub mod report;
 pub mod report_html;
 pub mod telemetry;
