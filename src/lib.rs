@@ -11,6 +11,8 @@
 //! - [`training`], [`evaluation`], [`centralized`], [`report`] turn models and data into rounds, baselines,
 //!   scores and records;
 //! - [`models`] (tch), [`data`] (images), [`federation`] (weights, strategies, checkpoints) and [`config`] are pure.
+//! - [`quality`] scores generated samples against real ones in a reference classifier's feature space (pure tensor
+//!   code: per-class Fréchet, precision/recall, memorization, diversity, class similarity).
 //!
 //! See ARCHITECTURE.md for the data path and the module map.
 

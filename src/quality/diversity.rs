@@ -135,9 +135,8 @@ pub fn class_coverage(predictions: &[usize], conditioning: &[i64], k: usize, min
     let total = counted.max(1) as f64;
     let covered: Vec<Option<bool>> = (0..k)
         .map(|c| {
-            (requested_histogram[c] > 0).then(|| {
-                predicted_histogram[c] as f64 / total >= min_fraction * requested_histogram[c] as f64 / total
-            })
+            (requested_histogram[c] > 0)
+                .then(|| predicted_histogram[c] as f64 / total >= min_fraction * requested_histogram[c] as f64 / total)
         })
         .collect();
     let requested = covered.iter().flatten().count();

@@ -93,7 +93,9 @@ pub fn scan_space(sets: &SpaceSets<'_>, chunk: usize) -> Result<Result<NearestSc
         return Ok(Err("the test→train distances are not finite".into()));
     };
     if baseline_median <= f64::EPSILON {
-        return Ok(Err("the median test→train nearest distance is 0 (test samples duplicate training samples?)".into()));
+        return Ok(
+            Err("the median test→train nearest distance is 0 (test samples duplicate training samples?)".into()),
+        );
     }
     let nn = knn(sets.synthetic, sets.train, 1, chunk)?;
     let distances = to_vec::<f64>(&nn.distances)?;
@@ -111,7 +113,12 @@ pub fn summarize_space(scan: &NearestScan, threshold: f64, top_n: usize) -> Spac
     let closest = order
         .iter()
         .take(top_n)
-        .map(|&i| ClosePair { synthetic: i, train: scan.nearest[i], distance: scan.distances[i], ratio: scan.ratios[i] })
+        .map(|&i| ClosePair {
+            synthetic: i,
+            train: scan.nearest[i],
+            distance: scan.distances[i],
+            ratio: scan.ratios[i],
+        })
         .collect();
     SpaceMemorization {
         baseline_median: scan.baseline_median,
@@ -174,7 +181,10 @@ pub fn closest_pairs_image(
         if p.synthetic as i64 >= ss[0] || p.train as i64 >= ts[0] {
             return Err(QualityError::Input {
                 what: "closest pairs".into(),
-                detail: format!("pair ({}, {}) is out of range of {} synthetic and {} training images", p.synthetic, p.train, ss[0], ts[0]),
+                detail: format!(
+                    "pair ({}, {}) is out of range of {} synthetic and {} training images",
+                    p.synthetic, p.train, ss[0], ts[0]
+                ),
             });
         }
     }

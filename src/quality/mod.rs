@@ -267,7 +267,10 @@ impl QualityInputs {
         let ls = self.synthetic_logits.size();
         let ns = self.synthetic_features.size()[0];
         if ls.len() != 2 || ls[0] != ns || ls[1] != k as i64 {
-            return Err(input("synthetic_logits", format!("must be [{ns}, {k}] (synthetic rows × classes), got {ls:?}")));
+            return Err(input(
+                "synthetic_logits",
+                format!("must be [{ns}, {k}] (synthetic rows × classes), got {ls:?}"),
+            ));
         }
         check_finite("synthetic_logits", &self.synthetic_logits)?;
         let mut hw = None;

@@ -41,7 +41,12 @@ pub fn precision_recall(
     let (n, m) = (real.size()[0] as usize, synthetic.size()[0] as usize);
     for (what, got) in [("the real set", n), ("the synthetic set", m)] {
         if got <= k {
-            return Err(QualityError::TooFewSamples { metric: "precision/recall", what: what.into(), got, need: k + 1 });
+            return Err(QualityError::TooFewSamples {
+                metric: "precision/recall",
+                what: what.into(),
+                got,
+                need: k + 1,
+            });
         }
     }
     let real_radii = manifold_radii(real, k, chunk)?;

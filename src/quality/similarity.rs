@@ -157,9 +157,7 @@ fn fit(label: &str, max_chars: usize) -> String {
 fn format_value(v: f64, integers: bool) -> String {
     if !v.is_finite() {
         "–".into()
-    } else if integers {
-        format!("{v:.0}")
-    } else if v.abs() >= 100.0 {
+    } else if integers || v.abs() >= 100.0 {
         format!("{v:.0}")
     } else if v.abs() >= 10.0 {
         format!("{v:.1}")
@@ -183,8 +181,10 @@ fn draw_heatmap(rgb: &mut [u8], matrix: &[Vec<f64>], labels: &[String], title: &
     let err = |e: &dyn std::fmt::Display| e.to_string();
     let root = BitMapBackend::with_buffer(rgb, (HEATMAP_WIDTH, HEATMAP_HEIGHT)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
-    let text = |size: i32, color: RGBColor, pos: Pos| {
-        TextStyle { font: (FAMILY, size).into_font(), color: color.to_backend_color(), pos }
+    let text = |size: i32, color: RGBColor, pos: Pos| TextStyle {
+        font: (FAMILY, size).into_font(),
+        color: color.to_backend_color(),
+        pos,
     };
     let centre = Pos::new(HPos::Center, VPos::Center);
     root.draw(&Text::new(fit(title, 90), (w / 2, 28), text(18, BLACK, centre))).map_err(|e| err(&e))?;
