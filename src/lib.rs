@@ -12,6 +12,8 @@
 //!   scores and records; [`reference`] (the cached reference classifier) and [`augment_study`] (real vs real +
 //!   synthetic training data, centralized and federated) measure what the generator is good for;
 //! - [`models`] (tch), [`data`] (images), [`federation`] (weights, strategies, checkpoints) and [`config`] are pure.
+//! - [`quality`] scores generated samples against real ones in a reference classifier's feature space (pure tensor
+//!   code: per-class Fréchet, precision/recall, memorization, diversity, class similarity).
 //!
 //! See ARCHITECTURE.md for the data path and the module map.
 
@@ -34,6 +36,7 @@ pub mod launcher;
 pub mod models;
 pub mod observability;
 pub mod plots;
+pub mod quality;
 pub mod reference;
 pub mod report;
 pub mod report_html;

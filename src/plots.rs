@@ -25,7 +25,7 @@ use crate::report::RunReport;
 /// DejaVu Sans, see assets/fonts/DejaVuSans-LICENSE.txt.
 static FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
 /// Family name the font is registered under; plotters' own default labels ask for it too.
-const FAMILY: &str = "sans-serif";
+pub(crate) const FAMILY: &str = "sans-serif";
 
 pub const WIDTH: u32 = 960;
 pub const HEIGHT: u32 = 480;
@@ -150,7 +150,7 @@ fn short(run: &str) -> String {
     }
 }
 
-fn ensure_font() -> Result<(), PlotError> {
+pub(crate) fn ensure_font() -> Result<(), PlotError> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     let ok = *REGISTERED.get_or_init(|| plotters::style::register_font(FAMILY, FontStyle::Normal, FONT).is_ok());
     if ok {
