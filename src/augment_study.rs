@@ -714,7 +714,7 @@ pub fn run_study(
     for &seed in &seeds {
         for (c, slot) in runs.iter_mut().enumerate() {
             let t0 = Instant::now();
-            let ratio = if c == 0 { None } else { Some(opts.ratios[c - 1]) };
+            let ratio = c.checked_sub(1).and_then(|i| opts.ratios.get(i).copied());
             let (m, pool_len, n_synth) = match ratio {
                 None => (train_central(&ccfg, train, test, seed, opts)?, train.len(), 0),
                 Some(r) => {
@@ -751,7 +751,7 @@ pub fn run_study(
             for &seed in &seeds {
                 for (c, slot) in runs.iter_mut().enumerate() {
                     let t0 = Instant::now();
-                    let ratio = if c == 0 { None } else { Some(opts.ratios[c - 1]) };
+                    let ratio = c.checked_sub(1).and_then(|i| opts.ratios.get(i).copied());
                     let mut pools = shards.clone();
                     let mut n_synth = 0;
                     if let Some(r) = ratio {
