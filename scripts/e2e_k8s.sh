@@ -139,7 +139,7 @@ kubectl -n histofed create secret generic histofed-cookie --from-literal=cookie=
 sed -e "s/^rounds = .*/rounds = $rounds/" -e "s/^local_steps = .*/local_steps = $steps/" -e 's/^per_class = .*/per_class = 48/' \
     -e 's/^join_timeout_secs = .*/join_timeout_secs = 60/' -e 's/^round_deadline_secs = .*/round_deadline_secs = 30/' \
     -e 's/^grace_secs = .*/grace_secs = 5/' -e 's/^heartbeat_secs = .*/heartbeat_secs = 1.0/' \
-    -e 's/^grid_per_class = .*/grid_per_class = 2/' \
+    -e 's/^grid_per_class = .*/grid_per_class = 2/' -e 's/^eval_every = .*/eval_every = 0/' \
     "$root/k8s/base/config.toml" > "$out/overlay/config.toml"
 cpu_rel=$(python3 -c 'import os,sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' "$root/k8s/overlays/cpu" "$out/overlay")
 cat > "$out/overlay/kustomization.yaml" <<EOF

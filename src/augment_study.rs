@@ -561,10 +561,39 @@ fn train_central(
     seed: u64,
     opts: &AugmentOptions,
 ) -> Result<Confusion, AugmentError> {
-    let mut clf = Classifier::new(cfg, opts.device, seed as i64)?;
-    let mut batches = Batches::new(pool.len(), opts.batch_size, seed);
-    train_steps(&mut clf, pool, &mut batches, opts.steps, opts.device)?;
-    confusion(&clf, test, opts.device)
+    train_confusion(cfg, pool, test, opts.steps, opts.batch_size, seed, opts.device)
+}
+
+/// Trains a fresh classifier on `pool` for `steps` steps and returns its confusion on `test`.
+fn train_confusion(
+    cfg: &ClassifierConfig,
+    pool: &Dataset,
+    test: &Dataset,
+    steps: u64,
+    batch_size: usize,
+    seed: u64,
+    device: Device,
+) -> Result<Confusion, AugmentError> {
+    let mut clf = Classifier::new(cfg, device, seed as i64)?;
+    let mut batches = Batches::new(pool.len(), batch_size, seed);
+    train_steps(&mut clf, pool, &mut batches, steps, device)?;
+    confusion(&clf, test, device)
+}
+
+/// One classifier trained on `pool` (real, or real + synthetic) and scored on `test`: the unit both this study and
+/// `histofed reproduce` repeat over seeds.
+pub fn train_classifier_once(
+    cfg: &ClassifierConfig,
+    pool: &Dataset,
+    test: &Dataset,
+    steps: u64,
+    batch_size: usize,
+    seed: u64,
+    device: Device,
+) -> Result<RunResult, AugmentError> {
+    let start = Instant::now();
+    let m = train_confusion(cfg, pool, test, steps, batch_size, seed, device)?;
+    Ok(result(seed, &m, pool.len(), 0, start))
 }
 
 /// FedAvg over the site pools from a common initialisation; returns the global classifier's confusion on `test`.

@@ -32,6 +32,7 @@ pub struct Config {
     pub model: ModelSection,
     pub cluster: ClusterConfig,
     pub runtime: RuntimeConfig,
+    pub evaluation: EvaluationConfig,
     /// Faults injected on purpose (tests and chaos scenarios); empty in normal runs.
     pub faults: Vec<Fault>,
 }
@@ -147,6 +148,39 @@ pub struct RuntimeConfig {
     pub grid_per_class: usize,
     /// Where a site keeps its local checkpoints; absent = `<out_dir>/sites/site-N`.
     pub state_dir: Option<PathBuf>,
+}
+
+/// The evaluator role: what it measures and how often (see `quality` and `reference`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvaluationConfig {
+    /// Run the full quality suite (reference-feature FD per class, precision/recall, memorization, mode collapse,
+    /// class similarity) every this many rounds and after the last one; 0 = never (the sample grid and the fixed-feature
+    /// Fréchet distance are still computed every round).
+    pub eval_every: u64,
+    /// Synthetic images per class the quality suite generates.
+    pub samples_per_class: usize,
+    /// The reference feature extractor: the ViT classifier (`tiny` or `vit-b16`) trained on the real training split
+    /// for this many steps, cached per dataset + seed in `cache_dir` (absent: `data.cache_dir`/reference, else
+    /// ~/.cache/histofed/reference).
+    pub reference_preset: String,
+    pub reference_steps: u32,
+    pub cache_dir: Option<PathBuf>,
+    /// A synthetic image nearer a training image than this fraction of the typical test→train distance is flagged.
+    pub memorization_threshold: f64,
+}
+
+impl Default for EvaluationConfig {
+    fn default() -> Self {
+        Self {
+            eval_every: 5,
+            samples_per_class: 32,
+            reference_preset: "tiny".into(),
+            reference_steps: 200,
+            cache_dir: None,
+            memorization_threshold: 0.5,
+        }
+    }
 }
 
 impl Default for FederationConfig {
@@ -336,6 +370,23 @@ impl Config {
         }
         if self.runtime.threads < 1 {
             return bad("runtime.threads must be at least 1".into());
+        }
+        let e = &self.evaluation;
+        if e.samples_per_class < 2 {
+            return bad(format!("evaluation.samples_per_class = {} must be at least 2", e.samples_per_class));
+        }
+        if !crate::models::CLASSIFIER_PRESETS.contains(&e.reference_preset.as_str()) {
+            return bad(format!(
+                "evaluation.reference_preset = {:?}: expected one of {}",
+                e.reference_preset,
+                crate::models::CLASSIFIER_PRESETS.join(", ")
+            ));
+        }
+        if e.reference_steps == 0 {
+            return bad("evaluation.reference_steps must be at least 1".into());
+        }
+        if !(e.memorization_threshold.is_finite() && e.memorization_threshold > 0.0) {
+            return bad(format!("evaluation.memorization_threshold = {} must be positive", e.memorization_threshold));
         }
         Ok(())
     }

@@ -18,6 +18,7 @@
 //! See ARCHITECTURE.md for the data path and the module map.
 
 pub mod actors;
+pub mod assessment;
 pub mod augment_study;
 pub mod bench_fed;
 pub mod benchmarks;
@@ -40,5 +41,7 @@ pub mod quality;
 pub mod reference;
 pub mod report;
 pub mod report_html;
+pub mod reproduce;
+pub mod simulation;
 pub mod telemetry;
 pub mod training;

@@ -244,6 +244,99 @@ fn draw(rgb: &mut [u8], title: &str, y_desc: &str, lines: &[Line]) -> Result<(),
     Ok(())
 }
 
+/// One named series of a grouped bar chart: one value per group (non-finite values are left out).
+pub struct BarSeries {
+    pub label: String,
+    pub values: Vec<f64>,
+}
+
+/// A grouped bar chart (e.g. one group per model, one bar per setting) written atomically to `path` as PNG.
+pub fn grouped_bars_png(
+    title: &str,
+    y_desc: &str,
+    groups: &[String],
+    series: &[BarSeries],
+    path: &Path,
+) -> Result<PathBuf, PlotError> {
+    ensure_font()?;
+    let plot = "bar";
+    let mut rgb = vec![255u8; (WIDTH as usize) * (HEIGHT as usize) * 3];
+    let drawn = catch_unwind(AssertUnwindSafe(|| draw_bars(&mut rgb, title, y_desc, groups, series)))
+        .map_err(|_| PlotError::Draw { plot, detail: "the plotting library panicked".into() })?;
+    drawn.map_err(|detail| PlotError::Draw { plot, detail })?;
+    let mut png = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut png)
+        .write_image(&rgb, WIDTH, HEIGHT, ExtendedColorType::Rgb8)
+        .map_err(|source| PlotError::Encode { plot, source })?;
+    write_to(path, &png)
+}
+
+fn draw_bars(rgb: &mut [u8], title: &str, y_desc: &str, groups: &[String], series: &[BarSeries]) -> Result<(), String> {
+    let values = series.iter().flat_map(|s| s.values.iter().copied()).filter(|v| v.is_finite());
+    let (lo, hi) = values.fold((0.0f64, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    if groups.is_empty() || series.is_empty() {
+        return Err("nothing to plot".into());
+    }
+    let pad = ((hi - lo) * 0.08).max(1e-6);
+    // Headroom above the tallest bar for the legend.
+    let (y0, y1) = (if lo < 0.0 { lo - pad } else { 0.0 }, hi + 4.0 * pad);
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let root = BitMapBackend::with_buffer(rgb, (WIDTH, HEIGHT)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let n = groups.len();
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (FAMILY, 22))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(72)
+        .build_cartesian_2d(0f64..n as f64, y0..y1)
+        .map_err(|e| err(&e))?;
+    let names = groups.to_vec();
+    let label = move |v: &f64| {
+        let i = v.floor();
+        if (v - i - 0.5).abs() < 1e-6 && i >= 0.0 {
+            names.get(i as usize).cloned().unwrap_or_default()
+        } else {
+            String::new()
+        }
+    };
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(2 * n + 1)
+        .x_label_formatter(&label)
+        .y_desc(y_desc)
+        .y_labels(8)
+        .label_style((FAMILY, 14))
+        .axis_desc_style((FAMILY, 16))
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()
+        .map_err(|e| err(&e))?;
+    let width = 0.8 / series.len() as f64;
+    for (k, s) in series.iter().enumerate() {
+        let color = SITE_COLORS[k % SITE_COLORS.len()];
+        let bars = s.values.iter().enumerate().filter(|(_, v)| v.is_finite()).map(|(g, &v)| {
+            let x = g as f64 + 0.1 + k as f64 * width;
+            Rectangle::new([(x, 0.0f64.max(y0)), (x + width * 0.92, v)], color.filled())
+        });
+        chart
+            .draw_series(bars)
+            .map_err(|e| err(&e))?
+            .label(s.label.as_str())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .label_font((FAMILY, 14))
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(180, 180, 180))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,6 +41,35 @@ pub struct RunEvent {
     pub detail: String,
 }
 
+/// The headline numbers of a [`QualityReport`], for round records, metrics and tables.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QualitySummary {
+    /// Overall Fréchet distance, real test split vs synthetic, in the reference feature space.
+    pub fd: f64,
+    pub precision: f64,
+    pub recall: f64,
+    /// Share of synthetic samples suspiciously close to a training image (feature space).
+    pub memorized_share: f64,
+    /// Same in (pooled) pixel space, when measured.
+    pub memorized_share_pixels: Option<f64>,
+    pub class_coverage: f64,
+    pub label_agreement: f64,
+    /// Mean over classes of synthetic / real within-class diversity.
+    pub diversity_ratio: f64,
+}
+
+/// The full quality suite of a round, as the round report keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundQuality {
+    pub summary: QualitySummary,
+    /// Test accuracy of the reference classifier whose feature space the numbers are in.
+    pub reference_test_accuracy: f64,
+    /// The full report (`quality.json`) and the pictures, relative to the run directory.
+    pub report_json: String,
+    pub pictures: Vec<String>,
+    pub secs: f64,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RoundRecord {
     pub round: u64,
@@ -55,6 +84,9 @@ pub struct RoundRecord {
     pub mean_losses: LossSummary,
     pub frechet_distance: Option<f64>,
     pub samples_png: Option<String>,
+    /// The evaluator's full quality suite, on rounds where it ran (`evaluation.eval_every`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<RoundQuality>,
     pub checkpoint: String,
     /// Distance of the new global weights from the previous ones.
     pub global_step_norm: f64,

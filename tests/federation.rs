@@ -17,7 +17,13 @@ use histofed::models::Gan;
 fn two_sites_two_rounds_end_to_end() {
     let _guard = serial();
     let tmp = tempfile::tempdir().unwrap();
-    let mut fed = Fed::new(tmp.path(), 2, 2, "", "");
+    // The evaluator's full quality suite after the last round (a briefly trained reference classifier).
+    let cache = tmp.path().join("reference-cache");
+    let evaluation = format!(
+        "[evaluation]\neval_every = 5\nsamples_per_class = 6\nreference_steps = 20\ncache_dir = \"{}\"\n",
+        cache.display()
+    );
+    let mut fed = Fed::new(tmp.path(), 2, 2, "", &evaluation);
     fed.start_all();
     let report = fed.finish(Duration::from_secs(240));
     assert!(report.finished);
@@ -31,6 +37,15 @@ fn two_sites_two_rounds_end_to_end() {
         assert!(png.exists(), "{}", png.display());
     }
     assert_eq!(report.site_classes.len(), 2);
+    // eval_every = 5 > rounds: the suite ran once, after the last round, and its files are there.
+    assert!(report.rounds[0].quality.is_none());
+    let q = report.rounds[1].quality.as_ref().expect("the last round has the quality suite");
+    assert!(q.summary.fd.is_finite() && q.summary.fd >= 0.0, "{q:?}");
+    assert!((0.0..=1.0).contains(&q.summary.precision) && (0.0..=1.0).contains(&q.summary.class_coverage));
+    let run = tmp.path().join("run");
+    assert!(run.join(&q.report_json).exists(), "{}", q.report_json);
+    assert!(!q.pictures.is_empty() && q.pictures.iter().all(|p| run.join(p).exists()), "{:?}", q.pictures);
+    assert!(std::fs::read_dir(&cache).unwrap().count() > 0, "the reference classifier was cached");
 
     // The global weights moved, and the checkpoint loads back into a model bit-exactly.
     let store = CheckpointStore::open(tmp.path().join("run/checkpoints"), 5).unwrap();

@@ -12,7 +12,7 @@ use tch::Device;
 use crate::actors::messages::{EvalReport, EvaluatorMsg, ServerMsg};
 use crate::actors::worker::Worker;
 use crate::data::Dataset;
-use crate::evaluation::GanEvaluator;
+use crate::evaluation::{GanEvaluator, QualitySetup};
 use crate::federation::weights::Weights;
 use crate::models::ModelConfig;
 
@@ -27,6 +27,8 @@ pub struct EvaluatorArgs {
     pub out_dir: PathBuf,
     pub seed: u64,
     pub threads: i32,
+    /// The full quality suite (every `evaluation.eval_every` rounds); `None` = grid and fixed-feature FD only.
+    pub quality: Option<QualitySetup>,
 }
 
 type Job = (u64, Weights);
@@ -49,8 +51,15 @@ impl Actor for EvaluatorActor {
             "evaluator",
             a.threads,
             move || {
-                GanEvaluator::new(&a.model, a.device, &a.real, a.per_class, a.out_dir, a.seed)
-                    .map_err(|e| format!("cannot build the evaluator: {e}"))
+                let mut ev = GanEvaluator::new(&a.model, a.device, &a.real, a.per_class, a.out_dir, a.seed)
+                    .map_err(|e| format!("cannot build the evaluator: {e}"))?;
+                if let Some(q) = a.quality {
+                    // Without the reference classifier the run still gets its grids and fixed-feature FD.
+                    if let Err(e) = ev.enable_quality(q, &a.real) {
+                        tracing::error!(error = %e, "the quality suite is off: cannot prepare the reference classifier");
+                    }
+                }
+                Ok(ev)
             },
             |ev: &mut Result<GanEvaluator, String>, (round, weights): Job| match ev {
                 Ok(ev) => ev.evaluate(round, &weights).map_err(|e| e.to_string()),

@@ -624,6 +624,7 @@ async fn finish_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<
         mean_losses,
         frechet_distance: None,
         samples_png: None,
+        quality: None,
         checkpoint: String::new(),
         global_step_norm: step,
         wall_secs: st.round_started.elapsed().as_secs_f64(),
@@ -761,6 +762,10 @@ fn on_evaluated(me: &ActorRef<ServerMsg>, st: &mut ServerState, round: u64, resu
             if let Some(r) = st.report.rounds.iter_mut().find(|r| r.round == round) {
                 r.frechet_distance = Some(eval.frechet_distance);
                 r.samples_png = Some(eval.samples_png.clone());
+                r.quality = eval.quality.clone();
+            }
+            if let Some(q) = &eval.quality {
+                st.obs.metrics.quality(&q.summary);
             }
             st.progress.rounds.set_message(format!("FD {:.3}", eval.frechet_distance));
             tracing::info!(round, frechet_distance = eval.frechet_distance, "round evaluated");

@@ -28,7 +28,7 @@ mod vit;
 mod tests;
 
 pub use bench::bench_step;
-pub use classifier::{Classifier, ClassifierConfig};
+pub use classifier::{Classifier, ClassifierConfig, CLASSIFIER_PRESETS};
 pub use config::{DiscKind, GanKind, ModelConfig};
 pub use device::select_device;
 pub use error::ModelError;

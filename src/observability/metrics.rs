@@ -15,6 +15,8 @@
 //! - `histofed_bytes_sent_total`, `histofed_bytes_received_total`, `histofed_bad_frames_total`
 //! - `histofed_aggregation_seconds` (histogram), `histofed_trainer_restarts_total`, `histofed_oom_retries_total`
 //! - `histofed_gan_loss{net="d"|"g"}`, `histofed_frechet_distance`
+//! - `histofed_quality{metric}` (the evaluator's quality suite at its last run: `fd`, `precision`, `recall`,
+//!   `memorized_share`, `class_coverage`, `label_agreement`, `diversity_ratio`; absent before the first run)
 //! - `histofed_checkpoints_written_total`, `histofed_checkpoint_age_seconds` (computed at scrape time; absent before
 //!   the first checkpoint, so an alert on it never fires for a run that has not written one yet)
 //! - `histofed_heartbeat_rtt_seconds` (histogram), `histofed_heartbeats_missed_total`
@@ -86,6 +88,11 @@ struct NetLabel {
     net: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MetricLabel {
+    metric: &'static str,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// Values that only make sense computed when scraped (ages), so nobody has to tick a gauge.
@@ -141,6 +148,7 @@ struct Inner {
     oom_retries: Counter,
     gan_loss: Family<NetLabel, FloatGauge>,
     frechet_distance: FloatGauge,
+    quality: Family<MetricLabel, FloatGauge>,
     checkpoints_written: Counter,
     heartbeat_rtt: Histogram,
     heartbeats_missed: Counter,
@@ -232,6 +240,8 @@ impl Metrics {
             "Frechet distance of the global generator at the last evaluation",
             frechet_distance.clone(),
         );
+        let quality = Family::<MetricLabel, FloatGauge>::default();
+        registry.register("quality", "The evaluator's quality suite at its last run, per metric", quality.clone());
         let checkpoints_written = Counter::default();
         registry.register("checkpoints_written", "Checkpoints written", checkpoints_written.clone());
 
@@ -267,6 +277,7 @@ impl Metrics {
                 oom_retries,
                 gan_loss,
                 frechet_distance,
+                quality,
                 checkpoints_written,
                 heartbeat_rtt,
                 heartbeats_missed,
@@ -364,6 +375,18 @@ impl Metrics {
 
     pub fn frechet_distance(&self, fd: f64) {
         self.inner.frechet_distance.set(fd);
+    }
+
+    /// The headline numbers of the evaluator's last quality-suite run.
+    pub fn quality(&self, q: &crate::report::QualitySummary) {
+        let set = |metric: &'static str, v: f64| self.inner.quality.get_or_create(&MetricLabel { metric }).set(v);
+        set("fd", q.fd);
+        set("precision", q.precision);
+        set("recall", q.recall);
+        set("memorized_share", q.memorized_share);
+        set("class_coverage", q.class_coverage);
+        set("label_agreement", q.label_agreement);
+        set("diversity_ratio", q.diversity_ratio);
     }
 
     /// A checkpoint was written now; `histofed_checkpoint_age_seconds` counts from here.

@@ -160,8 +160,11 @@ reconnect_secs = 0.2
 threads = 1
 out_dir = "{out}"
 grid_per_class = 2
+{evaluation}
 {extra}
 "#,
+        // The quality suite trains a reference classifier: off unless a test asks for it.
+        evaluation = if extra.contains("[evaluation]") { "" } else { "[evaluation]\neval_every = 0" },
         port = free_port(),
         out = dir.join("run").display()
     );

@@ -1,0 +1,188 @@
+//! Assessing a generator end to end: train (or load from cache) the reference classifier, embed the real splits
+//! once, then per generator synthesize a fixed class-balanced set, embed it and run the whole `quality` suite, with
+//! its pictures. The evaluator role calls this every `evaluation.eval_every` rounds; `histofed reproduce` once per
+//! grid cell — one code path, so a number in a round report and in reproduction.md mean the same thing.
+//!
+//! Why the real features are computed once: the reference network never changes during a run, and embedding the
+//! training split is the most expensive part of an evaluation after the reference's own training.
+//!
+//! Why pixels are pooled to at most 32×32 for the pixel-space memorization check: exact or near copies stay copies
+//! after pooling, and it bounds memory (the training split in f32 at 128 px would be gigabytes at paper scale).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+use thiserror::Error;
+
+use crate::augment_study::{synthesize, AugmentError};
+use crate::data::Dataset;
+use crate::models::{Gan, ModelError};
+use crate::quality::{assess, write_pictures, QualityError, QualityInputs, QualityOptions, QualityReport};
+use crate::reference::{ReferenceError, ReferenceExtractor, ReferenceInfo, ReferenceOptions};
+pub use crate::report::QualitySummary;
+
+/// Largest side of the images the pixel-space memorization check compares.
+const PIXEL_SIDE: i64 = 32;
+
+#[derive(Debug, Error)]
+pub enum AssessError {
+    #[error("reference classifier: {0}")]
+    Reference(#[from] ReferenceError),
+    #[error("quality metrics: {0}")]
+    Quality(#[from] QualityError),
+    #[error("synthesizing images: {0}")]
+    Synthesize(#[from] AugmentError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("the {0} split is empty")]
+    EmptySplit(&'static str),
+}
+
+/// How an assessment is made.
+#[derive(Debug, Clone)]
+pub struct AssessOptions {
+    pub reference: ReferenceOptions,
+    pub cache_dir: PathBuf,
+    pub quality: QualityOptions,
+    /// Synthetic images per class.
+    pub samples_per_class: usize,
+}
+
+/// A generator's assessment: the summary, the full report and the pictures (relative to the output directory).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Assessment {
+    pub summary: QualitySummary,
+    pub report: QualityReport,
+    pub pictures: Vec<String>,
+    pub secs: f64,
+}
+
+/// The reference network and the real splits embedded in its feature space.
+pub struct Assessor {
+    reference: ReferenceExtractor,
+    pub info: ReferenceInfo,
+    train_features: Tensor,
+    train_labels: Vec<i64>,
+    train_pixels: Tensor,
+    test_features: Tensor,
+    test_labels: Vec<i64>,
+    test_pixels: Tensor,
+    classes: Vec<String>,
+    size: u32,
+    device: Device,
+    opts: AssessOptions,
+}
+
+fn images_tensor(ds: &Dataset, device: Device) -> Tensor {
+    let all: Vec<usize> = (0..ds.len()).collect();
+    let (pixels, _) = ds.batch_f32(&all);
+    let s = i64::from(ds.size);
+    Tensor::from_slice(&pixels).view([ds.len() as i64, 3, s, s]).to_device(device)
+}
+
+fn pooled(x: &Tensor) -> Tensor {
+    let side = x.size()[3];
+    if side > PIXEL_SIDE { x.adaptive_avg_pool2d([PIXEL_SIDE, PIXEL_SIDE]) } else { x.shallow_clone() }
+        .to_device(Device::Cpu)
+        .to_kind(Kind::Float)
+}
+
+fn labels_of(ds: &Dataset) -> Vec<i64> {
+    ds.labels.iter().map(|&l| i64::from(l)).collect()
+}
+
+impl Assessor {
+    /// Loads the cached reference classifier for (train, test, options) or trains it, and embeds both splits.
+    pub fn new(train: &Dataset, test: &Dataset, opts: AssessOptions) -> Result<Self, AssessError> {
+        if train.is_empty() {
+            return Err(AssessError::EmptySplit("training"));
+        }
+        if test.is_empty() {
+            return Err(AssessError::EmptySplit("test"));
+        }
+        let (reference, info) = ReferenceExtractor::load_or_train(train, test, &opts.reference, &opts.cache_dir)?;
+        for w in &info.warnings {
+            tracing::warn!(warning = %w, "reference classifier cache");
+        }
+        let device = opts.reference.device;
+        let embed = |ds: &Dataset| -> (Tensor, Tensor) {
+            let x = images_tensor(ds, device);
+            let f = reference.features(&x).to_device(Device::Cpu).to_kind(Kind::Float);
+            (f, pooled(&x))
+        };
+        let (train_features, train_pixels) = embed(train);
+        let (test_features, test_pixels) = embed(test);
+        Ok(Self {
+            reference,
+            info,
+            train_features,
+            train_labels: labels_of(train),
+            train_pixels,
+            test_features,
+            test_labels: labels_of(test),
+            test_pixels,
+            classes: train.classes.clone(),
+            size: train.size,
+            device,
+            opts,
+        })
+    }
+
+    pub fn reference_test_accuracy(&self) -> f64 {
+        self.reference.test_accuracy()
+    }
+
+    /// Synthesizes `samples_per_class` images per class from `gan` (fixed by `seed`) and measures them; pictures go
+    /// under `out_dir/quality/`.
+    pub fn assess(&self, gan: &Gan, seed: i64, out_dir: &Path) -> Result<Assessment, AssessError> {
+        let start = Instant::now();
+        let counts = vec![self.opts.samples_per_class; self.classes.len()];
+        let synth = synthesize(gan, &counts, &self.classes, self.size, seed)?;
+        self.assess_dataset(&synth, out_dir, start)
+    }
+
+    /// Measures an already synthesized set (labels = the classes the images were conditioned on).
+    pub fn assess_dataset(&self, synth: &Dataset, out_dir: &Path, start: Instant) -> Result<Assessment, AssessError> {
+        let x = images_tensor(synth, self.device);
+        let inputs = QualityInputs {
+            train_features: self.train_features.shallow_clone(),
+            train_labels: self.train_labels.clone(),
+            test_features: self.test_features.shallow_clone(),
+            test_labels: self.test_labels.clone(),
+            synthetic_features: self.reference.features(&x).to_device(Device::Cpu).to_kind(Kind::Float),
+            synthetic_labels: labels_of(synth),
+            synthetic_logits: self.reference.logits(&x).to_device(Device::Cpu).to_kind(Kind::Float),
+            train_pixels: Some(self.train_pixels.shallow_clone()),
+            test_pixels: Some(self.test_pixels.shallow_clone()),
+            synthetic_pixels: Some(pooled(&x)),
+            num_classes: self.classes.len(),
+            class_names: self.classes.clone(),
+        };
+        let report = assess(&inputs, &self.opts.quality)?;
+        let pictures = match write_pictures(&inputs, &report, out_dir) {
+            Ok(p) => p,
+            Err(e) => {
+                // Pictures are for people; a failed drawing never loses the numbers.
+                tracing::warn!(error = %e, "cannot draw the quality pictures");
+                Vec::new()
+            }
+        };
+        Ok(Assessment { summary: summarize(&report), report, pictures, secs: start.elapsed().as_secs_f64() })
+    }
+}
+
+/// The headline numbers of a full report.
+pub fn summarize(r: &QualityReport) -> QualitySummary {
+    QualitySummary {
+        fd: r.frechet.overall,
+        precision: r.precision_recall.precision,
+        recall: r.precision_recall.recall,
+        memorized_share: r.memorization.feature.as_ref().map_or(0.0, |m| m.suspicious_share),
+        memorized_share_pixels: r.memorization.pixel.as_ref().map(|m| m.suspicious_share),
+        class_coverage: r.coverage.covered_share,
+        label_agreement: r.coverage.agreement,
+        diversity_ratio: r.diversity.mean_ratio.unwrap_or(f64::NAN),
+    }
+}
