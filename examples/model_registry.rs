@@ -115,10 +115,8 @@ impl Role for Registry {
             index.insert(event.round, entry.clone());
             index.len()
         };
-        let metrics = BTreeMap::from([
-            ("bytes".to_string(), entry.bytes as f64),
-            ("archived".to_string(), archived as f64),
-        ]);
+        let metrics =
+            BTreeMap::from([("bytes".to_string(), entry.bytes as f64), ("archived".to_string(), archived as f64)]);
         Ok(Some(RoleReport { metrics, artifacts: vec![entry.path] }))
     }
 }
@@ -128,14 +126,14 @@ fn load_index(dir: &Path) -> Result<BTreeMap<u64, Entry>> {
     let mut index = BTreeMap::new();
     for item in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let path = item?.path();
-        let is_sidecar = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-            n.starts_with("round-") && n.ends_with(".json") && !n.starts_with('.')
-        });
+        let is_sidecar = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("round-") && n.ends_with(".json") && !n.starts_with('.'));
         if !is_sidecar {
             continue;
         }
-        match std::fs::read(&path).map_err(anyhow::Error::from).and_then(|b| Ok(serde_json::from_slice::<Entry>(&b)?))
-        {
+        match std::fs::read(&path).map_err(anyhow::Error::from).and_then(|b| Ok(serde_json::from_slice::<Entry>(&b)?)) {
             Ok(e) if Path::new(&e.path).exists() => {
                 index.insert(e.round, e);
             }
@@ -173,8 +171,7 @@ async fn main() -> Result<()> {
     let index: Index = Arc::new(Mutex::new(load_index(&dir)?));
 
     let app = Router::new().route("/models", get(list)).route("/models/{round}", get(model)).with_state(index.clone());
-    let listener =
-        tokio::net::TcpListener::bind(args.http).await.with_context(|| format!("binding {}", args.http))?;
+    let listener = tokio::net::TcpListener::bind(args.http).await.with_context(|| format!("binding {}", args.http))?;
     tracing::info!(addr = %listener.local_addr()?, dir = %dir.display(), "model registry serving");
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {

@@ -114,7 +114,7 @@ pub enum ToRole {
     /// Admitted: download with `reader_id` + `token` (download-only) while joined.
     Welcome { protocol: u32, reader_id: u32, token: u64 },
     /// A round completed.
-    Round(RoundEvent),
+    Round(Box<RoundEvent>),
     /// The run is over (the server exits unless it stays up).
     RunOver { reason: String },
 }
@@ -397,9 +397,9 @@ mod tests {
             summary: RoundSummary { contributors: vec![0, 1], frechet_distance: Some(2.5), ..Default::default() },
             weights: Some(BlobRef { port: 9, key: 1 << 48 | 3, len: 10, sha256: "ab".into() }),
         };
-        let wire = RoleMsg::FromServer(Ok(ToRole::Round(event.clone()))).serialize().unwrap();
+        let wire = RoleMsg::FromServer(Ok(ToRole::Round(Box::new(event.clone())))).serialize().unwrap();
         match RoleMsg::deserialize(wire).unwrap() {
-            RoleMsg::FromServer(Ok(ToRole::Round(back))) => assert_eq!(back, event),
+            RoleMsg::FromServer(Ok(ToRole::Round(back))) => assert_eq!(*back, event),
             other => panic!("unexpected {other:?}"),
         }
         let report = RoleReport { metrics: [("bytes".to_string(), 1.0)].into(), artifacts: vec!["x".into()] };

@@ -33,11 +33,11 @@ use ractor_cluster::NodeServerMessage;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-pub use crate::actors::messages::{RoleReport, RoundEvent, RoundSummary};
 use crate::actors::messages::{
     role_actor_name, BlobRef, RoleMsg, RunnerMsg, ServerMsg, ToRole, ToServer, PROTOCOL_VERSION, ROLES_GROUP,
     SERVER_GROUP,
 };
+pub use crate::actors::messages::{RoleReport, RoundEvent, RoundSummary};
 use crate::actors::restart_policy::{Decision, RestartPolicy, RestartTracker};
 use crate::actors::worker::Worker;
 use crate::actors::{set_exit, Exit};
@@ -261,7 +261,8 @@ impl RoleHostState {
             let _ = me.cast(RoleMsg::Fetched { event, result: Err(why) });
             return;
         };
-        let (me, opts, addr) = (me.clone(), self.args.bulk.clone(), SocketAddr::new(self.args.server_addr.ip(), blob.port));
+        let (me, opts, addr) =
+            (me.clone(), self.args.bulk.clone(), SocketAddr::new(self.args.server_addr.ip(), blob.port));
         tokio::spawn(async move {
             let mut result = Err(String::new());
             for attempt in 0..3u32 {
@@ -343,7 +344,12 @@ impl Actor for RoleHost {
         })
     }
 
-    async fn handle(&self, me: ActorRef<RoleMsg>, msg: RoleMsg, st: &mut RoleHostState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        me: ActorRef<RoleMsg>,
+        msg: RoleMsg,
+        st: &mut RoleHostState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             RoleMsg::Connect => {
                 if st.connected {
@@ -385,7 +391,7 @@ impl Actor for RoleHost {
             RoleMsg::FromServer(Ok(ToRole::Round(event))) => {
                 if st.seen.insert(event.round) {
                     tracing::info!(round = event.round, "round completed on the server");
-                    st.fetch(&me, Box::new(event));
+                    st.fetch(&me, event);
                 }
             }
             RoleMsg::FromServer(Ok(ToRole::RunOver { reason })) => {
@@ -412,9 +418,11 @@ impl Actor for RoleHost {
                 match result {
                     Ok(Some(report)) => st.send(ToServer::RoleReport { role: st.args.role.clone(), round, report }),
                     // Nothing to say; on the last round say so anyway, so the server need not wait for us.
-                    Ok(None) if last => {
-                        st.send(ToServer::RoleReport { role: st.args.role.clone(), round, report: RoleReport::default() })
-                    }
+                    Ok(None) if last => st.send(ToServer::RoleReport {
+                        role: st.args.role.clone(),
+                        round,
+                        report: RoleReport::default(),
+                    }),
                     Ok(None) => {}
                     Err(e) => tracing::warn!(round, error = %e, "the role failed on this round"),
                 }
@@ -529,8 +537,7 @@ mod tests {
 
     fn blob_of(w: &Weights) -> (Vec<u8>, BlobRef) {
         let bytes = w.to_safetensors(None).unwrap();
-        let blob =
-            BlobRef { port: 0, key: 1, len: bytes.len() as u64, sha256: hex::encode(Sha256::digest(&bytes)) };
+        let blob = BlobRef { port: 0, key: 1, len: bytes.len() as u64, sha256: hex::encode(Sha256::digest(&bytes)) };
         (bytes, blob)
     }
 

@@ -39,8 +39,8 @@ use crate::actors::checkpoint_writer::CheckpointWriter;
 use crate::actors::evaluator::{EvaluatorActor, EvaluatorArgs};
 use crate::actors::messages::{
     role_actor_name, role_from_actor_name, site_actor_name, site_id_from_name, BlobRef, EvaluatorMsg, LossSummary,
-    RoleMsg, RoleReport, RoundEvent, RoundSummary, ServerMsg, SiteMsg, ToRole, ToServer, ToSite, UpdateMeta,
-    WriterMsg, PROTOCOL_VERSION, ROLES_GROUP, SERVER_GROUP, SITES_GROUP,
+    RoleMsg, RoleReport, RoundEvent, RoundSummary, ServerMsg, SiteMsg, ToRole, ToServer, ToSite, UpdateMeta, WriterMsg,
+    PROTOCOL_VERSION, ROLES_GROUP, SERVER_GROUP, SITES_GROUP,
 };
 use crate::actors::restart_policy::{Decision, RestartPolicy, RestartTracker};
 use crate::actors::{set_exit, Exit};
@@ -350,7 +350,8 @@ impl ServerState {
         let key = ROLE_BLOB_KEY | round;
         let keep = if self.roles.is_empty() { 1 } else { ROLE_BLOBS_KEPT };
         self.bulk.retain(key, bytes.clone(), keep);
-        let blob = BlobRef { port: self.bulk.local_addr().port(), key, len: bytes.len() as u64, sha256: sha256.clone() };
+        let blob =
+            BlobRef { port: self.bulk.local_addr().port(), key, len: bytes.len() as u64, sha256: sha256.clone() };
         self.round_blob = Some(RoundBlob { round, bytes, sha256 });
         Some(blob)
     }
@@ -359,10 +360,14 @@ impl ServerState {
     fn announce_round(&mut self, round: u64) {
         let weights = self.retain_round_blob(round);
         let Some(record) = self.report.rounds.iter().find(|r| r.round == round) else { return };
-        let event =
-            RoundEvent { round, rounds_configured: self.cfg.federation.rounds, summary: round_summary(record), weights };
+        let event = RoundEvent {
+            round,
+            rounds_configured: self.cfg.federation.rounds,
+            summary: round_summary(record),
+            weights,
+        };
         for (name, role) in &self.roles {
-            if let Err(e) = role.actor.cast(RoleMsg::FromServer(Ok(ToRole::Round(event.clone())))) {
+            if let Err(e) = role.actor.cast(RoleMsg::FromServer(Ok(ToRole::Round(Box::new(event.clone()))))) {
                 tracing::warn!(role = %name, round, error = %e, "cannot send the round event");
             }
         }
@@ -1006,7 +1011,7 @@ async fn on_role_hello(st: &mut ServerState, protocol: u32, name: String) -> Res
     st.event(None, "role-joined", name.clone());
     if let Some(event) = &st.last_event {
         // Catch up with the newest completed round (older ones' weights may be gone).
-        let _ = actor.cast(RoleMsg::FromServer(Ok(ToRole::Round(event.clone()))));
+        let _ = actor.cast(RoleMsg::FromServer(Ok(ToRole::Round(Box::new(event.clone())))));
     }
     st.roles.insert(name, RoleEntry { actor, reader_id });
     st.obs.metrics.set_roles_joined(st.roles.len());

@@ -455,7 +455,10 @@ impl Metrics {
     /// A role's report reached the server and became `outcome`. `role` is an admitted role's name (the server
     /// admits only short DNS-label names, and only a bounded number of roles).
     pub fn role_report(&self, role: &str, outcome: RoleReportOutcome) {
-        self.inner.role_reports.get_or_create(&RoleReportLabels { role: role.to_string(), outcome: outcome.as_str() }).inc();
+        self.inner
+            .role_reports
+            .get_or_create(&RoleReportLabels { role: role.to_string(), outcome: outcome.as_str() })
+            .inc();
     }
 
     pub fn set_roles_joined(&self, roles: usize) {
