@@ -95,6 +95,18 @@ pub struct RoundRecord {
     /// When the round became durable (its checkpoint written), milliseconds since the Unix epoch.
     #[serde(default)]
     pub completed_unix_ms: u64,
+    /// What the extension roles (`crate::roles`) reported about this round, by role name. Reports arrive after the
+    /// round is written, so the report is rewritten when one comes in.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub roles: BTreeMap<String, RoleOutcome>,
+}
+
+/// One role's report about one round: named numbers, and files it produced (paths as the role names them).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RoleOutcome {
+    pub metrics: BTreeMap<String, f64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -179,6 +191,21 @@ impl RunReport {
                 r.samples_png.as_deref().map(|p| format!("[png]({p})")).unwrap_or_default()
             ));
         }
+        let with_roles: Vec<&RoundRecord> = self.rounds.iter().filter(|r| !r.roles.is_empty()).collect();
+        if !with_roles.is_empty() {
+            s.push_str("\n## Roles\n\n| round | role | metrics | artifacts |\n|---:|---|---|---|\n");
+            for r in with_roles {
+                for (name, out) in &r.roles {
+                    let metrics: Vec<String> = out.metrics.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    s.push_str(&format!(
+                        "| {} | {name} | {} | {} |\n",
+                        r.round,
+                        metrics.join(", "),
+                        out.artifacts.join(", ")
+                    ));
+                }
+            }
+        }
         if !self.events.is_empty() {
             s.push_str("\n## Events\n\n| at s | round | site | event | detail |\n|---:|---:|---:|---|---|\n");
             for e in &self.events {
@@ -207,10 +234,26 @@ mod tests {
             frechet_distance: Some(1.5),
             ..Default::default()
         });
+        rep.rounds[0].roles.insert(
+            "model-registry".into(),
+            RoleOutcome { metrics: BTreeMap::from([("bytes".to_string(), 42.0)]), artifacts: vec!["a.st".into()] },
+        );
         rep.write(dir.path()).unwrap();
         assert_eq!(RunReport::read(dir.path()).unwrap(), rep);
         let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
         assert!(md.contains("| 1 | 1 | 0 |"), "{md}");
         assert!(md.contains("1.5000"));
+        assert!(md.contains("| 1 | model-registry | bytes=42 | a.st |"), "{md}");
+    }
+
+    #[test]
+    fn reports_without_roles_still_read() {
+        // A report written before roles existed has no `roles` key: it must still load.
+        let json = serde_json::json!({"round": 1, "attempts": 1, "participants": [], "contributors": [],
+            "dropped": [], "rejected": [], "mean_losses": {"d_loss": 0.0, "g_loss": 0.0}, "frechet_distance": null,
+            "samples_png": null, "checkpoint": "", "global_step_norm": 0.0, "wall_secs": 0.0, "aggregate_secs": 0.0});
+        let r: RoundRecord = serde_json::from_value(json).unwrap();
+        assert!(r.roles.is_empty());
+        assert!(!serde_json::to_string(&r).unwrap().contains("roles"), "empty roles are not written");
     }
 }

@@ -17,12 +17,28 @@ pub use crate::training::{LocalJob, LocalResult, LossSummary, TrainFailure, Trai
 
 /// Bumped on any incompatible change of the frames below. Peers compare it at join.
 /// Version 2: weights moved to the bulk data plane (`cluster::bulk`); `Train` names the blob, updates are uploads.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Version 3: extension roles (`ToServer::RoleHello`/`RoleReport`, `ToRole`); `ToServer` gained variants, so a
+/// version-2 server could not decode a role's frames.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Process group of site actors (sites join it, the server monitors it).
 pub const SITES_GROUP: &str = "histofed.sites";
 /// Process group of the server actor (sites look the server up through it).
 pub const SERVER_GROUP: &str = "histofed.server";
+
+/// Process group of extension-role hosts (`crate::roles`): they join it, the server monitors it and casts each
+/// completed round to its members.
+pub const ROLES_GROUP: &str = "histofed.roles";
+
+/// The registered actor name of the host of role `role`.
+pub fn role_actor_name(role: &str) -> String {
+    format!("histofed-role-{role}")
+}
+
+/// Inverse of [`role_actor_name`].
+pub fn role_from_actor_name(name: &str) -> Option<&str> {
+    name.strip_prefix("histofed-role-").filter(|r| !r.is_empty())
+}
 
 /// The registered actor name of site `id`; the server derives the site id from it.
 pub fn site_actor_name(id: u32) -> String {
@@ -43,6 +59,64 @@ pub enum ToServer {
     Pong { site_id: u32, seq: u64 },
     /// The site cannot contribute to this round (restart budget exhausted, ...).
     OutOfRound { site_id: u32, round: u64, reason: String },
+    /// An extension role's host joined (or rejoined): it wants the round events.
+    RoleHello { protocol: u32, role: String },
+    /// What role `role` made of round `round`.
+    RoleReport { role: String, round: u64, report: RoleReport },
+}
+
+/// A role's answer to one round: named numbers (recorded in the round's report, exported as
+/// `histofed_role_metric{role,metric}`) and the files it produced.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RoleReport {
+    pub metrics: std::collections::BTreeMap<String, f64>,
+    pub artifacts: Vec<String>,
+}
+
+/// The record of a completed round as roles see it (a summary of `report::RoundRecord`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RoundSummary {
+    pub attempts: u32,
+    pub participants: Vec<u32>,
+    pub contributors: Vec<u32>,
+    pub dropped: Vec<u32>,
+    pub rejected: u32,
+    pub mean_losses: LossSummary,
+    /// Known only when the evaluator scored the round before the event left (usually it has not yet: the score
+    /// lands in report.json later).
+    pub frechet_distance: Option<f64>,
+    pub global_step_norm: f64,
+    pub wall_secs: f64,
+    /// The checkpoint's commit record (file name in the server's checkpoint directory).
+    pub checkpoint: String,
+    pub completed_unix_ms: u64,
+    /// Total samples of the contributing sites.
+    pub num_samples: u64,
+}
+
+/// A round is completed (its checkpoint is durable): what happened, and where its global weights are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundEvent {
+    pub round: u64,
+    /// Rounds the run is configured for; `round == rounds_configured` is the last one.
+    pub rounds_configured: u64,
+    pub summary: RoundSummary,
+    /// The round's global weights (generator and discriminator, prefixed) on the bulk plane, retained for a few
+    /// rounds; `None` when the server could not publish them.
+    pub weights: Option<BlobRef>,
+}
+
+/// Server → role frames.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ToRole {
+    /// Not admitted (protocol version, identity, name): the role must not go on.
+    Refused { reason: String },
+    /// Admitted: download with `reader_id` + `token` (download-only) while joined.
+    Welcome { protocol: u32, reader_id: u32, token: u64 },
+    /// A round completed.
+    Round(Box<RoundEvent>),
+    /// The run is over (the server exits unless it stays up).
+    RunOver { reason: String },
 }
 
 /// What a site says about a finished local round. It travels as the metadata of the update's bulk upload (the
@@ -103,6 +177,7 @@ pub enum ToSite {
 
 const TO_SERVER_TAG: &str = "histofed.ToServer.v1";
 const TO_SITE_TAG: &str = "histofed.ToSite.v1";
+const TO_ROLE_TAG: &str = "histofed.ToRole.v1";
 
 fn encode<T: Serialize>(tag: &str, frame: &T) -> Result<SerializedMessage, BoxedDowncastErr> {
     let args = bincode::serialize(frame).map_err(|_| BoxedDowncastErr)?;
@@ -202,6 +277,45 @@ impl Message for SiteMsg {
     }
 }
 
+/// Messages of a role host (`roles::RoleHost`).
+#[derive(Debug)]
+pub enum RoleMsg {
+    /// A frame from the server (remote), or why it could not be decoded.
+    FromServer(Result<ToRole, String>),
+    /// (Re)connect to the server's node.
+    Connect,
+    /// A session event of this node.
+    Node(crate::cluster::NodeEvent),
+    /// A round's weights arrived from the bulk plane (`None`: the role does not want them), or could not be had.
+    Fetched { event: Box<RoundEvent>, result: Result<Option<std::sync::Arc<Weights>>, String> },
+    /// The runner finished a round.
+    RunnerDone { round: u64, result: Result<Option<RoleReport>, String> },
+    /// Backoff elapsed: start a new runner and hand it the interrupted round.
+    RestartRunner,
+}
+
+impl Message for RoleMsg {
+    fn serializable() -> bool {
+        true
+    }
+    fn serialize(self) -> Result<SerializedMessage, BoxedDowncastErr> {
+        match self {
+            RoleMsg::FromServer(Ok(frame)) => encode(TO_ROLE_TAG, &frame),
+            _ => Err(BoxedDowncastErr),
+        }
+    }
+    fn deserialize(msg: SerializedMessage) -> Result<Self, BoxedDowncastErr> {
+        Ok(RoleMsg::FromServer(decode(TO_ROLE_TAG, msg)))
+    }
+}
+
+/// Messages of a role's runner (local only): run the role's pure logic on one round, on its dedicated thread.
+#[derive(Debug)]
+pub enum RunnerMsg {
+    Run { event: Box<RoundEvent>, weights: Option<std::sync::Arc<Weights>>, reply_to: ActorRef<RoleMsg> },
+}
+impl Message for RunnerMsg {}
+
 /// Messages of the generator-trainer actor (local only).
 #[derive(Debug)]
 pub enum TrainerMsg {
@@ -273,6 +387,33 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(ServerMsg::StartRound.serialize().is_err());
+    }
+
+    #[test]
+    fn role_frames_round_trip_and_names_map_back() {
+        let event = RoundEvent {
+            round: 3,
+            rounds_configured: 3,
+            summary: RoundSummary { contributors: vec![0, 1], frechet_distance: Some(2.5), ..Default::default() },
+            weights: Some(BlobRef { port: 9, key: 1 << 48 | 3, len: 10, sha256: "ab".into() }),
+        };
+        let wire = RoleMsg::FromServer(Ok(ToRole::Round(Box::new(event.clone())))).serialize().unwrap();
+        match RoleMsg::deserialize(wire).unwrap() {
+            RoleMsg::FromServer(Ok(ToRole::Round(back))) => assert_eq!(*back, event),
+            other => panic!("unexpected {other:?}"),
+        }
+        let report = RoleReport { metrics: [("bytes".to_string(), 1.0)].into(), artifacts: vec!["x".into()] };
+        let frame = ToServer::RoleReport { role: "model-registry".into(), round: 3, report };
+        match ServerMsg::deserialize(ServerMsg::FromSite(Ok(frame.clone())).serialize().unwrap()).unwrap() {
+            ServerMsg::FromSite(Ok(back)) => assert_eq!(back, frame),
+            other => panic!("unexpected {other:?}"),
+        }
+        // A site frame sent to a role is an error, not a panic.
+        let site_frame = SiteMsg::FromServer(Ok(ToSite::Ping { seq: 1 })).serialize().unwrap();
+        assert!(matches!(RoleMsg::deserialize(site_frame), Ok(RoleMsg::FromServer(Err(_)))));
+        assert_eq!(role_from_actor_name(&role_actor_name("model-registry")), Some("model-registry"));
+        assert_eq!(role_from_actor_name("histofed-role-"), None);
+        assert_eq!(role_from_actor_name(&site_actor_name(1)), None);
     }
 
     #[test]

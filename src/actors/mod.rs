@@ -4,6 +4,7 @@
 //! - [`trainer`]: local GAN epochs on a dedicated tch thread,
 //! - [`evaluator`]: sample grids and quality numbers per round,
 //! - [`checkpoint_writer`]: the server's child that makes each completed round durable,
+//! - [`role`]: the extension seam — a user's [`role::Role`] hosted on its own node, fed every completed round,
 //!
 //! plus the pieces they share: the protocol ([`messages`]), the restart policy ([`restart_policy`]) and the
 //! dedicated-thread [`worker`].
@@ -14,6 +15,7 @@ pub mod checkpoint_writer;
 pub mod evaluator;
 pub mod messages;
 pub mod restart_policy;
+pub mod role;
 pub mod server;
 pub mod site;
 pub mod trainer;

@@ -15,6 +15,14 @@
 //! are supervised under the restart policy: a dead child is restarted after a backoff; past the budget a failing
 //! writer ends the run with a clear error (rounds that cannot be made durable are not reported as done) and a
 //! failing evaluator is switched off with an event in the report.
+//!
+//! Extension roles (`crate::roles`) join the `histofed.roles` group and say `RoleHello`; the server admits them
+//! as download-only readers of the bulk plane and, each time a round becomes durable, casts them a `RoundEvent`
+//! with the round's summary and its global weights, which stay downloadable for the last [`ROLE_BLOBS_KEPT`]
+//! rounds. Their `RoleReport`s are added to the round's record (report.json `roles`) and to `/metrics`, whenever
+//! they arrive. At the end of a run the server waits (bounded, like for the last evaluation) for the roles'
+//! reports on the last round before it exits, so the last round's weights are still there to be fetched. Nothing
+//! here knows what a role does.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -30,8 +38,9 @@ use tracing::Instrument;
 use crate::actors::checkpoint_writer::CheckpointWriter;
 use crate::actors::evaluator::{EvaluatorActor, EvaluatorArgs};
 use crate::actors::messages::{
-    site_actor_name, site_id_from_name, BlobRef, EvaluatorMsg, LossSummary, ServerMsg, SiteMsg, ToServer, ToSite,
-    UpdateMeta, WriterMsg, PROTOCOL_VERSION, SERVER_GROUP, SITES_GROUP,
+    role_actor_name, role_from_actor_name, site_actor_name, site_id_from_name, BlobRef, EvaluatorMsg, LossSummary,
+    RoleMsg, RoleReport, RoundEvent, RoundSummary, ServerMsg, SiteMsg, ToRole, ToServer, ToSite, UpdateMeta, WriterMsg,
+    PROTOCOL_VERSION, ROLES_GROUP, SERVER_GROUP, SITES_GROUP,
 };
 use crate::actors::restart_policy::{Decision, RestartPolicy, RestartTracker};
 use crate::actors::{set_exit, Exit};
@@ -44,11 +53,67 @@ use crate::federation::strategy::Strategy;
 use crate::federation::validate::{validate_update, UpdateHeader, ValidationPolicy};
 use crate::federation::weights::Weights;
 use crate::kube::membership::MembershipEvent;
-use crate::observability::{Metrics, Readiness, SiteEvent, StatusHandle};
-use crate::report::{RoundRecord, RunEvent, RunReport, SiteRound};
+use crate::observability::{Metrics, Readiness, RoleReportOutcome, SiteEvent, StatusHandle};
+use crate::report::{RoleOutcome, RoundRecord, RunEvent, RunReport, SiteRound};
 
 pub const GENERATOR: &str = "generator.";
 pub const DISCRIMINATOR: &str = "discriminator.";
+
+/// Completed rounds whose global weights stay downloadable for roles (while roles are joined; otherwise only the
+/// newest, which is the same bytes as the next round's starting blob and costs nothing extra). A role has about
+/// this many rounds to fetch an event's weights.
+pub const ROLE_BLOBS_KEPT: usize = 3;
+/// Bulk keys of completed-round blobs: this bit set, the round below it (never equal to a `Train` key).
+pub const ROLE_BLOB_KEY: u64 = 1 << 63;
+/// Bulk-plane ids of role readers start here (site ids are small).
+pub const ROLE_READER_BASE: u32 = 0x8000_0000;
+/// Most roles admitted at once (names become metric labels).
+pub const MAX_ROLES: usize = 16;
+/// Limits of one role report: metrics, artifact paths, and the length of a name or path.
+const MAX_ROLE_METRICS: usize = 64;
+const MAX_ROLE_ARTIFACTS: usize = 64;
+const MAX_ROLE_TEXT: usize = 512;
+
+/// `true` for role names the server admits: a node-name-like DNS label of at most 48 characters.
+pub fn valid_role_name(name: &str) -> bool {
+    name.len() <= 48 && crate::certs::valid_node_name(name)
+}
+
+/// Why a role report is refused, if it is ( non-finite values, too many or too long entries).
+pub fn check_role_report(report: &RoleReport) -> Result<(), String> {
+    if report.metrics.len() > MAX_ROLE_METRICS || report.artifacts.len() > MAX_ROLE_ARTIFACTS {
+        return Err(format!(
+            "{} metrics and {} artifacts (at most {MAX_ROLE_METRICS} and {MAX_ROLE_ARTIFACTS})",
+            report.metrics.len(),
+            report.artifacts.len()
+        ));
+    }
+    if let Some((k, v)) = report.metrics.iter().find(|(k, v)| !v.is_finite() || k.is_empty() || k.len() > 64) {
+        return Err(format!("metric {k:?} = {v}: names are 1..64 characters, values finite"));
+    }
+    if report.artifacts.iter().any(|a| a.len() > MAX_ROLE_TEXT) {
+        return Err(format!("an artifact path is longer than {MAX_ROLE_TEXT} characters"));
+    }
+    Ok(())
+}
+
+/// The summary of a completed round that roles receive.
+pub fn round_summary(r: &RoundRecord) -> RoundSummary {
+    RoundSummary {
+        attempts: r.attempts,
+        participants: r.participants.clone(),
+        contributors: r.contributors.iter().map(|c| c.site_id).collect(),
+        dropped: r.dropped.clone(),
+        rejected: r.rejected.len() as u32,
+        mean_losses: r.mean_losses,
+        frechet_distance: r.frechet_distance,
+        global_step_norm: r.global_step_norm,
+        wall_secs: r.wall_secs,
+        checkpoint: r.checkpoint.clone(),
+        completed_unix_ms: r.completed_unix_ms,
+        num_samples: r.contributors.iter().map(|c| c.num_samples).sum(),
+    }
+}
 
 pub struct ServerActor;
 
@@ -91,6 +156,19 @@ struct Persisting {
     record: RoundRecord,
     meta: CheckpointMeta,
     parts: Vec<(String, Weights)>,
+}
+
+struct RoleEntry {
+    actor: ActorRef<RoleMsg>,
+    reader_id: u32,
+}
+
+/// The global weights of the last completed round, serialised once: retained for roles and reused as the next
+/// round's starting blob (the global does not change in between).
+struct RoundBlob {
+    round: u64,
+    bytes: Arc<Vec<u8>>,
+    sha256: String,
 }
 
 struct SiteEntry {
@@ -158,6 +236,13 @@ pub struct ServerState {
     finished: Option<String>,
     tokens: HashMap<u32, u64>,
     blob: Option<BlobRef>,
+    roles: BTreeMap<String, RoleEntry>,
+    next_reader: u32,
+    round_blob: Option<RoundBlob>,
+    /// The last round event sent, for roles that join later.
+    last_event: Option<RoundEvent>,
+    /// Roles that have not reported on the last round yet (the run waits for them, bounded).
+    pending_roles: BTreeSet<String>,
     progress: Progress,
     started: Instant,
     exit: Exit,
@@ -236,13 +321,76 @@ impl ServerState {
 
     /// Publishes the global weights of `round` on the bulk plane (one copy, shared by every download).
     fn publish_global(&mut self, round: u64) -> Result<(), ActorProcessingErr> {
-        let bytes = tokio::task::block_in_place(|| self.global.to_safetensors(None))?;
-        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let (bytes, sha256) = match &self.round_blob {
+            // The global has not changed since the previous round completed: same bytes, no second copy.
+            Some(b) if b.round + 1 == round => (b.bytes.clone(), b.sha256.clone()),
+            _ => {
+                let bytes = tokio::task::block_in_place(|| self.global.to_safetensors(None))?;
+                let sha256 = hex::encode(Sha256::digest(&bytes));
+                (Arc::new(bytes), sha256)
+            }
+        };
         let key = (round << 16) | u64::from(self.attempt & 0xffff);
         let blob = BlobRef { port: self.bulk.local_addr().port(), key, len: bytes.len() as u64, sha256 };
-        self.bulk.publish(key, Arc::new(bytes));
+        self.bulk.publish(key, bytes);
         self.blob = Some(blob);
         Ok(())
+    }
+
+    /// Keeps the just-completed round's global weights downloadable and returns where they are.
+    fn retain_round_blob(&mut self, round: u64) -> Option<BlobRef> {
+        let bytes = match tokio::task::block_in_place(|| self.global.to_safetensors(None)) {
+            Ok(b) => Arc::new(b),
+            Err(e) => {
+                tracing::warn!(round, error = %e, "cannot serialise the round's weights for the roles");
+                return None;
+            }
+        };
+        let sha256 = hex::encode(Sha256::digest(bytes.as_slice()));
+        let key = ROLE_BLOB_KEY | round;
+        let keep = if self.roles.is_empty() { 1 } else { ROLE_BLOBS_KEPT };
+        self.bulk.retain(key, bytes.clone(), keep);
+        let blob =
+            BlobRef { port: self.bulk.local_addr().port(), key, len: bytes.len() as u64, sha256: sha256.clone() };
+        self.round_blob = Some(RoundBlob { round, bytes, sha256 });
+        Some(blob)
+    }
+
+    /// Round `round` is durable and recorded: tell every role (and remember it for roles that join later).
+    fn announce_round(&mut self, round: u64) {
+        let weights = self.retain_round_blob(round);
+        let Some(record) = self.report.rounds.iter().find(|r| r.round == round) else { return };
+        let event = RoundEvent {
+            round,
+            rounds_configured: self.cfg.federation.rounds,
+            summary: round_summary(record),
+            weights,
+        };
+        for (name, role) in &self.roles {
+            if let Err(e) = role.actor.cast(RoleMsg::FromServer(Ok(ToRole::Round(Box::new(event.clone()))))) {
+                tracing::warn!(role = %name, round, error = %e, "cannot send the round event");
+            }
+        }
+        if round >= self.cfg.federation.rounds {
+            self.pending_roles = self.roles.keys().cloned().collect();
+        }
+        self.last_event = Some(event);
+    }
+
+    fn broadcast_run_over(&self, reason: &str) {
+        for role in self.roles.values() {
+            let _ = role.actor.cast(RoleMsg::FromServer(Ok(ToRole::RunOver { reason: reason.to_string() })));
+        }
+    }
+
+    /// Drops a role (it left the cluster or rejoined under a new session).
+    fn drop_role(&mut self, name: &str, why: &str) {
+        if let Some(old) = self.roles.remove(name) {
+            self.bulk.revoke_reader(old.reader_id);
+            tracing::info!(role = %name, %why, "role left");
+            self.event(None, "role-left", format!("{name}: {why}"));
+            self.obs.metrics.set_roles_joined(self.roles.len());
+        }
     }
 
     /// A site (re)joined: record it, give it its bulk token, and if a round is open, bring it into that round.
@@ -299,8 +447,9 @@ impl ServerState {
     }
 
     fn finish_run(&mut self, me: &ActorRef<ServerMsg>, outcome: Result<String, String>) {
-        if outcome.is_ok() && !self.pending_eval.is_empty() && self.finishing.is_none() {
-            // The last round's score is still being computed: wait for it (bounded).
+        let waiting = !self.pending_eval.is_empty() || !self.pending_roles.is_empty();
+        if outcome.is_ok() && waiting && self.finishing.is_none() {
+            // The last round's score or role reports are still being computed: wait for them (bounded).
             self.finishing = Some(outcome);
             me.send_after(Duration::from_secs_f64(self.cfg.federation.round_deadline_secs), || ServerMsg::FinishNow);
             return;
@@ -320,6 +469,7 @@ impl ServerState {
             Ok(s) | Err(s) => s.clone(),
         };
         self.broadcast_shutdown(&reason);
+        self.broadcast_run_over(&reason);
         self.progress.rounds.finish();
         self.progress.sites.finish_and_clear();
         let ok = outcome.is_ok();
@@ -371,6 +521,7 @@ impl Actor for ServerActor {
     async fn pre_start(&self, me: ActorRef<ServerMsg>, a: ServerArgs) -> Result<ServerState, ActorProcessingErr> {
         pg::join(SERVER_GROUP.to_string(), vec![me.get_cell()]);
         pg::monitor(SITES_GROUP.to_string(), me.get_cell());
+        pg::monitor(ROLES_GROUP.to_string(), me.get_cell());
         let evaluator = spawn_evaluator(&me, &a.evaluator).await?;
         let writer = spawn_writer(&me, &a.store).await?;
         let uploads = me.clone();
@@ -436,6 +587,11 @@ impl Actor for ServerActor {
             finished: None,
             tokens: HashMap::new(),
             blob: None,
+            roles: BTreeMap::new(),
+            next_reader: ROLE_READER_BASE,
+            round_blob: None,
+            last_event: None,
+            pending_roles: BTreeSet::new(),
             progress: Progress { rounds, sites },
             started: Instant::now(),
             exit: a.exit,
@@ -474,6 +630,20 @@ impl Actor for ServerActor {
                     }
                 }
                 check_round(&me, st).await?;
+            }
+            SupervisionEvent::ProcessGroupChanged(pg::GroupChangeMessage::Leave(_, group, cells))
+                if group == ROLES_GROUP =>
+            {
+                for cell in cells {
+                    let Some(name) = cell.get_name().as_deref().and_then(role_from_actor_name).map(str::to_string)
+                    else {
+                        continue;
+                    };
+                    if st.roles.get(&name).map(|r| r.actor.get_id()) == Some(cell.get_id()) {
+                        st.drop_role(&name, "left the cluster (connection closed)");
+                        role_settled(&me, st, &name);
+                    }
+                }
             }
             SupervisionEvent::ActorFailed(cell, err) if is_child(&st.evaluator, &cell) => {
                 st.evaluator = None;
@@ -630,6 +800,7 @@ async fn finish_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<
         wall_secs: st.round_started.elapsed().as_secs_f64(),
         aggregate_secs: st.aggregate_secs,
         completed_unix_ms: 0,
+        roles: BTreeMap::new(),
     };
     let parts = vec![
         ("generator".to_string(), st.global.strip_prefix(GENERATOR)),
@@ -737,6 +908,7 @@ async fn on_saved(
     st.publish_status("");
     st.progress.rounds.set_position(round);
     tracing::info!(round, d_loss = mean_losses.d_loss, g_loss = mean_losses.g_loss, "round complete");
+    st.announce_round(round);
     if let Some(ev) = &st.evaluator {
         let msg = EvaluatorMsg::Evaluate { round, weights: st.global.clone(), reply_to: me.clone() };
         match ev.cast(msg) {
@@ -774,10 +946,114 @@ fn on_evaluated(me: &ActorRef<ServerMsg>, st: &mut ServerState, round: u64, resu
         }
         Err(e) => tracing::warn!(round, error = %e, "evaluation failed"),
     }
-    if st.pending_eval.is_empty() {
+    if st.pending_eval.is_empty() && st.pending_roles.is_empty() {
         if let Some(outcome) = st.finishing.take() {
             st.finish_run(me, outcome);
         }
+    }
+}
+
+/// Role `name` has nothing more to say about the last round (it reported or left): maybe the run can end now.
+fn role_settled(me: &ActorRef<ServerMsg>, st: &mut ServerState, name: &str) {
+    if st.pending_roles.remove(name) && st.pending_roles.is_empty() && st.pending_eval.is_empty() {
+        if let Some(outcome) = st.finishing.take() {
+            st.finish_run(me, outcome);
+        }
+    }
+}
+
+/// A role's host said hello: admit it as a download-only reader and bring it up to date with the last round.
+async fn on_role_hello(st: &mut ServerState, protocol: u32, name: String) -> Result<(), ActorProcessingErr> {
+    let wanted = role_actor_name(&name);
+    let Some(actor) = pg::get_members(&ROLES_GROUP.to_string())
+        .into_iter()
+        .find(|c| !c.get_id().is_local() && c.get_name().as_deref() == Some(wanted.as_str()))
+        .map(ActorRef::<RoleMsg>::from)
+    else {
+        tracing::warn!(role = %name, "hello from a role that is not in the roles group; ignored");
+        return Ok(());
+    };
+    let refuse = |st: &mut ServerState, reason: String| {
+        tracing::warn!(role = %name, %reason, "refusing role");
+        st.event(None, "role-refused", format!("{name}: {reason}"));
+        let _ = actor.cast(RoleMsg::FromServer(Ok(ToRole::Refused { reason })));
+    };
+    if let Some(reason) = &st.finished {
+        let _ = actor.cast(RoleMsg::FromServer(Ok(ToRole::RunOver { reason: reason.clone() })));
+        return Ok(());
+    }
+    if protocol != PROTOCOL_VERSION {
+        refuse(st, format!("protocol version {protocol} is not supported (server speaks {PROTOCOL_VERSION})"));
+        return Ok(());
+    }
+    if !valid_role_name(&name) {
+        refuse(st, format!("role name {name:?} is not a lowercase DNS label of at most 48 characters"));
+        return Ok(());
+    }
+    if !st.roles.contains_key(&name) && st.roles.len() >= MAX_ROLES {
+        refuse(st, format!("{MAX_ROLES} roles are joined already"));
+        return Ok(());
+    }
+    // With mTLS the reader is bound to the certificate its session proved; without, the cookie is all there is.
+    let identity = if st.mtls {
+        match crate::cluster::verified_node(&st.node, actor.get_id().node()).await {
+            Some(id) => Some(id),
+            None => {
+                refuse(st, "its session presented no verified certificate".into());
+                return Ok(());
+            }
+        }
+    } else {
+        None
+    };
+    st.drop_role(&name, "rejoined");
+    let reader_id = st.next_reader;
+    st.next_reader = st.next_reader.checked_add(1).unwrap_or(ROLE_READER_BASE);
+    let token: u64 = rand::random();
+    st.bulk.grant_reader(reader_id, token, identity);
+    actor.cast(RoleMsg::FromServer(Ok(ToRole::Welcome { protocol: PROTOCOL_VERSION, reader_id, token })))?;
+    tracing::info!(role = %name, reader_id, "role joined");
+    st.event(None, "role-joined", name.clone());
+    if let Some(event) = &st.last_event {
+        // Catch up with the newest completed round (older ones' weights may be gone).
+        let _ = actor.cast(RoleMsg::FromServer(Ok(ToRole::Round(Box::new(event.clone())))));
+    }
+    st.roles.insert(name, RoleEntry { actor, reader_id });
+    st.obs.metrics.set_roles_joined(st.roles.len());
+    Ok(())
+}
+
+/// A role's report on round `round`: add it to the round's record (however late), export its numbers.
+fn on_role_report(me: &ActorRef<ServerMsg>, st: &mut ServerState, name: String, round: u64, report: RoleReport) {
+    if !st.roles.contains_key(&name) {
+        tracing::warn!(role = %name, round, "report from a role that is not joined; ignored");
+        return;
+    }
+    if let Err(why) = check_role_report(&report) {
+        tracing::warn!(role = %name, round, %why, "role report refused");
+        st.obs.metrics.role_report(&name, RoleReportOutcome::Invalid);
+        role_settled(me, st, &name);
+        return;
+    }
+    match st.report.rounds.iter_mut().find(|r| r.round == round) {
+        Some(record) => {
+            for (metric, value) in &report.metrics {
+                st.obs.metrics.role_metric(&name, metric, *value);
+            }
+            record.roles.insert(name.clone(), RoleOutcome { metrics: report.metrics, artifacts: report.artifacts });
+            st.obs.metrics.role_report(&name, RoleReportOutcome::Recorded);
+            tracing::info!(role = %name, round, "role report recorded");
+            if st.finishing.is_none() {
+                st.write_report();
+            }
+        }
+        None => {
+            tracing::warn!(role = %name, round, "role report for a round the report does not hold; counted only");
+            st.obs.metrics.role_report(&name, RoleReportOutcome::Unknown);
+        }
+    }
+    if round >= st.cfg.federation.rounds {
+        role_settled(me, st, &name);
     }
 }
 
@@ -1009,10 +1285,21 @@ async fn dispatch(me: ActorRef<ServerMsg>, msg: ServerMsg, st: &mut ServerState)
         ServerMsg::Kube(ev) => on_kube(&me, st, ev).await?,
         ServerMsg::FinishNow => {
             if let Some(outcome) = st.finishing.take() {
-                tracing::warn!("the final evaluation did not come back in time; finishing without it");
+                if !st.pending_eval.is_empty() {
+                    tracing::warn!("the final evaluation did not come back in time; finishing without it");
+                }
+                if !st.pending_roles.is_empty() {
+                    let late: Vec<String> = std::mem::take(&mut st.pending_roles).into_iter().collect();
+                    tracing::warn!(roles = ?late, "roles did not report on the last round in time; finishing");
+                    st.event(None, "roles-late", late.join(", "));
+                }
                 st.pending_eval.clear();
                 st.finish_run(&me, outcome);
             }
+        }
+        ServerMsg::FromSite(Ok(ToServer::RoleHello { protocol, role })) => on_role_hello(st, protocol, role).await?,
+        ServerMsg::FromSite(Ok(ToServer::RoleReport { role, round, report })) => {
+            on_role_report(&me, st, role, round, report)
         }
         ServerMsg::FromSite(Ok(ToServer::OutOfRound { site_id, round, reason })) => {
             tracing::warn!(site_id, round, %reason, "site is out of the round");

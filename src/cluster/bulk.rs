@@ -14,11 +14,16 @@
 //! reading further uploads and TCP pushes back on the senders (bounded memory when sites are faster than
 //! aggregation, no unbounded queue).
 //!
+//! Extension roles (`crate::roles`) are *readers*: the server grants them a download-only token under an id outside
+//! the site range, bound to their certificate's identity with mTLS, and *retains* the global weights of the last
+//! few completed rounds under their own keys, so a role can fetch round r's weights after round r+1 started (the
+//! current blob alone would be replaced every round). A reader can never upload.
+//!
 //! Wire format (little-endian): request `b"HFB1"`, op `u8` (1 = get, 2 = put), site `u32`, token `u64`, key `u64`
 //! (get: blob key; put: round); a put adds meta length `u32` + meta bytes + body length `u64` + body. The answer is
 //! status `u8` (0 = ok) + message length `u32` + message; a successful get adds body length `u64` + body.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -107,6 +112,17 @@ struct Published {
     blob: Option<Arc<Vec<u8>>>,
     /// Site → token of its current membership.
     tokens: HashMap<u32, u64>,
+    /// Blobs kept downloadable beside the current one (completed rounds, for readers), oldest first.
+    retained: VecDeque<(u64, Arc<Vec<u8>>)>,
+    /// Download-only peers (extension roles): id → (token, certificate identity it must present with mTLS).
+    readers: HashMap<u32, (u64, Option<String>)>,
+}
+
+/// Who may do what on one request.
+enum Access {
+    Site,
+    Reader,
+    Refused(String),
 }
 
 struct Shared {
@@ -120,8 +136,42 @@ struct Shared {
 }
 
 impl Shared {
-    fn token_ok(&self, site_id: u32, token: u64) -> bool {
-        self.published.lock().map(|p| p.tokens.get(&site_id) == Some(&token)).unwrap_or(false)
+    fn access(&self, op: u8, id: u32, token: u64, identity: Option<&str>) -> Access {
+        let Ok(p) = self.published.lock() else { return Access::Refused("server shutting down".into()) };
+        if let Some((reader_token, reader_identity)) = p.readers.get(&id) {
+            if let (Some(shown), Some(expected)) = (identity, reader_identity) {
+                if shown != expected {
+                    return Access::Refused(format!("certificate of {shown} cannot transfer for {expected}"));
+                }
+            }
+            return match (*reader_token == token, op) {
+                (false, _) => Access::Refused("unknown or expired transfer token".into()),
+                (true, OP_GET) => Access::Reader,
+                (true, _) => Access::Refused("a download-only token cannot upload".into()),
+            };
+        }
+        if let Some(shown) = identity {
+            let expected = crate::certs::site_name(id);
+            if shown != expected {
+                return Access::Refused(format!("certificate of {shown} cannot transfer for {expected}"));
+            }
+        }
+        if p.tokens.get(&id) == Some(&token) {
+            Access::Site
+        } else {
+            Access::Refused("unknown or expired transfer token".into())
+        }
+    }
+
+    /// The blob under `key`: the current one, or one retained for readers.
+    fn blob(&self, key: u64) -> Option<Arc<Vec<u8>>> {
+        let p = self.published.lock().ok()?;
+        if p.key == key {
+            if let Some(b) = &p.blob {
+                return Some(b.clone());
+            }
+        }
+        p.retained.iter().find(|(k, _)| *k == key).map(|(_, b)| b.clone())
     }
 }
 
@@ -182,6 +232,32 @@ impl BulkServer {
     pub fn revoke(&self, site_id: u32) {
         if let Ok(mut p) = self.shared.published.lock() {
             p.tokens.remove(&site_id);
+        }
+    }
+
+    /// Keeps `blob` downloadable under `key` beside the current blob, dropping the oldest retained ones beyond
+    /// `keep` (re-retaining a key replaces it). The bytes are shared, not copied.
+    pub fn retain(&self, key: u64, blob: Arc<Vec<u8>>, keep: usize) {
+        if let Ok(mut p) = self.shared.published.lock() {
+            p.retained.retain(|(k, _)| *k != key);
+            p.retained.push_back((key, blob));
+            while p.retained.len() > keep {
+                p.retained.pop_front();
+            }
+        }
+    }
+
+    /// Lets the download-only peer `id` fetch blobs with `token`; with mTLS its certificate must name `identity`.
+    pub fn grant_reader(&self, id: u32, token: u64, identity: Option<String>) {
+        if let Ok(mut p) = self.shared.published.lock() {
+            p.readers.insert(id, (token, identity));
+        }
+    }
+
+    /// Withdraws a reader's token.
+    pub fn revoke_reader(&self, id: u32) {
+        if let Ok(mut p) = self.shared.published.lock() {
+            p.readers.remove(&id);
         }
     }
 
@@ -259,23 +335,13 @@ async fn serve(tcp: TcpStream, peer: SocketAddr, tls: BulkTls, shared: &Shared) 
     let token = timed(stall, &who, stream.read_u64_le()).await?;
     let key = timed(stall, &who, stream.read_u64_le()).await?;
     let refuse = |reason: String| BulkError::Refused { peer: format!("site {site_id} at {peer}"), reason };
-    if let Some(identity) = &identity {
-        let expected = crate::certs::site_name(site_id);
-        if identity != &expected {
-            let why = format!("certificate of {identity} cannot transfer for {expected}");
-            reply(&mut stream, STATUS_REFUSED, &why, stall, &who).await?;
-            return Err(refuse(why));
-        }
-    }
-    if !shared.token_ok(site_id, token) {
-        let why = "unknown or expired transfer token".to_string();
+    if let Access::Refused(why) = shared.access(op, site_id, token, identity.as_deref()) {
         reply(&mut stream, STATUS_REFUSED, &why, stall, &who).await?;
         return Err(refuse(why));
     }
     match op {
         OP_GET => {
-            let blob = shared.published.lock().ok().and_then(|p| (p.key == key).then(|| p.blob.clone()).flatten());
-            let Some(blob) = blob else {
+            let Some(blob) = shared.blob(key) else {
                 let why = format!("blob {key} is not published (the round moved on?)");
                 reply(&mut stream, STATUS_REFUSED, &why, stall, &who).await?;
                 return Err(refuse(why));
@@ -565,6 +631,34 @@ mod tests {
         let e = upload(srv.local_addr(), &plain(5000), 1, 11, 7, b"", &[0; 101]).await.unwrap_err();
         assert!(e.to_string().contains("exceeds the limit"), "{e}");
         assert_eq!(srv.stats().2, 4);
+    }
+
+    #[tokio::test]
+    async fn readers_download_retained_blobs_but_never_upload() {
+        let (srv, rx) = server(BulkLimits::default()).await;
+        srv.grant(1, 11);
+        srv.grant_reader(0x8000_0000, 99, None);
+        for round in 1..=4u64 {
+            srv.retain(1 << 48 | round, Arc::new(vec![round as u8; 10]), 2);
+        }
+        srv.publish(5, Arc::new(vec![5; 3]));
+        let addr = srv.local_addr();
+        // The two newest retained blobs and the current one; older ones are gone.
+        assert_eq!(download(addr, &plain(5000), 0x8000_0000, 99, 1 << 48 | 4).await.unwrap(), vec![4; 10]);
+        assert_eq!(download(addr, &plain(5000), 0x8000_0000, 99, 1 << 48 | 3).await.unwrap(), vec![3; 10]);
+        assert_eq!(download(addr, &plain(5000), 0x8000_0000, 99, 5).await.unwrap(), vec![5; 3]);
+        let e = download(addr, &plain(5000), 0x8000_0000, 99, 1 << 48 | 2).await.unwrap_err();
+        assert!(e.to_string().contains("not published"), "{e}");
+        // A site can fetch retained blobs too (same bytes), a reader cannot upload, a wrong token is refused.
+        assert_eq!(download(addr, &plain(5000), 1, 11, 1 << 48 | 4).await.unwrap(), vec![4; 10]);
+        let e = upload(addr, &plain(5000), 0x8000_0000, 99, 5, b"", &[0; 10]).await.unwrap_err();
+        assert!(e.to_string().contains("download-only"), "{e}");
+        let e = download(addr, &plain(5000), 0x8000_0000, 98, 5).await.unwrap_err();
+        assert!(e.to_string().contains("token"), "{e}");
+        srv.revoke_reader(0x8000_0000);
+        let e = download(addr, &plain(5000), 0x8000_0000, 99, 5).await.unwrap_err();
+        assert!(e.to_string().contains("token"), "{e}");
+        assert!(rx.try_recv().is_err(), "nothing was uploaded");
     }
 
     #[tokio::test]

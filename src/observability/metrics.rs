@@ -93,6 +93,43 @@ struct MetricLabel {
     metric: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoleMetricLabels {
+    role: String,
+    metric: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoleReportLabels {
+    role: String,
+    outcome: &'static str,
+}
+
+/// Most distinct `{role, metric}` series kept: role names and metric names come from other processes, so the
+/// label set is bounded like the rejection reasons are.
+const MAX_ROLE_SERIES: usize = 64;
+
+/// What happened to a role's report at the server (the `outcome` label of `histofed_role_reports_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleReportOutcome {
+    /// Added to its round's record.
+    Recorded,
+    /// Names a round the report does not hold (or arrived after the run ended): counted, not recorded.
+    Unknown,
+    /// Carried a value that is not a finite number, or too many metrics.
+    Invalid,
+}
+
+impl RoleReportOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoleReportOutcome::Recorded => "recorded",
+            RoleReportOutcome::Unknown => "unknown-round",
+            RoleReportOutcome::Invalid => "invalid",
+        }
+    }
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// Values that only make sense computed when scraped (ages), so nobody has to tick a gauge.
@@ -152,6 +189,10 @@ struct Inner {
     checkpoints_written: Counter,
     heartbeat_rtt: Histogram,
     heartbeats_missed: Counter,
+    role_metrics: Family<RoleMetricLabels, FloatGauge>,
+    role_series: Mutex<HashSet<(String, String)>>,
+    role_reports: Family<RoleReportLabels, Counter>,
+    roles_joined: Gauge,
 }
 
 /// The process's metrics. Cheap to clone; every method takes `&self` and is safe from any thread.
@@ -256,6 +297,13 @@ impl Metrics {
         let heartbeats_missed = Counter::default();
         registry.register("heartbeats_missed", "Heartbeat pings left unanswered", heartbeats_missed.clone());
 
+        let role_metrics = Family::<RoleMetricLabels, FloatGauge>::default();
+        registry.register("role_metric", "Last value each extension role reported, per metric", role_metrics.clone());
+        let role_reports = Family::<RoleReportLabels, Counter>::default();
+        registry.register("role_reports", "Reports from extension roles, by what became of them", role_reports.clone());
+        let roles_joined = Gauge::default();
+        registry.register("roles_joined", "Extension roles currently joined", roles_joined.clone());
+
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -281,6 +329,10 @@ impl Metrics {
                 checkpoints_written,
                 heartbeat_rtt,
                 heartbeats_missed,
+                role_metrics,
+                role_series: Mutex::new(HashSet::new()),
+                role_reports,
+                roles_joined,
             }),
         }
     }
@@ -406,6 +458,36 @@ impl Metrics {
         self.inner.heartbeats_missed.inc();
     }
 
+    /// A role reported `value` for `metric`. Past [`MAX_ROLE_SERIES`] distinct series new ones are not exported
+    /// (the report still holds them); returns whether the value is exported.
+    pub fn role_metric(&self, role: &str, metric: &str, value: f64) -> bool {
+        let key = (role.to_string(), metric.to_string());
+        {
+            let mut seen = self.inner.role_series.lock().unwrap_or_else(|e| e.into_inner());
+            if !seen.contains(&key) {
+                if seen.len() >= MAX_ROLE_SERIES {
+                    return false;
+                }
+                seen.insert(key.clone());
+            }
+        }
+        self.inner.role_metrics.get_or_create(&RoleMetricLabels { role: key.0, metric: key.1 }).set(value);
+        true
+    }
+
+    /// A role's report reached the server and became `outcome`. `role` is an admitted role's name (the server
+    /// admits only short DNS-label names, and only a bounded number of roles).
+    pub fn role_report(&self, role: &str, outcome: RoleReportOutcome) {
+        self.inner
+            .role_reports
+            .get_or_create(&RoleReportLabels { role: role.to_string(), outcome: outcome.as_str() })
+            .inc();
+    }
+
+    pub fn set_roles_joined(&self, roles: usize) {
+        self.inner.roles_joined.set(saturating_i64(roles as u64));
+    }
+
     /// The Prometheus text exposition (format 0.0.4, see [`CONTENT_TYPE`]).
     pub fn encode(&self) -> Result<String, ObsError> {
         let mut out = String::with_capacity(8 * 1024);
@@ -445,6 +527,32 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing `{needle}` in\n{text}");
         }
+    }
+
+    #[test]
+    fn role_metrics_are_exported_and_bounded() {
+        let m = Metrics::new("server");
+        assert!(m.role_metric("model-registry", "bytes", 1234.0));
+        m.role_report("model-registry", RoleReportOutcome::Recorded);
+        m.role_report("model-registry", RoleReportOutcome::Unknown);
+        m.set_roles_joined(1);
+        let text = m.encode().unwrap();
+        for needle in [
+            "histofed_role_metric{role=\"model-registry\",metric=\"bytes\"} 1234",
+            "histofed_role_reports_total{role=\"model-registry\",outcome=\"recorded\"} 1",
+            "histofed_role_reports_total{role=\"model-registry\",outcome=\"unknown-round\"} 1",
+            "histofed_roles_joined 1",
+        ] {
+            assert!(text.contains(needle), "missing `{needle}` in\n{text}");
+        }
+        for i in 0..100 {
+            m.role_metric("r", &format!("m{i}"), 1.0);
+        }
+        // The first series is still updated; new ones stop at the bound.
+        assert!(m.role_metric("model-registry", "bytes", 5.0));
+        assert!(!m.role_metric("r", "m99", 1.0));
+        let text = m.encode().unwrap();
+        assert_eq!(text.matches("histofed_role_metric{").count(), MAX_ROLE_SERIES, "{text}");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use http::{fetch_status, fetch_status_with_timeout, render_status, serve, HttpState};
-pub use metrics::{Metrics, SiteEvent};
+pub use metrics::{Metrics, RoleReportOutcome, SiteEvent};
 
 /// Errors of the observability endpoint and its client. Each names the address involved, since the usual cause is a
 /// wrong port or a pod that is not running.

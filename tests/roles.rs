@@ -1,0 +1,126 @@
+//! The role extension seam against a live federation on loopback: one `histofed server`, two `histofed site`s and
+//! the example model-registry role (`examples/model_registry.rs`), all real processes, tiny model, three rounds.
+//! The registry must archive every round's generator bit-exactly (SHA-256 of the server's checkpoint), serve the
+//! list and the bytes over HTTP, and its reports must land in report.json — with no change to server or site code.
+//!
+//! The example binary is built by `cargo test --all-targets` (or `cargo build --examples`); `cargo test --test
+//! roles` alone does not build examples, and the test says so.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{logs, serial, Fed, Proc};
+use histofed::federation::checkpoint::CheckpointStore;
+use sha2::{Digest, Sha256};
+
+fn example_binary(name: &str) -> PathBuf {
+    // target/<profile>/deps/roles-<hash> → target/<profile>/examples/<name>
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+    let path = profile_dir.join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the examples first (`cargo test --all-targets` or `cargo build --examples`)",
+        path.display()
+    );
+    path
+}
+
+/// GET over HTTP/1.0; returns (status, body bytes).
+fn http_get(addr: &str, path: &str) -> (u16, Vec<u8>) {
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(tcp, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    tcp.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("an HTTP head");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, raw[split + 4..].to_vec())
+}
+
+fn sha(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+#[test]
+fn the_model_registry_role_archives_every_round_of_a_live_federation() {
+    let _guard = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut fed = Fed::new(tmp.path(), 2, 3, "", "");
+    let http = format!("127.0.0.1:{}", common::free_port());
+    let archive = tmp.path().join("registry");
+    // The role starts first: it keeps dialling until the server is up.
+    let child = Command::new(example_binary("model_registry"))
+        .args(["--config", fed.config.to_str().unwrap(), "--dir", archive.to_str().unwrap(), "--http", &http])
+        .arg("--log-file")
+        .arg(tmp.path().join("registry.log"))
+        .env("OMP_WAIT_POLICY", "PASSIVE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut registry = Proc { name: "registry".into(), child };
+    fed.start_all();
+    let report = fed.finish(Duration::from_secs(240));
+    assert!(report.finished);
+    assert_eq!(report.rounds.len(), 3, "{report:#?}");
+
+    // The server waited for the role's report on the last round before exiting: every round has it.
+    for r in &report.rounds {
+        let role = r.roles.get("model-registry").unwrap_or_else(|| {
+            panic!("round {} lacks the registry's report: {:#?}{}", r.round, r.roles, logs(tmp.path()))
+        });
+        assert!(role.metrics["bytes"] > 0.0, "{role:?}");
+        assert_eq!(role.artifacts.len(), 1, "{role:?}");
+        assert!(role.artifacts[0].ends_with(&format!("round-{:06}.generator.safetensors", r.round)));
+    }
+    assert_eq!(report.rounds[2].roles["model-registry"].metrics["archived"], 3.0);
+    assert!(report.events.iter().any(|e| e.kind == "role-joined"), "{:?}", report.events);
+
+    // The registry outlives the run and serves the archive.
+    assert!(registry.child.try_wait().unwrap().is_none(), "the registry keeps serving after the run");
+    let start = Instant::now();
+    let list: Vec<serde_json::Value> = loop {
+        let (status, body) = http_get(&http, "/models");
+        assert_eq!(status, 200);
+        let list: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
+        if list.len() == 3 || start.elapsed() > Duration::from_secs(20) {
+            break list;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(list.len(), 3, "{list:#?}");
+
+    let store = CheckpointStore::open(tmp.path().join("run/checkpoints"), 10).unwrap();
+    let mut shas = Vec::new();
+    for (i, entry) in list.iter().enumerate() {
+        let round = i as u64 + 1;
+        assert_eq!(entry["round"], round);
+        // The server's checkpointed generator of that round, as bare safetensors, hashes to what was archived.
+        let generator = &store.load_round(round).unwrap().parts["generator"];
+        let expected = sha(&generator.to_safetensors(None).unwrap());
+        assert_eq!(entry["sha256"], expected, "round {round}");
+        let (status, bytes) = http_get(&http, &format!("/models/{round}"));
+        assert_eq!(status, 200);
+        assert_eq!(sha(&bytes), expected, "GET /models/{round} serves the archived bytes");
+        assert_eq!(entry["bytes"], bytes.len() as u64);
+        assert_eq!(std::fs::read(entry["path"].as_str().unwrap()).unwrap(), bytes);
+        // The sidecar carries the round's metrics.
+        let sidecar: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(archive.join(format!("round-{round:06}.json"))).unwrap()).unwrap();
+        assert_eq!(sidecar["sha256"], expected);
+        assert_eq!(sidecar["metrics"]["contributors"], serde_json::json!([0, 1]));
+        let g_loss = report.rounds[i].mean_losses.g_loss;
+        assert!((sidecar["metrics"]["g_loss"].as_f64().unwrap() - g_loss).abs() < 1e-9);
+        shas.push(expected);
+    }
+    shas.dedup();
+    assert_eq!(shas.len(), 3, "each round archived its own generator");
+    assert_eq!(http_get(&http, "/models/99").0, 404);
+}
