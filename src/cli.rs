@@ -61,6 +61,10 @@ enum Command {
     Server(ServerCmd),
     /// Run one site role: its data shard and its generator-trainer.
     Site(SiteCmd),
+    /// Run a standalone evaluator node: it joins a running federation through the role seam, scores every completed
+    /// round's generator on the held-out test split (the quality suite every evaluation.eval_every rounds) and
+    /// reports the numbers to the server (report.json `roles.<name>`, `histofed_role_metric`).
+    Evaluator(EvaluatorCmd),
     /// Train centrally (no federation): the GAN, or with --classifier the ViT tissue classifier.
     Train(TrainCmd),
     /// Development certificates for mutual TLS: a CA and one certificate per node.
@@ -125,6 +129,21 @@ struct AugmentCmd {
     /// Output folder (augment.json, augment.md).
     #[arg(long, default_value = "runs/augment")]
     out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct EvaluatorCmd {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Role name (report key, metric label, actor `histofed-role-<name>`; with mTLS the certificate `role-<name>`).
+    #[arg(long, default_value = "evaluator")]
+    name: String,
+    /// Where grids and quality reports go (default: <runtime.out_dir>/evaluator-<name>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Stop when the server says the run is over (default: stay, and follow a resumed server).
+    #[arg(long)]
+    exit_when_run_over: bool,
 }
 
 #[derive(Args, Debug)]
@@ -545,6 +564,10 @@ fn run(cmd: Command) -> Result<()> {
         Command::Train(a) => train(a),
         Command::Augment(a) => augment(a),
         Command::Reproduce(a) => reproduce(a),
+        Command::Evaluator(a) => {
+            let cfg = load_config(&a.config, None)?;
+            runtime()?.block_on(run_evaluator_node(cfg, a))
+        }
         Command::Certs(c) => certs(c),
         Command::Bench(BenchCmd::Transfer(a)) => {
             let rows = crate::bench_fed::transfer_bench(&a.sizes, a.reps).map_err(anyhow::Error::msg)?;
@@ -1116,6 +1139,34 @@ pub async fn run_site(cfg: Config, site_id: u32, protocol: u32, http: Option<Soc
         Some(Err(msg)) => bail!("{msg}"),
         None => bail!("the site actor stopped unexpectedly (see the log)"),
     }
+}
+
+async fn run_evaluator_node(cfg: Config, a: EvaluatorCmd) -> Result<()> {
+    use crate::actors::evaluator::EvaluatorRole;
+    use crate::actors::role::{run_node, Role, RoleFactory, RoleNodeOptions};
+    tch::set_num_threads(cfg.runtime.threads);
+    let model = cfg.model_config()?;
+    let device = select_device(Some(&cfg.model.device).filter(|d| !d.is_empty()).map(|s| s.as_str()))?;
+    let splits = load_data(&cfg)?;
+    let out = a.out.clone().unwrap_or_else(|| cfg.runtime.out_dir.join(format!("evaluator-{}", a.name)));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let args = EvaluatorArgs {
+        model,
+        device,
+        quality: quality_setup(&cfg, &splits.train, device),
+        real: Arc::new(splits.test),
+        per_class: cfg.runtime.grid_per_class,
+        out_dir: std::fs::canonicalize(&out)?,
+        seed: cfg.federation.seed,
+        threads: cfg.runtime.threads,
+    };
+    tracing::info!(name = %a.name, out = %out.display(), "evaluator node starting");
+    let make: RoleFactory = Arc::new(move || Ok(Box::new(EvaluatorRole::new(&args)?) as Box<dyn Role>));
+    let mut opts = RoleNodeOptions::new(a.name.clone(), cfg);
+    opts.exit_when_run_over = a.exit_when_run_over;
+    let why = run_node(make, opts).await?;
+    tracing::info!(%why, "evaluator node stopped");
+    Ok(())
 }
 
 fn reproduce(a: ReproduceCmd) -> Result<()> {

@@ -124,3 +124,53 @@ fn the_model_registry_role_archives_every_round_of_a_live_federation() {
     assert_eq!(shas.len(), 3, "each round archived its own generator");
     assert_eq!(http_get(&http, "/models/99").0, 404);
 }
+
+/// The evaluator as a standalone node (`histofed evaluator`), hosted by the same role seam: it scores every round
+/// on its own held-out split and its numbers land in report.json under `roles.evaluator`, the full quality suite on
+/// the last round.
+#[test]
+fn the_standalone_evaluator_node_scores_every_round_through_the_role_seam() {
+    let _guard = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let evaluation = format!(
+        "[evaluation]\neval_every = 5\nsamples_per_class = 6\nreference_steps = 20\ncache_dir = \"{}\"\n",
+        tmp.path().join("reference-cache").display()
+    );
+    let mut fed = Fed::new(tmp.path(), 2, 2, "", &evaluation);
+    let out = tmp.path().join("evaluator-node");
+    let child = Command::new(env!("CARGO_BIN_EXE_histofed"))
+        .args(["evaluator", "--config", fed.config.to_str().unwrap(), "--exit-when-run-over", "--out"])
+        .arg(&out)
+        .arg("--log-file")
+        .arg(tmp.path().join("evaluator.log"))
+        .env("OMP_WAIT_POLICY", "PASSIVE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut node = Proc { name: "evaluator".into(), child };
+    fed.start_all();
+    let report = fed.finish(Duration::from_secs(240));
+    assert!(report.finished);
+    for r in &report.rounds {
+        let ev = r.roles.get("evaluator").unwrap_or_else(|| {
+            panic!("round {} lacks the evaluator's report: {:#?}{}", r.round, r.roles, logs(tmp.path()))
+        });
+        assert!(ev.metrics["fixed_feature_fd"].is_finite(), "{ev:?}");
+        assert!(ev.artifacts.iter().all(|a| Path::new(a).exists()), "{ev:?}");
+    }
+    // eval_every = 5 > 2 rounds: the full suite ran at the last round only.
+    assert!(!report.rounds[0].roles["evaluator"].metrics.contains_key("precision"));
+    let last = &report.rounds[1].roles["evaluator"].metrics;
+    for k in ["fd", "precision", "recall", "class_coverage", "reference_test_accuracy"] {
+        assert!(last.get(k).is_some_and(|v| v.is_finite()), "{k} missing: {last:?}");
+    }
+    assert!(out.join("quality/round-002/quality.json").exists());
+    // It exits by itself once the server says the run is over.
+    let start = Instant::now();
+    while node.child.try_wait().unwrap().is_none() && start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(node.child.try_wait().unwrap().is_some_and(|s| s.success()), "{}", logs(tmp.path()));
+}

@@ -85,3 +85,64 @@ impl Actor for EvaluatorActor {
         Ok(())
     }
 }
+
+/// The evaluator as a standalone node (`histofed evaluator`): the same [`GanEvaluator`] hosted through the role
+/// seam (`actors::role`), like any user-written role — it joins a running federation, receives each completed
+/// round's global weights, scores them on the held-out test split it holds (grid + fixed-feature FD every round,
+/// the full quality suite every `evaluation.eval_every` rounds and at the last), and reports the numbers back to the
+/// server, which records them under `roles.<name>` in report.json and as `histofed_role_metric`.
+pub struct EvaluatorRole {
+    ev: GanEvaluator,
+    out_dir: PathBuf,
+}
+
+impl EvaluatorRole {
+    /// Builds the evaluator (and, with `quality`, loads or trains the reference classifier) on the calling thread.
+    pub fn new(a: &EvaluatorArgs) -> Result<Self, crate::actors::role::RoleError> {
+        use crate::actors::role::RoleError;
+        let mut ev = GanEvaluator::new(&a.model, a.device, &a.real, a.per_class, a.out_dir.clone(), a.seed)
+            .map_err(|e| RoleError::Failed(format!("cannot build the evaluator: {e}")))?;
+        if let Some(q) = a.quality.clone() {
+            ev.enable_quality(q, &a.real)
+                .map_err(|e| RoleError::Failed(format!("cannot prepare the reference classifier: {e}")))?;
+        }
+        Ok(Self { ev, out_dir: a.out_dir.clone() })
+    }
+}
+
+impl crate::actors::role::Role for EvaluatorRole {
+    fn on_round(
+        &mut self,
+        event: &crate::actors::role::RoundEvent,
+        global: Option<&Weights>,
+    ) -> Result<Option<crate::actors::role::RoleReport>, crate::actors::role::RoleError> {
+        use crate::actors::role::RoleError;
+        let weights = global.ok_or_else(|| RoleError::Failed("the evaluator needs the round's weights".into()))?;
+        let r = self.ev.evaluate(event.round, weights).map_err(|e| RoleError::Failed(e.to_string()))?;
+        let mut metrics = std::collections::BTreeMap::new();
+        metrics.insert("fixed_feature_fd".to_string(), r.frechet_distance);
+        metrics.insert("eval_secs".to_string(), r.eval_secs);
+        let mut artifacts = vec![self.out_dir.join(&r.samples_png).display().to_string()];
+        if let Some(q) = &r.quality {
+            let s = &q.summary;
+            for (k, v) in [
+                ("fd", s.fd),
+                ("precision", s.precision),
+                ("recall", s.recall),
+                ("memorized_share", s.memorized_share),
+                ("class_coverage", s.class_coverage),
+                ("label_agreement", s.label_agreement),
+                ("diversity_ratio", s.diversity_ratio),
+                ("reference_test_accuracy", q.reference_test_accuracy),
+            ] {
+                // The server refuses non-finite values (an undefined ratio is left out, not sent as NaN).
+                if v.is_finite() {
+                    metrics.insert(k.to_string(), v);
+                }
+            }
+            artifacts.push(self.out_dir.join(&q.report_json).display().to_string());
+            artifacts.extend(q.pictures.iter().map(|p| self.out_dir.join(p).display().to_string()));
+        }
+        Ok(Some(crate::actors::role::RoleReport { metrics, artifacts }))
+    }
+}
