@@ -56,7 +56,7 @@ pub struct QualitySetup {
 
 impl QualitySetup {
     pub fn due(&self, round: u64) -> bool {
-        self.every > 0 && (round % self.every == 0 || round == self.last_round)
+        self.every > 0 && (round.is_multiple_of(self.every) || round == self.last_round)
     }
 }
 

@@ -38,6 +38,7 @@ pub enum SimError {
 }
 
 /// Trains one GAN on `train` for `steps` steps (in chunks of `chunk` steps, one `on_round` call per chunk).
+#[allow(clippy::too_many_arguments)]
 pub fn train_centralized(
     model: &ModelConfig,
     device: Device,
@@ -141,10 +142,11 @@ mod tests {
         // A single site, FedAvg over one update, 2 rounds × 2 steps from the same seed = 4 centralized steps in
         // chunks of 2: the same trainer code, so the same weights (the global is the site's own update).
         let mut seen = Vec::new();
-        let fed = train_federated(&model, Device::Cpu, &[data.clone()], &mut FedAvg::new(), 2, 2, 4, 7, |r| {
-            seen.push(r.round)
-        })
-        .unwrap();
+        let fed =
+            train_federated(&model, Device::Cpu, std::slice::from_ref(&data), &mut FedAvg::new(), 2, 2, 4, 7, |r| {
+                seen.push(r.round)
+            })
+            .unwrap();
         let central = train_centralized(&model, Device::Cpu, data, 4, 2, 4, 7, |_| {}).unwrap();
         assert_eq!(seen, vec![1, 2]);
         assert_eq!(fed.l2_distance(&central).unwrap(), 0.0);
