@@ -191,6 +191,28 @@ impl RunReport {
                 r.samples_png.as_deref().map(|p| format!("[png]({p})")).unwrap_or_default()
             ));
         }
+        let with_quality: Vec<(u64, &RoundQuality)> =
+            self.rounds.iter().filter_map(|r| r.quality.as_ref().map(|q| (r.round, q))).collect();
+        if !with_quality.is_empty() {
+            s.push_str(
+                "\n## Quality suite (reference-classifier features)\n\n| round | FD | precision | recall | memorized | \
+                 coverage | agreement | diversity | report |\n|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+            );
+            for (round, q) in with_quality {
+                let m = &q.summary;
+                s.push_str(&format!(
+                    "| {round} | {:.3} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | [json]({}) |\n",
+                    m.fd,
+                    m.precision,
+                    m.recall,
+                    m.memorized_share,
+                    m.class_coverage,
+                    m.label_agreement,
+                    m.diversity_ratio,
+                    q.report_json
+                ));
+            }
+        }
         let with_roles: Vec<&RoundRecord> = self.rounds.iter().filter(|r| !r.roles.is_empty()).collect();
         if !with_roles.is_empty() {
             s.push_str("\n## Roles\n\n| round | role | metrics | artifacts |\n|---:|---|---|---|\n");
@@ -238,9 +260,26 @@ mod tests {
             "model-registry".into(),
             RoleOutcome { metrics: BTreeMap::from([("bytes".to_string(), 42.0)]), artifacts: vec!["a.st".into()] },
         );
+        rep.rounds[0].quality = Some(RoundQuality {
+            summary: QualitySummary {
+                fd: 3.25,
+                precision: 0.5,
+                recall: 0.25,
+                memorized_share: 0.0,
+                memorized_share_pixels: None,
+                class_coverage: 1.0,
+                label_agreement: 0.75,
+                diversity_ratio: 0.9,
+            },
+            reference_test_accuracy: 0.9,
+            report_json: "quality/round-001/quality.json".into(),
+            pictures: vec![],
+            secs: 1.0,
+        });
         rep.write(dir.path()).unwrap();
         assert_eq!(RunReport::read(dir.path()).unwrap(), rep);
         let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+        assert!(md.contains("| 1 | 3.250 | 0.50 | 0.25 | 0.00 | 1.00 | 0.75 | 0.90 |"), "{md}");
         assert!(md.contains("| 1 | 1 | 0 |"), "{md}");
         assert!(md.contains("1.5000"));
         assert!(md.contains("| 1 | model-registry | bytes=42 | a.st |"), "{md}");
