@@ -22,6 +22,7 @@ use crate::models::{Gan, ModelError};
 use crate::quality::{assess, write_pictures, QualityError, QualityInputs, QualityOptions, QualityReport};
 use crate::reference::{ReferenceError, ReferenceExtractor, ReferenceInfo, ReferenceOptions};
 pub use crate::report::QualitySummary;
+use crate::training::batch_tensors;
 
 /// Largest side of the images the pixel-space memorization check compares.
 const PIXEL_SIDE: i64 = 32;
@@ -77,9 +78,7 @@ pub struct Assessor {
 
 fn images_tensor(ds: &Dataset, device: Device) -> Tensor {
     let all: Vec<usize> = (0..ds.len()).collect();
-    let (pixels, _) = ds.batch_f32(&all);
-    let s = i64::from(ds.size);
-    Tensor::from_slice(&pixels).view([ds.len() as i64, 3, s, s]).to_device(device)
+    batch_tensors(ds, &all, device).0
 }
 
 fn pooled(x: &Tensor) -> Tensor {
@@ -146,14 +145,15 @@ impl Assessor {
     /// Measures an already synthesized set (labels = the classes the images were conditioned on).
     pub fn assess_dataset(&self, synth: &Dataset, out_dir: &Path, start: Instant) -> Result<Assessment, AssessError> {
         let x = images_tensor(synth, self.device);
+        let (features, logits) = self.reference.features_and_logits(&x);
         let inputs = QualityInputs {
             train_features: self.train_features.shallow_clone(),
             train_labels: self.train_labels.clone(),
             test_features: self.test_features.shallow_clone(),
             test_labels: self.test_labels.clone(),
-            synthetic_features: self.reference.features(&x).to_device(Device::Cpu).to_kind(Kind::Float),
+            synthetic_features: features.to_device(Device::Cpu).to_kind(Kind::Float),
             synthetic_labels: labels_of(synth),
-            synthetic_logits: self.reference.logits(&x).to_device(Device::Cpu).to_kind(Kind::Float),
+            synthetic_logits: logits.to_device(Device::Cpu).to_kind(Kind::Float),
             train_pixels: Some(self.train_pixels.shallow_clone()),
             test_pixels: Some(self.test_pixels.shallow_clone()),
             synthetic_pixels: Some(pooled(&x)),

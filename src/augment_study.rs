@@ -43,6 +43,7 @@ use crate::federation::weights::Weights;
 use crate::models::error::catch_torch;
 use crate::models::{frechet_distance, Classifier, ClassifierConfig, Gan, ModelConfig, ModelError};
 use crate::reference::{ReferenceError, ReferenceExtractor, ReferenceOptions};
+use crate::training::batch_tensors;
 
 /// Name of the generator part in a server checkpoint.
 pub const GENERATOR_PART: &str = "generator";
@@ -429,15 +430,6 @@ pub struct Progress {
     pub total: usize,
 }
 
-fn to_tensors(ds: &Dataset, idx: &[usize], device: Device) -> (Tensor, Tensor) {
-    let (pixels, labels) = ds.batch_f32(idx);
-    let s = i64::from(ds.size);
-    (
-        Tensor::from_slice(&pixels).view([idx.len() as i64, 3, s, s]).to_device(device),
-        Tensor::from_slice(&labels).to_device(device),
-    )
-}
-
 /// Reshuffled-epoch batch sampler over one dataset.
 struct Batches {
     order: Vec<usize>,
@@ -475,7 +467,7 @@ fn train_steps(
     device: Device,
 ) -> Result<(), AugmentError> {
     for _ in 0..steps {
-        let (x, y) = to_tensors(ds, batches.next(), device);
+        let (x, y) = batch_tensors(ds, batches.next(), device);
         clf.train_step(&x, &y)?;
     }
     Ok(())
@@ -487,7 +479,7 @@ pub fn confusion(clf: &Classifier, test: &Dataset, device: Device) -> Result<Con
     let mut m = vec![vec![0u64; k]; k];
     let all: Vec<usize> = (0..test.len()).collect();
     for chunk in all.chunks(EVAL_CHUNK) {
-        let (x, _) = to_tensors(test, chunk, device);
+        let (x, _) = batch_tensors(test, chunk, device);
         let pred = catch_torch("classifier predictions", || {
             let p = clf.predict(&x).argmax(-1, false).to_device(Device::Cpu).to_kind(Kind::Int64);
             Vec::<i64>::try_from(p).map_err(ModelError::torch("reading predictions"))
@@ -637,7 +629,7 @@ fn map_chunks(ds: &Dataset, device: Device, f: impl Fn(&Tensor) -> Tensor) -> Re
     let all: Vec<usize> = (0..ds.len()).collect();
     let mut parts = Vec::new();
     for chunk in all.chunks(EVAL_CHUNK) {
-        let (x, _) = to_tensors(ds, chunk, device);
+        let (x, _) = batch_tensors(ds, chunk, device);
         parts.push(catch_torch("reference forward pass", || Ok(f(&x).to_device(Device::Cpu)))?);
     }
     Ok(catch_torch("concatenating features", || Ok(Tensor::cat(&parts, 0)))?)

@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use tch::{Device, Tensor};
+use tch::Device;
 use thiserror::Error;
 
 use crate::data::Dataset;
 use crate::evaluation::{EvalError, GanEvaluator};
 use crate::federation::strategy::SiteHints;
 use crate::models::{Classifier, ClassifierConfig, Gan, ModelConfig, ModelError};
-use crate::training::{InjectedFault, LocalJob, LocalTrainer, TrainError};
+use crate::training::{batch_tensors, InjectedFault, LocalJob, LocalTrainer, TrainError};
 
 #[derive(Debug, Error)]
 pub enum CentralError {
@@ -105,21 +105,12 @@ pub struct ClassifierPoint {
     pub secs: f64,
 }
 
-fn to_tensors(ds: &Dataset, idx: &[usize], device: Device) -> (Tensor, Tensor) {
-    let (pixels, labels) = ds.batch_f32(idx);
-    let s = i64::from(ds.size);
-    (
-        Tensor::from_slice(&pixels).view([idx.len() as i64, 3, s, s]).to_device(device),
-        Tensor::from_slice(&labels).to_device(device),
-    )
-}
-
 /// Test accuracy of a classifier, in batches so memory stays bounded.
 pub fn accuracy(clf: &Classifier, ds: &Dataset, device: Device) -> Result<f64, ModelError> {
     let mut correct = 0.0;
     let all: Vec<usize> = (0..ds.len()).collect();
     for chunk in all.chunks(256) {
-        let (x, y) = to_tensors(ds, chunk, device);
+        let (x, y) = batch_tensors(ds, chunk, device);
         correct += clf.try_accuracy(&x, &y)? * chunk.len() as f64;
     }
     Ok(correct / ds.len().max(1) as f64)
@@ -162,7 +153,7 @@ pub fn train_classifier(
             order.shuffle(&mut rng);
             cursor = 0;
         }
-        let (x, y) = to_tensors(train, &order[cursor..cursor + batch], device);
+        let (x, y) = batch_tensors(train, &order[cursor..cursor + batch], device);
         cursor += batch;
         loss_sum += clf.train_step(&x, &y)?;
         n += 1;

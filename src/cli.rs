@@ -698,11 +698,8 @@ pub fn quality_setup(cfg: &Config, train: &data::Dataset, device: tch::Device) -
 /// Where the reference classifier is cached: `evaluation.cache_dir`, else `data.cache_dir/reference`, else the
 /// user's cache directory.
 pub fn reference_cache_dir(cfg: &Config) -> PathBuf {
-    match (&cfg.evaluation.cache_dir, &cfg.data.cache_dir) {
-        (Some(d), _) => d.clone(),
-        (None, Some(d)) => d.join("reference"),
-        (None, None) => crate::reference::default_cache_dir(None),
-    }
+    let data_cache = cfg.data.cache_dir.as_deref();
+    cfg.evaluation.cache_dir.clone().unwrap_or_else(|| crate::reference::default_cache_dir(data_cache))
 }
 
 /// The site's shard of the training split under the configured partition.
@@ -1295,7 +1292,7 @@ fn train(a: TrainCmd) -> Result<()> {
 
 fn augment(a: AugmentCmd) -> Result<()> {
     use crate::augment_study::{self as study, AugmentOptions, FederatedOptions};
-    use crate::reference::{default_cache_dir, ReferenceOptions};
+    use crate::reference::ReferenceOptions;
     let cfg = load_config(&a.config, None)?;
     tch::set_num_threads(cfg.runtime.threads);
     let model = cfg.model_config()?;
@@ -1319,7 +1316,7 @@ fn augment(a: AugmentCmd) -> Result<()> {
         .transpose()?;
     let reference = (!a.no_reference).then(|| {
         let opts = ReferenceOptions { preset: a.classifier_preset.clone(), steps: a.steps, batch_size, seed, device };
-        (opts, a.reference_cache.clone().unwrap_or_else(|| default_cache_dir(cfg.data.cache_dir.as_deref())))
+        (opts, a.reference_cache.clone().unwrap_or_else(|| reference_cache_dir(&cfg)))
     });
     let opts = AugmentOptions {
         classifier_preset: a.classifier_preset.clone(),

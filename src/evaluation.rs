@@ -114,9 +114,7 @@ impl GanEvaluator {
         }
         let gan = Gan::new(cfg, device, seed as i64)?;
         let all: Vec<usize> = (0..real.len()).collect();
-        let (pixels, _) = real.batch_f32(&all);
-        let size = i64::from(real.size);
-        let x = Tensor::from_slice(&pixels).view([real.len() as i64, 3, size, size]).to_device(device);
+        let (x, _) = crate::training::batch_tensors(real, &all, device);
         let real_features = tch::no_grad(|| simple_features(&x));
         Ok(Self {
             gan,

@@ -162,14 +162,25 @@ pub(crate) fn ensure_font() -> Result<(), PlotError> {
 
 /// Draws `lines` on one chart and encodes it as PNG.
 fn render(plot: &'static str, title: &str, y_desc: &str, lines: &[Line]) -> Result<Vec<u8>, PlotError> {
+    rasterize(plot, WIDTH, HEIGHT, |rgb| draw(rgb, title, y_desc, lines))
+}
+
+/// Draws on a white `width`×`height` RGB canvas with `draw` and encodes the result as PNG. The embedded font is
+/// registered first; a panic inside the plotting library becomes an error, never a lost run.
+pub(crate) fn rasterize(
+    plot: &'static str,
+    width: u32,
+    height: u32,
+    draw: impl FnOnce(&mut [u8]) -> Result<(), String>,
+) -> Result<Vec<u8>, PlotError> {
     ensure_font()?;
-    let mut rgb = vec![255u8; (WIDTH as usize) * (HEIGHT as usize) * 3];
-    let drawn = catch_unwind(AssertUnwindSafe(|| draw(&mut rgb, title, y_desc, lines)))
+    let mut rgb = vec![255u8; (width as usize) * (height as usize) * 3];
+    let drawn = catch_unwind(AssertUnwindSafe(|| draw(&mut rgb)))
         .map_err(|_| PlotError::Draw { plot, detail: "the plotting library panicked".into() })?;
     drawn.map_err(|detail| PlotError::Draw { plot, detail })?;
     let mut png = Vec::new();
     image::codecs::png::PngEncoder::new(&mut png)
-        .write_image(&rgb, WIDTH, HEIGHT, ExtendedColorType::Rgb8)
+        .write_image(&rgb, width, height, ExtendedColorType::Rgb8)
         .map_err(|source| PlotError::Encode { plot, source })?;
     Ok(png)
 }
@@ -258,16 +269,7 @@ pub fn grouped_bars_png(
     series: &[BarSeries],
     path: &Path,
 ) -> Result<PathBuf, PlotError> {
-    ensure_font()?;
-    let plot = "bar";
-    let mut rgb = vec![255u8; (WIDTH as usize) * (HEIGHT as usize) * 3];
-    let drawn = catch_unwind(AssertUnwindSafe(|| draw_bars(&mut rgb, title, y_desc, groups, series)))
-        .map_err(|_| PlotError::Draw { plot, detail: "the plotting library panicked".into() })?;
-    drawn.map_err(|detail| PlotError::Draw { plot, detail })?;
-    let mut png = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut png)
-        .write_image(&rgb, WIDTH, HEIGHT, ExtendedColorType::Rgb8)
-        .map_err(|source| PlotError::Encode { plot, source })?;
+    let png = rasterize("bar", WIDTH, HEIGHT, |rgb| draw_bars(rgb, title, y_desc, groups, series))?;
     write_to(path, &png)
 }
 

@@ -341,6 +341,13 @@ impl ReferenceExtractor {
         self.clf.predict(x)
     }
 
+    /// Features and logits of the same images with one pass through the encoder.
+    pub fn features_and_logits(&self, x: &Tensor) -> (Tensor, Tensor) {
+        let f = self.clf.features(x);
+        let logits = self.clf.logits_of_features(&f);
+        (f, logits)
+    }
+
     /// Test accuracy recorded when the classifier was trained.
     pub fn test_accuracy(&self) -> f64 {
         self.test_accuracy

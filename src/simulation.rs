@@ -50,8 +50,7 @@ pub fn train_centralized(
     mut on_round: impl FnMut(&SimRound),
 ) -> Result<Weights, SimError> {
     let mut trainer = LocalTrainer::new(model, device, train, 0, seed)?;
-    let mut weights =
-        Gan::new(model, device, seed as i64).map_err(TrainError::from)?.weights().map_err(TrainError::from)?;
+    let mut weights = initial_weights(model, device, seed)?;
     let (mut done, mut round) = (0u32, 0u64);
     while done < steps {
         let n = chunk.max(1).min(steps - done);
@@ -89,8 +88,7 @@ pub fn train_federated(
     if sites.is_empty() {
         return Err(SimError::NoSites);
     }
-    let mut global =
-        Gan::new(model, device, seed as i64).map_err(TrainError::from)?.weights().map_err(TrainError::from)?;
+    let mut global = initial_weights(model, device, seed)?;
     for round in 1..=u64::from(rounds) {
         strategy.begin_round(&global);
         let (mut d, mut g, mut total) = (0.0, 0.0, 0u64);
@@ -108,6 +106,11 @@ pub fn train_federated(
         on_round(&SimRound { round, losses: LossSummary { d_loss: d / total, g_loss: g / total } });
     }
     Ok(global)
+}
+
+/// The starting global model of a run: a fresh GAN from `seed`, as the server makes it.
+fn initial_weights(model: &ModelConfig, device: Device, seed: u64) -> Result<Weights, TrainError> {
+    Ok(Gan::new(model, device, seed as i64)?.weights()?)
 }
 
 fn job(round: u64, global: Weights, local_steps: u32, batch_size: u32) -> LocalJob {

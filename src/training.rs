@@ -198,7 +198,6 @@ impl LocalTrainer {
         let mut order: Vec<usize> = (0..self.data.len()).collect();
         order.shuffle(&mut rng);
         let batch = (job.batch_size as usize).min(self.data.len()).max(1);
-        let size = i64::from(self.data.size);
         let every = self.checkpoints.as_ref().map(|c| c.every).unwrap_or(0);
         let mut cursor = 0;
         for step in first_step..job.local_steps {
@@ -208,9 +207,7 @@ impl LocalTrainer {
             }
             let idx = &order[cursor..cursor + batch];
             cursor += batch;
-            let (pixels, labels) = self.data.batch_f32(idx);
-            let x = Tensor::from_slice(&pixels).view([batch as i64, 3, size, size]).to_device(self.device);
-            let y = Tensor::from_slice(&labels).to_device(self.device);
+            let (x, y) = batch_tensors(&self.data, idx, self.device);
             let losses = self.gan.train_step(&x, &y)?;
             d_sum += losses.d_loss;
             g_sum += losses.g_loss;
@@ -240,6 +237,16 @@ impl LocalTrainer {
             resumed_from_step: first_step,
         })
     }
+}
+
+/// Images `idx` of `ds` as a [N, 3, H, W] f32 tensor in [-1, 1] and their labels as Int64 [N], on `device`.
+pub fn batch_tensors(ds: &Dataset, idx: &[usize], device: Device) -> (Tensor, Tensor) {
+    let (pixels, labels) = ds.batch_f32(idx);
+    let s = i64::from(ds.size);
+    (
+        Tensor::from_slice(&pixels).view([idx.len() as i64, 3, s, s]).to_device(device),
+        Tensor::from_slice(&labels).to_device(device),
+    )
 }
 
 /// The bench model: `params` random values in ten tensors under the generator/discriminator prefixes, so the

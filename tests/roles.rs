@@ -43,6 +43,21 @@ fn http_get(addr: &str, path: &str) -> (u16, Vec<u8>) {
     (status, raw[split + 4..].to_vec())
 }
 
+/// Starts a role node as a real process, logging to `<dir>/<name>.log` (which `common::logs` prints on failure).
+fn spawn_role(name: &str, program: &Path, args: &[&std::ffi::OsStr], dir: &Path) -> Proc {
+    let child = Command::new(program)
+        .args(args)
+        .arg("--log-file")
+        .arg(dir.join(format!("{name}.log")))
+        .env("OMP_WAIT_POLICY", "PASSIVE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Proc { name: name.into(), child }
+}
+
 fn sha(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -55,17 +70,15 @@ fn the_model_registry_role_archives_every_round_of_a_live_federation() {
     let http = format!("127.0.0.1:{}", common::free_port());
     let archive = tmp.path().join("registry");
     // The role starts first: it keeps dialling until the server is up.
-    let child = Command::new(example_binary("model_registry"))
-        .args(["--config", fed.config.to_str().unwrap(), "--dir", archive.to_str().unwrap(), "--http", &http])
-        .arg("--log-file")
-        .arg(tmp.path().join("registry.log"))
-        .env("OMP_WAIT_POLICY", "PASSIVE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut registry = Proc { name: "registry".into(), child };
+    let args = [
+        "--config".as_ref(),
+        fed.config.as_os_str(),
+        "--dir".as_ref(),
+        archive.as_os_str(),
+        "--http".as_ref(),
+        http.as_ref(),
+    ];
+    let mut registry = spawn_role("registry", &example_binary("model_registry"), &args, tmp.path());
     fed.start_all();
     let report = fed.finish(Duration::from_secs(240));
     assert!(report.finished);
@@ -138,18 +151,15 @@ fn the_standalone_evaluator_node_scores_every_round_through_the_role_seam() {
     );
     let mut fed = Fed::new(tmp.path(), 2, 2, "", &evaluation);
     let out = tmp.path().join("evaluator-node");
-    let child = Command::new(env!("CARGO_BIN_EXE_histofed"))
-        .args(["evaluator", "--config", fed.config.to_str().unwrap(), "--exit-when-run-over", "--out"])
-        .arg(&out)
-        .arg("--log-file")
-        .arg(tmp.path().join("evaluator.log"))
-        .env("OMP_WAIT_POLICY", "PASSIVE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut node = Proc { name: "evaluator".into(), child };
+    let args = [
+        "evaluator".as_ref(),
+        "--config".as_ref(),
+        fed.config.as_os_str(),
+        "--exit-when-run-over".as_ref(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ];
+    let mut node = spawn_role("evaluator", Path::new(env!("CARGO_BIN_EXE_histofed")), &args, tmp.path());
     fed.start_all();
     let report = fed.finish(Duration::from_secs(240));
     assert!(report.finished);

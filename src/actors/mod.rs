@@ -21,6 +21,16 @@ pub mod site;
 pub mod trainer;
 pub mod worker;
 
+/// The server actor across the cluster (a member of the server group on another node), when it is not `known`:
+/// a server just found, or a restarted one, which the caller then greets.
+pub(crate) fn new_remote_server(
+    known: Option<&ractor::ActorRef<messages::ServerMsg>>,
+) -> Option<ractor::ActorRef<messages::ServerMsg>> {
+    let cell =
+        ractor::pg::get_members(&messages::SERVER_GROUP.to_string()).into_iter().find(|c| !c.get_id().is_local())?;
+    (known.map(|s| s.get_id()) != Some(cell.get_id())).then(|| cell.into())
+}
+
 /// How a role's process should end: set once by the actor, read by the binary after the actor stops.
 pub type Exit = Arc<Mutex<Option<Result<String, String>>>>;
 

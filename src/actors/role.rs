@@ -40,7 +40,7 @@ use crate::actors::messages::{
 pub use crate::actors::messages::{RoleReport, RoundEvent, RoundSummary};
 use crate::actors::restart_policy::{Decision, RestartPolicy, RestartTracker};
 use crate::actors::worker::Worker;
-use crate::actors::{set_exit, Exit};
+use crate::actors::{new_remote_server, set_exit, Exit};
 use crate::cluster::bulk::{self, BulkTls, ClientOpts};
 use crate::cluster::{self, ClusterError, NodeEvent};
 use crate::config::Config;
@@ -226,13 +226,10 @@ impl RoleHostState {
     }
 
     fn find_server(&mut self) {
-        let remote = pg::get_members(&SERVER_GROUP.to_string()).into_iter().find(|c| !c.get_id().is_local());
-        if let Some(cell) = remote {
-            if self.server.as_ref().map(|s| s.get_id()) != Some(cell.get_id()) {
-                self.server = Some(ActorRef::<ServerMsg>::from(cell));
-                tracing::info!(role = %self.args.role, "found the server; saying hello");
-                self.send(ToServer::RoleHello { protocol: PROTOCOL_VERSION, role: self.args.role.clone() });
-            }
+        if let Some(server) = new_remote_server(self.server.as_ref()) {
+            self.server = Some(server);
+            tracing::info!(role = %self.args.role, "found the server; saying hello");
+            self.send(ToServer::RoleHello { protocol: PROTOCOL_VERSION, role: self.args.role.clone() });
         }
     }
 
@@ -355,10 +352,8 @@ impl Actor for RoleHost {
                 if st.connected {
                     return Ok(());
                 }
-                if let Err(e) = cluster::connect(&st.args.node, &st.args.security, st.args.server_addr).await {
-                    st.connect_failures += 1;
-                    let delay = st.args.reconnect * 2u32.pow(st.connect_failures.min(3));
-                    tracing::info!(error = %e, retry_in = ?delay, "server not reachable yet");
+                let (a, failures) = (&st.args, &mut st.connect_failures);
+                if let Some(delay) = cluster::dial(&a.node, &a.security, a.server_addr, a.reconnect, failures).await {
                     me.send_after(delay, || RoleMsg::Connect);
                 }
             }

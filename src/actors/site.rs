@@ -28,7 +28,7 @@ use crate::actors::messages::{
 };
 use crate::actors::restart_policy::{Decision, RestartPolicy, RestartTracker};
 use crate::actors::trainer::{TrainerActor, TrainerArgs};
-use crate::actors::{set_exit, Exit};
+use crate::actors::{new_remote_server, set_exit, Exit};
 use crate::cluster::bulk::{self, ClientOpts};
 use crate::cluster::{self, NodeEvent};
 use crate::faults::{self, FaultPlan};
@@ -202,14 +202,10 @@ impl SiteState {
 
     /// Adopts the remote server actor if one is in the server group.
     fn find_server(&mut self) {
-        let remote = pg::get_members(&SERVER_GROUP.to_string()).into_iter().find(|c| !c.get_id().is_local());
-        if let Some(cell) = remote {
-            let fresh = self.server.as_ref().map(|s| s.get_id()) != Some(cell.get_id());
-            if fresh {
-                self.server = Some(ActorRef::<ServerMsg>::from(cell));
-                tracing::info!(site = self.args.site_id, "found the server; saying hello");
-                self.send(self.hello());
-            }
+        if let Some(server) = new_remote_server(self.server.as_ref()) {
+            self.server = Some(server);
+            tracing::info!(site = self.args.site_id, "found the server; saying hello");
+            self.send(self.hello());
         }
     }
 }
@@ -368,10 +364,8 @@ async fn dispatch(me: ActorRef<SiteMsg>, msg: SiteMsg, st: &mut SiteState) -> Re
             if st.connected {
                 return Ok(());
             }
-            if let Err(e) = cluster::connect(&st.args.node, &st.args.security, st.args.server_addr).await {
-                st.connect_failures += 1;
-                let delay = st.args.reconnect * 2u32.pow(st.connect_failures.min(3));
-                tracing::info!(error = %e, retry_in = ?delay, "server not reachable yet");
+            let (a, failures) = (&st.args, &mut st.connect_failures);
+            if let Some(delay) = cluster::dial(&a.node, &a.security, a.server_addr, a.reconnect, failures).await {
                 me.send_after(delay, || SiteMsg::Connect);
             }
         }

@@ -156,6 +156,23 @@ pub async fn connect(
     }
 }
 
+/// One attempt of a node that keeps dialling the server (a site, a role node): on failure it counts the failure in
+/// `failures` and returns when to try again — `base` doubled per consecutive failure, at most 8×. The caller resets
+/// `failures` once the session is ready.
+pub async fn dial(
+    node: &ActorRef<NodeServerMessage>,
+    security: &Security,
+    addr: SocketAddr,
+    base: std::time::Duration,
+    failures: &mut u32,
+) -> Option<std::time::Duration> {
+    let e = connect(node, security, addr).await.err()?;
+    *failures += 1;
+    let delay = base * 2u32.pow((*failures).min(3));
+    tracing::info!(error = %e, retry_in = ?delay, "server not reachable yet");
+    Some(delay)
+}
+
 /// The certificate-bound node name of the session with `node_id`, if that session came through mTLS and its
 /// claimed name matches its certificate.
 pub async fn verified_node(node: &ActorRef<NodeServerMessage>, node_id: u64) -> Option<String> {

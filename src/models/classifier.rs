@@ -250,6 +250,13 @@ impl Classifier {
         self.chunked(x, |c| self.encoder.forward(c))
     }
 
+    /// Class logits of class-token embeddings from [`Classifier::features`]: `predict(x)` equals
+    /// `logits_of_features(&features(x))`, so a caller that needs both runs the encoder once.
+    pub fn logits_of_features(&self, features: &Tensor) -> Tensor {
+        let _g = tch::no_grad_guard();
+        self.head.forward(&features.to_device(self.device))
+    }
+
     /// Top-1 accuracy on (x, y); 0 for an empty set.
     pub fn accuracy(&self, x: &Tensor, y: &Tensor) -> f64 {
         if x.size().first().copied().unwrap_or(0) == 0 {
@@ -341,6 +348,7 @@ mod tests {
         assert!(after > 0.6, "accuracy {after} (chance 0.25)");
         assert_eq!(clf.features(&xte).size(), vec![128, cfg.dim]);
         assert_eq!(clf.predict(&xte.narrow(0, 0, 3)).size(), vec![3, 4]);
+        assert!(clf.logits_of_features(&clf.features(&xte)).allclose(&clf.predict(&xte), 1e-5, 1e-6, false));
 
         // Round trip into a fresh classifier gives identical predictions.
         let mut other = Classifier::new(&cfg, Device::Cpu, 77).unwrap();

@@ -9,10 +9,8 @@
 //! The heatmap follows the `plots` rules: the embedded font (no system fonts in slim images), every failure is an
 //! error rather than a lost run, and a panic inside the plotting library is caught.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-use image::{ExtendedColorType, ImageEncoder};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde::{Deserialize, Serialize};
@@ -21,7 +19,7 @@ use tch::Tensor;
 use super::frechet::class_frechet;
 use super::{class_indices, QualityError};
 use crate::federation::checkpoint::write_atomic;
-use crate::plots::{ensure_font, FAMILY};
+use crate::plots::{rasterize, PlotError, FAMILY};
 
 /// Size of every heatmap PNG.
 pub const HEATMAP_WIDTH: u32 = 900;
@@ -117,18 +115,16 @@ pub fn heatmap_png_bytes(matrix: &[Vec<f64>], labels: &[String], title: &str) ->
             detail: format!("must be {k}×{k} to match the {k} labels, got rows of lengths {shape:?}"),
         });
     }
-    ensure_font()?;
-    let (w, h) = (HEATMAP_WIDTH, HEATMAP_HEIGHT);
-    let mut rgb = vec![255u8; (w as usize) * (h as usize) * 3];
     let plot = || title.chars().take(40).collect::<String>();
-    let drawn = catch_unwind(AssertUnwindSafe(|| draw_heatmap(&mut rgb, matrix, labels, title)))
-        .map_err(|_| QualityError::Draw { plot: plot(), detail: "the plotting library panicked".into() })?;
-    drawn.map_err(|detail| QualityError::Draw { plot: plot(), detail })?;
-    let mut png = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut png)
-        .write_image(&rgb, w, h, ExtendedColorType::Rgb8)
-        .map_err(|e| QualityError::Draw { plot: plot(), detail: format!("PNG encoding: {e}") })?;
-    Ok(png)
+    rasterize("heatmap", HEATMAP_WIDTH, HEATMAP_HEIGHT, |rgb| draw_heatmap(rgb, matrix, labels, title)).map_err(|e| {
+        match e {
+            PlotError::Draw { detail, .. } => QualityError::Draw { plot: plot(), detail },
+            PlotError::Encode { source, .. } => {
+                QualityError::Draw { plot: plot(), detail: format!("PNG encoding: {source}") }
+            }
+            other => QualityError::Plot(other),
+        }
+    })
 }
 
 /// Viridis, sampled at 5 points and interpolated linearly.
