@@ -510,10 +510,7 @@ fn spawn(opts: &FederationOpts, name: &str, args: &[&str]) -> Result<Proc, Strin
 }
 
 fn free_port() -> Result<u16, String> {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| e.to_string())
+    crate::cluster::ports::free_port_pair().map_err(|e| e.to_string())
 }
 
 /// The config of a bench federation (see BENCHMARKS.md, P2). The data set only has to give every site a shard

@@ -19,10 +19,9 @@ pub fn demo_config() -> Result<Config> {
     Ok(cfg)
 }
 
-/// A free TCP port on 127.0.0.1 (bound then released; the server binds it a moment later).
+/// A free TCP port P on 127.0.0.1 with P+1 free too (the server's default bulk port); see `cluster::ports`.
 pub fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(l.local_addr()?.port())
+    crate::cluster::ports::free_port_pair().context("finding a free port for the server")
 }
 
 /// Starts `histofed ARGS…` as a child that dies with us, with a torch thread budget and passive OpenMP waiting.

@@ -15,6 +15,7 @@
 //! certificate names that site.
 
 pub mod bulk;
+pub mod ports;
 pub mod tls;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};

@@ -109,8 +109,9 @@ pub struct Fed {
     servers_started: usize,
 }
 
+/// A free port P with P+1 free too (the server's bulk port), outside the ephemeral range: see `cluster::ports`.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    histofed::cluster::ports::free_port_pair().expect("a free loopback port pair")
 }
 
 /// Writes a tiny-model config; `federation` and `extra` are TOML lines added to [federation] and at the end.
