@@ -15,7 +15,7 @@ use crate::actors::evaluator::EvaluatorArgs;
 use crate::actors::messages::site_actor_name;
 use crate::actors::messages::ServerMsg;
 use crate::actors::restart_policy::RestartPolicy;
-use crate::actors::server::{Observed, ServerActor, ServerArgs, DISCRIMINATOR, GENERATOR};
+use crate::actors::server::{Observed, ServerActor, ServerArgs, CHECKPOINT_PARTS, DISCRIMINATOR, GENERATOR};
 use crate::actors::site::{SiteActor, SiteArgs};
 use crate::actors::trainer::TrainerArgs;
 use crate::actors::Exit;
@@ -27,7 +27,7 @@ use crate::config::Config;
 use crate::data::{self, partition, DataSource, LoadOptions, Splits};
 use crate::evaluation::QualitySetup;
 use crate::faults::FaultPlan;
-use crate::federation::checkpoint::{CheckpointMeta, CheckpointStore};
+use crate::federation::checkpoint::{CheckpointMeta, CheckpointStore, PartData};
 use crate::federation::site_store::SiteStore;
 use crate::federation::weights::Weights;
 use crate::models::{select_device, ClassifierConfig, DiscKind, Gan, GanKind};
@@ -871,8 +871,9 @@ pub async fn run_server(cfg: Config, opts: ServerOpts) -> Result<()> {
                 created_unix_ms: 0,
                 extra: serde_json::json!({ "initial": true }),
             };
-            let (g, d) = (gan.strip_prefix(GENERATOR), gan.strip_prefix(DISCRIMINATOR));
-            store.save(&meta, &[("generator", &g), ("discriminator", &d)])?;
+            let parts: Vec<(&str, PartData)> =
+                CHECKPOINT_PARTS.iter().map(|(name, prefix)| (*name, PartData::Prefixed(&gan, prefix))).collect();
+            store.save_parts(&meta, &parts)?;
             (gan, 0, fresh_report(&cfg))
         }
     };

@@ -10,12 +10,14 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::actors::messages::{ServerMsg, WriterMsg};
 use crate::actors::worker::Worker;
-use crate::federation::checkpoint::{CheckpointMeta, CheckpointStore};
+use std::sync::Arc;
+
+use crate::federation::checkpoint::{CheckpointMeta, CheckpointStore, PartData};
 use crate::federation::weights::Weights;
 
 pub struct CheckpointWriter;
 
-type Job = (CheckpointMeta, Vec<(String, Weights)>);
+type Job = (CheckpointMeta, Arc<Weights>, Vec<(String, String)>);
 
 pub struct WriterState {
     worker: Worker<Job, Result<String, String>>,
@@ -35,10 +37,11 @@ impl Actor for CheckpointWriter {
             "checkpoint-writer",
             1,
             move || store,
-            |store: &mut CheckpointStore, (meta, parts): Job| {
-                let refs: Vec<(&str, &Weights)> = parts.iter().map(|(n, w)| (n.as_str(), w)).collect();
+            |store: &mut CheckpointStore, (meta, weights, parts): Job| {
+                let refs: Vec<(&str, PartData)> =
+                    parts.iter().map(|(n, prefix)| (n.as_str(), PartData::Prefixed(&weights, prefix))).collect();
                 store
-                    .save(&meta, &refs)
+                    .save_parts(&meta, &refs)
                     .map(|path| path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default())
                     .map_err(|e| e.to_string())
             },
@@ -53,9 +56,9 @@ impl Actor for CheckpointWriter {
         st: &mut WriterState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            WriterMsg::Save { meta, parts, reply_to } => {
+            WriterMsg::Save { meta, weights, parts, reply_to } => {
                 let round = meta.round;
-                match st.worker.run((meta, parts)).await {
+                match st.worker.run((meta, weights, parts)).await {
                     Ok(result) => reply_to.cast(ServerMsg::Saved { round, result })?,
                     // The thread died: fail, so the server's supervision restarts this writer and retries.
                     Err(reason) => return Err(reason.into()),

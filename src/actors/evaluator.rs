@@ -31,7 +31,7 @@ pub struct EvaluatorArgs {
     pub quality: Option<QualitySetup>,
 }
 
-type Job = (u64, Weights);
+type Job = (u64, Arc<Weights>);
 
 pub struct EvaluatorState {
     worker: Worker<Job, Result<EvalReport, String>>,

@@ -6,6 +6,8 @@
 //! carries the protocol version; decoding never panics, and a frame that does not decode still reaches the actor as
 //! `Err(reason)` so it is logged and counted instead of vanishing.
 
+use std::sync::Arc;
+
 use ractor::message::{BoxedDowncastErr, SerializedMessage};
 use ractor::{ActorRef, Message};
 use serde::{Deserialize, Serialize};
@@ -327,16 +329,18 @@ impl Message for TrainerMsg {}
 /// mailbox (heartbeats, uploads) keeps moving while an evaluation runs.
 #[derive(Debug)]
 pub enum EvaluatorMsg {
-    Evaluate { round: u64, weights: Weights, reply_to: ActorRef<ServerMsg> },
+    Evaluate { round: u64, weights: Arc<Weights>, reply_to: ActorRef<ServerMsg> },
 }
 impl Message for EvaluatorMsg {}
 
 /// Messages of the checkpoint writer (local only); answers with `ServerMsg::Saved`.
 #[derive(Debug)]
 pub enum WriterMsg {
+    /// Write `weights` as the parts named, each the tensors under a name prefix: `(part, prefix)`.
     Save {
         meta: crate::federation::checkpoint::CheckpointMeta,
-        parts: Vec<(String, Weights)>,
+        weights: Arc<Weights>,
+        parts: Vec<(String, String)>,
         reply_to: ActorRef<ServerMsg>,
     },
 }

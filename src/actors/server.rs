@@ -155,8 +155,12 @@ pub struct Observed {
 struct Persisting {
     record: RoundRecord,
     meta: CheckpointMeta,
-    parts: Vec<(String, Weights)>,
+    /// The round's global weights (shared with the server, the writer and the evaluator: never copied).
+    weights: Arc<Weights>,
 }
+
+/// Checkpoint parts of the GAN bundle: (part name, tensor-name prefix).
+pub const CHECKPOINT_PARTS: [(&str, &str); 2] = [("generator", GENERATOR), ("discriminator", DISCRIMINATOR)];
 
 struct RoleEntry {
     actor: ActorRef<RoleMsg>,
@@ -200,7 +204,7 @@ pub struct ServerState {
     node: ActorRef<ractor_cluster::NodeServerMessage>,
     mtls: bool,
     out_dir: PathBuf,
-    global: Weights,
+    global: Arc<Weights>,
     completed: u64,
     attempt: u32,
     current: Option<RoundState>,
@@ -337,23 +341,31 @@ impl ServerState {
         Ok(())
     }
 
-    /// Keeps the just-completed round's global weights downloadable and returns where they are.
-    fn retain_round_blob(&mut self, round: u64) -> Option<BlobRef> {
-        let bytes = match tokio::task::block_in_place(|| self.global.to_safetensors(None)) {
-            Ok(b) => Arc::new(b),
+    /// Encodes and hashes the global weights of the round just aggregated, while the checkpoint writer writes the
+    /// same round on its thread: the bytes then serve the roles and the next round's publish without a second pass.
+    fn prepare_round_blob(&mut self, round: u64) {
+        self.round_blob = match tokio::task::block_in_place(|| self.global.to_safetensors(None)) {
+            Ok(bytes) => {
+                let sha256 = hex::encode(Sha256::digest(&bytes));
+                Some(RoundBlob { round, bytes: Arc::new(bytes), sha256 })
+            }
             Err(e) => {
-                tracing::warn!(round, error = %e, "cannot serialise the round's weights for the roles");
-                return None;
+                tracing::warn!(round, error = %e, "cannot serialise the round's weights");
+                None
             }
         };
-        let sha256 = hex::encode(Sha256::digest(bytes.as_slice()));
+    }
+
+    /// Keeps the just-completed round's global weights downloadable and returns where they are.
+    fn retain_round_blob(&mut self, round: u64) -> Option<BlobRef> {
+        if self.round_blob.as_ref().map(|b| b.round) != Some(round) {
+            self.prepare_round_blob(round);
+        }
+        let b = self.round_blob.as_ref()?;
         let key = ROLE_BLOB_KEY | round;
         let keep = if self.roles.is_empty() { 1 } else { ROLE_BLOBS_KEPT };
-        self.bulk.retain(key, bytes.clone(), keep);
-        let blob =
-            BlobRef { port: self.bulk.local_addr().port(), key, len: bytes.len() as u64, sha256: sha256.clone() };
-        self.round_blob = Some(RoundBlob { round, bytes, sha256 });
-        Some(blob)
+        self.bulk.retain(key, b.bytes.clone(), keep);
+        Some(BlobRef { port: self.bulk.local_addr().port(), key, len: b.bytes.len() as u64, sha256: b.sha256.clone() })
     }
 
     /// Round `round` is durable and recorded: tell every role (and remember it for roles that join later).
@@ -558,7 +570,7 @@ impl Actor for ServerActor {
             grace_armed: false,
             process_start: Instant::now(),
             completed: a.completed_rounds,
-            global: a.initial,
+            global: Arc::new(a.initial),
             out_dir: a.out_dir,
             attempt: 0,
             current: None,
@@ -767,7 +779,7 @@ async fn finish_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<
     let new_global = tokio::task::block_in_place(|| st.strategy.finish())?;
     st.aggregate_secs += t.elapsed().as_secs_f64();
     let step = new_global.l2_distance(&st.global).unwrap_or(f64::NAN);
-    st.global = new_global;
+    st.global = Arc::new(new_global);
     let meta = CheckpointMeta {
         round,
         strategy: st.strategy.name().to_string(),
@@ -802,10 +814,6 @@ async fn finish_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<
         completed_unix_ms: 0,
         roles: BTreeMap::new(),
     };
-    let parts = vec![
-        ("generator".to_string(), st.global.strip_prefix(GENERATOR)),
-        ("discriminator".to_string(), st.global.strip_prefix(DISCRIMINATOR)),
-    ];
     let m = &st.obs.metrics;
     m.aggregation(record.aggregate_secs);
     m.gan_losses(mean_losses.d_loss, mean_losses.g_loss);
@@ -823,17 +831,19 @@ async fn finish_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<
     if let (Some(extra), Ok(r)) = (meta.extra.as_object_mut(), serde_json::to_value(&stored)) {
         extra.insert("record".into(), r);
     }
-    st.persisting = Some(Persisting { record, meta, parts });
+    st.persisting = Some(Persisting { record, meta, weights: st.global.clone() });
     st.publish_status(&format!("writing the checkpoint of round {round}"));
     st.progress.sites.set_message(format!("round {round}: writing the checkpoint"));
     send_save(me, st);
+    st.prepare_round_blob(round);
     Ok(())
 }
 
 /// Hands the round waiting in `persisting` to the checkpoint writer (again, after a failure).
 fn send_save(me: &ActorRef<ServerMsg>, st: &mut ServerState) {
     let (Some(p), Some(writer)) = (&st.persisting, &st.writer) else { return };
-    let msg = WriterMsg::Save { meta: p.meta.clone(), parts: p.parts.clone(), reply_to: me.clone() };
+    let parts = CHECKPOINT_PARTS.iter().map(|(n, prefix)| (n.to_string(), prefix.to_string())).collect();
+    let msg = WriterMsg::Save { meta: p.meta.clone(), weights: p.weights.clone(), parts, reply_to: me.clone() };
     if let Err(e) = writer.cast(msg) {
         tracing::error!(error = %e, "checkpoint writer unreachable");
     }

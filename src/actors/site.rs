@@ -14,6 +14,7 @@
 //! reconnecting forever.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -156,34 +157,37 @@ impl SiteState {
             // not delay the update (writing a model with fsync takes as long as sending it).
             let prepared = tokio::task::spawn_blocking(move || -> Result<_, String> {
                 let clean = meta.encode()?;
+                // One encoding serves the upload and the copy on disk (the server ignores the part metadata).
+                let kept = Arc::new(SiteStore::encode_update(meta.round, &update).map_err(|e| e.to_string())?);
                 let (claimed, meta_bytes, body) = match corruption {
-                    None => (meta.round, clean.clone(), update.to_safetensors(None).map_err(|e| e.to_string())?),
+                    None => (meta.round, clean.clone(), kept.clone()),
                     Some(what) => {
                         tracing::warn!(round = meta.round, ?what, "injecting a bad update");
-                        let mut bad = update.clone();
+                        let mut bad = update;
                         let mut bad_meta = meta.clone();
                         bad_meta.round = faults::corrupt(&mut bad, meta.round, what);
-                        (bad_meta.round, bad_meta.encode()?, bad.to_safetensors(None).map_err(|e| e.to_string())?)
+                        let body = bad.to_safetensors(None).map_err(|e| e.to_string())?;
+                        (bad_meta.round, bad_meta.encode()?, Arc::new(body))
                     }
                 };
-                Ok((claimed, meta_bytes, body, clean, update))
+                Ok((claimed, meta_bytes, body, clean, kept))
             })
             .await
             .unwrap_or_else(|e| Err(format!("encoding the update failed: {e}")));
             let (result, keep) = match prepared {
                 // The upload names the round the metadata claims (a stale-round injection claims an older one).
-                Ok((claimed, meta_bytes, body, clean, update)) => (
+                Ok((claimed, meta_bytes, body, clean, kept)) => (
                     bulk::upload(addr, &opts, site_id, token, claimed, &meta_bytes, &body)
                         .await
                         .map_err(|e| e.to_string()),
-                    Some((clean, update)),
+                    Some((clean, kept)),
                 ),
                 Err(e) => (Err(format!("cannot encode the update: {e}")), None),
             };
             let _ = me.cast(SiteMsg::Uploaded { round, result });
-            if let (Some(store), Some(sha), Some((clean, update))) = (store, global_sha256, keep) {
+            if let (Some(store), Some(sha), Some((clean, kept))) = (store, global_sha256, keep) {
                 let f = Finished { round, global_sha256: sha, meta_hex: hex::encode(clean) };
-                let saved = tokio::task::spawn_blocking(move || store.save_finished(&f, &update)).await;
+                let saved = tokio::task::spawn_blocking(move || store.save_finished_encoded(&f, &kept)).await;
                 if let Ok(Err(e)) = saved {
                     tracing::warn!(round, error = %e, "cannot keep the finished update on disk");
                 }

@@ -49,6 +49,25 @@ pub struct CheckpointMeta {
     pub extra: serde_json::Value,
 }
 
+/// One part to save: weights to encode, or safetensors bytes already encoded with [`part_metadata`] (a site keeps
+/// the very bytes it uploaded instead of encoding its update a second time).
+#[derive(Clone, Copy, Debug)]
+pub enum PartData<'a> {
+    Weights(&'a Weights),
+    /// The tensors of a bundle under a name prefix, stored without it (see [`Weights::to_safetensors_prefixed`]).
+    Prefixed(&'a Weights, &'a str),
+    Encoded(&'a [u8]),
+}
+
+/// The safetensors metadata every part file carries (checked on load): `{"round", "part", "format": "pt"}`.
+pub fn part_metadata(round: u64, part: &str) -> HashMap<String, String> {
+    HashMap::from([
+        ("round".to_string(), round.to_string()),
+        ("part".to_string(), part.to_string()),
+        ("format".to_string(), "pt".to_string()),
+    ])
+}
+
 /// A loaded, verified checkpoint.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Checkpoint {
@@ -144,6 +163,17 @@ fn parse_name(name: &str) -> Option<(u64, FileKind)> {
 
 fn is_temp_name(name: &str) -> bool {
     name.starts_with('.') && name.ends_with(TMP_SUFFIX)
+}
+
+/// Encoded part bytes must be safetensors with this round's part metadata (the header is parsed, not the values).
+fn check_encoded(bytes: &[u8], round: u64, part: &str) -> Result<(), CheckpointError> {
+    let bad = |why: String| CheckpointError::Serialize(format!("encoded part `{part}` of round {round}: {why}"));
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
+    let st_meta = header.metadata().clone().unwrap_or_default();
+    if st_meta != part_metadata(round, part) {
+        return Err(bad(format!("metadata {st_meta:?} is not {:?}", part_metadata(round, part))));
+    }
+    Ok(())
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -265,6 +295,14 @@ impl CheckpointStore {
     /// Re-saving an existing round first removes its commit record and part files, so a failure mid-way never leaves
     /// a record that points at a mix of old and new part files.
     pub fn save(&self, meta: &CheckpointMeta, parts: &[(&str, &Weights)]) -> Result<PathBuf, CheckpointError> {
+        let parts: Vec<(&str, PartData)> = parts.iter().map(|(n, w)| (*n, PartData::Weights(w))).collect();
+        self.save_parts(meta, &parts)
+    }
+
+    /// [`Self::save`] for parts given as weights or as already-encoded bytes. Encoded bytes must parse as safetensors
+    /// and carry this round's [`part_metadata`] (checked from the header, so an unloadable checkpoint is never
+    /// written).
+    pub fn save_parts(&self, meta: &CheckpointMeta, parts: &[(&str, PartData)]) -> Result<PathBuf, CheckpointError> {
         if parts.is_empty() {
             return Err(CheckpointError::NoParts);
         }
@@ -272,6 +310,11 @@ impl CheckpointStore {
         for (part, _) in parts {
             if !valid_part(part) || !seen.insert(*part) {
                 return Err(CheckpointError::InvalidPart((*part).to_string()));
+            }
+        }
+        for (part, data) in parts {
+            if let PartData::Encoded(bytes) = data {
+                check_encoded(bytes, meta.round, part)?;
             }
         }
         self.remove_temp_files()?;
@@ -315,22 +358,29 @@ impl CheckpointStore {
     fn write_files(
         &self,
         meta: &CheckpointMeta,
-        parts: &[(&str, &Weights)],
+        parts: &[(&str, PartData)],
         written: &mut Vec<PathBuf>,
     ) -> Result<PathBuf, CheckpointError> {
         let round = meta.round;
         let mut records = BTreeMap::new();
-        for (part, weights) in parts {
-            let mut st_meta = HashMap::new();
-            st_meta.insert("round".to_string(), round.to_string());
-            st_meta.insert("part".to_string(), (*part).to_string());
-            st_meta.insert("format".to_string(), "pt".to_string());
-            let bytes = weights.to_safetensors(Some(st_meta)).map_err(|e| CheckpointError::Serialize(e.to_string()))?;
+        for (part, data) in parts {
+            // Encoded one part at a time, so a save holds at most one part's bytes beside the weights.
+            let owned;
+            let bytes: &[u8] = match data {
+                PartData::Weights(w) | PartData::Prefixed(w, _) => {
+                    let prefix = if let PartData::Prefixed(_, p) = data { p } else { "" };
+                    owned = w
+                        .to_safetensors_prefixed(prefix, Some(part_metadata(round, part)))
+                        .map_err(|e| CheckpointError::Serialize(e.to_string()))?;
+                    &owned
+                }
+                PartData::Encoded(b) => b,
+            };
             let name = part_name(round, part);
-            written.push(write_atomic(&self.dir, &name, &bytes)?);
+            written.push(write_atomic(&self.dir, &name, bytes)?);
             records.insert(
                 (*part).to_string(),
-                PartRecord { file: name, sha256: sha256_hex(&bytes), size: bytes.len() as u64 },
+                PartRecord { file: name, sha256: sha256_hex(bytes), size: bytes.len() as u64 },
             );
         }
         let record = CommitRecord { format: FORMAT_VERSION, meta: meta.clone(), parts: records };
@@ -774,6 +824,25 @@ mod tests {
         assert_eq!(cp.parts.keys().collect::<Vec<_>>(), vec!["generator"]);
         assert_eq!(cp.parts["generator"], g);
         assert_eq!(names(tmp.path()), vec!["round-000001.generator.safetensors", "round-000001.json"]);
+    }
+
+    #[test]
+    fn already_encoded_parts_are_stored_as_given_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path(), 2).unwrap();
+        let g = weights(3.0);
+        let bytes = g.to_safetensors(Some(part_metadata(3, "model"))).unwrap();
+        store.save_parts(&meta(3), &[("model", PartData::Encoded(&bytes))]).unwrap();
+        assert_eq!(fs::read(dir.path().join("round-000003.model.safetensors")).unwrap(), bytes, "stored as given");
+        assert_eq!(store.load_latest().unwrap().checkpoint.unwrap().parts["model"], g);
+        // Bytes for another round, another part, or not safetensors at all: refused, nothing written.
+        let other_round = g.to_safetensors(Some(part_metadata(2, "model"))).unwrap();
+        let other_part = g.to_safetensors(Some(part_metadata(4, "generator"))).unwrap();
+        for (round, bad) in [(4, &other_round), (4, &other_part), (4, &b"not safetensors".to_vec())] {
+            let err = store.save_parts(&meta(round), &[("model", PartData::Encoded(bad))]).unwrap_err();
+            assert!(err.to_string().contains("encoded part `model` of round 4"), "{err}");
+        }
+        assert_eq!(store.list_rounds().unwrap(), vec![3]);
     }
 
     #[test]

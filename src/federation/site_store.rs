@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::federation::checkpoint::{CheckpointError, CheckpointMeta, CheckpointStore};
+use crate::federation::checkpoint::{part_metadata, CheckpointError, CheckpointMeta, CheckpointStore, PartData};
 use crate::federation::weights::Weights;
 
 /// Where a round's local training got to.
@@ -89,9 +89,16 @@ impl SiteStore {
         (p.global_sha256 == global_sha256).then_some((p, weights))
     }
 
-    pub fn save_finished(&self, f: &Finished, weights: &Weights) -> Result<(), CheckpointError> {
+    /// Encodes an update of `round` so that the same bytes can be uploaded and then kept with
+    /// [`Self::save_finished_encoded`] (one encode instead of two; the server ignores the metadata).
+    pub fn encode_update(round: u64, weights: &Weights) -> Result<Vec<u8>, CheckpointError> {
+        weights.to_safetensors(Some(part_metadata(round, PART))).map_err(|e| CheckpointError::Serialize(e.to_string()))
+    }
+
+    /// Keeps a finished update, given as the bytes [`Self::encode_update`] made for the same round.
+    pub fn save_finished_encoded(&self, f: &Finished, bytes: &[u8]) -> Result<(), CheckpointError> {
         let extra = serde_json::to_value(f).unwrap_or(serde_json::Value::Null);
-        self.finished.save(&meta(f.round, extra), &[(PART, weights)]).map(|_| ())
+        self.finished.save_parts(&meta(f.round, extra), &[(PART, PartData::Encoded(bytes))]).map(|_| ())
     }
 
     /// The finished update of `round` from the global weights `global_sha256`, if a valid one exists.
@@ -147,7 +154,10 @@ mod tests {
         assert_eq!(store.load_progress(3, "abc").unwrap().0.steps_done, 40);
 
         let f = Finished { round: 3, global_sha256: "abc".into(), meta_hex: "00ff".into() };
-        store.save_finished(&f, &w(3.0)).unwrap();
+        store.save_finished_encoded(&f, &SiteStore::encode_update(3, &w(3.0)).unwrap()).unwrap();
+        // Bytes encoded for another round are refused, not stored as a checkpoint that would not load.
+        let wrong = SiteStore::encode_update(2, &w(9.0)).unwrap();
+        assert!(store.save_finished_encoded(&Finished { round: 4, ..f.clone() }, &wrong).is_err());
         // Reopening (a restarted process) sees the same state.
         let again = SiteStore::open(dir.path()).unwrap();
         assert_eq!(again.load_finished(3, "abc").unwrap(), (f, w(3.0)));
