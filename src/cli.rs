@@ -498,6 +498,11 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cmd: Command) -> Result<()> {
+    if matches!(cmd, Command::Server(_) | Command::Site(_) | Command::Evaluator(_)) {
+        // Round after round of model-sized buffers: keep freed ones for reuse (see `heap`).
+        let retained = crate::heap::retain_freed_memory();
+        tracing::debug!(retained, "heap retention");
+    }
     match cmd {
         Command::Demo(a) => {
             let mut cfg = load_config(&a.config, Some(crate::launcher::demo_config()?))?;

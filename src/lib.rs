@@ -32,6 +32,7 @@ pub mod data;
 pub mod evaluation;
 pub mod faults;
 pub mod federation;
+pub mod heap;
 pub mod kube;
 pub mod launcher;
 pub mod models;

@@ -120,6 +120,8 @@ pub async fn run_node(make: RoleFactory, opts: RoleNodeOptions) -> Result<String
     if !crate::actors::server::valid_role_name(&opts.role) {
         return Err(RoleError::BadName(opts.role.clone()));
     }
+    // A role node receives a model-sized blob every round: keep freed buffers for reuse (see `heap`).
+    crate::heap::retain_freed_memory();
     let cfg = &opts.config;
     let server_addr = cluster::resolve(&cfg.cluster.server_addr)?;
     let ip = if server_addr.ip().is_loopback() {
