@@ -435,6 +435,8 @@ pub struct FederationOpts {
     /// `federation.heartbeat_secs` (product default 1 s when `None`). At P ≈ 10⁸ the server actor is busy for over
     /// 1.5 s at a time (encoding, hashing, decoding) and declares healthy sites lost, so big runs raise it.
     pub heartbeat_secs: Option<f64>,
+    /// `federation.keep_finished_update`: whether each site also writes its update to disk every round.
+    pub keep_finished_update: bool,
 }
 
 /// Result of one [`federation_bench`] run.
@@ -515,16 +517,10 @@ fn free_port() -> Result<u16, String> {
 
 /// The config of a bench federation (see BENCHMARKS.md, P2). The data set only has to give every site a shard
 /// (the bench model never reads it): 8 images per class, more with many sites.
-pub fn federation_config(
-    sites: u32,
-    rounds: u64,
-    params: u64,
-    heartbeat_secs: Option<f64>,
-    port: u16,
-    out: &Path,
-) -> String {
+pub fn federation_config(opts: &FederationOpts, port: u16, out: &Path) -> String {
+    let FederationOpts { sites, rounds, params, keep_finished_update, .. } = opts;
     let per_class = (3 * sites).max(8);
-    let heartbeat = heartbeat_secs.map(|h| format!("heartbeat_secs = {h}\n")).unwrap_or_default();
+    let heartbeat = opts.heartbeat_secs.map(|h| format!("heartbeat_secs = {h}\n")).unwrap_or_default();
     format!(
         r#"[federation]
 rounds = {rounds}
@@ -534,6 +530,7 @@ local_steps = 1
 batch_size = 4
 min_batch_size = 1
 local_checkpoint_every = 0
+keep_finished_update = {keep_finished_update}
 round_deadline_secs = 600
 join_timeout_secs = 120
 grace_secs = 0
@@ -584,7 +581,7 @@ pub fn federation_bench(opts: &FederationOpts) -> Result<FederationRow, String> 
     std::fs::create_dir_all(&opts.dir).map_err(|e| format!("cannot create {}: {e}", opts.dir.display()))?;
     let out = opts.dir.join("run");
     let config = opts.dir.join("config.toml");
-    let text = federation_config(opts.sites, opts.rounds, opts.params, opts.heartbeat_secs, free_port()?, &out);
+    let text = federation_config(opts, free_port()?, &out);
     std::fs::write(&config, text).map_err(|e| format!("cannot write {}: {e}", config.display()))?;
     let c = config.to_str().ok_or("non-UTF-8 path")?.to_string();
     let mut server = spawn(opts, "server", &["server", "--config", &c])?;

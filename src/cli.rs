@@ -347,6 +347,10 @@ struct BenchFederationCmd {
     /// Heartbeat period (default: the configuration's).
     #[arg(long)]
     heartbeat_secs: Option<f64>,
+    /// Sites do not keep their finished update on disk (`keep_finished_update = false`; on by default, as in the
+    /// product).
+    #[arg(long)]
+    no_finished_update_on_disk: bool,
 }
 
 #[derive(Args, Debug)]
@@ -594,6 +598,7 @@ fn run(cmd: Command) -> Result<()> {
                 warmup: a.warmup,
                 timeout: a.timeout,
                 heartbeat_secs: a.heartbeat_secs,
+                keep_finished_update: !a.no_finished_update_on_disk,
             };
             let row = crate::bench_fed::federation_bench(&opts).map_err(anyhow::Error::msg)?;
             println!("{}\n{}", crate::bench_fed::machine_line(), crate::bench_fed::render_federation(&[row]));
@@ -1100,6 +1105,7 @@ pub async fn run_site(cfg: Config, site_id: u32, protocol: u32, http: Option<Soc
             max_body: cfg.cluster.max_frame_mib << 20,
         },
         store: Some(store.clone()),
+        keep_finished: cfg.federation.keep_finished_update,
         give_up: cfg.cluster.site_give_up_secs.map(Duration::from_secs_f64),
         protocol,
         stay_up,

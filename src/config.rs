@@ -73,6 +73,10 @@ pub struct FederationConfig {
     /// A site checkpoints its local training every this many steps, to resume the round after a restart
     /// (0 = only the finished update is kept).
     pub local_checkpoint_every: u32,
+    /// A site keeps its finished update on disk until the next round, so that after a restart (its own or the
+    /// server's) it sends it again instead of training the round again. Costs one write and one SHA-256 of the
+    /// model per site and round; worth it whenever local training takes longer than that.
+    pub keep_finished_update: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -202,6 +206,7 @@ impl Default for FederationConfig {
             min_batch_size: 4,
             max_update_norm: None,
             local_checkpoint_every: 10,
+            keep_finished_update: true,
             retry_backoff_secs: 1.0,
         }
     }

@@ -28,6 +28,9 @@ fn two_sites_two_rounds_end_to_end() {
     let report = fed.finish(Duration::from_secs(240));
     assert!(report.finished);
     assert_eq!(report.rounds.len(), 2, "{report:#?}");
+    for site in 0..2 {
+        assert_eq!(finished_rounds(&fed.dir, site), vec![2], "site {site} keeps its last finished update");
+    }
     for (i, r) in report.rounds.iter().enumerate() {
         assert_eq!(r.round, i as u64 + 1);
         assert_eq!(contributors(&report, r.round), vec![0, 1], "both sites contribute to round {}", r.round);
@@ -68,15 +71,32 @@ fn a_panicking_trainer_is_restarted_and_the_round_completes() {
     let _guard = serial();
     let tmp = tempfile::tempdir().unwrap();
     let faults = "[[faults]]\nkind = \"trainer-panic\"\nsite = 1\nround = 1\ntimes = 1\n";
-    let mut fed = Fed::new(tmp.path(), 2, 2, "", faults);
+    // Also: sites told not to keep finished updates on disk write none (the end-to-end test sees the default).
+    let mut fed = Fed::new(tmp.path(), 2, 2, "keep_finished_update = false", faults);
     fed.start_all();
     let report = fed.finish(Duration::from_secs(240));
     assert_eq!(report.rounds.len(), 2);
+    for site in 0..2 {
+        assert_eq!(finished_rounds(&fed.dir, site), Vec::<u64>::new(), "site {site} kept an update");
+    }
     assert_eq!(contributors(&report, 1), vec![0, 1], "the round completes with the restarted site");
     let site1 = &report.rounds[0].contributors[1];
     assert_eq!(site1.trainer_restarts, 1, "site 1 restarted its trainer once in round 1");
     assert_eq!(report.rounds[1].contributors[1].trainer_restarts, 0);
     assert!(fed.log("site-1").contains("injected trainer panic"), "the panic happened:\n{}", fed.log("site-1"));
+}
+
+/// Rounds whose finished update site `site` keeps on disk.
+fn finished_rounds(dir: &std::path::Path, site: u32) -> Vec<u64> {
+    let finished = dir.join("run").join("sites").join(format!("site-{site}")).join("finished");
+    let Ok(entries) = std::fs::read_dir(&finished) else { return Vec::new() };
+    let mut rounds: Vec<u64> = entries
+        .filter_map(|e| {
+            histofed::federation::checkpoint::CheckpointStore::commit_round(&e.ok()?.file_name().to_string_lossy())
+        })
+        .collect();
+    rounds.sort();
+    rounds
 }
 
 /// GET over plain HTTP/1.0 (what a Prometheus scraper or a kubelet probe does); returns (status, body).

@@ -60,6 +60,8 @@ pub struct SiteArgs {
     pub bulk: ClientOpts,
     /// Durable local state (finished updates); `None` keeps nothing on disk.
     pub store: Option<SiteStore>,
+    /// Keep each finished update in `store` (`federation.keep_finished_update`).
+    pub keep_finished: bool,
     /// Stop after hearing nothing from the server for this long (`None`: never).
     pub give_up: Option<Duration>,
     /// Protocol version this site announces (always `PROTOCOL_VERSION` except in compatibility tests).
@@ -148,7 +150,7 @@ impl SiteState {
             return;
         };
         let (me, opts, addr, site_id, store) =
-            (me.clone(), self.args.bulk.clone(), self.bulk_addr(port), self.args.site_id, self.args.store.clone());
+            (me.clone(), self.args.bulk.clone(), self.bulk_addr(port), self.args.site_id, self.kept_store());
         // Injected bad updates (tests, chaos) corrupt what is sent, never what is kept on disk: a re-sent update is
         // the real one.
         let corruption = self.args.faults.bad_update(round);
@@ -193,6 +195,11 @@ impl SiteState {
                 }
             }
         });
+    }
+
+    /// Where finished updates are kept, unless the configuration says not to keep them.
+    fn kept_store(&self) -> Option<SiteStore> {
+        self.args.store.clone().filter(|_| self.args.keep_finished)
     }
 
     fn hello(&self) -> ToServer {

@@ -402,14 +402,32 @@ async fn read_body(stream: &mut Box<dyn Stream>, len: u64, shared: &Shared, who:
         len,
         limit: usize::MAX as u64,
     })?;
-    let mut body = vec![0u8; len];
-    let chunk = shared.limits.chunk.max(1);
-    let mut at = 0;
-    while at < len {
-        let end = (at + chunk).min(len);
-        timed(shared.limits.stall, who, stream.read_exact(&mut body[at..end])).await?;
-        shared.received.fetch_add((end - at) as u64, Ordering::Relaxed);
-        at = end;
+    read_exactly(stream, len, shared.limits.chunk, shared.limits.stall, who, |n| {
+        shared.received.fetch_add(n as u64, Ordering::Relaxed);
+    })
+    .await
+}
+
+/// Reads exactly `len` bytes, at most `chunk` per read, each read bounded by `stall` (so a stalled peer is noticed
+/// and a slow one that keeps sending is not cut off). The bytes land in the buffer's spare capacity: a model-sized
+/// buffer is not zeroed first only to be overwritten. `on_read` sees the size of every read.
+async fn read_exactly(
+    stream: &mut Box<dyn Stream>,
+    len: usize,
+    chunk: usize,
+    stall: Duration,
+    who: &str,
+    mut on_read: impl FnMut(usize),
+) -> Result<Vec<u8>, BulkError> {
+    let mut body = Vec::with_capacity(len);
+    while body.len() < len {
+        let want = (len - body.len()).min(chunk.max(1)) as u64;
+        let n = timed(stall, who, (&mut *stream).take(want).read_buf(&mut body)).await?;
+        if n == 0 {
+            let message = format!("connection closed after {} of {len} bytes", body.len());
+            return Err(BulkError::Io { peer: who.to_string(), message });
+        }
+        on_read(n);
     }
     Ok(body)
 }
@@ -527,15 +545,7 @@ pub async fn download(
     if len > opts.max_body {
         return Err(BulkError::TooLarge { peer: who, what: "download", len, limit: opts.max_body });
     }
-    let len = len as usize;
-    let mut body = vec![0u8; len];
-    let mut at = 0;
-    while at < len {
-        let end = (at + opts.chunk.max(1)).min(len);
-        timed(opts.stall, &who, stream.read_exact(&mut body[at..end])).await?;
-        at = end;
-    }
-    Ok(body)
+    read_exactly(&mut stream, len as usize, opts.chunk, opts.stall, &who, |_| {}).await
 }
 
 /// Sends an update (`meta` + `body`) for `round`; returns once the server has taken it.

@@ -258,16 +258,17 @@ fn extend_le(out: &mut Vec<u8>, values: &[f32]) {
 
 /// Little-endian bytes (a whole number of f32s, as the safetensors validation guarantees) to f32 values.
 fn f32s_from_le(bytes: &[u8]) -> Vec<f32> {
-    let n = bytes.len() / 4;
-    let mut data = vec![0f32; n];
     if cfg!(target_endian = "little") {
-        bytemuck::cast_slice_mut::<f32, u8>(&mut data).copy_from_slice(&bytes[..n * 4]);
-    } else {
-        for (v, c) in data.iter_mut().zip(bytes.chunks_exact(4)) {
-            *v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        // Aligned (the data section starts at a multiple of 8 of an allocation): one copy, no zeroing first.
+        if let Ok(values) = bytemuck::try_cast_slice::<u8, f32>(bytes) {
+            return values.to_vec();
         }
+        let mut data = vec![0f32; bytes.len() / 4];
+        let n = data.len() * 4;
+        bytemuck::cast_slice_mut::<f32, u8>(&mut data).copy_from_slice(&bytes[..n]);
+        return data;
     }
-    data
+    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 
 #[cfg(test)]
@@ -345,6 +346,18 @@ mod tests {
         assert!(Weights::from_safetensors(&Weights::default().to_safetensors(None).unwrap()).unwrap().0.is_empty());
         let bad = Weights::new(vec![NamedTensor::new("__metadata__", vec![1], vec![1.0]).unwrap()]).unwrap();
         assert!(bad.to_safetensors(None).is_err());
+    }
+
+    #[test]
+    fn values_decode_from_aligned_and_unaligned_bytes() {
+        let values = [1.5f32, -0.0, f32::MIN_POSITIVE, 3e38];
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut shifted = vec![0u8; 1];
+        shifted.extend_from_slice(&bytes);
+        for b in [&bytes[..], &shifted[1..]] {
+            let back = f32s_from_le(b);
+            assert_eq!(back.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), values.map(f32::to_bits).to_vec());
+        }
     }
 
     #[test]
