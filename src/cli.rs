@@ -1073,6 +1073,8 @@ pub async fn run_site(cfg: Config, site_id: u32, protocol: u32, http: Option<Soc
         cluster::start_node(&name, cluster::ephemeral(ip), cfg.cookie(), cfg.cluster.max_frame_mib << 20, security)
             .await?;
     let exit: Exit = Arc::new(Mutex::new(None));
+    let metrics = crate::observability::Metrics::new("site");
+    metrics.set_rounds_configured(cfg.federation.rounds);
     let args = SiteArgs {
         site_id,
         node: node.server.clone(),
@@ -1106,6 +1108,7 @@ pub async fn run_site(cfg: Config, site_id: u32, protocol: u32, http: Option<Soc
         },
         store: Some(store.clone()),
         keep_finished: cfg.federation.keep_finished_update,
+        metrics: metrics.clone(),
         give_up: cfg.cluster.site_give_up_secs.map(Duration::from_secs_f64),
         protocol,
         stay_up,
@@ -1117,15 +1120,7 @@ pub async fn run_site(cfg: Config, site_id: u32, protocol: u32, http: Option<Soc
         s.expected = vec![site_actor_name(site_id)];
         s.phase = "running".into();
     });
-    serve_http(
-        http,
-        crate::observability::HttpState {
-            metrics: crate::observability::Metrics::new("site"),
-            status,
-            readiness: readiness.clone(),
-        },
-    )
-    .await?;
+    serve_http(http, crate::observability::HttpState { metrics, status, readiness: readiness.clone() }).await?;
     let (site, handle) = Actor::spawn(Some(site_actor_name(site_id)), SiteActor, args).await?;
     // Ready = data loaded, node up, actor running; a hung process stops answering the probe.
     readiness.set_ready();

@@ -147,10 +147,21 @@ fn the_server_serves_health_metrics_and_status_and_writes_an_html_report() {
     // Enough rounds that the run is still going while the test scrapes it.
     let mut fed = Fed::new(tmp.path(), 2, 6, "local_steps = 10", "");
     let addr = format!("127.0.0.1:{}", common::free_port());
+    let site_addr = format!("127.0.0.1:{}", common::free_port());
     fed.start_server_with(&["--http", &addr]);
-    fed.start_site(0);
+    fed.start_site_with(0, &[], &["--http", &site_addr]);
     fed.start_site(1);
     fed.wait_report(Duration::from_secs(240), "round 2", |r| r.rounds.len() >= 2);
+    // A site's own metrics: the last round it trained, its losses, the bytes it moved.
+    let (status, text) = http_get(&site_addr, "/metrics");
+    assert_eq!(status, 200);
+    let site = samples(&text);
+    assert!(sample(&site, "histofed_round") >= 2.0, "{text}");
+    assert_eq!(sample(&site, "histofed_rounds_configured"), 6.0, "{text}");
+    assert!(sample(&site, "histofed_bytes_received_total") > 0.0, "{text}");
+    assert!(sample(&site, "histofed_bytes_sent_total") > 0.0, "{text}");
+    assert!(site.iter().any(|(k, v)| k.starts_with("histofed_gan_loss{") && v.is_finite()), "{text}");
+    assert_eq!(sample(&site, "histofed_trainer_restarts_total"), 0.0, "{text}");
     assert_eq!(http_get(&addr, "/healthz").0, 200);
     assert_eq!(http_get(&addr, "/readyz").0, 200);
     let (status, text) = http_get(&addr, "/metrics");

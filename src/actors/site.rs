@@ -36,6 +36,7 @@ use crate::faults::{self, FaultPlan};
 use crate::federation::site_store::{Finished, SiteStore};
 use crate::federation::strategy::SiteHints;
 use crate::federation::weights::Weights;
+use crate::observability::Metrics;
 use crate::training::InjectedFault;
 
 pub struct SiteActor;
@@ -62,6 +63,9 @@ pub struct SiteArgs {
     pub store: Option<SiteStore>,
     /// Keep each finished update in `store` (`federation.keep_finished_update`).
     pub keep_finished: bool,
+    /// This process's `/metrics`: the last round trained and its training time, losses, trainer restarts, OOM
+    /// retries, bytes downloaded and uploaded.
+    pub metrics: Metrics,
     /// Stop after hearing nothing from the server for this long (`None`: never).
     pub give_up: Option<Duration>,
     /// Protocol version this site announces (always `PROTOCOL_VERSION` except in compatibility tests).
@@ -129,13 +133,21 @@ impl SiteState {
             tracing::warn!(round, "asked to train before admission; waiting for the server to re-send");
             return;
         };
-        let (me, opts, addr, site_id) =
-            (me.clone(), self.args.bulk.clone(), self.bulk_addr(blob.port), self.args.site_id);
+        let (me, opts, addr, site_id, metrics) = (
+            me.clone(),
+            self.args.bulk.clone(),
+            self.bulk_addr(blob.port),
+            self.args.site_id,
+            self.args.metrics.clone(),
+        );
         tokio::spawn(async move {
             let result = match bulk::download(addr, &opts, site_id, token, blob.key).await {
-                Ok(bytes) => tokio::task::spawn_blocking(move || decode_global(&bytes, &blob))
-                    .await
-                    .unwrap_or_else(|e| Err(format!("decoding the global weights failed: {e}"))),
+                Ok(bytes) => {
+                    metrics.bytes_received(bytes.len() as u64);
+                    tokio::task::spawn_blocking(move || decode_global(&bytes, &blob))
+                        .await
+                        .unwrap_or_else(|e| Err(format!("decoding the global weights failed: {e}")))
+                }
                 Err(e) => Err(e.to_string()),
             };
             let _ = me.cast(SiteMsg::GlobalFetched { round, result });
@@ -151,6 +163,7 @@ impl SiteState {
         };
         let (me, opts, addr, site_id, store) =
             (me.clone(), self.args.bulk.clone(), self.bulk_addr(port), self.args.site_id, self.kept_store());
+        let metrics = self.args.metrics.clone();
         // Injected bad updates (tests, chaos) corrupt what is sent, never what is kept on disk: a re-sent update is
         // the real one.
         let corruption = self.args.faults.bad_update(round);
@@ -178,12 +191,13 @@ impl SiteState {
             .unwrap_or_else(|e| Err(format!("encoding the update failed: {e}")));
             let (result, keep) = match prepared {
                 // The upload names the round the metadata claims (a stale-round injection claims an older one).
-                Ok((claimed, meta_bytes, body, clean, kept)) => (
-                    bulk::upload(addr, &opts, site_id, token, claimed, &meta_bytes, &body)
-                        .await
-                        .map_err(|e| e.to_string()),
-                    Some((clean, kept)),
-                ),
+                Ok((claimed, meta_bytes, body, clean, kept)) => {
+                    let sent = bulk::upload(addr, &opts, site_id, token, claimed, &meta_bytes, &body).await;
+                    if sent.is_ok() {
+                        metrics.bytes_sent((meta_bytes.len() + body.len()) as u64);
+                    }
+                    (sent.map_err(|e| e.to_string()), Some((clean, kept)))
+                }
                 Err(e) => (Err(format!("cannot encode the update: {e}")), None),
             };
             let _ = me.cast(SiteMsg::Uploaded { round, result });
@@ -333,6 +347,7 @@ fn on_job_failure(me: &ActorRef<SiteMsg>, st: &mut SiteState, failure: TrainFail
                 );
                 job.batch_size = half;
                 st.oom_retries += 1;
+                st.args.metrics.oom_retried();
                 return st.dispatch(me);
             }
         }
@@ -346,6 +361,7 @@ fn restart_or_escalate(me: &ActorRef<SiteMsg>, st: &mut SiteState, reason: Strin
     match st.restarts.on_failure(Instant::now()) {
         Decision::Restart { attempt, delay } => {
             st.restarts_this_job += 1;
+            st.args.metrics.trainer_restarted();
             tracing::warn!(attempt, ?delay, %reason, "restarting the trainer");
             // A failed job leaves the old trainer alive: stop it so only the new one holds the model.
             if let Some(old) = st.trainer.take() {
@@ -510,6 +526,8 @@ async fn dispatch(me: ActorRef<SiteMsg>, msg: SiteMsg, st: &mut SiteState) -> Re
                 resumed_from_step = result.resumed_from_step,
                 "round trained"
             );
+            st.args.metrics.round_completed(job.round, result.train_secs);
+            st.args.metrics.gan_losses(result.losses.d_loss, result.losses.g_loss);
             let meta = UpdateMeta {
                 protocol: st.args.protocol,
                 site_id: st.args.site_id,

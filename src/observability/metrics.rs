@@ -214,7 +214,11 @@ impl Metrics {
         registry.register_collector(Box::new(Arc::clone(&scrape)));
 
         let round = Gauge::default();
-        registry.register("round", "Last completed round (0 before the first)", round.clone());
+        registry.register(
+            "round",
+            "Last completed round (0 before the first); at a site, the last round it trained",
+            round.clone(),
+        );
         let rounds_configured = Gauge::default();
         registry.register("rounds_configured", "Rounds this run is configured for", rounds_configured.clone());
         // 0.5 s .. ~68 min
