@@ -22,10 +22,12 @@ demo: build
 
 ## test: the whole default test suite (unit, multi-process federation on loopback)
 test: setup
+	$(CARGO) build --examples
 	$(CARGO) test --all-targets
 
 ## test-long: the slow #[ignore]d tests (throughput measurements), except the Kubernetes ones (make test-k8s)
 test-long: setup
+	$(CARGO) build --examples
 	$(CARGO) test --all-targets -- --ignored --skip kube::
 
 ## k8s-validate: render k8s/overlays/* with kustomize and validate every object against the Kubernetes 1.33 schemas

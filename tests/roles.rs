@@ -3,8 +3,10 @@
 //! The registry must archive every round's generator bit-exactly (SHA-256 of the server's checkpoint), serve the
 //! list and the bytes over HTTP, and its reports must land in report.json — with no change to server or site code.
 //!
-//! The example binary is built by `cargo test --all-targets` (or `cargo build --examples`); `cargo test --test
-//! roles` alone does not build examples, and the test says so.
+//! The example binary must be built first: `make test` runs `cargo build --examples` before the tests.
+//! `cargo test` (even with `--all-targets`) builds examples only as test harnesses, never the runnable binary, so a
+//! bare `cargo test --test roles` uses whatever `target/<profile>/examples/model_registry` is there — missing (the
+//! test says so) or stale (build the examples again after changing the library).
 
 mod common;
 
@@ -24,7 +26,7 @@ fn example_binary(name: &str) -> PathBuf {
     let path = profile_dir.join("examples").join(name);
     assert!(
         path.exists(),
-        "{} is missing: build the examples first (`cargo test --all-targets` or `cargo build --examples`)",
+        "{} is missing: build the examples first (`cargo build --examples`; `make test` does)",
         path.display()
     );
     path
