@@ -882,7 +882,7 @@ pub async fn run_server(cfg: Config, opts: ServerOpts) -> Result<()> {
                 extra: serde_json::json!({ "initial": true }),
             };
             let parts: Vec<(&str, PartData)> =
-                CHECKPOINT_PARTS.iter().map(|(name, prefix)| (*name, PartData::Prefixed(&gan, prefix))).collect();
+                CHECKPOINT_PARTS.iter().map(|(name, prefix)| (*name, PartData::Weights(&gan, prefix))).collect();
             store.save_parts(&meta, &parts)?;
             (gan, 0, fresh_report(&cfg))
         }

@@ -39,7 +39,7 @@ impl Actor for CheckpointWriter {
             move || store,
             |store: &mut CheckpointStore, (meta, weights, parts): Job| {
                 let refs: Vec<(&str, PartData)> =
-                    parts.iter().map(|(n, prefix)| (n.as_str(), PartData::Prefixed(&weights, prefix))).collect();
+                    parts.iter().map(|(n, prefix)| (n.as_str(), PartData::Weights(&weights, prefix))).collect();
                 store
                     .save_parts(&meta, &refs)
                     .map(|path| path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default())

@@ -51,7 +51,7 @@ use crate::federation::checkpoint::{CheckpointMeta, CheckpointStore};
 use crate::federation::round::{RoundState, RoundStatus, UpdateVerdict};
 use crate::federation::strategy::Strategy;
 use crate::federation::validate::{validate_update, UpdateHeader, ValidationPolicy};
-use crate::federation::weights::Weights;
+use crate::federation::weights::{Weights, WeightsError};
 use crate::kube::membership::MembershipEvent;
 use crate::observability::{Metrics, Readiness, RoleReportOutcome, SiteEvent, StatusHandle};
 use crate::report::{RoleOutcome, RoundRecord, RunEvent, RunReport, SiteRound};
@@ -323,16 +323,19 @@ impl ServerState {
         })
     }
 
+    /// The global weights as safetensors bytes and their SHA-256 (what a blob on the bulk plane carries).
+    fn encode_global(&self) -> Result<(Arc<Vec<u8>>, String), WeightsError> {
+        let bytes = tokio::task::block_in_place(|| self.global.to_safetensors(None))?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        Ok((Arc::new(bytes), sha256))
+    }
+
     /// Publishes the global weights of `round` on the bulk plane (one copy, shared by every download).
     fn publish_global(&mut self, round: u64) -> Result<(), ActorProcessingErr> {
         let (bytes, sha256) = match &self.round_blob {
             // The global has not changed since the previous round completed: same bytes, no second copy.
             Some(b) if b.round + 1 == round => (b.bytes.clone(), b.sha256.clone()),
-            _ => {
-                let bytes = tokio::task::block_in_place(|| self.global.to_safetensors(None))?;
-                let sha256 = hex::encode(Sha256::digest(&bytes));
-                (Arc::new(bytes), sha256)
-            }
+            _ => self.encode_global()?,
         };
         let key = (round << 16) | u64::from(self.attempt & 0xffff);
         let blob = BlobRef { port: self.bulk.local_addr().port(), key, len: bytes.len() as u64, sha256 };
@@ -344,11 +347,8 @@ impl ServerState {
     /// Encodes and hashes the global weights of the round just aggregated, while the checkpoint writer writes the
     /// same round on its thread: the bytes then serve the roles and the next round's publish without a second pass.
     fn prepare_round_blob(&mut self, round: u64) {
-        self.round_blob = match tokio::task::block_in_place(|| self.global.to_safetensors(None)) {
-            Ok(bytes) => {
-                let sha256 = hex::encode(Sha256::digest(&bytes));
-                Some(RoundBlob { round, bytes: Arc::new(bytes), sha256 })
-            }
+        self.round_blob = match self.encode_global() {
+            Ok((bytes, sha256)) => Some(RoundBlob { round, bytes, sha256 }),
             Err(e) => {
                 tracing::warn!(round, error = %e, "cannot serialise the round's weights");
                 None

@@ -49,13 +49,12 @@ pub struct CheckpointMeta {
     pub extra: serde_json::Value,
 }
 
-/// One part to save: weights to encode, or safetensors bytes already encoded with [`part_metadata`] (a site keeps
+/// One part to save: the tensors of a bundle under a name prefix, stored without it (`""`: the whole bundle; see
+/// [`Weights::to_safetensors_prefixed`]), or safetensors bytes already encoded with [`part_metadata`] (a site keeps
 /// the very bytes it uploaded instead of encoding its update a second time).
 #[derive(Clone, Copy, Debug)]
 pub enum PartData<'a> {
-    Weights(&'a Weights),
-    /// The tensors of a bundle under a name prefix, stored without it (see [`Weights::to_safetensors_prefixed`]).
-    Prefixed(&'a Weights, &'a str),
+    Weights(&'a Weights, &'a str),
     Encoded(&'a [u8]),
 }
 
@@ -295,7 +294,7 @@ impl CheckpointStore {
     /// Re-saving an existing round first removes its commit record and part files, so a failure mid-way never leaves
     /// a record that points at a mix of old and new part files.
     pub fn save(&self, meta: &CheckpointMeta, parts: &[(&str, &Weights)]) -> Result<PathBuf, CheckpointError> {
-        let parts: Vec<(&str, PartData)> = parts.iter().map(|(n, w)| (*n, PartData::Weights(w))).collect();
+        let parts: Vec<(&str, PartData)> = parts.iter().map(|(n, w)| (*n, PartData::Weights(w, ""))).collect();
         self.save_parts(meta, &parts)
     }
 
@@ -367,8 +366,7 @@ impl CheckpointStore {
             // Encoded one part at a time, so a save holds at most one part's bytes beside the weights.
             let owned;
             let bytes: &[u8] = match data {
-                PartData::Weights(w) | PartData::Prefixed(w, _) => {
-                    let prefix = if let PartData::Prefixed(_, p) = data { p } else { "" };
+                PartData::Weights(w, prefix) => {
                     owned = w
                         .to_safetensors_prefixed(prefix, Some(part_metadata(round, part)))
                         .map_err(|e| CheckpointError::Serialize(e.to_string()))?;
