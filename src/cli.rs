@@ -502,8 +502,9 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cmd: Command) -> Result<()> {
-    if matches!(cmd, Command::Server(_) | Command::Site(_) | Command::Evaluator(_)) {
-        // Round after round of model-sized buffers: keep freed ones for reuse (see `heap`).
+    if matches!(cmd, Command::Server(_) | Command::Site(_)) {
+        // Round after round of model-sized buffers: keep freed ones for reuse (see `heap`; role nodes, the
+        // evaluator among them, do it in `role::run_node`).
         let retained = crate::heap::retain_freed_memory();
         tracing::debug!(retained, "heap retention");
     }

@@ -9,7 +9,7 @@
 //! and never hand the same port out twice in one process. Another process may still take the port between the
 //! check and the bind; that window is now shared only with programs that choose fixed ports there.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, TcpListener};
 use std::sync::Mutex;
 
@@ -21,7 +21,7 @@ const LOW: u16 = 20_000;
 const HIGH: u16 = 32_000;
 const TRIES: usize = 500;
 
-static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
 
 /// Why no port was found.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +38,6 @@ pub fn free_port_pair() -> Result<u16, NoFreePort> {
     let (low, high) = range();
     let mut rng = rand::rng();
     let mut handed = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
-    let handed = handed.get_or_insert_with(HashSet::new);
     for _ in 0..TRIES {
         let p = rng.random_range(low..high - 1);
         if handed.contains(&p) || handed.contains(&(p + 1)) {
@@ -53,11 +52,6 @@ pub fn free_port_pair() -> Result<u16, NoFreePort> {
         }
     }
     Err(NoFreePort { low, high, tries: TRIES })
-}
-
-/// A single free port (a pair is reserved all the same: it costs nothing and keeps callers simple).
-pub fn free_port() -> Result<u16, NoFreePort> {
-    free_port_pair()
 }
 
 /// The range to draw from: [LOW, HIGH), shrunk to end below the ephemeral range when this machine's starts lower.
@@ -78,7 +72,7 @@ mod tests {
     #[test]
     fn pairs_are_free_distinct_and_below_the_ephemeral_range() {
         let (low, high) = range();
-        let mut seen = HashSet::new();
+        let mut seen = BTreeSet::new();
         for _ in 0..20 {
             let p = free_port_pair().unwrap();
             assert!(p >= low && p + 1 < high, "{p} outside {low}..{high}");
