@@ -32,6 +32,21 @@ fn example_binary(name: &str) -> PathBuf {
     path
 }
 
+/// Starts the server, waits (bounded) until the role has joined it, then starts the sites: a two-round tiny run
+/// is over in a fraction of a second, sooner than a role process gets to join, and a role only hears of the rounds
+/// completed after it joined (plus the last one before).
+fn start_once_the_role_joined(fed: &mut Fed) {
+    fed.start_server();
+    let start = Instant::now();
+    while !fed.log("server-1").contains("role joined") {
+        assert!(start.elapsed() < Duration::from_secs(120), "the role never joined:{}", logs(&fed.dir));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for id in 0..fed.sites.len() as u32 {
+        fed.start_site(id);
+    }
+}
+
 /// GET over HTTP/1.0; returns (status, body bytes).
 fn http_get(addr: &str, path: &str) -> (u16, Vec<u8>) {
     let mut tcp = std::net::TcpStream::connect(addr).unwrap();
@@ -81,7 +96,7 @@ fn the_model_registry_role_archives_every_round_of_a_live_federation() {
         http.as_ref(),
     ];
     let mut registry = spawn_role("registry", &example_binary("model_registry"), &args, tmp.path());
-    fed.start_all();
+    start_once_the_role_joined(&mut fed);
     let report = fed.finish(Duration::from_secs(240));
     assert!(report.finished);
     assert_eq!(report.rounds.len(), 3, "{report:#?}");
@@ -162,7 +177,7 @@ fn the_standalone_evaluator_node_scores_every_round_through_the_role_seam() {
         out.as_os_str(),
     ];
     let mut node = spawn_role("evaluator", Path::new(env!("CARGO_BIN_EXE_histofed")), &args, tmp.path());
-    fed.start_all();
+    start_once_the_role_joined(&mut fed);
     let report = fed.finish(Duration::from_secs(240));
     assert!(report.finished);
     for r in &report.rounds {
