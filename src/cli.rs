@@ -728,6 +728,65 @@ pub fn site_shard(cfg: &Config, train: &data::Dataset, site_id: u32) -> Result<d
     Ok(train.subset(idx))
 }
 
+/// The site's share of the validation split (partitioned like the training data, so it has the site's class mix)
+/// and its evaluator's settings; `None` when federated evaluation is off or this site's share is too small to
+/// score (the site then answers the server's requests with the reason).
+fn site_evaluator(
+    cfg: &Config,
+    model: &crate::models::ModelConfig,
+    device: tch::Device,
+    val: &data::Dataset,
+    site_id: u32,
+) -> Option<crate::actors::evaluator::SiteEvaluatorArgs> {
+    if !cfg.evaluation.at_sites || cfg.model.bench_params.is_some() {
+        return None;
+    }
+    let need = crate::federated_eval::PR_K + 1;
+    // The same scheme and seed as the training data, so the site's share has its class mix; a Dirichlet draw's
+    // minimum size is meant for training shards and is not asked of the (ten times smaller) validation split.
+    let scheme = match cfg.partition() {
+        Ok(partition::Partition::Dirichlet { alpha, .. }) => partition::Partition::Dirichlet { alpha, min_size: 0 },
+        Ok(other) => other,
+        Err(e) => {
+            tracing::warn!(error = %e, "no partition scheme; this site will not evaluate");
+            return None;
+        }
+    };
+    let parts = partition::partition(
+        &val.labels,
+        val.num_classes(),
+        cfg.federation.sites as usize,
+        &scheme,
+        cfg.federation.seed,
+    );
+    let shard = match parts.map(|p| p.get(site_id as usize).map(|idx| val.subset(idx))) {
+        Ok(None) => return None,
+        Ok(Some(s)) if s.len() >= need => s,
+        Ok(Some(s)) => {
+            tracing::warn!(
+                images = s.len(),
+                need,
+                "this site's share of the validation split is too small; it will not evaluate \
+                 (raise data.val_fraction)"
+            );
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot partition the validation split; this site will not evaluate");
+            return None;
+        }
+    };
+    tracing::info!(site_id, images = shard.len(), "site validation split ready (federated evaluation)");
+    Some(crate::actors::evaluator::SiteEvaluatorArgs {
+        site_id,
+        model: model.clone(),
+        device,
+        val: Arc::new(shard),
+        seed: cfg.federation.seed,
+        threads: 1,
+    })
+}
+
 fn fresh_report(cfg: &Config) -> RunReport {
     RunReport {
         run: cfg.runtime.out_dir.display().to_string(),
@@ -1062,6 +1121,7 @@ pub async fn run_site(cfg: Config, site_id: u32, protocol: u32, http: Option<Soc
         SiteStore::open(&state_dir).with_context(|| format!("opening the site's state in {}", state_dir.display()))?;
     let class_counts: Vec<u64> = shard.class_counts().iter().map(|&c| c as u64).collect();
     tracing::info!(site_id, images = shard.len(), ?class_counts, "site shard ready");
+    let evaluator = site_evaluator(&cfg, &model, device, &splits.val, site_id);
     let server_addr = cluster::resolve(&cfg.cluster.server_addr)?;
     let ip = if server_addr.ip().is_loopback() {
         IpAddr::V4(Ipv4Addr::LOCALHOST)
@@ -1094,6 +1154,7 @@ pub async fn run_site(cfg: Config, site_id: u32, protocol: u32, http: Option<Soc
             checkpoints: Some(LocalCheckpoints { store: store.clone(), every: cfg.federation.local_checkpoint_every }),
             bench: cfg.model.bench_params.is_some(),
         },
+        evaluator,
         restart_policy: RestartPolicy::default(),
         min_batch: cfg.federation.min_batch_size,
         faults: FaultPlan::for_site(&cfg.faults, site_id),

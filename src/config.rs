@@ -172,6 +172,17 @@ pub struct EvaluationConfig {
     pub cache_dir: Option<PathBuf>,
     /// A synthetic image nearer a training image than this fraction of the typical test→train distance is flagged.
     pub memorization_threshold: f64,
+    /// Federated evaluation: every `eval_every` rounds and after the last one, each site scores the global
+    /// generator on its own share of the validation split (`data.val_fraction`, partitioned like the training
+    /// data) and the server records the sample-weighted result (`rounds[i].federated_eval`).
+    pub at_sites: bool,
+}
+
+impl EvaluationConfig {
+    /// Whether round `round` of `last` is one the sites evaluate (every `eval_every` rounds and always the last).
+    pub fn at_sites_due(&self, round: u64, last: u64) -> bool {
+        self.at_sites && (round == last || (self.eval_every > 0 && round.is_multiple_of(self.eval_every)))
+    }
 }
 
 impl Default for EvaluationConfig {
@@ -183,6 +194,7 @@ impl Default for EvaluationConfig {
             reference_steps: 200,
             cache_dir: None,
             memorization_threshold: 0.5,
+            at_sites: true,
         }
     }
 }

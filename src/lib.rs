@@ -31,6 +31,7 @@ pub mod config;
 pub mod data;
 pub mod evaluation;
 pub mod faults;
+pub mod federated_eval;
 pub mod federation;
 pub mod heap;
 pub mod kube;

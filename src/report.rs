@@ -99,6 +99,10 @@ pub struct RoundRecord {
     /// round is written, so the report is rewritten when one comes in.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub roles: BTreeMap<String, RoleOutcome>,
+    /// Federated evaluation of this round's global generator: the sites' scores on their validation splits,
+    /// sample-weighted (`evaluation.at_sites`). Arrives after the round is written, like the roles' reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub federated_eval: Option<crate::federated_eval::FederatedEval>,
 }
 
 /// One role's report about one round: named numbers, and files it produced (paths as the role names them).
@@ -213,6 +217,33 @@ impl RunReport {
                 ));
             }
         }
+        let federated: Vec<&crate::federated_eval::FederatedEval> =
+            self.rounds.iter().filter_map(|r| r.federated_eval.as_ref()).collect();
+        if !federated.is_empty() {
+            s.push_str(
+                "\n## Federated evaluation (sites' validation splits, fixed features, sample-weighted)\n\n| round | \
+                 sites | images | FD | precision | recall | per site (id: FD) | failed / missing |\n\
+                 |---:|---:|---:|---:|---:|---:|---|---|\n",
+            );
+            let opt = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "–".into());
+            for f in federated {
+                let per_site: Vec<String> =
+                    f.sites.iter().map(|l| format!("{}: {:.3}", l.site_id, l.frechet_distance)).collect();
+                let mut absent: Vec<String> = f.failed.iter().map(|(id, why)| format!("{id} ({why})")).collect();
+                absent.extend(f.missing.iter().map(|id| format!("{id} (no answer)")));
+                s.push_str(&format!(
+                    "| {} | {} | {} | {:.3} | {} | {} | {} | {} |\n",
+                    f.round,
+                    f.sites.len(),
+                    f.val_samples,
+                    f.frechet_distance,
+                    opt(f.precision),
+                    opt(f.recall),
+                    per_site.join(", "),
+                    absent.join("; ")
+                ));
+            }
+        }
         let with_roles: Vec<&RoundRecord> = self.rounds.iter().filter(|r| !r.roles.is_empty()).collect();
         if !with_roles.is_empty() {
             s.push_str("\n## Roles\n\n| round | role | metrics | artifacts |\n|---:|---|---|---|\n");
@@ -276,6 +307,24 @@ mod tests {
             pictures: vec![],
             secs: 1.0,
         });
+        rep.rounds[0].federated_eval = Some(crate::federated_eval::FederatedEval {
+            round: 1,
+            val_samples: 40,
+            frechet_distance: 2.5,
+            precision: Some(0.5),
+            recall: None,
+            per_class_fd: vec![Some(2.0)],
+            sites: vec![crate::federated_eval::SiteLine {
+                site_id: 0,
+                val_samples: 40,
+                frechet_distance: 2.5,
+                precision: Some(0.5),
+                recall: None,
+                secs: 0.2,
+            }],
+            failed: vec![(1, "no validation split".into())],
+            missing: vec![2],
+        });
         rep.write(dir.path()).unwrap();
         assert_eq!(RunReport::read(dir.path()).unwrap(), rep);
         let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
@@ -283,6 +332,10 @@ mod tests {
         assert!(md.contains("| 1 | 1 | 0 |"), "{md}");
         assert!(md.contains("1.5000"));
         assert!(md.contains("| 1 | model-registry | bytes=42 | a.st |"), "{md}");
+        assert!(
+            md.contains("| 1 | 1 | 40 | 2.500 | 0.50 | – | 0: 2.500 | 1 (no validation split); 2 (no answer) |"),
+            "{md}"
+        );
     }
 
     #[test]

@@ -185,7 +185,8 @@ fn section_rounds(h: &mut String, r: &RunReport) {
     h.push_str(
         "<table>\n<thead><tr><th class=\"num\">round</th><th class=\"num\">attempts</th><th>contributors</th>\
          <th>dropped</th><th>rejected</th><th class=\"num\">D loss</th><th class=\"num\">G loss</th>\
-         <th class=\"num\">Fréchet distance</th><th class=\"num\">wall s</th></tr></thead>\n<tbody>\n",
+         <th class=\"num\">Fréchet distance</th><th class=\"num\">at the sites</th><th class=\"num\">wall s</th>\
+         </tr></thead>\n<tbody>\n",
     );
     for round in &r.rounds {
         let contributors: Vec<String> = round.contributors.iter().map(|c| c.site_id.to_string()).collect();
@@ -198,11 +199,17 @@ fn section_rounds(h: &mut String, r: &RunReport) {
             format!("<ul class=\"rejected\">{}</ul>", rejected.concat())
         };
         let fd = round.frechet_distance.map(|v| format!("{v:.4}")).unwrap_or_else(|| "–".into());
+        // Federated evaluation: the sites' sample-weighted FD on their validation splits.
+        let at_sites = round
+            .federated_eval
+            .as_ref()
+            .map(|f| format!("{:.4} ({} sites, {} images)", f.frechet_distance, f.sites.len(), f.val_samples))
+            .unwrap_or_else(|| "–".into());
         let _ = writeln!(
             h,
             "<tr><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td>{rejected}</td>\
              <td class=\"num\">{:.4}</td><td class=\"num\">{:.4}</td><td class=\"num\">{}</td>\
-             <td class=\"num\">{:.2}</td></tr>",
+             <td class=\"num\">{}</td><td class=\"num\">{:.2}</td></tr>",
             round.round,
             round.attempts,
             esc(&contributors.join(", ")),
@@ -210,6 +217,7 @@ fn section_rounds(h: &mut String, r: &RunReport) {
             round.mean_losses.d_loss,
             round.mean_losses.g_loss,
             esc(&fd),
+            esc(&at_sites),
             round.wall_secs,
         );
     }
@@ -386,6 +394,17 @@ mod tests {
                 ..Default::default()
             });
         }
+        rep.rounds[4].federated_eval = Some(crate::federated_eval::FederatedEval {
+            round: 5,
+            val_samples: 42,
+            frechet_distance: 3.25,
+            precision: None,
+            recall: None,
+            per_class_fd: vec![],
+            sites: vec![],
+            failed: vec![],
+            missing: vec![],
+        });
         rep.events = vec![
             RunEvent {
                 at_secs: 12.5,
@@ -452,6 +471,7 @@ mod tests {
         assert!(html.contains("heartbeat &quot;missed&quot; &amp; session closed"));
         assert!(html.contains("2023-11-14T22:13:20.000Z"), "event time");
         assert!(html.contains("Samples after round 4"), "falls back to the newest existing grid");
+        assert!(html.contains("<td class=\"num\">3.2500 (0 sites, 42 images)</td>"), "federated evaluation");
         assert!(html.contains("dirichlet(alpha=0.5)") && html.contains("abc123") && html.contains("fedavg"));
         assert!(!html.contains("src=\"http") && !html.contains("href="), "no external references");
 

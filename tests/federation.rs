@@ -24,6 +24,8 @@ fn two_sites_two_rounds_end_to_end() {
         cache.display()
     );
     let mut fed = Fed::new(tmp.path(), 2, 2, "", &evaluation);
+    // A validation split big enough for each site's share to be scored (federated evaluation).
+    fed.edit_config("per_class = 24", "per_class = 24\nval_fraction = 0.3");
     fed.start_all();
     let report = fed.finish(Duration::from_secs(240));
     assert!(report.finished);
@@ -50,6 +52,25 @@ fn two_sites_two_rounds_end_to_end() {
     assert!(!q.pictures.is_empty() && q.pictures.iter().all(|p| run.join(p).exists()), "{:?}", q.pictures);
     assert!(std::fs::read_dir(&cache).unwrap().count() > 0, "the reference classifier was cached");
 
+    // Federated evaluation: after the last round (eval_every = 5 > rounds) both sites scored the global generator
+    // on their own validation splits and the server recorded the sample-weighted result.
+    assert!(report.rounds[0].federated_eval.is_none());
+    let f = report.rounds[1].federated_eval.as_ref().expect("the last round is evaluated at the sites");
+    assert_eq!(f.round, 2);
+    assert_eq!(f.sites.iter().map(|s| s.site_id).collect::<Vec<_>>(), vec![0, 1], "{f:?}");
+    assert!(f.failed.is_empty() && f.missing.is_empty(), "{f:?}");
+    assert_eq!(f.val_samples, f.sites.iter().map(|s| s.val_samples).sum::<u64>());
+    let weighted =
+        f.sites.iter().map(|s| s.frechet_distance * s.val_samples as f64).sum::<f64>() / f.val_samples as f64;
+    assert!(f.frechet_distance.is_finite() && (f.frechet_distance - weighted).abs() < 1e-9, "{f:?}");
+    assert!(f.precision.is_some_and(|p| (0.0..=1.0).contains(&p)), "{f:?}");
+    for site in 0..2 {
+        let log = fed.log(&format!("site-{site}"));
+        assert!(log.contains("site validation split ready"), "site {site}: {log}");
+    }
+    let md = std::fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(md.contains("## Federated evaluation"), "{md}");
+
     // The global weights moved, and the checkpoint loads back into a model bit-exactly.
     let store = CheckpointStore::open(tmp.path().join("run/checkpoints"), 5).unwrap();
     let initial = store.load_round(0).unwrap();
@@ -64,6 +85,28 @@ fn two_sites_two_rounds_end_to_end() {
     gan.load_weights(&joined).unwrap();
     assert_eq!(gan.generator_weights().unwrap(), last.parts["generator"]);
     assert_eq!(gan.discriminator_weights().unwrap(), last.parts["discriminator"]);
+}
+
+#[test]
+fn sites_without_a_validation_split_say_so_and_the_run_still_ends() {
+    let _guard = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut fed = Fed::new(tmp.path(), 2, 1, "", "");
+    // Too few validation images for any site to score the generator.
+    fed.edit_config("per_class = 24", "per_class = 24\nval_fraction = 0.02");
+    fed.start_all();
+    let report = fed.finish(Duration::from_secs(120));
+    assert!(report.finished);
+    assert!(report.rounds[0].federated_eval.is_none(), "{:?}", report.rounds[0].federated_eval);
+    let failed = report.events.iter().find(|e| e.kind == "federated-eval-failed").expect("the failure is an event");
+    for site in 0..2 {
+        assert!(
+            failed.detail.contains(&format!("site {site}: this site holds no validation split")),
+            "{}",
+            failed.detail
+        );
+        assert!(fed.log(&format!("site-{site}")).contains("will not evaluate"));
+    }
 }
 
 #[test]

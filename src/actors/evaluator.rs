@@ -9,10 +9,11 @@ use std::sync::Arc;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tch::Device;
 
-use crate::actors::messages::{EvalReport, EvaluatorMsg, ServerMsg};
+use crate::actors::messages::{EvalReport, EvaluatorMsg, ServerMsg, SiteEvaluatorMsg, SiteMsg};
 use crate::actors::worker::Worker;
 use crate::data::Dataset;
 use crate::evaluation::{GanEvaluator, QualitySetup};
+use crate::federated_eval::{LocalEvaluator, SiteEval};
 use crate::federation::weights::Weights;
 use crate::models::ModelConfig;
 
@@ -80,6 +81,69 @@ impl Actor for EvaluatorActor {
                 Ok(result) => reply_to.cast(ServerMsg::Evaluated { round, result })?,
                 // The thread died: fail, so the server restarts this evaluator under its policy.
                 Err(reason) => return Err(format!("evaluator thread died: {reason}").into()),
+            },
+        }
+        Ok(())
+    }
+}
+
+/// The evaluator at a site (federated evaluation): a child of the site (`spawn_linked`) that scores the global
+/// generator of a round on the site's own validation split, on a dedicated tch thread, and answers the site with
+/// `SiteMsg::LocalEvaluated`. Like the trainer it holds no policy: a dead thread fails the actor and the site
+/// restarts it under its restart policy. Only numbers leave the site (`federated_eval`).
+pub struct SiteEvaluatorActor;
+
+#[derive(Clone)]
+pub struct SiteEvaluatorArgs {
+    pub site_id: u32,
+    pub model: ModelConfig,
+    pub device: Device,
+    /// The site's validation split.
+    pub val: Arc<Dataset>,
+    pub seed: u64,
+    /// Torch threads of this evaluator's thread (it runs beside the trainer: keep it small).
+    pub threads: i32,
+}
+
+pub struct SiteEvaluatorState {
+    worker: Worker<(u64, Weights), Result<SiteEval, String>>,
+}
+
+impl Actor for SiteEvaluatorActor {
+    type Msg = SiteEvaluatorMsg;
+    type State = SiteEvaluatorState;
+    type Arguments = SiteEvaluatorArgs;
+
+    async fn pre_start(
+        &self,
+        _me: ActorRef<SiteEvaluatorMsg>,
+        a: SiteEvaluatorArgs,
+    ) -> Result<SiteEvaluatorState, ActorProcessingErr> {
+        let worker = Worker::spawn(
+            &format!("site-evaluator-{}", a.site_id),
+            a.threads,
+            move || {
+                LocalEvaluator::new(&a.model, a.device, &a.val, a.seed)
+                    .map_err(|e| format!("cannot build the site's evaluator: {e}"))
+            },
+            |ev: &mut Result<LocalEvaluator, String>, (round, weights): (u64, Weights)| match ev {
+                Ok(ev) => ev.evaluate(round, &weights).map_err(|e| e.to_string()),
+                Err(e) => Err(e.clone()),
+            },
+        )?;
+        Ok(SiteEvaluatorState { worker })
+    }
+
+    async fn handle(
+        &self,
+        _me: ActorRef<SiteEvaluatorMsg>,
+        msg: SiteEvaluatorMsg,
+        state: &mut SiteEvaluatorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SiteEvaluatorMsg::Evaluate { round, weights, reply_to } => match state.worker.run((round, weights)).await {
+                Ok(result) => reply_to.cast(SiteMsg::LocalEvaluated { round, result })?,
+                Err(reason) => return Err(format!("site evaluator thread died: {reason}").into()),
             },
         }
         Ok(())

@@ -13,6 +13,7 @@ use ractor::{ActorRef, Message};
 use serde::{Deserialize, Serialize};
 
 pub use crate::evaluation::EvalReport;
+pub use crate::federated_eval::SiteEval;
 use crate::federation::strategy::SiteHints;
 use crate::federation::weights::Weights;
 pub use crate::training::{LocalJob, LocalResult, LossSummary, TrainFailure, TrainFailureKind};
@@ -21,7 +22,8 @@ pub use crate::training::{LocalJob, LocalResult, LossSummary, TrainFailure, Trai
 /// Version 2: weights moved to the bulk data plane (`cluster::bulk`); `Train` names the blob, updates are uploads.
 /// Version 3: extension roles (`ToServer::RoleHello`/`RoleReport`, `ToRole`); `ToServer` gained variants, so a
 /// version-2 server could not decode a role's frames.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// Version 4: federated evaluation (`ToSite::Evaluate`, `ToServer::Evaluated`).
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Process group of site actors (sites join it, the server monitors it).
 pub const SITES_GROUP: &str = "histofed.sites";
@@ -65,6 +67,8 @@ pub enum ToServer {
     RoleHello { protocol: u32, role: String },
     /// What role `role` made of round `round`.
     RoleReport { role: String, round: u64, report: RoleReport },
+    /// The site's scores of round `round`'s global generator on its validation split (or why it has none).
+    Evaluated { site_id: u32, round: u64, result: Result<SiteEval, String> },
 }
 
 /// A role's answer to one round: named numbers (recorded in the round's report, exported as
@@ -173,6 +177,9 @@ pub enum ToSite {
     Train { protocol: u32, round: u64, local_steps: u32, batch_size: u32, hints: SiteHints, weights: BlobRef },
     /// Heartbeat: the site answers with `Pong { seq }`.
     Ping { seq: u64 },
+    /// Federated evaluation: score round `round`'s global generator (at `weights`) on the local validation split
+    /// and answer with `ToServer::Evaluated`.
+    Evaluate { protocol: u32, round: u64, weights: BlobRef },
     /// The run is over: exit cleanly.
     Shutdown { reason: String },
 }
@@ -262,6 +269,12 @@ pub enum SiteMsg {
     Uploaded { round: u64, result: Result<(), String> },
     /// No server for `cluster.site_give_up_secs`: stop.
     GiveUpCheck,
+    /// The weights of a round to evaluate arrived (or could not be fetched).
+    EvalFetched { round: u64, result: Result<Weights, String> },
+    /// The site's evaluator scored a round (or failed to).
+    LocalEvaluated { round: u64, result: Result<SiteEval, String> },
+    /// Backoff elapsed: start a new local evaluator.
+    RestartEvaluator,
 }
 
 impl Message for SiteMsg {
@@ -317,6 +330,13 @@ pub enum RunnerMsg {
     Run { event: Box<RoundEvent>, weights: Option<std::sync::Arc<Weights>>, reply_to: ActorRef<RoleMsg> },
 }
 impl Message for RunnerMsg {}
+
+/// Messages of a site's evaluator actor (local only); the answer comes back as `SiteMsg::LocalEvaluated`.
+#[derive(Debug)]
+pub enum SiteEvaluatorMsg {
+    Evaluate { round: u64, weights: Weights, reply_to: ActorRef<SiteMsg> },
+}
+impl Message for SiteEvaluatorMsg {}
 
 /// Messages of the generator-trainer actor (local only).
 #[derive(Debug)]

@@ -23,6 +23,12 @@
 //! they arrive. At the end of a run the server waits (bounded, like for the last evaluation) for the roles'
 //! reports on the last round before it exits, so the last round's weights are still there to be fetched. Nothing
 //! here knows what a role does.
+//!
+//! Federated evaluation (`evaluation.at_sites`): on the rounds the evaluator runs its suite (and always the last),
+//! the durable round's weights are retained on the bulk plane and every member site is asked to score them on its
+//! own validation split (`ToSite::Evaluate`). Answers are checked like updates (`SiteEval::check`) and folded
+//! (`federated_eval::aggregate`, sample-weighted) into the round's record once every site asked has answered or
+//! been lost; the run's end waits for them (bounded) like for the last evaluation.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -39,8 +45,8 @@ use crate::actors::checkpoint_writer::CheckpointWriter;
 use crate::actors::evaluator::{EvaluatorActor, EvaluatorArgs};
 use crate::actors::messages::{
     role_actor_name, role_from_actor_name, site_actor_name, site_id_from_name, BlobRef, EvaluatorMsg, LossSummary,
-    RoleMsg, RoleReport, RoundEvent, RoundSummary, ServerMsg, SiteMsg, ToRole, ToServer, ToSite, UpdateMeta, WriterMsg,
-    PROTOCOL_VERSION, ROLES_GROUP, SERVER_GROUP, SITES_GROUP,
+    RoleMsg, RoleReport, RoundEvent, RoundSummary, ServerMsg, SiteEval, SiteMsg, ToRole, ToServer, ToSite, UpdateMeta,
+    WriterMsg, PROTOCOL_VERSION, ROLES_GROUP, SERVER_GROUP, SITES_GROUP,
 };
 use crate::actors::restart_policy::{Decision, RestartPolicy, RestartTracker};
 use crate::actors::{set_exit, Exit};
@@ -175,6 +181,20 @@ struct RoundBlob {
     sha256: String,
 }
 
+/// A federated evaluation in progress: the sites asked, those lost since, what they answered.
+#[derive(Default)]
+struct SiteEvalRound {
+    asked: BTreeSet<u32>,
+    lost: BTreeSet<u32>,
+    answers: BTreeMap<u32, Result<SiteEval, String>>,
+}
+
+impl SiteEvalRound {
+    fn complete(&self) -> bool {
+        self.asked.iter().all(|id| self.answers.contains_key(id) || self.lost.contains(id))
+    }
+}
+
 struct SiteEntry {
     actor: ActorRef<SiteMsg>,
     /// Pings sent and not answered yet, oldest first.
@@ -247,6 +267,9 @@ pub struct ServerState {
     last_event: Option<RoundEvent>,
     /// Roles that have not reported on the last round yet (the run waits for them, bounded).
     pending_roles: BTreeSet<String>,
+    /// Federated evaluations asked of the sites and not settled yet, by round.
+    site_evals: BTreeMap<u64, SiteEvalRound>,
+    num_classes: usize,
     progress: Progress,
     started: Instant,
     exit: Exit,
@@ -445,6 +468,9 @@ impl ServerState {
         if let Some(current) = self.current.as_mut() {
             current.on_site_dropped(id);
         }
+        for e in self.site_evals.values_mut() {
+            e.lost.insert(id);
+        }
         self.progress.sites.set_message(format!("{} joined", self.sites.len()));
     }
 
@@ -458,8 +484,81 @@ impl ServerState {
         }
     }
 
+    /// Nothing about completed rounds is still being computed (evaluator, roles, sites' evaluations).
+    fn nothing_pending(&self) -> bool {
+        self.pending_eval.is_empty() && self.pending_roles.is_empty() && self.site_evals.is_empty()
+    }
+
+    /// Round `round` is durable: ask every site to score its global generator on its validation split, when the
+    /// configuration says this round is evaluated at the sites. Older evaluations still open are settled first
+    /// with the answers they have (a site that rejoined meanwhile will not answer them).
+    fn ask_sites_to_evaluate(&mut self, round: u64) {
+        let e = &self.cfg.evaluation;
+        if self.cfg.model.bench_params.is_some() || !e.at_sites_due(round, self.cfg.federation.rounds) {
+            return;
+        }
+        self.settle_site_evals(true);
+        let Some(weights) = self.retain_round_blob(round) else {
+            tracing::warn!(round, "cannot publish the round's weights; no federated evaluation of it");
+            return;
+        };
+        let frame = ToSite::Evaluate { protocol: PROTOCOL_VERSION, round, weights };
+        let mut asked = BTreeSet::new();
+        for (id, site) in &self.sites {
+            match site.actor.cast(SiteMsg::FromServer(Ok(frame.clone()))) {
+                Ok(()) => {
+                    asked.insert(*id);
+                }
+                Err(e) => tracing::warn!(site_id = id, round, error = %e, "cannot ask the site to evaluate"),
+            }
+        }
+        if !asked.is_empty() {
+            tracing::info!(round, sites = ?asked, "federated evaluation asked");
+            self.site_evals.insert(round, SiteEvalRound { asked, ..SiteEvalRound::default() });
+        }
+    }
+
+    /// Folds the federated evaluations that have every answer (with `force`: all of them, with what they have)
+    /// into their rounds' records and `/metrics`.
+    fn settle_site_evals(&mut self, force: bool) {
+        let ready: Vec<u64> =
+            self.site_evals.iter().filter(|(_, e)| force || e.complete()).map(|(round, _)| *round).collect();
+        for round in ready {
+            let Some(e) = self.site_evals.remove(&round) else { continue };
+            let missing: Vec<u32> = e.asked.iter().filter(|id| !e.answers.contains_key(id)).copied().collect();
+            match crate::federated_eval::aggregate(round, self.num_classes, &e.answers, missing) {
+                Some(f) => {
+                    tracing::info!(
+                        round,
+                        fd = f.frechet_distance,
+                        precision = f.precision,
+                        recall = f.recall,
+                        sites = f.sites.len(),
+                        failed = f.failed.len(),
+                        missing = f.missing.len(),
+                        "federated evaluation"
+                    );
+                    self.obs.metrics.federated_eval(&f);
+                    if let Some(r) = self.report.rounds.iter_mut().find(|r| r.round == round) {
+                        r.federated_eval = Some(f);
+                    }
+                    self.write_report();
+                }
+                None => {
+                    let why: Vec<String> = e
+                        .answers
+                        .iter()
+                        .filter_map(|(id, a)| a.as_ref().err().map(|w| format!("site {id}: {w}")))
+                        .collect();
+                    tracing::warn!(round, reasons = ?why, "no site could evaluate the round");
+                    self.event(None, "federated-eval-failed", format!("round {round}: {}", why.join("; ")));
+                }
+            }
+        }
+    }
+
     fn finish_run(&mut self, me: &ActorRef<ServerMsg>, outcome: Result<String, String>) {
-        let waiting = !self.pending_eval.is_empty() || !self.pending_roles.is_empty();
+        let waiting = !self.nothing_pending();
         if outcome.is_ok() && waiting && self.finishing.is_none() {
             // The last round's score or role reports are still being computed: wait for them (bounded).
             self.finishing = Some(outcome);
@@ -604,6 +703,8 @@ impl Actor for ServerActor {
             round_blob: None,
             last_event: None,
             pending_roles: BTreeSet::new(),
+            site_evals: BTreeMap::new(),
+            num_classes: a.config.model_config().map(|m| m.num_classes as usize)?,
             progress: Progress { rounds, sites },
             started: Instant::now(),
             exit: a.exit,
@@ -813,6 +914,7 @@ async fn finish_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<
         aggregate_secs: st.aggregate_secs,
         completed_unix_ms: 0,
         roles: BTreeMap::new(),
+        federated_eval: None,
     };
     let m = &st.obs.metrics;
     m.aggregation(record.aggregate_secs);
@@ -919,6 +1021,7 @@ async fn on_saved(
     st.progress.rounds.set_position(round);
     tracing::info!(round, d_loss = mean_losses.d_loss, g_loss = mean_losses.g_loss, "round complete");
     st.announce_round(round);
+    st.ask_sites_to_evaluate(round);
     if let Some(ev) = &st.evaluator {
         let msg = EvaluatorMsg::Evaluate { round, weights: st.global.clone(), reply_to: me.clone() };
         match ev.cast(msg) {
@@ -956,19 +1059,50 @@ fn on_evaluated(me: &ActorRef<ServerMsg>, st: &mut ServerState, round: u64, resu
         }
         Err(e) => tracing::warn!(round, error = %e, "evaluation failed"),
     }
-    if st.pending_eval.is_empty() && st.pending_roles.is_empty() {
+    finish_if_settled(me, st);
+}
+
+/// The run waits for the last round's evaluations and reports: end it once none is pending.
+fn finish_if_settled(me: &ActorRef<ServerMsg>, st: &mut ServerState) {
+    if st.nothing_pending() {
         if let Some(outcome) = st.finishing.take() {
             st.finish_run(me, outcome);
         }
     }
 }
 
+/// A site's scores of a round's global generator (federated evaluation).
+fn on_site_evaluated(
+    me: &ActorRef<ServerMsg>,
+    st: &mut ServerState,
+    site_id: u32,
+    round: u64,
+    result: Result<SiteEval, String>,
+) {
+    let num_classes = st.num_classes;
+    let Some(e) = st.site_evals.get_mut(&round) else {
+        tracing::info!(site_id, round, "a late or unasked evaluation; ignored");
+        return;
+    };
+    if !e.asked.contains(&site_id) {
+        tracing::warn!(site_id, round, "an evaluation from a site that was not asked; ignored");
+        return;
+    }
+    // A peer's numbers are checked like its updates before they reach the report.
+    let result =
+        result.and_then(|ev| ev.check(round, num_classes).map(|()| ev).map_err(|why| format!("refused: {why}")));
+    if let Err(why) = &result {
+        tracing::warn!(site_id, round, reason = %why, "the site has no usable evaluation");
+    }
+    e.answers.insert(site_id, result);
+    st.settle_site_evals(false);
+    finish_if_settled(me, st);
+}
+
 /// Role `name` has nothing more to say about the last round (it reported or left): maybe the run can end now.
 fn role_settled(me: &ActorRef<ServerMsg>, st: &mut ServerState, name: &str) {
-    if st.pending_roles.remove(name) && st.pending_roles.is_empty() && st.pending_eval.is_empty() {
-        if let Some(outcome) = st.finishing.take() {
-            st.finish_run(me, outcome);
-        }
+    if st.pending_roles.remove(name) {
+        finish_if_settled(me, st);
     }
 }
 
@@ -1304,10 +1438,17 @@ async fn dispatch(me: ActorRef<ServerMsg>, msg: ServerMsg, st: &mut ServerState)
                     st.event(None, "roles-late", late.join(", "));
                 }
                 st.pending_eval.clear();
+                if !st.site_evals.is_empty() {
+                    tracing::warn!("sites did not all answer the last federated evaluation in time; finishing");
+                    st.settle_site_evals(true);
+                }
                 st.finish_run(&me, outcome);
             }
         }
         ServerMsg::FromSite(Ok(ToServer::RoleHello { protocol, role })) => on_role_hello(st, protocol, role).await?,
+        ServerMsg::FromSite(Ok(ToServer::Evaluated { site_id, round, result })) => {
+            on_site_evaluated(&me, st, site_id, round, result)
+        }
         ServerMsg::FromSite(Ok(ToServer::RoleReport { role, round, report })) => {
             on_role_report(&me, st, role, round, report)
         }
@@ -1371,6 +1512,9 @@ async fn dispatch(me: ActorRef<ServerMsg>, msg: ServerMsg, st: &mut ServerState)
                 let detail = format!("no heartbeat answer for {waited:.2} s (period {period} s)");
                 st.lose(id, "site-unresponsive", detail);
             }
+            // Sites lost since a federated evaluation was asked will not answer it.
+            st.settle_site_evals(false);
+            finish_if_settled(&me, st);
             check_round(&me, st).await?;
         }
         ServerMsg::GraceExpired { round, attempt } => {

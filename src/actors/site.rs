@@ -12,6 +12,10 @@
 //! round from its last local checkpoint, and a finished update is re-sent as it was instead of trained again.
 //! A site that hears nothing from the server for `cluster.site_give_up_secs` stops with an error instead of
 //! reconnecting forever.
+//!
+//! Federated evaluation: when the server asks (`ToSite::Evaluate`), the site fetches that round's global weights
+//! and has its evaluator child (`actors::evaluator::SiteEvaluatorActor`, supervised like the trainer) score them on
+//! the site's validation split; only the scores go back (`ToServer::Evaluated`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,9 +27,10 @@ use ractor::{pg, Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEven
 use ractor_cluster::NodeServerMessage;
 use tracing::Instrument;
 
+use crate::actors::evaluator::{SiteEvaluatorActor, SiteEvaluatorArgs};
 use crate::actors::messages::{
-    BlobRef, LocalJob, ServerMsg, SiteMsg, ToServer, ToSite, TrainFailure, TrainFailureKind, TrainerMsg, UpdateMeta,
-    SERVER_GROUP, SITES_GROUP,
+    BlobRef, LocalJob, ServerMsg, SiteEvaluatorMsg, SiteMsg, ToServer, ToSite, TrainFailure, TrainFailureKind,
+    TrainerMsg, UpdateMeta, SERVER_GROUP, SITES_GROUP,
 };
 use crate::actors::restart_policy::{Decision, RestartPolicy, RestartTracker};
 use crate::actors::trainer::{TrainerActor, TrainerArgs};
@@ -50,6 +55,9 @@ pub struct SiteArgs {
     pub num_samples: u64,
     pub class_counts: Vec<u64>,
     pub trainer: TrainerArgs,
+    /// Federated evaluation on the site's validation split; `None`: this site does not evaluate (it says so when
+    /// asked).
+    pub evaluator: Option<SiteEvaluatorArgs>,
     pub restart_policy: RestartPolicy,
     /// Smallest batch an out-of-memory retry may use.
     pub min_batch: u32,
@@ -98,6 +106,10 @@ pub struct SiteState {
     pending: Option<PendingRound>,
     last_contact: Instant,
     finished: bool,
+    evaluator: Option<ActorRef<SiteEvaluatorMsg>>,
+    eval_restarts: RestartTracker,
+    /// The round being evaluated and its weights (handed to a restarted evaluator again).
+    eval_job: Option<(u64, Weights)>,
 }
 
 impl SiteState {
@@ -127,8 +139,15 @@ impl SiteState {
         SocketAddr::new(self.args.server_addr.ip(), port)
     }
 
-    /// Fetches the round's global weights on the bulk plane (off this actor), then `SiteMsg::GlobalFetched`.
-    fn fetch(&self, me: &ActorRef<SiteMsg>, round: u64, blob: BlobRef) {
+    /// Fetches the round's global weights on the bulk plane (off this actor), then `done(round, result)` (a
+    /// `SiteMsg::GlobalFetched` for training, `SiteMsg::EvalFetched` for an evaluation).
+    fn fetch(
+        &self,
+        me: &ActorRef<SiteMsg>,
+        round: u64,
+        blob: BlobRef,
+        done: fn(u64, Result<Weights, String>) -> SiteMsg,
+    ) {
         let Some(token) = self.token else {
             tracing::warn!(round, "asked to train before admission; waiting for the server to re-send");
             return;
@@ -150,7 +169,7 @@ impl SiteState {
                 }
                 Err(e) => Err(e.to_string()),
             };
-            let _ = me.cast(SiteMsg::GlobalFetched { round, result });
+            let _ = me.cast(done(round, result));
         });
     }
 
@@ -225,6 +244,25 @@ impl SiteState {
         }
     }
 
+    /// Hands the evaluation job (if any) to the site's evaluator.
+    fn dispatch_eval(&mut self, me: &ActorRef<SiteMsg>) {
+        let (Some(ev), Some((round, weights))) = (&self.evaluator, &self.eval_job) else { return };
+        let msg = SiteEvaluatorMsg::Evaluate { round: *round, weights: weights.clone(), reply_to: me.clone() };
+        if let Err(e) = ev.cast(msg) {
+            tracing::warn!(round, error = %e, "cannot reach the site's evaluator");
+        }
+    }
+
+    fn send_evaluated(&self, round: u64, result: Result<crate::federated_eval::SiteEval, String>) {
+        match &result {
+            Ok(e) => {
+                tracing::info!(round, fd = e.frechet_distance, val_samples = e.val_samples, "round evaluated here")
+            }
+            Err(reason) => tracing::warn!(round, %reason, "cannot evaluate the round here"),
+        }
+        self.send(ToServer::Evaluated { site_id: self.args.site_id, round, result });
+    }
+
     /// Adopts the remote server actor if one is in the server group.
     fn find_server(&mut self) {
         if let Some(server) = new_remote_server(self.server.as_ref()) {
@@ -233,6 +271,15 @@ impl SiteState {
             self.send(self.hello());
         }
     }
+}
+
+async fn spawn_evaluator(
+    me: &ActorRef<SiteMsg>,
+    args: &Option<SiteEvaluatorArgs>,
+) -> Result<Option<ActorRef<SiteEvaluatorMsg>>, ActorProcessingErr> {
+    let Some(args) = args else { return Ok(None) };
+    let (ev, _) = Actor::spawn_linked(None, SiteEvaluatorActor, args.clone(), me.get_cell()).await?;
+    Ok(Some(ev))
 }
 
 async fn spawn_trainer(me: &ActorRef<SiteMsg>, args: &TrainerArgs) -> Result<ActorRef<TrainerMsg>, ActorProcessingErr> {
@@ -258,7 +305,12 @@ impl Actor for SiteActor {
             me.send_interval((limit / 4).max(Duration::from_millis(100)), || SiteMsg::GiveUpCheck);
         }
         let restarts = RestartTracker::new(args.restart_policy.clone(), u64::from(args.site_id));
+        let eval_restarts = RestartTracker::new(args.restart_policy.clone(), u64::from(args.site_id) ^ 0xe7a1);
+        let evaluator = spawn_evaluator(&me, &args.evaluator).await?;
         Ok(SiteState {
+            evaluator,
+            eval_restarts,
+            eval_job: None,
             args,
             trainer: Some(trainer),
             server: None,
@@ -302,6 +354,25 @@ impl Actor for SiteActor {
                 st.trainer = None;
                 me.send_after(st.args.reconnect, || SiteMsg::RestartTrainer);
             }
+            SupervisionEvent::ActorFailed(cell, err) if is_evaluator(st, &cell) => {
+                tracing::warn!(error = %err, "site evaluator failed");
+                st.evaluator = None;
+                match st.eval_restarts.on_failure(Instant::now()) {
+                    Decision::Restart { attempt, delay } => {
+                        tracing::warn!(attempt, ?delay, "restarting the site evaluator");
+                        me.send_after(delay, || SiteMsg::RestartEvaluator);
+                    }
+                    Decision::Escalate { failures_in_window } => {
+                        // Past the budget this site stops evaluating (training goes on); the server hears why.
+                        let reason = format!("the site's evaluator failed {failures_in_window} times: {err}");
+                        tracing::error!(%reason, "federated evaluation is off at this site");
+                        st.args.evaluator = None;
+                        if let Some((round, _)) = st.eval_job.take() {
+                            st.send_evaluated(round, Err(reason));
+                        }
+                    }
+                }
+            }
             SupervisionEvent::ProcessGroupChanged(change) if change.get_group() == SERVER_GROUP => match change {
                 pg::GroupChangeMessage::Join(..) => st.find_server(),
                 pg::GroupChangeMessage::Leave(_, _, cells) => {
@@ -326,6 +397,10 @@ fn decode_global(bytes: &[u8], blob: &BlobRef) -> Result<Weights, String> {
         return Err(format!("global weights have SHA-256 {sha}, the server announced {}", blob.sha256));
     }
     Weights::from_safetensors(bytes).map(|(w, _)| w).map_err(|e| format!("undecodable global weights: {e}"))
+}
+
+fn is_evaluator(st: &SiteState, cell: &ActorCell) -> bool {
+    st.evaluator.as_ref().map(|t| t.get_id() == cell.get_id()).unwrap_or(false)
 }
 
 fn is_trainer(st: &SiteState, cell: &ActorCell) -> bool {
@@ -410,6 +485,7 @@ async fn dispatch(me: ActorRef<SiteMsg>, msg: SiteMsg, st: &mut SiteState) -> Re
             st.job = None;
             st.pending = None;
             st.token = None;
+            st.eval_job = None;
             me.send_after(st.args.reconnect, || SiteMsg::Connect);
         }
         SiteMsg::FromServer(Ok(ToSite::Welcome { protocol, token })) => {
@@ -446,7 +522,39 @@ async fn dispatch(me: ActorRef<SiteMsg>, msg: SiteMsg, st: &mut SiteState) -> Re
                     Err(e) => tracing::warn!(round, error = %e, "ignoring an unreadable finished update"),
                 }
             }
-            st.fetch(&me, round, weights);
+            st.fetch(&me, round, weights, |round, result| SiteMsg::GlobalFetched { round, result });
+        }
+        SiteMsg::FromServer(Ok(ToSite::Evaluate { protocol, round, weights })) => {
+            st.last_contact = Instant::now();
+            if protocol != st.args.protocol {
+                tracing::error!(protocol, "server speaks another protocol version");
+                return Ok(());
+            }
+            if st.args.evaluator.is_none() {
+                st.send_evaluated(round, Err("this site holds no validation split to evaluate on".into()));
+                return Ok(());
+            }
+            st.fetch(&me, round, weights, |round, result| SiteMsg::EvalFetched { round, result });
+        }
+        SiteMsg::EvalFetched { round, result } => match result {
+            Ok(weights) => {
+                // A newer request replaces an older one still waiting (the server has moved on from it).
+                if let Some((old, _)) = st.eval_job.replace((round, weights)) {
+                    st.send_evaluated(old, Err(format!("superseded by the evaluation of round {round}")));
+                }
+                st.dispatch_eval(&me);
+            }
+            Err(reason) => st.send_evaluated(round, Err(format!("cannot fetch the weights: {reason}"))),
+        },
+        SiteMsg::LocalEvaluated { round, result } => {
+            if st.eval_job.as_ref().map(|j| j.0) == Some(round) {
+                st.eval_job = None;
+                st.send_evaluated(round, result);
+            }
+        }
+        SiteMsg::RestartEvaluator => {
+            st.evaluator = spawn_evaluator(&me, &st.args.evaluator).await?;
+            st.dispatch_eval(&me);
         }
         SiteMsg::GlobalFetched { round, result } => {
             let Some(p) = st.pending.take_if(|p| p.round == round) else { return Ok(()) };

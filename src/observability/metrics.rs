@@ -17,6 +17,8 @@
 //! - `histofed_gan_loss{net="d"|"g"}`, `histofed_frechet_distance`
 //! - `histofed_quality{metric}` (the evaluator's quality suite at its last run: `fd`, `precision`, `recall`,
 //!   `memorized_share`, `class_coverage`, `label_agreement`, `diversity_ratio`; absent before the first run)
+//! - `histofed_federated_eval{metric}` (federated evaluation at its last round, sample-weighted over the sites:
+//!   `round`, `fd`, `precision`, `recall`, `val_samples`, `sites`)
 //! - `histofed_checkpoints_written_total`, `histofed_checkpoint_age_seconds` (computed at scrape time; absent before
 //!   the first checkpoint, so an alert on it never fires for a run that has not written one yet)
 //! - `histofed_heartbeat_rtt_seconds` (histogram), `histofed_heartbeats_missed_total`
@@ -186,6 +188,7 @@ struct Inner {
     gan_loss: Family<NetLabel, FloatGauge>,
     frechet_distance: FloatGauge,
     quality: Family<MetricLabel, FloatGauge>,
+    federated_eval: Family<MetricLabel, FloatGauge>,
     checkpoints_written: Counter,
     heartbeat_rtt: Histogram,
     heartbeats_missed: Counter,
@@ -287,6 +290,12 @@ impl Metrics {
         );
         let quality = Family::<MetricLabel, FloatGauge>::default();
         registry.register("quality", "The evaluator's quality suite at its last run, per metric", quality.clone());
+        let federated_eval = Family::<MetricLabel, FloatGauge>::default();
+        registry.register(
+            "federated_eval",
+            "Federated evaluation at its last round: the sites' scores on their validation splits, sample-weighted",
+            federated_eval.clone(),
+        );
         let checkpoints_written = Counter::default();
         registry.register("checkpoints_written", "Checkpoints written", checkpoints_written.clone());
 
@@ -330,6 +339,7 @@ impl Metrics {
                 gan_loss,
                 frechet_distance,
                 quality,
+                federated_eval,
                 checkpoints_written,
                 heartbeat_rtt,
                 heartbeats_missed,
@@ -445,6 +455,22 @@ impl Metrics {
         set("diversity_ratio", q.diversity_ratio);
     }
 
+    /// The sample-weighted result of the last federated evaluation (values a site could not compute are left out).
+    pub fn federated_eval(&self, f: &crate::federated_eval::FederatedEval) {
+        let set =
+            |metric: &'static str, v: f64| self.inner.federated_eval.get_or_create(&MetricLabel { metric }).set(v);
+        set("round", f.round as f64);
+        set("fd", f.frechet_distance);
+        set("val_samples", f.val_samples as f64);
+        set("sites", f.sites.len() as f64);
+        if let Some(p) = f.precision {
+            set("precision", p);
+        }
+        if let Some(r) = f.recall {
+            set("recall", r);
+        }
+    }
+
     /// A checkpoint was written now; `histofed_checkpoint_age_seconds` counts from here.
     pub fn checkpoint_written(&self) {
         self.inner.checkpoints_written.inc();
@@ -531,6 +557,33 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing `{needle}` in\n{text}");
         }
+    }
+
+    #[test]
+    fn federated_evaluation_is_exported_without_undefined_values() {
+        let m = Metrics::new("server");
+        let f = crate::federated_eval::FederatedEval {
+            round: 4,
+            val_samples: 40,
+            frechet_distance: 2.5,
+            precision: Some(0.75),
+            recall: None,
+            per_class_fd: vec![],
+            sites: vec![],
+            failed: vec![],
+            missing: vec![],
+        };
+        m.federated_eval(&f);
+        let text = m.encode().unwrap();
+        for needle in [
+            "histofed_federated_eval{metric=\"round\"} 4",
+            "histofed_federated_eval{metric=\"fd\"} 2.5",
+            "histofed_federated_eval{metric=\"precision\"} 0.75",
+            "histofed_federated_eval{metric=\"val_samples\"} 40",
+        ] {
+            assert!(text.contains(needle), "missing `{needle}` in\n{text}");
+        }
+        assert!(!text.contains("histofed_federated_eval{metric=\"recall\"}"), "{text}");
     }
 
     #[test]
