@@ -22,6 +22,8 @@ pub enum Fault {
     BadUpdate { site: u32, round: u64, what: BadUpdate },
     /// The site's job in `round` stalls for `secs` before training (a straggler, e.g. past the round deadline).
     SlowSite { site: u32, round: u64, secs: f64 },
+    /// The site's evaluator (federated evaluation) panics when it starts scoring `round`, `times` times.
+    EvaluatorPanic { site: u32, round: u64, times: u32 },
 }
 
 /// How a bad update is corrupted.
@@ -45,7 +47,8 @@ impl Fault {
             | Fault::NanLoss { site, .. }
             | Fault::TrainerOom { site, .. }
             | Fault::BadUpdate { site, .. }
-            | Fault::SlowSite { site, .. } => *site,
+            | Fault::SlowSite { site, .. }
+            | Fault::EvaluatorPanic { site, .. } => *site,
         }
     }
 }
@@ -92,6 +95,19 @@ impl FaultPlan {
     }
 
     /// The corruption to apply to the update of `round`, if any (each happens once).
+    /// Whether the next evaluation attempt of `round` panics (consuming one).
+    pub fn evaluator_panics(&mut self, round: u64) -> bool {
+        for f in self.pending.iter_mut() {
+            if let Fault::EvaluatorPanic { round: r, times, .. } = f {
+                if *r == round && *times > 0 {
+                    *times -= 1;
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
     pub fn bad_update(&mut self, round: u64) -> Option<BadUpdate> {
         let i = self.pending.iter().position(|f| matches!(f, Fault::BadUpdate { round: r, .. } if *r == round))?;
         match self.pending.remove(i) {
@@ -156,6 +172,11 @@ mod tests {
         assert_eq!(p.bad_update(4), None, "once");
         let mut p0 = FaultPlan::for_site(&all, 0);
         assert_eq!(p0.job_fault(1, 32), InjectedFault::NonFinite);
+        let mut e = FaultPlan::for_site(&[Fault::EvaluatorPanic { site: 2, round: 3, times: 1 }], 2);
+        assert!(!e.evaluator_panics(2));
+        assert!(e.evaluator_panics(3));
+        assert!(!e.evaluator_panics(3), "once");
+        assert_eq!(e.job_fault(3, 32), InjectedFault::None, "training is not affected");
     }
 
     #[test]

@@ -110,6 +110,28 @@ fn sites_without_a_validation_split_say_so_and_the_run_still_ends() {
 }
 
 #[test]
+fn a_panicking_site_evaluator_is_restarted_and_a_hopeless_one_is_reported() {
+    let _guard = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    // Site 0's evaluator panics once (restarted, then it scores the round); site 1's panics past the restart
+    // budget (3 in 60 s): it stops evaluating and the server records why.
+    let faults = "[[faults]]\nkind = \"evaluator-panic\"\nsite = 0\nround = 1\ntimes = 1\n\n\
+                  [[faults]]\nkind = \"evaluator-panic\"\nsite = 1\nround = 1\ntimes = 9\n";
+    let mut fed = Fed::new(tmp.path(), 2, 1, "", faults);
+    fed.edit_config("per_class = 24", "per_class = 24\nval_fraction = 0.3");
+    fed.start_all();
+    let report = fed.finish(Duration::from_secs(120));
+    assert!(report.finished);
+    let f = report.rounds[0].federated_eval.as_ref().expect("site 0 scored the round");
+    assert_eq!(f.sites.iter().map(|s| s.site_id).collect::<Vec<_>>(), vec![0], "{f:?}");
+    assert_eq!(f.failed.len(), 1, "{f:?}");
+    assert_eq!(f.failed[0].0, 1);
+    assert!(f.failed[0].1.contains("the site's evaluator failed"), "{f:?}");
+    assert!(fed.log("site-0").contains("restarting the site evaluator"));
+    assert!(fed.log("site-1").contains("federated evaluation is off at this site"));
+}
+
+#[test]
 fn a_panicking_trainer_is_restarted_and_the_round_completes() {
     let _guard = serial();
     let tmp = tempfile::tempdir().unwrap();

@@ -106,7 +106,7 @@ pub struct SiteEvaluatorArgs {
 }
 
 pub struct SiteEvaluatorState {
-    worker: Worker<(u64, Weights), Result<SiteEval, String>>,
+    worker: Worker<(u64, Weights, bool), Result<SiteEval, String>>,
 }
 
 impl Actor for SiteEvaluatorActor {
@@ -126,9 +126,14 @@ impl Actor for SiteEvaluatorActor {
                 LocalEvaluator::new(&a.model, a.device, &a.val, a.seed)
                     .map_err(|e| format!("cannot build the site's evaluator: {e}"))
             },
-            |ev: &mut Result<LocalEvaluator, String>, (round, weights): (u64, Weights)| match ev {
-                Ok(ev) => ev.evaluate(round, &weights).map_err(|e| e.to_string()),
-                Err(e) => Err(e.clone()),
+            |ev: &mut Result<LocalEvaluator, String>, (round, weights, panic): (u64, Weights, bool)| {
+                if panic {
+                    panic!("injected fault: the site's evaluator panics on round {round}");
+                }
+                match ev {
+                    Ok(ev) => ev.evaluate(round, &weights).map_err(|e| e.to_string()),
+                    Err(e) => Err(e.clone()),
+                }
             },
         )?;
         Ok(SiteEvaluatorState { worker })
@@ -141,10 +146,12 @@ impl Actor for SiteEvaluatorActor {
         state: &mut SiteEvaluatorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SiteEvaluatorMsg::Evaluate { round, weights, reply_to } => match state.worker.run((round, weights)).await {
-                Ok(result) => reply_to.cast(SiteMsg::LocalEvaluated { round, result })?,
-                Err(reason) => return Err(format!("site evaluator thread died: {reason}").into()),
-            },
+            SiteEvaluatorMsg::Evaluate { round, weights, panic, reply_to } => {
+                match state.worker.run((round, weights, panic)).await {
+                    Ok(result) => reply_to.cast(SiteMsg::LocalEvaluated { round, result })?,
+                    Err(reason) => return Err(format!("site evaluator thread died: {reason}").into()),
+                }
+            }
         }
         Ok(())
     }

@@ -334,7 +334,8 @@ impl Message for RunnerMsg {}
 /// Messages of a site's evaluator actor (local only); the answer comes back as `SiteMsg::LocalEvaluated`.
 #[derive(Debug)]
 pub enum SiteEvaluatorMsg {
-    Evaluate { round: u64, weights: Weights, reply_to: ActorRef<SiteMsg> },
+    /// `panic`: an injected fault (tests, chaos) — the evaluator's thread panics instead of scoring.
+    Evaluate { round: u64, weights: Weights, panic: bool, reply_to: ActorRef<SiteMsg> },
 }
 impl Message for SiteEvaluatorMsg {}
 

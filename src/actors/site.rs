@@ -247,7 +247,11 @@ impl SiteState {
     /// Hands the evaluation job (if any) to the site's evaluator.
     fn dispatch_eval(&mut self, me: &ActorRef<SiteMsg>) {
         let (Some(ev), Some((round, weights))) = (&self.evaluator, &self.eval_job) else { return };
-        let msg = SiteEvaluatorMsg::Evaluate { round: *round, weights: weights.clone(), reply_to: me.clone() };
+        let panic = self.args.faults.evaluator_panics(*round);
+        if panic {
+            tracing::warn!(round, "injecting a panic into the site's evaluator");
+        }
+        let msg = SiteEvaluatorMsg::Evaluate { round: *round, weights: weights.clone(), panic, reply_to: me.clone() };
         if let Err(e) = ev.cast(msg) {
             tracing::warn!(round, error = %e, "cannot reach the site's evaluator");
         }

@@ -46,6 +46,7 @@ impl FaultRecord {
             Fault::TrainerOom { site, round, .. } => ("trainer-oom".into(), *site, *round),
             Fault::BadUpdate { site, round, what } => (format!("bad-update:{what:?}").to_lowercase(), *site, *round),
             Fault::SlowSite { site, round, .. } => ("slow-site".into(), *site, *round),
+            Fault::EvaluatorPanic { site, round, .. } => ("evaluator-panic".into(), *site, *round),
         };
         Self {
             kind,

@@ -312,6 +312,7 @@ fn inject_kind(f: &Fault) -> String {
         Fault::TrainerOom { .. } => "trainer-oom".into(),
         Fault::BadUpdate { what, .. } => format!("bad-update:{}", format!("{what:?}").to_lowercase()),
         Fault::SlowSite { .. } => "slow-site".into(),
+        Fault::EvaluatorPanic { .. } => "evaluator-panic".into(),
     }
 }
 
