@@ -783,7 +783,7 @@ fn site_evaluator(
         device,
         val: Arc::new(shard),
         seed: cfg.federation.seed,
-        threads: 1,
+        threads: cfg.runtime.threads,
     })
 }
 

@@ -72,6 +72,7 @@ pub fn render_report_html(report: &RunReport, out_dir: &Path) -> String {
     section_configuration(&mut h, report);
     section_curves(&mut h, report);
     section_samples(&mut h, report, out_dir);
+    section_quality(&mut h, report, out_dir);
     section_partition(&mut h, report, out_dir);
     section_rounds(&mut h, report);
     section_events(&mut h, report);
@@ -144,6 +145,48 @@ fn section_samples(h: &mut String, r: &RunReport, out_dir: &Path) {
             &format!("Sample grid of the global generator after round {round} ({name})."),
         ),
         None => note(h, "No sample grid available."),
+    }
+    h.push_str("</section>\n");
+}
+
+/// The evaluator's quality suite: its headline numbers at every round it ran, and the pictures of its latest run
+/// (closest pairs, inter-class FD, confusion matrix). Absent when the suite never ran.
+fn section_quality(h: &mut String, r: &RunReport, out_dir: &Path) {
+    let runs: Vec<(u64, &crate::report::RoundQuality)> =
+        r.rounds.iter().filter_map(|round| round.quality.as_ref().map(|q| (round.round, q))).collect();
+    let Some((last_round, last)) = runs.last().copied() else { return };
+    h.push_str("<section>\n<h2>Quality suite</h2>\n");
+    note(
+        h,
+        "In the reference classifier's feature space: Fréchet distance, precision/recall (realism/coverage), share of \
+         samples suspiciously close to a training image, class coverage and label agreement of the reference \
+         classifier's predictions, diversity relative to real images.",
+    );
+    h.push_str(
+        "<table>\n<thead><tr><th class=\"num\">round</th><th class=\"num\">FD</th><th class=\"num\">precision</th>\
+         <th class=\"num\">recall</th><th class=\"num\">memorized</th><th class=\"num\">coverage</th>\
+         <th class=\"num\">agreement</th><th class=\"num\">diversity</th></tr></thead>\n<tbody>\n",
+    );
+    for (round, q) in &runs {
+        let m = &q.summary;
+        let _ = writeln!(
+            h,
+            "<tr><td class=\"num\">{round}</td><td class=\"num\">{:.3}</td><td class=\"num\">{:.2}</td>\
+             <td class=\"num\">{:.2}</td><td class=\"num\">{:.2}</td><td class=\"num\">{:.2}</td>\
+             <td class=\"num\">{:.2}</td><td class=\"num\">{:.2}</td></tr>",
+            m.fd, m.precision, m.recall, m.memorized_share, m.class_coverage, m.label_agreement, m.diversity_ratio,
+        );
+    }
+    h.push_str("</tbody>\n</table>\n");
+    let mut shown = 0;
+    for picture in &last.pictures {
+        if let Some(png) = read_embeddable(out_dir, picture) {
+            figure(h, &png, picture, &format!("Quality suite after round {last_round}: {picture}."));
+            shown += 1;
+        }
+    }
+    if shown == 0 && !last.pictures.is_empty() {
+        note(h, &format!("The pictures of round {last_round} are not available under the run directory."));
     }
     h.push_str("</section>\n");
 }
@@ -492,6 +535,51 @@ mod tests {
         assert_eq!(html.matches("<table").count(), 4, "configuration, partition, rounds, events");
         // 5 round rows + header, 3 partition rows + header, 2 event rows + header, 8 configuration rows.
         assert_eq!(html.matches("<tr>").count(), 6 + 4 + 3 + 8);
+    }
+
+    #[test]
+    fn the_quality_suite_shows_every_run_and_the_latest_pictures() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rep = synthetic(dir.path());
+        let summary = |fd: f64| crate::report::QualitySummary {
+            fd,
+            precision: 0.5,
+            recall: 0.25,
+            memorized_share: 0.125,
+            memorized_share_pixels: None,
+            class_coverage: 1.0,
+            label_agreement: 0.75,
+            diversity_ratio: 0.9,
+        };
+        for (i, round) in [(1usize, 2u64), (3, 4)] {
+            let dir_rel = format!("quality/round-{round:03}");
+            let pictures = vec![format!("{dir_rel}/closest-pairs.png"), format!("{dir_rel}/confusion.png")];
+            rep.rounds[i].quality = Some(crate::report::RoundQuality {
+                summary: summary(10.0 * round as f64),
+                reference_test_accuracy: 0.9,
+                report_json: format!("{dir_rel}/quality.json"),
+                pictures,
+                secs: 1.0,
+            });
+        }
+        // Only the latest run's pictures are embedded; one of them is missing on disk.
+        png_file(&dir.path().join("quality/round-002/closest-pairs.png"), 8, 8);
+        png_file(&dir.path().join("quality/round-004/closest-pairs.png"), 12, 6);
+        let html = render_report_html(&rep, dir.path());
+        assert!(html.contains("<h2>Quality suite</h2>"));
+        assert!(html.contains("<td class=\"num\">2</td><td class=\"num\">20.000</td>"), "every run in the table");
+        assert!(html.contains("<td class=\"num\">4</td><td class=\"num\">40.000</td><td class=\"num\">0.50</td>"));
+        assert!(html.contains("Quality suite after round 4: quality/round-004/closest-pairs.png."));
+        assert!(!html.contains("round-002/closest-pairs.png."), "older pictures are not embedded");
+        assert!(!html.contains("confusion.png."), "a missing picture is skipped");
+        assert_eq!(
+            html.matches("data:image/png;base64,").count(),
+            5,
+            "the four usual pictures and one quality picture"
+        );
+        assert_balanced(&html);
+        // Without any quality run there is no such section.
+        assert!(!render_report_html(&synthetic(dir.path()), dir.path()).contains("Quality suite"));
     }
 
     #[test]

@@ -101,7 +101,8 @@ pub struct SiteEvaluatorArgs {
     /// The site's validation split.
     pub val: Arc<Dataset>,
     pub seed: u64,
-    /// Torch threads of this evaluator's thread (it runs beside the trainer: keep it small).
+    /// The process's torch thread budget (`runtime.threads`), the trainer's too: libtorch's setting is not per
+    /// thread, so the evaluator must not set a different one.
     pub threads: i32,
 }
 
