@@ -201,3 +201,54 @@ fn the_standalone_evaluator_node_scores_every_round_through_the_role_seam() {
     }
     assert!(node.child.try_wait().unwrap().is_some_and(|s| s.success()), "{}", logs(tmp.path()));
 }
+
+/// The role seam under mutual TLS: a role joins with its own certificate (`role-<name>`), is bound to it on the
+/// bulk plane, and archives every round; the same role with a certificate from a foreign CA never joins.
+#[test]
+fn a_role_joins_an_mtls_federation_with_its_certificate_and_a_foreign_one_is_refused() {
+    let _guard = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let (certs, foreign) = (tmp.path().join("certs"), tmp.path().join("foreign"));
+    for dir in [&certs, &foreign] {
+        histofed::certs::issue_all(dir, 2).unwrap();
+        histofed::certs::issue(dir, "role-model-registry", &[]).unwrap();
+    }
+    let mut fed = Fed::new(tmp.path(), 2, 2, "", "");
+    let text = std::fs::read_to_string(&fed.config).unwrap();
+    let with_tls = |dir: &Path| text.replace("[cluster]\n", &format!("[cluster]\ntls_dir = \"{}\"\n", dir.display()));
+    std::fs::write(&fed.config, with_tls(&certs)).unwrap();
+    let foreign_config = tmp.path().join("foreign.toml");
+    std::fs::write(&foreign_config, with_tls(&foreign)).unwrap();
+
+    let program = example_binary("model_registry");
+    let (http, http2) = (format!("127.0.0.1:{}", common::free_port()), format!("127.0.0.1:{}", common::free_port()));
+    let (archive, intruder_archive) = (tmp.path().join("registry"), tmp.path().join("intruder"));
+    let flags: [&std::ffi::OsStr; 3] = ["--config".as_ref(), "--dir".as_ref(), "--http".as_ref()];
+    let args = [flags[0], fed.config.as_os_str(), flags[1], archive.as_os_str(), flags[2], http.as_ref()];
+    let _registry = spawn_role("registry", &program, &args, tmp.path());
+    let args = [flags[0], foreign_config.as_os_str(), flags[1], intruder_archive.as_os_str(), flags[2], http2.as_ref()];
+    let _intruder = spawn_role("intruder", &program, &args, tmp.path());
+    // The sites start once the registry joined and the intruder has been turned away at least once.
+    fed.start_server();
+    let start = Instant::now();
+    let intruder_log = || std::fs::read_to_string(tmp.path().join("intruder.log")).unwrap_or_default();
+    while !(fed.log("server-1").contains("role joined") && intruder_log().contains("TLS handshake")) {
+        assert!(start.elapsed() < Duration::from_secs(120), "no join or no refusal:{}", logs(&fed.dir));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for id in 0..2 {
+        fed.start_site(id);
+    }
+    let report = fed.finish(Duration::from_secs(240));
+    assert!(report.finished);
+    for r in &report.rounds {
+        let role = r.roles.get("model-registry").unwrap_or_else(|| panic!("round {}{}", r.round, logs(tmp.path())));
+        assert!(role.metrics["bytes"] > 0.0, "the weights came over the mTLS bulk plane: {role:?}");
+    }
+    let joined = report.events.iter().filter(|e| e.kind == "role-joined").count();
+    assert_eq!(joined, 1, "only the role with a certificate of the federation's CA joins: {:?}", report.events);
+    assert!(fed.log("server-1").contains("mTLS connection refused"), "the server refused the foreign certificate");
+    let archived = std::fs::read_dir(&intruder_archive).into_iter().flatten().flatten();
+    let archived = archived.filter(|e| e.file_name().to_string_lossy().ends_with(".safetensors")).count();
+    assert_eq!(archived, 0, "the intruder archived nothing");
+}
