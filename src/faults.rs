@@ -24,6 +24,19 @@ pub enum Fault {
     SlowSite { site: u32, round: u64, secs: f64 },
     /// The site's evaluator (federated evaluation) panics when it starts scoring `round`, `times` times.
     EvaluatorPanic { site: u32, round: u64, times: u32 },
+    /// The site's evaluator stalls for `secs` before scoring `round` (a site that is slow to answer).
+    SlowEvaluator { site: u32, round: u64, secs: f64 },
+}
+
+/// A fault injected into one evaluation attempt at a site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EvalFault {
+    #[default]
+    None,
+    Panic,
+    Slow {
+        delay_ms: u64,
+    },
 }
 
 /// How a bad update is corrupted.
@@ -48,7 +61,8 @@ impl Fault {
             | Fault::TrainerOom { site, .. }
             | Fault::BadUpdate { site, .. }
             | Fault::SlowSite { site, .. }
-            | Fault::EvaluatorPanic { site, .. } => *site,
+            | Fault::EvaluatorPanic { site, .. }
+            | Fault::SlowEvaluator { site, .. } => *site,
         }
     }
 }
@@ -95,17 +109,23 @@ impl FaultPlan {
     }
 
     /// The corruption to apply to the update of `round`, if any (each happens once).
-    /// Whether the next evaluation attempt of `round` panics (consuming one).
-    pub fn evaluator_panics(&mut self, round: u64) -> bool {
+    /// The fault to inject into the next evaluation attempt of `round` (consuming it).
+    pub fn eval_fault(&mut self, round: u64) -> EvalFault {
         for f in self.pending.iter_mut() {
-            if let Fault::EvaluatorPanic { round: r, times, .. } = f {
-                if *r == round && *times > 0 {
+            match f {
+                Fault::EvaluatorPanic { round: r, times, .. } if *r == round && *times > 0 => {
                     *times -= 1;
-                    return true;
+                    return EvalFault::Panic;
                 }
+                Fault::SlowEvaluator { round: r, secs, .. } if *r == round && *secs > 0.0 => {
+                    let delay_ms = (*secs * 1000.0) as u64;
+                    *secs = 0.0;
+                    return EvalFault::Slow { delay_ms };
+                }
+                _ => {}
             }
         }
-        false
+        EvalFault::None
     }
 
     pub fn bad_update(&mut self, round: u64) -> Option<BadUpdate> {
@@ -172,10 +192,16 @@ mod tests {
         assert_eq!(p.bad_update(4), None, "once");
         let mut p0 = FaultPlan::for_site(&all, 0);
         assert_eq!(p0.job_fault(1, 32), InjectedFault::NonFinite);
-        let mut e = FaultPlan::for_site(&[Fault::EvaluatorPanic { site: 2, round: 3, times: 1 }], 2);
-        assert!(!e.evaluator_panics(2));
-        assert!(e.evaluator_panics(3));
-        assert!(!e.evaluator_panics(3), "once");
+        let evaluator_faults = [
+            Fault::EvaluatorPanic { site: 2, round: 3, times: 1 },
+            Fault::SlowEvaluator { site: 2, round: 4, secs: 1.5 },
+        ];
+        let mut e = FaultPlan::for_site(&evaluator_faults, 2);
+        assert_eq!(e.eval_fault(2), EvalFault::None);
+        assert_eq!(e.eval_fault(3), EvalFault::Panic);
+        assert_eq!(e.eval_fault(3), EvalFault::None, "once");
+        assert_eq!(e.eval_fault(4), EvalFault::Slow { delay_ms: 1500 });
+        assert_eq!(e.eval_fault(4), EvalFault::None, "once");
         assert_eq!(e.job_fault(3, 32), InjectedFault::None, "training is not affected");
     }
 

@@ -132,6 +132,30 @@ fn a_panicking_site_evaluator_is_restarted_and_a_hopeless_one_is_reported() {
 }
 
 #[test]
+fn a_site_lost_before_it_answers_the_evaluation_is_recorded_missing() {
+    let _guard = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    // Site 1 is slow to score the last round and is killed while the server waits for its answer.
+    let faults = "[[faults]]\nkind = \"slow-evaluator\"\nsite = 1\nround = 2\nsecs = 60\n";
+    let mut fed = Fed::new(tmp.path(), 2, 2, "round_deadline_secs = 90", faults);
+    fed.edit_config("per_class = 24", "per_class = 24\nval_fraction = 0.3");
+    fed.start_all();
+    let start = std::time::Instant::now();
+    while !fed.log("site-1").contains("injecting a fault into the site's evaluator") {
+        assert!(start.elapsed() < Duration::from_secs(120), "site 1 was never asked:{}", common::logs(&fed.dir));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(fed.sites[1].take()); // SIGKILL
+                               // The server notices the loss and ends the run without waiting out the 90 s bound.
+    let report = fed.finish(Duration::from_secs(60));
+    assert!(report.finished);
+    let f = report.rounds[1].federated_eval.as_ref().expect("site 0's answer is recorded");
+    assert_eq!(f.sites.iter().map(|s| s.site_id).collect::<Vec<_>>(), vec![0], "{f:?}");
+    assert_eq!(f.missing, vec![1], "{f:?}");
+    assert!(f.failed.is_empty(), "{f:?}");
+}
+
+#[test]
 fn a_panicking_trainer_is_restarted_and_the_round_completes() {
     let _guard = serial();
     let tmp = tempfile::tempdir().unwrap();

@@ -13,6 +13,7 @@ use crate::actors::messages::{EvalReport, EvaluatorMsg, ServerMsg, SiteEvaluator
 use crate::actors::worker::Worker;
 use crate::data::Dataset;
 use crate::evaluation::{GanEvaluator, QualitySetup};
+use crate::faults::EvalFault;
 use crate::federated_eval::{LocalEvaluator, SiteEval};
 use crate::federation::weights::Weights;
 use crate::models::ModelConfig;
@@ -107,7 +108,7 @@ pub struct SiteEvaluatorArgs {
 }
 
 pub struct SiteEvaluatorState {
-    worker: Worker<(u64, Weights, bool), Result<SiteEval, String>>,
+    worker: Worker<(u64, Weights, EvalFault), Result<SiteEval, String>>,
 }
 
 impl Actor for SiteEvaluatorActor {
@@ -127,9 +128,11 @@ impl Actor for SiteEvaluatorActor {
                 LocalEvaluator::new(&a.model, a.device, &a.val, a.seed)
                     .map_err(|e| format!("cannot build the site's evaluator: {e}"))
             },
-            |ev: &mut Result<LocalEvaluator, String>, (round, weights, panic): (u64, Weights, bool)| {
-                if panic {
-                    panic!("injected fault: the site's evaluator panics on round {round}");
+            |ev: &mut Result<LocalEvaluator, String>, (round, weights, fault): (u64, Weights, EvalFault)| {
+                match fault {
+                    EvalFault::Panic => panic!("injected fault: the site's evaluator panics on round {round}"),
+                    EvalFault::Slow { delay_ms } => std::thread::sleep(std::time::Duration::from_millis(delay_ms)),
+                    EvalFault::None => {}
                 }
                 match ev {
                     Ok(ev) => ev.evaluate(round, &weights).map_err(|e| e.to_string()),
@@ -147,8 +150,8 @@ impl Actor for SiteEvaluatorActor {
         state: &mut SiteEvaluatorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SiteEvaluatorMsg::Evaluate { round, weights, panic, reply_to } => {
-                match state.worker.run((round, weights, panic)).await {
+            SiteEvaluatorMsg::Evaluate { round, weights, fault, reply_to } => {
+                match state.worker.run((round, weights, fault)).await {
                     Ok(result) => reply_to.cast(SiteMsg::LocalEvaluated { round, result })?,
                     Err(reason) => return Err(format!("site evaluator thread died: {reason}").into()),
                 }

@@ -334,8 +334,8 @@ impl Message for RunnerMsg {}
 /// Messages of a site's evaluator actor (local only); the answer comes back as `SiteMsg::LocalEvaluated`.
 #[derive(Debug)]
 pub enum SiteEvaluatorMsg {
-    /// `panic`: an injected fault (tests, chaos) — the evaluator's thread panics instead of scoring.
-    Evaluate { round: u64, weights: Weights, panic: bool, reply_to: ActorRef<SiteMsg> },
+    /// `fault`: injected on purpose (tests, chaos) — the evaluator's thread panics or stalls first.
+    Evaluate { round: u64, weights: Weights, fault: crate::faults::EvalFault, reply_to: ActorRef<SiteMsg> },
 }
 impl Message for SiteEvaluatorMsg {}
 

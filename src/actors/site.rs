@@ -247,11 +247,11 @@ impl SiteState {
     /// Hands the evaluation job (if any) to the site's evaluator.
     fn dispatch_eval(&mut self, me: &ActorRef<SiteMsg>) {
         let (Some(ev), Some((round, weights))) = (&self.evaluator, &self.eval_job) else { return };
-        let panic = self.args.faults.evaluator_panics(*round);
-        if panic {
-            tracing::warn!(round, "injecting a panic into the site's evaluator");
+        let fault = self.args.faults.eval_fault(*round);
+        if fault != crate::faults::EvalFault::None {
+            tracing::warn!(round, ?fault, "injecting a fault into the site's evaluator");
         }
-        let msg = SiteEvaluatorMsg::Evaluate { round: *round, weights: weights.clone(), panic, reply_to: me.clone() };
+        let msg = SiteEvaluatorMsg::Evaluate { round: *round, weights: weights.clone(), fault, reply_to: me.clone() };
         if let Err(e) = ev.cast(msg) {
             tracing::warn!(round, error = %e, "cannot reach the site's evaluator");
         }

@@ -47,6 +47,7 @@ impl FaultRecord {
             Fault::BadUpdate { site, round, what } => (format!("bad-update:{what:?}").to_lowercase(), *site, *round),
             Fault::SlowSite { site, round, .. } => ("slow-site".into(), *site, *round),
             Fault::EvaluatorPanic { site, round, .. } => ("evaluator-panic".into(), *site, *round),
+            Fault::SlowEvaluator { site, round, .. } => ("slow-evaluator".into(), *site, *round),
         };
         Self {
             kind,

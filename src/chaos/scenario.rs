@@ -313,6 +313,7 @@ fn inject_kind(f: &Fault) -> String {
         Fault::BadUpdate { what, .. } => format!("bad-update:{}", format!("{what:?}").to_lowercase()),
         Fault::SlowSite { .. } => "slow-site".into(),
         Fault::EvaluatorPanic { .. } => "evaluator-panic".into(),
+        Fault::SlowEvaluator { .. } => "slow-evaluator".into(),
     }
 }
 
