@@ -31,6 +31,27 @@ pub(crate) fn new_remote_server(
     (known.map(|s| s.get_id()) != Some(cell.get_id())).then(|| cell.into())
 }
 
+/// Whether `cell` is the child actor held in `child` (supervision events name the failed child by its cell).
+pub(crate) fn is_child<T>(child: &Option<ractor::ActorRef<T>>, cell: &ractor::ActorCell) -> bool {
+    child.as_ref().map(|c| c.get_id()) == Some(cell.get_id())
+}
+
+/// Spawns `actor` as a child of `supervisor` when it is configured (`args` is `Some`): the optional evaluators of
+/// the server and of a site, at start and after a restart backoff.
+pub(crate) async fn spawn_configured_child<A>(
+    actor: A,
+    args: &Option<A::Arguments>,
+    supervisor: ractor::ActorCell,
+) -> Result<Option<ractor::ActorRef<A::Msg>>, ractor::ActorProcessingErr>
+where
+    A: ractor::Actor,
+    A::Arguments: Clone,
+{
+    let Some(args) = args else { return Ok(None) };
+    let (child, _) = ractor::Actor::spawn_linked(None, actor, args.clone(), supervisor).await?;
+    Ok(Some(child))
+}
+
 /// How a role's process should end: set once by the actor, read by the binary after the actor stops.
 pub type Exit = Arc<Mutex<Option<Result<String, String>>>>;
 

@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use ractor::{pg, Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor::{pg, Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
@@ -49,7 +49,7 @@ use crate::actors::messages::{
     WriterMsg, PROTOCOL_VERSION, ROLES_GROUP, SERVER_GROUP, SITES_GROUP,
 };
 use crate::actors::restart_policy::{Decision, RestartPolicy, RestartTracker};
-use crate::actors::{set_exit, Exit};
+use crate::actors::{is_child, set_exit, spawn_configured_child, Exit};
 use crate::cluster::bulk::{BulkLimits, BulkServer, BulkTls, Upload, UploadSink};
 use crate::config::Config;
 use crate::evaluation::EvalReport;
@@ -603,25 +603,11 @@ fn stop_after(me: &ActorRef<ServerMsg>, d: Duration) {
     });
 }
 
-async fn spawn_evaluator(
-    me: &ActorRef<ServerMsg>,
-    args: &Option<EvaluatorArgs>,
-) -> Result<Option<ActorRef<EvaluatorMsg>>, ActorProcessingErr> {
-    match args {
-        Some(a) => Ok(Some(Actor::spawn_linked(None, EvaluatorActor, a.clone(), me.get_cell()).await?.0)),
-        None => Ok(None),
-    }
-}
-
 async fn spawn_writer(
     me: &ActorRef<ServerMsg>,
     store: &CheckpointStore,
 ) -> Result<ActorRef<WriterMsg>, ActorProcessingErr> {
     Ok(Actor::spawn_linked(None, CheckpointWriter, store.clone(), me.get_cell()).await?.0)
-}
-
-fn is_child<T>(child: &Option<ActorRef<T>>, cell: &ActorCell) -> bool {
-    child.as_ref().map(|c| c.get_id()) == Some(cell.get_id())
 }
 
 impl Actor for ServerActor {
@@ -633,7 +619,7 @@ impl Actor for ServerActor {
         pg::join(SERVER_GROUP.to_string(), vec![me.get_cell()]);
         pg::monitor(SITES_GROUP.to_string(), me.get_cell());
         pg::monitor(ROLES_GROUP.to_string(), me.get_cell());
-        let evaluator = spawn_evaluator(&me, &a.evaluator).await?;
+        let evaluator = spawn_configured_child(EvaluatorActor, &a.evaluator, me.get_cell()).await?;
         let writer = spawn_writer(&me, &a.store).await?;
         let uploads = me.clone();
         let sink: UploadSink = Box::new(move |up| uploads.cast(ServerMsg::Upload(up)).map_err(|e| e.to_string()));
@@ -977,7 +963,7 @@ fn writer_failed(me: &ActorRef<ServerMsg>, st: &mut ServerState, reason: String)
 
 async fn restart_child(me: &ActorRef<ServerMsg>, st: &mut ServerState, which: &str) -> Result<(), ActorProcessingErr> {
     match which {
-        "evaluator" => st.evaluator = spawn_evaluator(me, &st.evaluator_args).await?,
+        "evaluator" => st.evaluator = spawn_configured_child(EvaluatorActor, &st.evaluator_args, me.get_cell()).await?,
         _ => {
             if st.writer.is_none() {
                 st.writer = Some(spawn_writer(me, &st.writer_store).await?);

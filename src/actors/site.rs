@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use ractor::{pg, Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor::{pg, Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use ractor_cluster::NodeServerMessage;
 use tracing::Instrument;
 
@@ -34,7 +34,7 @@ use crate::actors::messages::{
 };
 use crate::actors::restart_policy::{Decision, RestartPolicy, RestartTracker};
 use crate::actors::trainer::{TrainerActor, TrainerArgs};
-use crate::actors::{new_remote_server, set_exit, Exit};
+use crate::actors::{is_child, new_remote_server, set_exit, spawn_configured_child, Exit};
 use crate::cluster::bulk::{self, ClientOpts};
 use crate::cluster::{self, NodeEvent};
 use crate::faults::{self, FaultPlan};
@@ -277,15 +277,6 @@ impl SiteState {
     }
 }
 
-async fn spawn_evaluator(
-    me: &ActorRef<SiteMsg>,
-    args: &Option<SiteEvaluatorArgs>,
-) -> Result<Option<ActorRef<SiteEvaluatorMsg>>, ActorProcessingErr> {
-    let Some(args) = args else { return Ok(None) };
-    let (ev, _) = Actor::spawn_linked(None, SiteEvaluatorActor, args.clone(), me.get_cell()).await?;
-    Ok(Some(ev))
-}
-
 async fn spawn_trainer(me: &ActorRef<SiteMsg>, args: &TrainerArgs) -> Result<ActorRef<TrainerMsg>, ActorProcessingErr> {
     let (trainer, _) = Actor::spawn_linked(None, TrainerActor, args.clone(), me.get_cell()).await?;
     Ok(trainer)
@@ -310,7 +301,7 @@ impl Actor for SiteActor {
         }
         let restarts = RestartTracker::new(args.restart_policy.clone(), u64::from(args.site_id));
         let eval_restarts = RestartTracker::new(args.restart_policy.clone(), u64::from(args.site_id) ^ 0xe7a1);
-        let evaluator = spawn_evaluator(&me, &args.evaluator).await?;
+        let evaluator = spawn_configured_child(SiteEvaluatorActor, &args.evaluator, me.get_cell()).await?;
         Ok(SiteState {
             evaluator,
             eval_restarts,
@@ -349,16 +340,16 @@ impl Actor for SiteActor {
         st: &mut SiteState,
     ) -> Result<(), ActorProcessingErr> {
         match evt {
-            SupervisionEvent::ActorFailed(cell, err) if is_trainer(st, &cell) => {
+            SupervisionEvent::ActorFailed(cell, err) if is_child(&st.trainer, &cell) => {
                 tracing::warn!(error = %err, "trainer failed");
                 st.trainer = None;
                 restart_or_escalate(&me, st, err.to_string());
             }
-            SupervisionEvent::ActorTerminated(cell, _, _) if is_trainer(st, &cell) => {
+            SupervisionEvent::ActorTerminated(cell, _, _) if is_child(&st.trainer, &cell) => {
                 st.trainer = None;
                 me.send_after(st.args.reconnect, || SiteMsg::RestartTrainer);
             }
-            SupervisionEvent::ActorFailed(cell, err) if is_evaluator(st, &cell) => {
+            SupervisionEvent::ActorFailed(cell, err) if is_child(&st.evaluator, &cell) => {
                 tracing::warn!(error = %err, "site evaluator failed");
                 st.evaluator = None;
                 match st.eval_restarts.on_failure(Instant::now()) {
@@ -401,14 +392,6 @@ fn decode_global(bytes: &[u8], blob: &BlobRef) -> Result<Weights, String> {
         return Err(format!("global weights have SHA-256 {sha}, the server announced {}", blob.sha256));
     }
     Weights::from_safetensors(bytes).map(|(w, _)| w).map_err(|e| format!("undecodable global weights: {e}"))
-}
-
-fn is_evaluator(st: &SiteState, cell: &ActorCell) -> bool {
-    st.evaluator.as_ref().map(|t| t.get_id() == cell.get_id()).unwrap_or(false)
-}
-
-fn is_trainer(st: &SiteState, cell: &ActorCell) -> bool {
-    st.trainer.as_ref().map(|t| t.get_id() == cell.get_id()).unwrap_or(false)
 }
 
 /// A job came back failed while its trainer is alive.
@@ -557,7 +540,7 @@ async fn dispatch(me: ActorRef<SiteMsg>, msg: SiteMsg, st: &mut SiteState) -> Re
             }
         }
         SiteMsg::RestartEvaluator => {
-            st.evaluator = spawn_evaluator(&me, &st.args.evaluator).await?;
+            st.evaluator = spawn_configured_child(SiteEvaluatorActor, &st.args.evaluator, me.get_cell()).await?;
             st.dispatch_eval(&me);
         }
         SiteMsg::GlobalFetched { round, result } => {
