@@ -28,17 +28,6 @@ pub enum Fault {
     SlowEvaluator { site: u32, round: u64, secs: f64 },
 }
 
-/// A fault injected into one evaluation attempt at a site.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum EvalFault {
-    #[default]
-    None,
-    Panic,
-    Slow {
-        delay_ms: u64,
-    },
-}
-
 /// How a bad update is corrupted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -108,26 +97,26 @@ impl FaultPlan {
         InjectedFault::None
     }
 
-    /// The corruption to apply to the update of `round`, if any (each happens once).
-    /// The fault to inject into the next evaluation attempt of `round` (consuming it).
-    pub fn eval_fault(&mut self, round: u64) -> EvalFault {
+    /// The fault to inject into the next evaluation attempt of `round` (consuming it): `Panic`, `Slow` or `None`.
+    pub fn eval_fault(&mut self, round: u64) -> InjectedFault {
         for f in self.pending.iter_mut() {
             match f {
                 Fault::EvaluatorPanic { round: r, times, .. } if *r == round && *times > 0 => {
                     *times -= 1;
-                    return EvalFault::Panic;
+                    return InjectedFault::Panic;
                 }
                 Fault::SlowEvaluator { round: r, secs, .. } if *r == round && *secs > 0.0 => {
                     let delay_ms = (*secs * 1000.0) as u64;
                     *secs = 0.0;
-                    return EvalFault::Slow { delay_ms };
+                    return InjectedFault::Slow { delay_ms };
                 }
                 _ => {}
             }
         }
-        EvalFault::None
+        InjectedFault::None
     }
 
+    /// The corruption to apply to the update of `round`, if any (each happens once).
     pub fn bad_update(&mut self, round: u64) -> Option<BadUpdate> {
         let i = self.pending.iter().position(|f| matches!(f, Fault::BadUpdate { round: r, .. } if *r == round))?;
         match self.pending.remove(i) {
@@ -197,11 +186,11 @@ mod tests {
             Fault::SlowEvaluator { site: 2, round: 4, secs: 1.5 },
         ];
         let mut e = FaultPlan::for_site(&evaluator_faults, 2);
-        assert_eq!(e.eval_fault(2), EvalFault::None);
-        assert_eq!(e.eval_fault(3), EvalFault::Panic);
-        assert_eq!(e.eval_fault(3), EvalFault::None, "once");
-        assert_eq!(e.eval_fault(4), EvalFault::Slow { delay_ms: 1500 });
-        assert_eq!(e.eval_fault(4), EvalFault::None, "once");
+        assert_eq!(e.eval_fault(2), InjectedFault::None);
+        assert_eq!(e.eval_fault(3), InjectedFault::Panic);
+        assert_eq!(e.eval_fault(3), InjectedFault::None, "once");
+        assert_eq!(e.eval_fault(4), InjectedFault::Slow { delay_ms: 1500 });
+        assert_eq!(e.eval_fault(4), InjectedFault::None, "once");
         assert_eq!(e.job_fault(3, 32), InjectedFault::None, "training is not affected");
     }
 

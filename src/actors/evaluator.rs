@@ -9,11 +9,10 @@ use std::sync::Arc;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tch::Device;
 
-use crate::actors::messages::{EvalReport, EvaluatorMsg, ServerMsg, SiteEvaluatorMsg, SiteMsg};
+use crate::actors::messages::{EvalReport, EvaluatorMsg, InjectedFault, ServerMsg, SiteEvaluatorMsg, SiteMsg};
 use crate::actors::worker::Worker;
 use crate::data::Dataset;
 use crate::evaluation::{GanEvaluator, QualitySetup};
-use crate::faults::EvalFault;
 use crate::federated_eval::{LocalEvaluator, SiteEval};
 use crate::federation::weights::Weights;
 use crate::models::ModelConfig;
@@ -108,7 +107,7 @@ pub struct SiteEvaluatorArgs {
 }
 
 pub struct SiteEvaluatorState {
-    worker: Worker<(u64, Weights, EvalFault), Result<SiteEval, String>>,
+    worker: Worker<(u64, Weights, InjectedFault), Result<SiteEval, String>>,
 }
 
 impl Actor for SiteEvaluatorActor {
@@ -128,11 +127,12 @@ impl Actor for SiteEvaluatorActor {
                 LocalEvaluator::new(&a.model, a.device, &a.val, a.seed)
                     .map_err(|e| format!("cannot build the site's evaluator: {e}"))
             },
-            |ev: &mut Result<LocalEvaluator, String>, (round, weights, fault): (u64, Weights, EvalFault)| {
+            |ev: &mut Result<LocalEvaluator, String>, (round, weights, fault): (u64, Weights, InjectedFault)| {
+                // Only these two are planned for an evaluator (`FaultPlan::eval_fault`).
                 match fault {
-                    EvalFault::Panic => panic!("injected fault: the site's evaluator panics on round {round}"),
-                    EvalFault::Slow { delay_ms } => std::thread::sleep(std::time::Duration::from_millis(delay_ms)),
-                    EvalFault::None => {}
+                    InjectedFault::Panic => panic!("injected fault: the site's evaluator panics on round {round}"),
+                    InjectedFault::Slow { delay_ms } => std::thread::sleep(std::time::Duration::from_millis(delay_ms)),
+                    _ => {}
                 }
                 match ev {
                     Ok(ev) => ev.evaluate(round, &weights).map_err(|e| e.to_string()),

@@ -16,7 +16,7 @@ pub use crate::evaluation::EvalReport;
 pub use crate::federated_eval::SiteEval;
 use crate::federation::strategy::SiteHints;
 use crate::federation::weights::Weights;
-pub use crate::training::{LocalJob, LocalResult, LossSummary, TrainFailure, TrainFailureKind};
+pub use crate::training::{InjectedFault, LocalJob, LocalResult, LossSummary, TrainFailure, TrainFailureKind};
 
 /// Bumped on any incompatible change of the frames below. Peers compare it at join.
 /// Version 2: weights moved to the bulk data plane (`cluster::bulk`); `Train` names the blob, updates are uploads.
@@ -335,7 +335,7 @@ impl Message for RunnerMsg {}
 #[derive(Debug)]
 pub enum SiteEvaluatorMsg {
     /// `fault`: injected on purpose (tests, chaos) — the evaluator's thread panics or stalls first.
-    Evaluate { round: u64, weights: Weights, fault: crate::faults::EvalFault, reply_to: ActorRef<SiteMsg> },
+    Evaluate { round: u64, weights: Weights, fault: InjectedFault, reply_to: ActorRef<SiteMsg> },
 }
 impl Message for SiteEvaluatorMsg {}
 

@@ -248,7 +248,7 @@ impl SiteState {
     fn dispatch_eval(&mut self, me: &ActorRef<SiteMsg>) {
         let (Some(ev), Some((round, weights))) = (&self.evaluator, &self.eval_job) else { return };
         let fault = self.args.faults.eval_fault(*round);
-        if fault != crate::faults::EvalFault::None {
+        if fault != InjectedFault::None {
             tracing::warn!(round, ?fault, "injecting a fault into the site's evaluator");
         }
         let msg = SiteEvaluatorMsg::Evaluate { round: *round, weights: weights.clone(), fault, reply_to: me.clone() };
