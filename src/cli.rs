@@ -715,17 +715,17 @@ pub fn reference_cache_dir(cfg: &Config) -> PathBuf {
 
 /// The site's shard of the training split under the configured partition.
 pub fn site_shard(cfg: &Config, train: &data::Dataset, site_id: u32) -> Result<data::Dataset> {
-    let parts = partition::partition(
-        &train.labels,
-        train.num_classes(),
-        cfg.federation.sites as usize,
-        &cfg.partition()?,
-        cfg.federation.seed,
-    )?;
+    shard_of(cfg, train, site_id, &cfg.partition()?)
+}
+
+/// Site `site_id`'s share of `ds` under `scheme`, with the federation's site count and seed.
+fn shard_of(cfg: &Config, ds: &data::Dataset, site_id: u32, scheme: &partition::Partition) -> Result<data::Dataset> {
+    let parts =
+        partition::partition(&ds.labels, ds.num_classes(), cfg.federation.sites as usize, scheme, cfg.federation.seed)?;
     let idx = parts
         .get(site_id as usize)
         .with_context(|| format!("site id {site_id} is outside 0..{} (federation.sites)", cfg.federation.sites))?;
-    Ok(train.subset(idx))
+    Ok(ds.subset(idx))
 }
 
 /// The site's share of the validation split (partitioned like the training data, so it has the site's class mix)
@@ -744,25 +744,16 @@ fn site_evaluator(
     let need = crate::federated_eval::PR_K + 1;
     // The same scheme and seed as the training data, so the site's share has its class mix; a Dirichlet draw's
     // minimum size is meant for training shards and is not asked of the (ten times smaller) validation split.
-    let scheme = match cfg.partition() {
-        Ok(partition::Partition::Dirichlet { alpha, .. }) => partition::Partition::Dirichlet { alpha, min_size: 0 },
-        Ok(other) => other,
-        Err(e) => {
-            tracing::warn!(error = %e, "no partition scheme; this site will not evaluate");
-            return None;
-        }
-    };
-    let parts = partition::partition(
-        &val.labels,
-        val.num_classes(),
-        cfg.federation.sites as usize,
-        &scheme,
-        cfg.federation.seed,
-    );
-    let shard = match parts.map(|p| p.get(site_id as usize).map(|idx| val.subset(idx))) {
-        Ok(None) => return None,
-        Ok(Some(s)) if s.len() >= need => s,
-        Ok(Some(s)) => {
+    let shard = cfg.partition().map_err(anyhow::Error::from).and_then(|scheme| {
+        let scheme = match scheme {
+            partition::Partition::Dirichlet { alpha, .. } => partition::Partition::Dirichlet { alpha, min_size: 0 },
+            other => other,
+        };
+        shard_of(cfg, val, site_id, &scheme)
+    });
+    let shard = match shard {
+        Ok(s) if s.len() >= need => s,
+        Ok(s) => {
             tracing::warn!(
                 images = s.len(),
                 need,
