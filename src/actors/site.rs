@@ -149,7 +149,7 @@ impl SiteState {
         done: fn(u64, Result<Weights, String>) -> SiteMsg,
     ) {
         let Some(token) = self.token else {
-            tracing::warn!(round, "asked to train before admission; waiting for the server to re-send");
+            tracing::warn!(round, "asked for a round before admission; waiting for the server to re-send");
             return;
         };
         let (me, opts, addr, site_id, metrics) = (
