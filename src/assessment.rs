@@ -184,5 +184,6 @@ pub fn summarize(r: &QualityReport) -> QualitySummary {
         class_coverage: r.coverage.covered_share,
         label_agreement: r.coverage.agreement,
         diversity_ratio: r.diversity.mean_ratio.unwrap_or(f64::NAN),
+        kid: r.kid.map(|k| k.mean),
     }
 }

@@ -266,7 +266,7 @@ pub fn run_model_bench(
     // Validate every combination before spending minutes on the first.
     let cfgs = combos
         .iter()
-        .map(|&(g, d)| ModelConfig::preset(&opts.preset, g, d, NUM_CLASSES))
+        .map(|&(g, d)| ModelConfig::preset_with(&opts.preset, crate::models::Recipe::Paper, g, d, NUM_CLASSES))
         .collect::<Result<Vec<_>, _>>()?;
     if std::env::var("OMP_WAIT_POLICY").map(|v| !v.eq_ignore_ascii_case("passive")).unwrap_or(true) {
         progress("warning: OMP_WAIT_POLICY is not PASSIVE in this process; idle OpenMP threads may spin and skew tch");
@@ -472,8 +472,9 @@ mod tests {
 
     #[test]
     fn steps_keep_update_counts_equal() {
-        let cgan = ModelConfig::preset("small", GanKind::Cgan, DiscKind::Cnn, 4).unwrap();
-        let wgan = ModelConfig::preset("small", GanKind::WganGp, DiscKind::Cnn, 4).unwrap();
+        let paper = crate::models::Recipe::Paper;
+        let cgan = ModelConfig::preset_with("small", paper, GanKind::Cgan, DiscKind::Cnn, 4).unwrap();
+        let wgan = ModelConfig::preset_with("small", paper, GanKind::WganGp, DiscKind::Cnn, 4).unwrap();
         assert_eq!(steps_for(&cgan, 6), 6);
         assert_eq!(steps_for(&wgan, 6), 2); // 5 critic + 1 generator updates per step
         assert_eq!(steps_for(&wgan, 1), 1);

@@ -12,7 +12,7 @@ use thiserror::Error;
 use crate::data::partition::Partition;
 pub use crate::faults::Fault;
 use crate::federation::strategy::StrategyConfig;
-use crate::models::{DiscKind, GanKind, ModelConfig};
+use crate::models::{AugmentPolicy, DiscKind, GanKind, GeneratorArch, ModelConfig, Recipe, SourceLoss};
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -110,9 +110,64 @@ pub struct ModelSection {
     pub device: String,
     /// Image size (32, 64 or 128) instead of the preset's.
     pub image_size: Option<i64>,
+    /// `small-budget` (default: DiffAugment, hinge, spectral norm, EMA generator, resize-conv generator, ViTGAN
+    /// fixes) or `paper` (the paper-faithful DCGAN variants). The keys below override single ingredients.
+    pub recipe: String,
+    /// `bce` or `hinge` (CGAN/ACGAN source loss).
+    pub loss: Option<String>,
+    /// DiffAugment policy: `none` or a comma-separated subset of `color,translation,cutout`.
+    pub diffaugment: Option<String>,
+    /// Decay of the generator's weight average used for sampling (0 = none).
+    pub ema_decay: Option<f64>,
+    /// Spectral norm in every discriminator layer.
+    pub spectral_norm: Option<bool>,
+    /// `dcgan` (transposed convolutions) or `resize-conv` (up-sampling + 3×3 convs, class-conditional BatchNorm).
+    pub generator: Option<String>,
+    /// ViT discriminator: L2-distance attention.
+    pub vit_l2_attention: Option<bool>,
+    /// ViT discriminator: patch side in pixels, and the patch overlap.
+    pub vit_patch: Option<i64>,
+    pub vit_overlap: Option<i64>,
+    /// Adam β₁ and β₂ of both networks.
+    pub beta1: Option<f64>,
+    pub beta2: Option<f64>,
+    /// Critic steps per generator step (WGAN-GP).
+    pub n_critic: Option<i64>,
     /// Benchmarks of the federation machinery only: the model becomes this many random parameters and a site's
     /// local training a small random perturbation of them (no GAN, no evaluator).
     pub bench_params: Option<u64>,
+}
+
+impl ModelSection {
+    /// Applies the single-ingredient keys on top of the recipe's choices, naming the key of a bad value.
+    pub fn override_ingredients(&self, cfg: &mut ModelConfig) -> Result<(), ConfigError> {
+        fn parsed<T: std::str::FromStr>(key: &str, v: &Option<String>) -> Result<Option<T>, ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            v.as_deref()
+                .map(|s| s.parse::<T>().map_err(|e| ConfigError::Invalid(format!("model.{key} = {s:?}: {e}"))))
+                .transpose()
+        }
+        if let Some(l) = parsed::<SourceLoss>("loss", &self.loss)? {
+            cfg.loss = l;
+        }
+        if let Some(p) = parsed::<AugmentPolicy>("diffaugment", &self.diffaugment)? {
+            cfg.diffaugment = p;
+        }
+        if let Some(g) = parsed::<GeneratorArch>("generator", &self.generator)? {
+            cfg.generator_arch = g;
+        }
+        cfg.ema_decay = self.ema_decay.unwrap_or(cfg.ema_decay);
+        cfg.spectral_norm = self.spectral_norm.unwrap_or(cfg.spectral_norm);
+        cfg.vit_l2_attention = self.vit_l2_attention.unwrap_or(cfg.vit_l2_attention);
+        cfg.vit_patch = self.vit_patch.unwrap_or(cfg.vit_patch);
+        cfg.vit_overlap = self.vit_overlap.unwrap_or(cfg.vit_overlap);
+        cfg.beta1 = self.beta1.unwrap_or(cfg.beta1);
+        cfg.beta2 = self.beta2.unwrap_or(cfg.beta2);
+        cfg.n_critic = self.n_critic.unwrap_or(cfg.n_critic);
+        cfg.validate().map_err(|e| ConfigError::Invalid(format!("model: {e}")))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -248,6 +303,18 @@ impl Default for ModelSection {
             discriminator: "cnn".into(),
             device: "cpu".into(),
             image_size: None,
+            recipe: "small-budget".into(),
+            loss: None,
+            diffaugment: None,
+            ema_decay: None,
+            spectral_norm: None,
+            generator: None,
+            vit_l2_attention: None,
+            vit_patch: None,
+            vit_overlap: None,
+            beta1: None,
+            beta2: None,
+            n_critic: None,
             bench_params: None,
         }
     }
@@ -429,8 +496,11 @@ impl Config {
             .discriminator
             .parse()
             .map_err(|e| ConfigError::Invalid(format!("model.discriminator = {:?}: {e}", m.discriminator)))?;
-        let mut cfg = ModelConfig::preset(&m.preset, gan, disc, self.data.num_classes as i64)
+        let recipe: Recipe =
+            m.recipe.parse().map_err(|e| ConfigError::Invalid(format!("model.recipe = {:?}: {e}", m.recipe)))?;
+        let mut cfg = ModelConfig::preset_with(&m.preset, recipe, gan, disc, self.data.num_classes as i64)
             .map_err(|e| ConfigError::Invalid(format!("model.preset = {:?}: {e}", m.preset)))?;
+        m.override_ingredients(&mut cfg)?;
         if let Some(size) = m.image_size {
             cfg.image_size = size;
             cfg.validate().map_err(|e| ConfigError::Invalid(format!("model.image_size = {size}: {e}")))?;

@@ -56,6 +56,9 @@ pub struct QualitySummary {
     pub label_agreement: f64,
     /// Mean over classes of synthetic / real within-class diversity.
     pub diversity_ratio: f64,
+    /// KID (mean over subsets), real test split vs synthetic, in the same feature space.
+    #[serde(default)]
+    pub kid: Option<f64>,
 }
 
 /// The full quality suite of a round, as the round report keeps it.
@@ -301,6 +304,7 @@ mod tests {
                 class_coverage: 1.0,
                 label_agreement: 0.75,
                 diversity_ratio: 0.9,
+                kid: None,
             },
             reference_test_accuracy: 0.9,
             report_json: "quality/round-001/quality.json".into(),

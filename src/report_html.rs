@@ -550,6 +550,7 @@ mod tests {
             class_coverage: 1.0,
             label_agreement: 0.75,
             diversity_ratio: 0.9,
+            kid: None,
         };
         for (i, round) in [(1usize, 2u64), (3, 4)] {
             let dir_rel = format!("quality/round-{round:03}");

@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod round;
+pub mod server_opt;
 pub mod site_store;
 pub mod strategy;
 pub mod validate;

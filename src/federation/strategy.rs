@@ -29,6 +29,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use super::server_opt::{ServerOpt, ServerOptKind};
 use super::weights::{NamedTensor, Weights};
 
 /// Errors of configuring a strategy or aggregating a round.
@@ -96,6 +97,20 @@ pub enum StrategyConfig {
         /// Number of best-scored updates averaged; 1 = Krum, more = Multi-Krum.
         multi: usize,
     },
+    /// FedAvg's mean, then server momentum (Hsu et al. 2019).
+    FedAvgM {
+        /// Server learning rate η.
+        lr: f64,
+        /// Momentum β.
+        momentum: f64,
+    },
+    /// FedAvg's mean, then server Adam (Reddi et al. 2021), β₁ = 0.9, β₂ = 0.99.
+    FedAdam {
+        /// Server learning rate η.
+        lr: f64,
+        /// Adaptivity τ.
+        tau: f64,
+    },
 }
 
 impl StrategyConfig {
@@ -124,6 +139,20 @@ impl StrategyConfig {
                     Err(AggregateError::InvalidParameter("multi-krum must average at least 1 update".into()))
                 }
             }
+            StrategyConfig::FedAvgM { .. } | StrategyConfig::FedAdam { .. } => self.server_opt().map(|_| ()),
+        }
+    }
+
+    /// The server optimiser of FedAvgM / FedAdam (None for the other strategies).
+    fn server_opt(&self) -> Result<Option<ServerOpt>, AggregateError> {
+        match *self {
+            StrategyConfig::FedAvgM { lr, momentum } => {
+                ServerOpt::new(ServerOptKind::Momentum { lr, beta: momentum }).map(Some)
+            }
+            StrategyConfig::FedAdam { lr, tau } => {
+                ServerOpt::new(ServerOptKind::Adam { lr, beta1: 0.9, beta2: 0.99, tau }).map(Some)
+            }
+            _ => Ok(None),
         }
     }
 
@@ -138,6 +167,10 @@ impl StrategyConfig {
             StrategyConfig::Krum { byzantine, multi } => {
                 Box::new(Krum { byzantine, multi, collected: Collected::default() })
             }
+            StrategyConfig::FedAvgM { .. } | StrategyConfig::FedAdam { .. } => match self.server_opt()? {
+                Some(s) => Box::new(s),
+                None => return Err(AggregateError::InvalidParameter("not a server optimiser".into())),
+            },
         })
     }
 }
@@ -152,6 +185,8 @@ impl fmt::Display for StrategyConfig {
             StrategyConfig::TrimmedMean { beta } => write!(f, "trimmed-mean:{beta}"),
             StrategyConfig::Krum { byzantine, multi: 1 } => write!(f, "krum:{byzantine}"),
             StrategyConfig::Krum { byzantine, multi } => write!(f, "multi-krum:{byzantine}:{multi}"),
+            StrategyConfig::FedAvgM { lr, momentum } => write!(f, "fedavgm:{lr}:{momentum}"),
+            StrategyConfig::FedAdam { lr, tau } => write!(f, "fedadam:{lr}:{tau}"),
         }
     }
 }
@@ -159,7 +194,8 @@ impl fmt::Display for StrategyConfig {
 impl FromStr for StrategyConfig {
     type Err = AggregateError;
 
-    /// Parses `fedavg`, `fedprox:MU`, `fedmedian`, `trimmed-mean:BETA`, `krum:F`, `multi-krum:F:M` (case-insensitive;
+    /// Parses `fedavg`, `fedprox:MU`, `fedmedian`, `trimmed-mean:BETA`, `krum:F`, `multi-krum:F:M`, `fedavgm:LR:M`,
+    /// `fedadam:LR:TAU` (case-insensitive;
     /// the serde names `fed-avg`, `fed-prox`, `fed-median` are accepted too) and validates the parameters.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let lower = s.trim().to_ascii_lowercase();
@@ -201,9 +237,18 @@ impl FromStr for StrategyConfig {
                 arity(2)?;
                 StrategyConfig::Krum { byzantine: count(args[0])?, multi: count(args[1])? }
             }
+            "fedavgm" => {
+                arity(2)?;
+                StrategyConfig::FedAvgM { lr: float(args[0])?, momentum: float(args[1])? }
+            }
+            "fedadam" => {
+                arity(2)?;
+                StrategyConfig::FedAdam { lr: float(args[0])?, tau: float(args[1])? }
+            }
             _ => {
                 return Err(bad(
-                    "unknown strategy (fedavg, fedprox:MU, fedmedian, trimmed-mean:BETA, krum:F, multi-krum:F:M)",
+                    "unknown strategy (fedavg, fedprox:MU, fedmedian, trimmed-mean:BETA, krum:F, multi-krum:F:M, \
+                     fedavgm:LR:MOMENTUM, fedadam:LR:TAU)",
                 ))
             }
         };

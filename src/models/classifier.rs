@@ -159,14 +159,7 @@ impl Classifier {
             tch::manual_seed(seed);
             let vs = VarStore::new(device);
             let root = vs.root();
-            let shape = VitShape {
-                image_size: cfg.image_size,
-                patch: cfg.patch,
-                dim: cfg.dim,
-                depth: cfg.depth,
-                heads: cfg.heads,
-                mlp_ratio: cfg.mlp_ratio,
-            };
+            let shape = VitShape::plain(cfg.image_size, cfg.patch, cfg.dim, cfg.depth, cfg.heads, cfg.mlp_ratio);
             let encoder = VitEncoder::new(&root, shape);
             let head = Linear::new(&root / "head", cfg.dim, cfg.num_classes, true, false);
             init_varstore(&vs, seed)?;

@@ -87,6 +87,165 @@ impl FromStr for DiscKind {
     }
 }
 
+/// A training recipe: a named set of architecture, loss and optimiser choices applied on top of a preset's sizes.
+///
+/// Why two: `paper` keeps what the paper's GANs are (DCGAN-style transposed-convolution generator, BCE or Wasserstein
+/// losses, BatchNorm discriminator, Adam(0.5, 0.999)), so that arm stays reproducible; `small-budget` is what the
+/// literature says makes GANs learn from hundreds of images in a few thousand steps (see `docs/gan-recipe.md`):
+/// DiffAugment on everything the discriminator sees, hinge loss, spectral norm throughout the discriminator,
+/// projection conditioning, an EMA of the generator for sampling, Adam(0, 0.99), a resize-convolution generator
+/// with class-conditional BatchNorm (no checkerboard), and the ViTGAN fixes for a transformer discriminator.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Recipe {
+    /// The paper-faithful variant.
+    Paper,
+    /// The small-budget recipe (the default).
+    #[default]
+    SmallBudget,
+}
+
+impl Recipe {
+    pub const ALL: [Recipe; 2] = [Recipe::Paper, Recipe::SmallBudget];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Recipe::Paper => "paper",
+            Recipe::SmallBudget => "small-budget",
+        }
+    }
+}
+
+impl fmt::Display for Recipe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Recipe {
+    type Err = ModelError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Recipe::ALL.into_iter().find(|k| k.as_str().eq_ignore_ascii_case(s.trim())).ok_or_else(|| {
+            ModelError::UnknownName { what: "recipe", value: s.to_string(), expected: "paper, small-budget".into() }
+        })
+    }
+}
+
+/// The source (real/fake) loss of CGAN and ACGAN. WGAN-GP always uses the Wasserstein loss with its penalty.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceLoss {
+    /// Binary cross-entropy for D, the non-saturating −log D(G(z)) for G (Goodfellow et al. 2014).
+    #[default]
+    Bce,
+    /// Hinge: D minimises relu(1 − D(x)) + relu(1 + D(G(z))), G minimises −D(G(z)) (Lim & Ye 2017; SNGAN, BigGAN).
+    Hinge,
+}
+
+/// The generator's architecture.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GeneratorArch {
+    /// DCGAN: stride-2 4×4 transposed convolutions, BatchNorm, z multiplied by a label embedding (the paper's).
+    #[default]
+    Dcgan,
+    /// Nearest-neighbour ×2 up-sampling then 3×3 convolutions (no checkerboard, Odena et al. 2016), with
+    /// class-conditional BatchNorm in every block (a per-class gain and bias, as BigGAN/SNGAN condition).
+    ResizeConv,
+}
+
+impl FromStr for SourceLoss {
+    type Err = ModelError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "bce" => Ok(SourceLoss::Bce),
+            "hinge" => Ok(SourceLoss::Hinge),
+            _ => Err(ModelError::UnknownName { what: "loss", value: s.to_string(), expected: "bce, hinge".into() }),
+        }
+    }
+}
+
+impl FromStr for GeneratorArch {
+    type Err = ModelError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "dcgan" => Ok(GeneratorArch::Dcgan),
+            "resize-conv" => Ok(GeneratorArch::ResizeConv),
+            _ => Err(ModelError::UnknownName {
+                what: "generator architecture",
+                value: s.to_string(),
+                expected: "dcgan, resize-conv".into(),
+            }),
+        }
+    }
+}
+
+/// Which differentiable augmentations DiffAugment applies (Zhao et al. 2020), the same draw policy on real and
+/// generated images, before every discriminator call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AugmentPolicy {
+    /// Brightness ±0.5, saturation ×[0, 2], contrast ×[0.5, 1.5].
+    pub color: bool,
+    /// Shift by up to 1/8 of the side, zero padding.
+    pub translation: bool,
+    /// One zeroed square of half the side at a random place.
+    pub cutout: bool,
+}
+
+impl AugmentPolicy {
+    pub const NONE: AugmentPolicy = AugmentPolicy { color: false, translation: false, cutout: false };
+    pub const FULL: AugmentPolicy = AugmentPolicy { color: true, translation: true, cutout: true };
+
+    pub fn is_none(&self) -> bool {
+        !(self.color || self.translation || self.cutout)
+    }
+}
+
+impl fmt::Display for AugmentPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<&str> = [(self.color, "color"), (self.translation, "translation"), (self.cutout, "cutout")]
+            .into_iter()
+            .filter_map(|(on, n)| on.then_some(n))
+            .collect();
+        if parts.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str(&parts.join(","))
+        }
+    }
+}
+
+impl FromStr for AugmentPolicy {
+    type Err = ModelError;
+
+    /// `none`, or a comma-separated subset of `color`, `translation`, `cutout`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut p = AugmentPolicy::NONE;
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("none") || s.is_empty() {
+            return Ok(p);
+        }
+        for part in s.split(',') {
+            match part.trim().to_ascii_lowercase().as_str() {
+                "color" | "colour" => p.color = true,
+                "translation" => p.translation = true,
+                "cutout" => p.cutout = true,
+                other => {
+                    return Err(ModelError::UnknownName {
+                        what: "augmentation",
+                        value: other.to_string(),
+                        expected: "none, or a comma-separated list of color, translation, cutout".into(),
+                    })
+                }
+            }
+        }
+        Ok(p)
+    }
+}
+
 /// Everything needed to build and train one conditional GAN.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
@@ -114,8 +273,36 @@ pub struct ModelConfig {
     pub n_critic: i64,
     /// Gradient-penalty weight λ (WGAN-GP only).
     pub gp_lambda: f64,
-    /// Spectral normalisation of the CNN discriminator's convs and heads (the ViT discriminator ignores it).
+    /// Spectral normalisation of every discriminator layer with a weight matrix (convolutions, linear layers of the
+    /// transformer blocks, heads).
     pub spectral_norm: bool,
+    /// The recipe these settings came from (recorded; the fields below are what the code reads).
+    #[serde(default = "paper_recipe")]
+    pub recipe: Recipe,
+    /// Source loss of CGAN / ACGAN.
+    #[serde(default)]
+    pub loss: SourceLoss,
+    /// DiffAugment policy on everything the discriminator sees.
+    #[serde(default)]
+    pub diffaugment: AugmentPolicy,
+    /// Decay of the exponential moving average of the generator's variables used for sampling (0 = no average:
+    /// samples come from the trained generator).
+    #[serde(default)]
+    pub ema_decay: f64,
+    #[serde(default)]
+    pub generator_arch: GeneratorArch,
+    /// ViT discriminator: L2-distance self-attention with tied query/key projections (ViTGAN; Kim et al. 2021),
+    /// Lipschitz where dot-product attention is not.
+    #[serde(default)]
+    pub vit_l2_attention: bool,
+    /// ViT discriminator: patches overlap their neighbours by this many pixels on each side (the patch embedding is a
+    /// (patch + 2·overlap)-wide convolution with stride `vit_patch`); 0 = the plain ViT split.
+    #[serde(default)]
+    pub vit_overlap: i64,
+}
+
+fn paper_recipe() -> Recipe {
+    Recipe::Paper
 }
 
 /// The preset names accepted by [`ModelConfig::preset`].
@@ -128,6 +315,23 @@ impl ModelConfig {
     /// steps). ViT discriminators get half the discriminator learning rate. "small" keeps the paper's 64 tokens
     /// (patch 8 at 64 px) with a narrower transformer (dim 128, 4 blocks, 4 heads) so a CPU step stays under a second.
     pub fn preset(name: &str, gan: GanKind, disc: DiscKind, num_classes: i64) -> Result<Self, ModelError> {
+        Self::preset_with(name, Recipe::default(), gan, disc, num_classes)
+    }
+
+    /// [`ModelConfig::preset`] with the recipe named: the preset fixes the sizes, the recipe the training choices.
+    ///
+    /// `small-budget` on top of a preset: hinge loss (CGAN, ACGAN), spectral norm in every discriminator layer
+    /// (CGAN, ACGAN; WGAN-GP keeps its layer-normalised critic, whose gradient penalty already bounds it), the full
+    /// DiffAugment policy, a generator EMA of 0.999, Adam(0, 0.99) at 2e-4 (WGAN-GP: Adam(0, 0.9) at 1e-4, 2 critic
+    /// steps on the CPU presets), the resize-convolution generator, and for the ViT discriminator L2 attention,
+    /// overlapping patches and patches of 4 px at 32 px (64 tokens).
+    pub fn preset_with(
+        name: &str,
+        recipe: Recipe,
+        gan: GanKind,
+        disc: DiscKind,
+        num_classes: i64,
+    ) -> Result<Self, ModelError> {
         let (image_size, latent_dim, g_width, d_width, vit_patch, vit_dim, vit_depth, vit_heads) =
             match name.trim().to_ascii_lowercase().as_str() {
                 "tiny" => (32, 32, 16, 16, 8, 32, 2, 2),
@@ -168,9 +372,48 @@ impl ModelConfig {
             n_critic,
             gp_lambda: 10.0,
             spectral_norm: false,
+            recipe: Recipe::Paper,
+            loss: SourceLoss::Bce,
+            diffaugment: AugmentPolicy::NONE,
+            ema_decay: 0.0,
+            generator_arch: GeneratorArch::Dcgan,
+            vit_l2_attention: false,
+            vit_overlap: 0,
+        };
+        let cfg = match recipe {
+            Recipe::Paper => cfg,
+            Recipe::SmallBudget => cfg.small_budget(name.trim().eq_ignore_ascii_case("paper")),
         };
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// The small-budget recipe's choices on top of this configuration's sizes.
+    fn small_budget(mut self, gpu_sized: bool) -> Self {
+        self.recipe = Recipe::SmallBudget;
+        self.diffaugment = AugmentPolicy::FULL;
+        self.ema_decay = 0.999;
+        self.generator_arch = GeneratorArch::ResizeConv;
+        match self.gan {
+            GanKind::Cgan | GanKind::Acgan => {
+                self.loss = SourceLoss::Hinge;
+                self.spectral_norm = true;
+                (self.lr_g, self.lr_d, self.beta1, self.beta2) = (2e-4, 2e-4, 0.0, 0.99);
+            }
+            GanKind::WganGp => {
+                if !gpu_sized {
+                    self.n_critic = self.n_critic.min(2);
+                }
+            }
+        }
+        if self.discriminator == DiscKind::Vit {
+            self.vit_l2_attention = true;
+            if self.image_size == 32 {
+                self.vit_patch = 4;
+            }
+            self.vit_overlap = (self.vit_patch / 4).max(1);
+        }
+        self
     }
 
     /// Checks every field, naming the first bad one.
@@ -215,6 +458,15 @@ impl ModelConfig {
         }
         if !(1..=100).contains(&self.n_critic) {
             return Err(ModelError::config("n_critic", format!("{} is not in 1..=100", self.n_critic)));
+        }
+        if !(self.ema_decay.is_finite() && (0.0..1.0).contains(&self.ema_decay)) {
+            return Err(ModelError::config("ema_decay", format!("{} is not in [0, 1)", self.ema_decay)));
+        }
+        if self.discriminator == DiscKind::Vit && !(0..=self.vit_patch).contains(&self.vit_overlap) {
+            return Err(ModelError::config(
+                "vit_overlap",
+                format!("{} is not in 0..={} (vit_patch)", self.vit_overlap, self.vit_patch),
+            ));
         }
         if !(self.gp_lambda.is_finite() && self.gp_lambda >= 0.0) {
             return Err(ModelError::config("gp_lambda", format!("{} is not a finite number >= 0", self.gp_lambda)));

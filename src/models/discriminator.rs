@@ -55,7 +55,7 @@ impl Discriminator {
                 (Backbone::Vit(Box::new(b)), f)
             }
         };
-        let sn = cfg.spectral_norm && cfg.discriminator == DiscKind::Cnn;
+        let sn = cfg.spectral_norm;
         let head = match cfg.gan {
             GanKind::Cgan | GanKind::WganGp => Head::Projection {
                 head: Linear::new(p / "head", feat, 1, true, sn),
@@ -73,7 +73,7 @@ impl Discriminator {
     pub fn features_t(&self, x: &Tensor, train: bool) -> Tensor {
         match &self.backbone {
             Backbone::Cnn(b) => b.forward_t(x, train),
-            Backbone::Vit(b) => b.forward(x),
+            Backbone::Vit(b) => b.forward_t(x, train),
         }
     }
 

@@ -8,9 +8,10 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, OptimizerConfig, VarStore};
 use tch::{Device, Kind, Tensor};
 
-use super::config::{GanKind, ModelConfig};
+use super::config::{GanKind, ModelConfig, SourceLoss};
 use super::convert::{load_stores, stores_to_weights};
-use super::discriminator::Discriminator;
+use super::diffaugment::diff_augment;
+use super::discriminator::{DiscOutput, Discriminator};
 use super::error::{catch_torch, ModelError};
 use super::generator::Generator;
 use super::init::init_varstore;
@@ -21,6 +22,10 @@ use crate::federation::weights::Weights;
 /// Name prefixes of the two networks inside [`Gan::weights`].
 pub const GENERATOR_PREFIX: &str = "generator.";
 pub const DISCRIMINATOR_PREFIX: &str = "discriminator.";
+/// Inside the generator's variables: the prefix of its exponential moving average (when `ema_decay > 0`). It sits
+/// under [`GENERATOR_PREFIX`] so that everything that moves "the generator" (checkpoint parts, the wire, the
+/// stand-alone generator file) moves the average with it, and FedAvg averages it like any other variable.
+pub const EMA_PREFIX: &str = "ema.";
 
 /// Losses and diagnostics of one training step.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -62,6 +67,58 @@ fn snapshot(vs: &VarStore) -> Vec<(Tensor, Tensor)> {
         .collect()
 }
 
+/// The exponential moving average of the generator (Yazici et al. 2018): a second generator whose variables
+/// follow the trained one's, `ema ← d·ema + (1 − d)·g` after every generator step, with the warm-up
+/// d_t = min(d, (1 + t)/(10 + t)) so that a short run's average is not dominated by the random initial weights.
+/// BatchNorm running statistics are averaged the same way. Sampling (`generate`) uses the average.
+struct Ema {
+    vs: VarStore,
+    generator: Generator,
+    decay: f64,
+    /// (trained variable, its average), in name order.
+    pairs: Vec<(Tensor, Tensor)>,
+}
+
+impl Ema {
+    fn new(cfg: &ModelConfig, device: Device, g_vs: &VarStore, seed: i64) -> Result<Option<Self>, ModelError> {
+        if cfg.ema_decay <= 0.0 {
+            return Ok(None);
+        }
+        let vs = VarStore::new(device);
+        let generator = Generator::new(&vs.root(), cfg);
+        init_varstore(&vs, seed)?;
+        let live = g_vs.variables();
+        let mut avg: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        avg.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut pairs = Vec::with_capacity(avg.len());
+        for (name, a) in avg {
+            let g = live.get(&name).ok_or_else(|| ModelError::Weights(format!("EMA variable {name} has no twin")))?;
+            pairs.push((g.shallow_clone(), a));
+        }
+        let ema = Ema { vs, generator, decay: cfg.ema_decay, pairs };
+        ema.copy_from_live();
+        Ok(Some(ema))
+    }
+
+    fn copy_from_live(&self) {
+        let _g = tch::no_grad_guard();
+        for (g, a) in &self.pairs {
+            a.shallow_clone().copy_(g);
+        }
+    }
+
+    fn update(&self, step: u64) {
+        let t = step as f64;
+        let d = self.decay.min((1.0 + t) / (10.0 + t));
+        let _g = tch::no_grad_guard();
+        for (g, a) in &self.pairs {
+            let mut a = a.shallow_clone();
+            let _ = a.g_mul_scalar_(d);
+            let _ = a.g_add_(&(g * (1.0 - d)));
+        }
+    }
+}
+
 /// A conditional GAN with its optimisers.
 pub struct Gan {
     cfg: ModelConfig,
@@ -69,6 +126,7 @@ pub struct Gan {
     g_vs: VarStore,
     d_vs: VarStore,
     generator: Generator,
+    ema: Option<Ema>,
     discriminator: Discriminator,
     opt_g: nn::Optimizer,
     opt_d: nn::Optimizer,
@@ -112,6 +170,7 @@ impl Gan {
             let g_vs = VarStore::new(device);
             let generator = Generator::new(&g_vs.root(), cfg);
             init_varstore(&g_vs, seed.wrapping_mul(2).wrapping_add(1))?;
+            let ema = Ema::new(cfg, device, &g_vs, seed.wrapping_mul(2).wrapping_add(1))?;
             let d_vs = VarStore::new(device);
             let discriminator = Discriminator::new(&d_vs.root(), cfg);
             init_varstore(&d_vs, seed.wrapping_mul(2).wrapping_add(2))?;
@@ -125,6 +184,7 @@ impl Gan {
                 g_vs,
                 d_vs,
                 generator,
+                ema,
                 discriminator,
                 opt_g,
                 opt_d,
@@ -160,7 +220,15 @@ impl Gan {
     }
 
     /// Images for (z, labels) in eval mode (batch-norm running statistics), without gradients; values in [-1, 1].
+    /// With an EMA configured, the averaged generator draws them.
     pub fn generate(&self, z: &Tensor, labels: &Tensor) -> Tensor {
+        let _g = tch::no_grad_guard();
+        let g = self.ema.as_ref().map_or(&self.generator, |e| &e.generator);
+        g.forward_t(&z.to_device(self.device), &labels.to_device(self.device), false)
+    }
+
+    /// [`Gan::generate`] from the trained generator itself, also when an EMA exists (for comparing the two).
+    pub fn generate_raw(&self, z: &Tensor, labels: &Tensor) -> Tensor {
         let _g = tch::no_grad_guard();
         self.generator.forward_t(&z.to_device(self.device), &labels.to_device(self.device), false)
     }
@@ -190,15 +258,34 @@ impl Gan {
         });
     }
 
-    /// All variables of both networks (incl. batch-norm running statistics), prefixed and sorted.
+    /// The variable stores of both networks with their name prefixes (the EMA under `generator.ema.`).
+    fn stores(&self, g_prefix: &'static str, d_prefix: Option<&'static str>) -> Vec<(&VarStore, String)> {
+        let mut v = vec![(&self.g_vs, g_prefix.to_string())];
+        if let Some(e) = &self.ema {
+            v.push((&e.vs, format!("{g_prefix}{EMA_PREFIX}")));
+        }
+        if let Some(d) = d_prefix {
+            v.push((&self.d_vs, d.to_string()));
+        }
+        v
+    }
+
+    /// All variables of both networks (incl. batch-norm running statistics and the generator's EMA), prefixed and
+    /// sorted.
     pub fn weights(&self) -> Result<Weights, ModelError> {
-        stores_to_weights(&[(&self.g_vs, GENERATOR_PREFIX), (&self.d_vs, DISCRIMINATOR_PREFIX)])
+        let stores = self.stores(GENERATOR_PREFIX, Some(DISCRIMINATOR_PREFIX));
+        stores_to_weights(&stores.iter().map(|(v, p)| (*v, p.as_str())).collect::<Vec<_>>())
+    }
+
+    fn load_all(&self, w: &Weights) -> Result<(), ModelError> {
+        let stores = self.stores(GENERATOR_PREFIX, Some(DISCRIMINATOR_PREFIX));
+        load_stores(&stores.iter().map(|(v, p)| (*v, p.as_str())).collect::<Vec<_>>(), w)
     }
 
     /// Replaces both networks' variables; the bundle must match exactly (names, shapes, finite values).
     /// Optimiser moments are kept (they adapt within a few steps; resetting them would bias the first steps).
     pub fn load_weights(&mut self, w: &Weights) -> Result<(), ModelError> {
-        load_stores(&[(&self.g_vs, GENERATOR_PREFIX), (&self.d_vs, DISCRIMINATOR_PREFIX)], w)?;
+        self.load_all(w)?;
         if let Some(mu) = self.prox.as_ref().map(|p| p.mu) {
             self.set_proximal(Some(mu));
         }
@@ -208,12 +295,14 @@ impl Gan {
     /// Replaces both networks' variables *without* moving the FedProx anchor (resuming mid-round: the anchor stays
     /// the round's global weights).
     pub fn restore_weights(&mut self, w: &Weights) -> Result<(), ModelError> {
-        load_stores(&[(&self.g_vs, GENERATOR_PREFIX), (&self.d_vs, DISCRIMINATOR_PREFIX)], w)
+        self.load_all(w)
     }
 
-    /// Generator variables without prefix (a stand-alone checkpoint, same names as the PyTorch twin in bench/).
+    /// Generator variables without prefix (a stand-alone checkpoint, same names as the PyTorch twin in bench/), and
+    /// its EMA under `ema.` when there is one.
     pub fn generator_weights(&self) -> Result<Weights, ModelError> {
-        stores_to_weights(&[(&self.g_vs, "")])
+        let stores = self.stores("", None);
+        stores_to_weights(&stores.iter().map(|(v, p)| (*v, p.as_str())).collect::<Vec<_>>())
     }
 
     /// Discriminator variables without prefix.
@@ -223,7 +312,8 @@ impl Gan {
 
     /// Loads an unprefixed generator checkpoint (as written by [`Gan::generator_weights`]).
     pub fn load_generator_weights(&mut self, w: &Weights) -> Result<(), ModelError> {
-        load_stores(&[(&self.g_vs, "")], w)
+        let stores = self.stores("", None);
+        load_stores(&stores.iter().map(|(v, p)| (*v, p.as_str())).collect::<Vec<_>>(), w)
     }
 
     /// Loads an unprefixed discriminator checkpoint.
@@ -299,13 +389,44 @@ impl Gan {
         Ok(())
     }
 
+    /// The discriminator's view of a batch in training, through the DiffAugment policy (a fresh draw per call).
+    fn disc(&mut self, x: &Tensor, labels: &Tensor) -> DiscOutput {
+        let x = diff_augment(x, self.cfg.diffaugment, &mut self.rng);
+        self.discriminator.forward_t(&x, labels, true)
+    }
+
     /// The discriminator's view of a generated batch for the generator's loss. The discriminator's parameters are
     /// frozen while this graph is built, so the backward pass computes no gradients for them (they would be wasted).
-    fn disc_for_generator(&mut self, fake: &Tensor, labels: &Tensor) -> super::discriminator::DiscOutput {
+    fn disc_for_generator(&mut self, fake: &Tensor, labels: &Tensor) -> DiscOutput {
         self.d_vs.freeze();
-        let out = self.discriminator.forward_t(fake, labels, true);
+        let out = self.disc(fake, labels);
         self.d_vs.unfreeze();
         out
+    }
+
+    /// The source part of the discriminator's loss on (real, fake) scores.
+    fn d_source_loss(&self, real: &Tensor, fake: &Tensor) -> Tensor {
+        match self.cfg.loss {
+            SourceLoss::Bce => bce_with_logits(real, 1.0) + bce_with_logits(fake, 0.0),
+            SourceLoss::Hinge => (real.neg() + 1.0).relu().mean(Kind::Float) + (fake + 1.0).relu().mean(Kind::Float),
+        }
+    }
+
+    /// The source part of the generator's loss on the scores of its batch.
+    fn g_source_loss(&self, fake: &Tensor) -> Tensor {
+        match self.cfg.loss {
+            SourceLoss::Bce => bce_with_logits(fake, 1.0),
+            SourceLoss::Hinge => -fake.mean(Kind::Float),
+        }
+    }
+
+    /// The generator's optimiser step followed by the EMA update.
+    fn update_generator(&mut self, loss: &Tensor) -> Result<(), ModelError> {
+        self.update(Net::G, loss)?;
+        if let Some(e) = &self.ema {
+            e.update(self.step);
+        }
+        Ok(())
     }
 
     fn prox_value(&self) -> Option<f64> {
@@ -324,16 +445,16 @@ impl Gan {
         let b = real.size()[0];
         let z = self.noise(b);
         let fake = self.generator.forward_t(&z, labels, true);
-        let d_real = self.discriminator.forward_t(real, labels, true).source;
-        let d_fake = self.discriminator.forward_t(&fake.detach(), labels, true).source;
-        let d_loss = bce_with_logits(&d_real, 1.0) + bce_with_logits(&d_fake, 0.0);
+        let d_real = self.disc(real, labels).source;
+        let d_fake = self.disc(&fake.detach(), labels).source;
+        let d_loss = self.d_source_loss(&d_real, &d_fake);
         let d_loss_v = finite("discriminator loss", self.step, &d_loss)?;
         self.update(Net::D, &d_loss)?;
-        // Non-saturating generator loss: −log D(G(z)) on the just-updated discriminator.
+        // Non-saturating (BCE) or hinge generator loss on the just-updated discriminator.
         let g_out = self.disc_for_generator(&fake, labels).source;
-        let g_loss = bce_with_logits(&g_out, 1.0);
+        let g_loss = self.g_source_loss(&g_out);
         let g_loss_v = finite("generator loss", self.step, &g_loss)?;
-        self.update(Net::G, &g_loss)?;
+        self.update_generator(&g_loss)?;
         Ok(StepLosses {
             d_loss: d_loss_v,
             g_loss: g_loss_v,
@@ -355,11 +476,20 @@ impl Gan {
                 self.generator.forward_t(&z, labels, true)
             };
             let alpha = self.rng.uniform_tensor(&[b], 0.0, 1.0, self.device);
-            let d_real = self.discriminator.forward_t(real, labels, true).source;
-            let d_fake = self.discriminator.forward_t(&fake, labels, true).source;
+            // DiffAugment: the critic sees augmented real and fake batches; the penalty is taken between those.
+            let policy = self.cfg.diffaugment;
+            let real_a = diff_augment(real, policy, &mut self.rng);
+            let fake_a = diff_augment(&fake, policy, &mut self.rng);
+            let d_real = self.discriminator.forward_t(&real_a, labels, true).source;
+            let d_fake = self.discriminator.forward_t(&fake_a, labels, true).source;
             let disc = &self.discriminator;
-            let gp =
-                gradient_penalty(|x| disc.forward_t(x, labels, true).source, real, &fake, &alpha, self.cfg.gp_lambda)?;
+            let gp = gradient_penalty(
+                |x| disc.forward_t(x, labels, true).source,
+                &real_a,
+                &fake_a,
+                &alpha,
+                self.cfg.gp_lambda,
+            )?;
             let d_loss = d_fake.mean(Kind::Float) - d_real.mean(Kind::Float) + &gp;
             let d_loss_v = finite("critic loss", self.step, &d_loss)?;
             self.update(Net::D, &d_loss)?;
@@ -369,7 +499,7 @@ impl Gan {
         let fake = self.generator.forward_t(&z, labels, true);
         let g_loss = -self.disc_for_generator(&fake, labels).source.mean(Kind::Float);
         let g_loss_v = finite("generator loss", self.step, &g_loss)?;
-        self.update(Net::G, &g_loss)?;
+        self.update_generator(&g_loss)?;
         Ok(StepLosses {
             d_loss: last.0,
             g_loss: g_loss_v,
@@ -386,11 +516,10 @@ impl Gan {
         let z = self.noise(b);
         let fake = self.generator.forward_t(&z, labels, true);
         let missing = || ModelError::Torch { context: "ACGAN step".into(), message: "no class logits".into() };
-        let out_r = self.discriminator.forward_t(real, labels, true);
-        let out_f = self.discriminator.forward_t(&fake.detach(), labels, true);
+        let out_r = self.disc(real, labels);
+        let out_f = self.disc(&fake.detach(), labels);
         let (cls_r, cls_f) = (out_r.class_logits.ok_or_else(missing)?, out_f.class_logits.ok_or_else(missing)?);
-        let d_loss = bce_with_logits(&out_r.source, 1.0)
-            + bce_with_logits(&out_f.source, 0.0)
+        let d_loss = self.d_source_loss(&out_r.source, &out_f.source)
             + cross_entropy(&cls_r, labels)
             + cross_entropy(&cls_f, labels);
         let d_loss_v = finite("discriminator loss", self.step, &d_loss)?;
@@ -398,9 +527,9 @@ impl Gan {
         let aux_acc = cls_r.detach().accuracy_for_logits(labels).double_value(&[]);
         let out_g = self.disc_for_generator(&fake, labels);
         let cls_g = out_g.class_logits.ok_or_else(missing)?;
-        let g_loss = bce_with_logits(&out_g.source, 1.0) + cross_entropy(&cls_g, labels);
+        let g_loss = self.g_source_loss(&out_g.source) + cross_entropy(&cls_g, labels);
         let g_loss_v = finite("generator loss", self.step, &g_loss)?;
-        self.update(Net::G, &g_loss)?;
+        self.update_generator(&g_loss)?;
         Ok(StepLosses {
             d_loss: d_loss_v,
             g_loss: g_loss_v,

@@ -1,14 +1,125 @@
-//! The class-conditional DCGAN generator shared by all three objectives.
+//! The class-conditional generator shared by all three objectives, in two architectures.
 //!
 //! Why this shape: the paper's GANs are DCGAN-style; conditioning multiplies z by a learned label embedding
 //! (as in the widely used PyTorch-GAN CGAN/ACGAN code), which keeps the input size independent of the number of
 //! classes. A linear layer maps to a 4×4 map, then stride-2 transposed convolutions (kernel 4) double the side
 //! with BatchNorm + ReLU until the image size is reached; tanh puts pixels in [-1, 1].
+//!
+//! The small-budget recipe's variant (`GeneratorArch::ResizeConv`) keeps the same widths but doubles the side by
+//! nearest-neighbour up-sampling followed by two 3×3 convolutions (transposed convolutions with a kernel the stride
+//! does not divide evenly paint the checkerboard seen in early samples; Odena et al. 2016), and conditions every
+//! block through class-conditional BatchNorm (per-class gain and bias, the conditioning of SNGAN/BigGAN): a label
+//! that only scales z reaches the texture layers weakly, and the classes here differ mostly in texture.
 
 use tch::nn;
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
-use super::config::ModelConfig;
+use super::config::{GeneratorArch, ModelConfig};
+use super::layers::Conv2d;
+
+/// BatchNorm without its own affine parameters, followed by a per-class gain (1 + γ_y) and bias β_y.
+#[derive(Debug)]
+struct CondBatchNorm {
+    bn: nn::BatchNorm,
+    gain: nn::Embedding,
+    bias: nn::Embedding,
+    channels: i64,
+}
+
+impl CondBatchNorm {
+    fn new(p: nn::Path, channels: i64, num_classes: i64) -> Self {
+        let cfg = nn::BatchNormConfig { affine: false, ..Default::default() };
+        CondBatchNorm {
+            bn: nn::batch_norm2d(&p / "bn", channels, cfg),
+            gain: nn::embedding(&p / "gain", num_classes, channels, Default::default()),
+            bias: nn::embedding(&p / "bias", num_classes, channels, Default::default()),
+            channels,
+        }
+    }
+
+    fn forward_t(&self, x: &Tensor, labels: &Tensor, train: bool) -> Tensor {
+        let shape = [-1, self.channels, 1, 1];
+        let g = labels.apply(&self.gain).view(shape) + 1.0;
+        let b = labels.apply(&self.bias).view(shape);
+        x.apply_t(&self.bn, train) * g + b
+    }
+}
+
+/// One ×2 stage of the resize-convolution generator: up-sample, conv 3×3, cBN, ReLU (and a second conv 3×3, cBN,
+/// ReLU on the low-resolution stages, where it is cheap: 8×8 and 16×16).
+#[derive(Debug)]
+struct ResizeBlock {
+    conv1: Conv2d,
+    bn1: CondBatchNorm,
+    second: Option<(Conv2d, CondBatchNorm)>,
+}
+
+impl ResizeBlock {
+    fn new(p: nn::Path, cin: i64, cout: i64, classes: i64, two_convs: bool) -> Self {
+        ResizeBlock {
+            conv1: Conv2d::new(&p / "conv1", cin, cout, 3, 1, 1, false, false),
+            bn1: CondBatchNorm::new(&p / "bn1", cout, classes),
+            second: two_convs.then(|| {
+                (
+                    Conv2d::new(&p / "conv2", cout, cout, 3, 1, 1, false, false),
+                    CondBatchNorm::new(&p / "bn2", cout, classes),
+                )
+            }),
+        }
+    }
+
+    fn forward_t(&self, x: &Tensor, labels: &Tensor, train: bool) -> Tensor {
+        let (_, _, h, w) = x.size4().unwrap_or((0, 0, 0, 0));
+        let up = x.upsample_nearest2d([2 * h, 2 * w], None, None);
+        let h = self.bn1.forward_t(&self.conv1.forward_t(&up, train), labels, train).relu();
+        match &self.second {
+            Some((conv, bn)) => bn.forward_t(&conv.forward_t(&h, train), labels, train).relu(),
+            None => h,
+        }
+    }
+}
+
+/// The resize-convolution generator (small-budget recipe).
+#[derive(Debug)]
+pub struct ResizeConvGenerator {
+    label_emb: nn::Embedding,
+    fc: nn::Linear,
+    fc_bn: CondBatchNorm,
+    blocks: Vec<ResizeBlock>,
+    out: Conv2d,
+    c0: i64,
+}
+
+impl ResizeConvGenerator {
+    fn new(p: &nn::Path, cfg: &ModelConfig) -> Self {
+        let stages = cfg.num_stages();
+        let ch = |i: i64| cfg.g_width * (1i64 << (stages - 1 - i).min(3));
+        let c0 = ch(0);
+        let k = cfg.num_classes;
+        // Stages 0..stages-1 double 4 → S/2 between widths ch(i) → ch(i+1); the last doubles S/2 → S at ch(last).
+        let blocks = (0..stages)
+            .map(|i| ResizeBlock::new(p / "blocks" / i, ch(i), ch((i + 1).min(stages - 1)), k, i < 2))
+            .collect();
+        ResizeConvGenerator {
+            label_emb: nn::embedding(p / "label_emb", k, cfg.latent_dim, Default::default()),
+            fc: nn::linear(p / "fc", cfg.latent_dim, c0 * 16, nn::LinearConfig { bias: false, ..Default::default() }),
+            fc_bn: CondBatchNorm::new(p / "fc_bn", c0, k),
+            blocks,
+            out: Conv2d::new(p / "out", ch(stages - 1), 3, 3, 1, 1, true, false),
+            c0,
+        }
+    }
+
+    fn forward_t(&self, z: &Tensor, labels: &Tensor, train: bool) -> Tensor {
+        let h = z * labels.apply(&self.label_emb);
+        let h = h.apply(&self.fc).view([-1, self.c0, 4, 4]);
+        let mut h = self.fc_bn.forward_t(&h, labels, train).relu();
+        for b in &self.blocks {
+            h = b.forward_t(&h, labels, train);
+        }
+        self.out.forward_t(&h, train).tanh()
+    }
+}
 
 #[derive(Debug)]
 struct UpBlock {
@@ -16,9 +127,34 @@ struct UpBlock {
     bn: nn::BatchNorm,
 }
 
-/// Class-conditional DCGAN generator: (z [B, latent], labels [B]) → images [B, 3, S, S] in [-1, 1].
+/// Class-conditional generator: (z [B, latent], labels [B]) → images [B, 3, S, S] in [-1, 1].
 #[derive(Debug)]
-pub struct Generator {
+pub enum Generator {
+    Dcgan(DcganGenerator),
+    ResizeConv(Box<ResizeConvGenerator>),
+}
+
+impl Generator {
+    pub fn new(p: &nn::Path, cfg: &ModelConfig) -> Self {
+        match cfg.generator_arch {
+            GeneratorArch::Dcgan => Generator::Dcgan(DcganGenerator::new(p, cfg)),
+            GeneratorArch::ResizeConv => Generator::ResizeConv(Box::new(ResizeConvGenerator::new(p, cfg))),
+        }
+    }
+
+    pub fn forward_t(&self, z: &Tensor, labels: &Tensor, train: bool) -> Tensor {
+        let out = match self {
+            Generator::Dcgan(g) => g.forward_t(z, labels, train),
+            Generator::ResizeConv(g) => g.forward_t(z, labels, train),
+        };
+        debug_assert_eq!(out.kind(), Kind::Float);
+        out
+    }
+}
+
+/// The paper's DCGAN generator.
+#[derive(Debug)]
+pub struct DcganGenerator {
     label_emb: nn::Embedding,
     fc: nn::Linear,
     fc_bn: nn::BatchNorm,
@@ -32,8 +168,8 @@ fn up_conv(p: nn::Path, cin: i64, cout: i64, bias: bool) -> nn::ConvTranspose2D 
     nn::conv_transpose2d(p, cin, cout, 4, c)
 }
 
-impl Generator {
-    pub fn new(p: &nn::Path, cfg: &ModelConfig) -> Self {
+impl DcganGenerator {
+    fn new(p: &nn::Path, cfg: &ModelConfig) -> Self {
         let stages = cfg.num_stages();
         // Channels per 4·2^i map: g_width · 2^(stages-1-i), capped at 8·g_width.
         let ch = |i: i64| cfg.g_width * (1i64 << (stages - 1 - i).min(3));
@@ -44,7 +180,7 @@ impl Generator {
                 bn: nn::batch_norm2d(p / "blocks" / i / "bn", ch(i + 1), Default::default()),
             })
             .collect();
-        Generator {
+        DcganGenerator {
             label_emb: nn::embedding(p / "label_emb", cfg.num_classes, cfg.latent_dim, Default::default()),
             fc: nn::linear(p / "fc", cfg.latent_dim, c0 * 16, nn::LinearConfig { bias: false, ..Default::default() }),
             fc_bn: nn::batch_norm2d(p / "fc_bn", c0, Default::default()),
@@ -54,7 +190,7 @@ impl Generator {
         }
     }
 
-    pub fn forward_t(&self, z: &Tensor, labels: &Tensor, train: bool) -> Tensor {
+    fn forward_t(&self, z: &Tensor, labels: &Tensor, train: bool) -> Tensor {
         let h = z * labels.apply(&self.label_emb);
         let mut h = h.apply(&self.fc).view([-1, self.c0, 4, 4]).apply_t(&self.fc_bn, train).relu();
         for b in &self.blocks {

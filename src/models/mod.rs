@@ -11,6 +11,7 @@ pub mod classifier;
 pub mod config;
 pub mod convert;
 pub mod device;
+pub mod diffaugment;
 pub mod disc_cnn;
 pub mod disc_vit;
 pub mod discriminator;
@@ -29,7 +30,7 @@ mod tests;
 
 pub use bench::bench_step;
 pub use classifier::{Classifier, ClassifierConfig, CLASSIFIER_PRESETS};
-pub use config::{DiscKind, GanKind, ModelConfig};
+pub use config::{AugmentPolicy, DiscKind, GanKind, GeneratorArch, ModelConfig, Recipe, SourceLoss};
 pub use device::select_device;
 pub use error::ModelError;
 pub use gan::{Gan, StepLosses};

@@ -3,7 +3,7 @@
 
 use tch::{Device, Kind, Tensor};
 
-use super::config::{DiscKind, GanKind, ModelConfig};
+use super::config::{DiscKind, GanKind, ModelConfig, Recipe};
 use super::error::ModelError;
 use super::gan::Gan;
 use super::rng::SeededRng;
@@ -35,6 +35,10 @@ pub(crate) fn toy_batch(n: i64, classes: i64, size: i64, seed: i64) -> (Tensor, 
 
 fn tiny(gan: GanKind, disc: DiscKind) -> ModelConfig {
     ModelConfig::preset("tiny", gan, disc, 4).unwrap()
+}
+
+fn tiny_paper(gan: GanKind, disc: DiscKind) -> ModelConfig {
+    ModelConfig::preset_with("tiny", Recipe::Paper, gan, disc, 4).unwrap()
 }
 
 #[test]
@@ -94,7 +98,7 @@ fn spectral_norm_variant_trains_and_stores_power_iteration_vectors() {
 /// fake better than at the start and that the generator's loss moves.
 fn learns_on_fixed_batch(gan: GanKind, disc: DiscKind, steps: usize) {
     tch::set_num_threads(1);
-    let mut cfg = tiny(gan, disc);
+    let mut cfg = tiny_paper(gan, disc);
     // The paper's 5 critic steps ("tiny" uses 2 for speed; with 2 the ViT critic needs more than 30 steps).
     cfg.n_critic = 5;
     let mut g = Gan::new(&cfg, Device::Cpu, 42).unwrap();
@@ -185,7 +189,21 @@ fn same_seed_same_weights_after_steps() {
 #[test]
 fn weights_round_trip_and_strict_loading() {
     tch::set_num_threads(1);
-    let cfg = tiny(GanKind::Cgan, DiscKind::Cnn);
+    round_trip(
+        &tiny_paper(GanKind::Cgan, DiscKind::Cnn),
+        "generator.fc_bn.running_mean",
+        "discriminator.blocks.1.norm.running_var",
+    );
+    // The small-budget recipe: class-conditional BatchNorm in G, spectral norm in D, and the generator's EMA.
+    round_trip(
+        &tiny(GanKind::Cgan, DiscKind::Cnn),
+        "generator.ema.fc_bn.bn.running_mean",
+        "discriminator.blocks.1.conv.weight_u",
+    );
+}
+
+fn round_trip(cfg: &ModelConfig, g_stat: &str, d_stat: &str) {
+    let cfg = cfg.clone();
     let src = trained(&cfg, 5, 2);
     let w = src.weights().unwrap();
     let names: Vec<&str> = w.tensors().iter().map(|t| t.name.as_str()).collect();
@@ -193,9 +211,7 @@ fn weights_round_trip_and_strict_loading() {
     sorted.sort();
     assert_eq!(names, sorted);
     assert!(names.iter().all(|n| n.starts_with("generator.") || n.starts_with("discriminator.")));
-    assert!(
-        names.contains(&"generator.fc_bn.running_mean") && names.contains(&"discriminator.blocks.1.norm.running_var")
-    );
+    assert!(names.contains(&g_stat) && names.contains(&d_stat), "{g_stat} and {d_stat} in {names:?}");
     let (pg, pd) = src.param_counts();
     let g_only = src.generator_weights().unwrap();
     assert!(g_only.get("fc.weight").is_some());
@@ -262,9 +278,11 @@ fn proximal_term_keeps_weights_near_the_anchor() {
         for _ in 0..8 {
             last = g.train_step(&x, &y).unwrap().prox;
         }
-        // Only trainable tensors: batch-norm running statistics move the same with or without the proximal term.
+        // Only trainable tensors: batch-norm running statistics, spectral-norm vectors and the generator's EMA move
+        // the same with or without the proximal term.
         let trainable = |w: Weights| {
-            Weights::new(w.into_tensors().into_iter().filter(|t| !t.name.contains("running_")).collect()).unwrap()
+            let keep = |t: &NamedTensor| !crate::federation::server_opt::is_statistic(&t.name);
+            Weights::new(w.into_tensors().into_iter().filter(keep).collect()).unwrap()
         };
         (trainable(g.weights().unwrap()).l2_distance(&trainable(w0)).unwrap(), last)
     };
@@ -272,6 +290,51 @@ fn proximal_term_keeps_weights_near_the_anchor() {
     let (held, p_on) = drift(Some(1000.0));
     assert!(p_off.is_none() && p_on.is_some_and(|v| v > 0.0));
     assert!(held < free * 0.8, "FedProx drift {held} vs free {free}");
+}
+
+/// The small-budget recipe learns on the toy batch too: the (EMA) generator's images of each class move towards that
+/// class's real images (distance of per-class mean images), and the EMA generator sits between the initial and the
+/// trained one.
+#[test]
+fn small_budget_recipe_learns_and_samples_from_its_ema() {
+    tch::set_num_threads(1);
+    for (gan, disc) in
+        [(GanKind::Cgan, DiscKind::Cnn), (GanKind::Acgan, DiscKind::Vit), (GanKind::WganGp, DiscKind::Cnn)]
+    {
+        let cfg = tiny(gan, disc);
+        assert_eq!(cfg.recipe, Recipe::SmallBudget);
+        let mut g = Gan::new(&cfg, Device::Cpu, 42).unwrap();
+        let w0 = g.weights().unwrap();
+        let (x, y) = toy_batch(16, 4, 32, 7);
+        let (z, labels) = (g.latent(16, 5), y.shallow_clone());
+        // Mean over classes of ‖mean fake image of class k − mean real image of class k‖.
+        let gap = |g: &Gan| {
+            let fake = g.generate(&z, &labels);
+            (0..4)
+                .map(|k| {
+                    let idx = labels.eq(k).nonzero().squeeze_dim(1);
+                    let m = |t: &Tensor| t.index_select(0, &idx).mean_dim([0i64].as_slice(), false, Kind::Float);
+                    (m(&fake) - m(&x)).norm().double_value(&[])
+                })
+                .sum::<f64>()
+                / 4.0
+        };
+        let before = gap(&g);
+        for _ in 0..60 {
+            g.train_step(&x, &y).unwrap();
+        }
+        let after = gap(&g);
+        eprintln!("{gan}×{disc}: class-mean gap {before:.2} → {after:.2}");
+        assert!(after < 0.8 * before, "{gan}×{disc}: class-mean gap {before:.2} → {after:.2}");
+        let w = g.weights().unwrap();
+        let part = |w: &Weights, p: &str| w.strip_prefix(p);
+        let (live, ema, ema0) = (part(&w, "generator."), part(&w, "generator.ema."), part(&w0, "generator.ema."));
+        let live =
+            Weights::new(live.into_tensors().into_iter().filter(|t| !t.name.starts_with("ema.")).collect()).unwrap();
+        let (d_init, d_live) = (ema.l2_distance(&ema0).unwrap(), ema.l2_distance(&live).unwrap());
+        assert!(d_init > 0.0 && d_live > 0.0, "{gan}×{disc}: EMA moved ({d_init}) and lags ({d_live})");
+        assert!(!g.generate(&z, &labels).equal(&g.generate_raw(&z, &labels)), "samples come from the EMA");
+    }
 }
 
 #[test]

@@ -7,6 +7,7 @@
 //! agreement), collapse inside one class (diversity), or mix classes up (confusion matrix, inter-class Fréchet
 //! matrix). Each concept lives in its own file:
 //! - [`frechet`]: overall and per-class Fréchet distance;
+//! - [`kid`]: kernel inception distance, unbiased at small sample sizes (mean ± sd over subsets);
 //! - [`precision_recall`]: improved precision/recall with k-NN manifolds (Kynkäänniemi et al. 2019);
 //! - [`memorization`]: nearest training image of each synthetic one, in feature and pixel space;
 //! - [`diversity`]: within-class diversity ratio and class coverage;
@@ -28,6 +29,7 @@
 pub mod distances;
 pub mod diversity;
 pub mod frechet;
+pub mod kid;
 pub mod memorization;
 pub mod precision_recall;
 pub mod similarity;
@@ -44,6 +46,7 @@ use crate::plots::PlotError;
 
 pub use diversity::{class_coverage, class_diversity, ClassDiversity, Coverage, DiversityReport};
 pub use frechet::{class_frechet, frechet_report, ClassFrechet, FrechetReport};
+pub use kid::{kid, Kid};
 pub use memorization::{
     closest_pairs_image, closest_pairs_png, memorization, scan_space, summarize_space, ClosePair, MemorizationReport,
     NearestScan, SpaceMemorization, SpaceSets,
@@ -136,6 +139,9 @@ pub struct QualityOptions {
     pub chunk_size: usize,
     /// Compute the K×K inter-class Fréchet matrix (K² Fréchet distances).
     pub inter_class_fd: bool,
+    /// KID: random subsets drawn, and rows per subset (capped by the smaller set).
+    pub kid_subsets: usize,
+    pub kid_subset_size: usize,
 }
 
 impl Default for QualityOptions {
@@ -150,6 +156,8 @@ impl Default for QualityOptions {
             max_diversity_samples: 1000,
             chunk_size: 1024,
             inter_class_fd: true,
+            kid_subsets: 100,
+            kid_subset_size: 1000,
         }
     }
 }
@@ -176,6 +184,12 @@ impl QualityOptions {
         }
         if self.chunk_size == 0 {
             return bad("chunk_size", "must be at least 1");
+        }
+        if self.kid_subsets == 0 {
+            return bad("kid_subsets", "must be at least 1");
+        }
+        if self.kid_subset_size < 2 {
+            return bad("kid_subset_size", "must be at least 2");
         }
         Ok(())
     }
@@ -374,6 +388,9 @@ pub struct QualityReport {
     pub confusion: ConfusionMatrix,
     /// None when `options.inter_class_fd` is off.
     pub inter_class_fd: Option<InterClassFrechet>,
+    /// KID, real split vs synthetic (absent in reports written before it existed).
+    #[serde(default)]
+    pub kid: Option<Kid>,
 }
 
 /// Runs every metric of this module on `inputs` (validated first; errors name the bad input or option).
@@ -387,6 +404,7 @@ pub fn assess(inputs: &QualityInputs, opts: &QualityOptions) -> Result<QualityRe
     let syn_labels = &inputs.synthetic_labels;
 
     let frechet = frechet_report(real, real_labels, synth, syn_labels, &names)?;
+    let kid = kid::kid(real, synth, opts.kid_subsets, opts.kid_subset_size, 0x4b1d)?;
     let precision_recall = precision_recall(real, synth, opts.k, opts.chunk_size)?;
     let pixel = match (&inputs.synthetic_pixels, &inputs.train_pixels) {
         (Some(s), Some(t)) => Some(SpaceSets { synthetic: s, train: t, test: inputs.test_pixels.as_ref() }),
@@ -417,6 +435,7 @@ pub fn assess(inputs: &QualityInputs, opts: &QualityOptions) -> Result<QualityRe
         coverage,
         confusion,
         inter_class_fd,
+        kid: Some(kid),
     })
 }
 
