@@ -1,5 +1,5 @@
 //! The real `histofed` binary on the paths a user takes first: pointing it at a real dataset (`--data npz:…`,
-//! `--data imagefolder:…`).
+//! `--data imagefolder:…`), and reading its log once stderr is a file or a pipe.
 
 use std::io::Write;
 use std::path::Path;
@@ -111,4 +111,38 @@ fn real_data_brings_its_own_classes() {
     assert!(out.status.success(), "{stdout}\n{stderr}");
     let header = stdout.lines().find(|l| l.trim_start().starts_with("site")).expect("a histogram table");
     assert_eq!(header.split_whitespace().collect::<Vec<_>>(), ["site", "ADI", "BACK", "total"], "{stdout}");
+}
+
+/// `histofed site … 2>site.log` wrote ANSI colour codes into the file. Colour is for terminals only: a pipe or a
+/// redirected stderr gets plain text.
+#[test]
+fn logs_to_a_pipe_or_a_file_carry_no_colour_codes() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A site whose server never answers: it logs at info, warns, and gives up with an error after a second.
+    let port = histofed::cluster::ports::free_port_pair().unwrap();
+    let config = tmp.path().join("site.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[data]\nper_class = 8\npartition = \"iid\"\n\n[model]\npreset = \"tiny\"\n\n[cluster]\nserver_addr = \"127.0.0.1:{port}\"\n\
+             reconnect_secs = 0.1\nsite_give_up_secs = 1.0\n\n[runtime]\nout_dir = \"{}\"\n\n[evaluation]\n\
+             eval_every = 0\nat_sites = false\n",
+            tmp.path().join("run").display()
+        ),
+    )
+    .unwrap();
+    let args = ["site", "--config", config.to_str().unwrap(), "--site-id", "0"];
+
+    let piped = histofed(&args).stdout(Stdio::null()).stderr(Stdio::piped()).output().unwrap();
+    let log_path = tmp.path().join("site.log");
+    let file = std::fs::File::create(&log_path).unwrap();
+    let redirected = histofed(&args).stdout(Stdio::null()).stderr(Stdio::from(file)).status().unwrap();
+    let to_file = std::fs::read(&log_path).unwrap();
+
+    for (what, status, bytes) in [("a pipe", piped.status, &piped.stderr), ("a file", redirected, &to_file)] {
+        let log = text(bytes);
+        assert!(!status.success(), "the site gives up: {log}");
+        assert!(log.contains("INFO") && log.contains("ERROR"), "levels are logged to {what}:\n{log}");
+        assert!(!bytes.contains(&0x1b), "ESC (ANSI colour) in the log written to {what}:\n{log:?}");
+    }
 }
