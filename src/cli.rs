@@ -607,7 +607,7 @@ fn run(cmd: Command) -> Result<()> {
         }
         Command::Bench(BenchCmd::Models(a)) => bench_models(a),
         Command::Dataset(DatasetCmd::Synth(a)) => synth(a),
-        Command::Partition(a) => show_partition(&load_config(&a.config, None)?, &a.png),
+        Command::Partition(a) => show_partition(load_config(&a.config, None)?, &a.png),
         Command::Config(a) => {
             print!("{}", load_config(&a, None)?.to_toml()?);
             Ok(())
@@ -642,13 +642,16 @@ fn load_config(a: &ConfigArgs, base: Option<Config>) -> Result<Config> {
     Ok(cfg)
 }
 
-/// Loads the configured data source at the model's image size (as the server and centralized training see it).
-pub fn load_data(cfg: &Config) -> Result<Splits> {
+/// Loads the configured data source at the model's image size (as the server and centralized training see it), and
+/// sizes `cfg`'s model for the data's classes (see [`load_data_stained`]).
+pub fn load_data(cfg: &mut Config) -> Result<Splits> {
     load_data_stained(cfg, data::synth::StainShift::default())
 }
 
-/// Loads the data as one site sees it: synthetic images carry that site's stain shift.
-pub fn load_data_stained(cfg: &Config, stain: data::synth::StainShift) -> Result<Splits> {
+/// Loads the data as one site sees it: synthetic images carry that site's stain shift. A real source brings its own
+/// classes: an unset `data.num_classes` takes their count (so call this before `cfg.model_config()` or
+/// `cfg.hash()`), one set explicitly must agree with the data ([`Config::take_classes_from_data`]).
+pub fn load_data_stained(cfg: &mut Config, stain: data::synth::StainShift) -> Result<Splits> {
     let model = cfg.model_config()?;
     let source: DataSource = cfg.data.source.parse()?;
     let opts = LoadOptions {
@@ -658,7 +661,7 @@ pub fn load_data_stained(cfg: &Config, stain: data::synth::StainShift) -> Result
         seed: cfg.federation.seed,
         classes: None,
         synth_per_class: cfg.data.per_class,
-        synth_num_classes: cfg.data.num_classes,
+        synth_num_classes: cfg.num_classes(),
         val_fraction: cfg.data.val_fraction,
         test_fraction: cfg.data.test_fraction,
         synth_stain: stain,
@@ -670,12 +673,10 @@ pub fn load_data_stained(cfg: &Config, stain: data::synth::StainShift) -> Result
             tracing::warn!(path = %path.display(), %why, "skipped");
         }
     }
-    if splits.train.num_classes() as i64 != model.num_classes {
-        bail!(
-            "the data has {} classes but the model is configured for {} (data.num_classes)",
-            splits.train.num_classes(),
-            model.num_classes
-        );
+    let explicit = cfg.data.num_classes.is_some();
+    cfg.take_classes_from_data(&splits.train.classes)?;
+    if !explicit && source != DataSource::Synthetic {
+        tracing::info!(classes = ?splits.train.classes, "the model takes its classes from the data");
     }
     Ok(splits)
 }
@@ -864,8 +865,10 @@ async fn kill_pods(a: KillPodsCmd) -> Result<()> {
     Ok(())
 }
 
-pub async fn run_server(cfg: Config, opts: ServerOpts) -> Result<()> {
+pub async fn run_server(mut cfg: Config, opts: ServerOpts) -> Result<()> {
     tch::set_num_threads(cfg.runtime.threads);
+    // First the data: a real source decides the model's classes, hence the model and the configuration's hash.
+    let splits = load_data(&mut cfg)?;
     let model = cfg.model_config()?;
     let device = select_device(Some(&cfg.model.device).filter(|d| !d.is_empty()).map(|s| s.as_str()))?;
     let out = cfg.runtime.out_dir.clone();
@@ -963,7 +966,6 @@ pub async fn run_server(cfg: Config, opts: ServerOpts) -> Result<()> {
         }
         return Ok(());
     }
-    let splits = load_data(&cfg)?;
     report.classes = splits.train.classes.clone();
     tracing::info!(
         model = %report.model,
@@ -1093,15 +1095,21 @@ async fn watch_site_pods(server: ActorRef<ServerMsg>, selector: &str) {
     });
 }
 
-pub async fn run_site(cfg: Config, site_id: u32, protocol: u32, http: Option<SocketAddr>, stay_up: bool) -> Result<()> {
+pub async fn run_site(
+    mut cfg: Config,
+    site_id: u32,
+    protocol: u32,
+    http: Option<SocketAddr>,
+    stay_up: bool,
+) -> Result<()> {
     tch::set_num_threads(cfg.runtime.threads);
     if site_id >= cfg.federation.sites {
         bail!("--site-id {site_id} is outside 0..{} (federation.sites)", cfg.federation.sites);
     }
+    let stain = data::synth::StainShift::for_site(site_id as usize, cfg.data.stain_shift, cfg.federation.seed);
+    let splits = load_data_stained(&mut cfg, stain)?;
     let model = cfg.model_config()?;
     let device = select_device(Some(&cfg.model.device).filter(|d| !d.is_empty()).map(|s| s.as_str()))?;
-    let stain = data::synth::StainShift::for_site(site_id as usize, cfg.data.stain_shift, cfg.federation.seed);
-    let splits = load_data_stained(&cfg, stain)?;
     let shard = site_shard(&cfg, &splits.train, site_id)?;
     let state_dir = cfg
         .runtime
@@ -1198,13 +1206,13 @@ pub async fn run_site(cfg: Config, site_id: u32, protocol: u32, http: Option<Soc
     }
 }
 
-async fn run_evaluator_node(cfg: Config, a: EvaluatorCmd) -> Result<()> {
+async fn run_evaluator_node(mut cfg: Config, a: EvaluatorCmd) -> Result<()> {
     use crate::actors::evaluator::EvaluatorRole;
     use crate::actors::role::{run_node, Role, RoleFactory, RoleNodeOptions};
     tch::set_num_threads(cfg.runtime.threads);
+    let splits = load_data(&mut cfg)?;
     let model = cfg.model_config()?;
     let device = select_device(Some(&cfg.model.device).filter(|d| !d.is_empty()).map(|s| s.as_str()))?;
-    let splits = load_data(&cfg)?;
     let out = a.out.clone().unwrap_or_else(|| cfg.runtime.out_dir.join(format!("evaluator-{}", a.name)));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let args = EvaluatorArgs {
@@ -1240,17 +1248,22 @@ fn reproduce(a: ReproduceCmd) -> Result<()> {
     if !a.discs.is_empty() {
         preset.discs = a.discs.clone();
     }
-    // The preset decides the data and model sizes (over the config file); --set still overrides them.
+    // The preset decides the data and model sizes (over the config file); --set still overrides them. Its class
+    // count is for synthetic data: a real source brings its own classes.
     let mut args = a.config;
     let user_set = std::mem::take(&mut args.set);
+    let user_classes = user_set.iter().any(|s| s.split_once('=').is_some_and(|(k, _)| k.trim() == "data.num_classes"));
     args.set.push(format!("data.per_class={}", preset.per_class));
-    args.set.push(format!("data.num_classes={}", preset.num_classes));
     args.set.push(format!("model.preset={}", toml::Value::String(preset.model.clone())));
     args.set.extend(user_set);
-    let cfg = load_config(&args, None)?;
+    let mut cfg = load_config(&args, None)?;
+    if !user_classes && cfg.data.source.parse::<DataSource>()? == DataSource::Synthetic {
+        cfg.data.num_classes = Some(preset.num_classes);
+        cfg.validate()?;
+    }
     tch::set_num_threads(a.threads.unwrap_or(cfg.runtime.threads).max(1));
     let device = select_device(Some(&cfg.model.device).filter(|d| !d.is_empty()).map(|s| s.as_str()))?;
-    let splits = load_data(&cfg)?;
+    let splits = load_data(&mut cfg)?;
     let out = a.out.unwrap_or_else(|| PathBuf::from(format!("runs/reproduce-{}", preset.name)));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let commit = std::process::Command::new("git")
@@ -1289,11 +1302,11 @@ fn reproduce(a: ReproduceCmd) -> Result<()> {
 }
 
 fn train(a: TrainCmd) -> Result<()> {
-    let cfg = load_config(&a.config, None)?;
+    let mut cfg = load_config(&a.config, None)?;
     tch::set_num_threads(cfg.runtime.threads);
+    let splits = load_data(&mut cfg)?;
     let model = cfg.model_config()?;
     let device = select_device(Some(&cfg.model.device).filter(|d| !d.is_empty()).map(|s| s.as_str()))?;
-    let splits = load_data(&cfg)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let (train, test) = (splits.train, splits.test);
     println!("{} training images, {} test images, {} classes", train.len(), test.len(), train.num_classes());
@@ -1353,11 +1366,11 @@ fn train(a: TrainCmd) -> Result<()> {
 fn augment(a: AugmentCmd) -> Result<()> {
     use crate::augment_study::{self as study, AugmentOptions, FederatedOptions};
     use crate::reference::ReferenceOptions;
-    let cfg = load_config(&a.config, None)?;
+    let mut cfg = load_config(&a.config, None)?;
     tch::set_num_threads(cfg.runtime.threads);
+    let splits = load_data(&mut cfg)?;
     let model = cfg.model_config()?;
     let device = select_device(Some(&cfg.model.device).filter(|d| !d.is_empty()).map(|s| s.as_str()))?;
-    let splits = load_data(&cfg)?;
     let (train, test) = (splits.train, splits.test);
     let seed = cfg.federation.seed;
     let generator = study::load_generator(&a.generator, &model, device, seed as i64)?;
@@ -1472,8 +1485,8 @@ fn synth(a: SynthCmd) -> Result<()> {
     Ok(())
 }
 
-fn show_partition(cfg: &Config, png: &Path) -> Result<()> {
-    let splits = load_data(cfg)?;
+fn show_partition(mut cfg: Config, png: &Path) -> Result<()> {
+    let splits = load_data(&mut cfg)?;
     let parts = partition::partition(
         &splits.train.labels,
         splits.train.num_classes(),

@@ -14,6 +14,9 @@ pub use crate::faults::Fault;
 use crate::federation::strategy::StrategyConfig;
 use crate::models::{AugmentPolicy, DiscKind, GanKind, GeneratorArch, ModelConfig, Recipe, SourceLoss};
 
+/// Synthetic classes when `data.num_classes` is unset: ADI, BACK, DEB, LYM.
+pub const DEFAULT_SYNTH_CLASSES: usize = 4;
+
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -84,9 +87,12 @@ pub struct FederationConfig {
 pub struct DataConfig {
     /// `synthetic`, `imagefolder:PATH`, `npz:PATH` or `mhist:PATH`.
     pub source: String,
-    /// Synthetic data: images per class, and how many of the 9 NCT classes.
+    /// Synthetic data: images per class.
     pub per_class: usize,
-    pub num_classes: usize,
+    /// Classes the model is built for. Synthetic data: how many of the 9 NCT classes (unset: 4). A real source
+    /// (imagefolder, npz, mhist) brings its own classes and, left unset, the count is taken from the data when it is
+    /// loaded; set explicitly (file or `--set`), it is a requirement the data must meet.
+    pub num_classes: Option<usize>,
     /// Non-IID split across sites: `iid`, `dirichlet:ALPHA[:min=N]`, `pathological:K`, `quantity:POWER`.
     pub partition: String,
     /// Synthetic data: per-site stain shift strength (0 = none; 1 = strong), simulating hospitals' staining.
@@ -284,7 +290,7 @@ impl Default for DataConfig {
         Self {
             source: "synthetic".into(),
             per_class: 96,
-            num_classes: 4,
+            num_classes: None,
             partition: "dirichlet:0.5".into(),
             stain_shift: 0.0,
             val_fraction: 0.1,
@@ -407,15 +413,19 @@ impl Config {
         }
         self.strategy()?;
         self.partition()?;
+        match (self.data.num_classes, self.data.source.parse::<crate::data::DataSource>()) {
+            (Some(n), Ok(crate::data::DataSource::Synthetic)) if !(2..=9).contains(&n) => {
+                return bad(format!("data.num_classes = {n} must be in 2..=9 for synthetic data"));
+            }
+            (Some(n), _) if n < 2 => return bad(format!("data.num_classes = {n} must be at least 2")),
+            _ => {}
+        }
         self.model_config()?;
         if self.data.source.parse::<crate::data::DataSource>().is_err() {
             return bad(format!(
                 "data.source = {:?}: expected synthetic, imagefolder:PATH, npz:PATH or mhist:PATH",
                 self.data.source
             ));
-        }
-        if !(2..=9).contains(&self.data.num_classes) {
-            return bad(format!("data.num_classes = {} must be in 2..=9", self.data.num_classes));
         }
         if !(self.data.stain_shift.is_finite() && (0.0..=2.0).contains(&self.data.stain_shift)) {
             return bad(format!("data.stain_shift = {} must be in 0..=2", self.data.stain_shift));
@@ -498,7 +508,7 @@ impl Config {
             .map_err(|e| ConfigError::Invalid(format!("model.discriminator = {:?}: {e}", m.discriminator)))?;
         let recipe: Recipe =
             m.recipe.parse().map_err(|e| ConfigError::Invalid(format!("model.recipe = {:?}: {e}", m.recipe)))?;
-        let mut cfg = ModelConfig::preset_with(&m.preset, recipe, gan, disc, self.data.num_classes as i64)
+        let mut cfg = ModelConfig::preset_with(&m.preset, recipe, gan, disc, self.num_classes() as i64)
             .map_err(|e| ConfigError::Invalid(format!("model.preset = {:?}: {e}", m.preset)))?;
         m.override_ingredients(&mut cfg)?;
         if let Some(size) = m.image_size {
@@ -508,14 +518,54 @@ impl Config {
         Ok(cfg)
     }
 
+    /// The class count the model is built for: `data.num_classes`, else [`DEFAULT_SYNTH_CLASSES`]. For a real source
+    /// left unset this is only a placeholder until [`Config::take_classes_from_data`] has seen the data.
+    pub fn num_classes(&self) -> usize {
+        self.data.num_classes.unwrap_or(DEFAULT_SYNTH_CLASSES)
+    }
+
+    /// Sizes the model for the classes the data actually has (`classes`, in label order, from `data.source`): an
+    /// unset `data.num_classes` takes their count; one set explicitly (in the file or with `--set`) must equal it.
+    pub fn take_classes_from_data(&mut self, classes: &[String]) -> Result<(), ConfigError> {
+        let found = classes.len();
+        match self.data.num_classes {
+            None => {
+                self.data.num_classes = Some(found);
+                // The data's count must still suit the model (2..=10000 classes).
+                self.model_config().map(|_| ()).map_err(|e| {
+                    ConfigError::Invalid(format!(
+                        "{} has {found} classes, which the model cannot take: {e}",
+                        self.data.source
+                    ))
+                })
+            }
+            Some(n) if n == found => Ok(()),
+            Some(n) => {
+                let mut names = classes.iter().take(12).cloned().collect::<Vec<_>>().join(", ");
+                if found > 12 {
+                    names.push_str(", …");
+                }
+                Err(ConfigError::Invalid(format!(
+                    "data.num_classes = {n} is set (in the config file or with --set), but {} has {found} classes \
+                     ({names}): remove data.num_classes to take the classes from the data, or point data.source at \
+                     data with {n} classes",
+                    self.data.source
+                )))
+            }
+        }
+    }
+
     /// A stable hash of what defines the experiment — model, data, strategy, sites, seed, local work — recorded in
     /// checkpoints so a resumed run can tell it continues the same experiment. Operational settings (rounds,
     /// deadlines, heartbeats, addresses, output folder, faults) are left out: extending a run by more rounds or
     /// moving it to another port is still the same run.
     pub fn hash(&self) -> String {
         let f = &self.federation;
+        // The class count as the model sees it: an unset count and the same count set explicitly are one experiment
+        // (and hash as checkpoints written before the count could be left unset did).
+        let data = DataConfig { num_classes: Some(self.num_classes()), ..self.data.clone() };
         let identity =
-            (&self.model, &self.data, (&f.strategy, f.seed, f.sites, f.local_steps, f.batch_size, f.max_update_norm));
+            (&self.model, &data, (&f.strategy, f.seed, f.sites, f.local_steps, f.batch_size, f.max_update_norm));
         let text = serde_json::to_string(&identity).unwrap_or_default();
         hex::encode(&Sha256::digest(text.as_bytes())[..8])
     }
@@ -608,6 +658,49 @@ mod tests {
         assert_eq!(cfg.model_config().unwrap().image_size, 64);
         cfg.model.image_size = Some(48);
         assert!(cfg.validate().unwrap_err().to_string().contains("model.image_size"));
+    }
+
+    #[test]
+    fn class_count_defaults_for_synthetic_and_comes_from_real_data() {
+        let cfg: Config = toml::from_str("").unwrap();
+        assert_eq!(cfg.data.num_classes, None, "unset, not defaulted to a number");
+        assert_eq!(cfg.num_classes(), DEFAULT_SYNTH_CLASSES);
+        assert_eq!(cfg.model_config().unwrap().num_classes, 4);
+        // Leaving the count unset or setting the default explicitly is the same experiment (and the hash that
+        // checkpoints written with `num_classes = 4` carry).
+        let mut four = cfg.clone();
+        four.data.num_classes = Some(4);
+        assert_eq!(cfg.hash(), four.hash());
+
+        // A real source left unset takes the data's classes; the overrides that name the source keep it unset.
+        let mut real = Config::default();
+        real.apply_overrides(&["data.source=\"npz:/data/pathmnist.npz\"".into()]).unwrap();
+        assert_eq!(real.data.num_classes, None);
+        let nine: Vec<String> = crate::data::NCT_CLASSES.iter().map(|s| s.to_string()).collect();
+        real.take_classes_from_data(&nine).unwrap();
+        assert_eq!(real.data.num_classes, Some(9));
+        assert_eq!(real.model_config().unwrap().num_classes, 9);
+        real.take_classes_from_data(&nine).unwrap();
+
+        // Set explicitly (file or --set), a different count is a clear error naming the key and the way out.
+        let mut explicit = Config::default();
+        explicit.apply_overrides(&["data.source=\"imagefolder:/x\"".into(), "data.num_classes=4".into()]).unwrap();
+        assert_eq!(explicit.data.num_classes, Some(4));
+        let e = explicit.take_classes_from_data(&nine[..2]).unwrap_err().to_string();
+        assert!(e.contains("data.num_classes = 4 is set"), "{e}");
+        assert!(e.contains("imagefolder:/x has 2 classes (ADI, BACK)"), "{e}");
+        assert!(e.contains("remove data.num_classes"), "{e}");
+        let from_file: Config = toml::from_str("[data]\nsource = \"npz:p.npz\"\nnum_classes = 9\n").unwrap();
+        assert_eq!(from_file.data.num_classes, Some(9));
+
+        // The 2..=9 bound is the synthetic generator's; real data may have more classes.
+        let mut synth = Config::default();
+        synth.data.num_classes = Some(12);
+        assert!(synth.validate().unwrap_err().to_string().contains("2..=9 for synthetic"));
+        synth.data.source = "npz:big.npz".into();
+        synth.validate().unwrap();
+        synth.data.num_classes = Some(1);
+        assert!(synth.validate().unwrap_err().to_string().contains("data.num_classes = 1"));
     }
 
     #[test]

@@ -200,7 +200,7 @@ pub struct RoleHostState {
     args: RoleHostArgs,
     server: Option<ActorRef<ServerMsg>>,
     connected: bool,
-    connect_failures: u32,
+    dialer: cluster::Dialer,
     /// Download-only credentials on the bulk plane: (reader id, token).
     reader: Option<(u32, u64)>,
     runner: Option<ActorRef<RunnerMsg>>,
@@ -332,7 +332,7 @@ impl Actor for RoleHost {
             args,
             server: None,
             connected: false,
-            connect_failures: 0,
+            dialer: cluster::Dialer::default(),
             reader: None,
             runner: Some(runner),
             queue: VecDeque::new(),
@@ -351,18 +351,28 @@ impl Actor for RoleHost {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             RoleMsg::Connect => {
+                st.dialer.due();
                 if st.connected {
                     return Ok(());
                 }
-                let (a, failures) = (&st.args, &mut st.connect_failures);
-                if let Some(delay) = cluster::dial(&a.node, &a.security, a.server_addr, a.reconnect, failures).await {
-                    me.send_after(delay, || RoleMsg::Connect);
+                let a = &st.args;
+                match st.dialer.dial(&a.node, &a.security, a.server_addr, a.reconnect).await {
+                    cluster::Dial::Opened => {}
+                    cluster::Dial::RetryIn(delay) => {
+                        if st.dialer.schedule() {
+                            me.send_after(delay, || RoleMsg::Connect);
+                        }
+                    }
+                    cluster::Dial::GiveUp(reason) => {
+                        set_exit(&st.args.exit, Err(reason.clone()));
+                        me.stop(None);
+                    }
                 }
             }
             RoleMsg::Node(NodeEvent::Ready { peer, .. }) => {
                 tracing::info!(%peer, "session ready");
                 st.connected = true;
-                st.connect_failures = 0;
+                st.dialer.ready();
                 st.find_server();
             }
             RoleMsg::Node(NodeEvent::Disconnected { peer, .. }) => {
@@ -370,7 +380,9 @@ impl Actor for RoleHost {
                 st.connected = false;
                 st.server = None;
                 st.reader = None;
-                me.send_after(st.args.reconnect, || RoleMsg::Connect);
+                if st.dialer.schedule() {
+                    me.send_after(st.args.reconnect, || RoleMsg::Connect);
+                }
             }
             RoleMsg::FromServer(Ok(ToRole::Welcome { protocol, reader_id, token })) => {
                 if protocol != PROTOCOL_VERSION {

@@ -96,7 +96,7 @@ pub struct SiteState {
     trainer: Option<ActorRef<TrainerMsg>>,
     server: Option<ActorRef<ServerMsg>>,
     connected: bool,
-    connect_failures: u32,
+    dialer: cluster::Dialer,
     job: Option<LocalJob>,
     restarts: RestartTracker,
     restarts_this_job: u32,
@@ -310,7 +310,7 @@ impl Actor for SiteActor {
             trainer: Some(trainer),
             server: None,
             connected: false,
-            connect_failures: 0,
+            dialer: cluster::Dialer::default(),
             job: None,
             restarts,
             restarts_this_job: 0,
@@ -450,18 +450,28 @@ fn restart_or_escalate(me: &ActorRef<SiteMsg>, st: &mut SiteState, reason: Strin
 async fn dispatch(me: ActorRef<SiteMsg>, msg: SiteMsg, st: &mut SiteState) -> Result<(), ActorProcessingErr> {
     match msg {
         SiteMsg::Connect => {
+            st.dialer.due();
             if st.connected {
                 return Ok(());
             }
-            let (a, failures) = (&st.args, &mut st.connect_failures);
-            if let Some(delay) = cluster::dial(&a.node, &a.security, a.server_addr, a.reconnect, failures).await {
-                me.send_after(delay, || SiteMsg::Connect);
+            let a = &st.args;
+            match st.dialer.dial(&a.node, &a.security, a.server_addr, a.reconnect).await {
+                cluster::Dial::Opened => {}
+                cluster::Dial::RetryIn(delay) => {
+                    if st.dialer.schedule() {
+                        me.send_after(delay, || SiteMsg::Connect);
+                    }
+                }
+                cluster::Dial::GiveUp(reason) => {
+                    set_exit(&st.args.exit, Err(reason.clone()));
+                    me.stop(Some(reason));
+                }
             }
         }
         SiteMsg::Node(NodeEvent::Ready { peer, .. }) => {
             tracing::info!(%peer, "session ready");
             st.connected = true;
-            st.connect_failures = 0;
+            st.dialer.ready();
             st.last_contact = Instant::now();
             st.find_server();
         }
@@ -473,7 +483,9 @@ async fn dispatch(me: ActorRef<SiteMsg>, msg: SiteMsg, st: &mut SiteState) -> Re
             st.pending = None;
             st.token = None;
             st.eval_job = None;
-            me.send_after(st.args.reconnect, || SiteMsg::Connect);
+            if st.dialer.schedule() {
+                me.send_after(st.args.reconnect, || SiteMsg::Connect);
+            }
         }
         SiteMsg::FromServer(Ok(ToSite::Welcome { protocol, token })) => {
             st.last_contact = Instant::now();

@@ -189,7 +189,7 @@ pub fn base_config() -> Config {
     c.federation.heartbeat_secs = 0.5;
     c.federation.seed = 11;
     c.data.per_class = 24;
-    c.data.num_classes = 4;
+    c.data.num_classes = Some(4);
     c.data.partition = "dirichlet:0.5:min=8".into();
     c.model.preset = "tiny".into();
     c.cluster.reconnect_secs = 0.2;

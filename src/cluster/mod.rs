@@ -39,6 +39,16 @@ pub enum ClusterError {
     Tls(#[from] tls::TlsError),
 }
 
+impl ClusterError {
+    /// The certificate refusal this error is, if it is one (a configuration error, not a network one).
+    pub fn certificate_refusal(&self) -> Option<&tls::CertRefusal> {
+        match self {
+            ClusterError::Tls(e) => e.certificate_refusal(),
+            _ => None,
+        }
+    }
+}
+
 /// How nodes authenticate each other.
 #[derive(Clone)]
 pub enum Security {
@@ -143,7 +153,9 @@ pub async fn start_node(
 }
 
 /// Opens a session to the node at `addr` (over mTLS when the node uses it, expecting the server's identity).
-/// Success means the connection is open; the peer has joined only once a [`NodeEvent::Ready`] arrives.
+/// Success means the connection is open; the peer has joined only once a [`NodeEvent::Ready`] arrives. Over mTLS it
+/// waits for the session's first read, where a server that refuses this node's certificate says so (TLS 1.3), and
+/// reports that refusal as an error like one found during the handshake.
 pub async fn connect(
     node: &ActorRef<NodeServerMessage>,
     security: &Security,
@@ -153,25 +165,94 @@ pub async fn connect(
         Security::Plain => ractor_cluster::client_connect(node, addr)
             .await
             .map_err(|e| ClusterError::Connect { addr: addr.to_string(), message: e.to_string() }),
-        Security::Mtls(m) => Ok(tls::connect_tls(node, addr, m.connector()?, crate::certs::SERVER_NAME).await?),
+        Security::Mtls(m) => {
+            let verdict = tls::connect_tls(node, addr, m.connector()?, crate::certs::SERVER_NAME).await?;
+            match verdict.refusal(tls::HANDSHAKE_TIMEOUT).await {
+                Some(refusal) => Err(tls::TlsError::Certificate { peer: addr, refusal }.into()),
+                None => Ok(()),
+            }
+        }
     }
 }
 
-/// One attempt of a node that keeps dialling the server (a site, a role node): on failure it counts the failure in
-/// `failures` and returns when to try again — `base` doubled per consecutive failure, at most 8×. The caller resets
-/// `failures` once the session is ready.
-pub async fn dial(
-    node: &ActorRef<NodeServerMessage>,
-    security: &Security,
-    addr: SocketAddr,
-    base: std::time::Duration,
-    failures: &mut u32,
-) -> Option<std::time::Duration> {
-    let e = connect(node, security, addr).await.err()?;
-    *failures += 1;
-    let delay = base * 2u32.pow((*failures).min(3));
-    tracing::info!(error = %e, retry_in = ?delay, "server not reachable yet");
-    Some(delay)
+/// Certificate refusals in a row after which a dialling node stops: a certificate refused by either side is a
+/// configuration error, not a network blip. A few attempts ride out a server that is being restarted with new
+/// material.
+pub const CERT_REFUSALS_TO_GIVE_UP: u32 = 3;
+
+/// What a dialling node does after one attempt ([`Dialer::dial`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dial {
+    /// The connection is open; the peer has joined once the session is ready.
+    Opened,
+    /// Try again after this delay.
+    RetryIn(std::time::Duration),
+    /// Stop, with this reason: the certificate was refused [`CERT_REFUSALS_TO_GIVE_UP`] times in a row.
+    GiveUp(String),
+}
+
+/// A node that keeps dialling the server (a site, a role node): its backoff, the certificate refusals in a row, and
+/// whether an attempt is already scheduled.
+#[derive(Debug, Default)]
+pub struct Dialer {
+    failures: u32,
+    cert_refusals: u32,
+    scheduled: bool,
+}
+
+impl Dialer {
+    /// The session is ready: backoff and refusals start over.
+    pub fn ready(&mut self) {
+        self.failures = 0;
+        self.cert_refusals = 0;
+    }
+
+    /// Whether the caller should schedule the next attempt: `false` when one is scheduled already (a refusal seen
+    /// after the handshake both fails the attempt and drops the session, and both want to try again).
+    pub fn schedule(&mut self) -> bool {
+        !std::mem::replace(&mut self.scheduled, true)
+    }
+
+    /// The scheduled attempt is due: call it first thing when the caller's connect message arrives.
+    pub fn due(&mut self) {
+        self.scheduled = false;
+    }
+
+    /// One attempt. A failure waits `base` doubled per failure in a row, at most 8×. A refused certificate is
+    /// logged at error with what to check, and after [`CERT_REFUSALS_TO_GIVE_UP`] in a row the node gives up.
+    pub async fn dial(
+        &mut self,
+        node: &ActorRef<NodeServerMessage>,
+        security: &Security,
+        addr: SocketAddr,
+        base: std::time::Duration,
+    ) -> Dial {
+        let Err(e) = connect(node, security, addr).await else { return Dial::Opened };
+        self.failures += 1;
+        let delay = base * 2u32.pow(self.failures.min(3));
+        let Some(refusal) = e.certificate_refusal() else {
+            self.cert_refusals = 0;
+            tracing::info!(error = %e, retry_in = ?delay, "server not reachable yet");
+            return Dial::RetryIn(delay);
+        };
+        self.cert_refusals += 1;
+        let check = match security {
+            Security::Mtls(m) => refusal.advice(m),
+            Security::Plain => String::new(),
+        };
+        tracing::error!(
+            error = %e,
+            %check,
+            attempt = self.cert_refusals,
+            of = CERT_REFUSALS_TO_GIVE_UP,
+            "TLS certificate refused: a configuration error, not a network one"
+        );
+        if self.cert_refusals >= CERT_REFUSALS_TO_GIVE_UP {
+            Dial::GiveUp(format!("{e}; {check} (refused {} times in a row; giving up)", self.cert_refusals))
+        } else {
+            Dial::RetryIn(delay)
+        }
+    }
 }
 
 /// The certificate-bound node name of the session with `node_id`, if that session came through mTLS and its
@@ -254,6 +335,44 @@ pub fn ephemeral(ip: IpAddr) -> SocketAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_refused_certificate_gives_up_after_a_few_attempts_a_closed_port_does_not() {
+        let (good, foreign) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        crate::certs::issue_all(good.path(), 1).unwrap();
+        crate::certs::issue_all(foreign.path(), 1).unwrap();
+        let port = ports::free_port_pair().unwrap();
+        let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+        let security = Security::from_dir(Some(good.path()), "server").unwrap();
+        let server = start_node("server", addr, "cookie".into(), 1 << 20, security).await.unwrap();
+        let security = Security::from_dir(Some(foreign.path()), "site-0").unwrap();
+        let site = start_node("site-0", ephemeral(addr.ip()), "cookie".into(), 1 << 20, security).await.unwrap();
+        let base = std::time::Duration::from_millis(1);
+
+        let mut dialer = Dialer::default();
+        let mut outcomes = Vec::new();
+        for _ in 0..CERT_REFUSALS_TO_GIVE_UP {
+            outcomes.push(dialer.dial(&site.server, &site.security, addr, base).await);
+        }
+        assert!(matches!(outcomes[..2], [Dial::RetryIn(_), Dial::RetryIn(_)]), "{outcomes:?}");
+        let Some(Dial::GiveUp(reason)) = outcomes.last() else { panic!("{outcomes:?}") };
+        assert!(reason.contains("refused the peer's certificate") && reason.contains("ca.pem"), "{reason}");
+
+        // A port nobody listens on is a network problem: retried for ever, and it resets the refusals.
+        let closed = SocketAddr::new(addr.ip(), ports::free_port_pair().unwrap());
+        let mut dialer = Dialer::default();
+        for _ in 0..CERT_REFUSALS_TO_GIVE_UP + 1 {
+            assert!(matches!(dialer.dial(&site.server, &site.security, closed, base).await, Dial::RetryIn(_)));
+        }
+
+        // One scheduled attempt at a time, however many reasons to try again arrive before it is due.
+        assert!(dialer.schedule());
+        assert!(!dialer.schedule());
+        dialer.due();
+        assert!(dialer.schedule());
+        site.shutdown().await;
+        server.shutdown().await;
+    }
 
     #[test]
     fn resolves_loopback_and_rejects_garbage() {

@@ -19,29 +19,34 @@
 //!   `IncomingEncryptionMode::Tls(acceptor)` too) and treat sessions without an `mtls:` label as unauthenticated.
 //! - With TLS 1.3 a client finishes its handshake before the server has judged the client certificate, so a client
 //!   whose certificate is refused sees `connect_tls` succeed and the session drop right after; the server side
-//!   counts and logs the refusal.
+//!   counts and logs the refusal. The client learns it from the fatal alert on the session's first read:
+//!   [`PeerVerdict`] reports that read.
+//! - A handshake that fails over a certificate (either side's) is a [`TlsError::Certificate`] with a typed
+//!   [`CertRefusal`]: a configuration error, which retrying does not fix, unlike a refused or reset connection.
 //! - The CryptoProvider is passed explicitly (aws-lc-rs, which ractor_cluster already links) instead of relying on a
 //!   process-wide default that is ambiguous once two providers are compiled in.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use ractor::{ActorRef, ActorStatus};
 use ractor_cluster::{BoxRead, BoxWrite, ClusterBidiStream, NodeServerMessage};
 use thiserror::Error;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::rustls::crypto::{aws_lc_rs, CryptoProvider};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::sign::CertifiedKey;
-use tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
+use tokio_rustls::rustls::{AlertDescription, CertificateError, ClientConfig, RootCertStore, ServerConfig};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 /// How long a peer may take from TCP accept (or connect) to a finished TLS handshake.
@@ -66,12 +71,109 @@ pub enum TlsError {
     Connect { addr: SocketAddr, source: std::io::Error },
     #[error("TLS handshake with {peer} failed: {reason}")]
     Handshake { peer: SocketAddr, reason: String },
+    /// The handshake failed over a certificate: a configuration error, not a network one.
+    #[error("TLS handshake with {peer} failed over a certificate: {refusal}")]
+    Certificate { peer: SocketAddr, refusal: CertRefusal },
     #[error("TLS handshake with {peer} timed out after {after:?}")]
     Timeout { peer: SocketAddr, after: Duration },
     #[error("peer {peer} has no usable identity: {reason}")]
     Identity { peer: SocketAddr, reason: String },
     #[error("the cluster node is gone: {0}")]
     Node(String),
+}
+
+impl TlsError {
+    /// The certificate refusal this error is, if it is one.
+    pub fn certificate_refusal(&self) -> Option<&CertRefusal> {
+        match self {
+            TlsError::Certificate { refusal, .. } => Some(refusal),
+            _ => None,
+        }
+    }
+}
+
+/// A TLS handshake refused over a certificate — one signed by another CA, expired, issued to another name — by
+/// either side. Trying again does not help: a certificate or CA file has to change.
+#[derive(Debug, Clone)]
+pub enum CertRefusal {
+    /// This node refused the peer's certificate (rustls `InvalidCertificate`).
+    TheirCertificate(CertificateError),
+    /// The peer refused this node's certificate: the fatal alert it sent (`bad_certificate`, `unknown_ca`,
+    /// `decrypt_error` for a bad signature, …).
+    OurCertificate(AlertDescription),
+}
+
+impl CertRefusal {
+    /// The refusal a rustls error reports, if it is one.
+    pub fn from_rustls(e: &tokio_rustls::rustls::Error) -> Option<Self> {
+        use tokio_rustls::rustls::Error;
+        match e {
+            Error::InvalidCertificate(c) => Some(CertRefusal::TheirCertificate(c.clone())),
+            Error::AlertReceived(a) if is_certificate_alert(*a) => Some(CertRefusal::OurCertificate(*a)),
+            _ => None,
+        }
+    }
+
+    /// The refusal behind an I/O error of a TLS stream (tokio-rustls carries the rustls error inside), if any.
+    pub fn from_io(e: &std::io::Error) -> Option<Self> {
+        e.get_ref()?.downcast_ref::<tokio_rustls::rustls::Error>().and_then(Self::from_rustls)
+    }
+
+    /// What to check, for a node that dialled the server with `material`'s files.
+    pub fn advice(&self, material: &TlsMaterial) -> String {
+        let (ca, cert) = (material.ca_path.display(), material.cert_path.display());
+        match self {
+            CertRefusal::TheirCertificate(e) => match e {
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => format!(
+                    "the server presented a certificate not issued to `{}`: check the server's certificate file \
+                     (reissue it with `histofed certs issue --name {}`)",
+                    crate::certs::SERVER_NAME,
+                    crate::certs::SERVER_NAME
+                ),
+                CertificateError::Expired
+                | CertificateError::ExpiredContext { .. }
+                | CertificateError::NotValidYet
+                | CertificateError::NotValidYetContext { .. } => {
+                    "the server's certificate is outside its validity period: check both clocks, or reissue it"
+                        .to_string()
+                }
+                _ => format!(
+                    "the server's certificate is not signed by the CA in {ca}: check that {ca} is the CA that issued \
+                     the server's certificate (every node needs the same ca.pem)"
+                ),
+            },
+            CertRefusal::OurCertificate(_) => format!(
+                "the server refused this node's certificate {cert}: check that it was issued by the CA in the \
+                 server's ca.pem (its cluster.tls_dir), and reissue it from that CA if not"
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for CertRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CertRefusal::TheirCertificate(e) => write!(f, "this node refused the peer's certificate ({e})"),
+            CertRefusal::OurCertificate(a) => write!(f, "the peer refused this node's certificate (alert {a:?})"),
+        }
+    }
+}
+
+/// Alerts a peer sends when it refuses the certificate it was shown (RFC 8446 §6.2; rustls sends `DecryptError`
+/// for a bad signature and `AccessDenied` for an application's refusal).
+fn is_certificate_alert(a: AlertDescription) -> bool {
+    matches!(
+        a,
+        AlertDescription::BadCertificate
+            | AlertDescription::UnsupportedCertificate
+            | AlertDescription::CertificateRevoked
+            | AlertDescription::CertificateExpired
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::UnknownCA
+            | AlertDescription::DecryptError
+            | AlertDescription::AccessDenied
+            | AlertDescription::CertificateRequired
+    )
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -118,6 +220,9 @@ pub struct TlsMaterial {
     cert_chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     identity: String,
+    /// The files they came from, for error messages.
+    ca_path: PathBuf,
+    cert_path: PathBuf,
 }
 
 impl std::fmt::Debug for TlsMaterial {
@@ -126,6 +231,8 @@ impl std::fmt::Debug for TlsMaterial {
             .field("identity", &self.identity)
             .field("ca_certs", &self.ca.len())
             .field("chain_len", &self.cert_chain.len())
+            .field("ca_path", &self.ca_path)
+            .field("cert_path", &self.cert_path)
             .finish_non_exhaustive()
     }
 }
@@ -137,6 +244,8 @@ impl Clone for TlsMaterial {
             cert_chain: self.cert_chain.clone(),
             key: self.key.clone_key(),
             identity: self.identity.clone(),
+            ca_path: self.ca_path.clone(),
+            cert_path: self.cert_path.clone(),
         }
     }
 }
@@ -218,12 +327,22 @@ impl TlsMaterial {
                 format!("certificate is issued to `{identity}`, not to this node `{node_name}`"),
             ));
         }
-        Ok(Self { ca, cert_chain, key, identity })
+        Ok(Self { ca, cert_chain, key, identity, ca_path, cert_path })
     }
 
     /// The identity in this node's certificate (equal to the `node_name` it was loaded for).
     pub fn identity(&self) -> &str {
         &self.identity
+    }
+
+    /// The CA file (`ca.pem`) this node trusts.
+    pub fn ca_path(&self) -> &Path {
+        &self.ca_path
+    }
+
+    /// This node's certificate file.
+    pub fn cert_path(&self) -> &Path {
+        &self.cert_path
     }
 
     fn roots(&self) -> Result<Arc<RootCertStore>, TlsError> {
@@ -266,12 +385,18 @@ struct TlsBidi<S> {
     stream: S,
     peer_label: String,
     local_label: String,
+    /// Dialled streams: told how the session's first read ended ([`PeerVerdict`]).
+    first_read: Option<oneshot::Sender<Option<CertRefusal>>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> ClusterBidiStream for TlsBidi<S> {
     fn split(self: Box<Self>) -> (BoxRead, BoxWrite) {
         let (read, write) = tokio::io::split(self.stream);
-        (Box::new(read), Box::new(write))
+        let read: BoxRead = match self.first_read {
+            Some(tx) => Box::new(FirstRead { inner: read, tx: Some(tx) }),
+            None => Box::new(read),
+        };
+        (read, Box::new(write))
     }
 
     fn peer_label(&self) -> Option<String> {
@@ -280,6 +405,39 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> ClusterBidiStream for T
 
     fn local_label(&self) -> Option<String> {
         Some(self.local_label.clone())
+    }
+}
+
+/// A read half that reports how its first read ended: with bytes, at end of stream, or with an error — a
+/// [`CertRefusal`] when the peer's fatal alert refused this node's certificate.
+struct FirstRead<R> {
+    inner: R,
+    tx: Option<oneshot::Sender<Option<CertRefusal>>>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for FirstRead<R> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(result) = &polled {
+            if let Some(tx) = self.tx.take() {
+                let _ = tx.send(result.as_ref().err().and_then(CertRefusal::from_io));
+            }
+        }
+        polled
+    }
+}
+
+/// The peer's verdict on this node's certificate, for a session dialled with [`connect_tls`]. With TLS 1.3 the
+/// client's handshake ends before the server has judged the client's certificate; a refusal arrives as a fatal
+/// alert on the session's first read, which ractor_cluster does right away (the server answers its hello).
+#[derive(Debug)]
+pub struct PeerVerdict(oneshot::Receiver<Option<CertRefusal>>);
+
+impl PeerVerdict {
+    /// Waits at most `limit` for the session's first read: the refusal if the peer refused this node's
+    /// certificate; `None` when bytes arrived, the session ended otherwise, or nothing was read in time.
+    pub async fn refusal(self, limit: Duration) -> Option<CertRefusal> {
+        tokio::time::timeout(limit, self.0).await.ok().and_then(Result::ok).flatten()
     }
 }
 
@@ -401,7 +559,8 @@ async fn accept_loop(
             match handshake(tcp, peer, &acceptor, handshake_timeout).await {
                 Ok((stream, identity)) => {
                     let peer_label = label(&identity, peer);
-                    let bidi = TlsBidi { stream, peer_label: peer_label.clone(), local_label: local_addr };
+                    let bidi =
+                        TlsBidi { stream, peer_label: peer_label.clone(), local_label: local_addr, first_read: None };
                     match node
                         .cast(NodeServerMessage::ConnectionOpenedExternal { stream: Box::new(bidi), is_server: true })
                     {
@@ -438,13 +597,14 @@ async fn handshake(
 
 /// Dials the node at `addr` over mTLS, checks that its certificate is valid for `server_name` (a DNS SAN such as
 /// `server`, or an IP SAN) under our CA, and hands the stream to `node` as an outgoing session labelled
-/// `mtls:{server identity}@{addr}`. As with `client_connect`, the peer has joined only once the session is ready.
+/// `mtls:{server identity}@{addr}`. As with `client_connect`, the peer has joined only once the session is ready;
+/// the returned [`PeerVerdict`] tells whether the peer refused this node's certificate after the handshake.
 pub async fn connect_tls(
     node: &ActorRef<NodeServerMessage>,
     addr: SocketAddr,
     connector: TlsConnector,
     server_name: &str,
-) -> Result<(), TlsError> {
+) -> Result<PeerVerdict, TlsError> {
     connect_tls_with_timeout(node, addr, connector, server_name, HANDSHAKE_TIMEOUT).await
 }
 
@@ -455,27 +615,28 @@ pub async fn connect_tls_with_timeout(
     connector: TlsConnector,
     server_name: &str,
     timeout: Duration,
-) -> Result<(), TlsError> {
+) -> Result<PeerVerdict, TlsError> {
     let name =
         ServerName::try_from(server_name.to_string()).map_err(|_| TlsError::ServerName(server_name.to_string()))?;
     let dial = async {
         let tcp = TcpStream::connect(addr).await.map_err(|source| TlsError::Connect { addr, source })?;
         let _ = tcp.set_nodelay(true);
         let local = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
-        let stream = connector
-            .connect(name, tcp)
-            .await
-            .map_err(|e| TlsError::Handshake { peer: addr, reason: e.to_string() })?;
+        let stream = connector.connect(name, tcp).await.map_err(|e| match CertRefusal::from_io(&e) {
+            Some(refusal) => TlsError::Certificate { peer: addr, refusal },
+            None => TlsError::Handshake { peer: addr, reason: e.to_string() },
+        })?;
         Ok::<_, TlsError>((stream, local))
     };
     let (stream, local_label) =
         tokio::time::timeout(timeout, dial).await.map_err(|_| TlsError::Timeout { peer: addr, after: timeout })??;
     let identity = peer_identity(addr, stream.get_ref().1.peer_certificates())?;
-    let bidi = TlsBidi { stream, peer_label: label(&identity, addr), local_label };
+    let (tx, rx) = oneshot::channel();
+    let bidi = TlsBidi { stream, peer_label: label(&identity, addr), local_label, first_read: Some(tx) };
     node.cast(NodeServerMessage::ConnectionOpenedExternal { stream: Box::new(bidi), is_server: false })
         .map_err(|e| TlsError::Node(e.to_string()))?;
     tracing::info!(%addr, %identity, "mTLS cluster connection opened");
-    Ok(())
+    Ok(PeerVerdict(rx))
 }
 
 #[cfg(test)]
@@ -722,7 +883,10 @@ mod tests {
             .await
             .unwrap()
             .unwrap_err();
-        assert!(matches!(&err, TlsError::Handshake { reason, .. } if reason.contains("not valid for name")), "{err}");
+        assert!(matches!(&err, TlsError::Certificate { refusal: CertRefusal::TheirCertificate(_), .. }), "{err}");
+        assert!(err.to_string().contains("not valid for name"), "{err}");
+        let advice = err.certificate_refusal().unwrap().advice(&site);
+        assert!(advice.contains("not issued to `server`"), "{advice}");
         assert!(site_rx.try_recv().is_err());
         wait_refused(&listener, 1).await;
         assert!(impostor_rx.try_recv().is_err());
@@ -731,6 +895,75 @@ mod tests {
             connect_tls(&site_node, listener.local_addr(), site.connector().unwrap(), "not a name!").await,
             Err(TlsError::ServerName(_))
         ));
+    }
+
+    /// A certificate refused by either side is a typed [`CertRefusal`], not a handshake failure like any other:
+    /// a site trusting another CA refuses the server's certificate during the handshake; a server refuses a site
+    /// certificate from a CA it does not trust, which the site (TLS 1.3) learns on the session's first read.
+    #[tokio::test]
+    async fn certificate_refusals_are_typed_on_both_sides() {
+        let dir = pki();
+        let foreign = pki();
+        let server = TlsMaterial::load(dir.path(), "server").unwrap();
+        let (server_node, _server_rx) = sink().await;
+        let listener = listen_tls(server_node, any_port(), server.acceptor().unwrap()).await.unwrap();
+        let addr = listener.local_addr();
+
+        // The site trusts only the foreign CA: it refuses the server's certificate.
+        let stranger = TlsMaterial::load(foreign.path(), "site-1").unwrap();
+        let (stranger_node, mut stranger_rx) = sink().await;
+        let err = timeout(WAIT, connect_tls(&stranger_node, addr, stranger.connector().unwrap(), "server"))
+            .await
+            .unwrap()
+            .expect_err("the server's certificate is refused");
+        assert!(matches!(err.certificate_refusal(), Some(CertRefusal::TheirCertificate(_))), "{err}");
+        let advice = err.certificate_refusal().unwrap().advice(&stranger);
+        assert!(advice.contains(&stranger.ca_path().display().to_string()), "names the CA file: {advice}");
+        assert!(stranger_rx.try_recv().is_err(), "no session was opened");
+        wait_refused(&listener, 1).await;
+
+        // The site trusts both CAs but its certificate comes from the foreign one: the server refuses it.
+        let mixed = tempfile::tempdir().unwrap();
+        let mut ca = std::fs::read(dir.path().join("ca.pem")).unwrap();
+        ca.extend(std::fs::read(foreign.path().join("ca.pem")).unwrap());
+        std::fs::write(mixed.path().join("ca.pem"), ca).unwrap();
+        for f in ["site-1.pem", "site-1.key"] {
+            std::fs::copy(foreign.path().join(f), mixed.path().join(f)).unwrap();
+        }
+        let site = TlsMaterial::load(mixed.path(), "site-1").unwrap();
+        let (site_node, mut site_rx) = sink().await;
+        match timeout(WAIT, connect_tls(&site_node, addr, site.connector().unwrap(), "server")).await.unwrap() {
+            // TLS 1.3: the handshake succeeds on the client; the refusal is the fatal alert on the first read.
+            Ok(verdict) => {
+                let opened = timeout(WAIT, site_rx.recv()).await.unwrap().unwrap();
+                let (mut read, _write) = opened.stream.split();
+                let mut buf = [0u8; 1];
+                let read = timeout(WAIT, read.read(&mut buf)).await.unwrap();
+                assert!(read.is_err(), "{read:?}");
+                let refusal = verdict.refusal(WAIT).await.expect("the first read reports the refusal");
+                assert!(matches!(refusal, CertRefusal::OurCertificate(_)), "{refusal}");
+                let advice = refusal.advice(&site);
+                assert!(advice.contains(&site.cert_path().display().to_string()), "names the cert file: {advice}");
+            }
+            Err(e) => assert!(matches!(e.certificate_refusal(), Some(CertRefusal::OurCertificate(_))), "{e}"),
+        }
+        wait_refused(&listener, 2).await;
+        assert_eq!(listener.accepted(), 0);
+
+        // Errors that are not about certificates are not classified as refusals.
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, tokio_rustls::rustls::Error::DecryptError);
+        assert!(CertRefusal::from_io(&io).is_none());
+        let io = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            tokio_rustls::rustls::Error::AlertReceived(AlertDescription::HandshakeFailure),
+        );
+        assert!(CertRefusal::from_io(&io).is_none());
+        let io = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            tokio_rustls::rustls::Error::AlertReceived(AlertDescription::UnknownCA),
+        );
+        assert!(matches!(CertRefusal::from_io(&io), Some(CertRefusal::OurCertificate(AlertDescription::UnknownCA))));
+        assert!(CertRefusal::from_io(&std::io::Error::from(std::io::ErrorKind::ConnectionReset)).is_none());
     }
 
     #[tokio::test]

@@ -180,6 +180,106 @@ mod tests {
         roundtrip(ImageFormat::Jpeg, "jpg", 6);
     }
 
+    /// Raw TIFFs are covered by `tiff_roundtrip`; LZW (with and without the horizontal predictor) and deflate are
+    /// what slide-export tools write most.
+    #[test]
+    fn lzw_and_deflate_tiffs_load_exactly() {
+        use tiff::encoder::{colortype::RGB8, compression::DeflateLevel, Compression, Predictor, TiffEncoder};
+        let ds = pattern_dataset(2, &["A", "B"], 24);
+        for (name, compression, predictor) in [
+            ("lzw", Compression::Lzw, Predictor::None),
+            ("lzw-predictor", Compression::Lzw, Predictor::Horizontal),
+            ("deflate", Compression::Deflate(DeflateLevel::Balanced), Predictor::None),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            for i in 0..ds.len() {
+                let class_dir = dir.path().join(&ds.classes[ds.labels[i] as usize]);
+                std::fs::create_dir_all(&class_dir).unwrap();
+                let mut bytes = std::io::Cursor::new(Vec::new());
+                let mut enc =
+                    TiffEncoder::new(&mut bytes).unwrap().with_compression(compression).with_predictor(predictor);
+                enc.write_image::<RGB8>(24, 24, ds.image(i)).unwrap();
+                std::fs::write(class_dir.join(format!("{i}.tif")), bytes.into_inner()).unwrap();
+            }
+            let o = LoadOptions { val_fraction: 0.0, test_fraction: 0.0, ..opts(24) };
+            let s = load(&DataSource::ImageFolder(dir.path().into()), &o).unwrap();
+            assert_eq!(s.train.images, ds.images, "{name}");
+        }
+    }
+
+    /// A one-strip TIFF around a baseline JPEG stream: compression `compression` (7 = JPEG), photometric YCbCr,
+    /// no chroma subsampling (what `image`'s encoder writes) — the layout of JPEG-compressed tiles.
+    fn jpeg_tiff(jpeg: &[u8], w: u32, h: u32, compression: u16) -> Vec<u8> {
+        const SHORT: u16 = 3;
+        const LONG: u16 = 4;
+        let entries: [(u16, u16, u32, u32); 11] = [
+            (256, LONG, 1, w),    // ImageWidth
+            (257, LONG, 1, h),    // ImageLength
+            (258, SHORT, 3, 146), // BitsPerSample 8,8,8 (at offset 146)
+            (259, SHORT, 1, u32::from(compression)),
+            (262, SHORT, 1, 6),                // PhotometricInterpretation YCbCr
+            (273, LONG, 1, 152),               // StripOffsets
+            (277, SHORT, 1, 3),                // SamplesPerPixel
+            (278, LONG, 1, h),                 // RowsPerStrip
+            (279, LONG, 1, jpeg.len() as u32), // StripByteCounts
+            (284, SHORT, 1, 1),                // PlanarConfiguration chunky
+            (530, SHORT, 2, 1 | (1 << 16)),    // YCbCrSubsampling 1,1
+        ];
+        let mut out = b"II*\0".to_vec();
+        out.extend_from_slice(&8u32.to_le_bytes());
+        out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+        for (tag, kind, count, value) in entries {
+            out.extend_from_slice(&tag.to_le_bytes());
+            out.extend_from_slice(&kind.to_le_bytes());
+            out.extend_from_slice(&count.to_le_bytes());
+            out.extend_from_slice(&value.to_le_bytes());
+        }
+        out.extend_from_slice(&0u32.to_le_bytes());
+        assert_eq!(out.len(), 146);
+        for _ in 0..3 {
+            out.extend_from_slice(&8u16.to_le_bytes());
+        }
+        assert_eq!(out.len(), 152);
+        out.extend_from_slice(jpeg);
+        out
+    }
+
+    #[test]
+    fn jpeg_compressed_tiff_loads_and_unsupported_compression_is_named() {
+        // A 224×224 tile like NCT-CRC-HE's, smooth enough for JPEG to keep it close.
+        let (w, h) = (224, 224);
+        let tile = RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, 150]));
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95).encode_image(&tile).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("TUM")).unwrap();
+        let path = dir.path().join("TUM/tile.tif");
+        std::fs::write(&path, jpeg_tiff(&jpeg, w, h, 7)).unwrap();
+        // What `image` alone says about it (the reported symptom), so this test notices if it ever learns to.
+        let plain = image::load_from_memory(&std::fs::read(&path).unwrap()).unwrap_err().to_string();
+        assert!(plain.contains("Unknown(24)"), "{plain}");
+
+        let px = super::super::decode_image_file(&path, w).unwrap();
+        // The same JPEG stream decoded as a .jpg: only the YCbCr→RGB rounding may differ.
+        let direct = image::load_from_memory(&jpeg).unwrap().to_rgb8().into_raw();
+        let worst = px.iter().zip(&direct).map(|(a, b)| (i32::from(*a) - i32::from(*b)).abs()).max().unwrap();
+        assert!(worst <= 2, "largest difference to the plain JPEG decode: {worst}");
+        let mean = px.iter().zip(tile.as_raw()).map(|(a, b)| (i32::from(*a) - i32::from(*b)).abs()).sum::<i32>()
+            / px.len() as i32;
+        assert!(mean <= 3, "mean difference to the original tile: {mean}");
+        let o = LoadOptions { val_fraction: 0.0, test_fraction: 0.0, ..opts(32) };
+        let s = load(&DataSource::ImageFolder(dir.path().into()), &o).unwrap();
+        assert_eq!((s.train.len(), s.train.size), (1, 32));
+
+        // Old-style JPEG (compression 6) is not decodable: the error names the file and the compression.
+        std::fs::write(&path, jpeg_tiff(&jpeg, w, h, 6)).unwrap();
+        let e = load(&DataSource::ImageFolder(dir.path().into()), &o).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, DataError::Decode { .. }), "{e}");
+        assert!(msg.contains("tile.tif") && msg.contains("compression old-style JPEG (6)"), "{msg}");
+        assert!(msg.contains("photometric YCbCr (6)"), "{msg}");
+    }
+
     #[test]
     fn nct_and_kather_orders() {
         let mut nct: Vec<String> = NCT_CLASSES.iter().map(|s| s.to_string()).collect();

@@ -295,11 +295,11 @@ pub fn fit_square(img: RgbImage, size: u32) -> RgbImage {
 
 /// Decodes an image file (format from its content), rejects grayscale, drops alpha, fits to `size`.
 pub fn decode_image_bytes(bytes: &[u8], path: &Path, size: u32) -> Result<Vec<u8>, DataError> {
-    let decoded = std::panic::catch_unwind(|| image::load_from_memory(bytes)).map_err(|_| DataError::Decode {
+    let decoded = std::panic::catch_unwind(|| decode_any(bytes)).map_err(|_| DataError::Decode {
         path: path.to_path_buf(),
         msg: "the image decoder panicked on this file".into(),
     })?;
-    let img = decoded.map_err(|e| DataError::Decode { path: path.to_path_buf(), msg: e.to_string() })?;
+    let img = decoded.map_err(|msg| DataError::Decode { path: path.to_path_buf(), msg })?;
     match img.color() {
         ColorType::L8 | ColorType::L16 | ColorType::La8 | ColorType::La16 => {
             return Err(DataError::Channels {
@@ -313,6 +313,84 @@ pub fn decode_image_bytes(bytes: &[u8], path: &Path, size: u32) -> Result<Vec<u8
         return Err(DataError::Decode { path: path.to_path_buf(), msg: "image has zero width or height".into() });
     }
     Ok(fit_square(img.to_rgb8(), size).into_raw())
+}
+
+/// `image`'s decoders, with two additions for TIFF: YCbCr TIFFs are decoded here ([`decode_ycbcr_tiff`]), and a
+/// TIFF that cannot be decoded says which compression and photometric interpretation it uses.
+fn decode_any(bytes: &[u8]) -> Result<image::DynamicImage, String> {
+    if let Some(rgb) = decode_ycbcr_tiff(bytes)? {
+        return Ok(image::DynamicImage::ImageRgb8(rgb));
+    }
+    image::load_from_memory(bytes).map_err(|e| match tiff_layout(bytes) {
+        Some(layout) => format!("{e} ({layout})"),
+        None => e.to_string(),
+    })
+}
+
+fn is_tiff(bytes: &[u8]) -> bool {
+    // Classic TIFF (42) and BigTIFF (43), either byte order.
+    [b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"].iter().any(|m| bytes.starts_with(*m))
+}
+
+/// `TIFF, compression JPEG (7), photometric YCbCr (6)`: what an error about a TIFF should tell; `None` for
+/// anything that is not a readable TIFF header.
+fn tiff_layout(bytes: &[u8]) -> Option<String> {
+    use tiff::tags::{CompressionMethod, PhotometricInterpretation, Tag};
+    if !is_tiff(bytes) {
+        return None;
+    }
+    let mut dec = tiff::decoder::Decoder::new(std::io::Cursor::new(bytes)).ok()?;
+    let compression = dec.find_tag_unsigned::<u16>(Tag::Compression).ok().flatten().unwrap_or(1);
+    let name = match CompressionMethod::from_u16(compression) {
+        Some(CompressionMethod::None) => "none".to_string(),
+        Some(CompressionMethod::JPEG) => "old-style JPEG".to_string(),
+        Some(CompressionMethod::ModernJPEG) => "JPEG".to_string(),
+        Some(m) => format!("{m:?}"),
+        None => "unknown".to_string(),
+    };
+    let photometric = match dec.find_tag_unsigned::<u16>(Tag::PhotometricInterpretation).ok().flatten() {
+        Some(p) => match PhotometricInterpretation::from_u16(p) {
+            Some(known) => format!("{known:?} ({p})"),
+            None => format!("unknown ({p})"),
+        },
+        None => "missing".to_string(),
+    };
+    Some(format!("TIFF, compression {name} ({compression}), photometric {photometric}"))
+}
+
+/// TIFFs whose pixels are YCbCr — what JPEG-compressed TIFFs (compression 7, as libtiff, Pillow and slide scanners
+/// write them) carry, and which `image` refuses as "color type `Unknown(24)`". The `tiff` crate decodes them (JPEG
+/// strips and tiles through zune-jpeg, which also upsamples subsampled chroma); the samples are converted to RGB
+/// here with ITU-R BT.601 full range, what JPEG uses and TIFF's default YCbCrCoefficients and ReferenceBlackWhite
+/// describe. `Ok(None)`: not a YCbCr TIFF, so `image` decodes it.
+fn decode_ycbcr_tiff(bytes: &[u8]) -> Result<Option<RgbImage>, String> {
+    if !is_tiff(bytes) {
+        return Ok(None);
+    }
+    let Ok(mut dec) = tiff::decoder::Decoder::new(std::io::Cursor::new(bytes)) else { return Ok(None) };
+    let Ok(tiff::ColorType::YCbCr(bits)) = dec.colortype() else { return Ok(None) };
+    let layout = tiff_layout(bytes).unwrap_or_else(|| "TIFF".into());
+    if bits != 8 {
+        return Err(format!("{bits}-bit YCbCr samples are not supported, only 8-bit ({layout})"));
+    }
+    let fail = |e: tiff::TiffError| format!("{e} ({layout})");
+    let (w, h) = dec.dimensions().map_err(fail)?;
+    let tiff::decoder::DecodingResult::U8(ycc) = dec.read_image().map_err(fail)? else {
+        return Err(format!("unexpected sample type ({layout})"));
+    };
+    let want = (w as usize).checked_mul(h as usize).and_then(|n| n.checked_mul(3));
+    if want != Some(ycc.len()) {
+        return Err(format!("{} decoded bytes for {w}×{h} YCbCr pixels ({layout})", ycc.len()));
+    }
+    let rgb: Vec<u8> = ycc.chunks_exact(3).flat_map(|p| ycbcr_to_rgb(p[0], p[1], p[2])).collect();
+    Ok(RgbImage::from_raw(w, h, rgb))
+}
+
+/// ITU-R BT.601 full-range YCbCr (JPEG/JFIF) to RGB.
+fn ycbcr_to_rgb(y: u8, cb: u8, cr: u8) -> [u8; 3] {
+    let (y, cb, cr) = (f32::from(y), f32::from(cb) - 128.0, f32::from(cr) - 128.0);
+    let clamp = |v: f32| v.round().clamp(0.0, 255.0) as u8;
+    [clamp(y + 1.402 * cr), clamp(y - 0.344_136 * cb - 0.714_136 * cr), clamp(y + 1.772 * cb)]
 }
 
 /// Reads and decodes one image file (see [`decode_image_bytes`]).
