@@ -18,8 +18,8 @@ use thiserror::Error;
 
 use crate::augment_study::{synthesize, AugmentError};
 use crate::data::Dataset;
-use crate::models::{Gan, ModelError};
-use crate::quality::{assess, write_pictures, QualityError, QualityInputs, QualityOptions, QualityReport};
+use crate::models::{frechet_distance, random_cnn_features, Gan, ModelError};
+use crate::quality::{assess, kid, write_pictures, QualityError, QualityInputs, QualityOptions, QualityReport};
 use crate::reference::{ReferenceError, ReferenceExtractor, ReferenceInfo, ReferenceOptions};
 pub use crate::report::QualitySummary;
 use crate::training::batch_tensors;
@@ -70,10 +70,43 @@ pub struct Assessor {
     test_features: Tensor,
     test_labels: Vec<i64>,
     test_pixels: Tensor,
+    /// The test split in the second feature space (a fixed random CNN, `models::random_cnn_features`).
+    test_random: Tensor,
+    /// Per-channel mean and standard deviation of the training pixels (the noise baseline's colours).
+    pixel_stats: (Tensor, Tensor),
     classes: Vec<String>,
     size: u32,
     device: Device,
     opts: AssessOptions,
+}
+
+/// A reference point every table shows beside the generators (see [`Assessor::baseline`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Baseline {
+    /// Real images the reference classifier never saw (the validation split), as many per class as a generator is
+    /// asked for: how close a perfect generator could come at this sample size — the floor.
+    RealFloor,
+    /// Gaussian pixel noise with the training set's per-channel mean and spread: what a generator that learned
+    /// only the average colour scores — the null baseline.
+    Noise,
+}
+
+impl Baseline {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Baseline::RealFloor => "real images (floor)",
+            Baseline::Noise => "colour-matched noise (null)",
+        }
+    }
+}
+
+/// Random-CNN features of images [N,3,H,W], in chunks so memory stays bounded.
+fn random_features(x: &Tensor) -> Tensor {
+    let n = x.size()[0];
+    let parts: Vec<Tensor> =
+        (0..n).step_by(256).map(|i| random_cnn_features(&x.narrow(0, i, (n - i).min(256)))).collect();
+    Tensor::cat(&parts, 0).to_device(Device::Cpu).to_kind(Kind::Float)
 }
 
 fn images_tensor(ds: &Dataset, device: Device) -> Tensor {
@@ -113,6 +146,15 @@ impl Assessor {
         };
         let (train_features, train_pixels) = embed(train);
         let (test_features, test_pixels) = embed(test);
+        let test_random = random_features(&images_tensor(test, device));
+        let pixel_stats = {
+            let x = images_tensor(train, Device::Cpu);
+            let per_channel = x.transpose(0, 1).flatten(1, -1);
+            (
+                per_channel.mean_dim([1i64].as_slice(), false, Kind::Float),
+                per_channel.std_dim([1i64].as_slice(), true, false),
+            )
+        };
         Ok(Self {
             reference,
             info,
@@ -122,11 +164,18 @@ impl Assessor {
             test_features,
             test_labels: labels_of(test),
             test_pixels,
+            test_random,
+            pixel_stats,
             classes: train.classes.clone(),
             size: train.size,
             device,
             opts,
         })
+    }
+
+    /// Synthetic images per class each assessment draws.
+    pub fn samples_per_class(&self) -> usize {
+        self.opts.samples_per_class
     }
 
     pub fn reference_test_accuracy(&self) -> f64 {
@@ -161,6 +210,10 @@ impl Assessor {
             class_names: self.classes.clone(),
         };
         let report = assess(&inputs, &self.opts.quality)?;
+        let synth_random = random_features(&x);
+        let q = &self.opts.quality;
+        let random_kid = kid(&self.test_random, &synth_random, q.kid_subsets, q.kid_subset_size, 0x4b1d)?;
+        let random_fd = frechet_distance(&self.test_random, &synth_random)?;
         let pictures = match write_pictures(&inputs, &report, out_dir) {
             Ok(p) => p,
             Err(e) => {
@@ -169,7 +222,56 @@ impl Assessor {
                 Vec::new()
             }
         };
-        Ok(Assessment { summary: summarize(&report), report, pictures, secs: start.elapsed().as_secs_f64() })
+        let mut summary = summarize(&report);
+        summary.kid_random_cnn = Some(random_kid.mean);
+        summary.kid_random_cnn_std = Some(random_kid.std);
+        summary.fd_random_cnn = Some(random_fd);
+        Ok(Assessment { summary, report, pictures, secs: start.elapsed().as_secs_f64() })
+    }
+
+    /// Measures a baseline exactly as a generator is measured: `held_out` real images (the validation split, never
+    /// seen by the reference classifier; up to `samples_per_class` per class) for the floor, or colour-matched
+    /// Gaussian noise (fixed by `seed`) for the null baseline.
+    pub fn baseline(
+        &self,
+        which: Baseline,
+        held_out: &Dataset,
+        seed: i64,
+        out_dir: &Path,
+    ) -> Result<Assessment, AssessError> {
+        let start = Instant::now();
+        let per_class = self.opts.samples_per_class;
+        let set = match which {
+            Baseline::RealFloor => {
+                let mut taken = vec![0usize; self.classes.len()];
+                let idx: Vec<usize> = (0..held_out.len())
+                    .filter(|&i| {
+                        let k = held_out.labels[i] as usize;
+                        let keep = taken.get(k).is_some_and(|&t| t < per_class);
+                        if keep {
+                            taken[k] += 1;
+                        }
+                        keep
+                    })
+                    .collect();
+                if idx.len() < 2 {
+                    return Err(AssessError::EmptySplit("validation (the real floor's images)"));
+                }
+                held_out.subset(&idx)
+            }
+            Baseline::Noise => {
+                let k = self.classes.len();
+                let n = (per_class * k) as i64;
+                let s = i64::from(self.size);
+                let (mean, std) = &self.pixel_stats;
+                let z = crate::models::rng::SeededRng::new(seed).normal_tensor(&[n, 3, s, s], Device::Cpu);
+                let x = (z * std.view([1, 3, 1, 1]) + mean.view([1, 3, 1, 1])).clamp(-1.0, 1.0);
+                let labels: Vec<u32> = (0..n as usize).map(|i| (i / per_class) as u32).collect();
+                Dataset::new(self.size, self.classes.clone(), crate::evaluation::to_rgb_bytes(&x), labels)
+                    .map_err(|e| AssessError::Synthesize(AugmentError::Options(e.to_string())))?
+            }
+        };
+        self.assess_dataset(&set, out_dir, start)
     }
 }
 
@@ -185,5 +287,9 @@ pub fn summarize(r: &QualityReport) -> QualitySummary {
         label_agreement: r.coverage.agreement,
         diversity_ratio: r.diversity.mean_ratio.unwrap_or(f64::NAN),
         kid: r.kid.map(|k| k.mean),
+        kid_std: r.kid.map(|k| k.std),
+        kid_random_cnn: None,
+        kid_random_cnn_std: None,
+        fd_random_cnn: None,
     }
 }

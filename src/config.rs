@@ -510,11 +510,10 @@ impl Config {
             m.recipe.parse().map_err(|e| ConfigError::Invalid(format!("model.recipe = {:?}: {e}", m.recipe)))?;
         let mut cfg = ModelConfig::preset_with(&m.preset, recipe, gan, disc, self.num_classes() as i64)
             .map_err(|e| ConfigError::Invalid(format!("model.preset = {:?}: {e}", m.preset)))?;
-        m.override_ingredients(&mut cfg)?;
         if let Some(size) = m.image_size {
-            cfg.image_size = size;
-            cfg.validate().map_err(|e| ConfigError::Invalid(format!("model.image_size = {size}: {e}")))?;
+            cfg = cfg.resized(size).map_err(|e| ConfigError::Invalid(format!("model.image_size = {size}: {e}")))?;
         }
+        m.override_ingredients(&mut cfg)?;
         Ok(cfg)
     }
 

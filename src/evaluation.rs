@@ -193,9 +193,19 @@ impl GanEvaluator {
     }
 }
 
+/// Grid tiles are at least this many pixels wide: smaller images are enlarged (nearest neighbour, so no detail is
+/// invented) for a person to see their structure.
+const MIN_TILE: u32 = 64;
+
 fn save_grid(images: &Tensor, size: u32, per_class: i64, path: &Path) -> Result<(), EvalError> {
     let n = images.size()[0] as usize;
-    let bytes = to_rgb_bytes(images);
+    let (images, size) = if size > 0 && size < MIN_TILE {
+        let s = i64::from(MIN_TILE / size * size);
+        (images.upsample_nearest2d([s, s], None, None), s as u32)
+    } else {
+        (images.shallow_clone(), size)
+    };
+    let bytes = to_rgb_bytes(&images);
     let img = grid::image_grid(&bytes, size, n, per_class.max(1) as usize);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|source| EvalError::Io { path: dir.to_path_buf(), source })?;

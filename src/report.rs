@@ -56,9 +56,18 @@ pub struct QualitySummary {
     pub label_agreement: f64,
     /// Mean over classes of synthetic / real within-class diversity.
     pub diversity_ratio: f64,
-    /// KID (mean over subsets), real test split vs synthetic, in the same feature space.
+    /// KID (mean over subsets), real test split vs synthetic, in the same feature space, and its spread over subsets.
     #[serde(default)]
     pub kid: Option<f64>,
+    #[serde(default)]
+    pub kid_std: Option<f64>,
+    /// KID and FD in the second feature space: a fixed randomly initialised CNN (no training, no class cues).
+    #[serde(default)]
+    pub kid_random_cnn: Option<f64>,
+    #[serde(default)]
+    pub kid_random_cnn_std: Option<f64>,
+    #[serde(default)]
+    pub fd_random_cnn: Option<f64>,
 }
 
 /// The full quality suite of a round, as the round report keeps it.
@@ -305,6 +314,10 @@ mod tests {
                 label_agreement: 0.75,
                 diversity_ratio: 0.9,
                 kid: None,
+                kid_std: None,
+                kid_random_cnn: None,
+                kid_random_cnn_std: None,
+                fd_random_cnn: None,
             },
             reference_test_accuracy: 0.9,
             report_json: "quality/round-001/quality.json".into(),

@@ -551,6 +551,10 @@ mod tests {
             label_agreement: 0.75,
             diversity_ratio: 0.9,
             kid: None,
+            kid_std: None,
+            kid_random_cnn: None,
+            kid_random_cnn_std: None,
+            fd_random_cnn: None,
         };
         for (i, round) in [(1usize, 2u64), (3, 4)] {
             let dir_rel = format!("quality/round-{round:03}");

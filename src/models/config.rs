@@ -416,6 +416,20 @@ impl ModelConfig {
         self
     }
 
+    /// The same configuration at another image side (32, 64 or 128), with the recipe's size-dependent choices redone:
+    /// the small-budget ViT discriminator keeps 64 tokens at 32 px (patch 4) and its ¼-patch overlap.
+    pub fn resized(mut self, image_size: i64) -> Result<Self, ModelError> {
+        self.image_size = image_size;
+        if self.recipe == Recipe::SmallBudget && self.discriminator == DiscKind::Vit {
+            if image_size == 32 {
+                self.vit_patch = self.vit_patch.min(4);
+            }
+            self.vit_overlap = (self.vit_patch / 4).max(1);
+        }
+        self.validate()?;
+        Ok(self)
+    }
+
     /// Checks every field, naming the first bad one.
     pub fn validate(&self) -> Result<(), ModelError> {
         if ![32, 64, 128].contains(&self.image_size) {

@@ -91,9 +91,54 @@ pub fn simple_features(images: &Tensor) -> Tensor {
     Tensor::cat(&parts, 1)
 }
 
+/// Seed of [`random_cnn_features`]'s weights; changing it changes every number reported in that space.
+const RANDOM_CNN_SEED: i64 = 20_261_204;
+/// Channels of the four stages of [`random_cnn_features`].
+const RANDOM_CNN_WIDTHS: [i64; 4] = [32, 64, 128, 256];
+/// Length of a [`random_cnn_features`] vector: mean and standard deviation of the last stage's channels.
+pub const RANDOM_CNN_FEATURE_DIM: i64 = 2 * RANDOM_CNN_WIDTHS[3];
+
+/// A fixed, randomly initialised CNN as a feature space for KID/FD that needs no training and no downloaded
+/// weights (Naeem et al. 2020 found randomly initialised CNN embeddings rank generators sensibly on data unlike
+/// ImageNet): four stages of a 3×3 convolution (stride 2, He-normal weights from a fixed seed, no bias) and ReLU,
+/// then the mean and standard deviation of every channel of the last stage → [N, RANDOM_CNN_FEATURE_DIM] (f32,
+/// same device). Unlike the reference classifier it was not taught which cues separate the classes, so it keeps
+/// texture and colour differences a classifier may ignore.
+pub fn random_cnn_features(images: &Tensor) -> Tensor {
+    let _g = tch::no_grad_guard();
+    let mut h = images.to_kind(Kind::Float);
+    let mut rng = SeededRng::new(RANDOM_CNN_SEED);
+    let mut cin = 3;
+    for cout in RANDOM_CNN_WIDTHS {
+        let w = rng.normal_tensor(&[cout, cin, 3, 3], h.device()) * (2.0 / (cin * 9) as f64).sqrt();
+        h = h.conv2d::<Tensor>(&w, None, [2, 2], [1, 1], [1, 1], 1).relu();
+        cin = cout;
+    }
+    let flat = h.flatten(2, -1);
+    Tensor::cat(
+        &[flat.mean_dim([2i64].as_slice(), false, Kind::Float), flat.std_dim([2i64].as_slice(), true, false)],
+        1,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn random_cnn_features_are_fixed_and_separate_textures() {
+        tch::set_num_threads(1);
+        let noise = SeededRng::new(5).uniform_tensor(&[6, 3, 32, 32], -1.0, 1.0, Device::Cpu);
+        let a = random_cnn_features(&noise);
+        assert_eq!(a.size(), vec![6, RANDOM_CNN_FEATURE_DIM]);
+        assert!(a.equal(&random_cnn_features(&noise)), "same weights every call");
+        // Smooth images (a blurred copy of the noise) sit far from the noise in this space.
+        let smooth = noise.avg_pool2d([5, 5], [1, 1], [2, 2], false, true, None::<i64>);
+        let b = random_cnn_features(&smooth);
+        let gap = (&a - &b).square().sum(Kind::Float).double_value(&[]);
+        let within = (a.get(0) - a.get(1)).square().sum(Kind::Float).double_value(&[]);
+        assert!(gap > 10.0 * within, "texture gap {gap} vs within-noise {within}");
+    }
 
     fn gaussian(n: i64, d: i64, seed: i64, shift: &[f32]) -> Tensor {
         let x = SeededRng::new(seed).normal_tensor(&[n, d], Device::Cpu);

@@ -34,5 +34,5 @@ pub use config::{AugmentPolicy, DiscKind, GanKind, GeneratorArch, ModelConfig, R
 pub use device::select_device;
 pub use error::ModelError;
 pub use gan::{Gan, StepLosses};
-pub use metrics::{frechet_distance, simple_features};
+pub use metrics::{frechet_distance, random_cnn_features, simple_features};
 pub use objectives::gradient_penalty;

@@ -8,6 +8,7 @@
 //! `cpu` is sized for a 2-core machine in about an hour, `paper` for a GPU. Every cell's result is written as soon as
 //! it exists and a rerun with the same preset and data skips finished cells, so an interrupted hour is not lost.
 
+pub mod ablation;
 pub mod claims;
 pub mod report;
 mod run;
