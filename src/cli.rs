@@ -897,6 +897,7 @@ pub async fn run_server(mut cfg: Config, opts: ServerOpts) -> Result<()> {
     for (path, why) in &loaded.skipped {
         tracing::warn!(path = %path.display(), %why, "skipping a corrupt checkpoint");
     }
+    let strategy_state = loaded.checkpoint.as_ref().and_then(|ck| ck.parts.get("strategy").cloned());
     let (initial, completed, mut report) = match loaded.checkpoint {
         Some(ck) => {
             if ck.meta.config_hash != cfg.hash() {
@@ -1027,7 +1028,14 @@ pub async fn run_server(mut cfg: Config, opts: ServerOpts) -> Result<()> {
     let args = ServerArgs {
         node: node.server.clone(),
         mtls,
-        strategy: cfg.strategy()?.build()?,
+        strategy: {
+            let mut s = cfg.strategy()?.build()?;
+            if let Some(state) = &strategy_state {
+                tracing::info!(strategy = s.name(), "restoring the strategy's state from the checkpoint");
+                s.restore_state_weights(state);
+            }
+            s
+        },
         config: cfg.clone(),
         out_dir: out.clone(),
         initial,

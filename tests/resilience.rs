@@ -341,3 +341,44 @@ fn a_round_made_durable_just_before_a_crash_keeps_its_record() {
     assert_rounds_once(&report, 3);
     assert_eq!(contributors(&report, 2), vec![0, 1], "round 2's record came back from its checkpoint");
 }
+
+/// FedAvgM's server momentum survives a server SIGKILL: every round's checkpoint carries it (its `strategy` part:
+/// with server learning rate 1 the momentum of round r is exactly global_r − global_{r−1} for trained tensors), and
+/// the restarted server restores it before the next round.
+#[test]
+fn server_momentum_is_checkpointed_and_restored_after_a_kill() {
+    let _guard = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut fed = Fed::new(tmp.path(), 2, 4, "local_steps = 4\nstrategy = \"fedavgm:1.0:0.9\"", "");
+    fed.start_all();
+    fed.wait_report(LIMIT, "round 2", |r| r.rounds.len() >= 2);
+    fed.server.as_ref().unwrap().signal(libc::SIGKILL);
+    let _ = fed.server.take();
+    let store = histofed::federation::checkpoint::CheckpointStore::open(tmp.path().join("run/checkpoints"), 5).unwrap();
+    let (c1, c2) = (store.load_round(1).unwrap(), store.load_round(2).unwrap());
+    let m = c2.parts.get("strategy").expect("the checkpoint holds the server optimiser's state").strip_prefix("m.");
+    let (g1, g2) = (&c1.parts["generator"], &c2.parts["generator"]);
+    let mut checked = 0;
+    for t in g2.tensors() {
+        let name = format!("generator.{}", t.name);
+        if histofed::federation::server_opt::is_statistic(&name) {
+            continue;
+        }
+        let (prev, mom) = (g1.get(&t.name).unwrap(), m.get(&name).expect("a moment per trained tensor"));
+        for ((a, b), mo) in t.data.iter().zip(&prev.data).zip(&mom.data) {
+            assert!((a - b - mo).abs() <= 1e-5 * (1.0 + mo.abs()), "{name}: step {} vs momentum {mo}", a - b);
+        }
+        checked += 1;
+    }
+    assert!(checked > 3, "trained generator tensors compared: {checked}");
+    let before = fed.report().unwrap().rounds.len() as u64;
+    fed.start_server();
+    let report = fed.finish(LIMIT);
+    assert_rounds_once(&report, 4);
+    assert_eq!(report.resumed_from_round, Some(before));
+    assert!(
+        fed.log("server-2").contains("restoring the strategy's state from the checkpoint"),
+        "{}",
+        fed.log("server-2")
+    );
+}

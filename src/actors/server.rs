@@ -167,6 +167,9 @@ struct Persisting {
 
 /// Checkpoint parts of the GAN bundle: (part name, tensor-name prefix).
 pub const CHECKPOINT_PARTS: [(&str, &str); 2] = [("generator", GENERATOR), ("discriminator", DISCRIMINATOR)];
+/// Prefix of a strategy's tensor state (`Strategy::state_weights`) in the bundle handed to the checkpoint writer;
+/// saved as the checkpoint's `strategy` part.
+pub const STRATEGY_STATE: &str = "strategy.";
 
 struct RoleEntry {
     actor: ActorRef<RoleMsg>,
@@ -919,7 +922,19 @@ async fn finish_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<
     if let (Some(extra), Ok(r)) = (meta.extra.as_object_mut(), serde_json::to_value(&stored)) {
         extra.insert("record".into(), r);
     }
-    st.persisting = Some(Persisting { record, meta, weights: st.global.clone() });
+    // A server optimiser's moments travel with the round's checkpoint (its `strategy` part), so a restarted server
+    // resumes them; without state the global weights go as they are (shared, never copied).
+    let weights = match st.strategy.state_weights() {
+        None => st.global.clone(),
+        Some(state) => match Weights::join_prefixed(&[("", &st.global), (STRATEGY_STATE, &state)]) {
+            Ok(w) => Arc::new(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot add the strategy's state to the checkpoint");
+                st.global.clone()
+            }
+        },
+    };
+    st.persisting = Some(Persisting { record, meta, weights });
     st.publish_status(&format!("writing the checkpoint of round {round}"));
     st.progress.sites.set_message(format!("round {round}: writing the checkpoint"));
     send_save(me, st);
@@ -930,7 +945,11 @@ async fn finish_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<
 /// Hands the round waiting in `persisting` to the checkpoint writer (again, after a failure).
 fn send_save(me: &ActorRef<ServerMsg>, st: &mut ServerState) {
     let (Some(p), Some(writer)) = (&st.persisting, &st.writer) else { return };
-    let parts = CHECKPOINT_PARTS.iter().map(|(n, prefix)| (n.to_string(), prefix.to_string())).collect();
+    let mut parts: Vec<(String, String)> =
+        CHECKPOINT_PARTS.iter().map(|(n, prefix)| (n.to_string(), prefix.to_string())).collect();
+    if p.weights.tensors().iter().any(|t| t.name.starts_with(STRATEGY_STATE)) {
+        parts.push(("strategy".into(), STRATEGY_STATE.into()));
+    }
     let msg = WriterMsg::Save { meta: p.meta.clone(), weights: p.weights.clone(), parts, reply_to: me.clone() };
     if let Err(e) = writer.cast(msg) {
         tracing::error!(error = %e, "checkpoint writer unreachable");

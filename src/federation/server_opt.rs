@@ -12,8 +12,8 @@
 //!
 //! The math is in pure functions over slices ([`momentum_step`], [`adam_step`]) so it can be checked by hand; the
 //! aggregation underneath is FedAvg's streaming sample-weighted mean. The optimiser state (momentum, second moment)
-//! is O(P) and lives in the strategy; it is exposed as [`Weights`] (`ServerOpt::state_weights`) so the server can
-//! keep it in its checkpoints.
+//! is O(P) and lives in the strategy; it is exposed as [`Weights`] (`Strategy::state_weights`) and saved as the
+//! `strategy` part of every round's checkpoint, so a restarted server resumes with the same moments.
 
 use super::strategy::{AggregateError, FedAvg, Strategy};
 use super::weights::{NamedTensor, Weights};
@@ -94,7 +94,7 @@ impl ServerOpt {
     }
 
     /// The optimiser state to checkpoint: the moments under `m.` and `v.` (None before the first round).
-    pub fn state_weights(&self) -> Option<Weights> {
+    pub fn moments(&self) -> Option<Weights> {
         let m = self.m.as_ref()?;
         let mut parts = vec![("m.", m)];
         if let Some(v) = &self.v {
@@ -103,8 +103,8 @@ impl ServerOpt {
         Weights::join_prefixed(&parts).ok()
     }
 
-    /// Restores a state written by [`ServerOpt::state_weights`].
-    pub fn restore_state(&mut self, state: &Weights) {
+    /// Restores a state written by [`ServerOpt::moments`].
+    pub fn restore_moments(&mut self, state: &Weights) {
         let m = state.strip_prefix("m.");
         let v = state.strip_prefix("v.");
         self.m = (!m.is_empty()).then_some(m);
@@ -191,6 +191,14 @@ impl Strategy for ServerOpt {
     fn state(&self) -> serde_json::Value {
         serde_json::json!({ "kind": format!("{:?}", self.kind), "has_moments": self.m.is_some() })
     }
+
+    fn state_weights(&self) -> Option<Weights> {
+        self.moments()
+    }
+
+    fn restore_state_weights(&mut self, state: &Weights) {
+        self.restore_moments(state);
+    }
 }
 
 #[cfg(test)]
@@ -226,9 +234,9 @@ mod tests {
             assert!((global.get("x").unwrap().data[0] - expect).abs() < 1e-6);
         }
         // The state survives a restart: a new strategy restored from it continues the same trajectory.
-        let state = s.state_weights().unwrap();
+        let state = Strategy::state_weights(&s).unwrap();
         let mut t = ServerOpt::new(ServerOptKind::Momentum { lr: 0.5, beta: 0.9 }).unwrap();
-        t.restore_state(&state);
+        t.restore_state_weights(&state);
         for x in [&mut s, &mut t] {
             x.begin_round(&global);
             x.accumulate(w(&[("x", &[2.0])]), 1).unwrap();

@@ -75,6 +75,13 @@ pub trait Strategy: Send {
     fn state(&self) -> serde_json::Value {
         serde_json::Value::Null
     }
+    /// Tensor state that must survive a server restart (a server optimiser's moments), saved with each round's
+    /// checkpoint as its `strategy` part. Most strategies: none.
+    fn state_weights(&self) -> Option<Weights> {
+        None
+    }
+    /// Restores what [`Strategy::state_weights`] returned, from the checkpoint a server resumes from.
+    fn restore_state_weights(&mut self, _state: &Weights) {}
 }
 
 /// Strategy selection as it appears in config files (`{"name": "trimmed-mean", "beta": 0.1}`) and on the command line
