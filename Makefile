@@ -42,9 +42,11 @@ test-k8s: setup
 e2e-k8s: build
 	scripts/e2e_k8s.sh
 
+## lint: formatting, clippy, and the check that `cargo build` and `cargo test` compile shared crates alike
 lint: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	CARGO=$(CARGO) scripts/check_features.sh
 
 fmt:
 	$(CARGO) fmt --all
