@@ -130,14 +130,14 @@ struct UpBlock {
 /// Class-conditional generator: (z [B, latent], labels [B]) → images [B, 3, S, S] in [-1, 1].
 #[derive(Debug)]
 pub enum Generator {
-    Dcgan(DcganGenerator),
+    Dcgan(Box<DcganGenerator>),
     ResizeConv(Box<ResizeConvGenerator>),
 }
 
 impl Generator {
     pub fn new(p: &nn::Path, cfg: &ModelConfig) -> Self {
         match cfg.generator_arch {
-            GeneratorArch::Dcgan => Generator::Dcgan(DcganGenerator::new(p, cfg)),
+            GeneratorArch::Dcgan => Generator::Dcgan(Box::new(DcganGenerator::new(p, cfg))),
             GeneratorArch::ResizeConv => Generator::ResizeConv(Box::new(ResizeConvGenerator::new(p, cfg))),
         }
     }
