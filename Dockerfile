@@ -22,9 +22,10 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-pip make \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-# libtorch first: ~530 MB of wheels, cached as its own layer until setup_libtorch.py changes.
+# libtorch first: ~530 MB of wheels, cached as its own layer until the setup scripts change; `make setup` also
+# installs libhdf5-dev (the PCam loader links against the system HDF5).
 COPY Makefile ./
-COPY scripts/setup_libtorch.py scripts/
+COPY scripts/setup_libtorch.py scripts/setup_system_deps.sh scripts/
 RUN make setup
 COPY .cargo .cargo
 COPY Cargo.toml Cargo.lock build.rs ./
@@ -37,9 +38,10 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && install -D -m 0755 target/release/histofed /out/histofed
 
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
-# libstdc++ for libtorch; libgomp ships with libtorch (.libtorch/torch/lib/libgomp.so.1).
+# libstdc++ for libtorch; libgomp ships with libtorch (.libtorch/torch/lib/libgomp.so.1); libhdf5-103-1 is the
+# HDF5 1.10 shared library the builder's libhdf5-dev linked against (bookworm's name for it).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libstdc++6 \
+ && apt-get install -y --no-install-recommends libstdc++6 libhdf5-103-1 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --gid 10001 histofed \
  && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin histofed

@@ -1,17 +1,22 @@
 # histofed — the two commands a newcomer needs are `make demo` and `make test`.
-# Both set up whatever is missing first (libtorch from PyPI's torch wheel into .libtorch/) and are idempotent.
+# Both set up whatever is missing first (libtorch from PyPI's torch wheel into .libtorch/; the HDF5 C library from
+# the distribution's packages) and are idempotent.
 
 TORCH_STAMP := .libtorch/.stamp-torch-2.13.0
 CARGO ?= cargo
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: setup build demo test test-long chaos chaos-k8s k8s-validate test-k8s e2e-k8s lint fmt clean-runs
+.PHONY: setup system-deps build demo test test-long chaos chaos-k8s k8s-validate test-k8s e2e-k8s lint fmt clean-runs
 
 $(TORCH_STAMP): scripts/setup_libtorch.py
 	@command -v python3 >/dev/null 2>&1 || { echo "error: python3 (3.11 with pip) is needed to fetch libtorch; install it and rerun 'make'"; exit 1; }
 	python3 scripts/setup_libtorch.py
 
-setup: $(TORCH_STAMP)
+## system-deps: C libraries the build links against (HDF5 for the PCam loader), from apt when missing
+system-deps:
+	@scripts/setup_system_deps.sh
+
+setup: $(TORCH_STAMP) system-deps
 
 build: setup
 	$(CARGO) build --bin histofed
@@ -42,9 +47,11 @@ test-k8s: setup
 e2e-k8s: build
 	scripts/e2e_k8s.sh
 
+## lint: formatting, clippy, and the check that `cargo build` and `cargo test` compile shared crates alike
 lint: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	CARGO=$(CARGO) scripts/check_features.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -255,7 +255,7 @@ struct ConfigArgs {
     /// Override one setting, e.g. --set federation.rounds=5 (repeatable).
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     set: Vec<String>,
-    /// Data source: synthetic | imagefolder:PATH | npz:PATH | mhist:PATH.
+    /// Data source: synthetic | imagefolder:PATH | npz:PATH | mhist:PATH | pcam:DIR.
     #[arg(long)]
     data: Option<String>,
     /// Skip corrupt or unreadable image files (and report how many) instead of stopping at the first.
@@ -684,6 +684,7 @@ pub fn load_data_stained(cfg: &mut Config, stain: data::synth::StainShift) -> Re
         val_fraction: cfg.data.val_fraction,
         test_fraction: cfg.data.test_fraction,
         synth_stain: stain,
+        max_images: cfg.data.max_images,
     };
     let splits = data::load(&source, &opts).with_context(|| format!("loading data from {}", cfg.data.source))?;
     if !splits.skipped.is_empty() {

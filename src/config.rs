@@ -85,7 +85,7 @@ pub struct FederationConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DataConfig {
-    /// `synthetic`, `imagefolder:PATH`, `npz:PATH` or `mhist:PATH`.
+    /// `synthetic`, `imagefolder:PATH`, `npz:PATH`, `mhist:PATH` or `pcam:DIR`.
     pub source: String,
     /// Synthetic data: images per class.
     pub per_class: usize,
@@ -103,6 +103,10 @@ pub struct DataConfig {
     pub cache_dir: Option<PathBuf>,
     /// Skip unreadable or corrupt image files (reported with their count) instead of failing on the first one.
     pub skip_bad: bool,
+    /// PCam (`pcam:DIR`) only: read at most this many images from each split file — the first rows, which PCam's
+    /// shuffled files make a random sample — instead of all 262,144 + 32,768 + 32,768. Unset: everything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_images: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -297,6 +301,7 @@ impl Default for DataConfig {
             test_fraction: 0.2,
             cache_dir: None,
             skip_bad: false,
+            max_images: None,
         }
     }
 }
@@ -423,9 +428,19 @@ impl Config {
         self.model_config()?;
         if self.data.source.parse::<crate::data::DataSource>().is_err() {
             return bad(format!(
-                "data.source = {:?}: expected synthetic, imagefolder:PATH, npz:PATH or mhist:PATH",
+                "data.source = {:?}: expected synthetic, imagefolder:PATH, npz:PATH, mhist:PATH or pcam:DIR",
                 self.data.source
             ));
+        }
+        match (self.data.max_images, self.data.source.parse::<crate::data::DataSource>()) {
+            (Some(0), _) => return bad("data.max_images must be at least 1 (leave it unset to read everything)".into()),
+            (Some(_), Ok(crate::data::DataSource::Pcam(_))) | (None, _) => {}
+            (Some(m), _) => {
+                return bad(format!(
+                    "data.max_images = {m} applies to pcam:DIR sources only; data.source is {:?}",
+                    self.data.source
+                ))
+            }
         }
         if !(self.data.stain_shift.is_finite() && (0.0..=2.0).contains(&self.data.stain_shift)) {
             return bad(format!("data.stain_shift = {} must be in 0..=2", self.data.stain_shift));

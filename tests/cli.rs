@@ -1,5 +1,5 @@
 //! The real `histofed` binary on the paths a user takes first: pointing it at a real dataset (`--data npz:…`,
-//! `--data imagefolder:…`), and reading its log once stderr is a file or a pipe.
+//! `--data imagefolder:…`, `--data pcam:…`), and reading its log once stderr is a file or a pipe.
 
 use std::io::Write;
 use std::path::Path;
@@ -111,6 +111,77 @@ fn real_data_brings_its_own_classes() {
     assert!(out.status.success(), "{stdout}\n{stderr}");
     let header = stdout.lines().find(|l| l.trim_start().starts_with("site")).expect("a histogram table");
     assert_eq!(header.split_whitespace().collect::<Vec<_>>(), ["site", "ADI", "BACK", "total"], "{stdout}");
+}
+
+/// One split of PatchCamelyon as it ships (gunzipped): `camelyonpatch_level_2_split_{split}_x.h5` with dataset `x`
+/// of `(N, 96, 96, 3)` uint8 patches, `…_y.h5` with dataset `y` of `(N, 1, 1, 1)` uint8 labels 0/1.
+fn write_pcam_split(dir: &Path, split: &str, n: usize) {
+    let ds = synth::generate(&SynthConfig {
+        num_classes: 2,
+        per_class: n.div_ceil(2),
+        size: 96,
+        seed: 3,
+        ..Default::default()
+    })
+    .unwrap();
+    let labels: Vec<u8> = ds.labels[..n].iter().map(|&l| l as u8).collect();
+    for (xy, shape, data) in
+        [("x", [n, 96, 96, 3], &ds.images[..n * 96 * 96 * 3]), ("y", [n, 1, 1, 1], labels.as_slice())]
+    {
+        let file = hdf5::File::create(dir.join(format!("camelyonpatch_level_2_split_{split}_{xy}.h5"))).unwrap();
+        file.new_dataset::<u8>().shape(shape).create(xy).unwrap().write_raw(data).unwrap();
+    }
+}
+
+/// `--data pcam:DIR`: PatchCamelyon's HDF5 files through the binary — its own train split, its two classes, the
+/// `data.max_images` cap — and a folder with a split file missing, or a truncated one, is an error naming the file.
+#[test]
+fn pcam_folder_through_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("pcam");
+    std::fs::create_dir(&dir).unwrap();
+    for (split, n) in [("train", 30), ("valid", 6), ("test", 8)] {
+        write_pcam_split(&dir, split, n);
+    }
+    let png = tmp.path().join("partition.png");
+    let data = format!("pcam:{}", dir.display());
+    let base = ["partition", "--data", &data, "--set", "data.partition=\"iid\"", "--png", png.to_str().unwrap()];
+    let table = |out: &Output| -> (Vec<String>, Vec<String>) {
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+        let row = |first: &str| -> Vec<String> {
+            let line = stdout.lines().find(|l| l.trim_start().starts_with(first)).expect("a histogram table");
+            line.split_whitespace().map(String::from).collect()
+        };
+        (row("site"), row("total"))
+    };
+
+    // PCam's train split, whole (the valid and test files are the model's val and test splits, not carved from it).
+    let (header, total) = table(&run(&base));
+    assert_eq!(header, ["site", "normal", "tumor", "total"]);
+    assert_eq!(total, ["total", "15", "15", "30"]);
+    // The first 10 rows of each split only.
+    let mut capped = base.to_vec();
+    capped.extend(["--set", "data.max_images=10"]);
+    assert_eq!(table(&run(&capped)).1, ["total", "5", "5", "10"]);
+    // The cap is for PCam only: anywhere else it would silently do nothing.
+    let out = run(&["config", "--set", "data.max_images=10"]);
+    assert!(!out.status.success() && text(&out.stderr).contains("pcam:DIR sources only"), "{}", text(&out.stderr));
+
+    // A split file missing.
+    let valid_y = dir.join("camelyonpatch_level_2_split_valid_y.h5");
+    let kept = std::fs::read(&valid_y).unwrap();
+    std::fs::remove_file(&valid_y).unwrap();
+    let out = run(&base);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("camelyonpatch_level_2_split_valid_y.h5") && stderr.contains("labels"), "{stderr}");
+    // A truncated one.
+    std::fs::write(&valid_y, &kept[..kept.len() / 2]).unwrap();
+    let out = run(&base);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("camelyonpatch_level_2_split_valid_y.h5") && stderr.contains("HDF5"), "{stderr}");
 }
 
 /// `histofed site … 2>site.log` wrote ANSI colour codes into the file. Colour is for terminals only: a pipe or a

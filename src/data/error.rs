@@ -53,6 +53,9 @@ pub enum DataError {
     /// A malformed zip container.
     #[error("{}: malformed npz (zip) archive: {msg}", path.display())]
     Zip { path: PathBuf, msg: String },
+    /// An HDF5 file that cannot be opened or read (not HDF5, truncated, a dataset missing or unreadable).
+    #[error("{}: HDF5: {msg}", path.display())]
+    Hdf5 { path: PathBuf, msg: String },
     /// A malformed annotations CSV.
     #[error("{}: annotations CSV: {msg}", path.display())]
     Csv { path: PathBuf, msg: String },

@@ -6,8 +6,8 @@
 //!
 //! * [`synth`] — a procedural H&E tile generator built on the Beer–Lambert stain model with nine tissue classes
 //!   named and ordered like NCT-CRC-HE-100K, deterministic by seed, with optional per-site stain shift;
-//! * [`loaders`] — readers for the real formats (ImageFolder of TIFF/PNG/JPEG, MedMNIST `.npz`, MHIST folder + CSV)
-//!   with resizing, deterministic stratified splits and a checksummed decode cache;
+//! * [`loaders`] — readers for the real formats (ImageFolder of TIFF/PNG/JPEG, MedMNIST `.npz`, MHIST folder + CSV,
+//!   PatchCamelyon HDF5) with resizing, deterministic stratified splits and a checksummed decode cache;
 //! * [`partition`] — IID / Dirichlet / pathological / quantity-skew federated partitions, histograms and plots;
 //! * [`grid`] — image grids and contact sheets for eyeballing data and GAN samples.
 //!

@@ -60,6 +60,9 @@ struct KeyInput<'a> {
     classes: &'a Option<Vec<String>>,
     val_fraction: f64,
     test_fraction: f64,
+    /// Left out when unset, so that the keys of caches written before it existed still match.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_images: Option<usize>,
 }
 
 fn cache_key(opts: &LoadOptions, kind: &str, source: &Path, files: &[FileStamp]) -> Result<String, DataError> {
@@ -75,6 +78,7 @@ fn cache_key(opts: &LoadOptions, kind: &str, source: &Path, files: &[FileStamp])
         classes: &opts.classes,
         val_fraction: opts.val_fraction,
         test_fraction: opts.test_fraction,
+        max_images: opts.max_images,
     };
     let json = serde_json::to_vec(&input).map_err(|e| DataError::Config(format!("cannot hash cache key: {e}")))?;
     Ok(hex::encode(Sha256::digest(&json)))

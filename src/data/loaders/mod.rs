@@ -6,9 +6,11 @@
 //! | `imagefolder:PATH`  | `PATH/<CLASS>/*.{tif,tiff,png,jpg,jpeg}` (NCT-CRC-HE-100K, CRC-VAL-HE-7K, Kather 2016) |
 //! | `npz:PATH`          | MedMNIST `.npz` (PathMNIST): `{train,val,test}_{images,labels}`                       |
 //! | `mhist:PATH`        | MHIST-style folder: images + an annotations CSV (image name, label, partition)       |
+//! | `pcam:DIR`          | PatchCamelyon: `camelyonpatch_level_2_split_{train,valid,test}_{x,y}.h5` (HDF5)      |
 //!
 //! Every image is converted to RGB, centre-cropped to a square and resized (triangle filter) to `size`.
-//! Formats without a split of their own are split train/val/test per class, deterministically by `seed`.
+//! Formats with a split of their own (npz, MHIST's partition column, PCam) keep it; formats without one, and the
+//! splits such a format leaves out, are split train/val/test per class, deterministically by `seed`.
 //! With `cache_dir` set, decoded splits are stored in a checksummed file keyed by a hash of the source path, the
 //! file list with sizes and mtimes, and every option that affects the result; a second load reads that file
 //! instead of decoding, and a corrupt cache file is detected and rebuilt, never trusted.
@@ -17,12 +19,14 @@ mod cache;
 mod imagefolder;
 mod mhist;
 mod npz;
+mod pcam;
 #[cfg(test)]
 mod robustness;
 
 pub use cache::{CacheStatus, CACHE_MAGIC};
 pub use mhist::{parse_mhist_csv, MhistRow};
 pub use npz::{parse_npy_header, parse_npz_bytes, NpyHeader, NpzSplit};
+pub use pcam::{pcam_file, PCAM_CLASSES, PCAM_SIDE};
 
 use crate::data::synth::{self, SynthConfig};
 use crate::data::{DataError, Dataset, NCT_CLASSES};
@@ -46,12 +50,14 @@ pub enum DataSource {
     Npz(PathBuf),
     /// An MHIST-style folder (images + annotations CSV), or the CSV file itself.
     Mhist(PathBuf),
+    /// A PatchCamelyon folder: `camelyonpatch_level_2_split_{train,valid,test}_{x,y}.h5`.
+    Pcam(PathBuf),
 }
 
 impl FromStr for DataSource {
     type Err = DataError;
 
-    /// Parses `synthetic`, `imagefolder:PATH`, `npz:PATH`, `mhist:PATH` (scheme case-insensitive).
+    /// Parses `synthetic`, `imagefolder:PATH`, `npz:PATH`, `mhist:PATH`, `pcam:DIR` (scheme case-insensitive).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let err = |msg: &str| DataError::SourceSpec { spec: s.to_string(), msg: msg.to_string() };
         let t = s.trim();
@@ -59,7 +65,7 @@ impl FromStr for DataSource {
             return Ok(DataSource::Synthetic);
         }
         let Some((scheme, path)) = t.split_once(':') else {
-            return Err(err("expected synthetic, imagefolder:PATH, npz:PATH or mhist:PATH"));
+            return Err(err("expected synthetic, imagefolder:PATH, npz:PATH, mhist:PATH or pcam:DIR"));
         };
         if path.is_empty() {
             return Err(err("the path after ':' is empty"));
@@ -69,7 +75,8 @@ impl FromStr for DataSource {
             "imagefolder" | "folder" => Ok(DataSource::ImageFolder(path)),
             "npz" | "medmnist" => Ok(DataSource::Npz(path)),
             "mhist" | "csv" => Ok(DataSource::Mhist(path)),
-            _ => Err(err("unknown scheme; expected synthetic, imagefolder:PATH, npz:PATH or mhist:PATH")),
+            "pcam" | "patchcamelyon" => Ok(DataSource::Pcam(path)),
+            _ => Err(err("unknown scheme; expected synthetic, imagefolder:PATH, npz:PATH, mhist:PATH or pcam:DIR")),
         }
     }
 }
@@ -81,6 +88,7 @@ impl fmt::Display for DataSource {
             DataSource::ImageFolder(p) => write!(f, "imagefolder:{}", p.display()),
             DataSource::Npz(p) => write!(f, "npz:{}", p.display()),
             DataSource::Mhist(p) => write!(f, "mhist:{}", p.display()),
+            DataSource::Pcam(p) => write!(f, "pcam:{}", p.display()),
         }
     }
 }
@@ -110,6 +118,8 @@ pub struct LoadOptions {
     /// Synthetic: stain shift of this site's hospital (labels and morphology are unchanged, so every site still
     /// agrees on the partition).
     pub synth_stain: synth::StainShift,
+    /// PCam: read at most this many images (the first rows) from each split file; `None` reads them all.
+    pub max_images: Option<usize>,
 }
 
 impl Default for LoadOptions {
@@ -125,6 +135,7 @@ impl Default for LoadOptions {
             val_fraction: 0.1,
             test_fraction: 0.1,
             synth_stain: synth::StainShift::default(),
+            max_images: None,
         }
     }
 }
@@ -158,6 +169,9 @@ pub fn load(source: &DataSource, opts: &LoadOptions) -> Result<Splits, DataError
 /// [`load`], also reporting what the cache did.
 pub fn load_verbose(source: &DataSource, opts: &LoadOptions) -> Result<(Splits, LoadInfo), DataError> {
     validate_options(opts)?;
+    if opts.max_images.is_some() && !matches!(source, DataSource::Pcam(_)) {
+        return Err(DataError::Config(format!("max_images applies to pcam: sources only, not to {source}")));
+    }
     let no_cache = LoadInfo { cache: CacheStatus::Disabled, cache_path: None, cache_warning: None };
     match source {
         DataSource::Synthetic => Ok((load_synthetic(opts)?, no_cache)),
@@ -173,6 +187,10 @@ pub fn load_verbose(source: &DataSource, opts: &LoadOptions) -> Result<(Splits, 
             let plan = mhist::scan(path, opts)?;
             cache::with_cache(opts, "mhist", path, &plan.fingerprint, || mhist::decode(&plan, opts))
         }
+        DataSource::Pcam(dir) => {
+            let plan = pcam::scan(dir)?;
+            cache::with_cache(opts, "pcam", dir, &plan.fingerprint, || pcam::decode(&plan, opts))
+        }
     }
 }
 
@@ -185,6 +203,9 @@ fn validate_options(opts: &LoadOptions) -> Result<(), DataError> {
         return Err(DataError::Config(format!(
             "val_fraction ({v}) and test_fraction ({t}) must be in [0, 1) and sum to less than 1"
         )));
+    }
+    if opts.max_images == Some(0) {
+        return Err(DataError::Config("max_images must be at least 1 (leave it unset to read everything)".into()));
     }
     if let Some(c) = &opts.classes {
         if c.is_empty() {
@@ -240,6 +261,30 @@ fn load_synthetic(opts: &LoadOptions) -> Result<Splits, DataError> {
 pub fn split_dataset(ds: &Dataset, opts: &LoadOptions, skipped: Vec<(PathBuf, String)>) -> Splits {
     let (tr, va, te) = stratified_split(&ds.labels, ds.num_classes(), opts.val_fraction, opts.test_fraction, opts.seed);
     Splits { train: ds.subset(&tr), val: ds.subset(&va), test: ds.subset(&te), skipped }
+}
+
+/// Splits of a format that brings its own: `val` and `test` as given, and a missing one carved from `train` per
+/// class with the option fraction (see [`stratified_split`]).
+pub(crate) fn complete_splits(
+    train: Dataset,
+    val: Option<Dataset>,
+    test: Option<Dataset>,
+    opts: &LoadOptions,
+    skipped: Vec<(PathBuf, String)>,
+) -> Splits {
+    let vf = if val.is_none() { opts.val_fraction } else { 0.0 };
+    let tf = if test.is_none() { opts.test_fraction } else { 0.0 };
+    if vf == 0.0 && tf == 0.0 {
+        let empty = || Dataset::empty(train.size, train.classes.clone());
+        return Splits { val: val.unwrap_or_else(empty), test: test.unwrap_or_else(empty), train, skipped };
+    }
+    let (tr, va, te) = stratified_split(&train.labels, train.num_classes(), vf, tf, opts.seed);
+    Splits {
+        val: val.unwrap_or_else(|| train.subset(&va)),
+        test: test.unwrap_or_else(|| train.subset(&te)),
+        train: train.subset(&tr),
+        skipped,
+    }
 }
 
 /// Deterministic per-class split: each class's indices are shuffled with a seed derived from `(seed, class)` and
@@ -513,11 +558,12 @@ mod tests {
         assert_eq!("imagefolder:/data/NCT".parse::<DataSource>().unwrap(), DataSource::ImageFolder("/data/NCT".into()));
         assert_eq!("npz:a:b.npz".parse::<DataSource>().unwrap(), DataSource::Npz("a:b.npz".into()));
         assert_eq!("MHIST:/m".parse::<DataSource>().unwrap(), DataSource::Mhist("/m".into()));
-        for s in ["", "nope", "npz:", "tar:/x"] {
+        assert_eq!("pcam:/data/pcam".parse::<DataSource>().unwrap(), DataSource::Pcam("/data/pcam".into()));
+        for s in ["", "nope", "npz:", "tar:/x", "pcam:"] {
             let e = s.parse::<DataSource>().unwrap_err();
             assert!(e.to_string().contains("invalid data source"), "{e}");
         }
-        for s in [DataSource::Synthetic, DataSource::Npz("/x/y.npz".into())] {
+        for s in [DataSource::Synthetic, DataSource::Npz("/x/y.npz".into()), DataSource::Pcam("/p".into())] {
             assert_eq!(s.to_string().parse::<DataSource>().unwrap(), s);
         }
     }
@@ -560,6 +606,8 @@ mod tests {
             LoadOptions { val_fraction: f64::NAN, ..Default::default() },
             LoadOptions { classes: Some(vec![]), ..Default::default() },
             LoadOptions { classes: Some(vec!["A".into(), "A".into()]), ..Default::default() },
+            LoadOptions { max_images: Some(0), ..Default::default() },
+            LoadOptions { max_images: Some(10), ..Default::default() },
         ] {
             assert!(matches!(load(&DataSource::Synthetic, &o), Err(DataError::Config(_))), "{o:?}");
         }

@@ -6,11 +6,11 @@
 //! `train_*` is required; `val_*` / `test_*` are optional as pairs — a missing split is carved from train per class
 //! with `val_fraction` / `test_fraction`.
 
-use super::{fit_square, par_map, stratified_split, LoadOptions, Splits};
+use super::{complete_splits, fit_square, par_map, LoadOptions, Splits};
 use crate::data::{DataError, Dataset, NCT_CLASSES};
 use image::RgbImage;
 use std::io::{Read, Seek};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Largest single image accepted from an npz (bytes), and largest `.npy` header.
 const MAX_IMAGE_BYTES: usize = 1 << 28;
@@ -432,26 +432,7 @@ pub(crate) fn load_npz_file(path: &Path, opts: &LoadOptions) -> Result<Splits, D
         key: "train_images".into(),
         found: String::new(),
     })?;
-    let carve = |ds: &Dataset, vf: f64, tf: f64| {
-        let (tr, va, te) = stratified_split(&ds.labels, ds.num_classes(), vf, tf, opts.seed);
-        (ds.subset(&tr), ds.subset(&va), ds.subset(&te))
-    };
-    let skipped: Vec<(PathBuf, String)> = Vec::new();
-    Ok(match (val, test) {
-        (Some(val), Some(test)) => Splits { train, val, test, skipped },
-        (Some(val), None) => {
-            let (train, _, test) = carve(&train, 0.0, opts.test_fraction);
-            Splits { train, val, test, skipped }
-        }
-        (None, Some(test)) => {
-            let (train, val, _) = carve(&train, opts.val_fraction, 0.0);
-            Splits { train, val, test, skipped }
-        }
-        (None, None) => {
-            let (train, val, test) = carve(&train, opts.val_fraction, opts.test_fraction);
-            Splits { train, val, test, skipped }
-        }
-    })
+    Ok(complete_splits(train, val, test, opts, Vec::new()))
 }
 
 #[cfg(test)]
