@@ -118,6 +118,8 @@ pub struct LoadOptions {
     /// Synthetic: stain shift of this site's hospital (labels and morphology are unchanged, so every site still
     /// agrees on the partition).
     pub synth_stain: synth::StainShift,
+    /// Synthetic: how hard the classes are to tell apart.
+    pub synth_difficulty: synth::Difficulty,
     /// PCam: read at most this many images (the first rows) from each split file; `None` reads them all.
     pub max_images: Option<usize>,
 }
@@ -135,6 +137,7 @@ impl Default for LoadOptions {
             val_fraction: 0.1,
             test_fraction: 0.1,
             synth_stain: synth::StainShift::default(),
+            synth_difficulty: synth::Difficulty::Standard,
             max_images: None,
         }
     }
@@ -244,6 +247,7 @@ fn load_synthetic(opts: &LoadOptions) -> Result<Splits, DataError> {
         size: opts.size,
         seed: opts.seed,
         stain: opts.synth_stain,
+        difficulty: opts.synth_difficulty,
     };
     let mut ds = synth::generate(&cfg)?;
     if let Some(pick) = pick {
