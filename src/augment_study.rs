@@ -572,6 +572,41 @@ fn train_confusion(
     confusion(&clf, test, device)
 }
 
+/// A classifier trained on `pool` for `steps` steps (seeded batch order, initialisation and augmentation draws).
+pub fn train_classifier(
+    cfg: &ClassifierConfig,
+    pool: &Dataset,
+    steps: u64,
+    batch_size: usize,
+    seed: u64,
+    device: Device,
+) -> Result<Classifier, AugmentError> {
+    let mut clf = Classifier::new(cfg, device, seed as i64)?;
+    let mut batches = Batches::new(pool.len(), batch_size, seed);
+    train_steps(&mut clf, pool, &mut batches, steps, device)?;
+    Ok(clf)
+}
+
+/// (accuracy, macro-F1) of `clf` on `test`.
+pub fn score(clf: &Classifier, test: &Dataset, device: Device) -> Result<(f64, f64), AugmentError> {
+    let m = confusion(clf, test, device)?;
+    Ok((confusion_accuracy(&m), macro_f1(&m)))
+}
+
+/// The class `clf` predicts for each image of `ds`.
+pub fn predict(clf: &Classifier, ds: &Dataset, device: Device) -> Result<Vec<i64>, AugmentError> {
+    let all: Vec<usize> = (0..ds.len()).collect();
+    let mut out = Vec::with_capacity(ds.len());
+    for chunk in all.chunks(EVAL_CHUNK) {
+        let (x, _) = batch_tensors(ds, chunk, device);
+        out.extend(catch_torch("classifier predictions", || {
+            let p = clf.predict(&x).argmax(-1, false).to_device(Device::Cpu).to_kind(Kind::Int64);
+            Vec::<i64>::try_from(p).map_err(ModelError::torch("reading predictions"))
+        })?);
+    }
+    Ok(out)
+}
+
 /// One classifier trained on `pool` (real, or real + synthetic) and scored on `test`: the unit both this study and
 /// `histofed reproduce` repeat over seeds.
 pub fn train_classifier_once(

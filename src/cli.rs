@@ -168,7 +168,7 @@ struct EvaluatorCmd {
 struct ReproduceCmd {
     #[command(flatten)]
     config: ConfigArgs,
-    /// quick (CI, minutes), cpu (a 2-core machine, about an hour) or paper (GPU).
+    /// quick (CI, minutes), cpu (a 2-core machine, under 30 minutes) or gpu (one GPU, 64 px, paper-sized models).
     #[arg(long, default_value = "quick")]
     preset: String,
     /// Output folder (default runs/reproduce-<preset>); finished cells there are kept on a rerun.
@@ -183,6 +183,16 @@ struct ReproduceCmd {
     /// torch threads (default: runtime.threads).
     #[arg(long)]
     threads: Option<i32>,
+    /// Override the preset's GAN steps per centralized run (the federated runs follow).
+    #[arg(long)]
+    gan_steps: Option<u32>,
+    /// Override the preset's classifier steps.
+    #[arg(long)]
+    classifier_steps: Option<u32>,
+    /// Only train the real-only classifiers of each regime and print their accuracy (how hard the data is), in a
+    /// minute or two, before committing to the whole protocol.
+    #[arg(long)]
+    baseline_only: bool,
 }
 
 #[derive(Args, Debug)]
@@ -488,6 +498,9 @@ struct SynthCmd {
     classes: usize,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// `standard` or `hard` (per-tile stain variation, mixed tiles, grain).
+    #[arg(long, default_value = "standard")]
+    difficulty: data::synth::Difficulty,
 }
 
 #[derive(Args, Debug)]
@@ -684,6 +697,7 @@ pub fn load_data_stained(cfg: &mut Config, stain: data::synth::StainShift) -> Re
         val_fraction: cfg.data.val_fraction,
         test_fraction: cfg.data.test_fraction,
         synth_stain: stain,
+        synth_difficulty: cfg.data.difficulty.parse()?,
         max_images: cfg.data.max_images,
     };
     let splits = data::load(&source, &opts).with_context(|| format!("loading data from {}", cfg.data.source))?;
@@ -1276,13 +1290,24 @@ fn reproduce(a: ReproduceCmd) -> Result<()> {
     if !a.discs.is_empty() {
         preset.discs = a.discs.clone();
     }
+    if let Some(n) = a.gan_steps {
+        preset.gan_steps = n;
+    }
+    if let Some(n) = a.classifier_steps {
+        preset.classifier_steps = n;
+    }
     // The preset decides the data and model sizes (over the config file); --set still overrides them. Its class
     // count is for synthetic data: a real source brings its own classes.
     let mut args = a.config;
     let user_set = std::mem::take(&mut args.set);
     let user_classes = user_set.iter().any(|s| s.split_once('=').is_some_and(|(k, _)| k.trim() == "data.num_classes"));
     args.set.push(format!("data.per_class={}", preset.per_class));
+    args.set.push(format!("data.difficulty={}", toml::Value::String(preset.difficulty.clone())));
+    args.set.push(format!("data.val_fraction={}", preset.val_fraction));
+    args.set.push(format!("data.test_fraction={}", preset.test_fraction));
+    args.set.push("data.stain_shift=0.0".into());
     args.set.push(format!("model.preset={}", toml::Value::String(preset.model.clone())));
+    args.set.push(format!("model.image_size={}", preset.image_size));
     args.set.extend(user_set);
     let mut cfg = load_config(&args, None)?;
     if !user_classes && cfg.data.source.parse::<DataSource>()? == DataSource::Synthetic {
@@ -1318,15 +1343,61 @@ fn reproduce(a: ReproduceCmd) -> Result<()> {
         commit,
     };
     let started = std::time::Instant::now();
-    let rep = crate::reproduce::run(&opts, &splits, |line| {
+    if a.baseline_only {
+        let base = crate::reproduce::real_only_baseline(&opts, &splits, |line| {
+            println!("[{:>6.0} s] {line}", started.elapsed().as_secs_f64());
+        })?;
+        for (regime, acc) in base {
+            let (m, sd) = crate::reproduce::stats::mean_sd(&acc);
+            println!("{regime} real images per class: real-only accuracy {:.1} % ± {:.1}", 100.0 * m, 100.0 * sd);
+        }
+        return Ok(());
+    }
+    let runner = ProcessFederation { base: cfg.clone() };
+    let rep = crate::reproduce::run(&opts, &splits, &runner, |line| {
         println!("[{:>6.0} s] {line}", started.elapsed().as_secs_f64());
     })?;
     println!();
     for c in &rep.claims {
         println!("claim {}: {} — {}", c.id, c.verdict.as_str(), c.statement);
+        println!("         {}", c.evidence);
+    }
+    for t in &rep.targets {
+        println!("target: {} {} — measured {} ({})", t.what, t.goal, t.measured, if t.met { "met" } else { "NOT met" });
     }
     println!("\nwrote {}", out.join("reproduction.md").display());
     Ok(())
+}
+
+/// The reproduction's federated runs on the real runtime: a server and its sites as processes of this binary over
+/// loopback (`launcher::run_federation`), configured from the reproduction's own configuration.
+struct ProcessFederation {
+    base: Config,
+}
+
+impl crate::reproduce::FederatedRunner for ProcessFederation {
+    fn run(&self, job: &crate::reproduce::FederatedJob) -> Result<PathBuf, String> {
+        let mut cfg = self.base.clone();
+        let f = &mut cfg.federation;
+        f.sites = job.sites;
+        f.min_sites = job.sites;
+        f.rounds = u64::from(job.rounds);
+        f.local_steps = job.local_steps;
+        f.batch_size = job.batch_size;
+        f.seed = job.seed;
+        f.strategy = "fedavg".into();
+        cfg.data.partition = job.partition.clone();
+        cfg.model.gan = job.gan.clone();
+        cfg.model.discriminator = job.disc.clone();
+        // Only the final global generator is wanted: no per-round quality suite, no site evaluation.
+        cfg.evaluation.eval_every = 0;
+        cfg.evaluation.at_sites = false;
+        cfg.runtime.threads = 1;
+        let rt = runtime().map_err(|e| format!("{e:#}"))?;
+        rt.block_on(crate::launcher::run_federation(cfg, &job.out_dir, false, false))
+            .map_err(|e| format!("{e:#} (logs in {})", job.out_dir.join("logs").display()))?;
+        Ok(job.out_dir.join("checkpoints"))
+    }
 }
 
 fn ablate(a: AblateCmd) -> Result<()> {
@@ -1533,6 +1604,7 @@ fn synth(a: SynthCmd) -> Result<()> {
         size: a.size,
         seed: a.seed,
         stain: Default::default(),
+        difficulty: a.difficulty,
     };
     let ds = data::synth::generate(&cfg)?;
     data::write_imagefolder(&ds, &a.out)?;

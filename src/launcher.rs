@@ -64,11 +64,26 @@ impl Fleet {
     }
 }
 
-pub async fn demo(mut cfg: Config, out: PathBuf, mtls: bool) -> Result<()> {
+pub async fn demo(cfg: Config, out: PathBuf, mtls: bool) -> Result<()> {
     let start = Instant::now();
+    run_federation(cfg, &out, mtls, true).await?;
+    let report = RunReport::read(&out).context("reading the run report")?;
+    println!("\n{}", report.to_markdown());
+    println!(
+        "done in {:.1} s. outputs in {}:\n  report.html  report.md  report.json  samples/round-NNN.png  losses.png  frechet.png  partition.png  checkpoints/  sites/  logs/",
+        start.elapsed().as_secs_f64(),
+        out.display()
+    );
+    Ok(())
+}
+
+/// One server and `federation.sites` site processes of this binary on a free loopback port, outputs (config,
+/// logs, checkpoints, report) under `out`; returns when the server has finished its rounds, and stops every
+/// process whatever happens. `announce` prints the one-line description of the run first.
+pub async fn run_federation(mut cfg: Config, out: &Path, mtls: bool, announce: bool) -> Result<()> {
     let port = free_port()?;
     cfg.cluster.server_addr = format!("127.0.0.1:{port}");
-    cfg.runtime.out_dir = out.clone();
+    cfg.runtime.out_dir = out.to_path_buf();
     std::fs::create_dir_all(out.join("logs")).with_context(|| format!("creating {}", out.display()))?;
     if mtls && cfg.cluster.tls_dir.is_none() {
         let dir = out.join("certs");
@@ -80,16 +95,18 @@ pub async fn demo(mut cfg: Config, out: PathBuf, mtls: bool) -> Result<()> {
     std::fs::write(&cfg_path, cfg.to_toml()?).with_context(|| format!("writing {}", cfg_path.display()))?;
     let exe = std::env::current_exe().context("locating the histofed binary")?;
     let c = cfg_path.display().to_string();
-    println!(
-        "histofed demo: 1 server + {} sites on 127.0.0.1:{port} ({}), {} rounds of {} × {} ({}); logs in {}",
-        cfg.federation.sites,
-        if cfg.cluster.tls_dir.is_some() { "mutual TLS" } else { "plaintext, cookie only" },
-        cfg.federation.rounds,
-        cfg.model.gan,
-        cfg.model.discriminator,
-        cfg.model.preset,
-        out.join("logs").display()
-    );
+    if announce {
+        println!(
+            "histofed demo: 1 server + {} sites on 127.0.0.1:{port} ({}), {} rounds of {} × {} ({}); logs in {}",
+            cfg.federation.sites,
+            if cfg.cluster.tls_dir.is_some() { "mutual TLS" } else { "plaintext, cookie only" },
+            cfg.federation.rounds,
+            cfg.model.gan,
+            cfg.model.discriminator,
+            cfg.model.preset,
+            out.join("logs").display()
+        );
+    }
     let mut fleet = Fleet { children: Vec::new() };
     let server = spawn_role(&exe, &["server".into(), "--config".into(), c.clone()], &out.join("logs/server.log"))?;
     fleet.children.push(("server".into(), server));
@@ -105,15 +122,7 @@ pub async fn demo(mut cfg: Config, out: PathBuf, mtls: bool) -> Result<()> {
     }
     let outcome = supervise(&mut fleet).await;
     fleet.stop_all(Duration::from_secs(10)).await;
-    outcome?;
-    let report = RunReport::read(&out).context("reading the run report")?;
-    println!("\n{}", report.to_markdown());
-    println!(
-        "done in {:.1} s. outputs in {}:\n  report.html  report.md  report.json  samples/round-NNN.png  losses.png  frechet.png  partition.png  checkpoints/  sites/  logs/",
-        start.elapsed().as_secs_f64(),
-        out.display()
-    );
-    Ok(())
+    outcome
 }
 
 /// Waits for the server to finish; fails fast if any process fails, on Ctrl-C or on SIGTERM.

@@ -42,7 +42,7 @@ pub struct RunEvent {
 }
 
 /// The headline numbers of a [`QualityReport`], for round records, metrics and tables.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct QualitySummary {
     /// Overall Fréchet distance, real test split vs synthetic, in the reference feature space.
     pub fd: f64,

@@ -1,9 +1,10 @@
-//! `histofed reproduce --preset quick` end to end, as CI runs it: the whole grid (18 cells) trained, measured and
-//! judged, files written; a rerun keeps the finished cells. Asserts the pipeline, not the science.
+//! `histofed reproduce --preset quick` end to end, as CI runs it: every GAN × discriminator over its seeds, the
+//! federated runs as real server and site processes, the low-regime runs, the classifier arms, the four claims with
+//! their intervals and the targets; a rerun keeps every finished run. Asserts the pipeline, not the science.
 
 use std::process::Command;
 
-use histofed::reproduce::{Reproduction, Setting};
+use histofed::reproduce::{Arm, Reproduction, Setting};
 
 fn reproduce(out: &std::path::Path, cache: &std::path::Path) -> String {
     let o = Command::new(env!("CARGO_BIN_EXE_histofed"))
@@ -20,37 +21,58 @@ fn reproduce(out: &std::path::Path, cache: &std::path::Path) -> String {
 }
 
 #[test]
-fn quick_preset_runs_the_whole_grid_and_a_rerun_keeps_finished_cells() {
+fn quick_preset_runs_the_whole_protocol_and_a_rerun_keeps_finished_runs() {
     let tmp = tempfile::tempdir().unwrap();
     let (out, cache) = (tmp.path().join("repro"), tmp.path().join("cache"));
     let first = reproduce(&out, &cache);
     let rep: Reproduction = serde_json::from_slice(&std::fs::read(out.join("reproduction.json")).unwrap()).unwrap();
-    assert_eq!(rep.cells.len(), 18, "{first}");
-    for setting in Setting::ALL {
-        assert_eq!(rep.cells.iter().filter(|c| c.setting == setting).count(), 6);
+    let p = &rep.preset;
+    let seeds = p.gan_seeds as usize;
+    let central_full = rep.runs.iter().filter(|r| r.setting == Setting::Centralized && r.regime == p.full_regime());
+    assert_eq!(central_full.count(), 6 * seeds, "{first}");
+    let fed: Vec<_> = rep.runs.iter().filter(|r| r.setting == Setting::FedDirichlet).collect();
+    assert_eq!(fed.len(), seeds, "one federation per GAN seed: {first}");
+    for f in &fed {
+        // The federated generator came from real processes: their logs and checkpoints are there.
+        let dir = out.join("runs").join(f.name()).join("federation");
+        assert!(dir.join("logs/server.log").is_file() && dir.join("checkpoints").is_dir(), "{}", dir.display());
     }
-    for c in &rep.cells {
-        assert!(c.fd.is_finite() && c.fd >= 0.0, "{}: FD {}", c.name(), c.fd);
-        assert!((0.0..=1.0).contains(&c.precision) && (0.0..=1.0).contains(&c.recall), "{}", c.name());
-        assert!((0.0..=1.0).contains(&c.accuracy), "{}", c.name());
-        assert!(c.quality.is_some());
-        assert!(!c.pictures.is_empty());
-        for p in &c.pictures {
-            assert!(out.join(p).exists(), "{} lists {p}, which is missing", c.name());
-        }
+    let low = rep.runs.iter().filter(|r| r.regime == p.low_regime()).count();
+    assert_eq!(low, seeds, "the best model retrained on the low regime");
+    for r in &rep.runs {
+        assert!(r.quality.fd.is_finite() && r.kid().is_finite(), "{}: {:?}", r.name(), r.quality);
+        assert!((0.0..=1.0).contains(&r.cas), "{}", r.name());
+        let grid = r.grid.as_ref().expect("a sample grid");
+        assert!(out.join(grid).is_file(), "{grid}");
     }
+    let classifiers = p.classifier_seeds as usize;
+    for regime in &p.regimes {
+        let n = |arm| rep.arms.iter().filter(|a| a.regime == *regime && a.arm == arm).count();
+        assert_eq!(n(Arm::RealOnly), classifiers);
+        assert_eq!(n(Arm::Mixed), classifiers * seeds);
+        assert_eq!(n(Arm::Filtered), classifiers * seeds);
+    }
+    assert!(rep.floor.kid.is_some() && rep.noise.kid.is_some());
+    assert!(rep.noise.kid > rep.floor.kid, "noise must score worse than real images: {:?} {:?}", rep.noise, rep.floor);
     assert_eq!(rep.claims.len(), 4);
+    assert_eq!(rep.targets.len(), 3);
     let md = std::fs::read_to_string(out.join("reproduction.md")).unwrap();
     for c in &rep.claims {
         assert!(md.contains(c.verdict.as_str()) && md.contains(&c.statement), "claim {} not in the report", c.id);
     }
-    assert!(out.join("fd.png").exists() && out.join("gain.png").exists());
-    assert!(first.contains("claim 4:"), "{first}");
+    assert!(md.contains("real images (floor)") && md.contains("colour-matched noise (null)"));
+    assert!(out.join("kid.png").is_file());
+    assert!(first.contains("claim 4:") && first.contains("target:"), "{first}");
 
-    // A rerun trains nothing again: every cell is kept from the first run, with the same numbers.
+    // A rerun trains nothing again: every run and the arms are kept from the first run, with the same numbers.
     let second = reproduce(&out, &cache);
-    assert_eq!(second.matches("done in an earlier run, kept").count(), 18, "{second}");
+    assert_eq!(second.matches("done in an earlier run, kept").count(), rep.runs.len() + 1, "{second}");
     assert!(second.contains("(cached)"), "the reference classifier comes from its cache: {second}");
     let again: Reproduction = serde_json::from_slice(&std::fs::read(out.join("reproduction.json")).unwrap()).unwrap();
-    assert_eq!(again.cells, rep.cells);
+    assert_eq!(again.runs, rep.runs);
+    assert_eq!(again.arms, rep.arms);
+    assert_eq!(again.claims, rep.claims);
+    assert_eq!((rep.kept_results, again.kept_results), (0, rep.runs.len() + 1));
+    let md = std::fs::read_to_string(out.join("reproduction.md")).unwrap();
+    assert!(md.contains(&format!("kept {} results of an earlier one", rep.runs.len() + 1)), "{md}");
 }

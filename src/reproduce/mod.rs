@@ -1,17 +1,19 @@
-//! `histofed reproduce`: the paper's experiment grid in one command — {CGAN, WGAN-GP, ACGAN} × {CNN-D, ViT-D} ×
-//! {centralized, federated IID, federated Dirichlet α=0.3} — each cell trained, measured with the quality metrics
-//! in the reference classifier's feature space (`quality`), and scored by the augmentation gain it gives the ViT
-//! classifier; then the paper's four claims judged by those numbers (`claims`) and written out as reproduction.md,
-//! reproduction.json and plots (`report`).
+//! `histofed reproduce`: a pre-registered test of the paper's four claims (arXiv 2504.04130) — every GAN ×
+//! discriminator trained centralized over several seeds, the pre-registered model federated on the real runtime
+//! (server and site processes over loopback), each generator measured against a real-image floor and a noise null
+//! baseline (`assessment`), scored by what it gives a classifier in a low-data regime, and the claims judged by
+//! rules fixed in `claims` before any number exists, with bootstrap intervals over seeds (`stats`).
 //!
-//! Why presets: `quick` proves the pipeline end to end in CI in a few minutes (it asserts nothing about the science),
-//! `cpu` is sized for a 2-core machine in about an hour, `paper` for a GPU. Every cell's result is written as soon as
-//! it exists and a rerun with the same preset and data skips finished cells, so an interrupted hour is not lost.
+//! Why presets: `quick` proves the pipeline end to end in CI in a few minutes (it asserts nothing about the
+//! science), `cpu` is the protocol sized for a 2-core machine in under 30 minutes, `gpu` the same protocol at 64 px
+//! with paper-sized models for one GPU. Every GAN run's result is written as soon as it exists and a rerun with the
+//! same preset and data keeps finished runs, so an interrupted half hour is not lost.
 
 pub mod ablation;
 pub mod claims;
 pub mod report;
 mod run;
+pub mod stats;
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -19,13 +21,13 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-pub use run::run;
+pub use run::{real_only_baseline, run, FederatedJob, FederatedRunner};
 
-use crate::quality::QualityReport;
+use crate::report::QualitySummary;
 
 #[derive(Debug, Error)]
 pub enum ReproduceError {
-    #[error("unknown preset {0:?} (expected quick, cpu or paper)")]
+    #[error("unknown preset {0:?} (expected quick, cpu or gpu)")]
     UnknownPreset(String),
     #[error("the {0} split is empty")]
     EmptySplit(&'static str),
@@ -39,65 +41,81 @@ pub enum ReproduceError {
     Reference(String),
     #[error("cannot write {path}: {message}")]
     Write { path: PathBuf, message: String },
+    #[error("regime of {wanted} real images per class: class {class} has only {have} training images")]
+    Regime { wanted: usize, class: String, have: usize },
+    #[error("federated run (seed {seed}): {message}")]
+    Federated { seed: u64, message: String },
+    #[error("the preset is inconsistent: {0}")]
+    Preset(String),
 }
 
-/// Where a cell's GAN is trained.
+/// Where a GAN is trained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Setting {
     Centralized,
-    FedIid,
+    /// Sites holding a Dirichlet(α = 0.3) non-IID split, trained by the real runtime (one process per site).
     FedDirichlet,
 }
 
 impl Setting {
-    pub const ALL: [Setting; 3] = [Setting::Centralized, Setting::FedIid, Setting::FedDirichlet];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Setting::Centralized => "centralized",
-            Setting::FedIid => "fed-iid",
-            Setting::FedDirichlet => "fed-dirichlet-0.3",
+            Setting::FedDirichlet => "federated (Dirichlet 0.3)",
         }
     }
 
-    /// The partition spec of a federated setting (`data::partition` syntax).
-    pub fn partition(self) -> Option<&'static str> {
+    fn tag(self) -> &'static str {
         match self {
-            Setting::Centralized => None,
-            Setting::FedIid => Some("iid"),
-            Setting::FedDirichlet => Some("dirichlet:0.3:min=2"),
+            Setting::Centralized => "central",
+            Setting::FedDirichlet => "fed",
         }
     }
 }
 
-/// Sizes of one reproduction run.
+/// The partition of the federated runs (`data::partition` syntax): the paper's non-IID split.
+pub const FED_PARTITION: &str = "dirichlet:0.3:min=2";
+
+/// Sizes of one reproduction run. Everything that decides a number is here, so the report can state it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Preset {
     pub name: String,
-    /// Model preset (`models::ModelConfig::preset`) and the classifier preset.
+    /// Model preset (`models::ModelConfig::preset`), image size, and the classifier preset.
     pub model: String,
+    pub image_size: u32,
     pub classifier: String,
-    /// Procedural data (when no --data is given): images per class and classes.
+    /// Procedural data: images per class before splitting, classes, difficulty (`data::synth::Difficulty`), and
+    /// the validation (real floor) and test fractions.
     pub per_class: usize,
     pub num_classes: usize,
-    /// GAN optimisation steps of a centralized cell. A federated cell runs `rounds` rounds of
-    /// `steps / (rounds × sites)` local steps at each site: the same number of passes over the data in total.
+    pub difficulty: String,
+    pub val_fraction: f64,
+    pub test_fraction: f64,
+    /// Real training images per class of each regime, largest first; the GAN grid trains on the first.
+    pub regimes: Vec<usize>,
+    /// GAN optimisation steps and batch of a centralized run; a federated run sees as many images in total.
     pub gan_steps: u32,
+    pub batch_size: u32,
+    pub gan_seeds: u32,
     pub rounds: u32,
     pub sites: u32,
-    pub batch_size: u32,
-    /// Synthetic images per class the quality metrics compare with the real test split.
+    /// Synthetic images per class the quality metrics draw (the real floor takes as many from validation).
     pub eval_per_class: usize,
-    /// Reference classifier training steps.
     pub reference_steps: u32,
-    /// Classifier steps and seeds of the augmentation gain (real vs real + synthetic at `ratio`).
+    /// Steps and seeds of every classifier (real only, mixed, filtered, and the accuracy score on synthetic only).
     pub classifier_steps: u32,
-    pub seeds: u32,
-    pub ratio: f64,
-    /// Which GANs and discriminators (the full grid unless narrowed for a smoke run).
+    pub classifier_seeds: u32,
+    /// Which GANs and discriminators (the full grid unless narrowed).
     pub gans: Vec<String>,
     pub discs: Vec<String>,
+    /// The federated model (claim 4), fixed before the run.
+    pub fed_gan: String,
+    pub fed_disc: String,
+    /// Worker threads training in parallel (one torch thread each).
+    pub workers: usize,
+    /// Bootstrap resamples of every interval.
+    pub resamples: usize,
 }
 
 impl Preset {
@@ -108,65 +126,117 @@ impl Preset {
             "quick" => Preset {
                 name: name.into(),
                 model: "tiny".into(),
+                image_size: 32,
                 classifier: "tiny".into(),
-                per_class: 24,
+                per_class: 40,
                 num_classes: 4,
+                difficulty: "hard".into(),
+                val_fraction: 0.15,
+                test_fraction: 0.35,
+                regimes: vec![20, 8],
                 gan_steps: 12,
+                batch_size: 16,
+                gan_seeds: 2,
                 rounds: 2,
                 sites: 3,
-                batch_size: 16,
-                eval_per_class: 12,
+                eval_per_class: 6,
                 reference_steps: 40,
                 classifier_steps: 20,
-                seeds: 1,
-                ratio: 1.0,
+                classifier_seeds: 2,
                 gans: all_gans,
                 discs: all_discs,
+                fed_gan: "cgan".into(),
+                fed_disc: "cnn".into(),
+                workers: 2,
+                resamples: 2000,
             },
             "cpu" => Preset {
                 name: name.into(),
                 model: "tiny".into(),
+                image_size: 32,
                 classifier: "tiny".into(),
-                per_class: 100,
-                num_classes: 4,
-                gan_steps: 1200,
-                rounds: 12,
-                sites: 3,
+                per_class: 200,
+                num_classes: 9,
+                difficulty: "hard".into(),
+                val_fraction: 0.15,
+                test_fraction: 0.35,
+                regimes: vec![100, 25],
+                gan_steps: 1000,
                 batch_size: 32,
-                eval_per_class: 50,
-                reference_steps: 400,
-                classifier_steps: 200,
-                seeds: 3,
-                ratio: 1.0,
+                gan_seeds: 3,
+                rounds: 5,
+                sites: 3,
+                eval_per_class: 30,
+                reference_steps: 2500,
+                classifier_steps: 2500,
+                classifier_seeds: 3,
                 gans: all_gans,
                 discs: all_discs,
+                fed_gan: "cgan".into(),
+                fed_disc: "cnn".into(),
+                workers: 2,
+                resamples: 10_000,
             },
-            "paper" => Preset {
+            "gpu" => Preset {
                 name: name.into(),
                 model: "paper".into(),
-                classifier: "vit-b16".into(),
-                per_class: 1000,
+                image_size: 64,
+                classifier: "tiny".into(),
+                per_class: 400,
                 num_classes: 9,
-                gan_steps: 20_000,
-                rounds: 50,
-                sites: 4,
+                difficulty: "hard".into(),
+                val_fraction: 0.15,
+                test_fraction: 0.35,
+                regimes: vec![200, 25],
+                gan_steps: 1500,
                 batch_size: 64,
-                eval_per_class: 500,
-                reference_steps: 20_000,
-                classifier_steps: 10_000,
-                seeds: 3,
-                ratio: 1.0,
+                gan_seeds: 3,
+                rounds: 10,
+                sites: 3,
+                eval_per_class: 60,
+                reference_steps: 1500,
+                classifier_steps: 600,
+                classifier_seeds: 3,
                 gans: all_gans,
                 discs: all_discs,
+                fed_gan: "cgan".into(),
+                fed_disc: "cnn".into(),
+                workers: 4,
+                resamples: 10_000,
             },
             other => return Err(ReproduceError::UnknownPreset(other.into())),
         };
         Ok(p)
     }
 
-    /// Local steps per round at each site of a federated cell (at least 1).
+    /// Local steps per round at each site of a federated run: the same images seen in total as centralized.
     pub fn local_steps(&self) -> u32 {
         (self.gan_steps / (self.rounds.max(1) * self.sites.max(1))).max(1)
+    }
+
+    /// The low-data regime (the last, smallest one): where claim 3 is judged.
+    pub fn low_regime(&self) -> usize {
+        self.regimes.last().copied().unwrap_or(0)
+    }
+
+    pub fn full_regime(&self) -> usize {
+        self.regimes.first().copied().unwrap_or(0)
+    }
+
+    pub fn check(&self) -> Result<(), ReproduceError> {
+        if self.regimes.is_empty() || self.regimes.contains(&0) {
+            return Err(ReproduceError::Preset("at least one regime, each of at least 1 image per class".into()));
+        }
+        if self.regimes.windows(2).any(|w| w[0] < w[1]) {
+            return Err(ReproduceError::Preset("regimes must be listed largest first".into()));
+        }
+        if self.gan_seeds == 0 || self.classifier_seeds == 0 {
+            return Err(ReproduceError::Preset("at least one GAN seed and one classifier seed".into()));
+        }
+        if self.gans.is_empty() || self.discs.is_empty() {
+            return Err(ReproduceError::Preset("at least one GAN and one discriminator".into()));
+        }
+        Ok(())
     }
 }
 
@@ -177,89 +247,88 @@ impl FromStr for Preset {
     }
 }
 
-/// One cell of the grid, measured.
+/// One trained generator, measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CellResult {
+pub struct GanRun {
     pub gan: String,
     pub disc: String,
     pub setting: Setting,
-    /// Fréchet distance, real test split vs synthetic, in the reference classifier's feature space.
-    pub fd: f64,
-    pub precision: f64,
-    pub recall: f64,
-    /// Share of synthetic images suspiciously close to a training image (feature space).
-    pub memorized_share: f64,
-    /// Share of classes the reference classifier finds among the synthetic images (mode collapse check).
-    pub class_coverage: f64,
-    /// Share of synthetic images the reference classifier assigns to the class they were conditioned on.
-    pub label_agreement: f64,
-    /// Mean over classes of synthetic / real within-class feature diversity (≪ 1: collapse).
-    pub diversity_ratio: f64,
-    /// Test accuracy and macro-F1 with real + synthetic training data (mean over seeds) and the gain over real only.
-    pub accuracy: f64,
-    pub macro_f1: f64,
-    pub gain_accuracy: f64,
-    pub gain_accuracy_std: f64,
-    pub gain_f1: f64,
-    pub final_d_loss: f64,
-    pub final_g_loss: f64,
+    /// Real training images per class it learned from.
+    pub regime: usize,
+    pub seed: u64,
+    /// The quality suite against the real test split (KID, FD, both feature spaces, agreement, coverage, …).
+    pub quality: QualitySummary,
+    /// Classification accuracy score: a classifier trained on this generator's images only, tested on real ones.
+    pub cas: f64,
     pub train_secs: f64,
     pub eval_secs: f64,
-    /// Pictures of this cell, relative to the run directory.
-    pub pictures: Vec<String>,
-    /// The full metric set.
-    #[serde(default)]
-    pub quality: Option<QualityReport>,
+    /// Its sample grid, relative to the run directory.
+    pub grid: Option<String>,
 }
 
-impl CellResult {
-    /// A cell with every number zero (tests build grids from it).
-    #[cfg(test)]
-    pub(crate) fn blank() -> Self {
-        CellResult {
-            gan: String::new(),
-            disc: String::new(),
-            setting: Setting::Centralized,
-            fd: 0.0,
-            precision: 0.0,
-            recall: 0.0,
-            memorized_share: 0.0,
-            class_coverage: 0.0,
-            label_agreement: 0.0,
-            diversity_ratio: 0.0,
-            accuracy: 0.0,
-            macro_f1: 0.0,
-            gain_accuracy: 0.0,
-            gain_accuracy_std: 0.0,
-            gain_f1: 0.0,
-            final_d_loss: 0.0,
-            final_g_loss: 0.0,
-            train_secs: 0.0,
-            eval_secs: 0.0,
-            pictures: Vec::new(),
-            quality: None,
-        }
+impl GanRun {
+    pub fn model(&self) -> String {
+        format!("{}-{}", self.gan, self.disc)
     }
 
     pub fn name(&self) -> String {
-        cell_name(&self.gan, &self.disc, self.setting)
+        run_name(&self.gan, &self.disc, self.setting, self.regime, self.seed)
+    }
+
+    /// KID in the reference space (NaN when it could not be measured).
+    pub fn kid(&self) -> f64 {
+        self.quality.kid.unwrap_or(f64::NAN)
     }
 }
 
-pub fn cell_name(gan: &str, disc: &str, setting: Setting) -> String {
-    format!("{gan}-{disc}-{}", setting.as_str())
+pub fn run_name(gan: &str, disc: &str, setting: Setting, regime: usize, seed: u64) -> String {
+    format!("{gan}-{disc}-{}-{regime}pc-s{seed}", setting.tag())
 }
 
-/// Real-only classifier scores, the baseline of every gain.
+/// The classifier's training sets compared in claim 3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Arm {
+    /// Real images only (with the classic flips and 90° rotations, as every arm).
+    RealOnly,
+    /// Real + as many synthetic images per class (1:1).
+    Mixed,
+    /// Real + synthetic 1:1 where the synthetic images are those the same-seed real-only classifier assigns to the
+    /// class they were conditioned on.
+    Filtered,
+}
+
+impl Arm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arm::RealOnly => "real only",
+            Arm::Mixed => "real + synthetic 1:1",
+            Arm::Filtered => "real + filtered synthetic 1:1",
+        }
+    }
+}
+
+/// One classifier, trained and tested.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Baseline {
+pub struct ArmResult {
+    pub regime: usize,
+    pub arm: Arm,
+    /// The generator's seed (None for real only).
+    pub gan_seed: Option<u64>,
+    pub classifier_seed: u64,
     pub accuracy: f64,
-    pub accuracy_std: f64,
     pub macro_f1: f64,
-    pub macro_f1_std: f64,
-    /// Per seed, for the paired gain.
-    pub per_seed_accuracy: Vec<f64>,
-    pub per_seed_f1: Vec<f64>,
+    /// Filtered arm: share of the drawn synthetic images the filter kept.
+    pub kept_share: Option<f64>,
+}
+
+/// A product target the issue sets, measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Target {
+    pub what: String,
+    pub goal: String,
+    pub measured: String,
+    pub met: bool,
 }
 
 /// Everything a reproduction produced.
@@ -269,11 +338,22 @@ pub struct Reproduction {
     pub data: String,
     pub commit: String,
     pub started: String,
+    /// Wall time of this invocation …
     pub total_secs: f64,
+    /// … which kept this many results (GAN runs; the classifier arms count as one) of an earlier invocation: their
+    /// time is in the tables (train s), not in `total_secs`.
+    #[serde(default)]
+    pub kept_results: usize,
     pub reference_test_accuracy: f64,
-    pub baseline: Baseline,
-    pub cells: Vec<CellResult>,
+    /// Real validation images measured as a generator (the floor) and colour-matched noise (the null).
+    pub floor: QualitySummary,
+    pub noise: QualitySummary,
+    /// The model claim 3 uses, chosen by the pre-registered rule (lowest mean KID, centralized, full regime).
+    pub best_model: String,
+    pub runs: Vec<GanRun>,
+    pub arms: Vec<ArmResult>,
     pub claims: Vec<claims::Claim>,
+    pub targets: Vec<Target>,
 }
 
 /// What `run` needs besides the preset.

@@ -1,19 +1,36 @@
-//! reproduction.md and reproduction.json: the grid as a table, the baseline, and the four claims with their
-//! evidence. Pure formatting of a [`Reproduction`]; the files are written atomically so a reader never sees half.
+//! reproduction.md and reproduction.json: the claims with their intervals, the targets, the baselines, every model
+//! over its seeds, and the classifier arms. Pure formatting of a [`Reproduction`]; the files are written atomically
+//! so a reader never sees half.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::{claims::FED_MATCH_RATIO, ReproduceError, Reproduction, Setting};
+use super::stats::mean_sd;
+use super::{claims, Arm, GanRun, ReproduceError, Reproduction, Setting};
 use crate::federation::checkpoint::write_atomic;
 use crate::plots::{grouped_bars_png, BarSeries};
+use crate::report::QualitySummary;
 
-fn pct(x: f64) -> String {
-    format!("{:.1}", 100.0 * x)
+/// The rows of the model table: (label, runs) for each model × setting × regime present, in a stable order.
+fn groups(r: &Reproduction) -> Vec<(String, Vec<&GanRun>)> {
+    let mut out: Vec<(String, Vec<&GanRun>)> = Vec::new();
+    for run in &r.runs {
+        let label = format!("{} | {} | {}", run.model(), run.setting.as_str(), run.regime);
+        match out.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, v)) => v.push(run),
+            None => out.push((label, vec![run])),
+        }
+    }
+    out
 }
 
-fn signed_pts(x: f64) -> String {
-    format!("{:+.1}", 100.0 * x)
+fn ms(xs: &[f64], scale: f64, digits: usize) -> String {
+    let (m, s) = mean_sd(xs);
+    if xs.len() > 1 {
+        format!("{:.d$} ± {:.d$}", scale * m, scale * s, d = digits)
+    } else {
+        format!("{:.d$}", scale * m, d = digits)
+    }
 }
 
 /// The Markdown report.
@@ -21,97 +38,154 @@ pub fn markdown(r: &Reproduction) -> String {
     let p = &r.preset;
     let mut s = String::new();
     let _ = writeln!(s, "# Reproduction of arXiv 2504.04130 — preset `{}`\n", p.name);
+    let wall = if r.kept_results == 0 {
+        format!("{:.0} s ({:.1} min) in total", r.total_secs, r.total_secs / 60.0)
+    } else {
+        format!(
+            "{:.0} s ({:.1} min) in this invocation, which kept {} results of an earlier one (their own times are in \
+             the tables)",
+            r.total_secs,
+            r.total_secs / 60.0,
+            r.kept_results
+        )
+    };
     let _ = writeln!(
         s,
-        "Commit `{}`, started {}, {:.0} s in total. Data: {}. Model preset `{}`, classifier preset `{}`.\n",
-        r.commit, r.started, r.total_secs, r.data, p.model, p.classifier
+        "Commit `{}`, started {}, {wall}. Data: {}. Model preset `{}` at {} px, classifier preset `{}`.\n",
+        r.commit, r.started, r.data, p.model, p.image_size, p.classifier
     );
     let _ = writeln!(
         s,
-        "Each cell trains a GAN for {} steps centralized, or federated over {} sites for {} rounds × {} local steps \
-         (the same passes over the data), then generates {} images per class. Metrics are measured in the feature \
-         space of the reference ViT classifier (trained on the real training split; test accuracy {}%). The gain is \
-         the test accuracy of the classifier trained on real + synthetic ({}× per class) minus real only, {} seed(s), \
-         {} steps each.\n",
+        "Protocol: every GAN × discriminator trained centralized for {} steps (batch {}) on {} real images per class, \
+         {} GAN seeds; {}-{} federated over {} site processes (Dirichlet α = 0.3) for {} rounds × {} local steps (as \
+         many images seen), {} GAN seeds; metrics on {} synthetic images per class against the real test split, in \
+         the reference classifier's features (test accuracy {:.1} %) and a fixed random CNN's. Classifiers: {} steps, \
+         {} seeds, flips and 90° rotations in every arm. Intervals: 95 % bootstrap over seeds, {} resamples.\n",
         p.gan_steps,
+        p.batch_size,
+        p.full_regime(),
+        p.gan_seeds,
+        p.fed_gan,
+        p.fed_disc,
         p.sites,
         p.rounds,
         p.local_steps(),
+        p.gan_seeds,
         p.eval_per_class,
-        pct(r.reference_test_accuracy),
-        p.ratio,
-        p.seeds,
-        p.classifier_steps
-    );
-    let _ = writeln!(
-        s,
-        "Real-only baseline: accuracy {}% ± {}, macro-F1 {}% ± {}.\n",
-        pct(r.baseline.accuracy),
-        pct(r.baseline.accuracy_std),
-        pct(r.baseline.macro_f1),
-        pct(r.baseline.macro_f1_std)
+        100.0 * r.reference_test_accuracy,
+        p.classifier_steps,
+        p.classifier_seeds,
+        p.resamples
     );
     let _ = writeln!(s, "## The paper's claims\n");
     let _ = writeln!(s, "| # | claim | verdict | evidence |\n|---|---|---|---|");
     for c in &r.claims {
         let _ = writeln!(s, "| {} | {} | **{}** | {} |", c.id, c.statement, c.verdict.as_str(), c.evidence);
     }
-    let _ = writeln!(s, "\nTests applied:\n");
+    let _ = writeln!(s, "\nRules, fixed in `src/reproduce/claims.rs` before the run:\n");
     for c in &r.claims {
         let _ = writeln!(s, "{}. {}", c.id, c.test);
     }
+    let _ = writeln!(s, "\n## Targets (best centralized model by the pre-registered rule: {})\n", r.best_model);
+    let _ = writeln!(s, "| target | goal | measured | met |\n|---|---|---|---|");
+    for t in &r.targets {
+        let _ = writeln!(s, "| {} | {} | {} | {} |", t.what, t.goal, t.measured, if t.met { "yes" } else { "**no**" });
+    }
+    let _ = writeln!(s, "\n## Generators\n");
     let _ = writeln!(
         s,
-        "\n(Claim 4's bound of {FED_MATCH_RATIO}× is fixed in `src/reproduce/claims.rs`, not chosen after seeing the \
-         numbers.)\n"
+        "KID ×10³ (reference features; random-CNN features), FD (reference), agreement = share the reference \
+         classifier assigns to the conditioned class, coverage = share of classes found, CAS = accuracy on real test \
+         images of a classifier trained on synthetic images only (chance {:.1} %). Mean ± sd over seeds.\n",
+        100.0 / r.floor_classes().max(1) as f64
     );
-    let _ = writeln!(s, "## The grid\n");
     let _ = writeln!(
         s,
-        "| GAN | D | setting | FD ↓ | precision | recall | memorized | coverage | agreement | diversity | acc % | \
-         F1 % | gain acc (pts) | gain F1 (pts) | train s |"
+        "| model | setting | real/class | seeds | KID×10³ ↓ | FD ↓ | KID×10³ random CNN ↓ | agreement | coverage | \
+         precision | recall | CAS % | train s |"
     );
-    let _ = writeln!(s, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for setting in Setting::ALL {
-        for c in r.cells.iter().filter(|c| c.setting == setting) {
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "| real images (floor) | validation split | | | {} |", floor_cells(&r.floor));
+    let _ = writeln!(s, "| colour-matched noise (null) | | | | {} |", floor_cells(&r.noise));
+    for (label, runs) in groups(r) {
+        let f = |g: &dyn Fn(&GanRun) -> f64| runs.iter().map(|r| g(r)).collect::<Vec<f64>>();
+        let mut parts = label.split(" | ");
+        let (model, setting, regime) =
+            (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let _ = writeln!(
+            s,
+            "| {model} | {setting} | {regime} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |",
+            runs.len(),
+            ms(&f(&|r| r.kid()), 1e3, 2),
+            ms(&f(&|r| r.quality.fd), 1.0, 3),
+            ms(&f(&|r| r.quality.kid_random_cnn.unwrap_or(f64::NAN)), 1e3, 2),
+            ms(&f(&|r| r.quality.label_agreement), 1.0, 2),
+            ms(&f(&|r| r.quality.class_coverage), 1.0, 2),
+            ms(&f(&|r| r.quality.precision), 1.0, 2),
+            ms(&f(&|r| r.quality.recall), 1.0, 2),
+            ms(&f(&|r| r.cas), 100.0, 1),
+            mean_sd(&f(&|r| r.train_secs)).0
+        );
+    }
+    let _ = writeln!(s, "\n## Classifier arms ({})\n", r.best_model);
+    let _ = writeln!(
+        s,
+        "Test accuracy; gain = paired difference to real only with its 95 % interval (GAN seeds, then classifier \
+         seeds).\n"
+    );
+    let _ = writeln!(s, "| real/class | arm | runs | accuracy % | gain (points) | kept by filter |");
+    let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|");
+    for &regime in &p.regimes {
+        for arm in [Arm::RealOnly, Arm::Mixed, Arm::Filtered] {
+            let rows: Vec<f64> =
+                r.arms.iter().filter(|a| a.regime == regime && a.arm == arm).map(|a| a.accuracy).collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let gain = if arm == Arm::RealOnly {
+                "—".to_string()
+            } else {
+                claims::gain_interval(&r.arms, regime, arm, p.resamples).show(100.0)
+            };
+            let kept: Vec<f64> =
+                r.arms.iter().filter(|a| a.regime == regime && a.arm == arm).filter_map(|a| a.kept_share).collect();
+            let kept = if kept.is_empty() { "—".into() } else { ms(&kept, 1.0, 2) };
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} ± {} | {} | \
-                 {:.0} |",
-                c.gan,
-                c.disc,
-                setting.as_str(),
-                c.fd,
-                c.precision,
-                c.recall,
-                c.memorized_share,
-                c.class_coverage,
-                c.label_agreement,
-                c.diversity_ratio,
-                pct(c.accuracy),
-                pct(c.macro_f1),
-                signed_pts(c.gain_accuracy),
-                pct(c.gain_accuracy_std),
-                signed_pts(c.gain_f1),
-                c.train_secs
+                "| {regime} | {} | {} | {} | {gain} | {kept} |",
+                arm.as_str(),
+                rows.len(),
+                ms(&rows, 100.0, 1)
             );
         }
     }
-    let _ = writeln!(
-        s,
-        "\nColumns: FD = Fréchet distance real test vs synthetic (reference features); precision/recall = \
-         Kynkäänniemi k-NN manifolds; memorized = share of synthetic images closer to a training image than half the \
-         typical test→train distance; coverage = share of classes the reference classifier finds among the \
-         synthetic images; agreement = share it assigns to the conditioning class; diversity = synthetic / real \
-         within-class feature spread (≪ 1 = mode collapse).\n"
-    );
-    let _ = writeln!(s, "## Pictures\n");
-    let _ = writeln!(s, "![FD per cell](fd.png)\n\n![accuracy gain per cell](gain.png)\n");
-    for c in r.cells.iter().filter(|c| !c.pictures.is_empty()) {
-        let links: Vec<String> = c.pictures.iter().map(|p| format!("[{p}]({p})")).collect();
-        let _ = writeln!(s, "- {}: {}", c.name(), links.join(", "));
+    let _ = writeln!(s, "\n## Pictures\n");
+    let _ = writeln!(s, "![KID per model](kid.png)\n");
+    for run in r.runs.iter().filter(|r| r.grid.is_some()) {
+        if let Some(g) = &run.grid {
+            let _ = writeln!(s, "- {}: [{g}]({g})", run.name());
+        }
     }
     s
+}
+
+fn floor_cells(q: &QualitySummary) -> String {
+    format!(
+        "{:.2} | {:.3} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | | ",
+        1e3 * q.kid.unwrap_or(f64::NAN),
+        q.fd,
+        1e3 * q.kid_random_cnn.unwrap_or(f64::NAN),
+        q.label_agreement,
+        q.class_coverage,
+        q.precision,
+        q.recall
+    )
+}
+
+impl Reproduction {
+    fn floor_classes(&self) -> usize {
+        self.preset.num_classes
+    }
 }
 
 /// Writes reproduction.md and reproduction.json into `dir`.
@@ -125,42 +199,47 @@ pub fn write(dir: &Path, r: &Reproduction) -> Result<(), ReproduceError> {
     Ok(())
 }
 
-/// fd.png and gain.png: one group per model (GAN-D), one bar per setting.
+/// kid.png: one group per model, one bar per setting (full regime), and the real floor (the noise baseline, orders
+/// of magnitude above, is in the table).
 pub fn plots(dir: &Path, r: &Reproduction) -> Result<(), crate::plots::PlotError> {
-    let mut models: Vec<(String, String)> = Vec::new();
-    for c in &r.cells {
-        if !models.iter().any(|(g, d)| *g == c.gan && *d == c.disc) {
-            models.push((c.gan.clone(), c.disc.clone()));
+    let full = r.preset.full_regime();
+    let mut models: Vec<String> = Vec::new();
+    for run in r.runs.iter().filter(|x| x.regime == full) {
+        if !models.contains(&run.model()) {
+            models.push(run.model());
         }
     }
-    let groups: Vec<String> = models.iter().map(|(g, d)| format!("{g}-{d}")).collect();
-    let series = |f: &dyn Fn(&super::CellResult) -> f64| -> Vec<BarSeries> {
-        Setting::ALL
-            .iter()
-            .map(|s| BarSeries {
-                label: s.as_str().to_string(),
-                values: models
-                    .iter()
-                    .map(|(g, d)| {
-                        r.cells.iter().find(|c| c.gan == *g && c.disc == *d && c.setting == *s).map_or(f64::NAN, f)
-                    })
-                    .collect(),
-            })
-            .collect()
-    };
+    let mut groups = models.clone();
+    groups.push("real floor".into());
+    let series: Vec<BarSeries> = [Setting::Centralized, Setting::FedDirichlet]
+        .iter()
+        .map(|s| BarSeries {
+            label: s.as_str().to_string(),
+            values: models
+                .iter()
+                .map(|m| {
+                    let k: Vec<f64> = r
+                        .runs
+                        .iter()
+                        .filter(|x| x.model() == *m && x.setting == *s && x.regime == full)
+                        .map(|x| 1e3 * x.kid())
+                        .collect();
+                    if k.is_empty() {
+                        f64::NAN
+                    } else {
+                        mean_sd(&k).0
+                    }
+                })
+                .chain([if *s == Setting::Centralized { 1e3 * r.floor.kid.unwrap_or(f64::NAN) } else { f64::NAN }])
+                .collect(),
+        })
+        .collect();
     grouped_bars_png(
-        "Fréchet distance per model and setting (lower is better)",
-        "FD (reference features)",
+        "KID per model (reference features, mean over GAN seeds; lower is better)",
+        "KID ×10³",
         &groups,
-        &series(&|c| c.fd),
-        &dir.join("fd.png"),
-    )?;
-    grouped_bars_png(
-        "Accuracy gain from synthetic augmentation (points)",
-        "accuracy gain (points)",
-        &groups,
-        &series(&|c| 100.0 * c.gain_accuracy),
-        &dir.join("gain.png"),
+        &series,
+        &dir.join("kid.png"),
     )?;
     Ok(())
 }

@@ -1,99 +1,638 @@
-//! The reproduction loop: reference classifier and baseline once, then each cell — train, assess, score the
-//! augmentation gain, write the cell's JSON — then the claims and the report. Runs on the calling thread (tch).
+//! The reproduction loop. Four phases, each writing what it finishes so a rerun keeps it:
+//!
+//! 1. the reference classifier, the real-image floor and the noise null baseline (this thread);
+//! 2. every GAN × discriminator × GAN seed trained centralized on the full regime, measured, and scored by a
+//!    classifier trained on its images only (worker threads, one torch thread each);
+//! 3. the pre-registered federated model on the real runtime, one federation per GAN seed (the caller's
+//!    [`FederatedRunner`] starts the processes), and the best centralized model retrained on the low regime;
+//! 4. the classifier arms of claim 3 for every regime × classifier seed × GAN seed (worker threads).
+//!
+//! Then the claims (`claims`), the targets and the report. Heavy work never runs on more threads than
+//! `preset.workers`; every result is a pure function of the preset, the seed and the data.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::assessment::{AssessOptions, Assessor};
-use crate::augment_study::{scaled_counts, synthesize, train_classifier_once, Stat};
-use crate::data::{partition, Dataset, Splits};
+use tch::Device;
+
+use crate::assessment::{AssessOptions, Assessor, Baseline};
+use crate::augment_study::{predict, score, synthesize, train_classifier, train_classifier_once};
+use crate::data::{Dataset, Splits};
 use crate::federation::checkpoint::write_atomic;
-use crate::federation::strategy::FedAvg;
+use crate::federation::weights::Weights;
 use crate::models::{ClassifierConfig, DiscKind, Gan, GanKind, ModelConfig};
 use crate::quality::QualityOptions;
 use crate::reference::ReferenceOptions;
-use crate::simulation::{train_centralized, train_federated};
+use crate::report::QualitySummary;
+use crate::simulation::train_centralized;
 
-use super::{cell_name, claims, report, Baseline, CellResult, ReproduceError, ReproduceOptions, Reproduction, Setting};
+use super::{
+    claims, report, run_name, Arm, ArmResult, GanRun, Preset, ReproduceError, ReproduceOptions, Reproduction, Setting,
+    FED_PARTITION,
+};
 
-/// Seeds of the classifier runs: the same seeds for the baseline and every cell, so gains are paired.
-fn classifier_seeds(opts: &ReproduceOptions) -> Vec<u64> {
-    (0..u64::from(opts.preset.seeds.max(1))).map(|i| opts.seed + 1000 + i).collect()
+/// A federated training to run on the real runtime: what to train; the runner knows how to start processes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FederatedJob {
+    pub gan: String,
+    pub disc: String,
+    pub seed: u64,
+    pub sites: u32,
+    pub rounds: u32,
+    pub local_steps: u32,
+    pub batch_size: u32,
+    /// `data::partition` syntax.
+    pub partition: String,
+    /// Where the run writes its outputs (its checkpoints hold the final global generator).
+    pub out_dir: PathBuf,
 }
 
-fn classifier_config(opts: &ReproduceOptions, train: &Dataset) -> Result<ClassifierConfig, ReproduceError> {
-    let mut c = ClassifierConfig::preset(&opts.preset.classifier, i64::from(train.size), train.num_classes() as i64)?;
-    c.total_steps = i64::from(opts.preset.classifier_steps.max(1));
+/// Starts a server and its sites as processes for one [`FederatedJob`] and waits for the run to end; returns the
+/// folder whose checkpoints hold the final global generator.
+pub trait FederatedRunner {
+    fn run(&self, job: &FederatedJob) -> Result<PathBuf, String>;
+}
+
+fn cell_err(cell: &str, e: impl std::fmt::Display) -> ReproduceError {
+    ReproduceError::Cell { cell: cell.to_string(), message: e.to_string() }
+}
+
+fn write_err(path: &Path, e: impl std::fmt::Display) -> ReproduceError {
+    ReproduceError::Write { path: path.to_path_buf(), message: e.to_string() }
+}
+
+fn model_config(p: &Preset, gan: &str, disc: &str, classes: usize) -> Result<ModelConfig, ReproduceError> {
+    let g: GanKind = gan.parse().map_err(|e| cell_err(gan, e))?;
+    let d: DiscKind = disc.parse().map_err(|e| cell_err(disc, e))?;
+    let mut m = ModelConfig::preset(&p.model, g, d, classes as i64)?;
+    m.image_size = i64::from(p.image_size);
+    Ok(m)
+}
+
+fn classifier_config(p: &Preset, data: &Dataset) -> Result<ClassifierConfig, ReproduceError> {
+    let mut c = ClassifierConfig::preset(&p.classifier, i64::from(data.size), data.num_classes() as i64)?;
+    c.total_steps = i64::from(p.classifier_steps.max(1));
     Ok(c)
 }
 
-/// Trains the classifier once per seed on `train`, tests on `test`: (accuracy, macro-F1) per seed.
-fn classifier_scores(
-    opts: &ReproduceOptions,
-    train: &Dataset,
-    test: &Dataset,
-) -> Result<(Vec<f64>, Vec<f64>), ReproduceError> {
-    let cfg = classifier_config(opts, train)?;
-    let (mut acc, mut f1) = (Vec::new(), Vec::new());
-    for seed in classifier_seeds(opts) {
-        let r =
-            train_classifier_once(&cfg, train, test, u64::from(opts.preset.classifier_steps), 32, seed, opts.device)
-                .map_err(|e| ReproduceError::Cell { cell: "classifier".into(), message: e.to_string() })?;
-        acc.push(r.accuracy);
-        f1.push(r.macro_f1);
+/// The first `per_class` training images of every class (in the split's order): the regime's real training set.
+pub fn regime_subset(train: &Dataset, per_class: usize) -> Result<Dataset, ReproduceError> {
+    let counts = train.class_counts();
+    for (k, &have) in counts.iter().enumerate() {
+        if have < per_class {
+            let class = train.classes.get(k).cloned().unwrap_or_else(|| k.to_string());
+            return Err(ReproduceError::Regime { wanted: per_class, class, have });
+        }
     }
-    Ok((acc, f1))
+    let mut taken = vec![0usize; counts.len()];
+    let idx: Vec<usize> = (0..train.len())
+        .filter(|&i| {
+            let k = train.labels[i] as usize;
+            let keep = taken[k] < per_class;
+            taken[k] += usize::from(keep);
+            keep
+        })
+        .collect();
+    Ok(train.subset(&idx))
 }
 
-fn model_config(opts: &ReproduceOptions, gan: &str, disc: &str, classes: usize) -> Result<ModelConfig, ReproduceError> {
-    let g: GanKind = gan.parse().map_err(|e| ReproduceError::Cell { cell: gan.into(), message: format!("{e}") })?;
-    let d: DiscKind = disc.parse().map_err(|e| ReproduceError::Cell { cell: disc.into(), message: format!("{e}") })?;
-    Ok(ModelConfig::preset(&opts.preset.model, g, d, classes as i64)?)
-}
-
-/// A key of everything that decides a cell's result: a stored cell with another key is recomputed.
-fn cell_key(opts: &ReproduceOptions, splits: &Splits) -> String {
+/// A key of everything that decides a result: a stored result with another key is recomputed.
+fn result_key(opts: &ReproduceOptions, splits: &Splits) -> String {
     use sha2::{Digest, Sha256};
-    let text = serde_json::to_string(&(&opts.preset, opts.seed, crate::reference::dataset_fingerprint(&splits.train)))
-        .unwrap_or_default();
+    let text = serde_json::to_string(&(
+        "reproduce-v2",
+        &opts.preset,
+        opts.seed,
+        crate::reference::dataset_fingerprint(&splits.train),
+        crate::reference::dataset_fingerprint(&splits.test),
+    ))
+    .unwrap_or_default();
     hex::encode(&Sha256::digest(text.as_bytes())[..8])
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
-struct StoredCell {
+struct Stored<T> {
     key: String,
-    cell: CellResult,
+    value: T,
 }
 
-fn load_cell(dir: &Path, name: &str, key: &str) -> Option<CellResult> {
-    let bytes = std::fs::read(dir.join(format!("{name}.json"))).ok()?;
-    let stored: StoredCell = serde_json::from_slice(&bytes).ok()?;
-    (stored.key == key).then_some(stored.cell)
+fn load_stored<T: serde::de::DeserializeOwned>(path: &Path, key: &str) -> Option<T> {
+    let bytes = std::fs::read(path).ok()?;
+    let stored: Stored<T> = serde_json::from_slice(&bytes).ok()?;
+    (stored.key == key).then_some(stored.value)
 }
 
-/// Runs the whole grid. `splits` is the data (train/val/test); `progress` hears one line per step.
+fn store<T: serde::Serialize>(path: &Path, key: &str, value: &T) -> Result<(), ReproduceError> {
+    let bytes = serde_json::to_vec_pretty(&Stored { key: key.to_string(), value }).map_err(|e| write_err(path, e))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| write_err(dir, e))?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("result.json");
+    write_atomic(dir, name, &bytes).map_err(|e| write_err(path, e))?;
+    Ok(())
+}
+
+/// What every worker shares (read only): the data, the options, the assessment set-up.
+struct Shared<'a> {
+    opts: &'a ReproduceOptions,
+    splits: &'a Splits,
+    regimes: Vec<(usize, Arc<Dataset>)>,
+    assess: AssessOptions,
+    key: String,
+    /// Results kept from an earlier invocation (GAN runs, and the arms as one).
+    kept: std::sync::atomic::AtomicUsize,
+}
+
+impl Shared<'_> {
+    fn regime(&self, per_class: usize) -> Result<&Arc<Dataset>, ReproduceError> {
+        self.regimes
+            .iter()
+            .find(|(r, _)| *r == per_class)
+            .map(|(_, d)| d)
+            .ok_or_else(|| ReproduceError::Preset(format!("no regime of {per_class} images per class")))
+    }
+
+    fn runs_dir(&self) -> PathBuf {
+        self.opts.out_dir.join("runs")
+    }
+
+    fn device(&self) -> Device {
+        self.opts.device
+    }
+}
+
+/// One GAN to train centralized (or, with `weights`, already trained elsewhere) and measure.
+#[derive(Debug, Clone)]
+struct GanJob {
+    gan: String,
+    disc: String,
+    setting: Setting,
+    regime: usize,
+    seed: u64,
+}
+
+impl GanJob {
+    fn name(&self) -> String {
+        run_name(&self.gan, &self.disc, self.setting, self.regime, self.seed)
+    }
+}
+
+fn weights_path(shared: &Shared, name: &str) -> PathBuf {
+    shared.runs_dir().join(name).join("gan.safetensors")
+}
+
+/// Measures a trained generator: the quality suite, a sample grid, and the classification accuracy score.
+fn measure(
+    shared: &Shared,
+    assessor: &Assessor,
+    gan: &Gan,
+    job: &GanJob,
+    train_secs: f64,
+) -> Result<GanRun, ReproduceError> {
+    let p = &shared.opts.preset;
+    let name = job.name();
+    let dir = shared.runs_dir().join(&name);
+    let t = Instant::now();
+    let seed = job.seed as i64;
+    let a = assessor.assess(gan, seed.wrapping_mul(7919).wrapping_add(1), &dir).map_err(|e| cell_err(&name, e))?;
+    let grid_rel = format!("runs/{name}/samples.png");
+    let grid = match crate::evaluation::sample_grid(gan, 8, seed, &shared.opts.out_dir.join(&grid_rel)) {
+        Ok(()) => Some(grid_rel),
+        Err(e) => {
+            tracing::warn!(run = %name, error = %e, "cannot draw the sample grid");
+            None
+        }
+    };
+    // Classification accuracy score: as many synthetic images per class as the regime has real ones, a classifier
+    // trained on them only (the first classifier seed), tested on the real test split.
+    let train = shared.regime(job.regime)?;
+    let counts = vec![job.regime; train.num_classes()];
+    let synth = synthesize(gan, &counts, &train.classes, train.size, seed.wrapping_mul(31).wrapping_add(17))
+        .map_err(|e| cell_err(&name, e))?;
+    let cfg = classifier_config(p, &synth)?;
+    let cas = train_classifier_once(
+        &cfg,
+        &synth,
+        &shared.splits.test,
+        u64::from(p.classifier_steps),
+        32,
+        classifier_seeds(shared.opts)[0],
+        shared.device(),
+    )
+    .map_err(|e| cell_err(&name, e))?
+    .accuracy;
+    Ok(GanRun {
+        gan: job.gan.clone(),
+        disc: job.disc.clone(),
+        setting: job.setting,
+        regime: job.regime,
+        seed: job.seed,
+        quality: a.summary,
+        cas,
+        train_secs,
+        eval_secs: t.elapsed().as_secs_f64(),
+        grid,
+    })
+}
+
+fn gan_job(shared: &Shared, assessor: &Assessor, job: &GanJob) -> Result<GanRun, ReproduceError> {
+    let p = &shared.opts.preset;
+    let name = job.name();
+    let train = shared.regime(job.regime)?.clone();
+    let model = model_config(p, &job.gan, &job.disc, train.num_classes())?;
+    let t0 = Instant::now();
+    let chunk = (p.gan_steps / 5).max(1);
+    let weights = train_centralized(&model, shared.device(), train, p.gan_steps, chunk, p.batch_size, job.seed, |_| {})
+        .map_err(|e| cell_err(&name, e))?;
+    let train_secs = t0.elapsed().as_secs_f64();
+    let mut gan = Gan::new(&model, shared.device(), job.seed as i64)?;
+    gan.load_weights(&weights)?;
+    let path = weights_path(shared, &name);
+    let bytes = weights.to_safetensors(None).map_err(|e| write_err(&path, e))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| write_err(dir, e))?;
+    write_atomic(dir, "gan.safetensors", &bytes).map_err(|e| write_err(&path, e))?;
+    measure(shared, assessor, &gan, job, train_secs)
+}
+
+/// Loads a stored generator (whole-GAN weights of a centralized run, or the federated run's checkpoints).
+fn load_gan(shared: &Shared, job: &GanJob) -> Result<Gan, ReproduceError> {
+    let p = &shared.opts.preset;
+    let name = job.name();
+    let model = model_config(p, &job.gan, &job.disc, shared.splits.train.num_classes())?;
+    let path = weights_path(shared, &name);
+    let bytes = std::fs::read(&path).map_err(|e| cell_err(&name, format!("{}: {e}", path.display())))?;
+    let (w, _) = Weights::from_safetensors(&bytes).map_err(|e| cell_err(&name, e))?;
+    let mut gan = Gan::new(&model, shared.device(), job.seed as i64)?;
+    gan.load_weights(&w)?;
+    Ok(gan)
+}
+
+fn classifier_seeds(opts: &ReproduceOptions) -> Vec<u64> {
+    (0..u64::from(opts.preset.classifier_seeds.max(1))).map(|i| opts.seed + 1000 + i).collect()
+}
+
+/// Claim 3's classifiers for one regime and one classifier seed: real only, then for every GAN seed of `model`
+/// real + synthetic 1:1 and real + filtered synthetic 1:1 (the filter is this seed's real-only classifier).
+fn arms_job(
+    shared: &Shared,
+    regime: usize,
+    clf_seed: u64,
+    generators: &[GanJob],
+) -> Result<Vec<ArmResult>, ReproduceError> {
+    let p = &shared.opts.preset;
+    let device = shared.device();
+    let name = format!("arms-{regime}pc-c{clf_seed}");
+    let real = shared.regime(regime)?;
+    let test = &shared.splits.test;
+    let cfg = classifier_config(p, real)?;
+    let steps = u64::from(p.classifier_steps);
+    let e = |e: crate::augment_study::AugmentError| cell_err(&name, e);
+    let filter = train_classifier(&cfg, real, steps, 32, clf_seed, device).map_err(e)?;
+    let (accuracy, macro_f1) = score(&filter, test, device).map_err(e)?;
+    let mut out = vec![ArmResult {
+        regime,
+        arm: Arm::RealOnly,
+        gan_seed: None,
+        classifier_seed: clf_seed,
+        accuracy,
+        macro_f1,
+        kept_share: None,
+    }];
+    let k = real.num_classes();
+    for job in generators {
+        let gan = load_gan(shared, job)?;
+        // The same synthetic images for every classifier seed (drawn by the GAN seed): the arms are paired.
+        let draw = (job.seed as i64).wrapping_mul(104_729).wrapping_add(regime as i64);
+        let synth = synthesize(&gan, &vec![regime; k], &real.classes, real.size, draw).map_err(e)?;
+        let mut mixed = (**real).clone();
+        mixed.extend_from(&synth)?;
+        let (accuracy, macro_f1) =
+            score(&train_classifier(&cfg, &mixed, steps, 32, clf_seed, device).map_err(e)?, test, device).map_err(e)?;
+        out.push(ArmResult {
+            regime,
+            arm: Arm::Mixed,
+            gan_seed: Some(job.seed),
+            classifier_seed: clf_seed,
+            accuracy,
+            macro_f1,
+            kept_share: None,
+        });
+        // Filtered: draw three times as many, keep those the real-only classifier assigns to their conditioned
+        // class, at most `regime` per class.
+        let pool = synthesize(&gan, &vec![3 * regime; k], &real.classes, real.size, draw.wrapping_add(1)).map_err(e)?;
+        let pred = predict(&filter, &pool, device).map_err(e)?;
+        let mut taken = vec![0usize; k];
+        let mut agreeing = 0usize;
+        let keep: Vec<usize> = (0..pool.len())
+            .filter(|&i| {
+                let label = pool.labels[i] as usize;
+                let agrees = pred.get(i).is_some_and(|&p| p == label as i64);
+                agreeing += usize::from(agrees);
+                let keep = agrees && taken[label] < regime;
+                taken[label] += usize::from(keep);
+                keep
+            })
+            .collect();
+        let mut filtered = (**real).clone();
+        filtered.extend_from(&pool.subset(&keep))?;
+        let (accuracy, macro_f1) =
+            score(&train_classifier(&cfg, &filtered, steps, 32, clf_seed, device).map_err(e)?, test, device)
+                .map_err(e)?;
+        out.push(ArmResult {
+            regime,
+            arm: Arm::Filtered,
+            gan_seed: Some(job.seed),
+            classifier_seed: clf_seed,
+            accuracy,
+            macro_f1,
+            kept_share: Some(agreeing as f64 / pool.len().max(1) as f64),
+        });
+    }
+    Ok(out)
+}
+
+enum Msg<R> {
+    Line(String),
+    Done(usize, Result<R, ReproduceError>),
+}
+
+/// Runs `jobs` on `workers` threads; each thread makes its own assessor (torch tensors are not shared between
+/// threads) and calls `work`. Results come back in job order; the first error stops handing out new jobs.
+fn parallel<J: Send + Sync, R: Send>(
+    shared: &Shared,
+    jobs: Vec<J>,
+    label: impl Fn(&J) -> String + Sync,
+    work: impl Fn(&Shared, &Assessor, &J) -> Result<R, ReproduceError> + Sync,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<R>, ReproduceError> {
+    let total = jobs.len();
+    let workers = shared.opts.preset.workers.clamp(1, total.max(1));
+    let queue: Mutex<VecDeque<(usize, &J)>> = Mutex::new(jobs.iter().enumerate().collect());
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (tx, rx) = mpsc::channel::<Msg<R>>();
+    let mut results: Vec<Option<R>> = (0..total).map(|_| None).collect();
+    let mut first_error = None;
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let tx = tx.clone();
+            let (queue, stop, label, work) = (&queue, &stop, &label, &work);
+            scope.spawn(move || {
+                let assessor = match Assessor::new(&shared.splits.train, &shared.splits.test, shared.assess.clone()) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        let _ = tx.send(Msg::Done(usize::MAX, Err(ReproduceError::Reference(e.to_string()))));
+                        return;
+                    }
+                };
+                loop {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        return;
+                    }
+                    let next = queue.lock().ok().and_then(|mut q| q.pop_front());
+                    let Some((i, job)) = next else { return };
+                    let _ = tx.send(Msg::Line(format!("{}: started", label(job))));
+                    let r = work(shared, &assessor, job);
+                    let _ = tx.send(Msg::Done(i, r));
+                }
+            });
+        }
+        drop(tx);
+        let mut done = 0usize;
+        for msg in rx {
+            match msg {
+                Msg::Line(l) => progress(&l),
+                Msg::Done(i, Ok(r)) => {
+                    done += 1;
+                    if let Some(slot) = results.get_mut(i) {
+                        *slot = Some(r);
+                    }
+                    progress(&format!("[{done}/{total}] finished {}", jobs.get(i).map(&label).unwrap_or_default()));
+                }
+                Msg::Done(_, Err(e)) => {
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+    });
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    results
+        .into_iter()
+        .map(|r| r.ok_or_else(|| ReproduceError::Reference("a job ended without a result".into())))
+        .collect()
+}
+
+fn summary_line(r: &GanRun) -> String {
+    format!(
+        "{}: KID×10³ {:.1}, FD {:.2}, agreement {:.2}, coverage {:.2}, CAS {:.2} ({:.0} s + {:.0} s)",
+        r.name(),
+        1e3 * r.kid(),
+        r.quality.fd,
+        r.quality.label_agreement,
+        r.quality.class_coverage,
+        r.cas,
+        r.train_secs,
+        r.eval_secs
+    )
+}
+
+/// GAN jobs: stored results are kept (and reported); the others run in parallel.
+fn run_gans(shared: &Shared, jobs: Vec<GanJob>, progress: &mut dyn FnMut(&str)) -> Result<Vec<GanRun>, ReproduceError> {
+    let mut out = Vec::new();
+    let mut todo = Vec::new();
+    for job in jobs {
+        let path = shared.runs_dir().join(job.name()).join("run.json");
+        match load_stored::<GanRun>(&path, &shared.key) {
+            Some(r) if weights_path(shared, &job.name()).is_file() => {
+                progress(&format!("{}: done in an earlier run, kept", job.name()));
+                shared.kept.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                out.push(r);
+            }
+            _ => todo.push(job),
+        }
+    }
+    let fresh = parallel(
+        shared,
+        todo,
+        |j: &GanJob| j.name(),
+        |shared, assessor, job| {
+            let r = gan_job(shared, assessor, job)?;
+            store(&shared.runs_dir().join(job.name()).join("run.json"), &shared.key, &r)?;
+            Ok(r)
+        },
+        progress,
+    )?;
+    for r in &fresh {
+        progress(&summary_line(r));
+    }
+    out.extend(fresh);
+    Ok(out)
+}
+
+/// The federated runs, one after the other (each already uses every core: one process per site).
+fn run_federated(
+    shared: &Shared,
+    assessor: &Assessor,
+    runner: &dyn FederatedRunner,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<GanRun>, ReproduceError> {
+    let p = &shared.opts.preset;
+    let mut out = Vec::new();
+    for seed in gan_seeds(shared.opts) {
+        let job = GanJob {
+            gan: p.fed_gan.clone(),
+            disc: p.fed_disc.clone(),
+            setting: Setting::FedDirichlet,
+            regime: p.full_regime(),
+            seed,
+        };
+        let name = job.name();
+        let path = shared.runs_dir().join(&name).join("run.json");
+        if let Some(r) = load_stored::<GanRun>(&path, &shared.key) {
+            progress(&format!("{name}: done in an earlier run, kept"));
+            shared.kept.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            out.push(r);
+            continue;
+        }
+        progress(&format!("{name}: server + {} site processes on loopback", p.sites));
+        let fed = FederatedJob {
+            gan: job.gan.clone(),
+            disc: job.disc.clone(),
+            seed,
+            sites: p.sites,
+            rounds: p.rounds,
+            local_steps: p.local_steps(),
+            batch_size: p.batch_size,
+            partition: FED_PARTITION.into(),
+            out_dir: shared.runs_dir().join(&name).join("federation"),
+        };
+        let t0 = Instant::now();
+        let dir = runner.run(&fed).map_err(|message| ReproduceError::Federated { seed, message })?;
+        let train_secs = t0.elapsed().as_secs_f64();
+        let model = model_config(p, &job.gan, &job.disc, shared.splits.train.num_classes())?;
+        let loaded = crate::augment_study::load_generator(&dir, &model, shared.device(), seed as i64)
+            .map_err(|e| ReproduceError::Federated { seed, message: e.to_string() })?;
+        let r = measure(shared, assessor, &loaded.gan, &job, train_secs)?;
+        store(&path, &shared.key, &r)?;
+        progress(&summary_line(&r));
+        out.push(r);
+    }
+    Ok(out)
+}
+
+fn gan_seeds(opts: &ReproduceOptions) -> Vec<u64> {
+    (0..u64::from(opts.preset.gan_seeds.max(1))).map(|i| opts.seed + i).collect()
+}
+
+/// The pre-registered choice of claim 3's model: the centralized full-regime model with the lowest mean KID.
+pub fn best_model(runs: &[GanRun], full_regime: usize) -> Option<(String, String)> {
+    let mut by_model: Vec<((String, String), Vec<f64>)> = Vec::new();
+    for r in runs.iter().filter(|r| r.setting == Setting::Centralized && r.regime == full_regime) {
+        let key = (r.gan.clone(), r.disc.clone());
+        match by_model.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.push(r.kid()),
+            None => by_model.push((key, vec![r.kid()])),
+        }
+    }
+    by_model
+        .into_iter()
+        .map(|(k, v)| (k, v.iter().sum::<f64>() / v.len().max(1) as f64))
+        .filter(|(_, m)| m.is_finite())
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(k, _)| k)
+}
+
+/// Real-only classifier accuracy per regime (one value per classifier seed): how hard the data is, before any GAN
+/// is trained. `histofed reproduce --baseline-only` prints it; the protocol needs the low regime at 65–80 %.
+pub fn real_only_baseline(
+    opts: &ReproduceOptions,
+    splits: &Splits,
+    mut progress: impl FnMut(&str),
+) -> Result<Vec<(usize, Vec<f64>)>, ReproduceError> {
+    let p = &opts.preset;
+    p.check()?;
+    let regimes = p
+        .regimes
+        .iter()
+        .map(|&r| Ok((r, Arc::new(regime_subset(&splits.train, r)?))))
+        .collect::<Result<Vec<_>, ReproduceError>>()?;
+    let jobs: Vec<(usize, u64)> =
+        p.regimes.iter().flat_map(|&r| classifier_seeds(opts).into_iter().map(move |c| (r, c))).collect();
+    let device = opts.device;
+    let test = &splits.test;
+    let results: Vec<Result<f64, ReproduceError>> = std::thread::scope(|scope| {
+        let chunks: Vec<Vec<(usize, u64)>> =
+            (0..p.workers.max(1)).map(|w| jobs.iter().copied().skip(w).step_by(p.workers.max(1)).collect()).collect();
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|mine| {
+                let regimes = &regimes;
+                scope.spawn(move || {
+                    mine.into_iter()
+                        .map(|(r, c)| {
+                            let real = regimes.iter().find(|(x, _)| *x == r).map(|(_, d)| d.clone());
+                            let real = real.ok_or_else(|| ReproduceError::Preset(format!("no regime {r}")))?;
+                            let cfg = classifier_config(p, &real)?;
+                            let clf = train_classifier(&cfg, &real, u64::from(p.classifier_steps), 32, c, device)
+                                .map_err(|e| cell_err("baseline", e))?;
+                            Ok((r, score(&clf, test, device).map_err(|e| cell_err("baseline", e))?.0))
+                        })
+                        .collect::<Vec<Result<(usize, f64), ReproduceError>>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|_| vec![Err(ReproduceError::Preset("a worker panicked".into()))]))
+            .map(|r| {
+                r.map(|(regime, acc)| {
+                    progress(&format!("real only, {regime} per class: accuracy {acc:.3}"));
+                    acc
+                })
+            })
+            .collect()
+    });
+    let mut out: Vec<(usize, Vec<f64>)> = p.regimes.iter().map(|&r| (r, Vec::new())).collect();
+    // `results` follows the workers' order; recompute the regime of each from the same split of `jobs`.
+    let order: Vec<usize> = (0..p.workers.max(1))
+        .flat_map(|w| jobs.iter().skip(w).step_by(p.workers.max(1)).map(|(r, _)| *r).collect::<Vec<_>>())
+        .collect();
+    for (r, acc) in order.into_iter().zip(results) {
+        let acc = acc?;
+        if let Some((_, v)) = out.iter_mut().find(|(x, _)| *x == r) {
+            v.push(acc);
+        }
+    }
+    Ok(out)
+}
+
+/// Runs the whole protocol. `splits` is the data (train/val/test); `progress` hears one line per step.
 pub fn run(
     opts: &ReproduceOptions,
     splits: &Splits,
+    runner: &dyn FederatedRunner,
     mut progress: impl FnMut(&str),
 ) -> Result<Reproduction, ReproduceError> {
     let start = Instant::now();
     let started = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let p = &opts.preset;
-    if splits.train.is_empty() {
-        return Err(ReproduceError::EmptySplit("training"));
+    p.check()?;
+    for (split, ds) in [("training", &splits.train), ("test", &splits.test), ("validation", &splits.val)] {
+        if ds.is_empty() {
+            return Err(ReproduceError::EmptySplit(split));
+        }
     }
-    if splits.test.is_empty() {
-        return Err(ReproduceError::EmptySplit("test"));
-    }
-    let cells_dir = opts.out_dir.join("cells");
-    std::fs::create_dir_all(&cells_dir)
-        .map_err(|e| ReproduceError::Write { path: cells_dir.clone(), message: e.to_string() })?;
-    let key = cell_key(opts, splits);
-
-    progress("reference classifier: loading from cache or training");
-    let assess_opts = AssessOptions {
+    let regimes = p
+        .regimes
+        .iter()
+        .map(|&r| Ok((r, Arc::new(regime_subset(&splits.train, r)?))))
+        .collect::<Result<Vec<_>, ReproduceError>>()?;
+    let assess = AssessOptions {
         reference: ReferenceOptions {
             preset: p.classifier.clone(),
             steps: u64::from(p.reference_steps),
@@ -105,82 +644,123 @@ pub fn run(
         quality: QualityOptions::default(),
         samples_per_class: p.eval_per_class,
     };
-    let assessor = Assessor::new(&splits.train, &splits.test, assess_opts)
+    let shared = Shared { opts, splits, regimes, assess, key: result_key(opts, splits), kept: Default::default() };
+    let progress: &mut dyn FnMut(&str) = &mut progress;
+
+    progress("reference classifier: loading from cache or training");
+    let assessor = Assessor::new(&splits.train, &splits.test, shared.assess.clone())
         .map_err(|e| ReproduceError::Reference(e.to_string()))?;
     progress(&format!(
         "reference classifier: test accuracy {:.3} ({})",
         assessor.reference_test_accuracy(),
         if assessor.info.cache_hit { "cached" } else { "trained" }
     ));
-
-    progress("baseline: classifier on real images only");
-    let (base_acc, base_f1) = classifier_scores(opts, &splits.train, &splits.test)?;
-    let (a, f) = (Stat::of(&base_acc), Stat::of(&base_f1));
-    let baseline = Baseline {
-        accuracy: a.mean,
-        accuracy_std: a.std,
-        macro_f1: f.mean,
-        macro_f1_std: f.std,
-        per_seed_accuracy: base_acc.clone(),
-        per_seed_f1: base_f1.clone(),
+    let base = |which: Baseline| -> Result<QualitySummary, ReproduceError> {
+        let dir = opts.out_dir.join("baselines").join(if which == Baseline::Noise { "noise" } else { "floor" });
+        let a = assessor
+            .baseline(which, &splits.val, opts.seed as i64 + 5, &dir)
+            .map_err(|e| ReproduceError::Reference(e.to_string()))?;
+        Ok(a.summary)
     };
-    progress(&format!("baseline: accuracy {:.3} ± {:.3}, macro-F1 {:.3}", a.mean, a.std, f.mean));
+    let (floor, noise) = (base(Baseline::RealFloor)?, base(Baseline::Noise)?);
+    progress(&format!(
+        "baselines: real floor KID×10³ {:.1}, FD {:.2}, agreement {:.2}; noise KID×10³ {:.1}, FD {:.2}",
+        1e3 * floor.kid.unwrap_or(f64::NAN),
+        floor.fd,
+        floor.label_agreement,
+        1e3 * noise.kid.unwrap_or(f64::NAN),
+        noise.fd
+    ));
 
-    let train = Arc::new(splits.train.clone());
-    let classes = splits.train.num_classes();
-    let mut cells = Vec::new();
-    let total = Setting::ALL.len() * p.gans.len() * p.discs.len();
-    for setting in Setting::ALL {
-        let shards: Vec<Arc<Dataset>> = match setting.partition() {
-            None => Vec::new(),
-            Some(spec) => {
-                let scheme = spec.parse::<partition::Partition>()?;
-                let parts = partition::partition(&splits.train.labels, classes, p.sites as usize, &scheme, opts.seed)?;
-                parts.iter().map(|idx| Arc::new(splits.train.subset(idx))).collect()
-            }
-        };
-        for gan in &p.gans {
-            for disc in &p.discs {
-                let name = cell_name(gan, disc, setting);
-                if let Some(done) = load_cell(&cells_dir, &name, &key) {
-                    progress(&format!("[{}/{total}] {name}: done in an earlier run, kept", cells.len() + 1));
-                    cells.push(done);
-                    continue;
-                }
-                progress(&format!("[{}/{total}] {name}: training", cells.len() + 1));
-                let cell = run_cell(opts, &assessor, &train, &shards, &baseline, gan, disc, setting, &splits.test)
-                    .map_err(|e| match e {
-                        ReproduceError::Cell { .. } => e,
-                        other => ReproduceError::Cell { cell: name.clone(), message: other.to_string() },
-                    })?;
-                progress(&format!(
-                    "[{}/{total}] {name}: FD {:.3}, precision {:.2}, recall {:.2}, gain {:+.1} points ({:.0} s)",
-                    cells.len() + 1,
-                    cell.fd,
-                    cell.precision,
-                    cell.recall,
-                    100.0 * cell.gain_accuracy,
-                    cell.train_secs + cell.eval_secs
-                ));
-                let bytes = serde_json::to_vec_pretty(&StoredCell { key: key.clone(), cell: cell.clone() })
-                    .map_err(|e| ReproduceError::Write { path: cells_dir.clone(), message: e.to_string() })?;
-                write_atomic(&cells_dir, &format!("{name}.json"), &bytes)
-                    .map_err(|e| ReproduceError::Write { path: cells_dir.clone(), message: e.to_string() })?;
-                cells.push(cell);
+    // Phase 2: the centralized grid on the full regime.
+    let mut jobs = Vec::new();
+    for gan in &p.gans {
+        for disc in &p.discs {
+            for seed in gan_seeds(opts) {
+                jobs.push(GanJob {
+                    gan: gan.clone(),
+                    disc: disc.clone(),
+                    setting: Setting::Centralized,
+                    regime: p.full_regime(),
+                    seed,
+                });
             }
         }
     }
-    let claims = claims::judge(&cells);
+    progress(&format!("centralized grid: {} GAN runs on {} worker thread(s)", jobs.len(), p.workers));
+    let mut runs = run_gans(&shared, jobs, progress)?;
+
+    // Phase 3: federated on the real runtime, and the best model on the low regime.
+    runs.extend(run_federated(&shared, &assessor, runner, progress)?);
+    let (best_gan, best_disc) =
+        best_model(&runs, p.full_regime()).ok_or_else(|| ReproduceError::Reference("no centralized run".into()))?;
+    let best = format!("{best_gan}-{best_disc}");
+    progress(&format!("best centralized model by mean KID (pre-registered rule): {best}"));
+    let mut generators: Vec<(usize, Vec<GanJob>)> = Vec::new();
+    for &regime in &p.regimes {
+        let jobs: Vec<GanJob> = gan_seeds(opts)
+            .into_iter()
+            .map(|seed| GanJob {
+                gan: best_gan.clone(),
+                disc: best_disc.clone(),
+                setting: Setting::Centralized,
+                regime,
+                seed,
+            })
+            .collect();
+        if regime != p.full_regime() {
+            progress(&format!("{best} on {regime} real images per class: {} GAN runs", jobs.len()));
+            runs.extend(run_gans(&shared, jobs.clone(), progress)?);
+        }
+        generators.push((regime, jobs));
+    }
+
+    // Phase 4: the classifier arms.
+    let arms_path = opts.out_dir.join("arms.json");
+    let arms = match load_stored::<Vec<ArmResult>>(&arms_path, &format!("{}-{best}", shared.key)) {
+        Some(a) => {
+            progress("classifier arms: done in an earlier run, kept");
+            shared.kept.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            a
+        }
+        None => {
+            let mut jobs = Vec::new();
+            for (regime, gens) in &generators {
+                for c in classifier_seeds(opts) {
+                    jobs.push((*regime, c, gens.clone()));
+                }
+            }
+            progress(&format!("classifier arms: {} jobs (regime × classifier seed)", jobs.len()));
+            let done = parallel(
+                &shared,
+                jobs,
+                |(r, c, _): &(usize, u64, Vec<GanJob>)| format!("arms {r}/class, classifier seed {c}"),
+                |shared, _, (r, c, gens)| arms_job(shared, *r, *c, gens),
+                progress,
+            )?;
+            let arms: Vec<ArmResult> = done.into_iter().flatten().collect();
+            store(&arms_path, &format!("{}-{best}", shared.key), &arms)?;
+            arms
+        }
+    };
+
+    let claims = claims::judge(&runs, &arms, p, &floor, &noise);
+    let targets = claims::targets(&runs, p, &noise, &best_gan, &best_disc, splits.train.num_classes());
     let rep = Reproduction {
         preset: p.clone(),
         data: opts.data_label.clone(),
         commit: opts.commit.clone(),
         started,
         total_secs: start.elapsed().as_secs_f64(),
+        kept_results: shared.kept.load(std::sync::atomic::Ordering::Relaxed),
         reference_test_accuracy: assessor.reference_test_accuracy(),
-        baseline,
-        cells,
+        floor,
+        noise,
+        best_model: best,
+        runs,
+        arms,
         claims,
+        targets,
     };
     report::write(&opts.out_dir, &rep)?;
     if let Err(e) = report::plots(&opts.out_dir, &rep) {
@@ -189,91 +769,49 @@ pub fn run(
     Ok(rep)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_cell(
-    opts: &ReproduceOptions,
-    assessor: &Assessor,
-    train: &Arc<Dataset>,
-    shards: &[Arc<Dataset>],
-    baseline: &Baseline,
-    gan_name: &str,
-    disc: &str,
-    setting: Setting,
-    test: &Dataset,
-) -> Result<CellResult, ReproduceError> {
-    let p = &opts.preset;
-    let name = cell_name(gan_name, disc, setting);
-    let model = model_config(opts, gan_name, disc, train.num_classes())?;
-    let t0 = Instant::now();
-    let mut last = None;
-    let cell_err = |m: String| ReproduceError::Cell { cell: name.clone(), message: m };
-    let weights = match setting {
-        Setting::Centralized => {
-            let chunk = (p.gan_steps / 10).max(1);
-            train_centralized(&model, opts.device, train.clone(), p.gan_steps, chunk, p.batch_size, opts.seed, |r| {
-                last = Some(r.losses)
-            })
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ds(labels: &[u32]) -> Dataset {
+        let size = 2u32;
+        let images = vec![0u8; labels.len() * (size * size * 3) as usize];
+        Dataset::new(size, vec!["a".into(), "b".into()], images, labels.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn a_regime_takes_the_first_images_of_each_class_and_refuses_too_few() {
+        let train = ds(&[0, 1, 0, 1, 0, 1, 1]);
+        let r = regime_subset(&train, 2).unwrap();
+        assert_eq!(r.class_counts(), vec![2, 2]);
+        let err = regime_subset(&train, 4).unwrap_err().to_string();
+        assert!(err.contains("class a has only 3"), "{err}");
+    }
+
+    fn run(gan: &str, disc: &str, seed: u64, kid: f64) -> GanRun {
+        GanRun {
+            gan: gan.into(),
+            disc: disc.into(),
+            setting: Setting::Centralized,
+            regime: 100,
+            seed,
+            quality: QualitySummary { kid: Some(kid), ..QualitySummary::default() },
+            cas: 0.5,
+            train_secs: 0.0,
+            eval_secs: 0.0,
+            grid: None,
         }
-        _ => train_federated(
-            &model,
-            opts.device,
-            shards,
-            &mut FedAvg::new(),
-            p.rounds,
-            p.local_steps(),
-            p.batch_size,
-            opts.seed,
-            |r| last = Some(r.losses),
-        ),
-    }
-    .map_err(|e| cell_err(e.to_string()))?;
-    let train_secs = t0.elapsed().as_secs_f64();
-    let mut gan = Gan::new(&model, opts.device, opts.seed as i64)?;
-    gan.load_weights(&weights)?;
-
-    let cell_dir = opts.out_dir.join("cells").join(&name);
-    let t1 = Instant::now();
-    let a = assessor.assess(&gan, opts.seed as i64, &cell_dir).map_err(|e| cell_err(e.to_string()))?;
-    let mut pictures: Vec<String> = a.pictures.iter().map(|f| format!("cells/{name}/{f}")).collect();
-    // A sample grid of this cell's generator, for people.
-    let grid_rel = format!("cells/{name}/samples.png");
-    match crate::evaluation::sample_grid(&gan, 8, opts.seed as i64, &opts.out_dir.join(&grid_rel)) {
-        Ok(()) => pictures.insert(0, grid_rel),
-        Err(e) => tracing::warn!(cell = %name, error = %e, "cannot draw the sample grid"),
     }
 
-    // Augmentation gain: real + synthetic (ratio × per-class count) vs the real-only baseline, paired by seed.
-    let counts = scaled_counts(&train.class_counts(), p.ratio);
-    let synth = synthesize(&gan, &counts, &train.classes, train.size, opts.seed as i64 + 17)
-        .map_err(|e| cell_err(e.to_string()))?;
-    let mut augmented = (**train).clone();
-    augmented.extend_from(&synth)?;
-    let (acc, f1) = classifier_scores(opts, &augmented, test)?;
-    let gains: Vec<f64> = acc.iter().zip(&baseline.per_seed_accuracy).map(|(a, b)| a - b).collect();
-    let gains_f1: Vec<f64> = f1.iter().zip(&baseline.per_seed_f1).map(|(a, b)| a - b).collect();
-    let (g, gf) = (Stat::of(&gains), Stat::of(&gains_f1));
-    let losses = last.unwrap_or_default();
-    Ok(CellResult {
-        gan: gan_name.into(),
-        disc: disc.into(),
-        setting,
-        fd: a.summary.fd,
-        precision: a.summary.precision,
-        recall: a.summary.recall,
-        memorized_share: a.summary.memorized_share,
-        class_coverage: a.summary.class_coverage,
-        label_agreement: a.summary.label_agreement,
-        diversity_ratio: a.summary.diversity_ratio,
-        accuracy: Stat::of(&acc).mean,
-        macro_f1: Stat::of(&f1).mean,
-        gain_accuracy: g.mean,
-        gain_accuracy_std: g.std,
-        gain_f1: gf.mean,
-        final_d_loss: losses.d_loss,
-        final_g_loss: losses.g_loss,
-        train_secs,
-        eval_secs: t1.elapsed().as_secs_f64(),
-        pictures,
-        quality: Some(a.report),
-    })
+    #[test]
+    fn the_best_model_is_the_lowest_mean_kid_over_seeds() {
+        let runs = vec![
+            run("cgan", "cnn", 1, 0.01),
+            run("cgan", "cnn", 2, 0.05),
+            run("acgan", "vit", 1, 0.02),
+            run("acgan", "vit", 2, 0.02),
+        ];
+        assert_eq!(best_model(&runs, 100), Some(("acgan".into(), "vit".into())));
+        assert_eq!(best_model(&runs, 25), None);
+    }
 }
