@@ -243,17 +243,7 @@ impl Assessor {
         let per_class = self.opts.samples_per_class;
         let set = match which {
             Baseline::RealFloor => {
-                let mut taken = vec![0usize; self.classes.len()];
-                let idx: Vec<usize> = (0..held_out.len())
-                    .filter(|&i| {
-                        let k = held_out.labels[i] as usize;
-                        let keep = taken.get(k).is_some_and(|&t| t < per_class);
-                        if keep {
-                            taken[k] += 1;
-                        }
-                        keep
-                    })
-                    .collect();
+                let idx = held_out.first_per_class(per_class, |_| true);
                 if idx.len() < 2 {
                     return Err(AssessError::EmptySplit("validation (the real floor's images)"));
                 }

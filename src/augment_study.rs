@@ -477,19 +477,10 @@ fn train_steps(
 pub fn confusion(clf: &Classifier, test: &Dataset, device: Device) -> Result<Confusion, AugmentError> {
     let k = test.num_classes();
     let mut m = vec![vec![0u64; k]; k];
-    let all: Vec<usize> = (0..test.len()).collect();
-    for chunk in all.chunks(EVAL_CHUNK) {
-        let (x, _) = batch_tensors(test, chunk, device);
-        let pred = catch_torch("classifier predictions", || {
-            let p = clf.predict(&x).argmax(-1, false).to_device(Device::Cpu).to_kind(Kind::Int64);
-            Vec::<i64>::try_from(p).map_err(ModelError::torch("reading predictions"))
-        })?;
-        for (&i, &p) in chunk.iter().zip(&pred) {
-            let t = test.labels[i] as usize;
-            if let (Some(row), Ok(p)) = (m.get_mut(t), usize::try_from(p)) {
-                if let Some(cell) = row.get_mut(p) {
-                    *cell += 1;
-                }
+    for (&t, p) in test.labels.iter().zip(predict(clf, test, device)?) {
+        if let (Some(row), Ok(p)) = (m.get_mut(t as usize), usize::try_from(p)) {
+            if let Some(cell) = row.get_mut(p) {
+                *cell += 1;
             }
         }
     }
@@ -566,9 +557,7 @@ fn train_confusion(
     seed: u64,
     device: Device,
 ) -> Result<Confusion, AugmentError> {
-    let mut clf = Classifier::new(cfg, device, seed as i64)?;
-    let mut batches = Batches::new(pool.len(), batch_size, seed);
-    train_steps(&mut clf, pool, &mut batches, steps, device)?;
+    let clf = train_classifier(cfg, pool, steps, batch_size, seed, device)?;
     confusion(&clf, test, device)
 }
 

@@ -127,6 +127,25 @@ impl Dataset {
         counts
     }
 
+    /// Indices, ascending, of the first `per_class` images of each class among those `eligible` accepts (a class with
+    /// fewer gives what it has; labels outside the classes are skipped). `eligible` is called once for every image,
+    /// in order, whether or not its class is already full, so it can also count.
+    pub fn first_per_class(&self, per_class: usize, mut eligible: impl FnMut(usize) -> bool) -> Vec<usize> {
+        let mut taken = vec![0usize; self.classes.len()];
+        (0..self.len())
+            .filter(|&i| {
+                let ok = eligible(i);
+                match taken.get_mut(self.labels[i] as usize) {
+                    Some(t) if ok && *t < per_class => {
+                        *t += 1;
+                        true
+                    }
+                    _ => false,
+                }
+            })
+            .collect()
+    }
+
     /// Indices of the images of each class: `[class] -> [image index]`, ascending.
     pub fn indices_by_class(&self) -> Vec<Vec<usize>> {
         let mut out = vec![Vec::new(); self.classes.len()];
@@ -196,6 +215,21 @@ mod tests {
             }
         }
         Dataset::new(2, vec!["a".into(), "b".into()], images, vec![0, 1, 1]).unwrap()
+    }
+
+    #[test]
+    fn first_per_class_caps_each_class_in_order_and_sees_every_image() {
+        let labels = vec![0, 1, 0, 0, 1, 5, 1, 0];
+        let ds = Dataset { size: 1, classes: vec!["a".into(), "b".into()], images: vec![0; 3 * labels.len()], labels };
+        assert_eq!(ds.first_per_class(2, |_| true), vec![0, 1, 2, 4]);
+        let mut seen = Vec::new();
+        let odd = ds.first_per_class(2, |i| {
+            seen.push(i);
+            i % 2 == 1
+        });
+        assert_eq!(odd, vec![1, 3, 7], "index 5 has a label outside the classes");
+        assert_eq!(seen, (0..8).collect::<Vec<_>>(), "called for every image, full classes and bad labels too");
+        assert_eq!(ds.first_per_class(0, |_| true), Vec::<usize>::new());
     }
 
     #[test]
