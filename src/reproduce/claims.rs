@@ -20,7 +20,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::stats::{difference, hierarchical, seed_for, Interval};
+use super::stats::{difference, hierarchical, mean, seed_for, Interval};
 use super::{Arm, ArmResult, GanRun, Preset, Setting, Target};
 use crate::report::QualitySummary;
 
@@ -91,10 +91,6 @@ fn models(runs: &[GanRun], regime: usize) -> Vec<(String, String)> {
 
 fn values(xs: &[(u64, f64)]) -> Vec<f64> {
     xs.iter().map(|(_, v)| *v).collect()
-}
-
-fn mean(xs: &[f64]) -> f64 {
-    xs.iter().sum::<f64>() / xs.len().max(1) as f64
 }
 
 /// Claim 1: transformer discriminators give more realistic samples than CNN ones.

@@ -11,6 +11,7 @@
 
 pub mod ablation;
 pub mod claims;
+mod pool;
 pub mod report;
 mod run;
 pub mod stats;

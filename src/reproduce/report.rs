@@ -11,14 +11,17 @@ use crate::federation::checkpoint::write_atomic;
 use crate::plots::{grouped_bars_png, BarSeries};
 use crate::report::QualitySummary;
 
-/// The rows of the model table: (label, runs) for each model × setting × regime present, in a stable order.
-fn groups(r: &Reproduction) -> Vec<(String, Vec<&GanRun>)> {
-    let mut out: Vec<(String, Vec<&GanRun>)> = Vec::new();
+/// The rows of the model table: (model, setting, real images per class) and its runs, for each present, in a
+/// stable order.
+type Row<'a> = ((String, &'static str, usize), Vec<&'a GanRun>);
+
+fn groups(r: &Reproduction) -> Vec<Row<'_>> {
+    let mut out: Vec<Row> = Vec::new();
     for run in &r.runs {
-        let label = format!("{} | {} | {}", run.model(), run.setting.as_str(), run.regime);
-        match out.iter_mut().find(|(l, _)| *l == label) {
+        let key = (run.model(), run.setting.as_str(), run.regime);
+        match out.iter_mut().find(|(k, _)| *k == key) {
             Some((_, v)) => v.push(run),
-            None => out.push((label, vec![run])),
+            None => out.push((key, vec![run])),
         }
     }
     out
@@ -107,11 +110,8 @@ pub fn markdown(r: &Reproduction) -> String {
     let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let _ = writeln!(s, "| real images (floor) | validation split | | | {} |", floor_cells(&r.floor));
     let _ = writeln!(s, "| colour-matched noise (null) | | | | {} |", floor_cells(&r.noise));
-    for (label, runs) in groups(r) {
+    for ((model, setting, regime), runs) in groups(r) {
         let f = |g: &dyn Fn(&GanRun) -> f64| runs.iter().map(|r| g(r)).collect::<Vec<f64>>();
-        let mut parts = label.split(" | ");
-        let (model, setting, regime) =
-            (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
         let _ = writeln!(
             s,
             "| {model} | {setting} | {regime} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |",
@@ -161,7 +161,7 @@ pub fn markdown(r: &Reproduction) -> String {
     }
     let _ = writeln!(s, "\n## Pictures\n");
     let _ = writeln!(s, "![KID per model](kid.png)\n");
-    for run in r.runs.iter().filter(|r| r.grid.is_some()) {
+    for run in &r.runs {
         if let Some(g) = &run.grid {
             let _ = writeln!(s, "- {}: [{g}]({g})", run.name());
         }

@@ -10,10 +10,8 @@
 //! Then the claims (`claims`), the targets and the report. Heavy work never runs on more threads than
 //! `preset.workers`; every result is a pure function of the preset, the seed and the data.
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use tch::Device;
@@ -29,6 +27,7 @@ use crate::reference::ReferenceOptions;
 use crate::report::QualitySummary;
 use crate::simulation::train_centralized;
 
+use super::pool::parallel;
 use super::{
     claims, report, run_name, Arm, ArmResult, GanRun, Preset, ReproduceError, ReproduceOptions, Reproduction, Setting,
     FED_PARTITION,
@@ -72,6 +71,9 @@ fn model_config(p: &Preset, gan: &str, disc: &str, classes: usize) -> Result<Mod
     Ok(m)
 }
 
+/// Batch size of every classifier the protocol trains.
+const CLASSIFIER_BATCH: usize = 32;
+
 fn classifier_config(p: &Preset, data: &Dataset) -> Result<ClassifierConfig, ReproduceError> {
     let mut c = ClassifierConfig::preset(&p.classifier, i64::from(data.size), data.num_classes() as i64)?;
     c.total_steps = i64::from(p.classifier_steps.max(1));
@@ -87,16 +89,7 @@ pub fn regime_subset(train: &Dataset, per_class: usize) -> Result<Dataset, Repro
             return Err(ReproduceError::Regime { wanted: per_class, class, have });
         }
     }
-    let mut taken = vec![0usize; counts.len()];
-    let idx: Vec<usize> = (0..train.len())
-        .filter(|&i| {
-            let k = train.labels[i] as usize;
-            let keep = taken[k] < per_class;
-            taken[k] += usize::from(keep);
-            keep
-        })
-        .collect();
-    Ok(train.subset(&idx))
+    Ok(train.subset(&train.first_per_class(per_class, |_| true)))
 }
 
 /// A key of everything that decides a result: a stored result with another key is recomputed.
@@ -127,10 +120,15 @@ fn load_stored<T: serde::de::DeserializeOwned>(path: &Path, key: &str) -> Option
 
 fn store<T: serde::Serialize>(path: &Path, key: &str, value: &T) -> Result<(), ReproduceError> {
     let bytes = serde_json::to_vec_pretty(&Stored { key: key.to_string(), value }).map_err(|e| write_err(path, e))?;
+    write_file(path, &bytes)
+}
+
+/// Writes `bytes` to `path` atomically, creating its folder.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ReproduceError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| write_err(dir, e))?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("result.json");
-    write_atomic(dir, name, &bytes).map_err(|e| write_err(path, e))?;
+    write_atomic(dir, name, bytes).map_err(|e| write_err(path, e))?;
     Ok(())
 }
 
@@ -154,6 +152,12 @@ impl Shared<'_> {
             .ok_or_else(|| ReproduceError::Preset(format!("no regime of {per_class} images per class")))
     }
 
+    /// An assessor on this thread (the reference classifier from its cache, the real splits embedded).
+    fn assessor(&self) -> Result<Assessor, ReproduceError> {
+        Assessor::new(&self.splits.train, &self.splits.test, self.assess.clone())
+            .map_err(|e| ReproduceError::Reference(e.to_string()))
+    }
+
     fn runs_dir(&self) -> PathBuf {
         self.opts.out_dir.join("runs")
     }
@@ -163,7 +167,7 @@ impl Shared<'_> {
     }
 }
 
-/// One GAN to train centralized (or, with `weights`, already trained elsewhere) and measure.
+/// One generator of the protocol: trained here (centralized) or by a federation, then measured.
 #[derive(Debug, Clone)]
 struct GanJob {
     gan: String,
@@ -217,7 +221,7 @@ fn measure(
         &synth,
         &shared.splits.test,
         u64::from(p.classifier_steps),
-        32,
+        CLASSIFIER_BATCH,
         classifier_seeds(shared.opts)[0],
         shared.device(),
     )
@@ -250,10 +254,7 @@ fn gan_job(shared: &Shared, assessor: &Assessor, job: &GanJob) -> Result<GanRun,
     let mut gan = Gan::new(&model, shared.device(), job.seed as i64)?;
     gan.load_weights(&weights)?;
     let path = weights_path(shared, &name);
-    let bytes = weights.to_safetensors(None).map_err(|e| write_err(&path, e))?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| write_err(dir, e))?;
-    write_atomic(dir, "gan.safetensors", &bytes).map_err(|e| write_err(&path, e))?;
+    write_file(&path, &weights.to_safetensors(None).map_err(|e| write_err(&path, e))?)?;
     measure(shared, assessor, &gan, job, train_secs)
 }
 
@@ -290,7 +291,8 @@ fn arms_job(
     let cfg = classifier_config(p, real)?;
     let steps = u64::from(p.classifier_steps);
     let e = |e: crate::augment_study::AugmentError| cell_err(&name, e);
-    let filter = train_classifier(&cfg, real, steps, 32, clf_seed, device).map_err(e)?;
+    let fit = |pool: &Dataset| train_classifier(&cfg, pool, steps, CLASSIFIER_BATCH, clf_seed, device).map_err(e);
+    let filter = fit(real)?;
     let (accuracy, macro_f1) = score(&filter, test, device).map_err(e)?;
     let mut out = vec![ArmResult {
         regime,
@@ -309,8 +311,7 @@ fn arms_job(
         let synth = synthesize(&gan, &vec![regime; k], &real.classes, real.size, draw).map_err(e)?;
         let mut mixed = (**real).clone();
         mixed.extend_from(&synth)?;
-        let (accuracy, macro_f1) =
-            score(&train_classifier(&cfg, &mixed, steps, 32, clf_seed, device).map_err(e)?, test, device).map_err(e)?;
+        let (accuracy, macro_f1) = score(&fit(&mixed)?, test, device).map_err(e)?;
         out.push(ArmResult {
             regime,
             arm: Arm::Mixed,
@@ -324,23 +325,15 @@ fn arms_job(
         // class, at most `regime` per class.
         let pool = synthesize(&gan, &vec![3 * regime; k], &real.classes, real.size, draw.wrapping_add(1)).map_err(e)?;
         let pred = predict(&filter, &pool, device).map_err(e)?;
-        let mut taken = vec![0usize; k];
         let mut agreeing = 0usize;
-        let keep: Vec<usize> = (0..pool.len())
-            .filter(|&i| {
-                let label = pool.labels[i] as usize;
-                let agrees = pred.get(i).is_some_and(|&p| p == label as i64);
-                agreeing += usize::from(agrees);
-                let keep = agrees && taken[label] < regime;
-                taken[label] += usize::from(keep);
-                keep
-            })
-            .collect();
+        let keep = pool.first_per_class(regime, |i| {
+            let agrees = pred.get(i).is_some_and(|&p| p == i64::from(pool.labels[i]));
+            agreeing += usize::from(agrees);
+            agrees
+        });
         let mut filtered = (**real).clone();
         filtered.extend_from(&pool.subset(&keep))?;
-        let (accuracy, macro_f1) =
-            score(&train_classifier(&cfg, &filtered, steps, 32, clf_seed, device).map_err(e)?, test, device)
-                .map_err(e)?;
+        let (accuracy, macro_f1) = score(&fit(&filtered)?, test, device).map_err(e)?;
         out.push(ArmResult {
             regime,
             arm: Arm::Filtered,
@@ -352,79 +345,6 @@ fn arms_job(
         });
     }
     Ok(out)
-}
-
-enum Msg<R> {
-    Line(String),
-    Done(usize, Result<R, ReproduceError>),
-}
-
-/// Runs `jobs` on `workers` threads; each thread makes its own assessor (torch tensors are not shared between
-/// threads) and calls `work`. Results come back in job order; the first error stops handing out new jobs.
-fn parallel<J: Send + Sync, R: Send>(
-    shared: &Shared,
-    jobs: Vec<J>,
-    label: impl Fn(&J) -> String + Sync,
-    work: impl Fn(&Shared, &Assessor, &J) -> Result<R, ReproduceError> + Sync,
-    progress: &mut dyn FnMut(&str),
-) -> Result<Vec<R>, ReproduceError> {
-    let total = jobs.len();
-    let workers = shared.opts.preset.workers.clamp(1, total.max(1));
-    let queue: Mutex<VecDeque<(usize, &J)>> = Mutex::new(jobs.iter().enumerate().collect());
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let (tx, rx) = mpsc::channel::<Msg<R>>();
-    let mut results: Vec<Option<R>> = (0..total).map(|_| None).collect();
-    let mut first_error = None;
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            let tx = tx.clone();
-            let (queue, stop, label, work) = (&queue, &stop, &label, &work);
-            scope.spawn(move || {
-                let assessor = match Assessor::new(&shared.splits.train, &shared.splits.test, shared.assess.clone()) {
-                    Ok(a) => a,
-                    Err(e) => {
-                        let _ = tx.send(Msg::Done(usize::MAX, Err(ReproduceError::Reference(e.to_string()))));
-                        return;
-                    }
-                };
-                loop {
-                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        return;
-                    }
-                    let next = queue.lock().ok().and_then(|mut q| q.pop_front());
-                    let Some((i, job)) = next else { return };
-                    let _ = tx.send(Msg::Line(format!("{}: started", label(job))));
-                    let r = work(shared, &assessor, job);
-                    let _ = tx.send(Msg::Done(i, r));
-                }
-            });
-        }
-        drop(tx);
-        let mut done = 0usize;
-        for msg in rx {
-            match msg {
-                Msg::Line(l) => progress(&l),
-                Msg::Done(i, Ok(r)) => {
-                    done += 1;
-                    if let Some(slot) = results.get_mut(i) {
-                        *slot = Some(r);
-                    }
-                    progress(&format!("[{done}/{total}] finished {}", jobs.get(i).map(&label).unwrap_or_default()));
-                }
-                Msg::Done(_, Err(e)) => {
-                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-    });
-    if let Some(e) = first_error {
-        return Err(e);
-    }
-    results
-        .into_iter()
-        .map(|r| r.ok_or_else(|| ReproduceError::Reference("a job ended without a result".into())))
-        .collect()
 }
 
 fn summary_line(r: &GanRun) -> String {
@@ -458,8 +378,10 @@ fn run_gans(shared: &Shared, jobs: Vec<GanJob>, progress: &mut dyn FnMut(&str)) 
     }
     let fresh = parallel(
         shared,
+        shared.opts.preset.workers,
         todo,
         |j: &GanJob| j.name(),
+        |s: &Shared| s.assessor(),
         |shared, assessor, job| {
             let r = gan_job(shared, assessor, job)?;
             store(&shared.runs_dir().join(job.name()).join("run.json"), &shared.key, &r)?;
@@ -541,10 +463,40 @@ pub fn best_model(runs: &[GanRun], full_regime: usize) -> Option<(String, String
     }
     by_model
         .into_iter()
-        .map(|(k, v)| (k, v.iter().sum::<f64>() / v.len().max(1) as f64))
+        .map(|(k, v)| (k, super::stats::mean(&v)))
         .filter(|(_, m)| m.is_finite())
         .min_by(|a, b| a.1.total_cmp(&b.1))
         .map(|(k, _)| k)
+}
+
+/// What both entry points share: the preset and the splits checked, each regime's real training set, the
+/// assessment options and the key of stored results.
+fn prepare<'a>(opts: &'a ReproduceOptions, splits: &'a Splits) -> Result<Shared<'a>, ReproduceError> {
+    let p = &opts.preset;
+    p.check()?;
+    for (split, ds) in [("training", &splits.train), ("test", &splits.test), ("validation", &splits.val)] {
+        if ds.is_empty() {
+            return Err(ReproduceError::EmptySplit(split));
+        }
+    }
+    let regimes = p
+        .regimes
+        .iter()
+        .map(|&r| Ok((r, Arc::new(regime_subset(&splits.train, r)?))))
+        .collect::<Result<Vec<_>, ReproduceError>>()?;
+    let assess = AssessOptions {
+        reference: ReferenceOptions {
+            preset: p.classifier.clone(),
+            steps: u64::from(p.reference_steps),
+            batch_size: CLASSIFIER_BATCH,
+            seed: opts.seed,
+            device: opts.device,
+        },
+        cache_dir: opts.reference_cache.clone(),
+        quality: QualityOptions::default(),
+        samples_per_class: p.eval_per_class,
+    };
+    Ok(Shared { opts, splits, regimes, assess, key: result_key(opts, splits), kept: Default::default() })
 }
 
 /// Real-only classifier accuracy per regime (one value per classifier seed): how hard the data is, before any GAN
@@ -554,56 +506,29 @@ pub fn real_only_baseline(
     splits: &Splits,
     mut progress: impl FnMut(&str),
 ) -> Result<Vec<(usize, Vec<f64>)>, ReproduceError> {
+    let shared = prepare(opts, splits)?;
     let p = &opts.preset;
-    p.check()?;
-    let regimes = p
-        .regimes
-        .iter()
-        .map(|&r| Ok((r, Arc::new(regime_subset(&splits.train, r)?))))
-        .collect::<Result<Vec<_>, ReproduceError>>()?;
     let jobs: Vec<(usize, u64)> =
         p.regimes.iter().flat_map(|&r| classifier_seeds(opts).into_iter().map(move |c| (r, c))).collect();
-    let device = opts.device;
-    let test = &splits.test;
-    let results: Vec<Result<f64, ReproduceError>> = std::thread::scope(|scope| {
-        let chunks: Vec<Vec<(usize, u64)>> =
-            (0..p.workers.max(1)).map(|w| jobs.iter().copied().skip(w).step_by(p.workers.max(1)).collect()).collect();
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|mine| {
-                let regimes = &regimes;
-                scope.spawn(move || {
-                    mine.into_iter()
-                        .map(|(r, c)| {
-                            let real = regimes.iter().find(|(x, _)| *x == r).map(|(_, d)| d.clone());
-                            let real = real.ok_or_else(|| ReproduceError::Preset(format!("no regime {r}")))?;
-                            let cfg = classifier_config(p, &real)?;
-                            let clf = train_classifier(&cfg, &real, u64::from(p.classifier_steps), 32, c, device)
-                                .map_err(|e| cell_err("baseline", e))?;
-                            Ok((r, score(&clf, test, device).map_err(|e| cell_err("baseline", e))?.0))
-                        })
-                        .collect::<Vec<Result<(usize, f64), ReproduceError>>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|_| vec![Err(ReproduceError::Preset("a worker panicked".into()))]))
-            .map(|r| {
-                r.map(|(regime, acc)| {
-                    progress(&format!("real only, {regime} per class: accuracy {acc:.3}"));
-                    acc
-                })
-            })
-            .collect()
-    });
+    let accuracies = parallel(
+        &shared,
+        p.workers,
+        jobs.clone(),
+        |(r, c): &(usize, u64)| format!("real only, {r} per class, classifier seed {c}"),
+        |_| Ok(()),
+        |shared, _, &(r, c)| {
+            let real = shared.regime(r)?;
+            let cfg = classifier_config(p, real)?;
+            let device = shared.device();
+            let clf = train_classifier(&cfg, real, u64::from(p.classifier_steps), CLASSIFIER_BATCH, c, device)
+                .map_err(|e| cell_err("baseline", e))?;
+            Ok(score(&clf, &shared.splits.test, device).map_err(|e| cell_err("baseline", e))?.0)
+        },
+        &mut progress,
+    )?;
     let mut out: Vec<(usize, Vec<f64>)> = p.regimes.iter().map(|&r| (r, Vec::new())).collect();
-    // `results` follows the workers' order; recompute the regime of each from the same split of `jobs`.
-    let order: Vec<usize> = (0..p.workers.max(1))
-        .flat_map(|w| jobs.iter().skip(w).step_by(p.workers.max(1)).map(|(r, _)| *r).collect::<Vec<_>>())
-        .collect();
-    for (r, acc) in order.into_iter().zip(results) {
-        let acc = acc?;
+    for ((r, _), acc) in jobs.into_iter().zip(accuracies) {
+        progress(&format!("real only, {r} per class: accuracy {acc:.3}"));
         if let Some((_, v)) = out.iter_mut().find(|(x, _)| *x == r) {
             v.push(acc);
         }
@@ -621,35 +546,11 @@ pub fn run(
     let start = Instant::now();
     let started = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let p = &opts.preset;
-    p.check()?;
-    for (split, ds) in [("training", &splits.train), ("test", &splits.test), ("validation", &splits.val)] {
-        if ds.is_empty() {
-            return Err(ReproduceError::EmptySplit(split));
-        }
-    }
-    let regimes = p
-        .regimes
-        .iter()
-        .map(|&r| Ok((r, Arc::new(regime_subset(&splits.train, r)?))))
-        .collect::<Result<Vec<_>, ReproduceError>>()?;
-    let assess = AssessOptions {
-        reference: ReferenceOptions {
-            preset: p.classifier.clone(),
-            steps: u64::from(p.reference_steps),
-            batch_size: 32,
-            seed: opts.seed,
-            device: opts.device,
-        },
-        cache_dir: opts.reference_cache.clone(),
-        quality: QualityOptions::default(),
-        samples_per_class: p.eval_per_class,
-    };
-    let shared = Shared { opts, splits, regimes, assess, key: result_key(opts, splits), kept: Default::default() };
+    let shared = prepare(opts, splits)?;
     let progress: &mut dyn FnMut(&str) = &mut progress;
 
     progress("reference classifier: loading from cache or training");
-    let assessor = Assessor::new(&splits.train, &splits.test, shared.assess.clone())
-        .map_err(|e| ReproduceError::Reference(e.to_string()))?;
+    let assessor = shared.assessor()?;
     progress(&format!(
         "reference classifier: test accuracy {:.3} ({})",
         assessor.reference_test_accuracy(),
@@ -733,8 +634,10 @@ pub fn run(
             progress(&format!("classifier arms: {} jobs (regime × classifier seed)", jobs.len()));
             let done = parallel(
                 &shared,
+                p.workers,
                 jobs,
                 |(r, c, _): &(usize, u64, Vec<GanJob>)| format!("arms {r}/class, classifier seed {c}"),
+                |_| Ok(()),
                 |shared, _, (r, c, gens)| arms_job(shared, *r, *c, gens),
                 progress,
             )?;

@@ -35,7 +35,8 @@ impl Interval {
     }
 }
 
-fn mean(xs: &[f64]) -> f64 {
+/// The arithmetic mean; NaN for no values (never a number that could pass a rule).
+pub fn mean(xs: &[f64]) -> f64 {
     if xs.is_empty() {
         f64::NAN
     } else {
