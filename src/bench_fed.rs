@@ -151,9 +151,9 @@ impl Drop for TempDir {
 
 fn mtls_pair(dir: &Path) -> Result<(BulkTls, BulkTls), String> {
     use crate::cluster::tls::TlsMaterial;
-    crate::certs::issue_all(dir, 1).map_err(|e| format!("certificates: {e}"))?;
+    crate::cluster::certs::issue_all(dir, 1).map_err(|e| format!("certificates: {e}"))?;
     let server = TlsMaterial::load(dir, "server").map_err(|e| e.to_string())?;
-    let site = TlsMaterial::load(dir, &crate::certs::site_name(0)).map_err(|e| e.to_string())?;
+    let site = TlsMaterial::load(dir, &crate::cluster::certs::site_name(0)).map_err(|e| e.to_string())?;
     let acceptor = server.acceptor().map_err(|e| e.to_string())?;
     let connector = site.connector().map_err(|e| e.to_string())?;
     Ok((BulkTls::Server(acceptor), BulkTls::Client(connector, "server".into())))

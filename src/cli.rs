@@ -34,8 +34,8 @@ use crate::models::{select_device, ClassifierConfig, DiscKind, Gan, GanKind};
 use crate::quality::QualityOptions;
 use crate::reference::ReferenceOptions;
 use crate::report::RunReport;
-use crate::telemetry::{self, LogFormat};
 use crate::training::LocalCheckpoints;
+use crate::util::telemetry::{self, LogFormat};
 
 #[derive(Parser, Debug)]
 #[command(name = "histofed", version, about = "Resilient federated GAN training on histopathology images")]
@@ -536,7 +536,7 @@ fn run(cmd: Command) -> Result<()> {
     if matches!(cmd, Command::Server(_) | Command::Site(_)) {
         // Round after round of model-sized buffers: keep freed ones for reuse (see `heap`; role nodes, the
         // evaluator among them, do it in `role::run_node`).
-        let retained = crate::heap::retain_freed_memory();
+        let retained = crate::util::heap::retain_freed_memory();
         tracing::debug!(retained, "heap retention");
     }
     match cmd {
@@ -1022,7 +1022,7 @@ pub async fn run_server(mut cfg: Config, opts: ServerOpts) -> Result<()> {
         quality,
     };
     let listen = cluster::resolve(&cfg.cluster.server_addr)?;
-    let security = cluster::Security::from_dir(cfg.cluster.tls_dir.as_deref(), crate::certs::SERVER_NAME)?;
+    let security = cluster::Security::from_dir(cfg.cluster.tls_dir.as_deref(), crate::cluster::certs::SERVER_NAME)?;
     let mtls = security.is_mtls();
     let bulk_tls = match &security {
         cluster::Security::Plain => BulkTls::Plain,
@@ -1169,7 +1169,7 @@ pub async fn run_site(
     } else {
         IpAddr::V4(Ipv4Addr::UNSPECIFIED)
     };
-    let name = crate::certs::site_name(site_id);
+    let name = crate::cluster::certs::site_name(site_id);
     let security = cluster::Security::from_dir(cfg.cluster.tls_dir.as_deref(), &name)?;
     let node =
         cluster::start_node(&name, cluster::ephemeral(ip), cfg.cookie(), cfg.cluster.max_frame_mib << 20, security)
@@ -1203,7 +1203,9 @@ pub async fn run_site(
         bulk: ClientOpts {
             tls: match &node.security {
                 cluster::Security::Plain => BulkTls::Plain,
-                cluster::Security::Mtls(m) => BulkTls::Client(m.connector()?, crate::certs::SERVER_NAME.to_string()),
+                cluster::Security::Mtls(m) => {
+                    BulkTls::Client(m.connector()?, crate::cluster::certs::SERVER_NAME.to_string())
+                }
             },
             stall: Duration::from_secs_f64(cfg.cluster.transfer_stall_secs),
             chunk: 1 << 20,
@@ -1548,15 +1550,15 @@ fn augment(a: AugmentCmd) -> Result<()> {
 fn certs(c: CertsCmd) -> Result<()> {
     match c {
         CertsCmd::Init { dir, force } => {
-            let path = crate::certs::init_ca(&dir, force)?;
+            let path = crate::cluster::certs::init_ca(&dir, force)?;
             println!("CA written to {} (keep ca.key secret)", path.display());
         }
         CertsCmd::Issue { dir, name, hosts } => {
-            let (cert, key) = crate::certs::issue(&dir, &name, &hosts)?;
+            let (cert, key) = crate::cluster::certs::issue(&dir, &name, &hosts)?;
             println!("issued {name}: {} {}", cert.display(), key.display());
         }
         CertsCmd::All { dir, sites } => {
-            for p in crate::certs::issue_all(&dir, sites)? {
+            for p in crate::cluster::certs::issue_all(&dir, sites)? {
                 println!("{}", p.display());
             }
         }

@@ -87,7 +87,7 @@ pub async fn run_federation(mut cfg: Config, out: &Path, mtls: bool, announce: b
     std::fs::create_dir_all(out.join("logs")).with_context(|| format!("creating {}", out.display()))?;
     if mtls && cfg.cluster.tls_dir.is_none() {
         let dir = out.join("certs");
-        crate::certs::issue_all(&dir, cfg.federation.sites).context("issuing the demo's certificates")?;
+        crate::cluster::certs::issue_all(&dir, cfg.federation.sites).context("issuing the demo's certificates")?;
         cfg.cluster.tls_dir = Some(dir);
     }
     cfg.validate()?;

@@ -2,30 +2,21 @@
 //! Fréchet distance per evaluated round. `report_html` embeds them; `histofed` can also write them next to
 //! `report.json`.
 //!
-//! Why the font is embedded: plotters' default text backend asks the system for fonts (fontconfig), and a slim
-//! container image has none, which would turn every plot into an error on exactly the machines that run histofed. So
-//! DejaVu Sans (assets/fonts, Bitstream Vera license) is compiled in and registered with plotters' `ab_glyph`
-//! backend once per process.
+//! The font and the canvas are `util::draw`'s (embedded DejaVu Sans, so a slim image without fontconfig still
+//! draws).
 //!
 //! Plotting is best-effort reporting, never a reason to lose a run: every failure is a [`PlotError`], non-finite
 //! values (a diverged round) are left out of the curves, and a panic inside the plotting library is caught and
 //! returned as an error.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
-use image::{ExtendedColorType, ImageEncoder};
 use plotters::prelude::*;
 use thiserror::Error;
 
 use crate::federation::checkpoint::{write_atomic, CheckpointError};
 use crate::report::RunReport;
-
-/// DejaVu Sans, see assets/fonts/DejaVuSans-LICENSE.txt.
-static FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
-/// Family name the font is registered under; plotters' own default labels ask for it too.
-pub(crate) const FAMILY: &str = "sans-serif";
+use crate::util::draw::{rasterize, DrawError, FAMILY};
 
 pub const WIDTH: u32 = 960;
 pub const HEIGHT: u32 = 480;
@@ -45,12 +36,8 @@ const MAX_SITE_LEGEND: usize = 8;
 
 #[derive(Debug, Error)]
 pub enum PlotError {
-    #[error("the embedded plot font does not load")]
-    Font,
-    #[error("drawing the {plot} plot: {detail}")]
-    Draw { plot: &'static str, detail: String },
-    #[error("encoding the {plot} plot as PNG: {source}")]
-    Encode { plot: &'static str, source: image::ImageError },
+    #[error(transparent)]
+    Draw(#[from] DrawError),
     #[error("plot output path {0} has no file name")]
     InvalidPath(PathBuf),
     #[error("writing plot: {0}")]
@@ -150,39 +137,9 @@ fn short(run: &str) -> String {
     }
 }
 
-pub(crate) fn ensure_font() -> Result<(), PlotError> {
-    static REGISTERED: OnceLock<bool> = OnceLock::new();
-    let ok = *REGISTERED.get_or_init(|| plotters::style::register_font(FAMILY, FontStyle::Normal, FONT).is_ok());
-    if ok {
-        Ok(())
-    } else {
-        Err(PlotError::Font)
-    }
-}
-
 /// Draws `lines` on one chart and encodes it as PNG.
 fn render(plot: &'static str, title: &str, y_desc: &str, lines: &[Line]) -> Result<Vec<u8>, PlotError> {
-    rasterize(plot, WIDTH, HEIGHT, |rgb| draw(rgb, title, y_desc, lines))
-}
-
-/// Draws on a white `width`×`height` RGB canvas with `draw` and encodes the result as PNG. The embedded font is
-/// registered first; a panic inside the plotting library becomes an error, never a lost run.
-pub(crate) fn rasterize(
-    plot: &'static str,
-    width: u32,
-    height: u32,
-    draw: impl FnOnce(&mut [u8]) -> Result<(), String>,
-) -> Result<Vec<u8>, PlotError> {
-    ensure_font()?;
-    let mut rgb = vec![255u8; (width as usize) * (height as usize) * 3];
-    let drawn = catch_unwind(AssertUnwindSafe(|| draw(&mut rgb)))
-        .map_err(|_| PlotError::Draw { plot, detail: "the plotting library panicked".into() })?;
-    drawn.map_err(|detail| PlotError::Draw { plot, detail })?;
-    let mut png = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut png)
-        .write_image(&rgb, width, height, ExtendedColorType::Rgb8)
-        .map_err(|source| PlotError::Encode { plot, source })?;
-    Ok(png)
+    Ok(rasterize(plot, WIDTH, HEIGHT, |rgb| draw(rgb, title, y_desc, lines))?)
 }
 
 fn draw(rgb: &mut [u8], title: &str, y_desc: &str, lines: &[Line]) -> Result<(), String> {

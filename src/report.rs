@@ -114,7 +114,7 @@ pub struct RoundRecord {
     /// Federated evaluation of this round's global generator: the sites' scores on their validation splits,
     /// sample-weighted (`evaluation.at_sites`). Arrives after the round is written, like the roles' reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub federated_eval: Option<crate::federated_eval::FederatedEval>,
+    pub federated_eval: Option<crate::federation::evaluation::FederatedEval>,
 }
 
 /// One role's report about one round: named numbers, and files it produced (paths as the role names them).
@@ -229,7 +229,7 @@ impl RunReport {
                 ));
             }
         }
-        let federated: Vec<&crate::federated_eval::FederatedEval> =
+        let federated: Vec<&crate::federation::evaluation::FederatedEval> =
             self.rounds.iter().filter_map(|r| r.federated_eval.as_ref()).collect();
         if !federated.is_empty() {
             s.push_str(
@@ -324,14 +324,14 @@ mod tests {
             pictures: vec![],
             secs: 1.0,
         });
-        rep.rounds[0].federated_eval = Some(crate::federated_eval::FederatedEval {
+        rep.rounds[0].federated_eval = Some(crate::federation::evaluation::FederatedEval {
             round: 1,
             val_samples: 40,
             frechet_distance: 2.5,
             precision: Some(0.5),
             recall: None,
             per_class_fd: vec![Some(2.0)],
-            sites: vec![crate::federated_eval::SiteLine {
+            sites: vec![crate::federation::evaluation::SiteLine {
                 site_id: 0,
                 val_samples: 40,
                 frechet_distance: 2.5,

@@ -437,7 +437,7 @@ mod tests {
                 ..Default::default()
             });
         }
-        rep.rounds[4].federated_eval = Some(crate::federated_eval::FederatedEval {
+        rep.rounds[4].federated_eval = Some(crate::federation::evaluation::FederatedEval {
             round: 5,
             val_samples: 42,
             frechet_distance: 3.25,

@@ -13,7 +13,8 @@ use crate::actors::messages::{EvalReport, EvaluatorMsg, InjectedFault, ServerMsg
 use crate::actors::worker::Worker;
 use crate::data::Dataset;
 use crate::evaluation::{GanEvaluator, QualitySetup};
-use crate::federated_eval::{LocalEvaluator, SiteEval};
+use crate::federated_eval::LocalEvaluator;
+use crate::federation::evaluation::SiteEval;
 use crate::federation::weights::Weights;
 use crate::models::ModelConfig;
 

@@ -13,7 +13,7 @@ use ractor::{ActorRef, Message};
 use serde::{Deserialize, Serialize};
 
 pub use crate::evaluation::EvalReport;
-pub use crate::federated_eval::SiteEval;
+pub use crate::federation::evaluation::SiteEval;
 use crate::federation::strategy::SiteHints;
 use crate::federation::weights::Weights;
 pub use crate::training::{InjectedFault, LocalJob, LocalResult, LossSummary, TrainFailure, TrainFailureKind};

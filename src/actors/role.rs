@@ -121,7 +121,7 @@ pub async fn run_node(make: RoleFactory, opts: RoleNodeOptions) -> Result<String
         return Err(RoleError::BadName(opts.role.clone()));
     }
     // A role node receives a model-sized blob every round: keep freed buffers for reuse (see `heap`).
-    crate::heap::retain_freed_memory();
+    crate::util::heap::retain_freed_memory();
     let cfg = &opts.config;
     let server_addr = cluster::resolve(&cfg.cluster.server_addr)?;
     let ip = if server_addr.ip().is_loopback() {
@@ -137,7 +137,7 @@ pub async fn run_node(make: RoleFactory, opts: RoleNodeOptions) -> Result<String
         cluster::Security::Plain => BulkTls::Plain,
         cluster::Security::Mtls(m) => BulkTls::Client(
             m.connector().map_err(|e| RoleError::Cluster(e.into()))?,
-            crate::certs::SERVER_NAME.to_string(),
+            crate::cluster::certs::SERVER_NAME.to_string(),
         ),
     };
     let exit: Exit = Arc::new(Mutex::new(None));

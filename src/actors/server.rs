@@ -27,7 +27,7 @@
 //! Federated evaluation (`evaluation.at_sites`): on the rounds the evaluator runs its suite (and always the last),
 //! the durable round's weights are retained on the bulk plane and every member site is asked to score them on its
 //! own validation split (`ToSite::Evaluate`). Answers are checked like updates (`SiteEval::check`) and folded
-//! (`federated_eval::aggregate`, sample-weighted) into the round's record once every site asked has answered or
+//! (`federation::evaluation::aggregate`, sample-weighted) into the round's record once every site asked has answered or
 //! been lost; the run's end waits for them (bounded) like for the last evaluation.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -82,7 +82,7 @@ const MAX_ROLE_TEXT: usize = 512;
 
 /// `true` for role names the server admits: a node-name-like DNS label of at most 48 characters.
 pub fn valid_role_name(name: &str) -> bool {
-    name.len() <= 48 && crate::certs::valid_node_name(name)
+    name.len() <= 48 && crate::cluster::certs::valid_node_name(name)
 }
 
 /// Why a role report is refused, if it is ( non-finite values, too many or too long entries).
@@ -529,7 +529,7 @@ impl ServerState {
         for round in ready {
             let Some(e) = self.site_evals.remove(&round) else { continue };
             let missing: Vec<u32> = e.asked.iter().filter(|id| !e.answers.contains_key(id)).copied().collect();
-            match crate::federated_eval::aggregate(round, self.num_classes, &e.answers, missing) {
+            match crate::federation::evaluation::aggregate(round, self.num_classes, &e.answers, missing) {
                 Some(f) => {
                     tracing::info!(
                         round,
@@ -1371,7 +1371,7 @@ async fn dispatch(me: ActorRef<ServerMsg>, msg: ServerMsg, st: &mut ServerState)
             }
             if st.mtls {
                 // The certificate, not the actor name, says who this is.
-                let expected = crate::certs::site_name(site_id);
+                let expected = crate::cluster::certs::site_name(site_id);
                 let proven = crate::cluster::verified_node(&st.node, actor.get_id().node()).await;
                 if proven.as_deref() != Some(expected.as_str()) {
                     let reason = format!(

@@ -257,7 +257,7 @@ impl SiteState {
         }
     }
 
-    fn send_evaluated(&self, round: u64, result: Result<crate::federated_eval::SiteEval, String>) {
+    fn send_evaluated(&self, round: u64, result: Result<crate::federation::evaluation::SiteEval, String>) {
         match &result {
             Ok(e) => {
                 tracing::info!(round, fd = e.frechet_distance, val_samples = e.val_samples, "round evaluated here")

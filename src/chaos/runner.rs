@@ -326,7 +326,7 @@ fn run_once(s: &Scenario, dir: &Path, exe: &Path) -> Result<ScenarioResult, Chao
     cfg.runtime.out_dir = dir.join("run");
     if s.tls {
         let certs = dir.join("certs");
-        crate::certs::issue_all(&certs, cfg.federation.sites).map_err(|e| ChaosError::Setup(e.to_string()))?;
+        crate::cluster::certs::issue_all(&certs, cfg.federation.sites).map_err(|e| ChaosError::Setup(e.to_string()))?;
         cfg.cluster.tls_dir = Some(certs);
     }
     let config = dir.join("config.toml");
@@ -605,7 +605,8 @@ fn start_intruder(fleet: &mut Fleet, cfg: &Config, dir: &Path, site: u32, what: 
         Intruder::WrongCookie => env.push(("HISTOFED_COOKIE", "not-the-cluster-cookie")),
         Intruder::ForeignCa => {
             let foreign = dir.join("foreign-certs");
-            crate::certs::issue_all(&foreign, cfg.federation.sites).map_err(|e| ChaosError::Setup(e.to_string()))?;
+            crate::cluster::certs::issue_all(&foreign, cfg.federation.sites)
+                .map_err(|e| ChaosError::Setup(e.to_string()))?;
             icfg.cluster.tls_dir = Some(foreign);
         }
         Intruder::StolenIdentity => {
@@ -616,8 +617,8 @@ fn start_intruder(fleet: &mut Fleet, cfg: &Config, dir: &Path, site: u32, what: 
             let copy = |from: &str, to: &str| {
                 std::fs::copy(real.join(from), stolen.join(to)).map(|_| ()).map_err(io(format!("copying {from}")))
             };
-            copy(crate::certs::CA_CERT_FILE, crate::certs::CA_CERT_FILE)?;
-            let (victim, me) = (crate::certs::site_name(0), crate::certs::site_name(site));
+            copy(crate::cluster::certs::CA_CERT_FILE, crate::cluster::certs::CA_CERT_FILE)?;
+            let (victim, me) = (crate::cluster::certs::site_name(0), crate::cluster::certs::site_name(site));
             copy(&format!("{victim}.pem"), &format!("{me}.pem"))?;
             copy(&format!("{victim}.key"), &format!("{me}.key"))?;
             icfg.cluster.tls_dir = Some(stolen);

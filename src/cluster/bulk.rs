@@ -151,7 +151,7 @@ impl Shared {
             };
         }
         if let Some(shown) = identity {
-            let expected = crate::certs::site_name(id);
+            let expected = crate::cluster::certs::site_name(id);
             if shown != expected {
                 return Access::Refused(format!("certificate of {shown} cannot transfer for {expected}"));
             }

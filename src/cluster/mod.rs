@@ -15,6 +15,7 @@
 //! certificate names that site.
 
 pub mod bulk;
+pub mod certs;
 pub mod ports;
 pub mod tls;
 
@@ -166,7 +167,7 @@ pub async fn connect(
             .await
             .map_err(|e| ClusterError::Connect { addr: addr.to_string(), message: e.to_string() }),
         Security::Mtls(m) => {
-            let verdict = tls::connect_tls(node, addr, m.connector()?, crate::certs::SERVER_NAME).await?;
+            let verdict = tls::connect_tls(node, addr, m.connector()?, crate::cluster::certs::SERVER_NAME).await?;
             match verdict.refusal(tls::HANDSHAKE_TIMEOUT).await {
                 Some(refusal) => Err(tls::TlsError::Certificate { peer: addr, refusal }.into()),
                 None => Ok(()),
@@ -339,8 +340,8 @@ mod tests {
     #[tokio::test]
     async fn a_refused_certificate_gives_up_after_a_few_attempts_a_closed_port_does_not() {
         let (good, foreign) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        crate::certs::issue_all(good.path(), 1).unwrap();
-        crate::certs::issue_all(foreign.path(), 1).unwrap();
+        crate::cluster::certs::issue_all(good.path(), 1).unwrap();
+        crate::cluster::certs::issue_all(foreign.path(), 1).unwrap();
         let port = ports::free_port_pair().unwrap();
         let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
         let security = Security::from_dir(Some(good.path()), "server").unwrap();

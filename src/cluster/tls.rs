@@ -8,7 +8,7 @@
 //! So we terminate TLS here and hand the decrypted stream to ractor_cluster as an *external* stream
 //! (`NodeServerMessage::ConnectionOpenedExternal`). Its `peer_label()` — which ractor_cluster reports as the
 //! session's `peer_addr` — carries the verified identity as `mtls:{identity}@{socket address}`; the identity is the
-//! first DNS SAN of the peer's certificate (`server`, `site-3`, see `crate::certs`). [`identity_from_label`] reads it
+//! first DNS SAN of the peer's certificate (`server`, `site-3`, see `crate::cluster::certs`). [`identity_from_label`] reads it
 //! back, so node-session handling can refuse a session whose claimed node name differs from its certificate, or
 //! which has no `mtls:` label at all (it came through ractor_cluster's own listener).
 //!
@@ -127,8 +127,8 @@ impl CertRefusal {
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => format!(
                     "the server presented a certificate not issued to `{}`: check the server's certificate file \
                      (reissue it with `histofed certs issue --name {}`)",
-                    crate::certs::SERVER_NAME,
-                    crate::certs::SERVER_NAME
+                    crate::cluster::certs::SERVER_NAME,
+                    crate::cluster::certs::SERVER_NAME
                 ),
                 CertificateError::Expired
                 | CertificateError::ExpiredContext { .. }
@@ -642,7 +642,7 @@ pub async fn connect_tls_with_timeout(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::certs;
+    use crate::cluster::certs;
     use ractor::{Actor, ActorProcessingErr};
     use ractor_cluster::node::NodeServerSessionInformation;
     use ractor_cluster::{NodeEventSubscription, NodeServer};

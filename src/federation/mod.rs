@@ -3,6 +3,7 @@
 //! atomic checkpoints ([`checkpoint`]). Everything here is testable with plain unit tests.
 
 pub mod checkpoint;
+pub mod evaluation;
 pub mod round;
 pub mod server_opt;
 pub mod site_store;

@@ -456,7 +456,7 @@ impl Metrics {
     }
 
     /// The sample-weighted result of the last federated evaluation (values a site could not compute are left out).
-    pub fn federated_eval(&self, f: &crate::federated_eval::FederatedEval) {
+    pub fn federated_eval(&self, f: &crate::federation::evaluation::FederatedEval) {
         let set =
             |metric: &'static str, v: f64| self.inner.federated_eval.get_or_create(&MetricLabel { metric }).set(v);
         set("round", f.round as f64);
@@ -562,7 +562,7 @@ mod tests {
     #[test]
     fn federated_evaluation_is_exported_without_undefined_values() {
         let m = Metrics::new("server");
-        let f = crate::federated_eval::FederatedEval {
+        let f = crate::federation::evaluation::FederatedEval {
             round: 4,
             val_samples: 40,
             frechet_distance: 2.5,

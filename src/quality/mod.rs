@@ -41,8 +41,8 @@ use tch::{Kind, Tensor};
 use thiserror::Error;
 
 use crate::data::DataError;
+use crate::federation::checkpoint::CheckpointError;
 use crate::models::ModelError;
-use crate::plots::PlotError;
 
 pub use diversity::{class_coverage, class_diversity, ClassDiversity, Coverage, DiversityReport};
 pub use frechet::{class_frechet, frechet_report, ClassFrechet, FrechetReport};
@@ -78,9 +78,12 @@ pub enum QualityError {
     /// Writing a picture failed.
     #[error(transparent)]
     Data(#[from] DataError),
-    /// The embedded font failed or a plot file could not be written.
-    #[error(transparent)]
-    Plot(#[from] PlotError),
+    /// The embedded font did not load.
+    #[error("the embedded plot font does not load")]
+    Font,
+    /// A picture could not be written.
+    #[error("writing a picture: {0}")]
+    Write(#[from] CheckpointError),
     /// Drawing a heatmap failed (including a panic inside the plotting library).
     #[error("drawing the heatmap '{plot}': {detail}")]
     Draw { plot: String, detail: String },

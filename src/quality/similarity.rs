@@ -19,7 +19,7 @@ use tch::Tensor;
 use super::frechet::class_frechet;
 use super::{class_indices, QualityError};
 use crate::federation::checkpoint::write_atomic;
-use crate::plots::{rasterize, PlotError, FAMILY};
+use crate::util::draw::{rasterize, DrawError, FAMILY};
 
 /// Size of every heatmap PNG.
 pub const HEATMAP_WIDTH: u32 = 900;
@@ -100,7 +100,7 @@ pub fn heatmap_png(matrix: &[Vec<f64>], labels: &[String], title: &str, path: &P
         detail: format!("{} has no file name", path.display()),
     })?;
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    Ok(write_atomic(dir, name, &png).map_err(crate::plots::PlotError::from)?)
+    Ok(write_atomic(dir, name, &png)?)
 }
 
 /// A K×K heatmap (rows and columns both labelled by `labels`) as a [`HEATMAP_WIDTH`]×[`HEATMAP_HEIGHT`] PNG. Cells
@@ -118,11 +118,11 @@ pub fn heatmap_png_bytes(matrix: &[Vec<f64>], labels: &[String], title: &str) ->
     let plot = || title.chars().take(40).collect::<String>();
     rasterize("heatmap", HEATMAP_WIDTH, HEATMAP_HEIGHT, |rgb| draw_heatmap(rgb, matrix, labels, title)).map_err(|e| {
         match e {
-            PlotError::Draw { detail, .. } => QualityError::Draw { plot: plot(), detail },
-            PlotError::Encode { source, .. } => {
+            DrawError::Draw { detail, .. } => QualityError::Draw { plot: plot(), detail },
+            DrawError::Encode { source, .. } => {
                 QualityError::Draw { plot: plot(), detail: format!("PNG encoding: {source}") }
             }
-            other => QualityError::Plot(other),
+            DrawError::Font => QualityError::Font,
         }
     })
 }
