@@ -163,7 +163,7 @@ async fn model(State(index): State<Index>, UrlPath(round): UrlPath<u64>) -> axum
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    histofed::telemetry::init(histofed::telemetry::LogFormat::Text, args.log_file.as_deref(), 0)?;
+    histofed::util::telemetry::init(histofed::util::telemetry::LogFormat::Text, args.log_file.as_deref(), 0)?;
     let config = Config::load(&args.config).with_context(|| format!("loading {}", args.config.display()))?;
     tch::set_num_threads(config.runtime.threads);
     std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;

@@ -20,8 +20,8 @@ use crate::augment_study::{synthesize, AugmentError};
 use crate::data::Dataset;
 use crate::models::{frechet_distance, random_cnn_features, Gan, ModelError};
 use crate::quality::{assess, kid, write_pictures, QualityError, QualityInputs, QualityOptions, QualityReport};
+pub use crate::records::QualitySummary;
 use crate::reference::{ReferenceError, ReferenceExtractor, ReferenceInfo, ReferenceOptions};
-pub use crate::report::QualitySummary;
 use crate::training::batch_tensors;
 
 /// Largest side of the images the pixel-space memorization check compares.

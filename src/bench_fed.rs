@@ -623,7 +623,7 @@ pub fn federation_bench(opts: &FederationOpts) -> Result<FederationRow, String> 
     let round_gaps: Vec<f64> =
         times.windows(2).skip(opts.warmup.saturating_sub(1) as usize).map(|w| w[1] - w[0]).collect();
     let report = std::fs::read_to_string(out.join("report.json")).map_err(|e| format!("report.json: {e}"))?;
-    let report: crate::report::RunReport = serde_json::from_str(&report).map_err(|e| format!("report.json: {e}"))?;
+    let report: crate::records::RunReport = serde_json::from_str(&report).map_err(|e| format!("report.json: {e}"))?;
     let wall_secs = report.rounds.iter().skip(opts.warmup as usize).map(|r| r.wall_secs).collect();
     let bytes = usize::try_from(opts.params * 4).map_err(|_| "params too large")?;
     let floor_secs = tcp_floor(opts.sites as usize, bytes, 5)?;

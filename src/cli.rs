@@ -32,8 +32,8 @@ use crate::federation::site_store::SiteStore;
 use crate::federation::weights::Weights;
 use crate::models::{select_device, ClassifierConfig, DiscKind, Gan, GanKind};
 use crate::quality::QualityOptions;
+use crate::records::RunReport;
 use crate::reference::ReferenceOptions;
-use crate::report::RunReport;
 use crate::training::LocalCheckpoints;
 use crate::util::telemetry::{self, LogFormat};
 
@@ -932,7 +932,7 @@ pub async fn run_server(mut cfg: Config, opts: ServerOpts) -> Result<()> {
             report.rounds.retain(|r| r.round <= ck.meta.round);
             // Killed between making the round durable and rewriting the report: the record is in the checkpoint.
             if ck.meta.round > 0 && !report.rounds.iter().any(|r| r.round == ck.meta.round) {
-                match ck.meta.extra.get("record").cloned().map(serde_json::from_value::<crate::report::RoundRecord>) {
+                match ck.meta.extra.get("record").cloned().map(serde_json::from_value::<crate::records::RoundRecord>) {
                     Some(Ok(record)) => {
                         tracing::warn!(
                             round = ck.meta.round,

@@ -20,7 +20,7 @@ use crate::assessment::{AssessError, AssessOptions, Assessor};
 use crate::data::{grid, DataError, Dataset};
 use crate::federation::weights::Weights;
 use crate::models::{frechet_distance, simple_features, Gan, ModelConfig, ModelError};
-pub use crate::report::RoundQuality;
+pub use crate::records::RoundQuality;
 
 #[derive(Debug, Error)]
 pub enum EvalError {

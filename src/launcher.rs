@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use tokio::process::{Child, Command};
 
 use crate::config::Config;
-use crate::report::RunReport;
+use crate::records::RunReport;
 
 /// The sample configuration shipped in config/demo.toml, embedded so `histofed demo` needs no file.
 pub fn demo_config() -> Result<Config> {

@@ -17,7 +17,8 @@ use crate::data::Dataset;
 use crate::federation::strategy::{SiteHints, Strategy};
 use crate::federation::weights::Weights;
 use crate::models::{Gan, ModelConfig};
-use crate::training::{InjectedFault, LocalJob, LocalTrainer, LossSummary, TrainError};
+use crate::records::LossSummary;
+use crate::training::{InjectedFault, LocalJob, LocalTrainer, TrainError};
 
 /// One round of a simulated run (or one chunk of a centralized run).
 #[derive(Debug, Clone, PartialEq)]

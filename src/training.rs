@@ -18,6 +18,7 @@ use crate::federation::site_store::{Progress, SiteStore};
 use crate::federation::strategy::SiteHints;
 use crate::federation::weights::Weights;
 use crate::models::{Gan, ModelConfig, ModelError};
+use crate::records::LossSummary;
 
 #[derive(Debug, Error)]
 pub enum TrainError {
@@ -74,13 +75,6 @@ pub enum InjectedFault {
     OutOfMemory { floor: u32 },
     /// Stall this long before training (a straggler).
     Slow { delay_ms: u64 },
-}
-
-/// Mean losses over a site's local steps.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
-pub struct LossSummary {
-    pub d_loss: f64,
-    pub g_loss: f64,
 }
 
 /// One round's local work.

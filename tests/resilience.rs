@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{contributors, serial, Fed};
-use histofed::report::RunReport;
+use histofed::records::RunReport;
 
 const LIMIT: Duration = Duration::from_secs(240);
 

@@ -210,8 +210,8 @@ fn a_role_joins_an_mtls_federation_with_its_certificate_and_a_foreign_one_is_ref
     let tmp = tempfile::tempdir().unwrap();
     let (certs, foreign) = (tmp.path().join("certs"), tmp.path().join("foreign"));
     for dir in [&certs, &foreign] {
-        histofed::certs::issue_all(dir, 2).unwrap();
-        histofed::certs::issue(dir, "role-model-registry", &[]).unwrap();
+        histofed::cluster::certs::issue_all(dir, 2).unwrap();
+        histofed::cluster::certs::issue(dir, "role-model-registry", &[]).unwrap();
     }
     let mut fed = Fed::new(tmp.path(), 2, 2, "", "");
     let text = std::fs::read_to_string(&fed.config).unwrap();

@@ -18,9 +18,9 @@ fn intruders_are_refused_and_never_join_an_mtls_federation() {
     let _guard = serial();
     let tmp = tempfile::tempdir().unwrap();
     let certs = tmp.path().join("certs");
-    histofed::certs::issue_all(&certs, 2).unwrap();
+    histofed::cluster::certs::issue_all(&certs, 2).unwrap();
     let foreign = tmp.path().join("foreign");
-    histofed::certs::issue_all(&foreign, 2).unwrap();
+    histofed::cluster::certs::issue_all(&foreign, 2).unwrap();
     let tls_line = format!("tls_dir = \"{}\"\n", certs.display());
     let mut fed = Fed::new(tmp.path(), 2, 2, "min_sites = 1\njoin_timeout_secs = 5", "");
     let text = std::fs::read_to_string(&fed.config).unwrap().replace("[cluster]\n", &format!("[cluster]\n{tls_line}"));
@@ -95,9 +95,9 @@ fn a_site_with_a_refused_certificate_stops_with_an_error_naming_it() {
     let _guard = serial();
     let tmp = tempfile::tempdir().unwrap();
     let certs = tmp.path().join("certs");
-    histofed::certs::issue_all(&certs, 2).unwrap();
+    histofed::cluster::certs::issue_all(&certs, 2).unwrap();
     let foreign = tmp.path().join("foreign");
-    histofed::certs::issue_all(&foreign, 2).unwrap();
+    histofed::cluster::certs::issue_all(&foreign, 2).unwrap();
     // Trusts both CAs (so it accepts the server), but its own certificate is the foreign CA's.
     let mixed = tmp.path().join("mixed");
     std::fs::create_dir_all(&mixed).unwrap();

@@ -16,7 +16,8 @@ pub use crate::evaluation::EvalReport;
 pub use crate::federation::evaluation::SiteEval;
 use crate::federation::strategy::SiteHints;
 use crate::federation::weights::Weights;
-pub use crate::training::{InjectedFault, LocalJob, LocalResult, LossSummary, TrainFailure, TrainFailureKind};
+pub use crate::records::LossSummary;
+pub use crate::training::{InjectedFault, LocalJob, LocalResult, TrainFailure, TrainFailureKind};
 
 /// Bumped on any incompatible change of the frames below. Peers compare it at join.
 /// Version 2: weights moved to the bulk data plane (`cluster::bulk`); `Train` names the blob, updates are uploads.

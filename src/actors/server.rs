@@ -60,7 +60,7 @@ use crate::federation::validate::{validate_update, UpdateHeader, ValidationPolic
 use crate::federation::weights::{Weights, WeightsError};
 use crate::kube::membership::MembershipEvent;
 use crate::observability::{Metrics, Readiness, RoleReportOutcome, SiteEvent, StatusHandle};
-use crate::report::{RoleOutcome, RoundRecord, RunEvent, RunReport, SiteRound};
+use crate::records::{RoleOutcome, RoundRecord, RunEvent, RunReport, SiteRound};
 
 pub const GENERATOR: &str = "generator.";
 pub const DISCRIMINATOR: &str = "discriminator.";
@@ -1253,10 +1253,10 @@ async fn on_kube(
 }
 
 fn write_pictures(report: &RunReport, out: &std::path::Path) {
-    if let Err(e) = crate::plots::loss_curves_png(report, &out.join("losses.png")) {
+    if let Err(e) = crate::report::plots::loss_curves_png(report, &out.join("losses.png")) {
         tracing::warn!(error = %e, "cannot draw the loss curves");
     }
-    if let Err(e) = crate::plots::frechet_png(report, &out.join("frechet.png")) {
+    if let Err(e) = crate::report::plots::frechet_png(report, &out.join("frechet.png")) {
         tracing::warn!(error = %e, "cannot draw the Fréchet-distance curve");
     }
     if !report.site_classes.is_empty() {
@@ -1266,7 +1266,7 @@ fn write_pictures(report: &RunReport, out: &std::path::Path) {
             tracing::warn!(error = %e, "cannot draw the partition");
         }
     }
-    if let Err(e) = crate::report_html::write_report_html(report, out) {
+    if let Err(e) = crate::report::html::write_report_html(report, out) {
         tracing::warn!(error = %e, "cannot write report.html");
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::faults::Fault;
-use crate::report::RunReport;
+use crate::records::RunReport;
 
 use super::scenario::Action;
 

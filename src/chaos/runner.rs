@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
 use crate::federation::checkpoint::CheckpointStore;
-use crate::report::RunReport;
+use crate::records::RunReport;
 
 use super::report::{FaultRecord, Invariant, ScenarioResult};
 use super::scenario::{Action, Intruder, Outcome, Scenario};

@@ -444,7 +444,7 @@ impl Metrics {
     }
 
     /// The headline numbers of the evaluator's last quality-suite run.
-    pub fn quality(&self, q: &crate::report::QualitySummary) {
+    pub fn quality(&self, q: &crate::records::QualitySummary) {
         let set = |metric: &'static str, v: f64| self.inner.quality.get_or_create(&MetricLabel { metric }).set(v);
         set("fd", q.fd);
         set("precision", q.precision);

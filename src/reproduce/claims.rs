@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::stats::{difference, hierarchical, mean, seed_for, Interval};
 use super::{Arm, ArmResult, GanRun, Preset, Setting, Target};
-use crate::report::QualitySummary;
+use crate::records::QualitySummary;
 
 /// Claim 4's equivalence margin as a share of the distance between the noise baseline and the real floor: a
 /// federated generator within a tenth of that range of the centralized one is as good for any use we make of it.

@@ -24,7 +24,7 @@ use thiserror::Error;
 
 pub use run::{real_only_baseline, run, FederatedJob, FederatedRunner};
 
-use crate::report::QualitySummary;
+use crate::records::QualitySummary;
 
 #[derive(Debug, Error)]
 pub enum ReproduceError {

@@ -8,8 +8,8 @@ use std::path::Path;
 use super::stats::mean_sd;
 use super::{claims, Arm, GanRun, ReproduceError, Reproduction, Setting};
 use crate::federation::checkpoint::write_atomic;
-use crate::plots::{grouped_bars_png, BarSeries};
-use crate::report::QualitySummary;
+use crate::records::QualitySummary;
+use crate::report::plots::{grouped_bars_png, BarSeries};
 
 /// The rows of the model table: (model, setting, real images per class) and its runs, for each present, in a
 /// stable order.
@@ -201,7 +201,7 @@ pub fn write(dir: &Path, r: &Reproduction) -> Result<(), ReproduceError> {
 
 /// kid.png: one group per model, one bar per setting (full regime), and the real floor (the noise baseline, orders
 /// of magnitude above, is in the table).
-pub fn plots(dir: &Path, r: &Reproduction) -> Result<(), crate::plots::PlotError> {
+pub fn plots(dir: &Path, r: &Reproduction) -> Result<(), crate::report::plots::PlotError> {
     let full = r.preset.full_regime();
     let mut models: Vec<String> = Vec::new();
     for run in r.runs.iter().filter(|x| x.regime == full) {

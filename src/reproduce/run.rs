@@ -23,8 +23,8 @@ use crate::federation::checkpoint::write_atomic;
 use crate::federation::weights::Weights;
 use crate::models::{ClassifierConfig, DiscKind, Gan, GanKind, ModelConfig};
 use crate::quality::QualityOptions;
+use crate::records::QualitySummary;
 use crate::reference::ReferenceOptions;
-use crate::report::QualitySummary;
 use crate::simulation::train_centralized;
 
 use super::pool::parallel;

@@ -9,7 +9,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use histofed::config::Config;
-use histofed::report::RunReport;
+use histofed::records::RunReport;
 
 /// Multi-process tests share two cores: run them one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());

@@ -19,8 +19,8 @@ use base64::Engine as _;
 use thiserror::Error;
 
 use crate::federation::checkpoint::{write_atomic, CheckpointError};
-use crate::plots;
-use crate::report::RunReport;
+use crate::records::RunReport;
+use crate::report::plots;
 
 /// Name of the page inside the run directory.
 pub const FILE_NAME: &str = "report.html";
@@ -152,7 +152,7 @@ fn section_samples(h: &mut String, r: &RunReport, out_dir: &Path) {
 /// The evaluator's quality suite: its headline numbers at every round it ran, and the pictures of its latest run
 /// (closest pairs, inter-class FD, confusion matrix). Absent when the suite never ran.
 fn section_quality(h: &mut String, r: &RunReport, out_dir: &Path) {
-    let runs: Vec<(u64, &crate::report::RoundQuality)> =
+    let runs: Vec<(u64, &crate::records::RoundQuality)> =
         r.rounds.iter().filter_map(|round| round.quality.as_ref().map(|q| (round.round, q))).collect();
     let Some((last_round, last)) = runs.last().copied() else { return };
     h.push_str("<section>\n<h2>Quality suite</h2>\n");
@@ -388,8 +388,8 @@ footer { margin-top: 2rem; color: #888; font-size: .8rem; }
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actors::messages::LossSummary;
-    use crate::report::{RoundRecord, RunEvent, SiteRound};
+    use crate::records::LossSummary;
+    use crate::records::{RoundRecord, RunEvent, SiteRound};
 
     fn png_file(path: &Path, w: u32, h: u32) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -541,7 +541,7 @@ mod tests {
     fn the_quality_suite_shows_every_run_and_the_latest_pictures() {
         let dir = tempfile::tempdir().unwrap();
         let mut rep = synthetic(dir.path());
-        let summary = |fd: f64| crate::report::QualitySummary {
+        let summary = |fd: f64| crate::records::QualitySummary {
             fd,
             precision: 0.5,
             recall: 0.25,
@@ -559,7 +559,7 @@ mod tests {
         for (i, round) in [(1usize, 2u64), (3, 4)] {
             let dir_rel = format!("quality/round-{round:03}");
             let pictures = vec![format!("{dir_rel}/closest-pairs.png"), format!("{dir_rel}/confusion.png")];
-            rep.rounds[i].quality = Some(crate::report::RoundQuality {
+            rep.rounds[i].quality = Some(crate::records::RoundQuality {
                 summary: summary(10.0 * round as f64),
                 reference_test_accuracy: 0.9,
                 report_json: format!("{dir_rel}/quality.json"),

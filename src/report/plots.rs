@@ -15,7 +15,7 @@ use plotters::prelude::*;
 use thiserror::Error;
 
 use crate::federation::checkpoint::{write_atomic, CheckpointError};
-use crate::report::RunReport;
+use crate::records::RunReport;
 use crate::util::draw::{rasterize, DrawError, FAMILY};
 
 pub const WIDTH: u32 = 960;
@@ -299,8 +299,8 @@ fn draw_bars(rgb: &mut [u8], title: &str, y_desc: &str, groups: &[String], serie
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actors::messages::LossSummary;
-    use crate::report::{RoundRecord, SiteRound};
+    use crate::records::LossSummary;
+    use crate::records::{RoundRecord, SiteRound};
 
     pub(crate) fn synthetic_report(rounds: u64, sites: u32) -> RunReport {
         let mut rep = RunReport { run: "plots-test".into(), rounds_configured: rounds, ..Default::default() };

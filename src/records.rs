@@ -1,0 +1,153 @@
+//! The run's records: what happened in each round and to the federation, as the server keeps them and
+//! `report.json` stores them. Plain serde data at the bottom of the house, so that every layer that produces or reads
+//! a number (trainers, evaluators, the actors, the metrics endpoint, the report writers, the studies) can name it
+//! without importing the layer that made it.
+//!
+//! Writing and rendering (`RunReport::write`, `read`, `to_markdown`) live in [`crate::report`], beside the HTML page
+//! and the plots.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::federation::evaluation::FederatedEval;
+
+/// Mean losses over a site's local steps.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct LossSummary {
+    pub d_loss: f64,
+    pub g_loss: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SiteRound {
+    pub site_id: u32,
+    pub num_samples: u64,
+    pub losses: LossSummary,
+    pub steps: u32,
+    pub train_secs: f64,
+    pub trainer_restarts: u32,
+    pub batch_size: u32,
+    pub oom_retries: u32,
+    /// Local step the site resumed this round from after a restart (0 = from the round's start).
+    #[serde(default)]
+    pub resumed_from_step: u32,
+    /// The update was trained before a restart and re-sent from the site's disk.
+    #[serde(default)]
+    pub from_local_checkpoint: bool,
+}
+
+/// Something that happened to the federation (a site lost or back, a round retried, a resume).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunEvent {
+    /// Seconds since the server process started.
+    pub at_secs: f64,
+    /// Wall-clock time of the event (milliseconds since the Unix epoch), to line it up with outside actions.
+    pub at_unix_ms: u64,
+    pub round: u64,
+    pub site: Option<u32>,
+    pub kind: String,
+    pub detail: String,
+}
+
+/// The headline numbers of a [`QualityReport`], for round records, metrics and tables.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct QualitySummary {
+    /// Overall Fréchet distance, real test split vs synthetic, in the reference feature space.
+    pub fd: f64,
+    pub precision: f64,
+    pub recall: f64,
+    /// Share of synthetic samples suspiciously close to a training image (feature space).
+    pub memorized_share: f64,
+    /// Same in (pooled) pixel space, when measured.
+    pub memorized_share_pixels: Option<f64>,
+    pub class_coverage: f64,
+    pub label_agreement: f64,
+    /// Mean over classes of synthetic / real within-class diversity.
+    pub diversity_ratio: f64,
+    /// KID (mean over subsets), real test split vs synthetic, in the same feature space, and its spread over subsets.
+    #[serde(default)]
+    pub kid: Option<f64>,
+    #[serde(default)]
+    pub kid_std: Option<f64>,
+    /// KID and FD in the second feature space: a fixed randomly initialised CNN (no training, no class cues).
+    #[serde(default)]
+    pub kid_random_cnn: Option<f64>,
+    #[serde(default)]
+    pub kid_random_cnn_std: Option<f64>,
+    #[serde(default)]
+    pub fd_random_cnn: Option<f64>,
+}
+
+/// The full quality suite of a round, as the round report keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundQuality {
+    pub summary: QualitySummary,
+    /// Test accuracy of the reference classifier whose feature space the numbers are in.
+    pub reference_test_accuracy: f64,
+    /// The full report (`quality.json`) and the pictures, relative to the run directory.
+    pub report_json: String,
+    pub pictures: Vec<String>,
+    pub secs: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RoundRecord {
+    pub round: u64,
+    /// Attempts this round took (1 = first try reached quorum).
+    pub attempts: u32,
+    pub participants: Vec<u32>,
+    pub contributors: Vec<SiteRound>,
+    /// Sites asked but lost or out before answering.
+    pub dropped: Vec<u32>,
+    /// Rejected updates: (site, reason).
+    pub rejected: Vec<(u32, String)>,
+    pub mean_losses: LossSummary,
+    pub frechet_distance: Option<f64>,
+    pub samples_png: Option<String>,
+    /// The evaluator's full quality suite, on rounds where it ran (`evaluation.eval_every`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<RoundQuality>,
+    pub checkpoint: String,
+    /// Distance of the new global weights from the previous ones.
+    pub global_step_norm: f64,
+    pub wall_secs: f64,
+    pub aggregate_secs: f64,
+    /// When the round became durable (its checkpoint written), milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub completed_unix_ms: u64,
+    /// What the extension roles (`crate::roles`) reported about this round, by role name. Reports arrive after the
+    /// round is written, so the report is rewritten when one comes in.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub roles: BTreeMap<String, RoleOutcome>,
+    /// Federated evaluation of this round's global generator: the sites' scores on their validation splits,
+    /// sample-weighted (`evaluation.at_sites`). Arrives after the round is written, like the roles' reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub federated_eval: Option<FederatedEval>,
+}
+
+/// One role's report about one round: named numbers, and files it produced (paths as the role names them).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RoleOutcome {
+    pub metrics: BTreeMap<String, f64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    pub run: String,
+    pub config_hash: String,
+    pub model: String,
+    pub strategy: String,
+    pub partition: String,
+    /// Per site: class histogram of its shard, as the site reported it at join.
+    pub site_classes: BTreeMap<u32, Vec<u64>>,
+    pub classes: Vec<String>,
+    pub rounds_configured: u64,
+    pub resumed_from_round: Option<u64>,
+    pub rounds: Vec<RoundRecord>,
+    pub events: Vec<RunEvent>,
+    pub finished: bool,
+    pub total_secs: f64,
+}
