@@ -29,10 +29,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use histofed::actors::role::{run_node, Role, RoleError, RoleFactory, RoleNodeOptions, RoleReport, RoundEvent};
-use histofed::actors::server::GENERATOR;
 use histofed::config::Config;
 use histofed::federation::checkpoint::write_atomic;
 use histofed::federation::weights::Weights;
+use histofed::models::GENERATOR_PREFIX;
 
 #[derive(Parser)]
 #[command(about = "Archive every round's global generator of a running federation and serve the list over HTTP")]
@@ -91,7 +91,7 @@ fn metrics_of(event: &RoundEvent) -> BTreeMap<String, serde_json::Value> {
 impl Role for Registry {
     fn on_round(&mut self, event: &RoundEvent, global: Option<&Weights>) -> Result<Option<RoleReport>, RoleError> {
         let global = global.ok_or_else(|| RoleError::Failed("no weights for the round".into()))?;
-        let generator = global.strip_prefix(GENERATOR);
+        let generator = global.strip_prefix(GENERATOR_PREFIX);
         if generator.is_empty() {
             return Err(RoleError::Failed(format!("round {}: the global weights hold no generator", event.round)));
         }

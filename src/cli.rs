@@ -15,26 +15,28 @@ use crate::actors::evaluator::EvaluatorArgs;
 use crate::actors::messages::site_actor_name;
 use crate::actors::messages::ServerMsg;
 use crate::actors::restart_policy::RestartPolicy;
-use crate::actors::server::{Observed, ServerActor, ServerArgs, CHECKPOINT_PARTS, DISCRIMINATOR, GENERATOR};
+use crate::actors::server::{Observed, ServerActor, ServerArgs, CHECKPOINT_PARTS};
 use crate::actors::site::{SiteActor, SiteArgs};
 use crate::actors::trainer::TrainerArgs;
 use crate::actors::Exit;
-use crate::assessment::AssessOptions;
-use crate::centralized;
 use crate::cluster;
 use crate::cluster::bulk::{BulkLimits, BulkTls, ClientOpts};
 use crate::config::Config;
 use crate::data::{self, partition, DataSource, LoadOptions, Splits};
-use crate::evaluation::QualitySetup;
+use crate::eval::assessment::AssessOptions;
+use crate::eval::central;
+use crate::eval::gan_evaluator::QualitySetup;
+use crate::eval::quality::QualityOptions;
+use crate::eval::reference::ReferenceOptions;
 use crate::faults::FaultPlan;
 use crate::federation::checkpoint::{CheckpointMeta, CheckpointStore, PartData};
 use crate::federation::site_store::SiteStore;
 use crate::federation::weights::Weights;
 use crate::models::{select_device, ClassifierConfig, DiscKind, Gan, GanKind};
-use crate::quality::QualityOptions;
+use crate::models::{DISCRIMINATOR_PREFIX, GENERATOR_PREFIX};
 use crate::records::RunReport;
-use crate::reference::ReferenceOptions;
-use crate::training::LocalCheckpoints;
+use crate::train::classifier;
+use crate::train::LocalCheckpoints;
 use crate::util::telemetry::{self, LogFormat};
 
 #[derive(Parser, Debug)]
@@ -612,17 +614,26 @@ fn run(cmd: Command) -> Result<()> {
         }
         Command::Certs(c) => certs(c),
         Command::Bench(BenchCmd::Transfer(a)) => {
-            let rows = crate::bench_fed::transfer_bench(&a.sizes, a.reps).map_err(anyhow::Error::msg)?;
-            println!("{}\n{}", crate::bench_fed::machine_line(), crate::bench_fed::render_transfer(&rows));
+            let rows = crate::bench::federation::transfer_bench(&a.sizes, a.reps).map_err(anyhow::Error::msg)?;
+            println!(
+                "{}\n{}",
+                crate::bench::federation::machine_line(),
+                crate::bench::federation::render_transfer(&rows)
+            );
             Ok(())
         }
         Command::Bench(BenchCmd::Aggregate(a)) => {
-            let row = crate::bench_fed::aggregate_bench(a.sites, a.params, a.reps).map_err(anyhow::Error::msg)?;
-            println!("{}\n{}", crate::bench_fed::machine_line(), crate::bench_fed::render_aggregate(&[row]));
+            let row =
+                crate::bench::federation::aggregate_bench(a.sites, a.params, a.reps).map_err(anyhow::Error::msg)?;
+            println!(
+                "{}\n{}",
+                crate::bench::federation::machine_line(),
+                crate::bench::federation::render_aggregate(&[row])
+            );
             Ok(())
         }
         Command::Bench(BenchCmd::Federation(a)) => {
-            let opts = crate::bench_fed::FederationOpts {
+            let opts = crate::bench::federation::FederationOpts {
                 exe: std::env::current_exe().context("locating the histofed binary")?,
                 dir: a.dir,
                 sites: a.sites,
@@ -633,8 +644,12 @@ fn run(cmd: Command) -> Result<()> {
                 heartbeat_secs: a.heartbeat_secs,
                 keep_finished_update: !a.no_finished_update_on_disk,
             };
-            let row = crate::bench_fed::federation_bench(&opts).map_err(anyhow::Error::msg)?;
-            println!("{}\n{}", crate::bench_fed::machine_line(), crate::bench_fed::render_federation(&[row]));
+            let row = crate::bench::federation::federation_bench(&opts).map_err(anyhow::Error::msg)?;
+            println!(
+                "{}\n{}",
+                crate::bench::federation::machine_line(),
+                crate::bench::federation::render_federation(&[row])
+            );
             Ok(())
         }
         Command::Bench(BenchCmd::Models(a)) => bench_models(a),
@@ -745,7 +760,7 @@ pub fn quality_setup(cfg: &Config, train: &data::Dataset, device: tch::Device) -
 /// user's cache directory.
 pub fn reference_cache_dir(cfg: &Config) -> PathBuf {
     let data_cache = cfg.data.cache_dir.as_deref();
-    cfg.evaluation.cache_dir.clone().unwrap_or_else(|| crate::reference::default_cache_dir(data_cache))
+    cfg.evaluation.cache_dir.clone().unwrap_or_else(|| crate::eval::reference::default_cache_dir(data_cache))
 }
 
 /// The site's shard of the training split under the configured partition.
@@ -776,7 +791,7 @@ fn site_evaluator(
     if !cfg.evaluation.at_sites || cfg.model.bench_params.is_some() {
         return None;
     }
-    let need = crate::federated_eval::PR_K + 1;
+    let need = crate::eval::site_eval::PR_K + 1;
     // The same scheme and seed as the training data, so the site's share has its class mix; a Dirichlet draw's
     // minimum size is meant for training shards and is not asked of the (ten times smaller) validation split.
     let shard = cfg.partition().map_err(anyhow::Error::from).and_then(|scheme| {
@@ -927,7 +942,7 @@ pub async fn run_server(mut cfg: Config, opts: ServerOpts) -> Result<()> {
                 (Some(g), Some(d)) => (g, d),
                 _ => bail!("checkpoint of round {} lacks its generator or discriminator", ck.meta.round),
             };
-            let w = Weights::join_prefixed(&[(GENERATOR, g), (DISCRIMINATOR, d)])?;
+            let w = Weights::join_prefixed(&[(GENERATOR_PREFIX, g), (DISCRIMINATOR_PREFIX, d)])?;
             let mut report = RunReport::read(&out).unwrap_or_else(|_| fresh_report(&cfg));
             report.rounds.retain(|r| r.round <= ck.meta.round);
             // Killed between making the round durable and rewriting the report: the record is in the checkpoint.
@@ -957,7 +972,7 @@ pub async fn run_server(mut cfg: Config, opts: ServerOpts) -> Result<()> {
         None => {
             let (m, seed, bench) = (model.clone(), cfg.federation.seed as i64, cfg.model.bench_params);
             let gan = tokio::task::spawn_blocking(move || match bench {
-                Some(p) => crate::training::bench_weights(p, seed as u64).map_err(anyhow::Error::from),
+                Some(p) => crate::train::bench_weights(p, seed as u64).map_err(anyhow::Error::from),
                 None => Ok(Gan::new(&m, device, seed)?.weights()?),
             })
             .await??;
@@ -1004,8 +1019,8 @@ pub async fn run_server(mut cfg: Config, opts: ServerOpts) -> Result<()> {
     report.classes = splits.train.classes.clone();
     tracing::info!(
         model = %report.model,
-        generator_values = initial.strip_prefix(GENERATOR).num_values(),
-        discriminator_values = initial.strip_prefix(DISCRIMINATOR).num_values(),
+        generator_values = initial.strip_prefix(GENERATOR_PREFIX).num_values(),
+        discriminator_values = initial.strip_prefix(DISCRIMINATOR_PREFIX).num_values(),
         bytes = initial.num_bytes(),
         "global model ready"
     );
@@ -1279,7 +1294,7 @@ async fn run_evaluator_node(mut cfg: Config, a: EvaluatorCmd) -> Result<()> {
 }
 
 fn reproduce(a: ReproduceCmd) -> Result<()> {
-    let mut preset = crate::reproduce::Preset::named(&a.preset)?;
+    let mut preset = crate::studies::reproduce::Preset::named(&a.preset)?;
     for g in &a.gans {
         g.parse::<GanKind>().map_err(|e| anyhow::anyhow!("--gans {g:?}: {e}"))?;
     }
@@ -1328,7 +1343,7 @@ fn reproduce(a: ReproduceCmd) -> Result<()> {
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_else(|| "unknown".into());
-    let opts = crate::reproduce::ReproduceOptions {
+    let opts = crate::studies::reproduce::ReproduceOptions {
         preset,
         out_dir: out.clone(),
         reference_cache: reference_cache_dir(&cfg),
@@ -1346,17 +1361,17 @@ fn reproduce(a: ReproduceCmd) -> Result<()> {
     };
     let started = std::time::Instant::now();
     if a.baseline_only {
-        let base = crate::reproduce::real_only_baseline(&opts, &splits, |line| {
+        let base = crate::studies::reproduce::real_only_baseline(&opts, &splits, |line| {
             println!("[{:>6.0} s] {line}", started.elapsed().as_secs_f64());
         })?;
         for (regime, acc) in base {
-            let (m, sd) = crate::reproduce::stats::mean_sd(&acc);
+            let (m, sd) = crate::studies::reproduce::stats::mean_sd(&acc);
             println!("{regime} real images per class: real-only accuracy {:.1} % ± {:.1}", 100.0 * m, 100.0 * sd);
         }
         return Ok(());
     }
     let runner = ProcessFederation { base: cfg.clone() };
-    let rep = crate::reproduce::run(&opts, &splits, &runner, |line| {
+    let rep = crate::studies::reproduce::run(&opts, &splits, &runner, |line| {
         println!("[{:>6.0} s] {line}", started.elapsed().as_secs_f64());
     })?;
     println!();
@@ -1377,8 +1392,8 @@ struct ProcessFederation {
     base: Config,
 }
 
-impl crate::reproduce::FederatedRunner for ProcessFederation {
-    fn run(&self, job: &crate::reproduce::FederatedJob) -> Result<PathBuf, String> {
+impl crate::studies::reproduce::FederatedRunner for ProcessFederation {
+    fn run(&self, job: &crate::studies::reproduce::FederatedJob) -> Result<PathBuf, String> {
         let mut cfg = self.base.clone();
         let f = &mut cfg.federation;
         f.sites = job.sites;
@@ -1411,7 +1426,7 @@ fn ablate(a: AblateCmd) -> Result<()> {
     let mut setup_cfg = cfg.clone();
     setup_cfg.evaluation.eval_every = setup_cfg.evaluation.eval_every.max(1);
     let setup = quality_setup(&setup_cfg, &splits.train, device).context("no quality setup")?;
-    let assessor = crate::assessment::Assessor::new(&splits.train, &splits.test, setup.options)?;
+    let assessor = crate::eval::assessment::Assessor::new(&splits.train, &splits.test, setup.options)?;
     println!(
         "{} × {} at {} px, {} steps per variant, {} seed(s); reference classifier test accuracy {:.3}",
         model.gan,
@@ -1421,7 +1436,7 @@ fn ablate(a: AblateCmd) -> Result<()> {
         a.seeds,
         assessor.reference_test_accuracy()
     );
-    let opts = crate::reproduce::ablation::AblationOptions {
+    let opts = crate::studies::reproduce::ablation::AblationOptions {
         model,
         steps: a.steps,
         batch_size: cfg.federation.batch_size,
@@ -1430,7 +1445,7 @@ fn ablate(a: AblateCmd) -> Result<()> {
         out_dir: a.out.clone(),
     };
     let started = std::time::Instant::now();
-    crate::reproduce::ablation::run(&opts, &splits, &assessor, |line| {
+    crate::studies::reproduce::ablation::run(&opts, &splits, &assessor, |line| {
         println!("[{:>6.0} s] {line}", started.elapsed().as_secs_f64());
     })?;
     println!("wrote {}", a.out.join("ablation.md").display());
@@ -1449,7 +1464,7 @@ fn train(a: TrainCmd) -> Result<()> {
     if a.classifier {
         let mut ccfg = ClassifierConfig::preset(&a.classifier_preset, model.image_size, model.num_classes)?;
         ccfg.total_steps = a.steps as i64;
-        let run = centralized::ClassifierRun {
+        let run = classifier::ClassifierRun {
             config: &ccfg,
             device,
             train: &train,
@@ -1459,7 +1474,7 @@ fn train(a: TrainCmd) -> Result<()> {
             batch_size: cfg.federation.batch_size as usize,
             seed: cfg.federation.seed,
         };
-        let (clf, points) = centralized::train_classifier(&run, |p| {
+        let (clf, points) = classifier::train_classifier(&run, |p| {
             println!("step {:>5}  loss {:.4}  test accuracy {:.3}  ({:.1} s)", p.step, p.loss, p.test_accuracy, p.secs)
         })?;
         println!(
@@ -1476,7 +1491,7 @@ fn train(a: TrainCmd) -> Result<()> {
         "{} × {} ({}): generator {g} parameters, discriminator {d}",
         cfg.model.gan, cfg.model.discriminator, cfg.model.preset
     );
-    let run = centralized::GanRun {
+    let run = central::GanRun {
         model: &model,
         device,
         train: Arc::new(train),
@@ -1488,7 +1503,7 @@ fn train(a: TrainCmd) -> Result<()> {
         grid_per_class: cfg.runtime.grid_per_class,
         out_dir: &a.out,
     };
-    let points = centralized::train_gan(&run, |p| {
+    let points = central::train_gan(&run, |p| {
         println!(
             "step {:>5}  D {:.4}  G {:.4}  FD {:.3}  {}  ({:.1} s)",
             p.step, p.d_loss, p.g_loss, p.frechet_distance, p.samples_png, p.secs
@@ -1500,8 +1515,8 @@ fn train(a: TrainCmd) -> Result<()> {
 }
 
 fn augment(a: AugmentCmd) -> Result<()> {
-    use crate::augment_study::{self as study, AugmentOptions, FederatedOptions};
-    use crate::reference::ReferenceOptions;
+    use crate::eval::reference::ReferenceOptions;
+    use crate::studies::augment::{self as study, AugmentOptions, FederatedOptions};
     let mut cfg = load_config(&a.config, None)?;
     tch::set_num_threads(cfg.runtime.threads);
     let splits = load_data(&mut cfg)?;
@@ -1509,7 +1524,7 @@ fn augment(a: AugmentCmd) -> Result<()> {
     let device = select_device(Some(&cfg.model.device).filter(|d| !d.is_empty()).map(|s| s.as_str()))?;
     let (train, test) = (splits.train, splits.test);
     let seed = cfg.federation.seed;
-    let generator = study::load_generator(&a.generator, &model, device, seed as i64)?;
+    let generator = crate::eval::sampling::load_generator(&a.generator, &model, device, seed as i64)?;
     println!("generator {}; {} training images, {} test images", generator.source, train.len(), test.len());
     let batch_size = cfg.federation.batch_size as usize;
     let federated = (!a.no_federated)
@@ -1567,7 +1582,7 @@ fn certs(c: CertsCmd) -> Result<()> {
 }
 
 fn bench_models(a: BenchModelsCmd) -> Result<()> {
-    use crate::benchmarks::{
+    use crate::bench::models::{
         default_venv_python, machine_description, render_table, run_model_bench, ModelBenchOptions,
     };
     let combos = a.combos.iter().map(|c| parse_combo(c)).collect::<Result<Vec<_>>>()?;

@@ -6,7 +6,21 @@
 use serde::{Deserialize, Serialize};
 
 use crate::federation::weights::{NamedTensor, Weights};
-use crate::training::InjectedFault;
+
+/// A fault injected into a job on purpose (tests and chaos scenarios only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InjectedFault {
+    #[default]
+    None,
+    /// Panic instead of training.
+    Panic,
+    /// Fail as if the losses had become NaN.
+    NonFinite,
+    /// Fail as if the device ran out of memory (unless the batch is already at or below `floor`).
+    OutOfMemory { floor: u32 },
+    /// Stall this long before training (a straggler).
+    Slow { delay_ms: u64 },
+}
 
 /// A deliberately injected fault, as written in the configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

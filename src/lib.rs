@@ -18,29 +18,21 @@
 //! See ARCHITECTURE.md for the data path and the module map.
 
 pub mod actors;
-pub mod assessment;
-pub mod augment_study;
-pub mod bench_fed;
-pub mod benchmarks;
-pub mod centralized;
+pub mod bench;
 pub mod chaos;
 pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod data;
-pub mod evaluation;
+pub mod eval;
 pub mod faults;
-pub mod federated_eval;
 pub mod federation;
 pub mod kube;
 pub mod launcher;
 pub mod models;
 pub mod observability;
-pub mod quality;
 pub mod records;
-pub mod reference;
 pub mod report;
-pub mod reproduce;
-pub mod simulation;
-pub mod training;
+pub mod studies;
+pub mod train;
 pub mod util;

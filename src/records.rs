@@ -3,7 +3,7 @@
 //! a number (trainers, evaluators, the actors, the metrics endpoint, the report writers, the studies) can name it
 //! without importing the layer that made it.
 //!
-//! Writing and rendering (`RunReport::write`, `read`, `to_markdown`) live in [`crate::report`], beside the HTML page
+//! Writing and rendering (`RunReport::write`, `read`, `to_markdown`) live in the `report` module, beside the HTML page
 //! and the plots.
 
 use std::collections::BTreeMap;

@@ -7,11 +7,11 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::{contributors, serial, Fed};
-use histofed::actors::server::{DISCRIMINATOR, GENERATOR};
 use histofed::config::Config;
 use histofed::federation::checkpoint::CheckpointStore;
 use histofed::federation::weights::Weights;
 use histofed::models::Gan;
+use histofed::models::{DISCRIMINATOR_PREFIX, GENERATOR_PREFIX};
 
 #[test]
 fn two_sites_two_rounds_end_to_end() {
@@ -77,9 +77,11 @@ fn two_sites_two_rounds_end_to_end() {
     let last = store.load_round(2).unwrap();
     let moved = initial.parts["generator"].l2_distance(&last.parts["generator"]).unwrap();
     assert!(moved > 0.0, "global generator unchanged after 2 rounds");
-    let joined =
-        Weights::join_prefixed(&[(GENERATOR, &last.parts["generator"]), (DISCRIMINATOR, &last.parts["discriminator"])])
-            .unwrap();
+    let joined = Weights::join_prefixed(&[
+        (GENERATOR_PREFIX, &last.parts["generator"]),
+        (DISCRIMINATOR_PREFIX, &last.parts["discriminator"]),
+    ])
+    .unwrap();
     let cfg = Config::load(&fed.config).unwrap();
     let mut gan = Gan::new(&cfg.model_config().unwrap(), tch::Device::Cpu, 0).unwrap();
     gan.load_weights(&joined).unwrap();
@@ -302,9 +304,11 @@ fn a_one_site_federation_equals_the_centralized_run() {
     assert!(report.finished && report.rounds.len() == 3, "{report:#?}");
     let store = CheckpointStore::open(tmp.path().join("run/checkpoints"), 5).unwrap();
     let last = store.load_round(3).unwrap();
-    let federated =
-        Weights::join_prefixed(&[(GENERATOR, &last.parts["generator"]), (DISCRIMINATOR, &last.parts["discriminator"])])
-            .unwrap();
+    let federated = Weights::join_prefixed(&[
+        (GENERATOR_PREFIX, &last.parts["generator"]),
+        (DISCRIMINATOR_PREFIX, &last.parts["discriminator"]),
+    ])
+    .unwrap();
 
     // The centralized run, on the data exactly as site 0 loads it, in chunks of the local steps.
     tch::set_num_threads(1);
@@ -314,7 +318,7 @@ fn a_one_site_federation_equals_the_centralized_run() {
     let shard = histofed::cli::site_shard(&cfg, &splits.train, 0).unwrap();
     let model = cfg.model_config().unwrap();
     assert!(model.ema_decay > 0.0 && model.spectral_norm && !model.diffaugment.is_none(), "{model:?}");
-    let central = histofed::simulation::train_centralized(
+    let central = histofed::train::simulation::train_centralized(
         &model,
         tch::Device::Cpu,
         std::sync::Arc::new(shard),
@@ -330,12 +334,12 @@ fn a_one_site_federation_equals_the_centralized_run() {
     // Not trivially equal: training moved the weights, and one step more or less would show.
     let first = store.load_round(0).unwrap();
     let initial = Weights::join_prefixed(&[
-        (GENERATOR, &first.parts["generator"]),
-        (DISCRIMINATOR, &first.parts["discriminator"]),
+        (GENERATOR_PREFIX, &first.parts["generator"]),
+        (DISCRIMINATOR_PREFIX, &first.parts["discriminator"]),
     ])
     .unwrap();
     assert!(central.l2_distance(&initial).unwrap() > 0.0);
-    let shorter = histofed::simulation::train_centralized(
+    let shorter = histofed::train::simulation::train_centralized(
         &model,
         tch::Device::Cpu,
         std::sync::Arc::new(histofed::cli::site_shard(&cfg, &splits.train, 0).unwrap()),

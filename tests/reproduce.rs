@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use histofed::reproduce::{Arm, Reproduction, Setting};
+use histofed::studies::reproduce::{Arm, Reproduction, Setting};
 
 fn reproduce(out: &std::path::Path, cache: &std::path::Path) -> String {
     let o = Command::new(env!("CARGO_BIN_EXE_histofed"))

@@ -12,12 +12,18 @@ use ractor::message::{BoxedDowncastErr, SerializedMessage};
 use ractor::{ActorRef, Message};
 use serde::{Deserialize, Serialize};
 
-pub use crate::evaluation::EvalReport;
+pub use crate::eval::gan_evaluator::EvalReport;
+pub use crate::faults::InjectedFault;
 pub use crate::federation::evaluation::SiteEval;
 use crate::federation::strategy::SiteHints;
 use crate::federation::weights::Weights;
 pub use crate::records::LossSummary;
-pub use crate::training::{InjectedFault, LocalJob, LocalResult, TrainFailure, TrainFailureKind};
+pub use crate::train::{LocalJob, LocalResult, TrainFailure, TrainFailureKind};
+
+/// `true` for role names the server admits: a node-name-like DNS label of at most 48 characters.
+pub fn valid_role_name(name: &str) -> bool {
+    name.len() <= 48 && crate::cluster::certs::valid_node_name(name)
+}
 
 /// Bumped on any incompatible change of the frames below. Peers compare it at join.
 /// Version 2: weights moved to the bulk data plane (`cluster::bulk`); `Train` names the blob, updates are uploads.

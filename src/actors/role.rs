@@ -17,7 +17,7 @@
 //!
 //! Why events are pushed by the server and not pulled: a round counts only once its checkpoint is durable, and only
 //! the server knows that moment; it casts one `RoundEvent` per completed round to every member of the group, and
-//! keeps the round's weights downloadable for [`crate::actors::server::ROLE_BLOBS_KEPT`] rounds. A role joining
+//! keeps the round's weights downloadable for the server's `ROLE_BLOBS_KEPT` rounds. A role joining
 //! late gets the newest completed round at once. At the end of a run the server waits (bounded by the round
 //! deadline) for the roles' reports on the last round before it exits.
 //!
@@ -117,7 +117,7 @@ impl RoleNodeOptions {
 /// (run over with `exit_when_run_over`, restart budget exhausted, refused by the server). `Ok` carries why it
 /// stopped. Wrap it in `tokio::select!` with a signal to stop it from outside.
 pub async fn run_node(make: RoleFactory, opts: RoleNodeOptions) -> Result<String, RoleError> {
-    if !crate::actors::server::valid_role_name(&opts.role) {
+    if !crate::actors::messages::valid_role_name(&opts.role) {
         return Err(RoleError::BadName(opts.role.clone()));
     }
     // A role node receives a model-sized blob every round: keep freed buffers for reuse (see `heap`).

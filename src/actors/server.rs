@@ -52,18 +52,16 @@ use crate::actors::restart_policy::{Decision, RestartPolicy, RestartTracker};
 use crate::actors::{is_child, set_exit, spawn_configured_child, Exit};
 use crate::cluster::bulk::{BulkLimits, BulkServer, BulkTls, Upload, UploadSink};
 use crate::config::Config;
-use crate::evaluation::EvalReport;
+use crate::eval::gan_evaluator::EvalReport;
 use crate::federation::checkpoint::{CheckpointMeta, CheckpointStore};
 use crate::federation::round::{RoundState, RoundStatus, UpdateVerdict};
 use crate::federation::strategy::Strategy;
 use crate::federation::validate::{validate_update, UpdateHeader, ValidationPolicy};
 use crate::federation::weights::{Weights, WeightsError};
 use crate::kube::membership::MembershipEvent;
+use crate::models::{DISCRIMINATOR_PREFIX, GENERATOR_PREFIX};
 use crate::observability::{Metrics, Readiness, RoleReportOutcome, SiteEvent, StatusHandle};
 use crate::records::{RoleOutcome, RoundRecord, RunEvent, RunReport, SiteRound};
-
-pub const GENERATOR: &str = "generator.";
-pub const DISCRIMINATOR: &str = "discriminator.";
 
 /// Completed rounds whose global weights stay downloadable for roles (while roles are joined; otherwise only the
 /// newest, which is the same bytes as the next round's starting blob and costs nothing extra). A role has about
@@ -79,11 +77,6 @@ pub const MAX_ROLES: usize = 16;
 const MAX_ROLE_METRICS: usize = 64;
 const MAX_ROLE_ARTIFACTS: usize = 64;
 const MAX_ROLE_TEXT: usize = 512;
-
-/// `true` for role names the server admits: a node-name-like DNS label of at most 48 characters.
-pub fn valid_role_name(name: &str) -> bool {
-    name.len() <= 48 && crate::cluster::certs::valid_node_name(name)
-}
 
 /// Why a role report is refused, if it is ( non-finite values, too many or too long entries).
 pub fn check_role_report(report: &RoleReport) -> Result<(), String> {
@@ -166,7 +159,8 @@ struct Persisting {
 }
 
 /// Checkpoint parts of the GAN bundle: (part name, tensor-name prefix).
-pub const CHECKPOINT_PARTS: [(&str, &str); 2] = [("generator", GENERATOR), ("discriminator", DISCRIMINATOR)];
+pub const CHECKPOINT_PARTS: [(&str, &str); 2] =
+    [("generator", GENERATOR_PREFIX), ("discriminator", DISCRIMINATOR_PREFIX)];
 /// Prefix of a strategy's tensor state (`Strategy::state_weights`) in the bundle handed to the checkpoint writer;
 /// saved as the checkpoint's `strategy` part.
 pub const STRATEGY_STATE: &str = "strategy.";
@@ -1135,7 +1129,7 @@ async fn on_role_hello(st: &mut ServerState, protocol: u32, name: String) -> Res
         refuse(st, format!("protocol version {protocol} is not supported (server speaks {PROTOCOL_VERSION})"));
         return Ok(());
     }
-    if !valid_role_name(&name) {
+    if !crate::actors::messages::valid_role_name(&name) {
         refuse(st, format!("role name {name:?} is not a lowercase DNS label of at most 48 characters"));
         return Ok(());
     }

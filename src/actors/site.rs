@@ -37,12 +37,12 @@ use crate::actors::trainer::{TrainerActor, TrainerArgs};
 use crate::actors::{is_child, new_remote_server, set_exit, spawn_configured_child, Exit};
 use crate::cluster::bulk::{self, ClientOpts};
 use crate::cluster::{self, NodeEvent};
+use crate::faults::InjectedFault;
 use crate::faults::{self, FaultPlan};
 use crate::federation::site_store::{Finished, SiteStore};
 use crate::federation::strategy::SiteHints;
 use crate::federation::weights::Weights;
 use crate::observability::Metrics;
-use crate::training::InjectedFault;
 
 pub struct SiteActor;
 

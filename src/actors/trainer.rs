@@ -11,7 +11,7 @@ use crate::actors::messages::{LocalJob, LocalResult, SiteMsg, TrainFailure, Trai
 use crate::actors::worker::Worker;
 use crate::data::Dataset;
 use crate::models::ModelConfig;
-use crate::training::{LocalCheckpoints, LocalTrainer};
+use crate::train::{LocalCheckpoints, LocalTrainer};
 
 pub struct TrainerActor;
 
@@ -61,7 +61,7 @@ impl Actor for TrainerActor {
             },
             move |trainer: &mut Result<Option<LocalTrainer>, TrainFailure>, job: LocalJob| match trainer {
                 Ok(Some(t)) => t.run(&job).map_err(TrainFailure::from),
-                Ok(None) => Ok(crate::training::bench_step(&job, site_id)),
+                Ok(None) => Ok(crate::train::bench_step(&job, site_id)),
                 Err(e) => Err(e.clone()),
             },
         )?;

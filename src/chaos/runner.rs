@@ -299,7 +299,11 @@ fn final_distance(a: &Path, b: &Path) -> Option<f64> {
         let ck = store.load_latest().ok()?.checkpoint?;
         let g = ck.parts.get("generator")?;
         let dsc = ck.parts.get("discriminator")?;
-        crate::federation::weights::Weights::join_prefixed(&[("generator.", g), ("discriminator.", dsc)]).ok()
+        crate::federation::weights::Weights::join_prefixed(&[
+            (crate::models::GENERATOR_PREFIX, g),
+            (crate::models::DISCRIMINATOR_PREFIX, dsc),
+        ])
+        .ok()
     };
     let (wa, wb) = (load(a)?, load(b)?);
     let d = wa.l2_distance(&wb).ok()?;

@@ -33,6 +33,6 @@ pub use classifier::{Classifier, ClassifierConfig, CLASSIFIER_PRESETS};
 pub use config::{AugmentPolicy, DiscKind, GanKind, GeneratorArch, ModelConfig, Recipe, SourceLoss};
 pub use device::select_device;
 pub use error::ModelError;
-pub use gan::{Gan, StepLosses};
+pub use gan::{Gan, StepLosses, DISCRIMINATOR_PREFIX, GENERATOR_PREFIX};
 pub use metrics::{frechet_distance, random_cnn_features, simple_features};
 pub use objectives::gradient_penalty;

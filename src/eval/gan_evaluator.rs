@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 use thiserror::Error;
 
-use crate::assessment::{AssessError, AssessOptions, Assessor};
+use super::sampling::to_rgb_bytes;
 use crate::data::{grid, DataError, Dataset};
+use crate::eval::assessment::{AssessError, AssessOptions, Assessor};
 use crate::federation::weights::Weights;
 use crate::models::{frechet_distance, simple_features, Gan, ModelConfig, ModelError};
 pub use crate::records::RoundQuality;
@@ -85,20 +86,6 @@ pub struct GanEvaluator {
     quality: Option<(QualitySetup, Assessor)>,
 }
 
-/// Converts generator output ([N,3,H,W] in [-1,1]) to HWC RGB bytes.
-pub fn to_rgb_bytes(images: &Tensor) -> Vec<u8> {
-    let u8s = ((images.clamp(-1.0, 1.0) + 1.0) * 127.5)
-        .round()
-        .to_kind(Kind::Uint8)
-        .permute([0, 2, 3, 1])
-        .contiguous()
-        .to_device(Device::Cpu);
-    let n = u8s.numel();
-    let mut out = vec![0u8; n];
-    u8s.copy_data(&mut out, n);
-    out
-}
-
 impl GanEvaluator {
     /// `real` is the held-out set the generated images are compared with; grids go to `out_dir/samples/`.
     pub fn new(
@@ -114,7 +101,7 @@ impl GanEvaluator {
         }
         let gan = Gan::new(cfg, device, seed as i64)?;
         let all: Vec<usize> = (0..real.len()).collect();
-        let (x, _) = crate::training::batch_tensors(real, &all, device);
+        let (x, _) = crate::train::batch_tensors(real, &all, device);
         let real_features = tch::no_grad(|| simple_features(&x));
         Ok(Self {
             gan,

@@ -29,11 +29,11 @@ use sha2::{Digest, Sha256};
 use tch::{Device, Tensor};
 use thiserror::Error;
 
-use crate::centralized::{self, CentralError, ClassifierRun};
 use crate::data::Dataset;
 use crate::federation::checkpoint::write_atomic;
 use crate::federation::weights::Weights;
 use crate::models::{Classifier, ClassifierConfig, ModelError};
+use crate::train::classifier::{self, ClassifierError, ClassifierRun};
 
 /// Version of the cache entry format (and of the key recipe); bumping it invalidates every entry.
 const CACHE_FORMAT: u32 = 1;
@@ -43,7 +43,7 @@ pub enum ReferenceError {
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error("training the reference classifier: {0}")]
-    Train(#[from] CentralError),
+    Train(#[from] ClassifierError),
     #[error("the {0} split is empty")]
     EmptySplit(&'static str),
     #[error("train and test splits differ: {0}")]
@@ -229,10 +229,10 @@ impl ReferenceExtractor {
             batch_size: opts.batch_size,
             seed: opts.seed,
         };
-        let (clf, points) = centralized::train_classifier(&run, |_| {})?;
+        let (clf, points) = classifier::train_classifier(&run, |_| {})?;
         let test_accuracy = match points.last() {
             Some(p) => p.test_accuracy,
-            None => centralized::accuracy(&clf, test, opts.device)?,
+            None => classifier::accuracy(&clf, test, opts.device)?,
         };
         let train_secs = start.elapsed().as_secs_f64();
         if let Err(why) = Self::store_entry(&clf, &cfg, opts, &key, test_accuracy, cache_dir) {

@@ -14,12 +14,12 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::assessment::{Assessment, Assessor, Baseline};
-use crate::augment_study::Stat;
 use crate::data::{Dataset, Splits};
+use crate::eval::assessment::{Assessment, Assessor, Baseline};
 use crate::federation::checkpoint::write_atomic;
 use crate::models::{AugmentPolicy, DiscKind, Gan, GanKind, GeneratorArch, ModelConfig, Recipe, SourceLoss};
-use crate::simulation::train_centralized;
+use crate::studies::augment::Stat;
+use crate::train::simulation::train_centralized;
 
 use super::ReproduceError;
 
@@ -202,7 +202,7 @@ pub fn run(
             runs.push(assessor.assess(&gan, seed as i64, &dir).map_err(|e| err(e.to_string()))?);
             if grid.is_none() {
                 let rel = format!("{cell}/samples.png");
-                if crate::evaluation::sample_grid(&gan, 8, seed as i64, &opts.out_dir.join(&rel)).is_ok() {
+                if crate::eval::gan_evaluator::sample_grid(&gan, 8, seed as i64, &opts.out_dir.join(&rel)).is_ok() {
                     grid = Some(rel);
                 }
             }

@@ -16,13 +16,13 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 use thiserror::Error;
 
-use crate::augment_study::{synthesize, AugmentError};
+use super::sampling::{synthesize, SamplingError};
 use crate::data::Dataset;
+use crate::eval::quality::{assess, kid, write_pictures, QualityError, QualityInputs, QualityOptions, QualityReport};
+use crate::eval::reference::{ReferenceError, ReferenceExtractor, ReferenceInfo, ReferenceOptions};
 use crate::models::{frechet_distance, random_cnn_features, Gan, ModelError};
-use crate::quality::{assess, kid, write_pictures, QualityError, QualityInputs, QualityOptions, QualityReport};
 pub use crate::records::QualitySummary;
-use crate::reference::{ReferenceError, ReferenceExtractor, ReferenceInfo, ReferenceOptions};
-use crate::training::batch_tensors;
+use crate::train::batch_tensors;
 
 /// Largest side of the images the pixel-space memorization check compares.
 const PIXEL_SIDE: i64 = 32;
@@ -34,7 +34,7 @@ pub enum AssessError {
     #[error("quality metrics: {0}")]
     Quality(#[from] QualityError),
     #[error("synthesizing images: {0}")]
-    Synthesize(#[from] AugmentError),
+    Synthesize(#[from] SamplingError),
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error("the {0} split is empty")]
@@ -257,8 +257,8 @@ impl Assessor {
                 let z = crate::models::rng::SeededRng::new(seed).normal_tensor(&[n, 3, s, s], Device::Cpu);
                 let x = (z * std.view([1, 3, 1, 1]) + mean.view([1, 3, 1, 1])).clamp(-1.0, 1.0);
                 let labels: Vec<u32> = (0..n as usize).map(|i| (i / per_class) as u32).collect();
-                Dataset::new(self.size, self.classes.clone(), crate::evaluation::to_rgb_bytes(&x), labels)
-                    .map_err(|e| AssessError::Synthesize(AugmentError::Options(e.to_string())))?
+                Dataset::new(self.size, self.classes.clone(), crate::eval::sampling::to_rgb_bytes(&x), labels)
+                    .map_err(|e| AssessError::Synthesize(SamplingError::Options(e.to_string())))?
             }
         };
         self.assess_dataset(&set, out_dir, start)

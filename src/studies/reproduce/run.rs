@@ -16,16 +16,17 @@ use std::time::Instant;
 
 use tch::Device;
 
-use crate::assessment::{AssessOptions, Assessor, Baseline};
-use crate::augment_study::{predict, score, synthesize, train_classifier, train_classifier_once};
 use crate::data::{Dataset, Splits};
+use crate::eval::assessment::{AssessOptions, Assessor, Baseline};
+use crate::eval::quality::QualityOptions;
+use crate::eval::reference::ReferenceOptions;
+use crate::eval::sampling::synthesize;
 use crate::federation::checkpoint::write_atomic;
 use crate::federation::weights::Weights;
 use crate::models::{ClassifierConfig, DiscKind, Gan, GanKind, ModelConfig};
-use crate::quality::QualityOptions;
 use crate::records::QualitySummary;
-use crate::reference::ReferenceOptions;
-use crate::simulation::train_centralized;
+use crate::studies::augment::{predict, score, train_classifier, train_classifier_once};
+use crate::train::simulation::train_centralized;
 
 use super::pool::parallel;
 use super::{
@@ -99,8 +100,8 @@ fn result_key(opts: &ReproduceOptions, splits: &Splits) -> String {
         "reproduce-v2",
         &opts.preset,
         opts.seed,
-        crate::reference::dataset_fingerprint(&splits.train),
-        crate::reference::dataset_fingerprint(&splits.test),
+        crate::eval::reference::dataset_fingerprint(&splits.train),
+        crate::eval::reference::dataset_fingerprint(&splits.test),
     ))
     .unwrap_or_default();
     hex::encode(&Sha256::digest(text.as_bytes())[..8])
@@ -202,7 +203,7 @@ fn measure(
     let seed = job.seed as i64;
     let a = assessor.assess(gan, seed.wrapping_mul(7919).wrapping_add(1), &dir).map_err(|e| cell_err(&name, e))?;
     let grid_rel = format!("runs/{name}/samples.png");
-    let grid = match crate::evaluation::sample_grid(gan, 8, seed, &shared.opts.out_dir.join(&grid_rel)) {
+    let grid = match crate::eval::gan_evaluator::sample_grid(gan, 8, seed, &shared.opts.out_dir.join(&grid_rel)) {
         Ok(()) => Some(grid_rel),
         Err(e) => {
             tracing::warn!(run = %name, error = %e, "cannot draw the sample grid");
@@ -290,7 +291,7 @@ fn arms_job(
     let test = &shared.splits.test;
     let cfg = classifier_config(p, real)?;
     let steps = u64::from(p.classifier_steps);
-    let e = |e: crate::augment_study::AugmentError| cell_err(&name, e);
+    let e = |e: crate::studies::augment::AugmentError| cell_err(&name, e);
     let fit = |pool: &Dataset| train_classifier(&cfg, pool, steps, CLASSIFIER_BATCH, clf_seed, device).map_err(e);
     let filter = fit(real)?;
     let (accuracy, macro_f1) = score(&filter, test, device).map_err(e)?;
@@ -308,7 +309,7 @@ fn arms_job(
         let gan = load_gan(shared, job)?;
         // The same synthetic images for every classifier seed (drawn by the GAN seed): the arms are paired.
         let draw = (job.seed as i64).wrapping_mul(104_729).wrapping_add(regime as i64);
-        let synth = synthesize(&gan, &vec![regime; k], &real.classes, real.size, draw).map_err(e)?;
+        let synth = synthesize(&gan, &vec![regime; k], &real.classes, real.size, draw).map_err(|x| e(x.into()))?;
         let mut mixed = (**real).clone();
         mixed.extend_from(&synth)?;
         let (accuracy, macro_f1) = score(&fit(&mixed)?, test, device).map_err(e)?;
@@ -323,7 +324,8 @@ fn arms_job(
         });
         // Filtered: draw three times as many, keep those the real-only classifier assigns to their conditioned
         // class, at most `regime` per class.
-        let pool = synthesize(&gan, &vec![3 * regime; k], &real.classes, real.size, draw.wrapping_add(1)).map_err(e)?;
+        let pool = synthesize(&gan, &vec![3 * regime; k], &real.classes, real.size, draw.wrapping_add(1))
+            .map_err(|x| e(x.into()))?;
         let pred = predict(&filter, &pool, device).map_err(e)?;
         let mut agreeing = 0usize;
         let keep = pool.first_per_class(regime, |i| {
@@ -437,7 +439,7 @@ fn run_federated(
         let dir = runner.run(&fed).map_err(|message| ReproduceError::Federated { seed, message })?;
         let train_secs = t0.elapsed().as_secs_f64();
         let model = model_config(p, &job.gan, &job.disc, shared.splits.train.num_classes())?;
-        let loaded = crate::augment_study::load_generator(&dir, &model, shared.device(), seed as i64)
+        let loaded = crate::eval::sampling::load_generator(&dir, &model, shared.device(), seed as i64)
             .map_err(|e| ReproduceError::Federated { seed, message: e.to_string() })?;
         let r = measure(shared, assessor, &loaded.gan, &job, train_secs)?;
         store(&path, &shared.key, &r)?;

@@ -22,12 +22,12 @@ use tch::{Device, Kind, Tensor};
 use thiserror::Error;
 
 use crate::data::Dataset;
+use crate::eval::quality::frechet::frechet_report;
+use crate::eval::quality::precision_recall::precision_recall;
+use crate::eval::quality::QualityError;
 use crate::federation::evaluation::{ClassScore, SiteEval};
 use crate::federation::weights::Weights;
 use crate::models::{simple_features, Gan, ModelConfig, ModelError};
-use crate::quality::frechet::frechet_report;
-use crate::quality::precision_recall::precision_recall;
-use crate::quality::QualityError;
 
 /// Neighbours defining the precision/recall manifolds (the quality suite's k).
 pub const PR_K: usize = 3;
@@ -63,7 +63,7 @@ impl LocalEvaluator {
         }
         let gan = Gan::new(cfg, device, seed as i64)?;
         let all: Vec<usize> = (0..val.len()).collect();
-        let (x, _) = crate::training::batch_tensors(val, &all, device);
+        let (x, _) = crate::train::batch_tensors(val, &all, device);
         let real_features = tch::no_grad(|| simple_features(&x));
         let names = (0..cfg.num_classes as usize)
             .map(|c| val.classes.get(c).cloned().unwrap_or_else(|| format!("class-{c}")))

@@ -14,11 +14,12 @@ use std::sync::Arc;
 use tch::Device;
 
 use crate::data::Dataset;
+use crate::faults::InjectedFault;
 use crate::federation::strategy::{SiteHints, Strategy};
 use crate::federation::weights::Weights;
 use crate::models::{Gan, ModelConfig};
 use crate::records::LossSummary;
-use crate::training::{InjectedFault, LocalJob, LocalTrainer, TrainError};
+use crate::train::{LocalJob, LocalTrainer, TrainError};
 
 /// One round of a simulated run (or one chunk of a centralized run).
 #[derive(Debug, Clone, PartialEq)]

@@ -14,6 +14,7 @@ use tch::{Device, Tensor};
 use thiserror::Error;
 
 use crate::data::Dataset;
+use crate::faults::InjectedFault;
 use crate::federation::site_store::{Progress, SiteStore};
 use crate::federation::strategy::SiteHints;
 use crate::federation::weights::Weights;
@@ -60,21 +61,6 @@ impl From<TrainError> for TrainFailure {
         };
         TrainFailure { kind, message: e.to_string() }
     }
-}
-
-/// A fault injected into a job on purpose (tests and chaos scenarios only).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum InjectedFault {
-    #[default]
-    None,
-    /// Panic instead of training.
-    Panic,
-    /// Fail as if the losses had become NaN.
-    NonFinite,
-    /// Fail as if the device ran out of memory (unless the batch is already at or below `floor`).
-    OutOfMemory { floor: u32 },
-    /// Stall this long before training (a straggler).
-    Slow { delay_ms: u64 },
 }
 
 /// One round's local work.
@@ -253,7 +239,7 @@ pub fn bench_weights(params: u64, seed: u64) -> Result<Weights, TrainError> {
     for i in 0..parts {
         let n = (params / parts + u64::from(i < params % parts)) as usize;
         let data: Vec<f32> = (0..n).map(|_| rng.random_range(-0.1f32..0.1)).collect();
-        let prefix = if i < parts / 2 { "generator." } else { "discriminator." };
+        let prefix = if i < parts / 2 { crate::models::GENERATOR_PREFIX } else { crate::models::DISCRIMINATOR_PREFIX };
         let t = crate::federation::weights::NamedTensor::new(format!("{prefix}w{i:02}"), vec![n], data)
             .map_err(|e| TrainError::Model(ModelError::Weights(e.to_string())))?;
         tensors.push(t);
