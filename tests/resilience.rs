@@ -361,7 +361,7 @@ fn server_momentum_is_checkpointed_and_restored_after_a_kill() {
     let mut checked = 0;
     for t in g2.tensors() {
         let name = format!("generator.{}", t.name);
-        if histofed::federation::server_opt::is_statistic(&name) {
+        if histofed::federation::strategy::server_opt::is_statistic(&name) {
             continue;
         }
         let (prev, mom) = (g1.get(&t.name).unwrap(), m.get(&name).expect("a moment per trained tensor"));

@@ -5,7 +5,6 @@
 pub mod checkpoint;
 pub mod evaluation;
 pub mod round;
-pub mod server_opt;
 pub mod site_store;
 pub mod strategy;
 pub mod validate;

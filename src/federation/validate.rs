@@ -201,22 +201,7 @@ fn check_names(global: &Weights, update: &Weights) -> Result<(), Rejection> {
 
 /// ‖update − global‖₂ in f64, for bundles already known to share a layout.
 fn update_norm(global: &Weights, update: &Weights) -> f64 {
-    global
-        .tensors()
-        .iter()
-        .zip(update.tensors())
-        .map(|(g, u)| {
-            g.data
-                .iter()
-                .zip(&u.data)
-                .map(|(&a, &b)| {
-                    let d = f64::from(b) - f64::from(a);
-                    d * d
-                })
-                .sum::<f64>()
-        })
-        .sum::<f64>()
-        .sqrt()
+    update.squared_distance(global).sqrt()
 }
 
 #[cfg(test)]

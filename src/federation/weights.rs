@@ -128,8 +128,13 @@ impl Weights {
     /// Euclidean distance to a bundle of the same layout.
     pub fn l2_distance(&self, other: &Weights) -> Result<f64, WeightsError> {
         self.check_same_layout(other)?;
-        let sum: f64 = self
-            .tensors
+        Ok(self.squared_distance(other).sqrt())
+    }
+
+    /// Squared Euclidean distance in f64, for bundles the caller already knows share a layout (values past the
+    /// shorter of two mismatched tensors are ignored; use [`Weights::l2_distance`] when the layout is not checked).
+    pub fn squared_distance(&self, other: &Weights) -> f64 {
+        self.tensors
             .iter()
             .zip(&other.tensors)
             .flat_map(|(a, b)| a.data.iter().zip(&b.data))
@@ -137,8 +142,7 @@ impl Weights {
                 let d = f64::from(x) - f64::from(y);
                 d * d
             })
-            .sum();
-        Ok(sum.sqrt())
+            .sum()
     }
 
     /// The tensors whose names start with `prefix`, with the prefix removed (e.g. the generator of a GAN bundle).

@@ -281,7 +281,7 @@ fn proximal_term_keeps_weights_near_the_anchor() {
         // Only trainable tensors: batch-norm running statistics, spectral-norm vectors and the generator's EMA move
         // the same with or without the proximal term.
         let trainable = |w: Weights| {
-            let keep = |t: &NamedTensor| !crate::federation::server_opt::is_statistic(&t.name);
+            let keep = |t: &NamedTensor| !crate::federation::strategy::server_opt::is_statistic(&t.name);
             Weights::new(w.into_tensors().into_iter().filter(keep).collect()).unwrap()
         };
         (trainable(g.weights().unwrap()).l2_distance(&trainable(w0)).unwrap(), last)

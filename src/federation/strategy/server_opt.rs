@@ -15,8 +15,9 @@
 //! is O(P) and lives in the strategy; it is exposed as [`Weights`] (`Strategy::state_weights`) and saved as the
 //! `strategy` part of every round's checkpoint, so a restarted server resumes with the same moments.
 
-use super::strategy::{AggregateError, FedAvg, Strategy};
-use super::weights::{NamedTensor, Weights};
+use super::api::{AggregateError, Strategy};
+use super::fedavg::FedAvg;
+use crate::federation::weights::{NamedTensor, Weights};
 
 /// Which server optimiser.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -1,0 +1,59 @@
+//! The seam itself: the [`Strategy`] trait the server's round loop drives, what it sends to sites with the weights
+//! ([`SiteHints`]), and the one error type of configuring and aggregating.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::federation::weights::Weights;
+
+/// Errors of configuring a strategy or aggregating a round.
+#[derive(Debug, Error, PartialEq)]
+pub enum AggregateError {
+    #[error("no updates to aggregate")]
+    NoUpdates,
+    #[error("update layout differs from the round's model: {0}")]
+    Layout(String),
+    #[error("the updates' sample counts sum to zero")]
+    ZeroSamples,
+    #[error("Krum needs at least {need} updates for this configuration but has {have}")]
+    TooFewForKrum { have: usize, need: usize },
+    #[error("invalid strategy parameter: {0}")]
+    InvalidParameter(String),
+    #[error("aggregate of tensor `{0}` is not finite")]
+    NonFinite(String),
+}
+
+/// Settings sent to sites together with the round's weights.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SiteHints {
+    /// FedProx proximal term weight: sites add `mu/2 · ‖w − w_global‖²` to their local loss.
+    pub proximal_mu: Option<f64>,
+}
+
+/// How the server combines a round's updates.
+pub trait Strategy: Send {
+    fn name(&self) -> &'static str;
+    /// Settings sent to sites with the round's weights (e.g. FedProx's mu).
+    fn site_hints(&self) -> SiteHints {
+        SiteHints::default()
+    }
+    /// Starts a round from the current global weights.
+    fn begin_round(&mut self, global: &Weights);
+    /// Folds in one validated update (full weights, not a delta) with its sample count.
+    fn accumulate(&mut self, update: Weights, num_samples: u64) -> Result<(), AggregateError>;
+    /// Number of updates folded in so far this round.
+    fn count(&self) -> usize;
+    /// Produces the new global weights and resets for the next round.
+    fn finish(&mut self) -> Result<Weights, AggregateError>;
+    /// Serializable state to put into checkpoints (most strategies: none).
+    fn state(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+    /// Tensor state that must survive a server restart (a server optimiser's moments), saved with each round's
+    /// checkpoint as its `strategy` part. Most strategies: none.
+    fn state_weights(&self) -> Option<Weights> {
+        None
+    }
+    /// Restores what [`Strategy::state_weights`] returned, from the checkpoint a server resumes from.
+    fn restore_state_weights(&mut self, _state: &Weights) {}
+}
