@@ -1,19 +1,17 @@
 //! histofed: resilient federated GAN training on histopathology images.
 //!
-//! Layers, imports pointing down only:
-//! - [`cli`] and [`launcher`] wire configuration, telemetry, the cluster and the actors together;
-//! - [`actors`] are the roles (server, site, generator-trainer, evaluator), thin shells over the libraries;
-//! - [`cluster`] is everything about the network (ractor_cluster nodes, sessions, events, the bulk data plane);
-//! - [`chaos`] runs fault scenarios against a real local federation and reports what survived;
-//! - [`kube`] is everything about the Kubernetes API (site membership from pods, the pod-killing chaos tool);
-//! - [`observability`] serves health, readiness, Prometheus metrics and status over HTTP; [`plots`] and
-//!   [`report_html`] turn a run report into pictures and a page;
-//! - [`training`], [`evaluation`], [`centralized`], [`report`] turn models and data into rounds, baselines,
-//!   scores and records; [`reference`] (the cached reference classifier) and [`augment_study`] (real vs real +
-//!   synthetic training data, centralized and federated) measure what the generator is good for;
-//! - [`models`] (tch), [`data`] (images), [`federation`] (weights, strategies, checkpoints) and [`config`] are pure.
-//! - [`quality`] scores generated samples against real ones in a reference classifier's feature space (pure tensor
-//!   code: per-class Fréchet, precision/recall, memorization, diversity, class similarity).
+//! Layers, imports pointing down only (the table is ARCHITECTURE.md's "## Layers"; `tests/layering.rs` enforces it):
+//! - 9 [`cli`] — the subcommands;
+//! - 8 [`studies`] (augmentation study, the reproduction, the ablation), [`bench`], [`chaos`], [`launcher`];
+//! - 7 [`actors`] — the roles (server, site, generator-trainer, evaluator), thin shells over the libraries;
+//! - 6 [`cluster`] (ractor_cluster nodes, mTLS, the bulk data plane, dev certificates), [`kube`] (the Kubernetes
+//!   API), [`observability`] (health, readiness, Prometheus metrics, status over HTTP);
+//! - 5 [`report`] — report.json / .md / .html and the plots;
+//! - 4 [`eval`] — quality metrics, the reference classifier, sampling, the per-round evaluator, federated evaluation;
+//! - 3 [`train`] — local GAN rounds, the classifier, in-process simulation;
+//! - 2 [`records`] (run records), [`faults`] (injected faults), [`config`] (the one TOML file);
+//! - 1 [`models`] (tch), [`data`] (images), [`federation`] (weights, strategies, validation, checkpoints) — pure;
+//! - 0 [`util`] — heap reuse, logging, the drawing canvas.
 //!
 //! See ARCHITECTURE.md for the data path and the module map.
 

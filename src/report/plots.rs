@@ -1,5 +1,5 @@
 //! Curves of a run as PNG images: GAN losses per round (global means and each site's discriminator loss) and the
-//! Fréchet distance per evaluated round. `report_html` embeds them; `histofed` can also write them next to
+//! Fréchet distance per evaluated round. `report::html` embeds them; `histofed` can also write them next to
 //! `report.json`.
 //!
 //! The font and the canvas are `util::draw`'s (embedded DejaVu Sans, so a slim image without fontconfig still

@@ -1,4 +1,3 @@
-
 use super::aggregate::*;
 use super::*;
 use crate::federation::weights::{NamedTensor, Weights};

@@ -85,7 +85,7 @@ pub fn markdown(r: &Reproduction) -> String {
     for c in &r.claims {
         let _ = writeln!(s, "| {} | {} | **{}** | {} |", c.id, c.statement, c.verdict.as_str(), c.evidence);
     }
-    let _ = writeln!(s, "\nRules, fixed in `src/reproduce/claims.rs` before the run:\n");
+    let _ = writeln!(s, "\nRules, fixed in `src/studies/reproduce/claims.rs` before the run:\n");
     for c in &r.claims {
         let _ = writeln!(s, "{}. {}", c.id, c.test);
     }
