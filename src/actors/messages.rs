@@ -17,7 +17,7 @@ pub use crate::faults::InjectedFault;
 pub use crate::federation::evaluation::SiteEval;
 use crate::federation::strategy::SiteHints;
 use crate::federation::weights::Weights;
-pub use crate::records::LossSummary;
+pub use crate::records::{LossSummary, SiteRound};
 pub use crate::train::{LocalJob, LocalResult, TrainFailure, TrainFailureKind};
 
 /// `true` for role names the server admits: a node-name-like DNS label of at most 48 characters.
@@ -30,7 +30,8 @@ pub fn valid_role_name(name: &str) -> bool {
 /// Version 3: extension roles (`ToServer::RoleHello`/`RoleReport`, `ToRole`); `ToServer` gained variants, so a
 /// version-2 server could not decode a role's frames.
 /// Version 4: federated evaluation (`ToSite::Evaluate`, `ToServer::Evaluated`).
-pub const PROTOCOL_VERSION: u32 = 4;
+/// Version 5: `UpdateMeta` carries the site's `SiteRound` record whole (field order changed on the wire).
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Process group of site actors (sites join it, the server monitors it).
 pub const SITES_GROUP: &str = "histofed.sites";
@@ -137,20 +138,10 @@ pub enum ToRole {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UpdateMeta {
     pub protocol: u32,
-    pub site_id: u32,
     pub round: u64,
-    pub num_samples: u64,
-    pub losses: LossSummary,
-    pub steps: u32,
-    pub train_secs: f64,
-    pub trainer_restarts: u32,
-    /// Batch size actually used (smaller than asked after out-of-memory retries).
-    pub batch_size: u32,
-    pub oom_retries: u32,
-    /// Local step the round resumed from after a restart (0 = trained from the round's start).
-    pub resumed_from_step: u32,
-    /// The update was recovered from the site's disk (trained before a restart), not trained again.
-    pub from_local_checkpoint: bool,
+    /// What the site reports about its round, as the server records it for each contributor (one struct on both
+    /// sides of the wire, so a field added to the record travels without being copied by hand).
+    pub site: SiteRound,
 }
 
 impl UpdateMeta {
@@ -393,17 +384,19 @@ mod tests {
     fn update_metadata_round_trips_and_garbage_is_an_error() {
         let meta = UpdateMeta {
             protocol: PROTOCOL_VERSION,
-            site_id: 2,
             round: 5,
-            num_samples: 100,
-            losses: LossSummary { d_loss: 0.5, g_loss: 1.5 },
-            steps: 3,
-            train_secs: 0.25,
-            trainer_restarts: 0,
-            batch_size: 16,
-            oom_retries: 0,
-            resumed_from_step: 2,
-            from_local_checkpoint: false,
+            site: SiteRound {
+                site_id: 2,
+                num_samples: 100,
+                losses: LossSummary { d_loss: 0.5, g_loss: 1.5 },
+                steps: 3,
+                train_secs: 0.25,
+                trainer_restarts: 0,
+                batch_size: 16,
+                oom_retries: 0,
+                resumed_from_step: 2,
+                from_local_checkpoint: false,
+            },
         };
         assert_eq!(UpdateMeta::decode(&meta.encode().unwrap()).unwrap(), meta);
         assert!(UpdateMeta::decode(&[1, 2, 3]).unwrap_err().contains("undecodable"));

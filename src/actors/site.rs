@@ -29,8 +29,8 @@ use tracing::Instrument;
 
 use crate::actors::evaluator::{SiteEvaluatorActor, SiteEvaluatorArgs};
 use crate::actors::messages::{
-    BlobRef, LocalJob, ServerMsg, SiteEvaluatorMsg, SiteMsg, ToServer, ToSite, TrainFailure, TrainFailureKind,
-    TrainerMsg, UpdateMeta, SERVER_GROUP, SITES_GROUP,
+    BlobRef, LocalJob, ServerMsg, SiteEvaluatorMsg, SiteMsg, SiteRound, ToServer, ToSite, TrainFailure,
+    TrainFailureKind, TrainerMsg, UpdateMeta, SERVER_GROUP, SITES_GROUP,
 };
 use crate::actors::restart_policy::{Decision, RestartPolicy, RestartTracker};
 use crate::actors::trainer::{TrainerActor, TrainerArgs};
@@ -514,7 +514,7 @@ async fn dispatch(me: ActorRef<SiteMsg>, msg: SiteMsg, st: &mut SiteState) -> Re
                     Ok(mut meta) => {
                         tracing::info!(round, "re-sending the update finished before a restart");
                         st.pending = None;
-                        meta.from_local_checkpoint = true;
+                        meta.site.from_local_checkpoint = true;
                         st.upload(&me, meta, update, None);
                         return Ok(());
                     }
@@ -637,17 +637,19 @@ async fn dispatch(me: ActorRef<SiteMsg>, msg: SiteMsg, st: &mut SiteState) -> Re
             st.args.metrics.gan_losses(result.losses.d_loss, result.losses.g_loss);
             let meta = UpdateMeta {
                 protocol: st.args.protocol,
-                site_id: st.args.site_id,
                 round: job.round,
-                num_samples: st.args.num_samples,
-                losses: result.losses,
-                steps: result.steps,
-                train_secs: result.train_secs,
-                trainer_restarts: st.restarts_this_job,
-                batch_size: job.batch_size,
-                oom_retries: st.oom_retries,
-                resumed_from_step: result.resumed_from_step,
-                from_local_checkpoint: false,
+                site: SiteRound {
+                    site_id: st.args.site_id,
+                    num_samples: st.args.num_samples,
+                    losses: result.losses,
+                    steps: result.steps,
+                    train_secs: result.train_secs,
+                    trainer_restarts: st.restarts_this_job,
+                    batch_size: job.batch_size,
+                    oom_retries: st.oom_retries,
+                    resumed_from_step: result.resumed_from_step,
+                    from_local_checkpoint: false,
+                },
             };
             st.upload(&me, meta, result.weights, Some(job.global_sha256));
         }

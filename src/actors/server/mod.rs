@@ -1,0 +1,462 @@
+//! The server role: owns the global model and the round loop. Each round it broadcasts the global weights to the
+//! sites that said hello, validates and folds in their updates through the configured `Strategy`, closes the round
+//! when every participant answered or the deadline passed with quorum, writes a checkpoint, asks its evaluator for
+//! a quality number and a sample grid, and records the round in the report. Membership comes from the cluster's
+//! process groups (a killed site leaves at once) and from heartbeats (a hung or partitioned site stops answering
+//! pings and is declared lost within two periods; when it answers again it is back). The quorum rules live in the
+//! pure `federation::round` module.
+//!
+//! Weights move on the bulk plane (`cluster::bulk`): the round's global weights are published once and fetched by
+//! every participant; updates arrive as uploads, at most a bounded number held at once. The control connection
+//! carries only small frames, so heartbeats are never stuck behind a model.
+//!
+//! Two children do the slow work so this mailbox keeps moving: the checkpoint writer (a round counts as completed
+//! only once it is on disk) and the evaluator (its score is added to the round's record when it arrives). Both
+//! are supervised under the restart policy: a dead child is restarted after a backoff; past the budget a failing
+//! writer ends the run with a clear error (rounds that cannot be made durable are not reported as done) and a
+//! failing evaluator is switched off with an event in the report.
+//!
+//! Extension roles (`crate::roles`) join the `histofed.roles` group and say `RoleHello`; the server admits them
+//! as download-only readers of the bulk plane and, each time a round becomes durable, casts them a `RoundEvent`
+//! with the round's summary and its global weights, which stay downloadable for the last [`ROLE_BLOBS_KEPT`]
+//! rounds. Their `RoleReport`s are added to the round's record (report.json `roles`) and to `/metrics`, whenever
+//! they arrive. At the end of a run the server waits (bounded, like for the last evaluation) for the roles'
+//! reports on the last round before it exits, so the last round's weights are still there to be fetched. Nothing
+//! here knows what a role does.
+//!
+//! Federated evaluation (`evaluation.at_sites`): on the rounds the evaluator runs its suite (and always the last),
+//! the durable round's weights are retained on the bulk plane and every member site is asked to score them on its
+//! own validation split (`ToSite::Evaluate`). Answers are checked like updates (`SiteEval::check`) and folded
+//! (`federation::evaluation::aggregate`, sample-weighted) into the round's record once every site asked has answered or
+//! been lost; the run's end waits for them (bounded) like for the last evaluation.
+//!
+//! Files by concern: [`state`], [`rounds`], [`ingest`], [`persistence`], [`evaluation`], [`roles`]; this file is the
+//! actor: start-up, supervision events and the message dispatch, each arm a call into one of them.
+
+mod admission;
+mod evaluation;
+mod ingest;
+mod liveness;
+mod persistence;
+mod roles;
+mod rounds;
+mod state;
+
+pub use state::{
+    round_summary, ServerState, CHECKPOINT_PARTS, ROLE_BLOBS_KEPT, ROLE_BLOB_KEY, ROLE_READER_BASE, STRATEGY_STATE,
+};
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use ractor::{pg, Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tracing::Instrument;
+
+use crate::actors::evaluator::{EvaluatorActor, EvaluatorArgs};
+use crate::actors::messages::{
+    role_from_actor_name, site_actor_name, site_id_from_name, ServerMsg, SiteMsg, ToServer, ToSite, ROLES_GROUP,
+    SERVER_GROUP, SITES_GROUP,
+};
+use crate::actors::restart_policy::{Decision, RestartPolicy, RestartTracker};
+use crate::actors::{is_child, spawn_configured_child, Exit};
+use crate::cluster::bulk::{BulkLimits, BulkServer, BulkTls, UploadSink};
+use crate::config::Config;
+use crate::federation::checkpoint::CheckpointStore;
+use crate::federation::round::RoundStatus;
+use crate::federation::strategy::Strategy;
+use crate::federation::weights::Weights;
+use crate::kube::membership::MembershipEvent;
+use crate::observability::{Metrics, Readiness, StatusHandle};
+use crate::records::RunReport;
+use admission::{check_site_hello, refuse_site, Admission};
+use evaluation::*;
+use ingest::*;
+use liveness::{answer_limit, lost_sites, CHECKS_PER_PERIOD};
+use persistence::*;
+use roles::*;
+use rounds::*;
+use state::*;
+
+pub struct ServerActor;
+
+pub struct ServerArgs {
+    pub config: Config,
+    /// This process's cluster node, to check which certificate a site's session presented.
+    pub node: ActorRef<ractor_cluster::NodeServerMessage>,
+    pub mtls: bool,
+    pub out_dir: PathBuf,
+    pub initial: Weights,
+    pub completed_rounds: u64,
+    pub report: RunReport,
+    pub store: CheckpointStore,
+    pub strategy: Box<dyn Strategy>,
+    pub evaluator: Option<EvaluatorArgs>,
+    pub exit: Exit,
+    /// Where the bulk plane listens (port 0 picks one; sites learn it from each `Train`).
+    pub bulk_listen: SocketAddr,
+    pub bulk_tls: BulkTls,
+    pub bulk_limits: BulkLimits,
+    /// Restart policy of the server's children (evaluator, checkpoint writer) and of checkpoint-write retries.
+    pub restart_policy: RestartPolicy,
+    /// Shared with the HTTP endpoint: what `/metrics`, `/status` and `/readyz` show.
+    pub obs: Observed,
+    /// After a successful run, stay up and tell every site that (re)joins that the run is over (under a
+    /// Deployment/StatefulSet, which restart whatever exits).
+    pub stay_up: bool,
+}
+
+/// The handles the server keeps current for its HTTP endpoint (cheap clones of shared state).
+#[derive(Clone)]
+pub struct Observed {
+    pub metrics: Metrics,
+    pub status: StatusHandle,
+    pub readiness: Readiness,
+}
+
+impl Actor for ServerActor {
+    type Msg = ServerMsg;
+    type State = ServerState;
+    type Arguments = ServerArgs;
+
+    async fn pre_start(&self, me: ActorRef<ServerMsg>, a: ServerArgs) -> Result<ServerState, ActorProcessingErr> {
+        pg::join(SERVER_GROUP.to_string(), vec![me.get_cell()]);
+        pg::monitor(SITES_GROUP.to_string(), me.get_cell());
+        pg::monitor(ROLES_GROUP.to_string(), me.get_cell());
+        let evaluator = spawn_configured_child(EvaluatorActor, &a.evaluator, me.get_cell()).await?;
+        let writer = spawn_writer(&me, &a.store).await?;
+        let uploads = me.clone();
+        let sink: UploadSink = Box::new(move |up| uploads.cast(ServerMsg::Upload(up)).map_err(|e| e.to_string()));
+        let bulk = BulkServer::start(a.bulk_listen, a.bulk_tls, a.bulk_limits, sink).await?;
+        let multi = MultiProgress::new();
+        let style = ProgressStyle::with_template("{prefix:>7} [{bar:30}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+        let rounds = multi.add(ProgressBar::new(a.config.federation.rounds));
+        rounds.set_style(style.clone());
+        rounds.set_prefix("rounds");
+        rounds.set_position(a.completed_rounds);
+        let sites = multi.add(ProgressBar::new(u64::from(a.config.federation.sites)));
+        sites.set_style(style);
+        sites.set_prefix("sites");
+        sites.set_message("joining");
+        me.send_after(Duration::from_secs_f64(a.config.federation.join_timeout_secs), || ServerMsg::JoinTimeout);
+        let check_every = Duration::from_secs_f64(a.config.federation.heartbeat_secs / CHECKS_PER_PERIOD as f64);
+        me.send_interval(check_every, || ServerMsg::Heartbeat { at: Instant::now() });
+        a.obs.metrics.set_rounds_configured(a.config.federation.rounds);
+        a.obs.metrics.set_sites_expected(a.config.federation.sites as usize);
+        a.obs.status.update(|s| {
+            s.role = "server".into();
+            s.round = a.completed_rounds;
+            s.rounds_configured = a.config.federation.rounds;
+            s.expected = (0..a.config.federation.sites).map(site_actor_name).collect();
+            s.phase = "waiting for sites".into();
+        });
+        a.obs.readiness.set_ready();
+        Ok(ServerState {
+            heartbeat_ticks: 0,
+            ping_seq: 0,
+            grace_armed: false,
+            process_start: Instant::now(),
+            completed: a.completed_rounds,
+            global: Arc::new(a.initial),
+            out_dir: a.out_dir,
+            attempt: 0,
+            current: None,
+            round_started: Instant::now(),
+            contributors: Vec::new(),
+            rejected: Vec::new(),
+            aggregate_secs: 0.0,
+            sites: BTreeMap::new(),
+            waiting_to_start: true,
+            join_deadlines_missed: 0,
+            strategy: a.strategy,
+            report: a.report,
+            evaluator,
+            evaluator_args: a.evaluator,
+            evaluator_restarts: RestartTracker::new(a.restart_policy.clone(), 1),
+            writer: Some(writer),
+            writer_store: a.store,
+            writer_restarts: RestartTracker::new(a.restart_policy, 2),
+            persisting: None,
+            pending_eval: BTreeSet::new(),
+            finishing: None,
+            bulk,
+            bulk_seen: (0, 0),
+            obs: a.obs,
+            stay_up: a.stay_up,
+            finished: None,
+            tokens: HashMap::new(),
+            blob: None,
+            roles: BTreeMap::new(),
+            next_reader: ROLE_READER_BASE,
+            round_blob: None,
+            last_event: None,
+            pending_roles: BTreeSet::new(),
+            site_evals: BTreeMap::new(),
+            num_classes: a.config.model_config().map(|m| m.num_classes as usize)?,
+            progress: Progress { rounds, sites },
+            started: Instant::now(),
+            exit: a.exit,
+            node: a.node,
+            mtls: a.mtls,
+            cfg: a.config,
+        })
+    }
+
+    async fn handle(
+        &self,
+        me: ActorRef<ServerMsg>,
+        msg: ServerMsg,
+        st: &mut ServerState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Every log line while handling a message carries the round (and site): JSON logs filter by them.
+        let span =
+            tracing::info_span!("server", round = st.current.as_ref().map(|c| c.round).unwrap_or(st.completed + 1));
+        dispatch(me, msg, st).instrument(span).await
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        me: ActorRef<ServerMsg>,
+        evt: SupervisionEvent,
+        st: &mut ServerState,
+    ) -> Result<(), ActorProcessingErr> {
+        match evt {
+            SupervisionEvent::ProcessGroupChanged(pg::GroupChangeMessage::Leave(_, group, cells))
+                if group == SITES_GROUP =>
+            {
+                for cell in cells {
+                    let Some(id) = cell.get_name().as_deref().and_then(site_id_from_name) else { continue };
+                    if st.sites.get(&id).map(|s| s.actor.get_id()) == Some(cell.get_id()) {
+                        st.lose(id, "site-disconnected", "left the cluster (connection closed)".into());
+                    }
+                }
+                check_round(&me, st).await?;
+            }
+            SupervisionEvent::ProcessGroupChanged(pg::GroupChangeMessage::Leave(_, group, cells))
+                if group == ROLES_GROUP =>
+            {
+                for cell in cells {
+                    let Some(name) = cell.get_name().as_deref().and_then(role_from_actor_name).map(str::to_string)
+                    else {
+                        continue;
+                    };
+                    if st.roles.get(&name).map(|r| r.actor.get_id()) == Some(cell.get_id()) {
+                        st.drop_role(&name, "left the cluster (connection closed)");
+                        role_settled(&me, st, &name);
+                    }
+                }
+            }
+            SupervisionEvent::ActorFailed(cell, err) if is_child(&st.evaluator, &cell) => {
+                st.evaluator = None;
+                // Whatever it was scoring is lost; the round's record simply has no score.
+                st.pending_eval.clear();
+                match st.evaluator_restarts.on_failure(Instant::now()) {
+                    Decision::Restart { attempt, delay } => {
+                        tracing::error!(error = %err, attempt, ?delay, "evaluator failed; restarting it");
+                        st.event(None, "evaluator-restarted", err.to_string());
+                        me.send_after(delay, || ServerMsg::RestartChild("evaluator"));
+                    }
+                    Decision::Escalate { failures_in_window } => {
+                        let detail = format!("failed {failures_in_window} times, last: {err}; evaluation is off");
+                        tracing::error!(%detail, "evaluator restart budget exhausted");
+                        st.event(None, "evaluator-gave-up", detail);
+                        st.evaluator_args = None;
+                    }
+                }
+                if let Some(outcome) = st.finishing.take() {
+                    st.finish_run(&me, outcome);
+                }
+            }
+            SupervisionEvent::ActorFailed(cell, err) if is_child(&st.writer, &cell) => {
+                st.writer = None;
+                tracing::error!(error = %err, "checkpoint writer failed");
+                writer_failed(&me, st, err.to_string());
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Kubernetes says a site's pod is gone or not ready: drop it at once (before TCP notices); a new pod for the same
+/// ordinal rejoins through the usual hello.
+async fn on_kube(
+    me: &ActorRef<ServerMsg>,
+    st: &mut ServerState,
+    ev: MembershipEvent,
+) -> Result<(), ActorProcessingErr> {
+    match ev {
+        MembershipEvent::Gone { site_id, pod, reason } => {
+            st.lose(site_id, "site-pod-gone", format!("pod {pod}: {reason:?}"));
+            check_round(me, st).await?;
+        }
+        MembershipEvent::Expected { site_id, pod } => st.event(Some(site_id), "site-pod-expected", pod),
+        MembershipEvent::Ready { site_id, pod } => st.event(Some(site_id), "site-pod-ready", pod),
+    }
+    Ok(())
+}
+
+async fn dispatch(me: ActorRef<ServerMsg>, msg: ServerMsg, st: &mut ServerState) -> Result<(), ActorProcessingErr> {
+    match msg {
+        ServerMsg::FromSite(Ok(ToServer::Hello { protocol, site_id, num_samples, class_counts })) => {
+            let Some(actor) = ServerState::site_actor(site_id) else {
+                tracing::warn!(site_id, "hello from a site that is not in the sites group; ignored");
+                return Ok(());
+            };
+            if let Some(reason) = &st.finished {
+                let _ = actor.cast(SiteMsg::FromServer(Ok(ToSite::Shutdown { reason: reason.clone() })));
+                return Ok(());
+            }
+            if let Err(refusal) = check_site_hello(Admission::of(st), &actor, protocol, site_id).await {
+                refuse_site(st, site_id, &actor, &refusal);
+                return Ok(());
+            }
+            tracing::info!(site_id, num_samples, "site joined");
+            st.sites.remove(&site_id);
+            st.admit(site_id, actor)?;
+            st.report.site_classes.insert(site_id, class_counts);
+            st.progress.sites.set_message(format!("{} joined", st.sites.len()));
+            if st.waiting_to_start && st.sites.len() as u32 >= st.cfg.federation.sites {
+                st.waiting_to_start = false;
+                me.cast(ServerMsg::StartRound)?;
+            }
+        }
+        ServerMsg::JoinTimeout => {
+            if st.waiting_to_start {
+                if st.sites.len() as u32 >= st.cfg.federation.min_sites {
+                    tracing::warn!(joined = st.sites.len(), "starting with a quorum of sites");
+                    st.waiting_to_start = false;
+                    me.cast(ServerMsg::StartRound)?;
+                } else {
+                    st.join_deadlines_missed += 1;
+                    if st.join_deadlines_missed > st.cfg.federation.max_round_retries {
+                        let msg = format!(
+                            "only {} of the {} sites needed joined in time",
+                            st.sites.len(),
+                            st.cfg.federation.min_sites
+                        );
+                        st.finish_run(&me, Err(msg));
+                        return Ok(());
+                    }
+                    me.send_after(Duration::from_secs_f64(st.cfg.federation.join_timeout_secs), || {
+                        ServerMsg::JoinTimeout
+                    });
+                }
+            }
+        }
+        ServerMsg::StartRound => start_round(&me, st)?,
+        ServerMsg::Upload(up) => {
+            on_upload(st, up);
+            check_round(&me, st).await?;
+        }
+        ServerMsg::Saved { round, result } => on_saved(&me, st, round, result).await?,
+        ServerMsg::Evaluated { round, result } => on_evaluated(&me, st, round, result),
+        ServerMsg::RestartChild(which) => restart_child(&me, st, which).await?,
+        ServerMsg::Kube(ev) => on_kube(&me, st, ev).await?,
+        ServerMsg::FinishNow => {
+            if let Some(outcome) = st.finishing.take() {
+                if !st.pending_eval.is_empty() {
+                    tracing::warn!("the final evaluation did not come back in time; finishing without it");
+                }
+                if !st.pending_roles.is_empty() {
+                    let late: Vec<String> = std::mem::take(&mut st.pending_roles).into_iter().collect();
+                    tracing::warn!(roles = ?late, "roles did not report on the last round in time; finishing");
+                    st.event(None, "roles-late", late.join(", "));
+                }
+                st.pending_eval.clear();
+                if !st.site_evals.is_empty() {
+                    tracing::warn!("sites did not all answer the last federated evaluation in time; finishing");
+                    st.settle_site_evals(true);
+                }
+                st.finish_run(&me, outcome);
+            }
+        }
+        ServerMsg::FromSite(Ok(ToServer::RoleHello { protocol, role })) => on_role_hello(st, protocol, role).await?,
+        ServerMsg::FromSite(Ok(ToServer::Evaluated { site_id, round, result })) => {
+            on_site_evaluated(&me, st, site_id, round, result)
+        }
+        ServerMsg::FromSite(Ok(ToServer::RoleReport { role, round, report })) => {
+            on_role_report(&me, st, role, round, report)
+        }
+        ServerMsg::FromSite(Ok(ToServer::OutOfRound { site_id, round, reason })) => {
+            tracing::warn!(site_id, round, %reason, "site is out of the round");
+            if let Some(current) = st.current.as_mut() {
+                if current.round == round {
+                    current.on_site_dropped(site_id);
+                }
+            }
+            check_round(&me, st).await?;
+        }
+        ServerMsg::FromSite(Err(e)) => {
+            st.obs.metrics.bad_frame();
+            tracing::warn!(error = %e, "dropped a malformed frame");
+            st.rejected.push((u32::MAX, format!("malformed frame: {e}")));
+        }
+        ServerMsg::FromSite(Ok(ToServer::Pong { site_id, seq })) => match st.sites.get_mut(&site_id) {
+            Some(site) => {
+                for sent in site.pings.answered(seq) {
+                    st.obs.metrics.heartbeat_answered(sent.elapsed().as_secs_f64());
+                }
+            }
+            None => {
+                // A site we declared lost (hung, partitioned) answers again: it is back.
+                if let Some(actor) = ServerState::site_actor(site_id) {
+                    if st.report.site_classes.contains_key(&site_id) {
+                        st.admit(site_id, actor)?;
+                    }
+                }
+            }
+        },
+        ServerMsg::Heartbeat { .. } if st.finished.is_some() => {}
+        ServerMsg::Heartbeat { at: now } => {
+            st.heartbeat_ticks += 1;
+            let period = st.cfg.federation.heartbeat_secs;
+            st.ping_seq += 1;
+            let seq = st.ping_seq;
+            // A ping is stamped when it really leaves; the check below uses the tick's enqueue time. A server
+            // that was blocked sends its pings late and then works through the ticks queued meanwhile: judged
+            // by when they were enqueued, those ticks cannot blame a site for a ping that left after them.
+            let sent = Instant::now();
+            for site in st.sites.values_mut() {
+                site.pings.sent(seq, sent);
+                let _ = site.actor.cast(SiteMsg::FromServer(Ok(ToSite::Ping { seq })));
+            }
+            // (`now` is the tick's enqueue time; pings sent after it have waited 0.)
+            let hung = lost_sites(st.sites.iter().map(|(id, s)| (*id, &s.pings)), now, answer_limit(period));
+            for (id, waited) in hung {
+                st.obs.metrics.heartbeat_missed();
+                let detail = format!("no heartbeat answer for {:.2} s (period {period} s)", waited.as_secs_f64());
+                st.lose(id, "site-unresponsive", detail);
+            }
+            // Sites lost since a federated evaluation was asked will not answer it.
+            st.settle_site_evals(false);
+            finish_if_settled(&me, st);
+            check_round(&me, st).await?;
+        }
+        ServerMsg::GraceExpired { round, attempt } => {
+            let open = st.current.as_ref().is_some_and(|c| c.round == round && c.attempt == attempt);
+            if open {
+                tracing::info!(round, "grace period over; closing the round with the updates in hand");
+                finish_round(&me, st).await?;
+            }
+        }
+        ServerMsg::RoundDeadline { round, attempt } => {
+            let Some(current) = &st.current else { return Ok(()) };
+            if current.round != round || current.attempt != attempt {
+                return Ok(());
+            }
+            tracing::warn!(round, attempt, received = current.received().len(), "round deadline passed");
+            match current.status_at_deadline() {
+                RoundStatus::Complete => finish_round(&me, st).await?,
+                RoundStatus::Failed { received, needed } => retry_round(&me, st, received, needed)?,
+                RoundStatus::Waiting => {}
+            }
+        }
+    }
+    Ok(())
+}

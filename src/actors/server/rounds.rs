@@ -1,0 +1,179 @@
+//! The round loop: starting a round (publish the global, tell the participants), checking whether it can close,
+//! retrying one without quorum, and aggregating a closed round into the next global model.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{ActorProcessingErr, ActorRef};
+
+use super::persistence::send_save;
+use super::state::*;
+use crate::actors::messages::{LossSummary, ServerMsg, SiteMsg};
+use crate::federation::checkpoint::CheckpointMeta;
+use crate::federation::round::{RoundState, RoundStatus};
+use crate::federation::weights::Weights;
+use crate::records::RoundRecord;
+
+pub(super) fn start_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<(), ActorProcessingErr> {
+    let round = st.completed + 1;
+    let participants: Vec<u32> = st.sites.keys().copied().collect();
+    if (participants.len() as u32) < st.cfg.federation.min_sites {
+        tracing::warn!(round, have = participants.len(), "not enough sites to start the round; waiting");
+        st.waiting_to_start = true;
+        me.send_after(Duration::from_secs_f64(st.cfg.federation.join_timeout_secs), || ServerMsg::JoinTimeout);
+        return Ok(());
+    }
+    st.publish_global(round)?;
+    let frame = st.train_frame(round)?;
+    st.strategy.begin_round(&st.global);
+    for id in &participants {
+        if let Some(site) = st.sites.get(id) {
+            if let Err(e) = site.actor.cast(SiteMsg::FromServer(Ok(frame.clone()))) {
+                tracing::warn!(site_id = id, error = %e, "cannot send the round");
+            }
+        }
+    }
+    tracing::info!(round, attempt = st.attempt, sites = ?participants, "round started");
+    st.progress.sites.set_length(participants.len() as u64);
+    st.progress.sites.set_position(0);
+    st.progress.sites.set_message(format!("round {round}"));
+    st.current = Some(RoundState::new(round, st.attempt, participants, st.cfg.federation.min_sites as usize));
+    st.publish_status(&format!("training round {round}"));
+    st.round_started = Instant::now();
+    st.grace_armed = false;
+    st.contributors.clear();
+    st.rejected.clear();
+    st.aggregate_secs = 0.0;
+    let attempt = st.attempt;
+    me.send_after(Duration::from_secs_f64(st.cfg.federation.round_deadline_secs), move || ServerMsg::RoundDeadline {
+        round,
+        attempt,
+    });
+    Ok(())
+}
+
+pub(super) async fn check_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<(), ActorProcessingErr> {
+    let Some(current) = &st.current else { return Ok(()) };
+    match current.status() {
+        RoundStatus::Waiting if current.has_quorum() && !st.grace_armed => {
+            // Quorum is in: give the stragglers a bounded grace period, then close with what we have.
+            st.grace_armed = true;
+            let (round, attempt) = (current.round, current.attempt);
+            me.send_after(Duration::from_secs_f64(st.cfg.federation.grace_secs), move || ServerMsg::GraceExpired {
+                round,
+                attempt,
+            });
+            Ok(())
+        }
+        RoundStatus::Waiting => Ok(()),
+        RoundStatus::Complete => finish_round(me, st).await,
+        RoundStatus::Failed { received, needed } => retry_round(me, st, received, needed),
+    }
+}
+
+pub(super) fn retry_round(
+    me: &ActorRef<ServerMsg>,
+    st: &mut ServerState,
+    received: usize,
+    needed: usize,
+) -> Result<(), ActorProcessingErr> {
+    let round = st.completed + 1;
+    st.current = None;
+    st.attempt += 1;
+    if st.attempt > st.cfg.federation.max_round_retries {
+        let msg = format!("round {round} missed quorum {} times ({received} of {needed} updates)", st.attempt);
+        tracing::error!(%msg, "giving up");
+        st.finish_run(me, Err(msg));
+        return Ok(());
+    }
+    tracing::warn!(round, received, needed, attempt = st.attempt, "round missed quorum; retrying");
+    st.obs.metrics.round_retried();
+    st.event(None, "round-retried", format!("{received} of {needed} updates"));
+    // Back off before the next attempt (longer each time): an immediate retry would meet the same conditions —
+    // the same sites missing, the same bad update — and burn the retry budget in milliseconds.
+    let delay = Duration::from_secs_f64(st.cfg.federation.retry_backoff_secs * f64::from(st.attempt));
+    st.publish_status(&format!("round {round} missed quorum; retrying in {:.1} s", delay.as_secs_f64()));
+    me.send_after(delay, || ServerMsg::StartRound);
+    Ok(())
+}
+
+pub(super) async fn finish_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<(), ActorProcessingErr> {
+    let Some(current) = st.current.take() else { return Ok(()) };
+    let round = current.round;
+    let t = Instant::now();
+    let new_global = tokio::task::block_in_place(|| st.strategy.finish())?;
+    st.aggregate_secs += t.elapsed().as_secs_f64();
+    let step = new_global.l2_distance(&st.global).unwrap_or(f64::NAN);
+    st.global = Arc::new(new_global);
+    let meta = CheckpointMeta {
+        round,
+        strategy: st.strategy.name().to_string(),
+        strategy_state: st.strategy.state(),
+        membership: st.membership(),
+        config_hash: st.report.config_hash.clone(),
+        created_unix_ms: now_ms(),
+        extra: serde_json::json!({ "contributors": st.contributors.iter().map(|c| c.site_id).collect::<Vec<_>>() }),
+    };
+    let n = st.contributors.len().max(1) as f64;
+    let mean_losses = LossSummary {
+        d_loss: st.contributors.iter().map(|c| c.losses.d_loss).sum::<f64>() / n,
+        g_loss: st.contributors.iter().map(|c| c.losses.g_loss).sum::<f64>() / n,
+    };
+    let mut contributors = std::mem::take(&mut st.contributors);
+    contributors.sort_by_key(|c| c.site_id);
+    let record = RoundRecord {
+        round,
+        attempts: current.attempt + 1,
+        participants: current.participants().iter().copied().collect(),
+        contributors,
+        dropped: current.dropped().iter().copied().collect(),
+        rejected: std::mem::take(&mut st.rejected),
+        mean_losses,
+        frechet_distance: None,
+        samples_png: None,
+        quality: None,
+        checkpoint: String::new(),
+        global_step_norm: step,
+        wall_secs: st.round_started.elapsed().as_secs_f64(),
+        aggregate_secs: st.aggregate_secs,
+        completed_unix_ms: 0,
+        roles: BTreeMap::new(),
+        federated_eval: None,
+    };
+    let m = &st.obs.metrics;
+    m.aggregation(record.aggregate_secs);
+    m.gan_losses(mean_losses.d_loss, mean_losses.g_loss);
+    for c in &record.contributors {
+        (0..c.trainer_restarts).for_each(|_| m.trainer_restarted());
+        (0..c.oom_retries).for_each(|_| m.oom_retried());
+    }
+    st.count_bytes();
+    // The round's record travels inside its checkpoint: a server killed after the checkpoint is durable but before
+    // the report is rewritten still has the record when it resumes from that checkpoint.
+    let mut meta = meta;
+    let mut stored = record.clone();
+    stored.checkpoint = format!("round-{round:06}.json");
+    stored.completed_unix_ms = now_ms();
+    if let (Some(extra), Ok(r)) = (meta.extra.as_object_mut(), serde_json::to_value(&stored)) {
+        extra.insert("record".into(), r);
+    }
+    // A server optimiser's moments travel with the round's checkpoint (its `strategy` part), so a restarted server
+    // resumes them; without state the global weights go as they are (shared, never copied).
+    let weights = match st.strategy.state_weights() {
+        None => st.global.clone(),
+        Some(state) => match Weights::join_prefixed(&[("", &st.global), (STRATEGY_STATE, &state)]) {
+            Ok(w) => Arc::new(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot add the strategy's state to the checkpoint");
+                st.global.clone()
+            }
+        },
+    };
+    st.persisting = Some(Persisting { record, meta, weights });
+    st.publish_status(&format!("writing the checkpoint of round {round}"));
+    st.progress.sites.set_message(format!("round {round}: writing the checkpoint"));
+    send_save(me, st);
+    st.prepare_round_blob(round);
+    Ok(())
+}
