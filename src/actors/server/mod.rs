@@ -38,6 +38,7 @@ mod evaluation;
 mod ingest;
 mod liveness;
 mod persistence;
+pub mod resume;
 mod roles;
 mod rounds;
 mod state;
