@@ -24,30 +24,36 @@
 //!   the real test split in its feature space.
 //!
 //! Torch work runs on the calling thread; the caller sets the thread budget. Output files are written atomically.
+//!
+//! Files: [`classify`] (training and scoring the classifier), [`markdown`] (augment.md); this file holds the
+//! options, the records and the study itself.
+
+mod classify;
+mod markdown;
+
+pub use classify::{
+    confusion, confusion_accuracy, macro_f1, predict, scaled_counts, score, train_classifier, train_classifier_once,
+    Confusion,
+};
+pub use markdown::{to_markdown, write_report};
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind};
 use thiserror::Error;
 
 use crate::data::partition::{partition, Partition};
 use crate::data::{DataError, Dataset};
 use crate::eval::reference::{ReferenceError, ReferenceExtractor, ReferenceOptions};
 use crate::eval::sampling::{describe_model, synthesize, LoadedGenerator, SamplingError};
-use crate::federation::checkpoint::{write_atomic, CheckpointError};
-use crate::federation::strategy::{AggregateError, FedAvg, Strategy};
-use crate::models::error::catch_torch;
-use crate::models::{frechet_distance, Classifier, ClassifierConfig, Gan, ModelError};
-use crate::train::batch_tensors;
+use crate::federation::strategy::AggregateError;
+use crate::models::{frechet_distance, ClassifierConfig, Gan, ModelError};
+use classify::*;
 
 /// The `condition` index of the reference check's synthetic draw (apart from every study condition).
 const REFERENCE_DRAW: usize = 999;
-/// Rows per classifier forward pass when evaluating.
-const EVAL_CHUNK: usize = 256;
 
 #[derive(Debug, Error)]
 pub enum AugmentError {
@@ -65,49 +71,6 @@ pub enum AugmentError {
     Options(String),
     #[error("cannot write {path}: {message}")]
     Write { path: PathBuf, message: String },
-}
-
-/// Per-class synthetic counts: `round(ratio × counts[k])`.
-pub fn scaled_counts(counts: &[usize], ratio: f64) -> Vec<usize> {
-    counts.iter().map(|&n| (ratio * n as f64).round().max(0.0) as usize).collect()
-}
-
-/// Confusion matrix `[true][predicted]`.
-pub type Confusion = Vec<Vec<u64>>;
-
-/// Macro-averaged F1 of a confusion matrix `[true][predicted]`: per class `F1 = 2TP / (2TP + FP + FN)`, averaged over
-/// the classes that occur among the true labels or the predictions (scikit-learn's default label set); 0 for an
-/// empty matrix.
-pub fn macro_f1(confusion: &[Vec<u64>]) -> f64 {
-    let k = confusion.len();
-    let mut sum = 0.0;
-    let mut n = 0usize;
-    for c in 0..k {
-        let tp = confusion[c].get(c).copied().unwrap_or(0);
-        let fn_: u64 = confusion[c].iter().sum::<u64>() - tp;
-        let fp: u64 = (0..k).filter(|&r| r != c).map(|r| confusion[r].get(c).copied().unwrap_or(0)).sum();
-        if tp + fp + fn_ == 0 {
-            continue;
-        }
-        sum += 2.0 * tp as f64 / (2 * tp + fp + fn_) as f64;
-        n += 1;
-    }
-    if n == 0 {
-        0.0
-    } else {
-        sum / n as f64
-    }
-}
-
-/// Top-1 accuracy of a confusion matrix; 0 when empty.
-pub fn confusion_accuracy(confusion: &[Vec<u64>]) -> f64 {
-    let total: u64 = confusion.iter().flatten().sum();
-    let diag: u64 = confusion.iter().enumerate().map(|(i, row)| row.get(i).copied().unwrap_or(0)).sum();
-    if total == 0 {
-        0.0
-    } else {
-        diag as f64 / total as f64
-    }
 }
 
 /// Mean and sample standard deviation (n − 1; 0 for a single value).
@@ -267,63 +230,6 @@ pub struct Progress {
     pub total: usize,
 }
 
-/// Reshuffled-epoch batch sampler over one dataset.
-struct Batches {
-    order: Vec<usize>,
-    cursor: usize,
-    batch: usize,
-    rng: rand_chacha::ChaCha8Rng,
-}
-
-impl Batches {
-    fn new(len: usize, batch: usize, seed: u64) -> Self {
-        Batches {
-            order: (0..len).collect(),
-            cursor: len,
-            batch: batch.clamp(1, len.max(1)),
-            rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed),
-        }
-    }
-
-    fn next(&mut self) -> &[usize] {
-        if self.cursor + self.batch > self.order.len() {
-            self.order.shuffle(&mut self.rng);
-            self.cursor = 0;
-        }
-        let b = &self.order[self.cursor..self.cursor + self.batch];
-        self.cursor += self.batch;
-        b
-    }
-}
-
-fn train_steps(
-    clf: &mut Classifier,
-    ds: &Dataset,
-    batches: &mut Batches,
-    steps: u64,
-    device: Device,
-) -> Result<(), AugmentError> {
-    for _ in 0..steps {
-        let (x, y) = batch_tensors(ds, batches.next(), device);
-        clf.train_step(&x, &y)?;
-    }
-    Ok(())
-}
-
-/// Confusion matrix of `clf` on `test`.
-pub fn confusion(clf: &Classifier, test: &Dataset, device: Device) -> Result<Confusion, AugmentError> {
-    let k = test.num_classes();
-    let mut m = vec![vec![0u64; k]; k];
-    for (&t, p) in test.labels.iter().zip(predict(clf, test, device)?) {
-        if let (Some(row), Ok(p)) = (m.get_mut(t as usize), usize::try_from(p)) {
-            if let Some(cell) = row.get_mut(p) {
-                *cell += 1;
-            }
-        }
-    }
-    Ok(m)
-}
-
 /// A seed for one synthetic draw: distinct per (study seed, condition, site) and stable across runs.
 fn draw_seed(seed: u64, condition: usize, site: usize) -> i64 {
     let c = (condition as u64).wrapping_add(1).wrapping_mul(1_000);
@@ -372,128 +278,6 @@ fn summarise(ratios: &[f64], runs: Vec<Vec<RunResult>>) -> Vec<Condition> {
             }
         })
         .collect()
-}
-
-fn train_central(
-    cfg: &ClassifierConfig,
-    pool: &Dataset,
-    test: &Dataset,
-    seed: u64,
-    opts: &AugmentOptions,
-) -> Result<Confusion, AugmentError> {
-    train_confusion(cfg, pool, test, opts.steps, opts.batch_size, seed, opts.device)
-}
-
-/// Trains a fresh classifier on `pool` for `steps` steps and returns its confusion on `test`.
-fn train_confusion(
-    cfg: &ClassifierConfig,
-    pool: &Dataset,
-    test: &Dataset,
-    steps: u64,
-    batch_size: usize,
-    seed: u64,
-    device: Device,
-) -> Result<Confusion, AugmentError> {
-    let clf = train_classifier(cfg, pool, steps, batch_size, seed, device)?;
-    confusion(&clf, test, device)
-}
-
-/// A classifier trained on `pool` for `steps` steps (seeded batch order, initialisation and augmentation draws).
-pub fn train_classifier(
-    cfg: &ClassifierConfig,
-    pool: &Dataset,
-    steps: u64,
-    batch_size: usize,
-    seed: u64,
-    device: Device,
-) -> Result<Classifier, AugmentError> {
-    let mut clf = Classifier::new(cfg, device, seed as i64)?;
-    let mut batches = Batches::new(pool.len(), batch_size, seed);
-    train_steps(&mut clf, pool, &mut batches, steps, device)?;
-    Ok(clf)
-}
-
-/// (accuracy, macro-F1) of `clf` on `test`.
-pub fn score(clf: &Classifier, test: &Dataset, device: Device) -> Result<(f64, f64), AugmentError> {
-    let m = confusion(clf, test, device)?;
-    Ok((confusion_accuracy(&m), macro_f1(&m)))
-}
-
-/// The class `clf` predicts for each image of `ds`.
-pub fn predict(clf: &Classifier, ds: &Dataset, device: Device) -> Result<Vec<i64>, AugmentError> {
-    let all: Vec<usize> = (0..ds.len()).collect();
-    let mut out = Vec::with_capacity(ds.len());
-    for chunk in all.chunks(EVAL_CHUNK) {
-        let (x, _) = batch_tensors(ds, chunk, device);
-        out.extend(catch_torch("classifier predictions", || {
-            let p = clf.predict(&x).argmax(-1, false).to_device(Device::Cpu).to_kind(Kind::Int64);
-            Vec::<i64>::try_from(p).map_err(ModelError::torch("reading predictions"))
-        })?);
-    }
-    Ok(out)
-}
-
-/// One classifier trained on `pool` (real, or real + synthetic) and scored on `test`: the unit both this study and
-/// `histofed reproduce` repeat over seeds.
-pub fn train_classifier_once(
-    cfg: &ClassifierConfig,
-    pool: &Dataset,
-    test: &Dataset,
-    steps: u64,
-    batch_size: usize,
-    seed: u64,
-    device: Device,
-) -> Result<RunResult, AugmentError> {
-    let start = Instant::now();
-    let m = train_confusion(cfg, pool, test, steps, batch_size, seed, device)?;
-    Ok(result(seed, &m, pool.len(), 0, start))
-}
-
-/// FedAvg over the site pools from a common initialisation; returns the global classifier's confusion on `test`.
-fn train_federated(
-    cfg: &ClassifierConfig,
-    pools: &[Dataset],
-    test: &Dataset,
-    seed: u64,
-    fed: &FederatedOptions,
-    opts: &AugmentOptions,
-) -> Result<Confusion, AugmentError> {
-    let device = opts.device;
-    let mut global_clf = Classifier::new(cfg, device, seed as i64)?;
-    let mut global = global_clf.weights()?;
-    let mut sites = Vec::new();
-    for (i, pool) in pools.iter().enumerate().filter(|(_, p)| !p.is_empty()) {
-        // Per-site seeds give each site its own batch order and augmentation draws; the weights are the global ones.
-        let site_seed = seed.wrapping_mul(1_009).wrapping_add(i as u64 + 1);
-        let clf = Classifier::new(cfg, device, site_seed as i64)?;
-        sites.push((clf, Batches::new(pool.len(), opts.batch_size, site_seed), pool));
-    }
-    if sites.is_empty() {
-        return Err(AugmentError::Options("every site's shard is empty".into()));
-    }
-    let mut strategy = FedAvg::new();
-    for _ in 0..fed.rounds {
-        strategy.begin_round(&global);
-        for (clf, batches, pool) in sites.iter_mut() {
-            clf.load_weights(&global)?;
-            train_steps(clf, pool, batches, fed.local_steps, device)?;
-            strategy.accumulate(clf.weights()?, pool.len() as u64)?;
-        }
-        global = strategy.finish()?;
-    }
-    global_clf.load_weights(&global)?;
-    confusion(&global_clf, test, device)
-}
-
-/// Images [N,3,S,S] in [-1, 1] of `ds`, through `f` in chunks, concatenated on the CPU.
-fn map_chunks(ds: &Dataset, device: Device, f: impl Fn(&Tensor) -> Tensor) -> Result<Tensor, AugmentError> {
-    let all: Vec<usize> = (0..ds.len()).collect();
-    let mut parts = Vec::new();
-    for chunk in all.chunks(EVAL_CHUNK) {
-        let (x, _) = batch_tensors(ds, chunk, device);
-        parts.push(catch_torch("reference forward pass", || Ok(f(&x).to_device(Device::Cpu)))?);
-    }
-    Ok(catch_torch("concatenating features", || Ok(Tensor::cat(&parts, 0)))?)
 }
 
 fn reference_check(
@@ -692,89 +476,6 @@ pub fn run_study(
         federated,
         secs: start.elapsed().as_secs_f64(),
     })
-}
-
-fn pm(s: &Stat) -> String {
-    format!("{:.3} ± {:.3}", s.mean, s.std)
-}
-
-fn gain(s: &Option<Stat>) -> String {
-    match s {
-        Some(s) => format!("{:+.3} ± {:.3}", s.mean, s.std),
-        None => "—".into(),
-    }
-}
-
-fn table(out: &mut String, conditions: &[Condition]) {
-    out.push_str("| condition | synthetic images | accuracy | macro-F1 | Δ accuracy | Δ macro-F1 |\n");
-    out.push_str("|---|---:|---:|---:|---:|---:|\n");
-    for c in conditions {
-        let synth = c.runs.first().map_or(0, |r| r.synthetic_images);
-        out.push_str(&format!(
-            "| {} | {synth} | {} | {} | {} | {} |\n",
-            c.name,
-            pm(&c.accuracy),
-            pm(&c.macro_f1),
-            gain(&c.gain_accuracy),
-            gain(&c.gain_macro_f1)
-        ));
-    }
-}
-
-/// The report as Markdown: one table per setting (mean ± std over seeds; Δ = paired gain over real only).
-pub fn to_markdown(r: &AugmentReport) -> String {
-    let mut out = String::from("# Augmentation study\n\n");
-    let round = r.generator_round.map(|n| format!(", round {n}")).unwrap_or_default();
-    out.push_str(&format!("- generator: `{}`{round} ({})\n", r.generator, r.model));
-    out.push_str(&format!(
-        "- classifier: ViT `{}`, {} steps, batch {}, seeds {:?}\n",
-        r.classifier_preset, r.steps, r.batch_size, r.seeds
-    ));
-    out.push_str(&format!(
-        "- data: {} classes, {} training images {:?}, {} test images\n",
-        r.classes.len(),
-        r.train_class_counts.iter().sum::<usize>(),
-        r.train_class_counts,
-        r.test_images
-    ));
-    if let Some(c) = &r.reference {
-        let fd = c.frechet_distance.map_or("—".to_string(), |f| format!("{f:.3}"));
-        out.push_str(&format!(
-            "- reference classifier ({} steps, {}): test accuracy {:.3}; on synthetic images: label agreement {:.3}, \
-             Fréchet distance to the test split {fd}\n",
-            c.steps,
-            if c.cache_hit { "cached" } else { "trained" },
-            c.test_accuracy,
-            c.synthetic_label_agreement
-        ));
-    }
-    out.push_str("\nMean ± standard deviation over seeds; Δ is the per-seed gain over real only (mean ± std).\n");
-    out.push_str("\n## Centralized\n\n");
-    table(&mut out, &r.centralized);
-    if let Some(f) = &r.federated {
-        out.push_str(&format!(
-            "\n## Federated (FedAvg, {} sites, partition `{}`, {} rounds × {} local steps)\n\n",
-            f.sites, f.partition, f.rounds, f.local_steps
-        ));
-        table(&mut out, &f.conditions);
-        out.push_str(&format!("\nSynthetic images: {}.\n\nReal images per site and class:\n\n", f.synthetic_policy));
-        for (i, counts) in f.site_class_counts.iter().enumerate() {
-            out.push_str(&format!("- site {i}: {counts:?}\n"));
-        }
-    }
-    out.push_str(&format!("\n{:.1} s in all.\n", r.secs));
-    out
-}
-
-/// Writes `augment.json` and `augment.md` into `out_dir` (created if needed), each atomically.
-pub fn write_report(r: &AugmentReport, out_dir: &Path) -> Result<(PathBuf, PathBuf), AugmentError> {
-    let werr = |path: &Path, m: String| AugmentError::Write { path: path.to_path_buf(), message: m };
-    std::fs::create_dir_all(out_dir).map_err(|e| werr(out_dir, e.to_string()))?;
-    let json = serde_json::to_vec_pretty(r).map_err(|e| werr(&out_dir.join("augment.json"), e.to_string()))?;
-    let map = |e: CheckpointError| werr(out_dir, e.to_string());
-    let j = write_atomic(out_dir, "augment.json", &json).map_err(map)?;
-    let m = write_atomic(out_dir, "augment.md", to_markdown(r).as_bytes()).map_err(map)?;
-    Ok((j, m))
 }
 
 #[cfg(test)]
