@@ -33,6 +33,25 @@ pub fn valid_role_name(name: &str) -> bool {
 /// Version 5: `UpdateMeta` carries the site's `SiteRound` record whole (field order changed on the wire).
 pub const PROTOCOL_VERSION: u32 = 5;
 
+/// The server's supervised children.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerChild {
+    /// Scores each round (grid, FD, the quality suite).
+    Evaluator,
+    /// Makes rounds durable.
+    CheckpointWriter,
+}
+
+impl ServerChild {
+    /// The name in logs and events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerChild::Evaluator => "evaluator",
+            ServerChild::CheckpointWriter => "checkpoint-writer",
+        }
+    }
+}
+
 /// Process group of site actors (sites join it, the server monitors it).
 pub const SITES_GROUP: &str = "histofed.sites";
 /// Process group of the server actor (sites look the server up through it).
@@ -225,8 +244,8 @@ pub enum ServerMsg {
     Saved { round: u64, result: Result<String, String> },
     /// The evaluator scored round `round`.
     Evaluated { round: u64, result: Result<EvalReport, String> },
-    /// A backoff elapsed: start a new child (`"evaluator"` or `"checkpoint-writer"`) or retry the save.
-    RestartChild(&'static str),
+    /// A backoff elapsed: start a new child (and for the writer, retry the save).
+    RestartChild(ServerChild),
     /// The final evaluation took too long: finish the run without it.
     FinishNow,
     /// Kubernetes reported a change of a site's pod (when the server watches the API).

@@ -58,6 +58,7 @@ use ractor::{pg, Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tracing::Instrument;
 
 use crate::actors::evaluator::{EvaluatorActor, EvaluatorArgs};
+use crate::actors::messages::ServerChild;
 use crate::actors::messages::{
     role_from_actor_name, site_actor_name, site_id_from_name, ServerMsg, SiteMsg, ToServer, ToSite, ROLES_GROUP,
     SERVER_GROUP, SITES_GROUP,
@@ -260,7 +261,7 @@ impl Actor for ServerActor {
                     Decision::Restart { attempt, delay } => {
                         tracing::error!(error = %err, attempt, ?delay, "evaluator failed; restarting it");
                         st.event(None, "evaluator-restarted", err.to_string());
-                        me.send_after(delay, || ServerMsg::RestartChild("evaluator"));
+                        me.send_after(delay, || ServerMsg::RestartChild(ServerChild::Evaluator));
                     }
                     Decision::Escalate { failures_in_window } => {
                         let detail = format!("failed {failures_in_window} times, last: {err}; evaluation is off");
@@ -305,51 +306,9 @@ async fn on_kube(
 async fn dispatch(me: ActorRef<ServerMsg>, msg: ServerMsg, st: &mut ServerState) -> Result<(), ActorProcessingErr> {
     match msg {
         ServerMsg::FromSite(Ok(ToServer::Hello { protocol, site_id, num_samples, class_counts })) => {
-            let Some(actor) = ServerState::site_actor(site_id) else {
-                tracing::warn!(site_id, "hello from a site that is not in the sites group; ignored");
-                return Ok(());
-            };
-            if let Some(reason) = &st.finished {
-                let _ = actor.cast(SiteMsg::FromServer(Ok(ToSite::Shutdown { reason: reason.clone() })));
-                return Ok(());
-            }
-            if let Err(refusal) = check_site_hello(Admission::of(st), &actor, protocol, site_id).await {
-                refuse_site(st, site_id, &actor, &refusal);
-                return Ok(());
-            }
-            tracing::info!(site_id, num_samples, "site joined");
-            st.sites.remove(&site_id);
-            st.admit(site_id, actor)?;
-            st.report.site_classes.insert(site_id, class_counts);
-            st.progress.sites.set_message(format!("{} joined", st.sites.len()));
-            if st.waiting_to_start && st.sites.len() as u32 >= st.cfg.federation.sites {
-                st.waiting_to_start = false;
-                me.cast(ServerMsg::StartRound)?;
-            }
+            on_hello(&me, st, protocol, site_id, num_samples, class_counts).await?
         }
-        ServerMsg::JoinTimeout => {
-            if st.waiting_to_start {
-                if st.sites.len() as u32 >= st.cfg.federation.min_sites {
-                    tracing::warn!(joined = st.sites.len(), "starting with a quorum of sites");
-                    st.waiting_to_start = false;
-                    me.cast(ServerMsg::StartRound)?;
-                } else {
-                    st.join_deadlines_missed += 1;
-                    if st.join_deadlines_missed > st.cfg.federation.max_round_retries {
-                        let msg = format!(
-                            "only {} of the {} sites needed joined in time",
-                            st.sites.len(),
-                            st.cfg.federation.min_sites
-                        );
-                        st.finish_run(&me, Err(msg));
-                        return Ok(());
-                    }
-                    me.send_after(Duration::from_secs_f64(st.cfg.federation.join_timeout_secs), || {
-                        ServerMsg::JoinTimeout
-                    });
-                }
-            }
-        }
+        ServerMsg::JoinTimeout => on_join_timeout(&me, st)?,
         ServerMsg::StartRound => start_round(&me, st)?,
         ServerMsg::Upload(up) => {
             on_upload(st, up);
@@ -359,24 +318,7 @@ async fn dispatch(me: ActorRef<ServerMsg>, msg: ServerMsg, st: &mut ServerState)
         ServerMsg::Evaluated { round, result } => on_evaluated(&me, st, round, result),
         ServerMsg::RestartChild(which) => restart_child(&me, st, which).await?,
         ServerMsg::Kube(ev) => on_kube(&me, st, ev).await?,
-        ServerMsg::FinishNow => {
-            if let Some(outcome) = st.finishing.take() {
-                if !st.pending_eval.is_empty() {
-                    tracing::warn!("the final evaluation did not come back in time; finishing without it");
-                }
-                if !st.pending_roles.is_empty() {
-                    let late: Vec<String> = std::mem::take(&mut st.pending_roles).into_iter().collect();
-                    tracing::warn!(roles = ?late, "roles did not report on the last round in time; finishing");
-                    st.event(None, "roles-late", late.join(", "));
-                }
-                st.pending_eval.clear();
-                if !st.site_evals.is_empty() {
-                    tracing::warn!("sites did not all answer the last federated evaluation in time; finishing");
-                    st.settle_site_evals(true);
-                }
-                st.finish_run(&me, outcome);
-            }
-        }
+        ServerMsg::FinishNow => on_finish_now(&me, st),
         ServerMsg::FromSite(Ok(ToServer::RoleHello { protocol, role })) => on_role_hello(st, protocol, role).await?,
         ServerMsg::FromSite(Ok(ToServer::Evaluated { site_id, round, result })) => {
             on_site_evaluated(&me, st, site_id, round, result)
@@ -396,49 +338,12 @@ async fn dispatch(me: ActorRef<ServerMsg>, msg: ServerMsg, st: &mut ServerState)
         ServerMsg::FromSite(Err(e)) => {
             st.obs.metrics.bad_frame();
             tracing::warn!(error = %e, "dropped a malformed frame");
-            st.rejected.push((u32::MAX, format!("malformed frame: {e}")));
+            // A frame that does not decode is no update of any site: an event of the run, not a rejected update.
+            st.event(None, "malformed-frame", e.to_string());
         }
-        ServerMsg::FromSite(Ok(ToServer::Pong { site_id, seq })) => match st.sites.get_mut(&site_id) {
-            Some(site) => {
-                for sent in site.pings.answered(seq) {
-                    st.obs.metrics.heartbeat_answered(sent.elapsed().as_secs_f64());
-                }
-            }
-            None => {
-                // A site we declared lost (hung, partitioned) answers again: it is back.
-                if let Some(actor) = ServerState::site_actor(site_id) {
-                    if st.report.site_classes.contains_key(&site_id) {
-                        st.admit(site_id, actor)?;
-                    }
-                }
-            }
-        },
+        ServerMsg::FromSite(Ok(ToServer::Pong { site_id, seq })) => on_pong(st, site_id, seq)?,
         ServerMsg::Heartbeat { .. } if st.finished.is_some() => {}
-        ServerMsg::Heartbeat { at: now } => {
-            st.heartbeat_ticks += 1;
-            let period = st.cfg.federation.heartbeat_secs;
-            st.ping_seq += 1;
-            let seq = st.ping_seq;
-            // A ping is stamped when it really leaves; the check below uses the tick's enqueue time. A server
-            // that was blocked sends its pings late and then works through the ticks queued meanwhile: judged
-            // by when they were enqueued, those ticks cannot blame a site for a ping that left after them.
-            let sent = Instant::now();
-            for site in st.sites.values_mut() {
-                site.pings.sent(seq, sent);
-                let _ = site.actor.cast(SiteMsg::FromServer(Ok(ToSite::Ping { seq })));
-            }
-            // (`now` is the tick's enqueue time; pings sent after it have waited 0.)
-            let hung = lost_sites(st.sites.iter().map(|(id, s)| (*id, &s.pings)), now, answer_limit(period));
-            for (id, waited) in hung {
-                st.obs.metrics.heartbeat_missed();
-                let detail = format!("no heartbeat answer for {:.2} s (period {period} s)", waited.as_secs_f64());
-                st.lose(id, "site-unresponsive", detail);
-            }
-            // Sites lost since a federated evaluation was asked will not answer it.
-            st.settle_site_evals(false);
-            finish_if_settled(&me, st);
-            check_round(&me, st).await?;
-        }
+        ServerMsg::Heartbeat { at: now } => on_heartbeat(&me, st, now).await?,
         ServerMsg::GraceExpired { round, attempt } => {
             let open = st.current.as_ref().is_some_and(|c| c.round == round && c.attempt == attempt);
             if open {
@@ -446,18 +351,152 @@ async fn dispatch(me: ActorRef<ServerMsg>, msg: ServerMsg, st: &mut ServerState)
                 finish_round(&me, st).await?;
             }
         }
-        ServerMsg::RoundDeadline { round, attempt } => {
-            let Some(current) = &st.current else { return Ok(()) };
-            if current.round != round || current.attempt != attempt {
+        ServerMsg::RoundDeadline { round, attempt } => on_round_deadline(&me, st, round, attempt).await?,
+    }
+    Ok(())
+}
+
+/// A site said hello: admitted (and the first round started once all are in), told the run is over, or refused.
+async fn on_hello(
+    me: &ActorRef<ServerMsg>,
+    st: &mut ServerState,
+    protocol: u32,
+    site_id: u32,
+    num_samples: u64,
+    class_counts: Vec<u64>,
+) -> Result<(), ActorProcessingErr> {
+    let Some(actor) = ServerState::site_actor(site_id) else {
+        tracing::warn!(site_id, "hello from a site that is not in the sites group; ignored");
+        return Ok(());
+    };
+    if let Some(reason) = &st.finished {
+        let _ = actor.cast(SiteMsg::FromServer(Ok(ToSite::Shutdown { reason: reason.clone() })));
+        return Ok(());
+    }
+    if let Err(refusal) = check_site_hello(Admission::of(st), &actor, protocol, site_id).await {
+        refuse_site(st, site_id, &actor, &refusal);
+        return Ok(());
+    }
+    tracing::info!(site_id, num_samples, "site joined");
+    st.sites.remove(&site_id);
+    st.admit(site_id, actor)?;
+    st.report.site_classes.insert(site_id, class_counts);
+    st.progress.sites.set_message(format!("{} joined", st.sites.len()));
+    if st.waiting_to_start && st.sites.len() as u32 >= st.cfg.federation.sites {
+        st.waiting_to_start = false;
+        me.cast(ServerMsg::StartRound)?;
+    }
+    Ok(())
+}
+
+/// The join deadline passed: start with a quorum, wait again, or give up after `max_round_retries` deadlines.
+fn on_join_timeout(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<(), ActorProcessingErr> {
+    if st.waiting_to_start {
+        if st.sites.len() as u32 >= st.cfg.federation.min_sites {
+            tracing::warn!(joined = st.sites.len(), "starting with a quorum of sites");
+            st.waiting_to_start = false;
+            me.cast(ServerMsg::StartRound)?;
+        } else {
+            st.join_deadlines_missed += 1;
+            if st.join_deadlines_missed > st.cfg.federation.max_round_retries {
+                let msg = format!(
+                    "only {} of the {} sites needed joined in time",
+                    st.sites.len(),
+                    st.cfg.federation.min_sites
+                );
+                st.finish_run(me, Err(msg));
                 return Ok(());
             }
-            tracing::warn!(round, attempt, received = current.received().len(), "round deadline passed");
-            match current.status_at_deadline() {
-                RoundStatus::Complete => finish_round(&me, st).await?,
-                RoundStatus::Failed { received, needed } => retry_round(&me, st, received, needed)?,
-                RoundStatus::Waiting => {}
+            me.send_after(Duration::from_secs_f64(st.cfg.federation.join_timeout_secs), || ServerMsg::JoinTimeout);
+        }
+    }
+    Ok(())
+}
+
+/// The bounded wait at the end of the run is over: finish without whatever has not come back.
+fn on_finish_now(me: &ActorRef<ServerMsg>, st: &mut ServerState) {
+    if let Some(outcome) = st.finishing.take() {
+        if !st.pending_eval.is_empty() {
+            tracing::warn!("the final evaluation did not come back in time; finishing without it");
+        }
+        if !st.pending_roles.is_empty() {
+            let late: Vec<String> = std::mem::take(&mut st.pending_roles).into_iter().collect();
+            tracing::warn!(roles = ?late, "roles did not report on the last round in time; finishing");
+            st.event(None, "roles-late", late.join(", "));
+        }
+        st.pending_eval.clear();
+        if !st.site_evals.is_empty() {
+            tracing::warn!("sites did not all answer the last federated evaluation in time; finishing");
+            st.settle_site_evals(true);
+        }
+        st.finish_run(me, outcome);
+    }
+}
+
+/// A heartbeat answer: pings answered, or a site declared lost is back.
+fn on_pong(st: &mut ServerState, site_id: u32, seq: u64) -> Result<(), ActorProcessingErr> {
+    match st.sites.get_mut(&site_id) {
+        Some(site) => {
+            for sent in site.pings.answered(seq) {
+                st.obs.metrics.heartbeat_answered(sent.elapsed().as_secs_f64());
             }
         }
+        None => {
+            // A site we declared lost (hung, partitioned) answers again: it is back.
+            if let Some(actor) = ServerState::site_actor(site_id) {
+                if st.report.site_classes.contains_key(&site_id) {
+                    st.admit(site_id, actor)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A heartbeat tick (enqueued at `now`): ping every member, lose the ones whose oldest ping is overdue.
+async fn on_heartbeat(me: &ActorRef<ServerMsg>, st: &mut ServerState, now: Instant) -> Result<(), ActorProcessingErr> {
+    st.heartbeat_ticks += 1;
+    let period = st.cfg.federation.heartbeat_secs;
+    st.ping_seq += 1;
+    let seq = st.ping_seq;
+    // A ping is stamped when it really leaves; the check below uses the tick's enqueue time. A server
+    // that was blocked sends its pings late and then works through the ticks queued meanwhile: judged
+    // by when they were enqueued, those ticks cannot blame a site for a ping that left after them.
+    let sent = Instant::now();
+    for site in st.sites.values_mut() {
+        site.pings.sent(seq, sent);
+        let _ = site.actor.cast(SiteMsg::FromServer(Ok(ToSite::Ping { seq })));
+    }
+    // (`now` is the tick's enqueue time; pings sent after it have waited 0.)
+    let hung = lost_sites(st.sites.iter().map(|(id, s)| (*id, &s.pings)), now, answer_limit(period));
+    for (id, waited) in hung {
+        st.obs.metrics.heartbeat_missed();
+        let detail = format!("no heartbeat answer for {:.2} s (period {period} s)", waited.as_secs_f64());
+        st.lose(id, "site-unresponsive", detail);
+    }
+    // Sites lost since a federated evaluation was asked will not answer it.
+    st.settle_site_evals(false);
+    finish_if_settled(me, st);
+    check_round(me, st).await?;
+    Ok(())
+}
+
+/// The round's deadline passed: close it with quorum, retry it without, or keep waiting.
+async fn on_round_deadline(
+    me: &ActorRef<ServerMsg>,
+    st: &mut ServerState,
+    round: u64,
+    attempt: u32,
+) -> Result<(), ActorProcessingErr> {
+    let Some(current) = &st.current else { return Ok(()) };
+    if current.round != round || current.attempt != attempt {
+        return Ok(());
+    }
+    tracing::warn!(round, attempt, received = current.received().len(), "round deadline passed");
+    match current.status_at_deadline() {
+        RoundStatus::Complete => finish_round(me, st).await?,
+        RoundStatus::Failed { received, needed } => retry_round(me, st, received, needed)?,
+        RoundStatus::Waiting => {}
     }
     Ok(())
 }

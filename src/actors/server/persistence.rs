@@ -8,6 +8,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use super::state::*;
 use crate::actors::checkpoint_writer::CheckpointWriter;
 use crate::actors::evaluator::EvaluatorActor;
+use crate::actors::messages::ServerChild;
 use crate::actors::messages::{EvaluatorMsg, ServerMsg, WriterMsg};
 use crate::actors::restart_policy::Decision;
 use crate::actors::spawn_configured_child;
@@ -42,7 +43,7 @@ pub(super) fn writer_failed(me: &ActorRef<ServerMsg>, st: &mut ServerState, reas
         Decision::Restart { attempt, delay } => {
             tracing::warn!(round, attempt, ?delay, %reason, "checkpoint not written; retrying");
             st.event(None, "checkpoint-retry", reason);
-            me.send_after(delay, || ServerMsg::RestartChild("checkpoint-writer"));
+            me.send_after(delay, || ServerMsg::RestartChild(ServerChild::CheckpointWriter));
         }
         Decision::Escalate { failures_in_window } => {
             let msg = format!(
@@ -61,11 +62,13 @@ pub(super) fn writer_failed(me: &ActorRef<ServerMsg>, st: &mut ServerState, reas
 pub(super) async fn restart_child(
     me: &ActorRef<ServerMsg>,
     st: &mut ServerState,
-    which: &str,
+    which: ServerChild,
 ) -> Result<(), ActorProcessingErr> {
     match which {
-        "evaluator" => st.evaluator = spawn_configured_child(EvaluatorActor, &st.evaluator_args, me.get_cell()).await?,
-        _ => {
+        ServerChild::Evaluator => {
+            st.evaluator = spawn_configured_child(EvaluatorActor, &st.evaluator_args, me.get_cell()).await?
+        }
+        ServerChild::CheckpointWriter => {
             if st.writer.is_none() {
                 st.writer = Some(spawn_writer(me, &st.writer_store).await?);
             }
