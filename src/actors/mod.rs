@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 pub mod checkpoint_writer;
 pub mod evaluator;
+pub(crate) mod link;
 pub mod messages;
 pub mod restart_policy;
 pub mod role;
@@ -20,16 +21,6 @@ pub mod server;
 pub mod site;
 pub mod trainer;
 pub mod worker;
-
-/// The server actor across the cluster (a member of the server group on another node), when it is not `known`:
-/// a server just found, or a restarted one, which the caller then greets.
-pub(crate) fn new_remote_server(
-    known: Option<&ractor::ActorRef<messages::ServerMsg>>,
-) -> Option<ractor::ActorRef<messages::ServerMsg>> {
-    let cell =
-        ractor::pg::get_members(&messages::SERVER_GROUP.to_string()).into_iter().find(|c| !c.get_id().is_local())?;
-    (known.map(|s| s.get_id()) != Some(cell.get_id())).then(|| cell.into())
-}
 
 /// Whether `cell` is the child actor held in `child` (supervision events name the failed child by its cell).
 pub(crate) fn is_child<T>(child: &Option<ractor::ActorRef<T>>, cell: &ractor::ActorCell) -> bool {

@@ -33,14 +33,14 @@ use ractor_cluster::NodeServerMessage;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+use crate::actors::link::{Connect, ServerLink};
 use crate::actors::messages::{
-    role_actor_name, BlobRef, RoleMsg, RunnerMsg, ServerMsg, ToRole, ToServer, PROTOCOL_VERSION, ROLES_GROUP,
-    SERVER_GROUP,
+    role_actor_name, BlobRef, RoleMsg, RunnerMsg, ToRole, ToServer, PROTOCOL_VERSION, ROLES_GROUP, SERVER_GROUP,
 };
 pub use crate::actors::messages::{RoleReport, RoundEvent, RoundSummary};
 use crate::actors::restart_policy::{Decision, RestartPolicy, RestartTracker};
 use crate::actors::worker::Worker;
-use crate::actors::{new_remote_server, set_exit, Exit};
+use crate::actors::{set_exit, Exit};
 use crate::cluster::bulk::{self, BulkTls, ClientOpts};
 use crate::cluster::{self, ClusterError, NodeEvent};
 use crate::config::Config;
@@ -198,9 +198,7 @@ type Job = (Box<RoundEvent>, Option<Arc<Weights>>);
 
 pub struct RoleHostState {
     args: RoleHostArgs,
-    server: Option<ActorRef<ServerMsg>>,
-    connected: bool,
-    dialer: cluster::Dialer,
+    link: ServerLink,
     /// Download-only credentials on the bulk plane: (reader id, token).
     reader: Option<(u32, u64)>,
     runner: Option<ActorRef<RunnerMsg>>,
@@ -217,22 +215,18 @@ pub struct RoleHostState {
 
 impl RoleHostState {
     fn send(&self, frame: ToServer) {
-        match &self.server {
-            Some(s) => {
-                if let Err(e) = s.cast(ServerMsg::FromSite(Ok(frame))) {
-                    tracing::warn!(error = %e, "cannot reach the server");
-                }
-            }
-            None => tracing::warn!("no server to send the role's report to"),
-        }
+        self.link.send(frame);
     }
 
     fn find_server(&mut self) {
-        if let Some(server) = new_remote_server(self.server.as_ref()) {
-            self.server = Some(server);
-            tracing::info!(role = %self.args.role, "found the server; saying hello");
-            self.send(ToServer::RoleHello { protocol: PROTOCOL_VERSION, role: self.args.role.clone() });
+        if self.link.find_server() {
+            self.say_hello();
         }
+    }
+
+    fn say_hello(&self) {
+        tracing::info!(role = %self.args.role, "found the server; saying hello");
+        self.send(ToServer::RoleHello { protocol: PROTOCOL_VERSION, role: self.args.role.clone() });
     }
 
     fn pump(&mut self, me: &ActorRef<RoleMsg>) {
@@ -329,10 +323,8 @@ impl Actor for RoleHost {
         me.cast(RoleMsg::Connect)?;
         let restarts = RestartTracker::new(args.restart_policy.clone(), 7);
         Ok(RoleHostState {
+            link: ServerLink::new(args.node.clone(), args.security.clone(), args.server_addr, args.reconnect),
             args,
-            server: None,
-            connected: false,
-            dialer: cluster::Dialer::default(),
             reader: None,
             runner: Some(runner),
             queue: VecDeque::new(),
@@ -350,38 +342,27 @@ impl Actor for RoleHost {
         st: &mut RoleHostState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            RoleMsg::Connect => {
-                st.dialer.due();
-                if st.connected {
-                    return Ok(());
+            RoleMsg::Connect => match st.link.connect().await {
+                Connect::Wait => {}
+                Connect::RetryIn(delay) => {
+                    me.send_after(delay, || RoleMsg::Connect);
                 }
-                let a = &st.args;
-                match st.dialer.dial(&a.node, &a.security, a.server_addr, a.reconnect).await {
-                    cluster::Dial::Opened => {}
-                    cluster::Dial::RetryIn(delay) => {
-                        if st.dialer.schedule() {
-                            me.send_after(delay, || RoleMsg::Connect);
-                        }
-                    }
-                    cluster::Dial::GiveUp(reason) => {
-                        set_exit(&st.args.exit, Err(reason.clone()));
-                        me.stop(None);
-                    }
+                Connect::GiveUp(reason) => {
+                    set_exit(&st.args.exit, Err(reason));
+                    me.stop(None);
                 }
-            }
+            },
             RoleMsg::Node(NodeEvent::Ready { peer, .. }) => {
                 tracing::info!(%peer, "session ready");
-                st.connected = true;
-                st.dialer.ready();
-                st.find_server();
+                if st.link.ready() {
+                    st.say_hello();
+                }
             }
             RoleMsg::Node(NodeEvent::Disconnected { peer, .. }) => {
                 tracing::warn!(%peer, "lost the server; reconnecting");
-                st.connected = false;
-                st.server = None;
                 st.reader = None;
-                if st.dialer.schedule() {
-                    me.send_after(st.args.reconnect, || RoleMsg::Connect);
+                if let Some(delay) = st.link.lost() {
+                    me.send_after(delay, || RoleMsg::Connect);
                 }
             }
             RoleMsg::FromServer(Ok(ToRole::Welcome { protocol, reader_id, token })) => {
@@ -474,11 +455,7 @@ impl Actor for RoleHost {
             }
             SupervisionEvent::ProcessGroupChanged(change) if change.get_group() == SERVER_GROUP => match change {
                 pg::GroupChangeMessage::Join(..) => st.find_server(),
-                pg::GroupChangeMessage::Leave(_, _, cells) => {
-                    if cells.iter().any(|c| Some(c.get_id()) == st.server.as_ref().map(|s| s.get_id())) {
-                        st.server = None;
-                    }
-                }
+                pg::GroupChangeMessage::Leave(_, _, cells) => st.link.left(&cells),
             },
             _ => {}
         }

@@ -28,13 +28,14 @@ use ractor_cluster::NodeServerMessage;
 use tracing::Instrument;
 
 use crate::actors::evaluator::{SiteEvaluatorActor, SiteEvaluatorArgs};
+use crate::actors::link::{Connect, ServerLink};
 use crate::actors::messages::{
-    BlobRef, LocalJob, ServerMsg, SiteEvaluatorMsg, SiteMsg, SiteRound, ToServer, ToSite, TrainFailure,
-    TrainFailureKind, TrainerMsg, UpdateMeta, SERVER_GROUP, SITES_GROUP,
+    BlobRef, LocalJob, SiteEvaluatorMsg, SiteMsg, SiteRound, ToServer, ToSite, TrainFailure, TrainFailureKind,
+    TrainerMsg, UpdateMeta, SERVER_GROUP, SITES_GROUP,
 };
 use crate::actors::restart_policy::{Decision, RestartPolicy, RestartTracker};
 use crate::actors::trainer::{TrainerActor, TrainerArgs};
-use crate::actors::{is_child, new_remote_server, set_exit, spawn_configured_child, Exit};
+use crate::actors::{is_child, set_exit, spawn_configured_child, Exit};
 use crate::cluster::bulk::{self, ClientOpts};
 use crate::cluster::{self, NodeEvent};
 use crate::faults::InjectedFault;
@@ -94,9 +95,7 @@ struct PendingRound {
 pub struct SiteState {
     args: SiteArgs,
     trainer: Option<ActorRef<TrainerMsg>>,
-    server: Option<ActorRef<ServerMsg>>,
-    connected: bool,
-    dialer: cluster::Dialer,
+    link: ServerLink,
     job: Option<LocalJob>,
     restarts: RestartTracker,
     restarts_this_job: u32,
@@ -114,14 +113,7 @@ pub struct SiteState {
 
 impl SiteState {
     fn send(&self, frame: ToServer) {
-        match &self.server {
-            Some(server) => {
-                if let Err(e) = server.cast(ServerMsg::FromSite(Ok(frame))) {
-                    tracing::warn!(error = %e, "cannot reach the server");
-                }
-            }
-            None => tracing::warn!("no server to send to"),
-        }
+        self.link.send(frame);
     }
 
     /// Hands the current job (if any) to the trainer, with whatever fault the plan injects into this attempt.
@@ -269,11 +261,14 @@ impl SiteState {
 
     /// Adopts the remote server actor if one is in the server group.
     fn find_server(&mut self) {
-        if let Some(server) = new_remote_server(self.server.as_ref()) {
-            self.server = Some(server);
-            tracing::info!(site = self.args.site_id, "found the server; saying hello");
-            self.send(self.hello());
+        if self.link.find_server() {
+            self.say_hello();
         }
+    }
+
+    fn say_hello(&self) {
+        tracing::info!(site = self.args.site_id, "found the server; saying hello");
+        self.send(self.hello());
     }
 }
 
@@ -306,11 +301,9 @@ impl Actor for SiteActor {
             evaluator,
             eval_restarts,
             eval_job: None,
+            link: ServerLink::new(args.node.clone(), args.security.clone(), args.server_addr, args.reconnect),
             args,
             trainer: Some(trainer),
-            server: None,
-            connected: false,
-            dialer: cluster::Dialer::default(),
             job: None,
             restarts,
             restarts_this_job: 0,
@@ -370,11 +363,7 @@ impl Actor for SiteActor {
             }
             SupervisionEvent::ProcessGroupChanged(change) if change.get_group() == SERVER_GROUP => match change {
                 pg::GroupChangeMessage::Join(..) => st.find_server(),
-                pg::GroupChangeMessage::Leave(_, _, cells) => {
-                    if cells.iter().any(|c| Some(c.get_id()) == st.server.as_ref().map(|s| s.get_id())) {
-                        st.server = None;
-                    }
-                }
+                pg::GroupChangeMessage::Leave(_, _, cells) => st.link.left(&cells),
             },
             _ => {}
         }
@@ -449,42 +438,31 @@ fn restart_or_escalate(me: &ActorRef<SiteMsg>, st: &mut SiteState, reason: Strin
 
 async fn dispatch(me: ActorRef<SiteMsg>, msg: SiteMsg, st: &mut SiteState) -> Result<(), ActorProcessingErr> {
     match msg {
-        SiteMsg::Connect => {
-            st.dialer.due();
-            if st.connected {
-                return Ok(());
+        SiteMsg::Connect => match st.link.connect().await {
+            Connect::Wait => {}
+            Connect::RetryIn(delay) => {
+                me.send_after(delay, || SiteMsg::Connect);
             }
-            let a = &st.args;
-            match st.dialer.dial(&a.node, &a.security, a.server_addr, a.reconnect).await {
-                cluster::Dial::Opened => {}
-                cluster::Dial::RetryIn(delay) => {
-                    if st.dialer.schedule() {
-                        me.send_after(delay, || SiteMsg::Connect);
-                    }
-                }
-                cluster::Dial::GiveUp(reason) => {
-                    set_exit(&st.args.exit, Err(reason.clone()));
-                    me.stop(Some(reason));
-                }
+            Connect::GiveUp(reason) => {
+                set_exit(&st.args.exit, Err(reason.clone()));
+                me.stop(Some(reason));
             }
-        }
+        },
         SiteMsg::Node(NodeEvent::Ready { peer, .. }) => {
             tracing::info!(%peer, "session ready");
-            st.connected = true;
-            st.dialer.ready();
             st.last_contact = Instant::now();
-            st.find_server();
+            if st.link.ready() {
+                st.say_hello();
+            }
         }
         SiteMsg::Node(NodeEvent::Disconnected { peer, .. }) => {
             tracing::warn!(%peer, "lost the server; reconnecting");
-            st.connected = false;
-            st.server = None;
             st.job = None;
             st.pending = None;
             st.token = None;
             st.eval_job = None;
-            if st.dialer.schedule() {
-                me.send_after(st.args.reconnect, || SiteMsg::Connect);
+            if let Some(delay) = st.link.lost() {
+                me.send_after(delay, || SiteMsg::Connect);
             }
         }
         SiteMsg::FromServer(Ok(ToSite::Welcome { protocol, token })) => {
