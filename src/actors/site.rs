@@ -44,6 +44,7 @@ use crate::federation::site_store::{Finished, SiteStore};
 use crate::federation::strategy::SiteHints;
 use crate::federation::weights::Weights;
 use crate::observability::Metrics;
+use crate::train::LocalResult;
 
 pub struct SiteActor;
 
@@ -475,31 +476,7 @@ async fn dispatch(me: ActorRef<SiteMsg>, msg: SiteMsg, st: &mut SiteState) -> Re
             st.token = Some(token);
         }
         SiteMsg::FromServer(Ok(ToSite::Train { protocol, round, local_steps, batch_size, hints, weights })) => {
-            st.last_contact = Instant::now();
-            if protocol != st.args.protocol {
-                tracing::error!(protocol, "server speaks another protocol version");
-                return Ok(());
-            }
-            tracing::info!(round, local_steps, bytes = weights.len, "round announced; fetching the global weights");
-            st.job = None;
-            st.bulk_port = Some(weights.port);
-            st.pending = Some(PendingRound { round, local_steps, batch_size, hints, sha256: weights.sha256.clone() });
-            if let Some((finished, update)) =
-                st.args.store.as_ref().and_then(|s| s.load_finished(round, &weights.sha256))
-            {
-                // Trained before a restart (ours or the server's): send the same update again.
-                match hex::decode(&finished.meta_hex).map_err(|e| e.to_string()).and_then(|b| UpdateMeta::decode(&b)) {
-                    Ok(mut meta) => {
-                        tracing::info!(round, "re-sending the update finished before a restart");
-                        st.pending = None;
-                        meta.site.from_local_checkpoint = true;
-                        st.upload(&me, meta, update, None);
-                        return Ok(());
-                    }
-                    Err(e) => tracing::warn!(round, error = %e, "ignoring an unreadable finished update"),
-                }
-            }
-            st.fetch(&me, round, weights, |round, result| SiteMsg::GlobalFetched { round, result });
+            on_train(&me, st, protocol, round, local_steps, batch_size, hints, weights)
         }
         SiteMsg::FromServer(Ok(ToSite::Evaluate { protocol, round, weights })) => {
             st.last_contact = Instant::now();
@@ -533,46 +510,12 @@ async fn dispatch(me: ActorRef<SiteMsg>, msg: SiteMsg, st: &mut SiteState) -> Re
             st.evaluator = spawn_configured_child(SiteEvaluatorActor, &st.args.evaluator, me.get_cell()).await?;
             st.dispatch_eval(&me);
         }
-        SiteMsg::GlobalFetched { round, result } => {
-            let Some(p) = st.pending.take_if(|p| p.round == round) else { return Ok(()) };
-            match result {
-                Ok(global) => {
-                    st.job = Some(LocalJob {
-                        round,
-                        global,
-                        local_steps: p.local_steps,
-                        batch_size: p.batch_size,
-                        hints: p.hints,
-                        global_sha256: p.sha256,
-                        fault: InjectedFault::None,
-                    });
-                    st.restarts_this_job = 0;
-                    st.oom_retries = 0;
-                    st.dispatch(&me)?;
-                }
-                Err(reason) => {
-                    tracing::error!(round, %reason, "cannot fetch the global weights");
-                    st.send(ToServer::OutOfRound { site_id: st.args.site_id, round, reason });
-                }
-            }
-        }
+        SiteMsg::GlobalFetched { round, result } => on_global_fetched(&me, st, round, result)?,
         SiteMsg::Uploaded { round, result } => match result {
             Ok(()) => tracing::info!(round, "update delivered"),
             Err(reason) => tracing::warn!(round, %reason, "update not delivered"),
         },
-        SiteMsg::GiveUpCheck => {
-            let Some(limit) = st.args.give_up.filter(|_| !st.finished) else { return Ok(()) };
-            if st.last_contact.elapsed() > limit {
-                let reason = format!(
-                    "no word from the server at {} for {:.0} s (cluster.site_give_up_secs); giving up",
-                    st.args.server_addr,
-                    limit.as_secs_f64()
-                );
-                tracing::error!(%reason);
-                set_exit(&st.args.exit, Err(reason.clone()));
-                me.stop(Some(reason));
-            }
-        }
+        SiteMsg::GiveUpCheck => on_give_up_check(&me, st),
         SiteMsg::FromServer(Ok(ToSite::Ping { seq })) => {
             st.last_contact = Instant::now();
             st.send(ToServer::Pong { site_id: st.args.site_id, seq });
@@ -582,55 +525,9 @@ async fn dispatch(me: ActorRef<SiteMsg>, msg: SiteMsg, st: &mut SiteState) -> Re
             set_exit(&st.args.exit, Err(format!("refused by the server: {reason}")));
             me.stop(Some(reason));
         }
-        SiteMsg::FromServer(Ok(ToSite::Shutdown { reason })) => {
-            if st.finished {
-                return Ok(());
-            }
-            tracing::info!(%reason, "server ended the run");
-            set_exit(&st.args.exit, Ok(reason.clone()));
-            if st.args.stay_up {
-                tracing::info!("staying up (--stay-up) until SIGTERM");
-                st.finished = true;
-                st.job = None;
-                st.pending = None;
-            } else {
-                me.stop(Some(reason));
-            }
-        }
+        SiteMsg::FromServer(Ok(ToSite::Shutdown { reason })) => on_shutdown(&me, st, reason),
         SiteMsg::FromServer(Err(e)) => tracing::warn!(error = %e, "dropped a malformed frame from the server"),
-        SiteMsg::TrainerDone(Ok(result)) => {
-            let Some(job) = st.job.take() else { return Ok(()) };
-            if job.round != result.round {
-                return Ok(());
-            }
-            tracing::info!(
-                round = job.round,
-                d_loss = result.losses.d_loss,
-                g_loss = result.losses.g_loss,
-                secs = result.train_secs,
-                resumed_from_step = result.resumed_from_step,
-                "round trained"
-            );
-            st.args.metrics.round_completed(job.round, result.train_secs);
-            st.args.metrics.gan_losses(result.losses.d_loss, result.losses.g_loss);
-            let meta = UpdateMeta {
-                protocol: st.args.protocol,
-                round: job.round,
-                site: SiteRound {
-                    site_id: st.args.site_id,
-                    num_samples: st.args.num_samples,
-                    losses: result.losses,
-                    steps: result.steps,
-                    train_secs: result.train_secs,
-                    trainer_restarts: st.restarts_this_job,
-                    batch_size: job.batch_size,
-                    oom_retries: st.oom_retries,
-                    resumed_from_step: result.resumed_from_step,
-                    from_local_checkpoint: false,
-                },
-            };
-            st.upload(&me, meta, result.weights, Some(job.global_sha256));
-        }
+        SiteMsg::TrainerDone(Ok(result)) => on_trained(&me, st, result),
         SiteMsg::TrainerDone(Err(failure)) => on_job_failure(&me, st, failure)?,
         SiteMsg::RestartTrainer => {
             st.trainer = Some(spawn_trainer(&me, &st.args.trainer).await?);
@@ -638,4 +535,139 @@ async fn dispatch(me: ActorRef<SiteMsg>, msg: SiteMsg, st: &mut SiteState) -> Re
         }
     }
     Ok(())
+}
+
+/// A round was announced: re-send an update finished before a restart, or fetch the global weights.
+#[allow(clippy::too_many_arguments)]
+fn on_train(
+    me: &ActorRef<SiteMsg>,
+    st: &mut SiteState,
+    protocol: u32,
+    round: u64,
+    local_steps: u32,
+    batch_size: u32,
+    hints: SiteHints,
+    weights: BlobRef,
+) {
+    st.last_contact = Instant::now();
+    if protocol != st.args.protocol {
+        tracing::error!(protocol, "server speaks another protocol version");
+        return;
+    }
+    tracing::info!(round, local_steps, bytes = weights.len, "round announced; fetching the global weights");
+    st.job = None;
+    st.bulk_port = Some(weights.port);
+    st.pending = Some(PendingRound { round, local_steps, batch_size, hints, sha256: weights.sha256.clone() });
+    if let Some((finished, update)) = st.args.store.as_ref().and_then(|s| s.load_finished(round, &weights.sha256)) {
+        // Trained before a restart (ours or the server's): send the same update again.
+        match hex::decode(&finished.meta_hex).map_err(|e| e.to_string()).and_then(|b| UpdateMeta::decode(&b)) {
+            Ok(mut meta) => {
+                tracing::info!(round, "re-sending the update finished before a restart");
+                st.pending = None;
+                meta.site.from_local_checkpoint = true;
+                st.upload(me, meta, update, None);
+                return;
+            }
+            Err(e) => tracing::warn!(round, error = %e, "ignoring an unreadable finished update"),
+        }
+    }
+    st.fetch(me, round, weights, |round, result| SiteMsg::GlobalFetched { round, result });
+}
+
+/// The round's global weights arrived (or could not be fetched): hand the job to the trainer, or drop out.
+fn on_global_fetched(
+    me: &ActorRef<SiteMsg>,
+    st: &mut SiteState,
+    round: u64,
+    result: Result<Weights, String>,
+) -> Result<(), ActorProcessingErr> {
+    let Some(p) = st.pending.take_if(|p| p.round == round) else { return Ok(()) };
+    match result {
+        Ok(global) => {
+            st.job = Some(LocalJob {
+                round,
+                global,
+                local_steps: p.local_steps,
+                batch_size: p.batch_size,
+                hints: p.hints,
+                global_sha256: p.sha256,
+                fault: InjectedFault::None,
+            });
+            st.restarts_this_job = 0;
+            st.oom_retries = 0;
+            st.dispatch(me)?;
+        }
+        Err(reason) => {
+            tracing::error!(round, %reason, "cannot fetch the global weights");
+            st.send(ToServer::OutOfRound { site_id: st.args.site_id, round, reason });
+        }
+    }
+    Ok(())
+}
+
+/// With `cluster.site_give_up_secs`: stop when the server has been silent for that long.
+fn on_give_up_check(me: &ActorRef<SiteMsg>, st: &mut SiteState) {
+    let Some(limit) = st.args.give_up.filter(|_| !st.finished) else { return };
+    if st.last_contact.elapsed() > limit {
+        let reason = format!(
+            "no word from the server at {} for {:.0} s (cluster.site_give_up_secs); giving up",
+            st.args.server_addr,
+            limit.as_secs_f64()
+        );
+        tracing::error!(%reason);
+        set_exit(&st.args.exit, Err(reason.clone()));
+        me.stop(Some(reason));
+    }
+}
+
+/// The server ended the run: exit, or with `--stay-up` stay and idle.
+fn on_shutdown(me: &ActorRef<SiteMsg>, st: &mut SiteState, reason: String) {
+    if st.finished {
+        return;
+    }
+    tracing::info!(%reason, "server ended the run");
+    set_exit(&st.args.exit, Ok(reason.clone()));
+    if st.args.stay_up {
+        tracing::info!("staying up (--stay-up) until SIGTERM");
+        st.finished = true;
+        st.job = None;
+        st.pending = None;
+    } else {
+        me.stop(Some(reason));
+    }
+}
+
+/// The trainer finished the round's job: upload the update with what the site reports about its round.
+fn on_trained(me: &ActorRef<SiteMsg>, st: &mut SiteState, result: LocalResult) {
+    let Some(job) = st.job.take() else { return };
+    if job.round != result.round {
+        return;
+    }
+    tracing::info!(
+        round = job.round,
+        d_loss = result.losses.d_loss,
+        g_loss = result.losses.g_loss,
+        secs = result.train_secs,
+        resumed_from_step = result.resumed_from_step,
+        "round trained"
+    );
+    st.args.metrics.round_completed(job.round, result.train_secs);
+    st.args.metrics.gan_losses(result.losses.d_loss, result.losses.g_loss);
+    let meta = UpdateMeta {
+        protocol: st.args.protocol,
+        round: job.round,
+        site: SiteRound {
+            site_id: st.args.site_id,
+            num_samples: st.args.num_samples,
+            losses: result.losses,
+            steps: result.steps,
+            train_secs: result.train_secs,
+            trainer_restarts: st.restarts_this_job,
+            batch_size: job.batch_size,
+            oom_retries: st.oom_retries,
+            resumed_from_step: result.resumed_from_step,
+            from_local_checkpoint: false,
+        },
+    };
+    st.upload(me, meta, result.weights, Some(job.global_sha256));
 }
