@@ -313,172 +313,246 @@ fn final_distance(a: &Path, b: &Path) -> Option<f64> {
 
 fn run_once(s: &Scenario, dir: &Path, exe: &Path) -> Result<ScenarioResult, ChaosError> {
     let started = Instant::now();
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(io(format!("clearing {}", dir.display())))?;
-    }
-    std::fs::create_dir_all(dir.join("logs")).map_err(io(format!("creating {}", dir.display())))?;
-    let mut cfg: Config = s.config().map_err(ChaosError::Setup)?;
-    let port = crate::launcher::free_port().map_err(|e| ChaosError::Setup(e.to_string()))?;
-    let partitioned: BTreeSet<u32> = s
-        .faults
-        .iter()
-        .filter_map(|f| if let Action::Partition { site, .. } = f { Some(*site) } else { None })
-        .collect();
-    // A partitioned site reaches the server over its veth, so the server listens on every address.
-    let host = if partitioned.is_empty() { "127.0.0.1" } else { "0.0.0.0" };
-    cfg.cluster.server_addr = format!("{host}:{port}");
-    cfg.runtime.out_dir = dir.join("run");
-    if s.tls {
-        let certs = dir.join("certs");
-        crate::cluster::certs::issue_all(&certs, cfg.federation.sites).map_err(|e| ChaosError::Setup(e.to_string()))?;
-        cfg.cluster.tls_dir = Some(certs);
-    }
-    let config = dir.join("config.toml");
-    std::fs::write(&config, cfg.to_toml().map_err(|e| ChaosError::Setup(e.to_string()))?)
-        .map_err(io(format!("writing {}", config.display())))?;
-    let sites = cfg.federation.sites;
-    let mut netns: Vec<Option<NetNs>> = (0..sites).map(|_| None).collect();
-    for &site in &partitioned {
-        netns[site as usize] = Some(NetNs::create(site)?);
-    }
-    let _tmpfs = match s.faults.iter().find_map(|f| {
-        if let Action::DiskFull { size_kib } = f {
-            Some(*size_kib)
-        } else {
-            None
+    let setup = Setup::prepare(s, dir)?;
+    let mut fleet = setup.start(s, dir, exe)?;
+    let driven = Driver::new(s).drive(s, dir, &mut fleet, setup.cfg.federation.sites, started)?;
+    let left = wind_down(&mut fleet, driven.timed_out);
+    Ok(judge(s, dir, &setup, &fleet, driven, left, started))
+}
+
+/// A scenario's run folder, configuration and the faults that need setting up before anything starts.
+struct Setup {
+    cfg: Config,
+    config: PathBuf,
+    port: u16,
+    /// Sites cut off by a network namespace of their own.
+    partitioned: BTreeSet<u32>,
+    /// Site ids taken by intruders (bad credentials) instead of real sites.
+    intruders: BTreeSet<u32>,
+    /// A small tmpfs under the checkpoints (disk-full), unmounted when the run is over.
+    _tmpfs: Option<Tmpfs>,
+}
+
+impl Setup {
+    fn prepare(s: &Scenario, dir: &Path) -> Result<Setup, ChaosError> {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(io(format!("clearing {}", dir.display())))?;
         }
-    }) {
-        Some(kib) => Some(Tmpfs::mount(&dir.join("run/checkpoints"), kib)?),
-        None => None,
-    };
-    let intruder_ids: BTreeSet<u32> = s
-        .faults
-        .iter()
-        .filter_map(|f| if let Action::BadCredentials { site, .. } = f { Some(*site) } else { None })
-        .collect();
-    let mut fleet = Fleet {
-        exe: exe.to_path_buf(),
-        dir: dir.to_path_buf(),
-        config: config.clone(),
-        port,
-        server: None,
-        servers_started: 0,
-        sites: (0..sites).map(|_| None).collect(),
-        starts: vec![0; sites as usize],
-        netns,
-        intruders: Vec::new(),
-    };
-    fleet.start_server()?;
-    for id in (0..sites).filter(|id| !intruder_ids.contains(id)) {
-        fleet.start_site(id)?;
+        std::fs::create_dir_all(dir.join("logs")).map_err(io(format!("creating {}", dir.display())))?;
+        let mut cfg: Config = s.config().map_err(ChaosError::Setup)?;
+        let port = crate::launcher::free_port().map_err(|e| ChaosError::Setup(e.to_string()))?;
+        let partitioned: BTreeSet<u32> = s
+            .faults
+            .iter()
+            .filter_map(|f| if let Action::Partition { site, .. } = f { Some(*site) } else { None })
+            .collect();
+        // A partitioned site reaches the server over its veth, so the server listens on every address.
+        let host = if partitioned.is_empty() { "127.0.0.1" } else { "0.0.0.0" };
+        cfg.cluster.server_addr = format!("{host}:{port}");
+        cfg.runtime.out_dir = dir.join("run");
+        if s.tls {
+            let certs = dir.join("certs");
+            crate::cluster::certs::issue_all(&certs, cfg.federation.sites)
+                .map_err(|e| ChaosError::Setup(e.to_string()))?;
+            cfg.cluster.tls_dir = Some(certs);
+        }
+        let config = dir.join("config.toml");
+        std::fs::write(&config, cfg.to_toml().map_err(|e| ChaosError::Setup(e.to_string()))?)
+            .map_err(io(format!("writing {}", config.display())))?;
+        let disk_full = s.faults.iter().find_map(|f| match f {
+            Action::DiskFull { size_kib } => Some(*size_kib),
+            _ => None,
+        });
+        let _tmpfs = match disk_full {
+            Some(kib) => Some(Tmpfs::mount(&dir.join("run/checkpoints"), kib)?),
+            None => None,
+        };
+        let intruders: BTreeSet<u32> = s
+            .faults
+            .iter()
+            .filter_map(|f| if let Action::BadCredentials { site, .. } = f { Some(*site) } else { None })
+            .collect();
+        Ok(Setup { cfg, config, port, partitioned, intruders, _tmpfs })
     }
-    for f in &s.faults {
-        if let Action::BadCredentials { site, what } = f {
-            start_intruder(&mut fleet, &cfg, dir, *site, *what)?;
+
+    /// Starts the server, every real site and the intruders.
+    fn start(&self, s: &Scenario, dir: &Path, exe: &Path) -> Result<Fleet, ChaosError> {
+        let sites = self.cfg.federation.sites;
+        let mut netns: Vec<Option<NetNs>> = (0..sites).map(|_| None).collect();
+        for &site in &self.partitioned {
+            netns[site as usize] = Some(NetNs::create(site)?);
+        }
+        let mut fleet = Fleet {
+            exe: exe.to_path_buf(),
+            dir: dir.to_path_buf(),
+            config: self.config.clone(),
+            port: self.port,
+            server: None,
+            servers_started: 0,
+            sites: (0..sites).map(|_| None).collect(),
+            starts: vec![0; sites as usize],
+            netns,
+            intruders: Vec::new(),
+        };
+        fleet.start_server()?;
+        for id in (0..sites).filter(|id| !self.intruders.contains(id)) {
+            fleet.start_site(id)?;
+        }
+        for f in &s.faults {
+            if let Action::BadCredentials { site, what } = f {
+                start_intruder(&mut fleet, &self.cfg, dir, *site, *what)?;
+            }
+        }
+        Ok(fleet)
+    }
+}
+
+/// What driving a scenario left behind for the judge.
+struct Driven {
+    server_status: Option<std::process::ExitStatus>,
+    timed_out: bool,
+    records: Vec<FaultRecord>,
+    /// Rounds whose checkpoint was damaged on purpose.
+    corrupted: Vec<u64>,
+    /// The highest round the report ever showed.
+    max_seen: u64,
+}
+
+/// The triggered faults of a scenario while it runs: which have fired, what is to be undone when.
+struct Driver {
+    armed: Vec<Armed>,
+    records: Vec<FaultRecord>,
+    later: Vec<(Instant, Later)>,
+    corrupted: Vec<u64>,
+    rotate: u32,
+}
+
+impl Driver {
+    fn new(s: &Scenario) -> Driver {
+        Driver {
+            armed: s
+                .faults
+                .iter()
+                .filter(|f| f.trigger().is_some())
+                .map(|a| Armed { action: a.clone(), fired: 0 })
+                .collect(),
+            records: s
+                .faults
+                .iter()
+                .filter(|f| f.trigger().is_none())
+                .map(|f| FaultRecord::setup(f.kind(), f))
+                .chain(s.injects.iter().map(FaultRecord::inject))
+                .collect(),
+            later: Vec::new(),
+            corrupted: Vec::new(),
+            rotate: 0,
         }
     }
 
-    let mut armed: Vec<Armed> =
-        s.faults.iter().filter(|f| f.trigger().is_some()).map(|a| Armed { action: a.clone(), fired: 0 }).collect();
-    let mut records: Vec<FaultRecord> = s
-        .faults
-        .iter()
-        .filter(|f| f.trigger().is_none())
-        .map(|f| FaultRecord::setup(f.kind(), f))
-        .chain(s.injects.iter().map(FaultRecord::inject))
-        .collect();
-    let mut later: Vec<(Instant, Later)> = Vec::new();
-    let mut corrupted: Vec<u64> = Vec::new();
-    let mut max_seen = 0u64;
-    let mut rotate = 0u32;
-    let limit = Duration::from_secs_f64(s.expect.timeout_secs);
-    let mut timed_out = false;
-    let server_status = loop {
-        std::thread::sleep(Duration::from_millis(40));
-        let report = RunReport::read(&dir.join("run")).ok();
-        let done = report.as_ref().map(|r| r.rounds.len() as u64).unwrap_or(0);
-        max_seen = max_seen.max(report.as_ref().and_then(|r| r.rounds.last().map(|x| x.round)).unwrap_or(0));
-        let elapsed = started.elapsed();
-        for a in armed.iter_mut() {
-            let Some(t) = a.action.trigger() else { continue };
-            let due = match (t.after_round, t.after_secs, t.every_rounds) {
-                (Some(r), _, _) => a.fired == 0 && done >= r,
-                (_, Some(secs), _) => a.fired == 0 && elapsed.as_secs_f64() >= secs,
-                (_, _, Some(k)) => a.fired < t.count.unwrap_or(1) && done >= k * u64::from(a.fired + 1),
-                _ => false,
-            };
-            if !due {
-                continue;
+    /// Polls the report, fires due faults and undoes them when their time comes, until the server has exited
+    /// with nothing left to undo, or the scenario's timeout.
+    fn drive(
+        mut self,
+        s: &Scenario,
+        dir: &Path,
+        fleet: &mut Fleet,
+        sites: u32,
+        started: Instant,
+    ) -> Result<Driven, ChaosError> {
+        let limit = Duration::from_secs_f64(s.expect.timeout_secs);
+        let mut max_seen = 0u64;
+        let (server_status, timed_out) = loop {
+            std::thread::sleep(Duration::from_millis(40));
+            let report = RunReport::read(&dir.join("run")).ok();
+            let done = report.as_ref().map(|r| r.rounds.len() as u64).unwrap_or(0);
+            max_seen = max_seen.max(report.as_ref().and_then(|r| r.rounds.last().map(|x| x.round)).unwrap_or(0));
+            let elapsed = started.elapsed();
+            for i in 0..self.armed.len() {
+                if self.armed[i].due(done, elapsed) {
+                    self.armed[i].fired += 1;
+                    let action = self.armed[i].action.clone();
+                    self.fire(&action, dir, fleet, sites)?;
+                }
             }
-            a.fired += 1;
-            let at = now_ms();
-            match &a.action {
-                Action::KillSite { site, restart_after_secs, .. } => {
-                    let id = site.unwrap_or_else(|| {
-                        rotate += 1;
-                        (rotate * 7 + 1) % sites
-                    });
-                    if fleet.signal_site(id, libc::SIGKILL) {
-                        if let Some(mut c) = fleet.sites[id as usize].take() {
-                            let _ = c.wait();
-                        }
-                        later.push((
-                            Instant::now() + Duration::from_secs_f64(*restart_after_secs),
-                            Later::StartSite(id),
-                        ));
-                        records.push(FaultRecord::at("kill-site", format!("site {id}"), Some(id), at));
+            self.undo_due(fleet)?;
+            let server_pending = self.later.iter().any(|(_, l)| matches!(l, Later::StartServer));
+            if let Some(srv) = fleet.server.as_mut() {
+                if let Ok(Some(status)) = srv.try_wait() {
+                    if !server_pending && self.later.is_empty() {
+                        break (Some(status), false);
                     }
                 }
-                Action::KillServer { restart_after_secs, .. } => {
-                    fleet.kill_server();
-                    later.push((Instant::now() + Duration::from_secs_f64(*restart_after_secs), Later::StartServer));
-                    records.push(FaultRecord::at("kill-server", "server".into(), None, at));
-                }
-                Action::HangSite { site, secs, .. } => {
-                    if fleet.signal_site(*site, libc::SIGSTOP) {
-                        later.push((Instant::now() + Duration::from_secs_f64(*secs), Later::Cont(*site)));
-                        records.push(FaultRecord::at(
-                            "hang-site",
-                            format!("site {site} for {secs} s"),
-                            Some(*site),
-                            at,
-                        ));
-                    }
-                }
-                Action::Partition { site, secs, .. } => {
-                    if let Some(ns) = fleet.netns[*site as usize].as_ref() {
-                        ns.link(false)?;
-                        later.push((Instant::now() + Duration::from_secs_f64(*secs), Later::LinkUp(*site)));
-                        records.push(FaultRecord::at(
-                            "partition",
-                            format!("site {site} for {secs} s"),
-                            Some(*site),
-                            at,
-                        ));
-                    }
-                }
-                Action::CorruptCheckpoint { .. } => {
-                    fleet.kill_server();
-                    if let Some((round, path)) = latest_checkpoint_part(&dir.join("run/checkpoints")) {
-                        let bytes = std::fs::read(&path).map_err(io(format!("reading {}", path.display())))?;
-                        std::fs::write(&path, &bytes[..bytes.len() / 2])
-                            .map_err(io(format!("damaging {}", path.display())))?;
-                        corrupted.push(round);
-                        records.push(FaultRecord::at("corrupt-checkpoint", format!("round {round}"), None, at));
-                    }
-                    fleet.start_server()?;
-                }
-                Action::DiskFull { .. } | Action::BadCredentials { .. } => {}
             }
+            if elapsed > limit {
+                break (None, true);
+            }
+        };
+        Ok(Driven { server_status, timed_out, records: self.records, corrupted: self.corrupted, max_seen })
+    }
+
+    fn fire(&mut self, action: &Action, dir: &Path, fleet: &mut Fleet, sites: u32) -> Result<(), ChaosError> {
+        let at = now_ms();
+        let after = |secs: f64| Instant::now() + Duration::from_secs_f64(secs);
+        match action {
+            Action::KillSite { site, restart_after_secs, .. } => {
+                let id = site.unwrap_or_else(|| {
+                    self.rotate += 1;
+                    (self.rotate * 7 + 1) % sites
+                });
+                if fleet.signal_site(id, libc::SIGKILL) {
+                    if let Some(mut c) = fleet.sites[id as usize].take() {
+                        let _ = c.wait();
+                    }
+                    self.later.push((after(*restart_after_secs), Later::StartSite(id)));
+                    self.records.push(FaultRecord::at("kill-site", format!("site {id}"), Some(id), at));
+                }
+            }
+            Action::KillServer { restart_after_secs, .. } => {
+                fleet.kill_server();
+                self.later.push((after(*restart_after_secs), Later::StartServer));
+                self.records.push(FaultRecord::at("kill-server", "server".into(), None, at));
+            }
+            Action::HangSite { site, secs, .. } => {
+                if fleet.signal_site(*site, libc::SIGSTOP) {
+                    self.later.push((after(*secs), Later::Cont(*site)));
+                    let what = format!("site {site} for {secs} s");
+                    self.records.push(FaultRecord::at("hang-site", what, Some(*site), at));
+                }
+            }
+            Action::Partition { site, secs, .. } => {
+                if let Some(ns) = fleet.netns[*site as usize].as_ref() {
+                    ns.link(false)?;
+                    self.later.push((after(*secs), Later::LinkUp(*site)));
+                    let what = format!("site {site} for {secs} s");
+                    self.records.push(FaultRecord::at("partition", what, Some(*site), at));
+                }
+            }
+            Action::CorruptCheckpoint { .. } => {
+                fleet.kill_server();
+                if let Some((round, path)) = latest_checkpoint_part(&dir.join("run/checkpoints")) {
+                    let bytes = std::fs::read(&path).map_err(io(format!("reading {}", path.display())))?;
+                    std::fs::write(&path, &bytes[..bytes.len() / 2])
+                        .map_err(io(format!("damaging {}", path.display())))?;
+                    self.corrupted.push(round);
+                    self.records.push(FaultRecord::at("corrupt-checkpoint", format!("round {round}"), None, at));
+                }
+                fleet.start_server()?;
+            }
+            Action::DiskFull { .. } | Action::BadCredentials { .. } => {}
         }
+        Ok(())
+    }
+
+    /// Restarts, resumes and reconnects whatever is due.
+    fn undo_due(&mut self, fleet: &mut Fleet) -> Result<(), ChaosError> {
         let now = Instant::now();
         let mut i = 0;
-        while i < later.len() {
-            if later[i].0 > now {
+        while i < self.later.len() {
+            if self.later[i].0 > now {
                 i += 1;
                 continue;
             }
-            match later.swap_remove(i).1 {
+            match self.later.swap_remove(i).1 {
                 Later::StartSite(id) => fleet.start_site(id)?,
                 Later::StartServer => fleet.start_server()?,
                 Later::Cont(id) => {
@@ -491,21 +565,26 @@ fn run_once(s: &Scenario, dir: &Path, exe: &Path) -> Result<ScenarioResult, Chao
                 }
             }
         }
-        let server_pending = later.iter().any(|(_, l)| matches!(l, Later::StartServer));
-        if let Some(srv) = fleet.server.as_mut() {
-            if let Ok(Some(status)) = srv.try_wait() {
-                if !server_pending && later.is_empty() {
-                    break Some(status);
-                }
-            }
-        }
-        if elapsed > limit {
-            timed_out = true;
-            break None;
-        }
-    };
+        Ok(())
+    }
+}
 
-    // The product's processes must all end by themselves once the server has: give them a bounded while.
+impl Armed {
+    /// Whether the fault's trigger is due with `done` rounds completed, `elapsed` into the run.
+    fn due(&self, done: u64, elapsed: Duration) -> bool {
+        let Some(t) = self.action.trigger() else { return false };
+        match (t.after_round, t.after_secs, t.every_rounds) {
+            (Some(r), _, _) => self.fired == 0 && done >= r,
+            (_, Some(secs), _) => self.fired == 0 && elapsed.as_secs_f64() >= secs,
+            (_, _, Some(k)) => self.fired < t.count.unwrap_or(1) && done >= k * u64::from(self.fired + 1),
+            _ => false,
+        }
+    }
+}
+
+/// The product's processes must all end by themselves once the server has: a bounded while for that, then every
+/// process left is killed. Returns the ones that were still running.
+fn wind_down(fleet: &mut Fleet, timed_out: bool) -> Vec<String> {
     for (_, mut c) in fleet.intruders.drain(..) {
         let _ = c.kill();
         let _ = c.wait();
@@ -517,9 +596,23 @@ fn run_once(s: &Scenario, dir: &Path, exe: &Path) -> Result<ScenarioResult, Chao
         left = fleet.running();
     }
     fleet.kill_all();
+    left
+}
 
+/// The scenario's invariants, judged from the report and what happened.
+fn judge(
+    s: &Scenario,
+    dir: &Path,
+    setup: &Setup,
+    fleet: &Fleet,
+    driven: Driven,
+    left: Vec<String>,
+    started: Instant,
+) -> ScenarioResult {
+    let Driven { server_status, timed_out, mut records, corrupted, max_seen } = driven;
+    let limit = Duration::from_secs_f64(s.expect.timeout_secs);
     let report = RunReport::read(&dir.join("run")).unwrap_or_default();
-    let configured = cfg.federation.rounds;
+    let configured = setup.cfg.federation.rounds;
     let completed = report.rounds.len() as u64;
     for r in records.iter_mut() {
         r.measure(&report);
@@ -576,15 +669,16 @@ fn run_once(s: &Scenario, dir: &Path, exe: &Path) -> Result<ScenarioResult, Chao
     } else {
         Invariant::fail("no-process-left", format!("still running 30 s after the server: {left:?}"))
     });
-    if !intruder_ids.is_empty() {
-        let joined: Vec<u32> = intruder_ids.iter().copied().filter(|id| report.site_classes.contains_key(id)).collect();
+    if !setup.intruders.is_empty() {
+        let intruders = &setup.intruders;
+        let joined: Vec<u32> = intruders.iter().copied().filter(|id| report.site_classes.contains_key(id)).collect();
         invariants.push(if joined.is_empty() {
-            Invariant::pass("intruder-refused", format!("site(s) {intruder_ids:?} never in membership"))
+            Invariant::pass("intruder-refused", format!("site(s) {intruders:?} never in membership"))
         } else {
             Invariant::fail("intruder-refused", format!("intruder(s) {joined:?} joined"))
         });
     }
-    Ok(ScenarioResult {
+    ScenarioResult {
         name: s.name.clone(),
         about: s.about.clone(),
         faults: s.fault_kinds(),
@@ -598,7 +692,7 @@ fn run_once(s: &Scenario, dir: &Path, exe: &Path) -> Result<ScenarioResult, Chao
         wall_secs: started.elapsed().as_secs_f64(),
         dir: dir.to_path_buf(),
         notes: Vec::new(),
-    })
+    }
 }
 
 /// Starts a process that claims site `site` with bad credentials.
