@@ -278,6 +278,30 @@ pub(super) async fn serve_http(addr: Option<SocketAddr>, state: crate::observabi
     Ok(())
 }
 
+/// `--stay-up` on a run that is already complete: answer health, metrics and status as finished until a signal.
+async fn serve_finished(cfg: &Config, completed: u64, http: Option<SocketAddr>) -> Result<()> {
+    let obs = Observed {
+        metrics: crate::observability::Metrics::new("server"),
+        status: crate::observability::StatusHandle::default(),
+        readiness: crate::observability::Readiness::new("finished"),
+    };
+    obs.metrics.set_rounds_configured(cfg.federation.rounds);
+    obs.status.update(|s| {
+        s.role = "server".into();
+        s.round = completed;
+        s.rounds_configured = cfg.federation.rounds;
+        s.phase = "finished".into();
+    });
+    obs.readiness.set_ready();
+    serve_http(
+        http,
+        crate::observability::HttpState { metrics: obs.metrics, status: obs.status, readiness: obs.readiness },
+    )
+    .await?;
+    stay_up().await;
+    Ok(())
+}
+
 pub async fn run_server(mut cfg: Config, opts: ServerOpts) -> Result<()> {
     tch::set_num_threads(cfg.runtime.threads);
     // First the data: a real source decides the model's classes, hence the model and the configuration's hash.
@@ -303,25 +327,7 @@ pub async fn run_server(mut cfg: Config, opts: ServerOpts) -> Result<()> {
     if completed >= cfg.federation.rounds {
         println!("all {} rounds are already complete in {}", cfg.federation.rounds, out.display());
         if opts.stay_up {
-            let obs = Observed {
-                metrics: crate::observability::Metrics::new("server"),
-                status: crate::observability::StatusHandle::default(),
-                readiness: crate::observability::Readiness::new("finished"),
-            };
-            obs.metrics.set_rounds_configured(cfg.federation.rounds);
-            obs.status.update(|s| {
-                s.role = "server".into();
-                s.round = completed;
-                s.rounds_configured = cfg.federation.rounds;
-                s.phase = "finished".into();
-            });
-            obs.readiness.set_ready();
-            serve_http(
-                opts.http,
-                crate::observability::HttpState { metrics: obs.metrics, status: obs.status, readiness: obs.readiness },
-            )
-            .await?;
-            stay_up().await;
+            serve_finished(&cfg, completed, opts.http).await?;
         }
         return Ok(());
     }
@@ -409,12 +415,24 @@ pub async fn run_server(mut cfg: Config, opts: ServerOpts) -> Result<()> {
         watch_site_pods(server.clone(), selector).await;
     }
     tracing::info!(%listen, mtls, "server listening");
+    wait_for_server(server, handle, node, &exit, &out).await
+}
+
+/// Waits for the server actor to end (or a signal), then shuts the node down and turns the run's outcome into the
+/// process's result.
+async fn wait_for_server(
+    server: ActorRef<ServerMsg>,
+    handle: tokio::task::JoinHandle<()>,
+    node: cluster::Node,
+    exit: &Exit,
+    out: &std::path::Path,
+) -> Result<()> {
     tokio::select! {
         _ = handle => {},
         _ = wait_for_signal() => {
             server.stop(Some("signal".into()));
             // With --stay-up a finished run waits for exactly this signal.
-            if !finished_ok(&exit) {
+            if !finished_ok(exit) {
                 node.shutdown().await;
                 tracing::warn!("signal received; stopping (completed rounds are checkpointed)");
                 bail!("interrupted");
@@ -425,7 +443,7 @@ pub async fn run_server(mut cfg: Config, opts: ServerOpts) -> Result<()> {
         tracing::warn!(refused = node.refused_handshakes(), "TLS handshakes refused during the run");
     }
     node.shutdown().await;
-    match take_exit(&exit) {
+    match take_exit(exit) {
         Some(Ok(msg)) => {
             tracing::info!(%msg, "run finished");
             println!("{msg}; outputs in {}", out.display());
