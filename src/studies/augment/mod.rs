@@ -328,32 +328,15 @@ pub fn run_study(
 ) -> Result<AugmentReport, AugmentError> {
     let start = Instant::now();
     opts.validate()?;
-    if train.is_empty() || test.is_empty() {
-        return Err(AugmentError::Options("the training and test splits must both hold images".into()));
-    }
-    if train.size != test.size || train.classes != test.classes {
-        return Err(AugmentError::Options("the training and test splits differ in image size or classes".into()));
-    }
     let gan = &generator.gan;
+    check_inputs(gan, train, test)?;
     let k = train.num_classes();
-    if gan.config().image_size != i64::from(train.size) || gan.config().num_classes != k as i64 {
-        return Err(AugmentError::Options(format!(
-            "the data has {} px images of {k} classes but the generator makes {} px images of {} classes",
-            train.size,
-            gan.config().image_size,
-            gan.config().num_classes
-        )));
-    }
     let counts = train.class_counts();
     let seeds: Vec<u64> = (0..u64::from(opts.num_seeds)).map(|s| opts.base_seed.wrapping_add(s)).collect();
     let conditions = 1 + opts.ratios.len();
     let per_setting = seeds.len() * conditions;
     let total = per_setting * (1 + usize::from(opts.federated.is_some())) + usize::from(opts.reference.is_some());
-    let mut done = 0usize;
-    let mut tick = |message: String, progress: &mut dyn FnMut(&Progress)| {
-        done += 1;
-        progress(&Progress { message, done, total });
-    };
+    let mut ticker = Ticker { done: 0, total };
 
     let mut ccfg = ClassifierConfig::preset(&opts.classifier_preset, i64::from(train.size), k as i64)?;
     ccfg.total_steps = opts.steps as i64;
@@ -361,7 +344,7 @@ pub fn run_study(
     let reference = match &opts.reference {
         Some((ref_opts, dir)) => {
             let check = reference_check(gan, train, test, ref_opts, dir, opts.base_seed, opts.device)?;
-            tick(
+            ticker.tick(
                 format!(
                     "reference classifier ({}): test accuracy {:.3}, synthetic label agreement {:.3}",
                     if check.cache_hit { "cached" } else { "trained" },
@@ -374,89 +357,11 @@ pub fn run_study(
         }
         None => None,
     };
-
-    // Centralized: the whole training split, plus ratio × its per-class counts of synthetic images.
-    let mut runs: Vec<Vec<RunResult>> = vec![Vec::new(); conditions];
-    for &seed in &seeds {
-        for (c, slot) in runs.iter_mut().enumerate() {
-            let t0 = Instant::now();
-            let ratio = c.checked_sub(1).and_then(|i| opts.ratios.get(i).copied());
-            let (m, pool_len, n_synth) = match ratio {
-                None => (train_central(&ccfg, train, test, seed, opts)?, train.len(), 0),
-                Some(r) => {
-                    let synth =
-                        synthesize(gan, &scaled_counts(&counts, r), &train.classes, train.size, draw_seed(seed, c, 0))?;
-                    let mut pool = train.clone();
-                    pool.extend_from(&synth)?;
-                    (train_central(&ccfg, &pool, test, seed, opts)?, pool.len(), synth.len())
-                }
-            };
-            let r = result(seed, &m, pool_len, n_synth, t0);
-            tick(
-                format!(
-                    "centralized {} seed {seed}: accuracy {:.3}, macro-F1 {:.3}",
-                    condition_name(ratio),
-                    r.accuracy,
-                    r.macro_f1
-                ),
-                progress,
-            );
-            slot.push(r);
-        }
-    }
-    let centralized = summarise(&opts.ratios, runs);
-
+    let arm = Arm { gan, train, test, ccfg: &ccfg, seeds: &seeds, opts };
+    let centralized = arm.centralized(&mut ticker, progress)?;
     let federated = match &opts.federated {
         None => None,
-        Some(fed) => {
-            let parts = partition(&train.labels, k, fed.sites, &fed.partition, fed.partition_seed)?;
-            let shards: Vec<Dataset> = parts.iter().map(|idx| train.subset(idx)).collect();
-            let mut fcfg = ccfg.clone();
-            fcfg.total_steps = (fed.rounds * fed.local_steps) as i64;
-            let mut runs: Vec<Vec<RunResult>> = vec![Vec::new(); conditions];
-            for &seed in &seeds {
-                for (c, slot) in runs.iter_mut().enumerate() {
-                    let t0 = Instant::now();
-                    let ratio = c.checked_sub(1).and_then(|i| opts.ratios.get(i).copied());
-                    let mut pools = shards.clone();
-                    let mut n_synth = 0;
-                    if let Some(r) = ratio {
-                        for (site, pool) in pools.iter_mut().enumerate() {
-                            let want = scaled_counts(&pool.class_counts(), r);
-                            let synth =
-                                synthesize(gan, &want, &train.classes, train.size, draw_seed(seed, c, site + 1))?;
-                            n_synth += synth.len();
-                            pool.extend_from(&synth)?;
-                        }
-                    }
-                    let m = train_federated(&fcfg, &pools, test, seed, fed, opts)?;
-                    let pool_len = pools.iter().map(Dataset::len).sum();
-                    let r = result(seed, &m, pool_len, n_synth, t0);
-                    tick(
-                        format!(
-                            "federated {} seed {seed}: accuracy {:.3}, macro-F1 {:.3}",
-                            condition_name(ratio),
-                            r.accuracy,
-                            r.macro_f1
-                        ),
-                        progress,
-                    );
-                    slot.push(r);
-                }
-            }
-            Some(FederatedReport {
-                sites: fed.sites,
-                partition: fed.partition.to_string(),
-                partition_seed: fed.partition_seed,
-                rounds: fed.rounds,
-                local_steps: fed.local_steps,
-                site_class_counts: shards.iter().map(Dataset::class_counts).collect(),
-                synthetic_policy: "each site receives round(ratio × its own real images of each class) from the \
-                                   global generator"
-                    .into(),
-                conditions: summarise(&opts.ratios, runs),
-            })
-        }
+        Some(fed) => Some(arm.federated(fed, &mut ticker, progress)?),
     };
 
     Ok(AugmentReport {
@@ -476,6 +381,156 @@ pub fn run_study(
         federated,
         secs: start.elapsed().as_secs_f64(),
     })
+}
+
+/// The study's inputs must fit each other: both splits non-empty, alike in size and classes, and the generator's.
+fn check_inputs(gan: &Gan, train: &Dataset, test: &Dataset) -> Result<(), AugmentError> {
+    if train.is_empty() || test.is_empty() {
+        return Err(AugmentError::Options("the training and test splits must both hold images".into()));
+    }
+    if train.size != test.size || train.classes != test.classes {
+        return Err(AugmentError::Options("the training and test splits differ in image size or classes".into()));
+    }
+    let k = train.num_classes();
+    if gan.config().image_size != i64::from(train.size) || gan.config().num_classes != k as i64 {
+        return Err(AugmentError::Options(format!(
+            "the data has {} px images of {k} classes but the generator makes {} px images of {} classes",
+            train.size,
+            gan.config().image_size,
+            gan.config().num_classes
+        )));
+    }
+    Ok(())
+}
+
+/// Counts finished runs for the progress callback.
+struct Ticker {
+    done: usize,
+    total: usize,
+}
+
+impl Ticker {
+    fn tick(&mut self, message: String, progress: &mut dyn FnMut(&Progress)) {
+        self.done += 1;
+        progress(&Progress { message, done: self.done, total: self.total });
+    }
+}
+
+/// What both arms of the study share.
+struct Arm<'a> {
+    gan: &'a Gan,
+    train: &'a Dataset,
+    test: &'a Dataset,
+    ccfg: &'a ClassifierConfig,
+    seeds: &'a [u64],
+    opts: &'a AugmentOptions,
+}
+
+impl Arm<'_> {
+    /// Centralized: the whole training split, plus ratio × its per-class counts of synthetic images.
+    fn centralized(
+        &self,
+        ticker: &mut Ticker,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<Vec<Condition>, AugmentError> {
+        let Arm { gan, train, test, ccfg, seeds, opts } = *self;
+        let ccfg = ccfg.clone();
+        let counts = train.class_counts();
+        let conditions = 1 + opts.ratios.len();
+        let mut runs: Vec<Vec<RunResult>> = vec![Vec::new(); conditions];
+        for &seed in seeds {
+            for (c, slot) in runs.iter_mut().enumerate() {
+                let t0 = Instant::now();
+                let ratio = c.checked_sub(1).and_then(|i| opts.ratios.get(i).copied());
+                let (m, pool_len, n_synth) = match ratio {
+                    None => (train_central(&ccfg, train, test, seed, opts)?, train.len(), 0),
+                    Some(r) => {
+                        let synth = synthesize(
+                            gan,
+                            &scaled_counts(&counts, r),
+                            &train.classes,
+                            train.size,
+                            draw_seed(seed, c, 0),
+                        )?;
+                        let mut pool = train.clone();
+                        pool.extend_from(&synth)?;
+                        (train_central(&ccfg, &pool, test, seed, opts)?, pool.len(), synth.len())
+                    }
+                };
+                let r = result(seed, &m, pool_len, n_synth, t0);
+                ticker.tick(
+                    format!(
+                        "centralized {} seed {seed}: accuracy {:.3}, macro-F1 {:.3}",
+                        condition_name(ratio),
+                        r.accuracy,
+                        r.macro_f1
+                    ),
+                    progress,
+                );
+                slot.push(r);
+            }
+        }
+        Ok(summarise(&opts.ratios, runs))
+    }
+
+    /// Federated: the training split partitioned like the federation, each site's pool topped up by the global
+    /// generator with ratio × its own per-class counts, the classifier trained by in-process FedAvg.
+    fn federated(
+        &self,
+        fed: &FederatedOptions,
+        ticker: &mut Ticker,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<FederatedReport, AugmentError> {
+        let Arm { gan, train, test, ccfg, seeds, opts } = *self;
+        let k = train.num_classes();
+        let conditions = 1 + opts.ratios.len();
+        let parts = partition(&train.labels, k, fed.sites, &fed.partition, fed.partition_seed)?;
+        let shards: Vec<Dataset> = parts.iter().map(|idx| train.subset(idx)).collect();
+        let mut fcfg = ccfg.clone();
+        fcfg.total_steps = (fed.rounds * fed.local_steps) as i64;
+        let mut runs: Vec<Vec<RunResult>> = vec![Vec::new(); conditions];
+        for &seed in seeds {
+            for (c, slot) in runs.iter_mut().enumerate() {
+                let t0 = Instant::now();
+                let ratio = c.checked_sub(1).and_then(|i| opts.ratios.get(i).copied());
+                let mut pools = shards.clone();
+                let mut n_synth = 0;
+                if let Some(r) = ratio {
+                    for (site, pool) in pools.iter_mut().enumerate() {
+                        let want = scaled_counts(&pool.class_counts(), r);
+                        let synth = synthesize(gan, &want, &train.classes, train.size, draw_seed(seed, c, site + 1))?;
+                        n_synth += synth.len();
+                        pool.extend_from(&synth)?;
+                    }
+                }
+                let m = train_federated(&fcfg, &pools, test, seed, fed, opts)?;
+                let pool_len = pools.iter().map(Dataset::len).sum();
+                let r = result(seed, &m, pool_len, n_synth, t0);
+                ticker.tick(
+                    format!(
+                        "federated {} seed {seed}: accuracy {:.3}, macro-F1 {:.3}",
+                        condition_name(ratio),
+                        r.accuracy,
+                        r.macro_f1
+                    ),
+                    progress,
+                );
+                slot.push(r);
+            }
+        }
+        Ok(FederatedReport {
+            sites: fed.sites,
+            partition: fed.partition.to_string(),
+            partition_seed: fed.partition_seed,
+            rounds: fed.rounds,
+            local_steps: fed.local_steps,
+            site_class_counts: shards.iter().map(Dataset::class_counts).collect(),
+            synthetic_policy: "each site receives round(ratio × its own real images of each class) from the \
+                               global generator"
+                .into(),
+            conditions: summarise(&opts.ratios, runs),
+        })
+    }
 }
 
 #[cfg(test)]
