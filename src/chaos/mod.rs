@@ -12,6 +12,7 @@
 //! - [`runner`]: processes, namespaces, mounts, triggers, invariants;
 //! - [`report`]: the table, `chaos-report.md` and `.json`.
 
+mod judge;
 pub mod report;
 pub mod runner;
 pub mod scenario;

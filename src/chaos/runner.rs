@@ -15,8 +15,9 @@ use crate::config::Config;
 use crate::federation::checkpoint::CheckpointStore;
 use crate::records::RunReport;
 
-use super::report::{FaultRecord, Invariant, ScenarioResult};
-use super::scenario::{Action, Intruder, Outcome, Scenario};
+use super::judge::{judge, Driven};
+use super::report::{FaultRecord, ScenarioResult};
+use super::scenario::{Action, Intruder, Scenario};
 use super::ChaosError;
 
 /// How the runner runs.
@@ -317,7 +318,8 @@ fn run_once(s: &Scenario, dir: &Path, exe: &Path) -> Result<ScenarioResult, Chao
     let mut fleet = setup.start(s, dir, exe)?;
     let driven = Driver::new(s).drive(s, dir, &mut fleet, setup.cfg.federation.sites, started)?;
     let left = wind_down(&mut fleet, driven.timed_out);
-    Ok(judge(s, dir, &setup, &fleet, driven, left, started))
+    let (configured, servers_started) = (setup.cfg.federation.rounds, fleet.servers_started);
+    Ok(judge(s, dir, configured, &setup.intruders, servers_started, driven, left, started))
 }
 
 /// A scenario's run folder, configuration and the faults that need setting up before anything starts.
@@ -405,17 +407,6 @@ impl Setup {
         }
         Ok(fleet)
     }
-}
-
-/// What driving a scenario left behind for the judge.
-struct Driven {
-    server_status: Option<std::process::ExitStatus>,
-    timed_out: bool,
-    records: Vec<FaultRecord>,
-    /// Rounds whose checkpoint was damaged on purpose.
-    corrupted: Vec<u64>,
-    /// The highest round the report ever showed.
-    max_seen: u64,
 }
 
 /// The triggered faults of a scenario while it runs: which have fired, what is to be undone when.
@@ -597,102 +588,6 @@ fn wind_down(fleet: &mut Fleet, timed_out: bool) -> Vec<String> {
     }
     fleet.kill_all();
     left
-}
-
-/// The scenario's invariants, judged from the report and what happened.
-fn judge(
-    s: &Scenario,
-    dir: &Path,
-    setup: &Setup,
-    fleet: &Fleet,
-    driven: Driven,
-    left: Vec<String>,
-    started: Instant,
-) -> ScenarioResult {
-    let Driven { server_status, timed_out, mut records, corrupted, max_seen } = driven;
-    let limit = Duration::from_secs_f64(s.expect.timeout_secs);
-    let report = RunReport::read(&dir.join("run")).unwrap_or_default();
-    let configured = setup.cfg.federation.rounds;
-    let completed = report.rounds.len() as u64;
-    for r in records.iter_mut() {
-        r.measure(&report);
-    }
-    let rounds: Vec<u64> = report.rounds.iter().map(|r| r.round).collect();
-    let lost = (1..=max_seen).filter(|r| !rounds.contains(r)).count() as u64;
-    let contiguous = rounds == (1..=completed).collect::<Vec<_>>();
-    let last_server_log =
-        std::fs::read_to_string(dir.join("logs").join(format!("server-{}.log", fleet.servers_started)))
-            .unwrap_or_default();
-    let mut invariants = Vec::new();
-    let outcome_ok = match (s.expect.outcome, &server_status) {
-        _ if timed_out => Invariant::fail("outcome", format!("timed out after {:.0} s", limit.as_secs_f64())),
-        (Outcome::Complete, Some(st)) if st.success() && report.finished && completed == configured => {
-            Invariant::pass("outcome", format!("all {configured} rounds completed"))
-        }
-        (Outcome::Complete, st) => Invariant::fail(
-            "outcome",
-            format!("server {st:?}, {completed} of {configured} rounds, finished = {}", report.finished),
-        ),
-        (Outcome::Error, Some(st)) => {
-            let needle = s.expect.error_contains.clone().unwrap_or_default();
-            if !st.success() && last_server_log.contains(&needle) {
-                Invariant::pass(
-                    "outcome",
-                    format!("stopped with the expected error ({needle:?}) after {completed} rounds"),
-                )
-            } else {
-                Invariant::fail("outcome", format!("expected an error containing {needle:?}; server {st}"))
-            }
-        }
-        (Outcome::Error, None) => Invariant::fail("outcome", "no server exit".into()),
-    };
-    invariants.push(outcome_ok);
-    invariants.push(if lost == 0 && contiguous {
-        Invariant::pass("no-round-lost", format!("rounds 1..={completed} each once (highest seen {max_seen})"))
-    } else {
-        Invariant::fail("no-round-lost", format!("{lost} lost; rounds in the report: {rounds:?}"))
-    });
-    let accepted: Vec<u64> = corrupted.iter().copied().filter(|c| report.resumed_from_round == Some(*c)).collect();
-    invariants.push(if accepted.is_empty() {
-        Invariant::pass(
-            "no-corrupt-checkpoint-accepted",
-            match corrupted.is_empty() {
-                true => "none corrupted".into(),
-                false => format!("damaged round {corrupted:?}; resumed from {:?}", report.resumed_from_round),
-            },
-        )
-    } else {
-        Invariant::fail("no-corrupt-checkpoint-accepted", format!("resumed from damaged round {accepted:?}"))
-    });
-    invariants.push(if left.is_empty() {
-        Invariant::pass("no-process-left", "every process ended by itself".into())
-    } else {
-        Invariant::fail("no-process-left", format!("still running 30 s after the server: {left:?}"))
-    });
-    if !setup.intruders.is_empty() {
-        let intruders = &setup.intruders;
-        let joined: Vec<u32> = intruders.iter().copied().filter(|id| report.site_classes.contains_key(id)).collect();
-        invariants.push(if joined.is_empty() {
-            Invariant::pass("intruder-refused", format!("site(s) {intruders:?} never in membership"))
-        } else {
-            Invariant::fail("intruder-refused", format!("intruder(s) {joined:?} joined"))
-        });
-    }
-    ScenarioResult {
-        name: s.name.clone(),
-        about: s.about.clone(),
-        faults: s.fault_kinds(),
-        rounds_completed: completed,
-        rounds_configured: configured,
-        rounds_lost: lost,
-        corrupt_checkpoints_accepted: accepted.len() as u64,
-        fault_records: records,
-        invariants,
-        distance_to_baseline: None,
-        wall_secs: started.elapsed().as_secs_f64(),
-        dir: dir.to_path_buf(),
-        notes: Vec::new(),
-    }
 }
 
 /// Starts a process that claims site `site` with bad credentials.
