@@ -4,7 +4,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{contributors, serial, Fed};
 use histofed::config::Config;
@@ -351,4 +351,88 @@ fn a_one_site_federation_equals_the_centralized_run() {
     )
     .unwrap();
     assert!(federated.l2_distance(&shorter).unwrap() > 0.0);
+}
+
+/// Issue #17: decoding, validating and folding updates runs on the aggregator thread, never on the server actor's
+/// mailbox. Eight sites send 40 MB updates (10 M parameters) each round; meanwhile `/pulse` asks the server actor
+/// every few milliseconds. Every pulse taken while updates were being checked or a round aggregated must have been
+/// answered within 50 ms, and there must be such pulses (else the test proved nothing).
+#[test]
+fn the_server_actor_answers_within_50_ms_while_it_folds_eight_40_mb_updates() {
+    let _guard = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = histofed::bench::federation::FederationOpts {
+        exe: env!("CARGO_BIN_EXE_histofed").into(),
+        dir: tmp.path().to_path_buf(),
+        sites: 8,
+        params: 10_000_000,
+        rounds: 3,
+        warmup: 0,
+        timeout: Duration::from_secs(300),
+        heartbeat_secs: None,
+        keep_finished_update: false,
+    };
+    let config = tmp.path().join("config.toml");
+    let text = histofed::bench::federation::federation_config(&opts, common::free_port(), &tmp.path().join("run"));
+    std::fs::write(&config, text).unwrap();
+    let c = config.to_str().unwrap();
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let mut server = common::spawn(tmp.path(), "server", &["server", "--config", c, "--http", &addr]);
+    let mut sites: Vec<_> = (0..8)
+        .map(|id| {
+            common::spawn(tmp.path(), &format!("site-{id}"), &["site", "--config", c, "--site-id", &id.to_string()])
+        })
+        .collect();
+
+    // (client round trip ms, the server's answer)
+    let mut pulses: Vec<(f64, histofed::observability::PulseAnswer)> = Vec::new();
+    let started = Instant::now();
+    while server.child.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "the run did not end in 300 s{}",
+            common::logs(tmp.path())
+        );
+        let t = Instant::now();
+        if let Ok(mut tcp) = std::net::TcpStream::connect(&addr) {
+            tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let _ = write!(tcp, "GET /pulse HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+            let mut text = String::new();
+            let read = tcp.read_to_string(&mut text).is_ok();
+            if read && (text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200")) {
+                let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+                let answer: histofed::observability::PulseAnswer = serde_json::from_str(body).unwrap();
+                pulses.push((t.elapsed().as_secs_f64() * 1e3, answer));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let status = server.wait(Duration::from_secs(10), tmp.path());
+    assert!(status.success(), "server failed: {status}{}", common::logs(tmp.path()));
+    for site in &mut sites {
+        assert!(
+            site.wait(Duration::from_secs(30), tmp.path()).success(),
+            "{} failed{}",
+            site.name,
+            common::logs(tmp.path())
+        );
+    }
+    let report = histofed::records::RunReport::read(&tmp.path().join("run")).unwrap();
+    assert_eq!(report.rounds.len(), 3);
+    assert!(report.rounds.iter().all(|r| r.contributors.len() == 8), "every update folded in every round");
+
+    let busy: Vec<_> = pulses.iter().filter(|(_, a)| a.reply.updates_in_check > 0 || a.reply.aggregating).collect();
+    let slowest = busy.iter().map(|(_, a)| a.answered_ms).fold(0.0, f64::max);
+    eprintln!(
+        "{} pulses, {} while folding or aggregating; slowest actor answer then {slowest:.1} ms, slowest round trip {:.1} ms",
+        pulses.len(),
+        busy.len(),
+        busy.iter().map(|(rtt, _)| *rtt).fold(0.0, f64::max)
+    );
+    assert!(busy.len() >= 5, "too few pulses overlapped the folding to prove anything: {}", busy.len());
+    assert!(busy.iter().any(|(_, a)| a.reply.updates_in_check >= 2), "never more than one update in check at once");
+    let mut worst: Vec<_> = busy.iter().map(|(_, a)| a).collect();
+    worst.sort_by(|a, b| b.answered_ms.total_cmp(&a.answered_ms));
+    worst.truncate(5);
+    assert!(slowest < 50.0, "the server actor took {slowest:.1} ms to answer while folding; slowest: {worst:?}");
 }

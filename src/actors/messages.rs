@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 pub use crate::eval::gan_evaluator::EvalReport;
 pub use crate::faults::InjectedFault;
 pub use crate::federation::evaluation::SiteEval;
-use crate::federation::strategy::SiteHints;
+use crate::federation::strategy::{AggregateError, SiteHints};
+pub use crate::federation::validate::Refused;
 use crate::federation::weights::Weights;
 pub use crate::records::{LossSummary, SiteRound};
 pub use crate::train::{LocalJob, LocalResult, TrainFailure, TrainFailureKind};
@@ -250,6 +251,62 @@ pub enum ServerMsg {
     FinishNow,
     /// Kubernetes reported a change of a site's pod (when the server watches the API).
     Kube(crate::kube::membership::MembershipEvent),
+    /// The aggregator thread checked one update (decoded, validated, folded), or refused it.
+    Folded(Box<Folded>),
+    /// The aggregator thread finished a round's aggregation.
+    Aggregated(Box<Aggregated>),
+    /// The aggregator thread encoded round `round`'s new global as safetensors, with its SHA-256 (`None`: it could
+    /// not).
+    Encoded { round: u64, blob: Option<(Arc<Vec<u8>>, String)> },
+    /// The aggregator thread died before it answered (a panic in a strategy): the run cannot go on.
+    AggregatorGone,
+    /// `/pulse`: answer at once with where the server stands.
+    Pulse(ractor::RpcReplyPort<crate::observability::PulseReply>),
+}
+
+/// One update, checked off the actor by the server's aggregator thread.
+#[derive(Debug)]
+pub struct Folded {
+    /// What the site said about its round (from the upload's metadata).
+    pub site: SiteRound,
+    pub round: u64,
+    pub attempt: u32,
+    /// Seconds the fold took (decoding and validation not counted); or why it was refused, with the detail for the report.
+    pub outcome: Result<f64, (Refused, String)>,
+}
+
+/// A round's aggregation, done off the actor by the server's aggregator thread.
+#[derive(Debug)]
+pub struct Aggregated {
+    pub round: u64,
+    pub result: Result<RoundAggregate, AggregateError>,
+}
+
+/// The new global model and what the round's checkpoint and record need from the strategy.
+pub struct RoundAggregate {
+    /// The new global weights.
+    pub global: Arc<Weights>,
+    /// ‖new − previous global‖₂ (NaN if the layouts differ).
+    pub step: f64,
+    /// The strategy's serialisable state (`Strategy::state`).
+    pub strategy_state: serde_json::Value,
+    /// What the checkpoint writer saves: the global, plus the strategy's tensor state under
+    /// `actors::server::STRATEGY_STATE` when it has one.
+    pub checkpoint: Arc<Weights>,
+    /// The hints the strategy sends with the next round.
+    pub hints: SiteHints,
+    /// Seconds the aggregation took.
+    pub secs: f64,
+}
+
+impl std::fmt::Debug for RoundAggregate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoundAggregate")
+            .field("values", &self.global.num_values())
+            .field("step", &self.step)
+            .field("secs", &self.secs)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Message for ServerMsg {

@@ -50,7 +50,21 @@ impl<J: Send + 'static, R: Send + 'static> Worker<J, R> {
         Err(self.death_reason())
     }
 
-    fn death_reason(&mut self) -> String {
+    /// Queues one job and returns at once: the receiver yields its result, or an error if the thread died before
+    /// answering (then [`Worker::death_reason`] says why). `None`: the thread is already gone.
+    pub fn submit(&self, job: J) -> Option<oneshot::Receiver<R>> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs.as_ref()?.send((job, tx)).ok()?;
+        Some(rx)
+    }
+
+    /// A handle that queues jobs from elsewhere (another task or thread), in the same order as [`Worker::submit`].
+    pub fn submitter(&self) -> Option<Submitter<J, R>> {
+        self.jobs.clone().map(|jobs| Submitter { jobs })
+    }
+
+    /// Why the thread is gone (its panic message, joined): call once a job's answer did not come.
+    pub fn death_reason(&mut self) -> String {
         self.jobs = None;
         let Some(thread) = self.thread.take() else {
             return format!("worker thread {} is gone", self.name);
@@ -66,6 +80,27 @@ impl<J: Send + 'static, R: Send + 'static> Worker<J, R> {
                 format!("worker thread {} panicked: {msg}", self.name)
             }
         }
+    }
+}
+
+/// Queues jobs for a [`Worker`]'s thread from anywhere; cheap to clone. It keeps the thread's queue open: the thread
+/// ends once the worker and every submitter are dropped.
+pub struct Submitter<J, R> {
+    jobs: mpsc::Sender<Envelope<J, R>>,
+}
+
+impl<J, R> Clone for Submitter<J, R> {
+    fn clone(&self) -> Self {
+        Self { jobs: self.jobs.clone() }
+    }
+}
+
+impl<J: Send + 'static, R: Send + 'static> Submitter<J, R> {
+    /// Like [`Worker::submit`]: `None` when the thread is gone.
+    pub fn submit(&self, job: J) -> Option<oneshot::Receiver<R>> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs.send((job, tx)).ok()?;
+        Some(rx)
     }
 }
 
@@ -100,5 +135,25 @@ mod tests {
         let err = w.run(0).await.unwrap_err();
         assert!(err.contains("boom at zero"), "{err}");
         assert!(w.run(1).await.is_err(), "a dead worker stays dead");
+    }
+
+    #[tokio::test]
+    async fn submitted_jobs_run_in_order_without_waiting() {
+        let mut w = Worker::spawn("t", 1, Vec::new, |seen: &mut Vec<u32>, j: u32| {
+            seen.push(j);
+            if j == 9 {
+                panic!("boom at nine");
+            }
+            seen.clone()
+        })
+        .unwrap();
+        let first = w.submit(1).unwrap();
+        let second = w.submit(2).unwrap();
+        assert_eq!(second.await.unwrap(), vec![1, 2], "jobs run in the order they were queued");
+        assert_eq!(first.await.unwrap(), vec![1]);
+        let dead = w.submit(9).unwrap();
+        assert!(dead.await.is_err(), "the answer of a job that killed the thread never comes");
+        assert!(w.death_reason().contains("boom at nine"));
+        assert!(w.submit(3).is_none(), "a dead worker takes no job");
     }
 }

@@ -284,6 +284,7 @@ async fn serve_finished(cfg: &Config, completed: u64, http: Option<SocketAddr>) 
         metrics: crate::observability::Metrics::new("server"),
         status: crate::observability::StatusHandle::default(),
         readiness: crate::observability::Readiness::new("finished"),
+        pulse: crate::observability::Pulse::default(),
     };
     obs.metrics.set_rounds_configured(cfg.federation.rounds);
     obs.status.update(|s| {
@@ -295,7 +296,12 @@ async fn serve_finished(cfg: &Config, completed: u64, http: Option<SocketAddr>) 
     obs.readiness.set_ready();
     serve_http(
         http,
-        crate::observability::HttpState { metrics: obs.metrics, status: obs.status, readiness: obs.readiness },
+        crate::observability::HttpState {
+            metrics: obs.metrics,
+            status: obs.status,
+            readiness: obs.readiness,
+            pulse: obs.pulse,
+        },
     )
     .await?;
     stay_up().await;
@@ -369,6 +375,7 @@ pub async fn run_server(mut cfg: Config, opts: ServerOpts) -> Result<()> {
         metrics: crate::observability::Metrics::new("server"),
         status: crate::observability::StatusHandle::default(),
         readiness: crate::observability::Readiness::new("starting"),
+        pulse: crate::observability::Pulse::default(),
     };
     let args = ServerArgs {
         node: node.server.clone(),
@@ -407,6 +414,7 @@ pub async fn run_server(mut cfg: Config, opts: ServerOpts) -> Result<()> {
             metrics: obs.metrics.clone(),
             status: obs.status.clone(),
             readiness: obs.readiness.clone(),
+            pulse: obs.pulse.clone(),
         },
     )
     .await?;
@@ -567,7 +575,16 @@ pub async fn run_site(
         s.expected = vec![site_actor_name(site_id)];
         s.phase = "running".into();
     });
-    serve_http(http, crate::observability::HttpState { metrics, status, readiness: readiness.clone() }).await?;
+    serve_http(
+        http,
+        crate::observability::HttpState {
+            metrics,
+            status,
+            readiness: readiness.clone(),
+            pulse: crate::observability::Pulse::default(),
+        },
+    )
+    .await?;
     let (site, handle) = Actor::spawn(Some(site_actor_name(site_id)), SiteActor, args).await?;
     // Ready = data loaded, node up, actor running; a hung process stops answering the probe.
     readiness.set_ready();

@@ -1,6 +1,12 @@
 //! The bookkeeping of one round, apart from any actor: who was asked, who answered, whether quorum is reached and
-//! whether the round can close. The server actor only feeds it events (update arrived, site lost, deadline) and acts
-//! on what it answers, so every quorum rule is unit-testable without a network.
+//! whether the round can close. The server actor only feeds it events (update arrived, update checked, site lost,
+//! deadline) and acts on what it answers, so every quorum rule is unit-testable without a network.
+//!
+//! An update is counted in two steps because it is checked off the actor (decoding, validation and folding run on
+//! the aggregator thread): on arrival it is *in check* — no longer awaited, not yet counted — and once checked it
+//! is received (valid and folded) or its site is dropped from the round. A round never closes while an update that
+//! arrived in time is still being checked, not even at its deadline: the update is in hand, and closing without it
+//! would throw away work that was already paid for.
 
 use std::collections::BTreeSet;
 
@@ -37,6 +43,10 @@ pub struct RoundState {
     participants: BTreeSet<u32>,
     received: BTreeSet<u32>,
     dropped: BTreeSet<u32>,
+    /// Arrived, being checked (decoded, validated, folded) off the actor.
+    checking: BTreeSet<u32>,
+    /// The deadline or the grace period passed: absent sites are no longer awaited.
+    closed: bool,
 }
 
 impl RoundState {
@@ -48,6 +58,8 @@ impl RoundState {
             participants: participants.into_iter().collect(),
             received: BTreeSet::new(),
             dropped: BTreeSet::new(),
+            checking: BTreeSet::new(),
+            closed: false,
         }
     }
 
@@ -68,7 +80,13 @@ impl RoundState {
         self.received.len() >= self.min_sites
     }
 
-    /// Decides whether an update from `site` for `round` may be folded in; records it if so.
+    /// Sites whose update arrived and is being checked (decoded, validated, folded).
+    pub fn checking(&self) -> &BTreeSet<u32> {
+        &self.checking
+    }
+
+    /// An update from `site` for `round` arrived: may it be checked and folded in? If so, the site is *in check*
+    /// (no longer awaited, not yet counted) until [`RoundState::on_checked`] says how the check went.
     pub fn on_update(&mut self, site: u32, round: u64) -> UpdateVerdict {
         if round != self.round {
             return UpdateVerdict::WrongRound { expected: self.round, got: round };
@@ -76,15 +94,29 @@ impl RoundState {
         if !self.participants.contains(&site) || self.dropped.contains(&site) {
             return UpdateVerdict::NotParticipant;
         }
-        if !self.received.insert(site) {
+        if self.received.contains(&site) || !self.checking.insert(site) {
             return UpdateVerdict::Duplicate;
         }
         UpdateVerdict::Accept
     }
 
-    /// Adds a site that (re)joined while the round is open; false if it already contributed.
+    /// The update of `site` was checked: counted if it was folded in, otherwise the site is out of the round (an
+    /// invalid update is no contribution, and the site is not awaited again this attempt).
+    pub fn on_checked(&mut self, site: u32, folded: bool) {
+        if !self.checking.remove(&site) {
+            return;
+        }
+        if folded {
+            self.received.insert(site);
+        } else {
+            self.dropped.insert(site);
+        }
+    }
+
+    /// Adds a site that (re)joined while the round is open; false if it already contributed (or its update is in
+    /// check).
     pub fn add_participant(&mut self, site: u32) -> bool {
-        if self.received.contains(&site) {
+        if self.received.contains(&site) || self.checking.contains(&site) {
             return false;
         }
         self.dropped.remove(&site);
@@ -92,31 +124,30 @@ impl RoundState {
         true
     }
 
-    /// A participant was lost (disconnected, hung) or said it cannot contribute.
+    /// A participant was lost (disconnected, hung) or said it cannot contribute. An update of it already in hand
+    /// still counts once checked.
     pub fn on_site_dropped(&mut self, site: u32) {
-        if self.participants.contains(&site) && !self.received.contains(&site) {
+        if self.participants.contains(&site) && !self.received.contains(&site) && !self.checking.contains(&site) {
             self.dropped.insert(site);
         }
     }
 
-    fn outstanding(&self) -> usize {
-        self.participants.len() - self.received.len() - self.dropped.len()
+    /// The deadline (or the grace period after quorum) passed: whoever answered is all there will be. The round
+    /// still waits for the updates in check.
+    pub fn close(&mut self) {
+        self.closed = true;
     }
 
-    /// The status without a deadline having passed.
+    fn outstanding(&self) -> usize {
+        self.participants.len().saturating_sub(self.received.len() + self.dropped.len() + self.checking.len())
+    }
+
+    /// Whether the round can close: it waits while an update is in check, and (until [`RoundState::close`]) while
+    /// a participant has not answered.
     pub fn status(&self) -> RoundStatus {
-        if self.outstanding() > 0 {
+        if !self.checking.is_empty() || (!self.closed && self.outstanding() > 0) {
             RoundStatus::Waiting
         } else if self.has_quorum() {
-            RoundStatus::Complete
-        } else {
-            RoundStatus::Failed { received: self.received.len(), needed: self.min_sites }
-        }
-    }
-
-    /// The status once the deadline has passed: whoever answered is all there will be.
-    pub fn status_at_deadline(&self) -> RoundStatus {
-        if self.has_quorum() {
             RoundStatus::Complete
         } else {
             RoundStatus::Failed { received: self.received.len(), needed: self.min_sites }
@@ -128,22 +159,30 @@ impl RoundState {
 mod tests {
     use super::*;
 
+    /// An update arrives and checks out.
+    fn counted(r: &mut RoundState, site: u32, round: u64) {
+        assert_eq!(r.on_update(site, round), UpdateVerdict::Accept);
+        r.on_checked(site, true);
+    }
+
     #[test]
     fn completes_when_everyone_answers() {
         let mut r = RoundState::new(1, 0, [0, 1, 2], 2);
-        assert_eq!(r.on_update(0, 1), UpdateVerdict::Accept);
+        counted(&mut r, 0, 1);
         assert_eq!(r.status(), RoundStatus::Waiting);
-        assert_eq!(r.on_update(1, 1), UpdateVerdict::Accept);
+        counted(&mut r, 1, 1);
         assert_eq!(r.status(), RoundStatus::Waiting, "site 2 is still expected");
         assert_eq!(r.on_update(2, 1), UpdateVerdict::Accept);
+        assert_eq!(r.status(), RoundStatus::Waiting, "site 2's update is still being checked");
+        r.on_checked(2, true);
         assert_eq!(r.status(), RoundStatus::Complete);
     }
 
     #[test]
     fn lost_site_closes_the_round_with_quorum() {
         let mut r = RoundState::new(3, 0, [0, 1, 2], 2);
-        r.on_update(0, 3);
-        r.on_update(2, 3);
+        counted(&mut r, 0, 3);
+        counted(&mut r, 2, 3);
         r.on_site_dropped(1);
         assert_eq!(r.status(), RoundStatus::Complete);
         assert_eq!(r.dropped().iter().copied().collect::<Vec<_>>(), vec![1]);
@@ -153,12 +192,13 @@ mod tests {
     #[test]
     fn a_site_rejoining_mid_round_is_awaited_again() {
         let mut r = RoundState::new(2, 0, [0, 1], 1);
-        r.on_update(0, 2);
+        counted(&mut r, 0, 2);
         r.on_site_dropped(1);
         assert_eq!(r.status(), RoundStatus::Complete);
         assert!(r.add_participant(1));
         assert_eq!(r.status(), RoundStatus::Waiting, "the rejoined site is expected again");
         assert_eq!(r.on_update(1, 2), UpdateVerdict::Accept);
+        assert!(!r.add_participant(1), "a site whose update is in check is not re-added");
         assert!(!r.add_participant(0), "a site that already contributed is not re-added");
         assert!(r.add_participant(5));
         assert_eq!(r.participants().len(), 3);
@@ -167,11 +207,13 @@ mod tests {
     #[test]
     fn without_quorum_the_round_fails() {
         let mut r = RoundState::new(1, 0, [0, 1], 2);
-        r.on_update(0, 1);
+        counted(&mut r, 0, 1);
         r.on_site_dropped(1);
         assert_eq!(r.status(), RoundStatus::Failed { received: 1, needed: 2 });
-        let r2 = RoundState::new(1, 0, [0, 1], 1);
-        assert_eq!(r2.status_at_deadline(), RoundStatus::Failed { received: 0, needed: 1 });
+        let mut r2 = RoundState::new(1, 0, [0, 1], 1);
+        assert_eq!(r2.status(), RoundStatus::Waiting);
+        r2.close();
+        assert_eq!(r2.status(), RoundStatus::Failed { received: 0, needed: 1 });
     }
 
     #[test]
@@ -180,7 +222,36 @@ mod tests {
         assert_eq!(r.on_update(0, 3), UpdateVerdict::WrongRound { expected: 4, got: 3 });
         assert_eq!(r.on_update(7, 4), UpdateVerdict::NotParticipant);
         assert_eq!(r.on_update(0, 4), UpdateVerdict::Accept);
-        assert_eq!(r.on_update(0, 4), UpdateVerdict::Duplicate);
-        assert_eq!(r.status_at_deadline(), RoundStatus::Complete);
+        assert_eq!(r.on_update(0, 4), UpdateVerdict::Duplicate, "a second upload while the first is in check");
+        r.on_checked(0, true);
+        assert_eq!(r.on_update(0, 4), UpdateVerdict::Duplicate, "a second upload after the first was counted");
+        r.close();
+        assert_eq!(r.status(), RoundStatus::Complete);
+    }
+
+    #[test]
+    fn an_update_in_check_holds_the_round_open_past_its_deadline() {
+        let mut r = RoundState::new(1, 0, [0, 1, 2], 1);
+        assert_eq!(r.on_update(0, 1), UpdateVerdict::Accept);
+        r.close();
+        assert_eq!(r.status(), RoundStatus::Waiting, "the update in hand is still being checked");
+        r.on_site_dropped(0);
+        assert!(r.dropped().is_empty(), "losing a site does not throw away its update in check");
+        r.on_checked(0, true);
+        assert_eq!(r.status(), RoundStatus::Complete);
+        assert_eq!(r.received().len(), 1);
+    }
+
+    #[test]
+    fn an_update_that_fails_its_check_drops_its_site() {
+        let mut r = RoundState::new(1, 0, [0, 1], 1);
+        assert_eq!(r.on_update(0, 1), UpdateVerdict::Accept);
+        r.on_checked(0, false);
+        assert_eq!(r.dropped().iter().copied().collect::<Vec<_>>(), vec![0]);
+        assert_eq!(r.on_update(0, 1), UpdateVerdict::NotParticipant, "no second try within the attempt");
+        counted(&mut r, 1, 1);
+        assert_eq!(r.status(), RoundStatus::Complete);
+        r.on_checked(1, false);
+        assert_eq!(r.received().len(), 1, "a check that is not pending changes nothing");
     }
 }

@@ -15,6 +15,7 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use super::round::UpdateVerdict;
 use super::weights::Weights;
 
 /// Server-side limits on updates.
@@ -84,6 +85,36 @@ impl std::fmt::Display for RejectReason {
     }
 }
 
+/// Why an upload was not folded in, end to end: the metric's `reason` label comes from this value, never from text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// It failed validation, or could not be read at all (`Malformed`), or the round bookkeeping refused it
+    /// (`StaleRound` for another round or none open, `UnknownSite` for a site not asked, `Duplicate`).
+    Invalid(RejectReason),
+    /// It was valid but the strategy refused to fold it (a layout it cannot take).
+    Aggregation,
+}
+
+impl Refused {
+    /// The bounded metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refused::Invalid(r) => r.as_str(),
+            Refused::Aggregation => "aggregation",
+        }
+    }
+}
+
+impl From<UpdateVerdict> for Refused {
+    fn from(v: UpdateVerdict) -> Self {
+        Refused::Invalid(match v {
+            UpdateVerdict::Accept | UpdateVerdict::WrongRound { .. } => RejectReason::StaleRound,
+            UpdateVerdict::NotParticipant => RejectReason::UnknownSite,
+            UpdateVerdict::Duplicate => RejectReason::Duplicate,
+        })
+    }
+}
+
 /// A rejected update: the reason and a detail naming what was wrong.
 #[derive(Debug, Error, Clone, PartialEq, Serialize, Deserialize)]
 #[error("{reason:?}: {detail}")]
@@ -106,6 +137,12 @@ pub struct UpdateHeader {
     pub num_samples: u64,
 }
 
+/// The rejection of an update for round `got` during round `expected` (stale or from the future).
+pub fn round_mismatch(got: u64, expected: u64) -> Rejection {
+    let when = if got < expected { "stale" } else { "future" };
+    Rejection::new(RejectReason::StaleRound, format!("{when} update for round {got} during round {expected}"))
+}
+
 /// Accepts or rejects one update (full weights) against the round's global weights; see the module docs for the
 /// order of checks.
 pub fn validate_update(
@@ -124,11 +161,7 @@ pub fn validate_update(
         ));
     }
     if header.round != expected_round {
-        let when = if header.round < expected_round { "stale" } else { "future" };
-        return Err(Rejection::new(
-            R::StaleRound,
-            format!("{when} update for round {} during round {expected_round}", header.round),
-        ));
+        return Err(round_mismatch(header.round, expected_round));
     }
     if header.num_samples == 0 {
         return Err(Rejection::new(R::ZeroSamples, "update claims 0 training samples"));

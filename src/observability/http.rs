@@ -2,8 +2,10 @@
 //!
 //! Routes: `/healthz` (liveness: 200 while the process serves at all), `/readyz` (200 once [`Readiness`] is set,
 //! else 503 with the reason, so a rollout waits for a resumed server), `/metrics` (Prometheus text) and `/status`
-//! (JSON [`StatusSnapshot`]). Handlers only read shared handles: they never message an actor, so a wedged actor
-//! cannot make the probes hang, and liveness stays an honest "the process is up" signal.
+//! (JSON [`StatusSnapshot`]). Those handlers only read shared handles: they never message an actor, so a wedged actor
+//! cannot make the probes hang, and liveness stays an honest "the process is up" signal. `/pulse` is the exception
+//! by design (see [`super::pulse`]): a bounded round trip through the server actor's mailbox, timed; 503 when it
+//! does not answer within [`super::pulse::PULSE_TIMEOUT`], 404 in a process without such an actor.
 //!
 //! The client speaks plain HTTP/1.1 through hyper's connection API (no TLS stack, no connection pool): it is an
 //! operator's one-shot query, bounded by a timeout, and every error names the address it tried.
@@ -23,6 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use super::metrics::{Metrics, CONTENT_TYPE};
+use super::pulse::{Pulse, PulseError, PULSE_TIMEOUT};
 use super::{ObsError, Readiness, StatusHandle, StatusSnapshot};
 
 /// Timeout of [`fetch_status`].
@@ -36,6 +39,8 @@ pub struct HttpState {
     pub metrics: Metrics,
     pub status: StatusHandle,
     pub readiness: Readiness,
+    /// How to ask the server actor for `/pulse` (unset in other roles).
+    pub pulse: Pulse,
 }
 
 /// The routes, for embedding in another router or for tests with `tower::ServiceExt::oneshot`.
@@ -45,6 +50,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
+        .route("/pulse", get(pulse))
         .with_state(state)
 }
 
@@ -59,7 +65,7 @@ pub async fn serve(addr: SocketAddr, state: HttpState) -> Result<(SocketAddr, Jo
             tracing::warn!(address = %bound, error = %e, "observability HTTP server stopped");
         }
     });
-    tracing::info!(address = %bound, "observability HTTP endpoint listening (/healthz /readyz /metrics /status)");
+    tracing::info!(address = %bound, "observability HTTP endpoint listening (/healthz /readyz /metrics /status /pulse)");
     Ok((bound, task))
 }
 
@@ -78,6 +84,14 @@ async fn metrics(State(state): State<HttpState>) -> Response {
     match state.metrics.encode() {
         Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn pulse(State(state): State<HttpState>) -> Response {
+    match state.pulse.ask(PULSE_TIMEOUT).await {
+        Ok(answer) => Json(answer).into_response(),
+        Err(e @ PulseError::NoActor) => (StatusCode::NOT_FOUND, format!("{e}\n")).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
     }
 }
 
@@ -296,10 +310,27 @@ mod tests {
                 ..Default::default()
             });
             let readiness = Readiness::new("waiting for 3 sites");
-            let state = HttpState { metrics: metrics.clone(), status: status.clone(), readiness: readiness.clone() };
+            let pulse = Pulse::default();
+            let state = HttpState {
+                metrics: metrics.clone(),
+                status: status.clone(),
+                readiness: readiness.clone(),
+                pulse: pulse.clone(),
+            };
             let (addr, task) = serve("127.0.0.1:0".parse().unwrap(), state).await.unwrap();
             assert_ne!(addr.port(), 0);
             let base = addr.to_string();
+
+            let (code, _, body) = http_get(&base, "/pulse", T).await.unwrap();
+            assert_eq!(code, 404, "no actor installed: {}", String::from_utf8_lossy(&body));
+            pulse.install(|| {
+                Box::pin(async { Some(crate::observability::PulseReply { round: 4, ..Default::default() }) })
+            });
+            let answer: crate::observability::PulseAnswer = fetch_json(&base, "/pulse", T).await.unwrap();
+            assert_eq!(answer.reply.round, 4);
+            pulse.install(|| Box::pin(async { None }));
+            let (code, _, _) = http_get(&base, "/pulse", T).await.unwrap();
+            assert_eq!(code, 503, "an actor that is gone is no pulse");
 
             let (code, _, body) = http_get(&base, "/healthz", T).await.unwrap();
             assert_eq!((code, body.as_slice()), (200, b"ok\n".as_slice()));
@@ -432,6 +463,7 @@ mod tests {
                 metrics: Metrics::new("site"),
                 status: StatusHandle::default(),
                 readiness: Readiness::default(),
+                pulse: Pulse::default(),
             };
             let err = serve(taken_addr, state).await.unwrap_err();
             assert!(matches!(err, ObsError::Bind { .. }), "{err}");

@@ -8,10 +8,13 @@
 //! round.
 //!
 //! - [`metrics`]: the `histofed_*` metric set behind named methods, so actors never touch prometheus types;
-//! - [`http`]: `/healthz`, `/readyz`, `/metrics`, `/status`, and the client behind `histofed status`.
+//! - [`http`]: `/healthz`, `/readyz`, `/metrics`, `/status`, `/pulse`, and the client behind `histofed status`;
+//! - [`pulse`]: the one exception to "never message an actor": `/pulse` times a bounded round trip through the
+//!   server actor's mailbox, to show that it keeps moving while the heavy work runs elsewhere.
 
 pub mod http;
 pub mod metrics;
+pub mod pulse;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -22,6 +25,7 @@ use thiserror::Error;
 
 pub use http::{fetch_status, fetch_status_with_timeout, render_status, serve, HttpState};
 pub use metrics::{Metrics, RoleReportOutcome, SiteEvent};
+pub use pulse::{Pulse, PulseAnswer, PulseError, PulseReply};
 
 /// Errors of the observability endpoint and its client. Each names the address involved, since the usual cause is a
 /// wrong port or a pod that is not running.

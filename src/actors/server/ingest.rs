@@ -1,60 +1,37 @@
-//! Site updates as they arrive on the bulk plane: decoded, validated against the round and the global model, and
-//! folded into the strategy; a rejection is counted under its reason.
+//! Site updates as they arrive on the bulk plane. The actor does only the cheap part — the metadata, the round's
+//! bookkeeping (is this site asked, is this its first update) — and hands the upload to the aggregator, which decodes
+//! and validates it on the blocking pool and folds it on its thread; its answer (`ServerMsg::Folded`) counts the site
+//! in or drops it from the round.
+//! A refusal is counted under its typed reason, from here or from the thread.
 
-use std::time::Instant;
-
+use super::aggregator::Check;
 use super::state::*;
-use crate::actors::messages::{UpdateMeta, PROTOCOL_VERSION};
+use crate::actors::messages::{Folded, ServerMsg, UpdateMeta};
 use crate::cluster::bulk::Upload;
 use crate::federation::round::UpdateVerdict;
-use crate::federation::validate::{validate_update, RejectReason, UpdateHeader, ValidationPolicy};
-use crate::federation::weights::Weights;
+use crate::federation::validate::{round_mismatch, Refused, RejectReason, UpdateHeader};
+use ractor::ActorRef;
 
-/// Why an upload was not folded in. The metric's `reason` label comes from this value, never from the text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Refused {
-    /// It failed validation, or could not be read at all (`Malformed`), or the round bookkeeping refused it
-    /// (`StaleRound` for another round or none open, `UnknownSite` for a site not asked, `Duplicate`).
-    Invalid(RejectReason),
-    /// It was valid but the strategy refused to fold it (a layout it cannot take).
-    Aggregation,
-}
-
-impl Refused {
-    /// The bounded metric label.
-    pub(super) fn label(self) -> &'static str {
-        match self {
-            Refused::Invalid(r) => r.as_str(),
-            Refused::Aggregation => "aggregation",
-        }
-    }
-}
-
-impl From<UpdateVerdict> for Refused {
-    fn from(v: UpdateVerdict) -> Self {
-        Refused::Invalid(match v {
-            UpdateVerdict::Accept | UpdateVerdict::WrongRound { .. } => RejectReason::StaleRound,
-            UpdateVerdict::NotParticipant => RejectReason::UnknownSite,
-            UpdateVerdict::Duplicate => RejectReason::Duplicate,
-        })
-    }
-}
-
-/// An update arrived on the bulk plane: check it, fold it in, and let go of it (which frees its upload slot).
-pub(super) fn on_upload(st: &mut ServerState, up: Upload) {
+/// An update arrived on the bulk plane: refuse it at once, or hand it to the aggregator thread.
+pub(super) fn on_upload(me: &ActorRef<ServerMsg>, st: &mut ServerState, up: Upload) {
     let (site_id, round) = (up.site_id, up.round);
-    match fold_upload(st, up) {
-        Ok(()) => st.obs.metrics.update_accepted(),
+    let meta = match admit_upload(st, &up) {
+        Ok(meta) => meta,
         Err((kind, why)) => {
-            tracing::warn!(site_id, round, %why, reason = kind.label(), "update rejected");
-            st.obs.metrics.update_rejected(kind.label());
-            st.rejected.push((site_id, why));
+            reject(st, site_id, round, kind, why);
+            return;
         }
-    }
+    };
+    let header =
+        UpdateHeader { protocol_version: meta.protocol, round: meta.round, num_samples: meta.site.num_samples };
+    let attempt = st.current.as_ref().map(|c| c.attempt).unwrap_or(0);
+    // With a round open, the global weights are that round's: they change only once it is aggregated.
+    let check = Check { header, global: st.global.clone() };
+    st.aggregator.fold(me, up, check, meta.site, attempt);
 }
 
-/// Decodes, validates and folds one upload; a refusal comes back typed, with the detail for the report.
-fn fold_upload(st: &mut ServerState, up: Upload) -> Result<(), (Refused, String)> {
+/// The metadata and the round's bookkeeping: on success the site's update is in check.
+fn admit_upload(st: &mut ServerState, up: &Upload) -> Result<UpdateMeta, (Refused, String)> {
     let malformed = |why: String| (Refused::Invalid(RejectReason::Malformed), why);
     let site_id = up.site_id;
     let meta = match UpdateMeta::decode(&up.meta) {
@@ -67,47 +44,43 @@ fn fold_upload(st: &mut ServerState, up: Upload) -> Result<(), (Refused, String)
         }
         Err(why) => return Err(malformed(why)),
     };
-    let round = meta.round;
     let Some(current) = st.current.as_mut() else {
         return Err((
             Refused::Invalid(RejectReason::StaleRound),
-            format!("update for round {round} while no round is open"),
+            format!("update for round {} while no round is open", meta.round),
         ));
     };
-    let expected_round = current.round;
-    let decoded = tokio::task::block_in_place(|| Weights::from_safetensors(&up.body)).map(|(w, _)| w);
-    drop(up);
-    let checked = match decoded {
-        Ok(w) => validate_update(
-            PROTOCOL_VERSION,
-            expected_round,
-            &UpdateHeader { protocol_version: meta.protocol, round, num_samples: meta.site.num_samples },
-            &st.global,
-            &w,
-            &ValidationPolicy { max_update_norm: st.cfg.federation.max_update_norm, max_samples: None },
-        )
-        .map(|()| w)
-        .map_err(|r| (Refused::Invalid(r.reason), r.to_string())),
-        Err(e) => Err(malformed(format!("malformed weights: {e}"))),
-    };
-    let w = match checked {
-        Ok(w) => w,
-        Err(refused) => {
-            if round == expected_round {
-                current.on_site_dropped(site_id);
-            }
-            return Err(refused);
+    match current.on_update(site_id, meta.round) {
+        UpdateVerdict::Accept => Ok(meta),
+        UpdateVerdict::WrongRound { expected, got } => {
+            Err((Refused::Invalid(RejectReason::StaleRound), round_mismatch(got, expected).to_string()))
         }
-    };
-    match current.on_update(site_id, round) {
-        UpdateVerdict::Accept => {}
-        verdict => return Err((verdict.clone().into(), format!("{verdict:?}"))),
+        verdict => Err((verdict.clone().into(), format!("{verdict:?}"))),
     }
-    let t = Instant::now();
-    let folded = tokio::task::block_in_place(|| st.strategy.accumulate(w, meta.site.num_samples));
-    st.aggregate_secs += t.elapsed().as_secs_f64();
-    folded.map_err(|e| (Refused::Aggregation, format!("aggregation refused it: {e}")))?;
-    st.contributors.push(meta.site);
-    st.progress.sites.inc(1);
-    Ok(())
+}
+
+/// The aggregator thread checked an update: count the site in, or drop it from the round.
+pub(super) fn on_folded(st: &mut ServerState, f: Folded) {
+    st.aggregator.folded();
+    let Some(current) = st.current.as_mut().filter(|c| c.round == f.round && c.attempt == f.attempt) else {
+        // Not reachable by construction (a round with an update in check does not close), but never counted if so.
+        let why = format!("round {} attempt {} closed while its update was checked", f.round, f.attempt);
+        return reject(st, f.site.site_id, f.round, Refused::Invalid(RejectReason::StaleRound), why);
+    };
+    current.on_checked(f.site.site_id, f.outcome.is_ok());
+    match f.outcome {
+        Ok(secs) => {
+            st.obs.metrics.update_accepted();
+            st.aggregate_secs += secs;
+            st.contributors.push(f.site);
+            st.progress.sites.inc(1);
+        }
+        Err((kind, why)) => reject(st, f.site.site_id, f.round, kind, why),
+    }
+}
+
+fn reject(st: &mut ServerState, site_id: u32, round: u64, kind: Refused, why: String) {
+    tracing::warn!(site_id, round, %why, reason = kind.label(), "update rejected");
+    st.obs.metrics.update_rejected(kind.label());
+    st.rejected.push((site_id, why));
 }

@@ -10,7 +10,12 @@
 //! every participant; updates arrive as uploads, at most a bounded number held at once. The control connection
 //! carries only small frames, so heartbeats are never stuck behind a model.
 //!
-//! Two children do the slow work so this mailbox keeps moving: the checkpoint writer (a round counts as completed
+//! Updates are decoded, validated and folded off this mailbox by the [`aggregator`] (the blocking pool and a thread
+//! that owns the strategy), and the round's aggregation runs there too; their answers come back as messages, and
+//! `federation::round` holds a round open while an update that arrived in time is still being checked. `/pulse`
+//! times a round trip through this mailbox, so "never blocked by a model" is measurable (tests/federation.rs).
+//!
+//! Two children do the other slow work: the checkpoint writer (a round counts as completed
 //! only once it is on disk) and the evaluator (its score is added to the round's record when it arrives). Both
 //! are supervised under the restart policy: a dead child is restarted after a backoff; past the budget a failing
 //! writer ends the run with a clear error (rounds that cannot be made durable are not reported as done) and a
@@ -30,10 +35,11 @@
 //! (`federation::evaluation::aggregate`, sample-weighted) into the round's record once every site asked has answered or
 //! been lost; the run's end waits for them (bounded) like for the last evaluation.
 //!
-//! Files by concern: [`state`], [`rounds`], [`ingest`], [`persistence`], [`evaluation`], [`roles`]; this file is the
+//! Files by concern: [`state`], [`rounds`], [`ingest`], [`aggregator`], [`persistence`], [`evaluation`], [`roles`]; this file is the
 //! actor: start-up, supervision events and the message dispatch, each arm a call into one of them.
 
 mod admission;
+mod aggregator;
 mod evaluation;
 mod ingest;
 mod liveness;
@@ -68,11 +74,11 @@ use crate::actors::{is_child, spawn_configured_child, Exit};
 use crate::cluster::bulk::{BulkLimits, BulkServer, BulkTls, UploadSink};
 use crate::config::Config;
 use crate::federation::checkpoint::CheckpointStore;
-use crate::federation::round::RoundStatus;
 use crate::federation::strategy::Strategy;
+use crate::federation::validate::ValidationPolicy;
 use crate::federation::weights::Weights;
 use crate::kube::membership::MembershipEvent;
-use crate::observability::{Metrics, Readiness, StatusHandle};
+use crate::observability::{Metrics, Pulse, PulseReply, Readiness, StatusHandle};
 use crate::records::RunReport;
 use admission::{check_site_hello, refuse_site, Admission};
 use evaluation::*;
@@ -117,6 +123,8 @@ pub struct Observed {
     pub metrics: Metrics,
     pub status: StatusHandle,
     pub readiness: Readiness,
+    /// `/pulse`: the actor installs how to ask it (a bounded round trip through its mailbox).
+    pub pulse: Pulse,
 }
 
 impl Actor for ServerActor {
@@ -157,6 +165,20 @@ impl Actor for ServerActor {
             s.expected = (0..a.config.federation.sites).map(site_actor_name).collect();
             s.phase = "waiting for sites".into();
         });
+        let global = Arc::new(a.initial);
+        let policy = ValidationPolicy { max_update_norm: a.config.federation.max_update_norm, max_samples: None };
+        let aggregator = aggregator::Aggregator::spawn(a.strategy, global.clone(), policy)?;
+        // The starting global's blob, encoded once off the runtime's workers; every round then reuses the bytes the
+        // aggregator encodes.
+        let (round, to_encode) = (a.completed_rounds, global.clone());
+        let round_blob = tokio::task::spawn_blocking(move || aggregator::encode(&to_encode))
+            .await?
+            .map(|(bytes, sha256)| RoundBlob { round, bytes, sha256 })?;
+        let probe = me.clone();
+        a.obs.pulse.install(move || {
+            let probe = probe.clone();
+            Box::pin(async move { ractor::call!(probe, ServerMsg::Pulse).ok() })
+        });
         a.obs.readiness.set_ready();
         Ok(ServerState {
             heartbeat_ticks: 0,
@@ -164,7 +186,7 @@ impl Actor for ServerActor {
             grace_armed: false,
             process_start: Instant::now(),
             completed: a.completed_rounds,
-            global: Arc::new(a.initial),
+            global,
             out_dir: a.out_dir,
             attempt: 0,
             current: None,
@@ -175,7 +197,9 @@ impl Actor for ServerActor {
             sites: BTreeMap::new(),
             waiting_to_start: true,
             join_deadlines_missed: 0,
-            strategy: a.strategy,
+            aggregator,
+            closing: None,
+            saved_early: None,
             report: a.report,
             evaluator,
             evaluator_args: a.evaluator,
@@ -195,7 +219,7 @@ impl Actor for ServerActor {
             blob: None,
             roles: BTreeMap::new(),
             next_reader: ROLE_READER_BASE,
-            round_blob: None,
+            round_blob: Some(round_blob),
             last_event: None,
             pending_roles: BTreeSet::new(),
             site_evals: BTreeMap::new(),
@@ -237,7 +261,7 @@ impl Actor for ServerActor {
                         st.lose(id, "site-disconnected", "left the cluster (connection closed)".into());
                     }
                 }
-                check_round(&me, st).await?;
+                check_round(&me, st)?;
             }
             SupervisionEvent::ProcessGroupChanged(pg::GroupChangeMessage::Leave(_, group, cells))
                 if group == ROLES_GROUP =>
@@ -295,7 +319,7 @@ async fn on_kube(
     match ev {
         MembershipEvent::Gone { site_id, pod, reason } => {
             st.lose(site_id, "site-pod-gone", format!("pod {pod}: {reason:?}"));
-            check_round(me, st).await?;
+            check_round(me, st)?;
         }
         MembershipEvent::Expected { site_id, pod } => st.event(Some(site_id), "site-pod-expected", pod),
         MembershipEvent::Ready { site_id, pod } => st.event(Some(site_id), "site-pod-ready", pod),
@@ -310,9 +334,20 @@ async fn dispatch(me: ActorRef<ServerMsg>, msg: ServerMsg, st: &mut ServerState)
         }
         ServerMsg::JoinTimeout => on_join_timeout(&me, st)?,
         ServerMsg::StartRound => start_round(&me, st)?,
-        ServerMsg::Upload(up) => {
-            on_upload(st, up);
-            check_round(&me, st).await?;
+        ServerMsg::Upload(up) => on_upload(&me, st, up),
+        ServerMsg::Folded(f) => {
+            on_folded(st, *f);
+            check_round(&me, st)?;
+        }
+        ServerMsg::Aggregated(done) => on_aggregated(&me, st, *done)?,
+        ServerMsg::Encoded { round, blob } => on_encoded(&me, st, round, blob).await?,
+        ServerMsg::AggregatorGone => return Err(st.aggregator.death_reason().into()),
+        ServerMsg::Pulse(reply) => {
+            let _ = reply.send(PulseReply {
+                round: st.current.as_ref().map(|c| c.round).unwrap_or(st.completed + 1),
+                updates_in_check: st.aggregator.in_flight,
+                aggregating: st.aggregator.finishing.is_some(),
+            });
         }
         ServerMsg::Saved { round, result } => on_saved(&me, st, round, result).await?,
         ServerMsg::Evaluated { round, result } => on_evaluated(&me, st, round, result),
@@ -333,7 +368,7 @@ async fn dispatch(me: ActorRef<ServerMsg>, msg: ServerMsg, st: &mut ServerState)
                     current.on_site_dropped(site_id);
                 }
             }
-            check_round(&me, st).await?;
+            check_round(&me, st)?;
         }
         ServerMsg::FromSite(Err(e)) => {
             st.obs.metrics.bad_frame();
@@ -345,13 +380,13 @@ async fn dispatch(me: ActorRef<ServerMsg>, msg: ServerMsg, st: &mut ServerState)
         ServerMsg::Heartbeat { .. } if st.finished.is_some() => {}
         ServerMsg::Heartbeat { at: now } => on_heartbeat(&me, st, now).await?,
         ServerMsg::GraceExpired { round, attempt } => {
-            let open = st.current.as_ref().is_some_and(|c| c.round == round && c.attempt == attempt);
-            if open {
+            if let Some(current) = st.current.as_mut().filter(|c| c.round == round && c.attempt == attempt) {
                 tracing::info!(round, "grace period over; closing the round with the updates in hand");
-                finish_round(&me, st).await?;
+                current.close();
+                check_round(&me, st)?;
             }
         }
-        ServerMsg::RoundDeadline { round, attempt } => on_round_deadline(&me, st, round, attempt).await?,
+        ServerMsg::RoundDeadline { round, attempt } => on_round_deadline(&me, st, round, attempt)?,
     }
     Ok(())
 }
@@ -477,26 +512,27 @@ async fn on_heartbeat(me: &ActorRef<ServerMsg>, st: &mut ServerState, now: Insta
     // Sites lost since a federated evaluation was asked will not answer it.
     st.settle_site_evals(false);
     finish_if_settled(me, st);
-    check_round(me, st).await?;
+    check_round(me, st)?;
     Ok(())
 }
 
-/// The round's deadline passed: close it with quorum, retry it without, or keep waiting.
-async fn on_round_deadline(
+/// The round's deadline passed: close it with quorum, retry it without; updates still in check are waited for.
+fn on_round_deadline(
     me: &ActorRef<ServerMsg>,
     st: &mut ServerState,
     round: u64,
     attempt: u32,
 ) -> Result<(), ActorProcessingErr> {
-    let Some(current) = &st.current else { return Ok(()) };
-    if current.round != round || current.attempt != attempt {
+    let Some(current) = st.current.as_mut().filter(|c| c.round == round && c.attempt == attempt) else {
         return Ok(());
-    }
-    tracing::warn!(round, attempt, received = current.received().len(), "round deadline passed");
-    match current.status_at_deadline() {
-        RoundStatus::Complete => finish_round(me, st).await?,
-        RoundStatus::Failed { received, needed } => retry_round(me, st, received, needed)?,
-        RoundStatus::Waiting => {}
-    }
-    Ok(())
+    };
+    tracing::warn!(
+        round,
+        attempt,
+        received = current.received().len(),
+        in_check = current.checking().len(),
+        "round deadline passed"
+    );
+    current.close();
+    check_round(me, st)
 }

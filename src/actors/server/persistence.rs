@@ -88,6 +88,11 @@ pub(super) async fn on_saved(
     if st.persisting.as_ref().map(|p| p.record.round) != Some(round) {
         return Ok(());
     }
+    if st.aggregator.encoding == Some(round) {
+        // The round's blob is still being encoded: go on once it is there (roles and the next round need it).
+        st.saved_early = Some((round, result));
+        return Ok(());
+    }
     let checkpoint = match result {
         Ok(name) => name,
         Err(reason) => {

@@ -7,12 +7,11 @@ use std::time::{Duration, Instant};
 
 use ractor::{ActorProcessingErr, ActorRef};
 
-use super::persistence::send_save;
+use super::persistence::{on_saved, send_save};
 use super::state::*;
-use crate::actors::messages::{LossSummary, ServerMsg, SiteMsg};
+use crate::actors::messages::{Aggregated, LossSummary, ServerMsg, SiteMsg};
 use crate::federation::checkpoint::CheckpointMeta;
 use crate::federation::round::{RoundState, RoundStatus};
-use crate::federation::weights::Weights;
 use crate::records::RoundRecord;
 
 pub(super) fn start_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<(), ActorProcessingErr> {
@@ -26,7 +25,7 @@ pub(super) fn start_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Res
     }
     st.publish_global(round)?;
     let frame = st.train_frame(round)?;
-    st.strategy.begin_round(&st.global);
+    st.aggregator.begin(st.global.clone())?;
     for id in &participants {
         if let Some(site) = st.sites.get(id) {
             if let Err(e) = site.actor.cast(SiteMsg::FromServer(Ok(frame.clone()))) {
@@ -53,7 +52,7 @@ pub(super) fn start_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Res
     Ok(())
 }
 
-pub(super) async fn check_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<(), ActorProcessingErr> {
+pub(super) fn check_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<(), ActorProcessingErr> {
     let Some(current) = &st.current else { return Ok(()) };
     match current.status() {
         RoundStatus::Waiting if current.has_quorum() && !st.grace_armed => {
@@ -67,7 +66,7 @@ pub(super) async fn check_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) 
             Ok(())
         }
         RoundStatus::Waiting => Ok(()),
-        RoundStatus::Complete => finish_round(me, st).await,
+        RoundStatus::Complete => finish_round(me, st),
         RoundStatus::Failed { received, needed } => retry_round(me, st, received, needed),
     }
 }
@@ -98,23 +97,87 @@ pub(super) fn retry_round(
     Ok(())
 }
 
-pub(super) async fn finish_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<(), ActorProcessingErr> {
+/// The round closed: its aggregation goes to the aggregator thread, after the folds queued before it; the rest
+/// happens in [`on_aggregated`] when the new global comes back.
+pub(super) fn finish_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<(), ActorProcessingErr> {
     let Some(current) = st.current.take() else { return Ok(()) };
     let round = current.round;
-    let t = Instant::now();
-    let new_global = tokio::task::block_in_place(|| st.strategy.finish())?;
-    st.aggregate_secs += t.elapsed().as_secs_f64();
-    let step = new_global.l2_distance(&st.global).unwrap_or(f64::NAN);
-    st.global = Arc::new(new_global);
+    st.aggregator.finish(me, round)?;
+    st.closing = Some(current);
+    st.publish_status(&format!("aggregating round {round}"));
+    Ok(())
+}
+
+/// The aggregator thread answered: record the round, hand its checkpoint to the writer, keep its blob.
+pub(super) fn on_aggregated(
+    me: &ActorRef<ServerMsg>,
+    st: &mut ServerState,
+    done: Aggregated,
+) -> Result<(), ActorProcessingErr> {
+    st.aggregator.aggregated(done.result.as_ref().ok());
+    let Some(current) = st.closing.take().filter(|c| c.round == done.round) else {
+        tracing::warn!(round = done.round, "an aggregation for a round that is not closing; ignored");
+        return Ok(());
+    };
+    let aggregate = done.result?;
+    let round = current.round;
+    st.aggregate_secs += aggregate.secs;
+    st.global = aggregate.global;
     let meta = CheckpointMeta {
         round,
-        strategy: st.strategy.name().to_string(),
-        strategy_state: st.strategy.state(),
+        strategy: st.aggregator.name().to_string(),
+        strategy_state: aggregate.strategy_state,
         membership: st.membership(),
         config_hash: st.report.config_hash.clone(),
         created_unix_ms: now_ms(),
         extra: serde_json::json!({ "contributors": st.contributors.iter().map(|c| c.site_id).collect::<Vec<_>>() }),
     };
+    let record = round_record(st, &current, aggregate.step);
+    let m = &st.obs.metrics;
+    m.aggregation(record.aggregate_secs);
+    m.gan_losses(record.mean_losses.d_loss, record.mean_losses.g_loss);
+    for c in &record.contributors {
+        (0..c.trainer_restarts).for_each(|_| m.trainer_restarted());
+        (0..c.oom_retries).for_each(|_| m.oom_retried());
+    }
+    st.count_bytes();
+    // The round's record travels inside its checkpoint: a server killed after the checkpoint is durable but before
+    // the report is rewritten still has the record when it resumes from that checkpoint.
+    let mut meta = meta;
+    let mut stored = record.clone();
+    stored.checkpoint = format!("round-{round:06}.json");
+    stored.completed_unix_ms = now_ms();
+    if let (Some(extra), Ok(r)) = (meta.extra.as_object_mut(), serde_json::to_value(&stored)) {
+        extra.insert("record".into(), r);
+    }
+    st.persisting = Some(Persisting { record, meta, weights: aggregate.checkpoint });
+    st.publish_status(&format!("writing the checkpoint of round {round}"));
+    st.progress.sites.set_message(format!("round {round}: writing the checkpoint"));
+    send_save(me, st);
+    Ok(())
+}
+
+/// The aggregator encoded the new global (while the writer saves the round): the bytes serve the roles and the
+/// next round's publish. A checkpoint that became durable first was waiting for them.
+pub(super) async fn on_encoded(
+    me: &ActorRef<ServerMsg>,
+    st: &mut ServerState,
+    round: u64,
+    blob: Option<(Arc<Vec<u8>>, String)>,
+) -> Result<(), ActorProcessingErr> {
+    st.aggregator.encoding = None;
+    st.round_blob = blob.map(|(bytes, sha256)| RoundBlob { round, bytes, sha256 });
+    match st.saved_early.take() {
+        Some((saved, result)) if saved == round => on_saved(me, st, saved, result).await,
+        other => {
+            st.saved_early = other;
+            Ok(())
+        }
+    }
+}
+
+/// The record of a closed round, from its bookkeeping and what the server collected while it was open.
+fn round_record(st: &mut ServerState, current: &RoundState, step: f64) -> RoundRecord {
     let n = st.contributors.len().max(1) as f64;
     let mean_losses = LossSummary {
         d_loss: st.contributors.iter().map(|c| c.losses.d_loss).sum::<f64>() / n,
@@ -122,8 +185,8 @@ pub(super) async fn finish_round(me: &ActorRef<ServerMsg>, st: &mut ServerState)
     };
     let mut contributors = std::mem::take(&mut st.contributors);
     contributors.sort_by_key(|c| c.site_id);
-    let record = RoundRecord {
-        round,
+    RoundRecord {
+        round: current.round,
         attempts: current.attempt + 1,
         participants: current.participants().iter().copied().collect(),
         contributors,
@@ -140,40 +203,5 @@ pub(super) async fn finish_round(me: &ActorRef<ServerMsg>, st: &mut ServerState)
         completed_unix_ms: 0,
         roles: BTreeMap::new(),
         federated_eval: None,
-    };
-    let m = &st.obs.metrics;
-    m.aggregation(record.aggregate_secs);
-    m.gan_losses(mean_losses.d_loss, mean_losses.g_loss);
-    for c in &record.contributors {
-        (0..c.trainer_restarts).for_each(|_| m.trainer_restarted());
-        (0..c.oom_retries).for_each(|_| m.oom_retried());
     }
-    st.count_bytes();
-    // The round's record travels inside its checkpoint: a server killed after the checkpoint is durable but before
-    // the report is rewritten still has the record when it resumes from that checkpoint.
-    let mut meta = meta;
-    let mut stored = record.clone();
-    stored.checkpoint = format!("round-{round:06}.json");
-    stored.completed_unix_ms = now_ms();
-    if let (Some(extra), Ok(r)) = (meta.extra.as_object_mut(), serde_json::to_value(&stored)) {
-        extra.insert("record".into(), r);
-    }
-    // A server optimiser's moments travel with the round's checkpoint (its `strategy` part), so a restarted server
-    // resumes them; without state the global weights go as they are (shared, never copied).
-    let weights = match st.strategy.state_weights() {
-        None => st.global.clone(),
-        Some(state) => match Weights::join_prefixed(&[("", &st.global), (STRATEGY_STATE, &state)]) {
-            Ok(w) => Arc::new(w),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot add the strategy's state to the checkpoint");
-                st.global.clone()
-            }
-        },
-    };
-    st.persisting = Some(Persisting { record, meta, weights });
-    st.publish_status(&format!("writing the checkpoint of round {round}"));
-    st.progress.sites.set_message(format!("round {round}: writing the checkpoint"));
-    send_save(me, st);
-    st.prepare_round_blob(round);
-    Ok(())
 }

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use indicatif::ProgressBar;
 use ractor::{pg, ActorProcessingErr, ActorRef};
-use sha2::{Digest, Sha256};
 
+use super::aggregator::Aggregator;
 use super::liveness::Pings;
 use super::Observed;
 use crate::actors::evaluator::EvaluatorArgs;
@@ -24,8 +24,7 @@ use crate::cluster::bulk::BulkServer;
 use crate::config::Config;
 use crate::federation::checkpoint::{CheckpointMeta, CheckpointStore};
 use crate::federation::round::RoundState;
-use crate::federation::strategy::Strategy;
-use crate::federation::weights::{Weights, WeightsError};
+use crate::federation::weights::Weights;
 use crate::models::{DISCRIMINATOR_PREFIX, GENERATOR_PREFIX};
 use crate::observability::SiteEvent;
 use crate::records::{RoundRecord, RunEvent, RunReport, SiteRound};
@@ -138,7 +137,12 @@ pub struct ServerState {
     pub(super) ping_seq: u64,
     pub(super) grace_armed: bool,
     pub(super) process_start: Instant,
-    pub(super) strategy: Box<dyn Strategy>,
+    /// The thread that decodes, validates and folds updates and aggregates rounds (it owns the strategy).
+    pub(super) aggregator: Aggregator,
+    /// The round whose aggregation runs on the aggregator thread (taken from `current` when it closed).
+    pub(super) closing: Option<RoundState>,
+    /// The writer's answer for a round whose blob was still being encoded.
+    pub(super) saved_early: Option<(u64, Result<String, String>)>,
     pub(super) report: RunReport,
     pub(super) evaluator: Option<ActorRef<EvaluatorMsg>>,
     pub(super) evaluator_args: Option<EvaluatorArgs>,
@@ -276,24 +280,18 @@ impl ServerState {
             round,
             local_steps: self.cfg.federation.local_steps,
             batch_size: self.cfg.federation.batch_size,
-            hints: self.strategy.site_hints(),
+            hints: self.aggregator.hints(),
             weights,
         })
     }
 
-    /// The global weights as safetensors bytes and their SHA-256 (what a blob on the bulk plane carries).
-    pub(super) fn encode_global(&self) -> Result<(Arc<Vec<u8>>, String), WeightsError> {
-        let bytes = tokio::task::block_in_place(|| self.global.to_safetensors(None))?;
-        let sha256 = hex::encode(Sha256::digest(&bytes));
-        Ok((Arc::new(bytes), sha256))
-    }
-
     /// Publishes the global weights of `round` on the bulk plane (one copy, shared by every download).
     pub(super) fn publish_global(&mut self, round: u64) -> Result<(), ActorProcessingErr> {
+        // The global has not changed since the previous round completed (or the server started): its bytes,
+        // encoded off the actor, serve every attempt of this round.
         let (bytes, sha256) = match &self.round_blob {
-            // The global has not changed since the previous round completed: same bytes, no second copy.
             Some(b) if b.round + 1 == round => (b.bytes.clone(), b.sha256.clone()),
-            _ => self.encode_global()?,
+            _ => return Err(format!("the global weights before round {round} could not be encoded").into()),
         };
         let key = (round << 16) | u64::from(self.attempt & 0xffff);
         let blob = BlobRef { port: self.bulk.local_addr().port(), key, len: bytes.len() as u64, sha256 };
@@ -302,24 +300,12 @@ impl ServerState {
         Ok(())
     }
 
-    /// Encodes and hashes the global weights of the round just aggregated, while the checkpoint writer writes the
-    /// same round on its thread: the bytes then serve the roles and the next round's publish without a second pass.
-    pub(super) fn prepare_round_blob(&mut self, round: u64) {
-        self.round_blob = match self.encode_global() {
-            Ok((bytes, sha256)) => Some(RoundBlob { round, bytes, sha256 }),
-            Err(e) => {
-                tracing::warn!(round, error = %e, "cannot serialise the round's weights");
-                None
-            }
-        };
-    }
-
     /// Keeps the just-completed round's global weights downloadable and returns where they are.
     pub(super) fn retain_round_blob(&mut self, round: u64) -> Option<BlobRef> {
-        if self.round_blob.as_ref().map(|b| b.round) != Some(round) {
-            self.prepare_round_blob(round);
-        }
-        let b = self.round_blob.as_ref()?;
+        let Some(b) = self.round_blob.as_ref().filter(|b| b.round == round) else {
+            tracing::warn!(round, "the round's weights were not encoded; roles get no weights for it");
+            return None;
+        };
         let key = ROLE_BLOB_KEY | round;
         let keep = if self.roles.is_empty() { 1 } else { ROLE_BLOBS_KEPT };
         self.bulk.retain(key, b.bytes.clone(), keep);

@@ -1,0 +1,270 @@
+//! The aggregator thread: every update decoded, validated and folded, and every round aggregated, off the actor.
+//!
+//! Why: an update is tens of MB (40 MB at 10 M parameters). Decoding it, checking its distance to the global and
+//! folding it into the strategy takes a noticeable fraction of a second; on the actor that time would hold up
+//! heartbeats, admissions and `/pulse` behind it (and, with `block_in_place`, a tokio worker too). The thread owns
+//! the strategy, the only mutable aggregation state, and works its jobs in the order they were queued, so a round's
+//! `Begin` comes before its folds and its `Finish` after them. The actor keeps the bookkeeping (`RoundState`: who is
+//! in check, who counted), the thread the arithmetic; answers come back as ordinary messages.
+//!
+//! Decoding and validating an update needs only the round's global weights, so it runs on tokio's blocking pool, up
+//! to [`CHECKS_AT_ONCE`] updates at a time (a bound on the decoded copies held in memory, on top of the bulk plane's
+//! upload slots), while the thread folds the ones already checked: on a machine with cores to spare, checking the
+//! next update overlaps folding the last. Folding into one accumulator is sequential anyway, so one thread owns it.
+//! The A/B against the old on-actor path is in BENCHMARKS.md.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ractor::ActorRef;
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use super::state::STRATEGY_STATE;
+use crate::actors::messages::{Aggregated, Folded, RoundAggregate, ServerMsg, SiteRound, PROTOCOL_VERSION};
+use crate::actors::worker::{Submitter, Worker};
+use crate::cluster::bulk::Upload;
+use crate::federation::strategy::{AggregateError, SiteHints, Strategy};
+use crate::federation::validate::{validate_update, Refused, RejectReason, UpdateHeader, ValidationPolicy};
+use crate::federation::weights::{Weights, WeightsError};
+
+/// A job of the thread.
+enum Job {
+    /// A round (or a retry of one) starts from `global`.
+    Begin(Arc<Weights>),
+    /// Fold one checked update.
+    Fold { update: Weights, num_samples: u64 },
+    /// Produce the new global and reset for the next round.
+    Finish,
+    /// Encode the global weights (the next round's blob), after `Finish` answered so that the checkpoint writer
+    /// starts at once.
+    Encode,
+}
+
+/// What the thread answers.
+enum Done {
+    Begun,
+    Folded(Result<f64, (Refused, String)>),
+    Finished(Result<RoundAggregate, AggregateError>),
+    Encoded(Option<(Arc<Vec<u8>>, String)>),
+}
+
+/// Updates decoded and validated at once (each holds a decoded copy of the model until it is folded).
+pub(super) const CHECKS_AT_ONCE: usize = 2;
+
+/// What the thread holds.
+struct Desk {
+    strategy: Box<dyn Strategy>,
+    /// The global weights the current round started from.
+    global: Arc<Weights>,
+}
+
+/// The actor's handle on the thread.
+pub(super) struct Aggregator {
+    worker: Worker<Job, Done>,
+    submit: Submitter<Job, Done>,
+    checks: Arc<Semaphore>,
+    policy: ValidationPolicy,
+    name: &'static str,
+    hints: SiteHints,
+    /// Folds queued and not answered yet (for `/pulse`).
+    pub(super) in_flight: usize,
+    /// A round's `Finish` is queued and not answered yet.
+    pub(super) finishing: Option<u64>,
+    /// The round whose new global is being encoded.
+    pub(super) encoding: Option<u64>,
+}
+
+impl Aggregator {
+    /// Starts the thread, which takes the strategy over.
+    pub(super) fn spawn(
+        strategy: Box<dyn Strategy>,
+        global: Arc<Weights>,
+        policy: ValidationPolicy,
+    ) -> std::io::Result<Self> {
+        let (name, hints) = (strategy.name(), strategy.site_hints());
+        let desk = Desk { strategy, global };
+        let worker = Worker::spawn("aggregator", 1, move || desk, work)?;
+        let submit = worker.submitter().ok_or_else(|| std::io::Error::other("the aggregator thread ended at once"))?;
+        let checks = Arc::new(Semaphore::new(CHECKS_AT_ONCE));
+        Ok(Self { worker, submit, checks, policy, name, hints, in_flight: 0, finishing: None, encoding: None })
+    }
+
+    /// The strategy's name (fixed for the run).
+    pub(super) fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// What the strategy sends to sites with the next round (as of its last aggregation).
+    pub(super) fn hints(&self) -> SiteHints {
+        self.hints.clone()
+    }
+
+    /// Queues the start of a round from `global`; the strategy resets after the folds queued before.
+    pub(super) fn begin(&mut self, global: Arc<Weights>) -> Result<(), String> {
+        self.worker.submit(Job::Begin(global)).map(drop).ok_or_else(|| self.worker.death_reason())
+    }
+
+    /// Checks one upload against the round's `global` (on the blocking pool) and queues the fold; the answer comes
+    /// back as [`ServerMsg::Folded`].
+    pub(super) fn fold(
+        &mut self,
+        me: &ActorRef<ServerMsg>,
+        upload: Upload,
+        check: Check,
+        site: SiteRound,
+        attempt: u32,
+    ) {
+        self.in_flight += 1;
+        let (me, submit, checks, policy) = (me.clone(), self.submit.clone(), self.checks.clone(), self.policy.clone());
+        tokio::spawn(async move {
+            let round = check.header.round;
+            let msg = match check_and_fold(submit, checks, policy, upload, check).await {
+                Some(outcome) => ServerMsg::Folded(Box::new(Folded { site, round, attempt, outcome })),
+                None => ServerMsg::AggregatorGone,
+            };
+            let _ = me.cast(msg);
+        });
+    }
+
+    /// Queues the round's aggregation, then the encoding of the new global; the answers come back in that order as
+    /// [`ServerMsg::Aggregated`] and [`ServerMsg::Encoded`].
+    pub(super) fn finish(&mut self, me: &ActorRef<ServerMsg>, round: u64) -> Result<(), String> {
+        let aggregated = self.worker.submit(Job::Finish).ok_or_else(|| self.worker.death_reason())?;
+        let encoded = self.worker.submit(Job::Encode).ok_or_else(|| self.worker.death_reason())?;
+        self.finishing = Some(round);
+        self.encoding = Some(round);
+        let me = me.clone();
+        tokio::spawn(async move {
+            let msg = match aggregated.await {
+                Ok(Done::Finished(result)) => ServerMsg::Aggregated(Box::new(Aggregated { round, result })),
+                _ => ServerMsg::AggregatorGone,
+            };
+            let _ = me.cast(msg);
+            let msg = match encoded.await {
+                Ok(Done::Encoded(blob)) => ServerMsg::Encoded { round, blob },
+                _ => ServerMsg::AggregatorGone,
+            };
+            let _ = me.cast(msg);
+        });
+        Ok(())
+    }
+
+    /// A fold's answer arrived.
+    pub(super) fn folded(&mut self) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+    }
+
+    /// The round's aggregation arrived: the hints for the next round come with it.
+    pub(super) fn aggregated(&mut self, aggregate: Option<&RoundAggregate>) {
+        self.finishing = None;
+        if let Some(a) = aggregate {
+            self.hints = a.hints.clone();
+        }
+    }
+
+    /// Why the thread is gone (after [`ServerMsg::AggregatorGone`]).
+    pub(super) fn death_reason(&mut self) -> String {
+        self.worker.death_reason()
+    }
+}
+
+/// The global weights as safetensors bytes and their SHA-256 (what a blob on the bulk plane carries).
+pub(super) fn encode(global: &Weights) -> Result<(Arc<Vec<u8>>, String), WeightsError> {
+    let bytes = global.to_safetensors(None)?;
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    Ok((Arc::new(bytes), sha256))
+}
+
+/// What an upload is checked against.
+pub(super) struct Check {
+    pub(super) header: UpdateHeader,
+    /// The round's global weights (the update must have their layout and stay within the norm bound of them).
+    pub(super) global: Arc<Weights>,
+}
+
+/// Decodes and validates on the blocking pool, then folds on the thread. `None`: the thread is gone.
+async fn check_and_fold(
+    submit: Submitter<Job, Done>,
+    checks: Arc<Semaphore>,
+    policy: ValidationPolicy,
+    upload: Upload,
+    check: Check,
+) -> Option<Result<f64, (Refused, String)>> {
+    // Held until the fold answered: at most CHECKS_AT_ONCE decoded updates exist besides the strategy's own.
+    let _permit = checks.acquire_owned().await.ok()?;
+    let num_samples = check.header.num_samples;
+    let update = match tokio::task::spawn_blocking(move || decode_and_validate(upload, &check, &policy)).await {
+        Ok(Ok(update)) => update,
+        Ok(Err(refused)) => return Some(Err(refused)),
+        Err(e) => return Some(Err((Refused::Invalid(RejectReason::Malformed), format!("checking it panicked: {e}")))),
+    };
+    match submit.submit(Job::Fold { update, num_samples })?.await.ok()? {
+        Done::Folded(outcome) => Some(outcome),
+        _ => None,
+    }
+}
+
+fn decode_and_validate(upload: Upload, check: &Check, policy: &ValidationPolicy) -> Result<Weights, (Refused, String)> {
+    let decoded = Weights::from_safetensors(&upload.body);
+    // Dropping the upload frees its slot on the bulk plane: the next one may come in while this one is checked.
+    drop(upload);
+    let (w, _) = decoded.map_err(|e| (Refused::Invalid(RejectReason::Malformed), format!("malformed weights: {e}")))?;
+    validate_update(PROTOCOL_VERSION, check.header.round, &check.header, &check.global, &w, policy)
+        .map_err(|r| (Refused::Invalid(r.reason), r.to_string()))?;
+    Ok(w)
+}
+
+fn work(desk: &mut Desk, job: Job) -> Done {
+    match job {
+        Job::Begin(global) => {
+            desk.strategy.begin_round(&global);
+            desk.global = global;
+            Done::Begun
+        }
+        Job::Fold { update, num_samples } => {
+            let t = Instant::now();
+            Done::Folded(
+                desk.strategy
+                    .accumulate(update, num_samples)
+                    .map(|()| t.elapsed().as_secs_f64())
+                    .map_err(|e| (Refused::Aggregation, format!("aggregation refused it: {e}"))),
+            )
+        }
+        Job::Finish => Done::Finished(finish(desk)),
+        Job::Encode => Done::Encoded(match encode(&desk.global) {
+            Ok(blob) => Some(blob),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot serialise the round's weights");
+                None
+            }
+        }),
+    }
+}
+
+fn finish(desk: &mut Desk) -> Result<RoundAggregate, AggregateError> {
+    let t = Instant::now();
+    let global = Arc::new(desk.strategy.finish()?);
+    let step = global.l2_distance(&desk.global).unwrap_or(f64::NAN);
+    // A server optimiser's moments travel with the round's checkpoint (its `strategy` part), so a restarted server
+    // resumes them; without state the global weights go as they are (shared, never copied).
+    let checkpoint = match desk.strategy.state_weights() {
+        None => global.clone(),
+        Some(state) => match Weights::join_prefixed(&[("", &global), (STRATEGY_STATE, &state)]) {
+            Ok(w) => Arc::new(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot add the strategy's state to the checkpoint");
+                global.clone()
+            }
+        },
+    };
+    desk.global = global.clone();
+    Ok(RoundAggregate {
+        global,
+        step,
+        strategy_state: desk.strategy.state(),
+        checkpoint,
+        hints: desk.strategy.site_hints(),
+        secs: t.elapsed().as_secs_f64(),
+    })
+}
