@@ -60,25 +60,58 @@ fn module_of(rel: &Path) -> String {
 /// Every path that starts with `crate::` in `source`, as its segments after `crate` (a grouped import gives one path
 /// per leaf; `self` in a group names the group's own prefix; `*` stops the path).
 fn crate_paths(source: &str) -> Result<Vec<Vec<String>>, String> {
+    module_paths(source, &[])
+}
+
+/// Every absolute path of `source`, the file of module `base`: those that start with `crate::`, and those that
+/// start with `super::` or `self::`, resolved against `base` (and against the inline `mod name { … }` they sit in),
+/// as their segments after `crate`.
+fn module_paths(source: &str, base: &[String]) -> Result<Vec<Vec<String>>, String> {
     let tokens = TokenStream::from_str(source).map_err(|e| format!("does not tokenize: {e:?}"))?;
     let mut out = Vec::new();
-    scan(tokens, &mut out);
+    scan(tokens, base, &mut out);
     Ok(out)
 }
 
-fn scan(stream: TokenStream, out: &mut Vec<Vec<String>>) {
+fn scan(stream: TokenStream, base: &[String], out: &mut Vec<Vec<String>>) {
     let tokens: Vec<TokenTree> = stream.into_iter().collect();
+    let ident = |i: usize, name: &str| matches!(tokens.get(i), Some(TokenTree::Ident(id)) if id == name);
     let mut i = 0;
     while i < tokens.len() {
+        // `mod name { … }`: its paths are relative to `base::name`.
+        if ident(i, "mod") {
+            if let (Some(TokenTree::Ident(name)), Some(TokenTree::Group(g))) = (tokens.get(i + 1), tokens.get(i + 2)) {
+                if g.delimiter() == Delimiter::Brace {
+                    let mut inner = base.to_vec();
+                    inner.push(name.to_string());
+                    scan(g.stream(), &inner, out);
+                    i += 3;
+                    continue;
+                }
+            }
+        }
         if let TokenTree::Group(g) = &tokens[i] {
-            scan(g.stream(), out);
+            scan(g.stream(), base, out);
             i += 1;
             continue;
         }
-        let is_crate = matches!(&tokens[i], TokenTree::Ident(id) if id == "crate");
-        // `pub(crate)` is a visibility, not a path: only `crate` followed by `::` counts.
-        if is_crate && is_path_sep(&tokens, i + 1) {
+        // Only a path's first segment counts (`a::super` is no path start), and `pub(crate)`/`pub(super)` are
+        // visibilities, not paths: the keyword must be followed by `::`.
+        let starts = i == 0 || !matches!(&tokens[i - 1], TokenTree::Punct(p) if p.as_char() == ':');
+        if starts && ident(i, "crate") && is_path_sep(&tokens, i + 1) {
             i = path_tail(&tokens, i + 3, Vec::new(), out);
+        } else if starts && ident(i, "self") && is_path_sep(&tokens, i + 1) {
+            i = path_tail(&tokens, i + 3, base.to_vec(), out);
+        } else if starts && ident(i, "super") && is_path_sep(&tokens, i + 1) {
+            let mut up = 0;
+            while ident(i, "super") && is_path_sep(&tokens, i + 1) {
+                up += 1;
+                i += 3;
+            }
+            match base.len().checked_sub(up) {
+                Some(keep) => i = path_tail(&tokens, i, base[..keep].to_vec(), out),
+                None => i += 1,
+            }
         } else {
             i += 1;
         }
@@ -180,7 +213,8 @@ impl Tree {
         for (path, text) in &lib {
             let from = module_of(path);
             let from_top = from.split("::").next().unwrap_or("").to_string();
-            let paths = match crate_paths(text) {
+            let base: Vec<String> = from.split("::").filter(|s| !s.is_empty()).map(String::from).collect();
+            let paths = match module_paths(text, &base) {
                 Ok(p) => p,
                 Err(e) => {
                     found.push(Violation(format!("src/{}: {e}", path.display())));
@@ -203,7 +237,10 @@ impl Tree {
                         )));
                     }
                 }
-                if target != from && !from.is_empty() {
+                // A module holds its children (`mod`, re-exports): that is containment, not a dependency that can
+                // close a loop. The child's use of its parent is one, and counts.
+                let into_own_child = target.starts_with(&format!("{from}::"));
+                if target != from && !from.is_empty() && !into_own_child {
                     edges.entry(from.clone()).or_default().entry(target).or_insert_with(|| segs.join("::"));
                 }
             }
@@ -367,4 +404,23 @@ fn grouped_imports_and_visibility_are_read_right() {
     let paths = crate_paths("pub(crate) use crate::{a::{b, c::{self, D}}, e::*}; fn f() { crate::g::h(); }").unwrap();
     let shown: Vec<String> = paths.iter().map(|p| p.join("::")).collect();
     assert_eq!(shown, ["a::b", "a::c", "a::c::D", "e", "g::h"]);
+}
+
+#[test]
+fn a_planted_cycle_through_super_paths_is_found_and_test_modules_are_not_one() {
+    let (tree, layers) = planted(&[
+        ("lib.rs", "pub mod high; pub mod low;"),
+        ("low/mod.rs", "mod a; mod b; #[cfg(test)] mod tests { use super::*; use super::a::A; }"),
+        ("low/a.rs", "use super::b::B; pub struct A(B);"),
+        ("low/b.rs", "pub struct B; fn f() -> super::super::low::a::A { todo!() }"),
+        ("high.rs", "mod inner { use super::super::low::b::B; pub(super) fn g() {} }"),
+    ]);
+    let found = tree.check(&layers);
+    let cycles: Vec<_> = found.iter().filter(|v| v.0.contains("import cycle")).collect();
+    assert_eq!(cycles.len(), 1, "{found:?}");
+    assert!(cycles[0].0.starts_with("import cycle between 2 modules: low::a → low::b"), "{found:?}");
+    assert!(found.iter().all(|v| !v.0.contains("layer 1")), "high imports low: downward, fine: {found:?}");
+    let up = module_paths("mod t { use super::super::x::Y; }", &["a".into(), "b".into()]).unwrap();
+    assert_eq!(up, vec![vec!["a".to_string(), "x".into(), "Y".into()]]);
+    assert!(module_paths("pub(super) fn f() {} pub(crate) struct S;", &["a".into()]).unwrap().is_empty());
 }

@@ -361,7 +361,7 @@ pub fn judge(
     floor: &QualitySummary,
     noise: &QualitySummary,
 ) -> Vec<Claim> {
-    let best = super::run::best_model(runs, p.full_regime()).map_or("n/a".to_string(), |(g, d)| format!("{g}-{d}"));
+    let best = best_model(runs, p.full_regime()).map_or("n/a".to_string(), |(g, d)| format!("{g}-{d}"));
     vec![
         vit_beats_cnn(runs, p),
         acgan_vit_is_best(runs, p),
@@ -409,6 +409,24 @@ pub fn targets(
             met: agreement >= TARGET_AGREEMENT,
         },
     ]
+}
+
+/// The pre-registered choice of claim 3's model: the centralized full-regime model with the lowest mean KID.
+pub fn best_model(runs: &[GanRun], full_regime: usize) -> Option<(String, String)> {
+    let mut by_model: Vec<((String, String), Vec<f64>)> = Vec::new();
+    for r in runs.iter().filter(|r| r.setting == Setting::Centralized && r.regime == full_regime) {
+        let key = (r.gan.clone(), r.disc.clone());
+        match by_model.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.push(r.kid()),
+            None => by_model.push((key, vec![r.kid()])),
+        }
+    }
+    by_model
+        .into_iter()
+        .map(|(k, v)| (k, mean(&v)))
+        .filter(|(_, m)| m.is_finite())
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(k, _)| k)
 }
 
 #[cfg(test)]
