@@ -2,7 +2,7 @@
 //! is the model): layout checks, the streaming f32 fold of FedAvg (see the numerics note in the module above), the
 //! collection of a round's updates for order statistics, a coordinate-wise reduction, and an f64 reference mean.
 
-use super::api::AggregateError;
+use super::api::{AggregateError, Strategy};
 use crate::federation::weights::{NamedTensor, Weights};
 
 /// Names and shapes of a model, used to check every update against the round's layout.
@@ -168,35 +168,75 @@ impl StreamingMean {
 
 /// All of a round's updates, for strategies that need order statistics or pairwise distances.
 #[derive(Debug, Default)]
-pub(super) struct Collected {
+struct Collected {
     layout: Option<Layout>,
     updates: Vec<Weights>,
 }
 
 impl Collected {
     /// Updates collected so far this round.
-    pub(super) fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.updates.len()
     }
 
-    pub(super) fn begin(&mut self, global: &Weights) {
+    fn begin(&mut self, global: &Weights) {
         *self = Collected { layout: Some(Layout::of(global)), updates: Vec::new() };
     }
 
-    pub(super) fn push(&mut self, update: Weights) -> Result<(), AggregateError> {
+    fn push(&mut self, update: Weights) -> Result<(), AggregateError> {
         check_or_adopt(&mut self.layout, &update)?;
         self.updates.push(update);
         Ok(())
     }
 
     /// Takes the round's updates out, leaving the layout for the next round.
-    pub(super) fn take(&mut self) -> Result<Vec<Weights>, AggregateError> {
+    fn take(&mut self) -> Result<Vec<Weights>, AggregateError> {
         let updates = std::mem::take(&mut self.updates);
         if updates.is_empty() {
             Err(AggregateError::NoUpdates)
         } else {
             Ok(updates)
         }
+    }
+}
+
+/// A rule that needs every update of the round at once (order statistics, pairwise distances), unweighted so that
+/// a site's sample count cannot buy it influence: combining the round's updates is all such a rule does, and
+/// [`Collecting`] makes it a [`Strategy`].
+pub trait Combine: Send {
+    fn name(&self) -> &'static str;
+    /// The new global weights from all of the round's updates (at least one; all of the round's layout).
+    fn combine(&self, updates: Vec<Weights>) -> Result<Weights, AggregateError>;
+}
+
+/// A [`Combine`] rule as a [`Strategy`]: it keeps the round's updates (O(K·P) memory) and combines them at the end.
+#[derive(Debug, Default)]
+pub struct Collecting<R> {
+    rule: R,
+    collected: Collected,
+}
+
+impl<R: Combine> Collecting<R> {
+    pub fn new(rule: R) -> Self {
+        Self { rule, collected: Collected::default() }
+    }
+}
+
+impl<R: Combine> Strategy for Collecting<R> {
+    fn name(&self) -> &'static str {
+        self.rule.name()
+    }
+    fn begin_round(&mut self, global: &Weights) {
+        self.collected.begin(global);
+    }
+    fn accumulate(&mut self, update: Weights, _num_samples: u64) -> Result<(), AggregateError> {
+        self.collected.push(update)
+    }
+    fn count(&self) -> usize {
+        self.collected.len()
+    }
+    fn finish(&mut self) -> Result<Weights, AggregateError> {
+        self.rule.combine(self.collected.take()?)
     }
 }
 

@@ -5,9 +5,10 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use super::aggregate::Collecting;
 use super::api::{AggregateError, Strategy};
 use super::coordinate::{FedMedian, TrimmedMean};
-use super::fedavg::{FedAvg, FedProx};
+use super::fedavg::FedAvg;
 use super::krum::Krum;
 use super::server_opt::{ServerOpt, ServerOptKind};
 
@@ -95,10 +96,10 @@ impl StrategyConfig {
         self.validate()?;
         Ok(match *self {
             StrategyConfig::FedAvg => Box::new(FedAvg::new()),
-            StrategyConfig::FedProx { mu } => Box::new(FedProx::new(mu)),
-            StrategyConfig::FedMedian => Box::new(FedMedian::default()),
-            StrategyConfig::TrimmedMean { beta } => Box::new(TrimmedMean::new(beta)),
-            StrategyConfig::Krum { byzantine, multi } => Box::new(Krum::new(byzantine, multi)),
+            StrategyConfig::FedProx { mu } => Box::new(FedAvg::proximal(mu)),
+            StrategyConfig::FedMedian => Box::new(Collecting::new(FedMedian)),
+            StrategyConfig::TrimmedMean { beta } => Box::new(Collecting::new(TrimmedMean { beta })),
+            StrategyConfig::Krum { byzantine, multi } => Box::new(Collecting::new(Krum { byzantine, multi })),
             StrategyConfig::FedAvgM { .. } | StrategyConfig::FedAdam { .. } => match self.server_opt()? {
                 Some(s) => Box::new(s),
                 None => return Err(AggregateError::InvalidParameter("not a server optimiser".into())),

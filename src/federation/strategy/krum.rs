@@ -1,25 +1,21 @@
 //! (Multi-)Krum (Blanchard et al. 2017): the update(s) nearest to their K − f − 2 nearest neighbours, robust to f
 //! Byzantine sites; O(K²·P) time for the pairwise distances.
 
-use super::aggregate::{weighted_mean, Collected};
-use super::api::{AggregateError, Strategy};
+use super::aggregate::{weighted_mean, Combine};
+use super::api::AggregateError;
 use crate::federation::weights::Weights;
 
 /// Krum and Multi-Krum (Blanchard et al. 2017): each update is scored by the sum of squared distances to its
 /// `K − f − 2` nearest others; Krum returns the best-scored update, Multi-Krum the unweighted mean of the `m` best.
 /// Requires `K ≥ 2f + 3` (the paper's `K > 2f + 2`) and `K ≥ f + m`.
-#[derive(Debug)]
+/// As a strategy it is `Collecting<Krum>`.
+#[derive(Debug, Clone, Copy)]
 pub struct Krum {
-    byzantine: usize,
-    multi: usize,
-    collected: Collected,
+    pub byzantine: usize,
+    pub multi: usize,
 }
 
 impl Krum {
-    pub(super) fn new(byzantine: usize, multi: usize) -> Self {
-        Krum { byzantine, multi, collected: Collected::default() }
-    }
-
     /// Indices of the `multi` best-scored updates, best first (ties broken by arrival order).
     fn select(&self, updates: &[Weights]) -> Result<Vec<usize>, AggregateError> {
         let k = updates.len();
@@ -48,7 +44,7 @@ impl Krum {
     }
 }
 
-impl Strategy for Krum {
+impl Combine for Krum {
     fn name(&self) -> &'static str {
         if self.multi == 1 {
             "krum"
@@ -56,17 +52,7 @@ impl Strategy for Krum {
             "multi-krum"
         }
     }
-    fn begin_round(&mut self, global: &Weights) {
-        self.collected.begin(global);
-    }
-    fn accumulate(&mut self, update: Weights, _num_samples: u64) -> Result<(), AggregateError> {
-        self.collected.push(update)
-    }
-    fn count(&self) -> usize {
-        self.collected.len()
-    }
-    fn finish(&mut self) -> Result<Weights, AggregateError> {
-        let updates = self.collected.take()?;
+    fn combine(&self, updates: Vec<Weights>) -> Result<Weights, AggregateError> {
         let chosen = self.select(&updates)?;
         if let [only] = chosen.as_slice() {
             return updates.into_iter().nth(*only).ok_or(AggregateError::NoUpdates);

@@ -35,10 +35,10 @@ pub mod server_opt;
 #[cfg(test)]
 mod tests;
 
-pub use aggregate::weighted_mean;
+pub use aggregate::{weighted_mean, Collecting, Combine};
 pub use api::{AggregateError, SiteHints, Strategy};
 pub use config::StrategyConfig;
 pub use coordinate::{FedMedian, TrimmedMean};
-pub use fedavg::{FedAvg, FedProx};
+pub use fedavg::FedAvg;
 pub use krum::Krum;
 pub use server_opt::{ServerOpt, ServerOptKind};

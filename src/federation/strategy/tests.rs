@@ -120,7 +120,7 @@ fn layout_mismatch_names_the_tensor() {
     bad_len.tensors_mut()[1].data.pop();
     assert!(matches!(s.accumulate(bad_len, 1), Err(AggregateError::Layout(m)) if m.contains("conv.weight")));
     assert_eq!(s.count(), 0);
-    let mut median = FedMedian::default();
+    let mut median = Collecting::new(FedMedian);
     median.begin_round(&g);
     assert!(matches!(median.accumulate(one(vec![0.0]), 1), Err(AggregateError::Layout(m)) if m.contains("conv.bias")));
     assert!(matches!(
@@ -149,9 +149,9 @@ fn median_of_three_known_updates() {
         (w(&[("a", vec![2.0, 3.0, -5.0]), ("b", vec![1.0])]), 1),
         (w(&[("a", vec![100.0, 4.0, 0.0]), ("b", vec![3.0])]), 1),
     ];
-    let out = run(&mut FedMedian::default(), &g, updates).unwrap();
+    let out = run(&mut Collecting::new(FedMedian), &g, updates).unwrap();
     assert_eq!(out, w(&[("a", vec![2.0, 4.0, -1.0]), ("b", vec![3.0])]));
-    let even = run(&mut FedMedian::default(), &one(vec![0.0]), vec![(one(vec![1.0]), 1), (one(vec![4.0]), 1)]);
+    let even = run(&mut Collecting::new(FedMedian), &one(vec![0.0]), vec![(one(vec![1.0]), 1), (one(vec![4.0]), 1)]);
     assert_eq!(even.unwrap(), one(vec![2.5]));
 }
 
