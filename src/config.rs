@@ -373,8 +373,24 @@ impl Config {
 
     /// Checks every cross-field rule, naming the offending key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_federation()?;
+        self.strategy()?;
+        self.partition()?;
+        self.validate_data()?;
+        self.validate_cluster()?;
+        if self.model.bench_params.is_some_and(|p| !(1..=1 << 31).contains(&p)) {
+            return Err(ConfigError::Invalid("model.bench_params must be in 1..=2^31".into()));
+        }
+        if self.runtime.threads < 1 {
+            return Err(ConfigError::Invalid("runtime.threads must be at least 1".into()));
+        }
+        self.validate_evaluation()
+    }
+
+    fn validate_federation(&self) -> Result<(), ConfigError> {
         let f = &self.federation;
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        let positive = |v: f64| v.is_finite() && v > 0.0;
         if f.rounds == 0 {
             return bad("federation.rounds must be at least 1".into());
         }
@@ -387,7 +403,6 @@ impl Config {
                 f.min_sites, f.sites
             ));
         }
-        let positive = |v: f64| v.is_finite() && v > 0.0;
         for (key, v) in [
             ("round_deadline_secs", f.round_deadline_secs),
             ("join_timeout_secs", f.join_timeout_secs),
@@ -420,8 +435,11 @@ impl Config {
         if f.keep_checkpoints == 0 {
             return bad("federation.keep_checkpoints must be at least 1".into());
         }
-        self.strategy()?;
-        self.partition()?;
+        Ok(())
+    }
+
+    fn validate_data(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
         match (self.data.num_classes, self.data.source.parse::<crate::data::DataSource>()) {
             (Some(n), Ok(crate::data::DataSource::Synthetic)) if !(2..=9).contains(&n) => {
                 return bad(format!("data.num_classes = {n} must be in 2..=9 for synthetic data"));
@@ -461,6 +479,12 @@ impl Config {
         if self.data.per_class == 0 {
             return bad("data.per_class must be at least 1".into());
         }
+        Ok(())
+    }
+
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let positive = |v: f64| v.is_finite() && v > 0.0;
         if self.cluster.server_addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
             return bad(format!("cluster.server_addr = {:?} must be host:port", self.cluster.server_addr));
         }
@@ -481,12 +505,11 @@ impl Config {
         if self.cluster.max_frame_mib < 16 {
             return bad("cluster.max_frame_mib must be at least 16".into());
         }
-        if self.model.bench_params.is_some_and(|p| !(1..=1 << 31).contains(&p)) {
-            return bad("model.bench_params must be in 1..=2^31".into());
-        }
-        if self.runtime.threads < 1 {
-            return bad("runtime.threads must be at least 1".into());
-        }
+        Ok(())
+    }
+
+    fn validate_evaluation(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
         let e = &self.evaluation;
         if e.samples_per_class < 2 {
             return bad(format!("evaluation.samples_per_class = {} must be at least 2", e.samples_per_class));

@@ -550,17 +550,7 @@ pub async fn run_site(
         min_batch: cfg.federation.min_batch_size,
         faults: FaultPlan::for_site(&cfg.faults, site_id),
         exit: exit.clone(),
-        bulk: ClientOpts {
-            tls: match &node.security {
-                cluster::Security::Plain => BulkTls::Plain,
-                cluster::Security::Mtls(m) => {
-                    BulkTls::Client(m.connector()?, crate::cluster::certs::SERVER_NAME.to_string())
-                }
-            },
-            stall: Duration::from_secs_f64(cfg.cluster.transfer_stall_secs),
-            chunk: 1 << 20,
-            max_body: cfg.cluster.max_frame_mib << 20,
-        },
+        bulk: bulk_client(&cfg, &node.security)?,
         store: Some(store.clone()),
         keep_finished: cfg.federation.keep_finished_update,
         metrics: metrics.clone(),
@@ -568,23 +558,7 @@ pub async fn run_site(
         protocol,
         stay_up,
     };
-    let readiness = crate::observability::Readiness::new("starting");
-    let status = crate::observability::StatusHandle::default();
-    status.update(|s| {
-        s.role = "site".into();
-        s.expected = vec![site_actor_name(site_id)];
-        s.phase = "running".into();
-    });
-    serve_http(
-        http,
-        crate::observability::HttpState {
-            metrics,
-            status,
-            readiness: readiness.clone(),
-            pulse: crate::observability::Pulse::default(),
-        },
-    )
-    .await?;
+    let readiness = serve_site_http(http, site_id, metrics).await?;
     let (site, handle) = Actor::spawn(Some(site_actor_name(site_id)), SiteActor, args).await?;
     // Ready = data loaded, node up, actor running; a hung process stops answering the probe.
     readiness.set_ready();
@@ -607,6 +581,39 @@ pub async fn run_site(
         Some(Err(msg)) => bail!("{msg}"),
         None => bail!("the site actor stopped unexpectedly (see the log)"),
     }
+}
+
+/// How a site reaches the server's bulk plane (mTLS when the cluster link has it).
+fn bulk_client(cfg: &Config, security: &cluster::Security) -> Result<ClientOpts> {
+    Ok(ClientOpts {
+        tls: match security {
+            cluster::Security::Plain => BulkTls::Plain,
+            cluster::Security::Mtls(m) => {
+                BulkTls::Client(m.connector()?, crate::cluster::certs::SERVER_NAME.to_string())
+            }
+        },
+        stall: Duration::from_secs_f64(cfg.cluster.transfer_stall_secs),
+        chunk: 1 << 20,
+        max_body: cfg.cluster.max_frame_mib << 20,
+    })
+}
+
+/// A site's `--http` endpoint (no `/pulse`: only the server answers it); returns its readiness, not ready yet.
+async fn serve_site_http(
+    http: Option<SocketAddr>,
+    site_id: u32,
+    metrics: crate::observability::Metrics,
+) -> Result<crate::observability::Readiness> {
+    let readiness = crate::observability::Readiness::new("starting");
+    let status = crate::observability::StatusHandle::default();
+    status.update(|s| {
+        s.role = "site".into();
+        s.expected = vec![site_actor_name(site_id)];
+        s.phase = "running".into();
+    });
+    let pulse = crate::observability::Pulse::default();
+    serve_http(http, crate::observability::HttpState { metrics, status, readiness: readiness.clone(), pulse }).await?;
+    Ok(readiness)
 }
 
 pub(super) async fn run_evaluator_node(mut cfg: Config, a: EvaluatorCmd) -> Result<()> {

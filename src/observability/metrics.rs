@@ -34,7 +34,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::{Metric, Registry, Unit};
 
 use super::ObsError;
 
@@ -198,6 +198,25 @@ struct Inner {
     roles_joined: Gauge,
 }
 
+/// Registers `metric` under `name` and returns the handle the actors update (a clone: the same shared value).
+fn add<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    add_with(registry, (name, None), help, metric)
+}
+
+/// [`add`] with a unit (the name then ends in it, e.g. `_seconds`).
+fn add_with<M: Metric + Clone>(
+    registry: &mut Registry,
+    (name, unit): (&str, Option<Unit>),
+    help: &str,
+    metric: M,
+) -> M {
+    match unit {
+        Some(unit) => registry.register_with_unit(name, help, unit, metric.clone()),
+        None => registry.register(name, help, metric.clone()),
+    }
+    metric
+}
+
 /// The process's metrics. Cheap to clone; every method takes `&self` and is safe from any thread.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -207,148 +226,114 @@ pub struct Metrics {
 impl Metrics {
     /// A fresh registry for a process playing `role` (`server`, `site`, ...).
     pub fn new(role: &str) -> Self {
-        let mut registry = Registry::with_prefix("histofed");
-
+        let mut r = Registry::with_prefix("histofed");
         let info = Family::<InfoLabels, Gauge>::default();
         info.get_or_create(&InfoLabels { role: role.to_string(), version: env!("CARGO_PKG_VERSION") }).set(1);
-        registry.register("info", "Role and version of this process (always 1)", info);
-
+        r.register("info", "Role and version of this process (always 1)", info);
         let scrape = Arc::new(ScrapeTime { started: Instant::now(), last_checkpoint: Mutex::new(None) });
-        registry.register_collector(Box::new(Arc::clone(&scrape)));
-
-        let round = Gauge::default();
-        registry.register(
-            "round",
-            "Last completed round (0 before the first); at a site, the last round it trained",
-            round.clone(),
-        );
-        let rounds_configured = Gauge::default();
-        registry.register("rounds_configured", "Rounds this run is configured for", rounds_configured.clone());
-        // 0.5 s .. ~68 min
-        let round_duration = Histogram::new(exponential_buckets(0.5, 2.0, 14));
-        registry.register_with_unit(
-            "round_duration",
-            "Wall time of completed rounds, retries included",
-            Unit::Seconds,
-            round_duration.clone(),
-        );
-        let round_retries = Counter::default();
-        registry.register("round_retries", "Round attempts that missed quorum and were retried", round_retries.clone());
-
-        let sites_joined = Gauge::default();
-        registry.register("sites_joined", "Sites currently joined", sites_joined.clone());
-        let sites_expected = Gauge::default();
-        registry.register("sites_expected", "Sites the configuration expects", sites_expected.clone());
-        let site_events = Family::<KindLabel, Counter>::default();
+        r.register_collector(Box::new(Arc::clone(&scrape)));
         // Every kind exists from the start at 0, so `increase(...)` alerts see the first event.
+        let site_events = Family::<KindLabel, Counter>::default();
         for kind in [SiteEvent::Joined, SiteEvent::Lost, SiteEvent::Rejoined, SiteEvent::Refused] {
             let _ = site_events.get_or_create(&KindLabel { kind: kind.as_str() });
         }
-        registry.register("site_events", "Site membership events by kind", site_events.clone());
-
         let updates = Family::<UpdateLabels, Counter>::default();
         let _ = updates.get_or_create(&UpdateLabels { outcome: "accepted", reason: String::new() });
-        registry.register("updates", "Site updates by outcome; rejected ones by reason", updates.clone());
-
-        let bytes_sent = Counter::default();
-        registry.register("bytes_sent", "Payload bytes sent to peers", bytes_sent.clone());
-        let bytes_received = Counter::default();
-        registry.register("bytes_received", "Payload bytes received from peers", bytes_received.clone());
-        let bad_frames = Counter::default();
-        registry.register("bad_frames", "Frames from peers that did not decode", bad_frames.clone());
-
-        // 5 ms .. ~41 s
-        let aggregation = Histogram::new(exponential_buckets(0.005, 2.0, 14));
-        registry.register_with_unit(
-            "aggregation",
-            "Time to validate and aggregate a round's updates",
-            Unit::Seconds,
-            aggregation.clone(),
-        );
-        let trainer_restarts = Counter::default();
-        registry.register(
-            "trainer_restarts",
-            "Generator-trainer restarts by the site supervisor",
-            trainer_restarts.clone(),
-        );
-        let oom_retries = Counter::default();
-        registry.register(
-            "oom_retries",
-            "Local steps retried with a smaller batch after out-of-memory",
-            oom_retries.clone(),
-        );
-
-        let gan_loss = Family::<NetLabel, FloatGauge>::default();
-        registry.register("gan_loss", "Mean loss of the last completed round, per network", gan_loss.clone());
-        let frechet_distance = FloatGauge::default();
         // NaN, not 0, until the first evaluation: 0 would read as a perfect generator.
+        let frechet_distance = FloatGauge::default();
         frechet_distance.set(f64::NAN);
-        registry.register(
-            "frechet_distance",
-            "Frechet distance of the global generator at the last evaluation",
-            frechet_distance.clone(),
-        );
-        let quality = Family::<MetricLabel, FloatGauge>::default();
-        registry.register("quality", "The evaluator's quality suite at its last run, per metric", quality.clone());
-        let federated_eval = Family::<MetricLabel, FloatGauge>::default();
-        registry.register(
-            "federated_eval",
-            "Federated evaluation at its last round: the sites' scores on their validation splits, sample-weighted",
-            federated_eval.clone(),
-        );
-        let checkpoints_written = Counter::default();
-        registry.register("checkpoints_written", "Checkpoints written", checkpoints_written.clone());
-
-        // 0.5 ms .. ~4 s
-        let heartbeat_rtt = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
-        registry.register_with_unit(
-            "heartbeat_rtt",
-            "Round-trip time of answered heartbeat pings",
-            Unit::Seconds,
-            heartbeat_rtt.clone(),
-        );
-        let heartbeats_missed = Counter::default();
-        registry.register("heartbeats_missed", "Heartbeat pings left unanswered", heartbeats_missed.clone());
-
-        let role_metrics = Family::<RoleMetricLabels, FloatGauge>::default();
-        registry.register("role_metric", "Last value each extension role reported, per metric", role_metrics.clone());
-        let role_reports = Family::<RoleReportLabels, Counter>::default();
-        registry.register("role_reports", "Reports from extension roles, by what became of them", role_reports.clone());
-        let roles_joined = Gauge::default();
-        registry.register("roles_joined", "Extension roles currently joined", roles_joined.clone());
-
-        Self {
-            inner: Arc::new(Inner {
-                registry,
-                scrape,
-                round,
-                rounds_configured,
-                round_duration,
-                round_retries,
-                sites_joined,
-                sites_expected,
-                site_events,
-                updates,
-                reasons_seen: Mutex::new(HashSet::new()),
-                bytes_sent,
-                bytes_received,
-                bad_frames,
-                aggregation,
-                trainer_restarts,
-                oom_retries,
-                gan_loss,
+        let secs = Some(Unit::Seconds);
+        let inner = Inner {
+            round: add(
+                &mut r,
+                "round",
+                "Last completed round (0 before the first); at a site, the last round it trained",
+                Gauge::default(),
+            ),
+            rounds_configured: add(&mut r, "rounds_configured", "Rounds this run is configured for", Gauge::default()),
+            round_duration: add_with(
+                &mut r,
+                ("round_duration", secs.clone()),
+                "Wall time of completed rounds, retries included",
+                Histogram::new(exponential_buckets(0.5, 2.0, 14)), // 0.5 s .. ~68 min
+            ),
+            round_retries: add(
+                &mut r,
+                "round_retries",
+                "Round attempts that missed quorum and were retried",
+                Counter::default(),
+            ),
+            sites_joined: add(&mut r, "sites_joined", "Sites currently joined", Gauge::default()),
+            sites_expected: add(&mut r, "sites_expected", "Sites the configuration expects", Gauge::default()),
+            site_events: add(&mut r, "site_events", "Site membership events by kind", site_events),
+            updates: add(&mut r, "updates", "Site updates by outcome; rejected ones by reason", updates),
+            reasons_seen: Mutex::new(HashSet::new()),
+            bytes_sent: add(&mut r, "bytes_sent", "Payload bytes sent to peers", Counter::default()),
+            bytes_received: add(&mut r, "bytes_received", "Payload bytes received from peers", Counter::default()),
+            bad_frames: add(&mut r, "bad_frames", "Frames from peers that did not decode", Counter::default()),
+            aggregation: add_with(
+                &mut r,
+                ("aggregation", secs.clone()),
+                "Time spent folding a round's updates and aggregating them (decoding and validation not counted)",
+                Histogram::new(exponential_buckets(0.005, 2.0, 14)), // 5 ms .. ~41 s
+            ),
+            trainer_restarts: add(
+                &mut r,
+                "trainer_restarts",
+                "Generator-trainer restarts by the site supervisor",
+                Counter::default(),
+            ),
+            oom_retries: add(
+                &mut r,
+                "oom_retries",
+                "Local steps retried with a smaller batch after out-of-memory",
+                Counter::default(),
+            ),
+            gan_loss: add(&mut r, "gan_loss", "Mean loss of the last completed round, per network", Family::default()),
+            frechet_distance: add(
+                &mut r,
+                "frechet_distance",
+                "Frechet distance of the global generator at the last evaluation",
                 frechet_distance,
-                quality,
-                federated_eval,
-                checkpoints_written,
-                heartbeat_rtt,
-                heartbeats_missed,
-                role_metrics,
-                role_series: Mutex::new(HashSet::new()),
-                role_reports,
-                roles_joined,
-            }),
-        }
+            ),
+            quality: add(
+                &mut r,
+                "quality",
+                "The evaluator's quality suite at its last run, per metric",
+                Family::default(),
+            ),
+            federated_eval: add(
+                &mut r,
+                "federated_eval",
+                "Federated evaluation at its last round: the sites' scores on their validation splits, sample-weighted",
+                Family::default(),
+            ),
+            checkpoints_written: add(&mut r, "checkpoints_written", "Checkpoints written", Counter::default()),
+            heartbeat_rtt: add_with(
+                &mut r,
+                ("heartbeat_rtt", secs),
+                "Round-trip time of answered heartbeat pings",
+                Histogram::new(exponential_buckets(0.0005, 2.0, 14)), // 0.5 ms .. ~4 s
+            ),
+            heartbeats_missed: add(&mut r, "heartbeats_missed", "Heartbeat pings left unanswered", Counter::default()),
+            role_metrics: add(
+                &mut r,
+                "role_metric",
+                "Last value each extension role reported, per metric",
+                Family::default(),
+            ),
+            role_series: Mutex::new(HashSet::new()),
+            role_reports: add(
+                &mut r,
+                "role_reports",
+                "Reports from extension roles, by what became of them",
+                Family::default(),
+            ),
+            roles_joined: add(&mut r, "roles_joined", "Extension roles currently joined", Gauge::default()),
+            registry: r,
+            scrape,
+        };
+        Self { inner: Arc::new(inner) }
     }
 
     pub fn set_rounds_configured(&self, rounds: u64) {

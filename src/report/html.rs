@@ -546,15 +546,10 @@ mod tests {
             precision: 0.5,
             recall: 0.25,
             memorized_share: 0.125,
-            memorized_share_pixels: None,
             class_coverage: 1.0,
             label_agreement: 0.75,
             diversity_ratio: 0.9,
-            kid: None,
-            kid_std: None,
-            kid_random_cnn: None,
-            kid_random_cnn_std: None,
-            fd_random_cnn: None,
+            ..Default::default()
         };
         for (i, round) in [(1usize, 2u64), (3, 4)] {
             let dir_rel = format!("quality/round-{round:03}");

@@ -30,6 +30,23 @@ impl RunReport {
 
     pub fn to_markdown(&self) -> String {
         let mut s = String::new();
+        let sections: [fn(&Self, &mut String); 7] = [
+            Self::md_header,
+            Self::md_partition,
+            Self::md_rounds,
+            Self::md_quality,
+            Self::md_federated_eval,
+            Self::md_roles,
+            Self::md_events,
+        ];
+        for section in sections {
+            section(self, &mut s);
+        }
+        s
+    }
+
+    /// Title and the run's settings.
+    fn md_header(&self, s: &mut String) {
         s.push_str(&format!("# histofed run `{}`\n\n", self.run));
         s.push_str(&format!(
             "- model: {}\n- strategy: {}\n- partition: {}\n- config hash: {}\n- rounds: {} of {}{}\n- total wall time: {:.1} s\n\n",
@@ -42,6 +59,10 @@ impl RunReport {
             self.resumed_from_round.map(|r| format!(" (resumed after round {r})")).unwrap_or_default(),
             self.total_secs
         ));
+    }
+
+    /// Images per class at each site.
+    fn md_partition(&self, s: &mut String) {
         if !self.site_classes.is_empty() {
             s.push_str("## Partition (images per class at each site)\n\n| site |");
             for c in &self.classes {
@@ -59,6 +80,10 @@ impl RunReport {
             }
             s.push('\n');
         }
+    }
+
+    /// One row per completed round.
+    fn md_rounds(&self, s: &mut String) {
         s.push_str("## Rounds\n\n| round | attempts | contributors | dropped | rejected | D loss | G loss | Fréchet distance | wall s | samples |\n|---:|---:|---|---|---|---:|---:|---:|---:|---|\n");
         for r in &self.rounds {
             let contributors: Vec<String> = r.contributors.iter().map(|c| c.site_id.to_string()).collect();
@@ -78,6 +103,10 @@ impl RunReport {
                 r.samples_png.as_deref().map(|p| format!("[png]({p})")).unwrap_or_default()
             ));
         }
+    }
+
+    /// The evaluator's quality suite, on the rounds it ran.
+    fn md_quality(&self, s: &mut String) {
         let with_quality: Vec<(u64, &RoundQuality)> =
             self.rounds.iter().filter_map(|r| r.quality.as_ref().map(|q| (r.round, q))).collect();
         if !with_quality.is_empty() {
@@ -100,6 +129,10 @@ impl RunReport {
                 ));
             }
         }
+    }
+
+    /// The sites' scores on their own validation splits, folded.
+    fn md_federated_eval(&self, s: &mut String) {
         let federated: Vec<&crate::federation::evaluation::FederatedEval> =
             self.rounds.iter().filter_map(|r| r.federated_eval.as_ref()).collect();
         if !federated.is_empty() {
@@ -127,6 +160,10 @@ impl RunReport {
                 ));
             }
         }
+    }
+
+    /// What extension roles reported.
+    fn md_roles(&self, s: &mut String) {
         let with_roles: Vec<&RoundRecord> = self.rounds.iter().filter(|r| !r.roles.is_empty()).collect();
         if !with_roles.is_empty() {
             s.push_str("\n## Roles\n\n| round | role | metrics | artifacts |\n|---:|---|---|---|\n");
@@ -142,6 +179,10 @@ impl RunReport {
                 }
             }
         }
+    }
+
+    /// Every event of the run (sites lost and back, retries, restarts).
+    fn md_events(&self, s: &mut String) {
         if !self.events.is_empty() {
             s.push_str("\n## Events\n\n| at s | round | site | event | detail |\n|---:|---:|---:|---|---|\n");
             for e in &self.events {
@@ -149,7 +190,6 @@ impl RunReport {
                 s.push_str(&format!("| {:.2} | {} | {} | {} | {} |\n", e.at_secs, e.round, site, e.kind, e.detail));
             }
         }
-        s
     }
 }
 
@@ -182,15 +222,10 @@ mod tests {
                 precision: 0.5,
                 recall: 0.25,
                 memorized_share: 0.0,
-                memorized_share_pixels: None,
                 class_coverage: 1.0,
                 label_agreement: 0.75,
                 diversity_ratio: 0.9,
-                kid: None,
-                kid_std: None,
-                kid_random_cnn: None,
-                kid_random_cnn_std: None,
-                fd_random_cnn: None,
+                ..Default::default()
             },
             reference_test_accuracy: 0.9,
             report_json: "quality/round-001/quality.json".into(),

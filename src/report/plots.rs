@@ -11,6 +11,8 @@
 
 use std::path::{Path, PathBuf};
 
+use plotters::coord::types::RangedCoordf64;
+use plotters::coord::Shift;
 use plotters::prelude::*;
 use thiserror::Error;
 
@@ -163,13 +165,7 @@ fn draw(rgb: &mut [u8], title: &str, y_desc: &str, lines: &[Line]) -> Result<(),
     let err = |e: &dyn std::fmt::Display| e.to_string();
     let root = BitMapBackend::with_buffer(rgb, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, (FAMILY, 22))
-        .margin(16)
-        .x_label_area_size(44)
-        .y_label_area_size(72)
-        .build_cartesian_2d(x0..x1, y0..y1)
-        .map_err(|e| err(&e))?;
+    let mut chart = frame(&root, title, x0..x1, y0..y1)?;
     let x_labels = if rounds < 12.0 { rounds as usize + 1 } else { 12 };
     let whole = |v: &f64| if (v - v.round()).abs() < 1e-6 { format!("{:.0}", v.round()) } else { String::new() };
     chart
@@ -199,17 +195,40 @@ fn draw(rgb: &mut [u8], title: &str, y_desc: &str, lines: &[Line]) -> Result<(),
         }
     }
     if any_label {
-        chart
-            .configure_series_labels()
-            .label_font((FAMILY, 14))
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(180, 180, 180))
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(|e| err(&e))?;
+        legend(&mut chart)?;
     }
     root.present().map_err(|e| err(&e))?;
     Ok(())
+}
+
+type Chart<'a, 'b> = ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// The frame every chart here shares: title, margins, label areas, f64 axes.
+fn frame<'a, 'b>(
+    root: &'a DrawingArea<BitMapBackend<'b>, Shift>,
+    title: &str,
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+) -> Result<Chart<'a, 'b>, String> {
+    ChartBuilder::on(root)
+        .caption(title, (FAMILY, 22))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(72)
+        .build_cartesian_2d(x, y)
+        .map_err(|e| e.to_string())
+}
+
+/// The series legend, upper right, on a light box.
+fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .label_font((FAMILY, 14))
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(180, 180, 180))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(|e| e.to_string())
 }
 
 /// One named series of a grouped bar chart: one value per group (non-finite values are left out).
@@ -243,13 +262,7 @@ fn draw_bars(rgb: &mut [u8], title: &str, y_desc: &str, groups: &[String], serie
     let root = BitMapBackend::with_buffer(rgb, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let n = groups.len();
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, (FAMILY, 22))
-        .margin(16)
-        .x_label_area_size(44)
-        .y_label_area_size(72)
-        .build_cartesian_2d(0f64..n as f64, y0..y1)
-        .map_err(|e| err(&e))?;
+    let mut chart = frame(&root, title, 0f64..n as f64, y0..y1)?;
     let names = groups.to_vec();
     let label = move |v: &f64| {
         let i = v.floor();
@@ -284,14 +297,7 @@ fn draw_bars(rgb: &mut [u8], title: &str, y_desc: &str, groups: &[String], serie
             .label(s.label.as_str())
             .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], color.filled()));
     }
-    chart
-        .configure_series_labels()
-        .label_font((FAMILY, 14))
-        .background_style(WHITE.mix(0.85))
-        .border_style(RGBColor(180, 180, 180))
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(|e| err(&e))?;
+    legend(&mut chart)?;
     root.present().map_err(|e| err(&e))?;
     Ok(())
 }

@@ -20,13 +20,16 @@ use ractor::ActorRef;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
-use super::state::STRATEGY_STATE;
 use crate::actors::messages::{Aggregated, Folded, RoundAggregate, ServerMsg, SiteRound, PROTOCOL_VERSION};
 use crate::actors::worker::{Submitter, Worker};
 use crate::cluster::bulk::Upload;
 use crate::federation::strategy::{AggregateError, SiteHints, Strategy};
 use crate::federation::validate::{validate_update, Refused, RejectReason, UpdateHeader, ValidationPolicy};
 use crate::federation::weights::{Weights, WeightsError};
+
+/// Prefix of a strategy's tensor state (`Strategy::state_weights`) in the bundle handed to the checkpoint writer;
+/// saved as the checkpoint's `strategy` part.
+pub const STRATEGY_STATE: &str = "strategy.";
 
 /// A job of the thread.
 enum Job {

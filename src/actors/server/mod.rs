@@ -49,9 +49,8 @@ mod roles;
 mod rounds;
 mod state;
 
-pub use state::{
-    round_summary, ServerState, CHECKPOINT_PARTS, ROLE_BLOBS_KEPT, ROLE_BLOB_KEY, ROLE_READER_BASE, STRATEGY_STATE,
-};
+pub use aggregator::STRATEGY_STATE;
+pub use state::{round_summary, ServerState, CHECKPOINT_PARTS, ROLE_BLOBS_KEPT, ROLE_BLOB_KEY, ROLE_READER_BASE};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;

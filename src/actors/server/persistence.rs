@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
+use super::aggregator::STRATEGY_STATE;
 use super::state::*;
 use crate::actors::checkpoint_writer::CheckpointWriter;
 use crate::actors::evaluator::EvaluatorActor;

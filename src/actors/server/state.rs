@@ -69,9 +69,6 @@ pub(super) struct Persisting {
 /// Checkpoint parts of the GAN bundle: (part name, tensor-name prefix).
 pub const CHECKPOINT_PARTS: [(&str, &str); 2] =
     [("generator", GENERATOR_PREFIX), ("discriminator", DISCRIMINATOR_PREFIX)];
-/// Prefix of a strategy's tensor state (`Strategy::state_weights`) in the bundle handed to the checkpoint writer;
-/// saved as the checkpoint's `strategy` part.
-pub const STRATEGY_STATE: &str = "strategy.";
 
 pub(super) struct RoleEntry {
     pub(super) actor: ActorRef<RoleMsg>,

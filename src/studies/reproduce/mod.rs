@@ -15,6 +15,7 @@ mod pool;
 pub mod report;
 mod run;
 pub mod stats;
+mod stored;
 
 use std::path::PathBuf;
 use std::str::FromStr;

@@ -38,8 +38,16 @@ fn ms(xs: &[f64], scale: f64, digits: usize) -> String {
 
 /// The Markdown report.
 pub fn markdown(r: &Reproduction) -> String {
-    let p = &r.preset;
     let mut s = String::new();
+    for section in [header, claims_and_targets, generators, classifier_arms, pictures] {
+        section(&mut s, r);
+    }
+    s
+}
+
+/// Title, provenance and the protocol in one paragraph.
+fn header(s: &mut String, r: &Reproduction) {
+    let p = &r.preset;
     let _ = writeln!(s, "# Reproduction of arXiv 2504.04130 — preset `{}`\n", p.name);
     let wall = if r.kept_results == 0 {
         format!("{:.0} s ({:.1} min) in total", r.total_secs, r.total_secs / 60.0)
@@ -80,6 +88,10 @@ pub fn markdown(r: &Reproduction) -> String {
         p.classifier_seeds,
         p.resamples
     );
+}
+
+/// The four claims with their verdicts and pre-registered rules, then the targets.
+fn claims_and_targets(s: &mut String, r: &Reproduction) {
     let _ = writeln!(s, "## The paper's claims\n");
     let _ = writeln!(s, "| # | claim | verdict | evidence |\n|---|---|---|---|");
     for c in &r.claims {
@@ -94,6 +106,10 @@ pub fn markdown(r: &Reproduction) -> String {
     for t in &r.targets {
         let _ = writeln!(s, "| {} | {} | {} | {} |", t.what, t.goal, t.measured, if t.met { "yes" } else { "**no**" });
     }
+}
+
+/// One row per model × setting × regime, against the real floor and the noise null.
+fn generators(s: &mut String, r: &Reproduction) {
     let _ = writeln!(s, "\n## Generators\n");
     let _ = writeln!(
         s,
@@ -127,6 +143,11 @@ pub fn markdown(r: &Reproduction) -> String {
             mean_sd(&f(&|r| r.train_secs)).0
         );
     }
+}
+
+/// Test accuracy of every arm per regime, with the paired gain over real only.
+fn classifier_arms(s: &mut String, r: &Reproduction) {
+    let p = &r.preset;
     let _ = writeln!(s, "\n## Classifier arms ({})\n", r.best_model);
     let _ = writeln!(
         s,
@@ -159,6 +180,10 @@ pub fn markdown(r: &Reproduction) -> String {
             );
         }
     }
+}
+
+/// Links to the plots and sample grids.
+fn pictures(s: &mut String, r: &Reproduction) {
     let _ = writeln!(s, "\n## Pictures\n");
     let _ = writeln!(s, "![KID per model](kid.png)\n");
     for run in &r.runs {
@@ -166,7 +191,6 @@ pub fn markdown(r: &Reproduction) -> String {
             let _ = writeln!(s, "- {}: [{g}]({g})", run.name());
         }
     }
-    s
 }
 
 fn floor_cells(q: &QualitySummary) -> String {

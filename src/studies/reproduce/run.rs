@@ -10,7 +10,7 @@
 //! Then the claims (`claims`), the targets and the report. Heavy work never runs on more threads than
 //! `preset.workers`; every result is a pure function of the preset, the seed and the data.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,7 +21,6 @@ use crate::eval::assessment::{AssessOptions, Assessor, Baseline};
 use crate::eval::quality::QualityOptions;
 use crate::eval::reference::ReferenceOptions;
 use crate::eval::sampling::synthesize;
-use crate::federation::checkpoint::write_atomic;
 use crate::federation::weights::Weights;
 use crate::models::{ClassifierConfig, DiscKind, Gan, GanKind, ModelConfig};
 use crate::records::QualitySummary;
@@ -29,6 +28,7 @@ use crate::studies::augment::{predict, score, train_classifier, train_classifier
 use crate::train::simulation::train_centralized;
 
 use super::pool::parallel;
+use super::stored::{load_stored, result_key, store, write_err, write_file};
 use super::{
     claims, report, run_name, Arm, ArmResult, GanRun, Preset, ReproduceError, ReproduceOptions, Reproduction, Setting,
     FED_PARTITION,
@@ -60,10 +60,6 @@ fn cell_err(cell: &str, e: impl std::fmt::Display) -> ReproduceError {
     ReproduceError::Cell { cell: cell.to_string(), message: e.to_string() }
 }
 
-fn write_err(path: &Path, e: impl std::fmt::Display) -> ReproduceError {
-    ReproduceError::Write { path: path.to_path_buf(), message: e.to_string() }
-}
-
 fn model_config(p: &Preset, gan: &str, disc: &str, classes: usize) -> Result<ModelConfig, ReproduceError> {
     let g: GanKind = gan.parse().map_err(|e| cell_err(gan, e))?;
     let d: DiscKind = disc.parse().map_err(|e| cell_err(disc, e))?;
@@ -91,46 +87,6 @@ pub fn regime_subset(train: &Dataset, per_class: usize) -> Result<Dataset, Repro
         }
     }
     Ok(train.subset(&train.first_per_class(per_class, |_| true)))
-}
-
-/// A key of everything that decides a result: a stored result with another key is recomputed.
-fn result_key(opts: &ReproduceOptions, splits: &Splits) -> String {
-    use sha2::{Digest, Sha256};
-    let text = serde_json::to_string(&(
-        "reproduce-v2",
-        &opts.preset,
-        opts.seed,
-        crate::eval::reference::dataset_fingerprint(&splits.train),
-        crate::eval::reference::dataset_fingerprint(&splits.test),
-    ))
-    .unwrap_or_default();
-    hex::encode(&Sha256::digest(text.as_bytes())[..8])
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Stored<T> {
-    key: String,
-    value: T,
-}
-
-fn load_stored<T: serde::de::DeserializeOwned>(path: &Path, key: &str) -> Option<T> {
-    let bytes = std::fs::read(path).ok()?;
-    let stored: Stored<T> = serde_json::from_slice(&bytes).ok()?;
-    (stored.key == key).then_some(stored.value)
-}
-
-fn store<T: serde::Serialize>(path: &Path, key: &str, value: &T) -> Result<(), ReproduceError> {
-    let bytes = serde_json::to_vec_pretty(&Stored { key: key.to_string(), value }).map_err(|e| write_err(path, e))?;
-    write_file(path, &bytes)
-}
-
-/// Writes `bytes` to `path` atomically, creating its folder.
-fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ReproduceError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| write_err(dir, e))?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("result.json");
-    write_atomic(dir, name, bytes).map_err(|e| write_err(path, e))?;
-    Ok(())
 }
 
 /// What every worker shares (read only): the data, the options, the assessment set-up.
@@ -453,24 +409,6 @@ fn gan_seeds(opts: &ReproduceOptions) -> Vec<u64> {
     (0..u64::from(opts.preset.gan_seeds.max(1))).map(|i| opts.seed + i).collect()
 }
 
-/// The pre-registered choice of claim 3's model: the centralized full-regime model with the lowest mean KID.
-pub fn best_model(runs: &[GanRun], full_regime: usize) -> Option<(String, String)> {
-    let mut by_model: Vec<((String, String), Vec<f64>)> = Vec::new();
-    for r in runs.iter().filter(|r| r.setting == Setting::Centralized && r.regime == full_regime) {
-        let key = (r.gan.clone(), r.disc.clone());
-        match by_model.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, v)) => v.push(r.kid()),
-            None => by_model.push((key, vec![r.kid()])),
-        }
-    }
-    by_model
-        .into_iter()
-        .map(|(k, v)| (k, super::stats::mean(&v)))
-        .filter(|(_, m)| m.is_finite())
-        .min_by(|a, b| a.1.total_cmp(&b.1))
-        .map(|(k, _)| k)
-}
-
 /// What both entry points share: the preset and the splits checked, each regime's real training set, the
 /// assessment options and the key of stored results.
 fn prepare<'a>(opts: &'a ReproduceOptions, splits: &'a Splits) -> Result<Shared<'a>, ReproduceError> {
@@ -538,6 +476,76 @@ pub fn real_only_baseline(
     Ok(out)
 }
 
+/// The two reference points every quality number is read against: real images against real images (the floor)
+/// and noise (what "no generator" scores).
+fn baselines(
+    opts: &ReproduceOptions,
+    splits: &Splits,
+    assessor: &Assessor,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(QualitySummary, QualitySummary), ReproduceError> {
+    let base = |which: Baseline| -> Result<QualitySummary, ReproduceError> {
+        let dir = opts.out_dir.join("baselines").join(if which == Baseline::Noise { "noise" } else { "floor" });
+        let a = assessor
+            .baseline(which, &splits.val, opts.seed as i64 + 5, &dir)
+            .map_err(|e| ReproduceError::Reference(e.to_string()))?;
+        Ok(a.summary)
+    };
+    let (floor, noise) = (base(Baseline::RealFloor)?, base(Baseline::Noise)?);
+    progress(&format!(
+        "baselines: real floor KID×10³ {:.1}, FD {:.2}, agreement {:.2}; noise KID×10³ {:.1}, FD {:.2}",
+        1e3 * floor.kid.unwrap_or(f64::NAN),
+        floor.fd,
+        floor.label_agreement,
+        1e3 * noise.kid.unwrap_or(f64::NAN),
+        noise.fd
+    ));
+
+    Ok((floor, noise))
+}
+
+/// Phase 4: the classifier arms (real only, real + synthetic) for every regime and classifier seed, kept from an
+/// earlier run of the same protocol when there is one.
+fn classifier_arms(
+    shared: &Shared,
+    generators: &[(usize, Vec<GanJob>)],
+    best: &str,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<ArmResult>, ReproduceError> {
+    let (opts, p) = (shared.opts, &shared.opts.preset);
+    let arms_path = opts.out_dir.join("arms.json");
+    let arms = match load_stored::<Vec<ArmResult>>(&arms_path, &format!("{}-{best}", shared.key)) {
+        Some(a) => {
+            progress("classifier arms: done in an earlier run, kept");
+            shared.kept.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            a
+        }
+        None => {
+            let mut jobs = Vec::new();
+            for (regime, gens) in generators {
+                for c in classifier_seeds(opts) {
+                    jobs.push((*regime, c, gens.clone()));
+                }
+            }
+            progress(&format!("classifier arms: {} jobs (regime × classifier seed)", jobs.len()));
+            let done = parallel(
+                shared,
+                p.workers,
+                jobs,
+                |(r, c, _): &(usize, u64, Vec<GanJob>)| format!("arms {r}/class, classifier seed {c}"),
+                |_| Ok(()),
+                |shared, _, (r, c, gens)| arms_job(shared, *r, *c, gens),
+                progress,
+            )?;
+            let arms: Vec<ArmResult> = done.into_iter().flatten().collect();
+            store(&arms_path, &format!("{}-{best}", shared.key), &arms)?;
+            arms
+        }
+    };
+
+    Ok(arms)
+}
+
 /// Runs the whole protocol. `splits` is the data (train/val/test); `progress` hears one line per step.
 pub fn run(
     opts: &ReproduceOptions,
@@ -558,45 +566,30 @@ pub fn run(
         assessor.reference_test_accuracy(),
         if assessor.info.cache_hit { "cached" } else { "trained" }
     ));
-    let base = |which: Baseline| -> Result<QualitySummary, ReproduceError> {
-        let dir = opts.out_dir.join("baselines").join(if which == Baseline::Noise { "noise" } else { "floor" });
-        let a = assessor
-            .baseline(which, &splits.val, opts.seed as i64 + 5, &dir)
-            .map_err(|e| ReproduceError::Reference(e.to_string()))?;
-        Ok(a.summary)
-    };
-    let (floor, noise) = (base(Baseline::RealFloor)?, base(Baseline::Noise)?);
-    progress(&format!(
-        "baselines: real floor KID×10³ {:.1}, FD {:.2}, agreement {:.2}; noise KID×10³ {:.1}, FD {:.2}",
-        1e3 * floor.kid.unwrap_or(f64::NAN),
-        floor.fd,
-        floor.label_agreement,
-        1e3 * noise.kid.unwrap_or(f64::NAN),
-        noise.fd
-    ));
+    let (floor, noise) = baselines(opts, splits, &assessor, progress)?;
 
     // Phase 2: the centralized grid on the full regime.
-    let mut jobs = Vec::new();
-    for gan in &p.gans {
-        for disc in &p.discs {
-            for seed in gan_seeds(opts) {
-                jobs.push(GanJob {
-                    gan: gan.clone(),
-                    disc: disc.clone(),
-                    setting: Setting::Centralized,
-                    regime: p.full_regime(),
-                    seed,
-                });
-            }
-        }
-    }
+    let jobs: Vec<GanJob> = p
+        .gans
+        .iter()
+        .flat_map(|gan| p.discs.iter().map(move |disc| (gan, disc)))
+        .flat_map(|(gan, disc)| {
+            gan_seeds(opts).into_iter().map(move |seed| GanJob {
+                gan: gan.clone(),
+                disc: disc.clone(),
+                setting: Setting::Centralized,
+                regime: p.full_regime(),
+                seed,
+            })
+        })
+        .collect();
     progress(&format!("centralized grid: {} GAN runs on {} worker thread(s)", jobs.len(), p.workers));
     let mut runs = run_gans(&shared, jobs, progress)?;
 
     // Phase 3: federated on the real runtime, and the best model on the low regime.
     runs.extend(run_federated(&shared, &assessor, runner, progress)?);
-    let (best_gan, best_disc) =
-        best_model(&runs, p.full_regime()).ok_or_else(|| ReproduceError::Reference("no centralized run".into()))?;
+    let (best_gan, best_disc) = claims::best_model(&runs, p.full_regime())
+        .ok_or_else(|| ReproduceError::Reference("no centralized run".into()))?;
     let best = format!("{best_gan}-{best_disc}");
     progress(&format!("best centralized model by mean KID (pre-registered rule): {best}"));
     let mut generators: Vec<(usize, Vec<GanJob>)> = Vec::new();
@@ -619,35 +612,7 @@ pub fn run(
     }
 
     // Phase 4: the classifier arms.
-    let arms_path = opts.out_dir.join("arms.json");
-    let arms = match load_stored::<Vec<ArmResult>>(&arms_path, &format!("{}-{best}", shared.key)) {
-        Some(a) => {
-            progress("classifier arms: done in an earlier run, kept");
-            shared.kept.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            a
-        }
-        None => {
-            let mut jobs = Vec::new();
-            for (regime, gens) in &generators {
-                for c in classifier_seeds(opts) {
-                    jobs.push((*regime, c, gens.clone()));
-                }
-            }
-            progress(&format!("classifier arms: {} jobs (regime × classifier seed)", jobs.len()));
-            let done = parallel(
-                &shared,
-                p.workers,
-                jobs,
-                |(r, c, _): &(usize, u64, Vec<GanJob>)| format!("arms {r}/class, classifier seed {c}"),
-                |_| Ok(()),
-                |shared, _, (r, c, gens)| arms_job(shared, *r, *c, gens),
-                progress,
-            )?;
-            let arms: Vec<ArmResult> = done.into_iter().flatten().collect();
-            store(&arms_path, &format!("{}-{best}", shared.key), &arms)?;
-            arms
-        }
-    };
+    let arms = classifier_arms(&shared, &generators, &best, progress)?;
 
     let claims = claims::judge(&runs, &arms, p, &floor, &noise);
     let targets = claims::targets(&runs, p, &noise, &best_gan, &best_disc, splits.train.num_classes());
@@ -716,7 +681,7 @@ mod tests {
             run("acgan", "vit", 1, 0.02),
             run("acgan", "vit", 2, 0.02),
         ];
-        assert_eq!(best_model(&runs, 100), Some(("acgan".into(), "vit".into())));
-        assert_eq!(best_model(&runs, 25), None);
+        assert_eq!(claims::best_model(&runs, 100), Some(("acgan".into(), "vit".into())));
+        assert_eq!(claims::best_model(&runs, 25), None);
     }
 }
