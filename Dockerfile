@@ -1,11 +1,15 @@
 # syntax=docker/dockerfile:1
-# histofed container image (CPU). Multi-stage: a Rust builder that fetches libtorch the project's way (`make setup`
-# = scripts/setup_libtorch.py: PyPI's torch 2.13.0 wheel, CPU libraries only) and builds the release binary; a slim
-# Debian runtime with the binary, the libtorch shared libraries it loads, and nothing else. Runs as uid 10001
-# (the manifests' runAsUser).
+# histofed container image (CPU). Two targets on one runtime base:
 #
-#   docker build -t histofed:0.1.0-cpu .
+#   docker build -t histofed:0.1.0-cpu .        # default: builds the binary in rust:1.95 (needs a registry)
+#   sudo make image                             # buildah, no daemon, no registry: target `prebuilt`, the binary
+#                                               # built on the host (see scripts/image.sh)
 #   docker run --rm histofed:0.1.0-cpu --help
+#
+# The runtime: a slim Debian (the BASE argument; `make image` makes one with mmdebstrap), libstdc++, the HDF5 shared
+# library the PCam loader links, CA certificates, the binary and the libtorch shared libraries it loads — nothing
+# else. Runs as uid 10001 (the manifests' runAsUser). Needs BuildKit (Docker 23+ default, or buildah), which builds
+# only the stages a target uses.
 #
 # CUDA variant (histofed:0.1.0-cuda, k8s/overlays/gpu): in the builder, `python3 -m venv /opt/torch &&
 # /opt/torch/bin/pip install torch==2.13.0` (the full CUDA 13 wheel set), build with
@@ -16,7 +20,34 @@
 
 ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
+ARG BASE=debian:${DEBIAN_RELEASE}-slim
 
+# --- the runtime base both targets share
+FROM ${BASE} AS runtime-base
+# libstdc++ for libtorch; libgomp ships with libtorch (torch/lib/libgomp.so.1); libhdf5-103-1 is the HDF5 1.10
+# shared library the builder's libhdf5-dev linked against (bookworm's name for it).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libstdc++6 libhdf5-103-1 ca-certificates \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /usr/share/doc /usr/share/man /usr/share/locale \
+ && groupadd --gid 10001 histofed \
+ && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin histofed \
+ && mkdir -p /var/lib/histofed && chown 10001:10001 /var/lib/histofed
+# Keep the layout: libtorch_cpu.so finds libcudart/libcupti (needed even on CPU) via $ORIGIN/../../nvidia/cu13/lib.
+ENV LD_LIBRARY_PATH=/opt/libtorch/torch/lib \
+    OMP_WAIT_POLICY=PASSIVE
+USER 10001:10001
+WORKDIR /var/lib/histofed
+EXPOSE 7000 9090
+ENTRYPOINT ["/usr/local/bin/histofed"]
+CMD ["--help"]
+
+# --- target `prebuilt` (`make image`): scripts/image.sh stages the host-built, stripped binary and the libtorch
+# libraries it loads in the build context's dist/
+FROM runtime-base AS prebuilt
+COPY dist/opt/libtorch /opt/libtorch
+COPY dist/histofed /usr/local/bin/histofed
+
+# --- the default target: build the binary here
 FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS builder
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-pip make \
@@ -37,23 +68,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked --bin histofed \
  && install -D -m 0755 target/release/histofed /out/histofed
 
-FROM debian:${DEBIAN_RELEASE}-slim AS runtime
-# libstdc++ for libtorch; libgomp ships with libtorch (.libtorch/torch/lib/libgomp.so.1); libhdf5-103-1 is the
-# HDF5 1.10 shared library the builder's libhdf5-dev linked against (bookworm's name for it).
-RUN apt-get update \
- && apt-get install -y --no-install-recommends libstdc++6 libhdf5-103-1 \
- && rm -rf /var/lib/apt/lists/* \
- && groupadd --gid 10001 histofed \
- && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin histofed
-# Keep the layout: libtorch_cpu.so finds libcudart/libcupti (needed even on CPU) via $ORIGIN/../../nvidia/cu13/lib.
+FROM runtime-base AS runtime
 COPY --from=builder /src/.libtorch/torch/lib /opt/libtorch/torch/lib
 COPY --from=builder /src/.libtorch/nvidia /opt/libtorch/nvidia
 COPY --from=builder /out/histofed /usr/local/bin/histofed
-ENV LD_LIBRARY_PATH=/opt/libtorch/torch/lib \
-    OMP_WAIT_POLICY=PASSIVE
-RUN mkdir -p /var/lib/histofed && chown 10001:10001 /var/lib/histofed
-USER 10001:10001
-WORKDIR /var/lib/histofed
-EXPOSE 7000 9090
-ENTRYPOINT ["/usr/local/bin/histofed"]
-CMD ["--help"]

@@ -6,7 +6,7 @@ TORCH_STAMP := .libtorch/.stamp-torch-2.13.0
 CARGO ?= cargo
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: setup system-deps build demo test test-long chaos chaos-k8s k8s-validate test-k8s e2e-k8s lint fmt clean-runs
+.PHONY: setup system-deps build image demo test test-long chaos chaos-k8s k8s-validate test-k8s e2e-k8s lint fmt clean-runs
 
 $(TORCH_STAMP): scripts/setup_libtorch.py
 	@command -v python3 >/dev/null 2>&1 || { echo "error: python3 (3.11 with pip) is needed to fetch libtorch; install it and rerun 'make'"; exit 1; }
@@ -20,6 +20,11 @@ setup: $(TORCH_STAMP) system-deps
 
 build: setup
 	$(CARGO) build --bin histofed
+
+## image: the CPU runtime image from the Dockerfile (target prebuilt) with buildah, as root; writes the OCI archive
+## target/image/histofed.tar and prints its size and where the space goes (see scripts/image.sh)
+image: build
+	scripts/image.sh
 
 ## demo: a server and 3 sites as separate processes on 127.0.0.1; outputs in runs/demo (ARGS="--out DIR ..." to change)
 demo: build

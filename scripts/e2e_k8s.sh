@@ -19,7 +19,8 @@
 #   E2E_BUILD=0                            do not call shared/k8s/build.sh --node (binaries already built)
 #
 # Node-mode specifics, handled by a generated overlay on top of overlays/cpu ($E2E_OUT/overlay):
-#  - the image is imported, not pulled: localhost/histofed:e2e with imagePullPolicy Never;
+#  - the image is the Dockerfile's (scripts/image.sh, buildah), imported, not pulled: localhost/histofed:e2e with
+#    imagePullPolicy Never;
 #  - there is no storage provisioner: the server's run folder is a hostPath ($E2E_OUT/run, uid 10001), so its
 #    checkpoints survive the server pod's kill and the report can be read from here; each site's `checkpoints`
 #    volume is a hostPath per pod ($E2E_OUT/sites/<pod>, subPathExpr), so a replaced site pod finds its local state
@@ -86,9 +87,18 @@ kustomize() { "$root/.venv-k8s/bin/kubectl" kustomize "$@"; }
 [ -x "$NB/kubelet" ] || { echo "e2e: no kubelet in $NB: run $K/build.sh --node" >&2; exit 1; }
 [ -f "$W/images/pause.tar" ] || bash "$K/node-prep.sh" > /dev/null
 rm -rf "$out" && mkdir -p "$out/run" "$out/logs" "$out/overlay" "$out/sites"
-"$root/scripts/k8s_image.sh" "$bin" "$out/histofed.tar" localhost/histofed:e2e > "$out/logs/image.log" 2>&1 \
-  || { cat "$out/logs/image.log" >&2; exit 1; }
-log "image: $(sed -n 's/^k8s_image: //p' "$out/logs/image.log")"
+# The image users get: the Dockerfile built with buildah (`make image`); E2E_IMAGE=handpacked packs the binary and
+# its ldd closure by hand instead (scripts/k8s_image.sh, the fallback where buildah cannot run).
+if [ "${E2E_IMAGE:-dockerfile}" = handpacked ]; then
+  "$root/scripts/k8s_image.sh" "$bin" "$out/histofed.tar" localhost/histofed:e2e > "$out/logs/image.log" 2>&1 \
+    || { cat "$out/logs/image.log" >&2; exit 1; }
+  log "image (hand-packed): $(sed -n 's/^k8s_image: //p' "$out/logs/image.log")"
+else
+  HISTOFED_BIN=$bin IMAGE_REF=localhost/histofed:e2e IMAGE_OUT=$out/image "$root/scripts/image.sh" \
+    > "$out/logs/image.log" 2>&1 || { cat "$out/logs/image.log" >&2; exit 1; }
+  mv "$out/image/histofed.tar" "$out/histofed.tar"
+  log "image (Dockerfile, buildah): $(sed -n 's/^image: //p' "$out/logs/image.log" | tail -2 | paste -sd' ')"
+fi
 chown 10001:10001 "$out/run"
 for i in 0 1 2; do mkdir -p "$out/sites/histofed-site-$i"; chown 10001:10001 "$out/sites/histofed-site-$i"; done
 deadline=$(( $(date +%s) + ${E2E_TIMEOUT:-600} ))
@@ -121,7 +131,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 bash "$K/node-up.sh" > "$out/logs/node-up.log" 2>&1 || { tail -20 "$out/logs/node-up.log" >&2; exit 1; }
-ctr -a "$SOCK" -n k8s.io images import "$out/histofed.tar" >/dev/null
+# An OCI archive names its image by tag only (ref.name "e2e"): --base-name gives the repository.
+ctr -a "$SOCK" -n k8s.io images import --base-name localhost/histofed "$out/histofed.tar" >/dev/null
 log "node up, image imported: $(ctr -a "$SOCK" -n k8s.io images ls -q | grep histofed | head -1)"
 
 # --- 3. secrets from histofed certs, then the overlay

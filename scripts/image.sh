@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# `make image`: the CPU runtime image, built from the Dockerfile with buildah (no daemon, no registry), then written
+# as an OCI archive that containerd imports (`ctr -n k8s.io images import`, what `make e2e-k8s` does).
+#
+#   sudo scripts/image.sh                      # ~3-6 min the first time (base image), ~1-2 min after
+#   HISTOFED_BIN=target/release/histofed IMAGE_REF=localhost/histofed:0.1.0-cpu scripts/image.sh
+#
+# What it does, and why this way:
+#  - the binary is built on the host (`make build`, or HISTOFED_BIN): rustup cannot download a toolchain here and no
+#    registry serves rust:1.95 — the Dockerfile's `prebuilt` target takes it from the build context, while its default
+#    multi-stage target (builder + runtime) stays what `docker build .` does where a registry is reachable;
+#  - the base (the Dockerfile's `BASE` argument, debian:bookworm-slim elsewhere) is made locally once with
+#    `mmdebstrap --variant=minbase bookworm` from Debian's mirror and kept in buildah's storage as
+#    localhost/histofed-base:bookworm (IMAGE_BASE names another one already there);
+#  - the build context is a small folder of its own (target/image/context): the stripped binary and the libtorch
+#    libraries it loads (from ldd, keeping libtorch's torch/lib ↔ nvidia/cu13/lib layout), nothing else.
+#
+# Environment: HISTOFED_BIN (default target/release/histofed, else target/debug/histofed), IMAGE_REF (default
+# localhost/histofed:0.1.0-cpu), IMAGE_OUT (default target/image; the archive is IMAGE_OUT/histofed.tar),
+# IMAGE_BASE (skip making the base), DEBIAN_MIRROR (default http://deb.debian.org/debian).
+# Prints `image: REF, N MB` and where the space goes as its last lines.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+bin=${HISTOFED_BIN:-}
+if [ -z "$bin" ]; then
+  if [ -x "$root/target/release/histofed" ]; then bin=$root/target/release/histofed; else bin=$root/target/debug/histofed; fi
+fi
+ref=${IMAGE_REF:-localhost/histofed:0.1.0-cpu}
+out=$(realpath -m "${IMAGE_OUT:-$root/target/image}")
+mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+say() { echo "image: $*" >&2; }
+[ -x "$bin" ] || { say "no binary at $bin (make build, or set HISTOFED_BIN)"; exit 1; }
+[ "$(id -u)" = 0 ] || { say "buildah without a daemon needs root here (rootless needs subuid maps this VM lacks)"; exit 1; }
+for tool in buildah mmdebstrap; do
+  command -v "$tool" >/dev/null || { say "installing $tool (apt)"; apt-get install -y --no-install-recommends "$tool" >/dev/null; }
+done
+bah() { buildah --storage-driver vfs "$@"; }
+mkdir -p "$out"
+
+# --- the base
+base=${IMAGE_BASE:-localhost/histofed-base:bookworm}
+if ! bah inspect --type image "$base" >/dev/null 2>&1; then
+  [ -z "${IMAGE_BASE:-}" ] || { say "IMAGE_BASE=$base is not in buildah's storage"; exit 1; }
+  say "making the base $base with mmdebstrap (once)"
+  # Like debian:bookworm-slim: no manuals, docs (copyrights kept) or translations, no apt lists; the dpkg
+  # excludes stay in the image (/etc/dpkg/dpkg.cfg.d), so the Dockerfile's apt-get install honours them too.
+  mmdebstrap --quiet --variant=minbase \
+    --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
+    --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
+    --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+    --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin "$1"/var/cache/apt/archives/*.deb' \
+    bookworm "$out/base.tar" "$mirror"
+  c=$(bah from scratch)
+  bah add "$c" "$out/base.tar" / >/dev/null
+  bah config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --cmd /bin/bash "$c"
+  bah commit --rm --quiet "$c" "$base" >/dev/null
+  rm -f "$out/base.tar"
+fi
+
+# --- the build context: the stripped binary and the libtorch libraries it loads
+ctx=$out/context
+rm -rf "$ctx" && mkdir -p "$ctx/dist/opt/libtorch"
+objcopy --strip-debug "$bin" "$ctx/dist/histofed"
+libtorch=$(realpath "$root/.libtorch")
+while read -r lib; do
+  real=$(realpath "$lib")
+  case "$real" in "$libtorch"/*) ;; *) continue ;; esac
+  rel=${real#"$libtorch"/}
+  mkdir -p "$ctx/dist/opt/libtorch/$(dirname "$rel")"
+  cp "$real" "$ctx/dist/opt/libtorch/$rel"
+  # The name the loader asks for (a soname link) must exist beside the file.
+  [ "$(basename "$lib")" = "$(basename "$real")" ] || ln -sf "$(basename "$real")" "$ctx/dist/opt/libtorch/$(dirname "$rel")/$(basename "$lib")"
+done < <(ldd "$bin" | awk '$2 == "=>" && $3 ~ /^\// {print $3}')
+[ -f "$ctx/dist/opt/libtorch/torch/lib/libtorch_cpu.so" ] || { say "the binary loads no libtorch from $libtorch"; exit 1; }
+
+# --- build, then the archive containerd imports
+say "building $ref from $base"
+bah bud --quiet --isolation chroot --pull-never --layers=false --target prebuilt --build-arg "BASE=$base" \
+  -f "$root/Dockerfile" -t "$ref" "$ctx" >/dev/null
+rm -f "$out/histofed.tar"
+bah push --quiet "$ref" "oci-archive:$out/histofed.tar:$ref"
+# Smoke: the image's binary runs (every role is this one binary) and loads libtorch.
+c=$(bah from --pull-never "$ref")
+trap 'bah rm "$c" >/dev/null 2>&1 || true' EXIT
+bah run --isolation chroot "$c" -- /usr/local/bin/histofed --version >/dev/null \
+  || { say "the image's binary does not run"; exit 1; }
+mb() { du -sm "$1" | cut -f1; }
+mnt=$(bah mount "$c")
+say "$ref, $(( $(stat -c %s "$out/histofed.tar") / 1000000 )) MB archive ($out/histofed.tar)"
+say "space: libtorch $(mb "$mnt/opt/libtorch") MB, histofed $(mb "$mnt/usr/local/bin/histofed") MB, Debian base + runtime packages $(( $(mb "$mnt") - $(mb "$mnt/opt/libtorch") - $(mb "$mnt/usr/local/bin/histofed") )) MB (of which /usr/lib $(mb "$mnt/usr/lib") MB, /usr/share $(mb "$mnt/usr/share") MB, /var $(mb "$mnt/var") MB)"
+bah umount "$c" >/dev/null
