@@ -24,6 +24,15 @@ ARG BASE=debian:${DEBIAN_RELEASE}-slim
 
 # --- the runtime base both targets share
 FROM ${BASE} AS runtime-base
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG SOURCE=unknown
+LABEL org.opencontainers.image.title="histofed" \
+      org.opencontainers.image.description="Resilient federated GAN training on histopathology images (CPU)" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
 # libstdc++ for libtorch; libgomp ships with libtorch (torch/lib/libgomp.so.1); libhdf5-103-1 is the HDF5 1.10
 # shared library the builder's libhdf5-dev linked against (bookworm's name for it).
 RUN apt-get update \
@@ -38,6 +47,9 @@ ENV LD_LIBRARY_PATH=/opt/libtorch/torch/lib \
 USER 10001:10001
 WORKDIR /var/lib/histofed
 EXPOSE 7000 9090
+# No HEALTHCHECK: the OCI image format has none, and Kubernetes ignores it. The roles' `--http` endpoint is the
+# health check: /healthz (liveness, startup), /readyz (readiness), as k8s/base wires them; `docker run` users can
+# poll the same paths.
 ENTRYPOINT ["/usr/local/bin/histofed"]
 CMD ["--help"]
 

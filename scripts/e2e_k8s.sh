@@ -133,7 +133,7 @@ trap 'exit 130' INT TERM
 bash "$K/node-up.sh" > "$out/logs/node-up.log" 2>&1 || { tail -20 "$out/logs/node-up.log" >&2; exit 1; }
 # An OCI archive names its image by tag only (ref.name "e2e"): --base-name gives the repository.
 ctr -a "$SOCK" -n k8s.io images import --base-name localhost/histofed "$out/histofed.tar" >/dev/null
-log "node up, image imported: $(ctr -a "$SOCK" -n k8s.io images ls -q | grep histofed | head -1)"
+log "node up, image imported: $(ctr -a "$SOCK" -n k8s.io images ls | awk '/histofed/ {print $1, $3; exit}')"
 
 # --- 3. secrets from histofed certs, then the overlay
 "$bin" certs all --dir "$out/certs" --sites 3 >/dev/null 2>&1
@@ -277,6 +277,18 @@ waitfor() {
 all_ready() { local s; s=$(server_pod); [ -n "$s" ] && ready "$s" && ready histofed-site-0 && ready histofed-site-1 && ready histofed-site-2; }
 waitfor 180 "the server and 3 sites to be Ready" all_ready
 log "server $(server_pod) and 3 sites Ready"
+# What runs is the image built above, and it runs with the manifests' read-only root file system: a write outside
+# the mounted volumes fails in every pod — to /var/lib/histofed, which the image gives to uid 10001, so only the
+# read-only mount can refuse it.
+for p in "$(server_pod)" histofed-site-0 histofed-site-1 histofed-site-2; do
+  digest=$(kubectl -n histofed get pod "$p" -o jsonpath='{.status.containerStatuses[0].imageID}')
+  ro=$(kubectl -n histofed get pod "$p" -o jsonpath='{.spec.containers[0].securityContext.readOnlyRootFilesystem}')
+  [ "$ro" = true ] || { log "$p: readOnlyRootFilesystem is '$ro', not true"; exit 1; }
+  why=$(kubectl -n histofed exec "$p" -- /bin/sh -c 'echo x > /var/lib/histofed/written-by-e2e' 2>&1) \
+    && { log "$p: could write to its root file system"; exit 1; }
+  case "$why" in *"Read-only file system"*) ;; *) log "$p: the write failed, but not for a read-only root: $why"; exit 1 ;; esac
+  log "$p: image $digest, root file system read-only (a write to /var/lib/histofed, owned by its user, fails)"
+done
 q() { python3 - "$report" "$@" <<'PY' 2>/dev/null
 import json, sys
 r = json.load(open(sys.argv[1])); what = sys.argv[2]; a = sys.argv[3:]

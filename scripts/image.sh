@@ -75,7 +75,11 @@ done < <(ldd "$bin" | awk '$2 == "=>" && $3 ~ /^\// {print $3}')
 
 # --- build, then the archive containerd imports
 say "building $ref from $base"
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/Cargo.toml" | head -1)
+revision=$(git -C "$root" rev-parse HEAD 2>/dev/null || echo unknown)
+source=$(git -C "$root" remote get-url origin 2>/dev/null || echo unknown)
 bah bud --quiet --isolation chroot --pull-never --layers=false --target prebuilt --build-arg "BASE=$base" \
+  --build-arg "VERSION=$version" --build-arg "REVISION=$revision" --build-arg "SOURCE=$source" \
   -f "$root/Dockerfile" -t "$ref" "$ctx" >/dev/null
 rm -f "$out/histofed.tar"
 bah push --quiet "$ref" "oci-archive:$out/histofed.tar:$ref"
@@ -86,6 +90,7 @@ bah run --isolation chroot "$c" -- /usr/local/bin/histofed --version >/dev/null 
   || { say "the image's binary does not run"; exit 1; }
 mb() { du -sm "$1" | cut -f1; }
 mnt=$(bah mount "$c")
+say "$ref $(bah inspect --type image --format '{{.FromImageDigest}}' "$ref"), revision $revision"
 say "$ref, $(( $(stat -c %s "$out/histofed.tar") / 1000000 )) MB archive ($out/histofed.tar)"
 say "space: libtorch $(mb "$mnt/opt/libtorch") MB, histofed $(mb "$mnt/usr/local/bin/histofed") MB, Debian base + runtime packages $(( $(mb "$mnt") - $(mb "$mnt/opt/libtorch") - $(mb "$mnt/usr/local/bin/histofed") )) MB (of which /usr/lib $(mb "$mnt/usr/lib") MB, /usr/share $(mb "$mnt/usr/share") MB, /var $(mb "$mnt/var") MB)"
 bah umount "$c" >/dev/null
