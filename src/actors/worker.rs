@@ -40,10 +40,8 @@ impl<J: Send + 'static, R: Send + 'static> Worker<J, R> {
 
     /// Runs one job; `Err` carries the reason the thread died (its panic message).
     pub async fn run(&mut self, job: J) -> Result<R, String> {
-        let (tx, rx) = oneshot::channel();
-        let sent = self.jobs.as_ref().map(|jobs| jobs.send((job, tx)).is_ok()).unwrap_or(false);
-        if sent {
-            if let Ok(out) = rx.await {
+        if let Some(answer) = self.submit(job) {
+            if let Ok(out) = answer.await {
                 return Ok(out);
             }
         }
@@ -53,9 +51,7 @@ impl<J: Send + 'static, R: Send + 'static> Worker<J, R> {
     /// Queues one job and returns at once: the receiver yields its result, or an error if the thread died before
     /// answering (then [`Worker::death_reason`] says why). `None`: the thread is already gone.
     pub fn submit(&self, job: J) -> Option<oneshot::Receiver<R>> {
-        let (tx, rx) = oneshot::channel();
-        self.jobs.as_ref()?.send((job, tx)).ok()?;
-        Some(rx)
+        queue(self.jobs.as_ref()?, job)
     }
 
     /// A handle that queues jobs from elsewhere (another task or thread), in the same order as [`Worker::submit`].
@@ -98,10 +94,15 @@ impl<J, R> Clone for Submitter<J, R> {
 impl<J: Send + 'static, R: Send + 'static> Submitter<J, R> {
     /// Like [`Worker::submit`]: `None` when the thread is gone.
     pub fn submit(&self, job: J) -> Option<oneshot::Receiver<R>> {
-        let (tx, rx) = oneshot::channel();
-        self.jobs.send((job, tx)).ok()?;
-        Some(rx)
+        queue(&self.jobs, job)
     }
+}
+
+/// Queues `job` with a channel for its answer; `None` when the thread is gone.
+fn queue<J, R>(jobs: &mpsc::Sender<Envelope<J, R>>, job: J) -> Option<oneshot::Receiver<R>> {
+    let (tx, rx) = oneshot::channel();
+    jobs.send((job, tx)).ok()?;
+    Some(rx)
 }
 
 impl<J: Send + 'static, R: Send + 'static> Drop for Worker<J, R> {

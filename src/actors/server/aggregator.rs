@@ -70,10 +70,6 @@ pub(super) struct Aggregator {
     policy: ValidationPolicy,
     name: &'static str,
     hints: SiteHints,
-    /// Folds queued and not answered yet (for `/pulse`).
-    pub(super) in_flight: usize,
-    /// A round's `Finish` is queued and not answered yet.
-    pub(super) finishing: Option<u64>,
     /// The round whose new global is being encoded.
     pub(super) encoding: Option<u64>,
 }
@@ -90,7 +86,7 @@ impl Aggregator {
         let worker = Worker::spawn("aggregator", 1, move || desk, work)?;
         let submit = worker.submitter().ok_or_else(|| std::io::Error::other("the aggregator thread ended at once"))?;
         let checks = Arc::new(Semaphore::new(CHECKS_AT_ONCE));
-        Ok(Self { worker, submit, checks, policy, name, hints, in_flight: 0, finishing: None, encoding: None })
+        Ok(Self { worker, submit, checks, policy, name, hints, encoding: None })
     }
 
     /// The strategy's name (fixed for the run).
@@ -118,7 +114,6 @@ impl Aggregator {
         site: SiteRound,
         attempt: u32,
     ) {
-        self.in_flight += 1;
         let (me, submit, checks, policy) = (me.clone(), self.submit.clone(), self.checks.clone(), self.policy.clone());
         tokio::spawn(async move {
             let round = check.header.round;
@@ -135,7 +130,6 @@ impl Aggregator {
     pub(super) fn finish(&mut self, me: &ActorRef<ServerMsg>, round: u64) -> Result<(), String> {
         let aggregated = self.worker.submit(Job::Finish).ok_or_else(|| self.worker.death_reason())?;
         let encoded = self.worker.submit(Job::Encode).ok_or_else(|| self.worker.death_reason())?;
-        self.finishing = Some(round);
         self.encoding = Some(round);
         let me = me.clone();
         tokio::spawn(async move {
@@ -153,17 +147,9 @@ impl Aggregator {
         Ok(())
     }
 
-    /// A fold's answer arrived.
-    pub(super) fn folded(&mut self) {
-        self.in_flight = self.in_flight.saturating_sub(1);
-    }
-
     /// The round's aggregation arrived: the hints for the next round come with it.
-    pub(super) fn aggregated(&mut self, aggregate: Option<&RoundAggregate>) {
-        self.finishing = None;
-        if let Some(a) = aggregate {
-            self.hints = a.hints.clone();
-        }
+    pub(super) fn aggregated(&mut self, aggregate: &RoundAggregate) {
+        self.hints = aggregate.hints.clone();
     }
 
     /// Why the thread is gone (after [`ServerMsg::AggregatorGone`]).

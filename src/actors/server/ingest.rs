@@ -61,7 +61,6 @@ fn admit_upload(st: &mut ServerState, up: &Upload) -> Result<UpdateMeta, (Refuse
 
 /// The aggregator thread checked an update: count the site in, or drop it from the round.
 pub(super) fn on_folded(st: &mut ServerState, f: Folded) {
-    st.aggregator.folded();
     let Some(current) = st.current.as_mut().filter(|c| c.round == f.round && c.attempt == f.attempt) else {
         // Not reachable by construction (a round with an update in check does not close), but never counted if so.
         let why = format!("round {} attempt {} closed while its update was checked", f.round, f.attempt);

@@ -344,8 +344,10 @@ async fn dispatch(me: ActorRef<ServerMsg>, msg: ServerMsg, st: &mut ServerState)
         ServerMsg::Pulse(reply) => {
             let _ = reply.send(PulseReply {
                 round: st.current.as_ref().map(|c| c.round).unwrap_or(st.completed + 1),
-                updates_in_check: st.aggregator.in_flight,
-                aggregating: st.aggregator.finishing.is_some(),
+                // Folds run only for the open round (it does not close while one is in check), and a closed round
+                // waits in `closing` exactly while the aggregator works on it.
+                updates_in_check: st.current.as_ref().map_or(0, |c| c.checking().len()),
+                aggregating: st.closing.is_some(),
             });
         }
         ServerMsg::Saved { round, result } => on_saved(&me, st, round, result).await?,
@@ -378,14 +380,8 @@ async fn dispatch(me: ActorRef<ServerMsg>, msg: ServerMsg, st: &mut ServerState)
         ServerMsg::FromSite(Ok(ToServer::Pong { site_id, seq })) => on_pong(st, site_id, seq)?,
         ServerMsg::Heartbeat { .. } if st.finished.is_some() => {}
         ServerMsg::Heartbeat { at: now } => on_heartbeat(&me, st, now).await?,
-        ServerMsg::GraceExpired { round, attempt } => {
-            if let Some(current) = st.current.as_mut().filter(|c| c.round == round && c.attempt == attempt) {
-                tracing::info!(round, "grace period over; closing the round with the updates in hand");
-                current.close();
-                check_round(&me, st)?;
-            }
-        }
-        ServerMsg::RoundDeadline { round, attempt } => on_round_deadline(&me, st, round, attempt)?,
+        ServerMsg::GraceExpired { round, attempt } => close_round(&me, st, round, attempt, Closing::Grace)?,
+        ServerMsg::RoundDeadline { round, attempt } => close_round(&me, st, round, attempt, Closing::Deadline)?,
     }
     Ok(())
 }
@@ -515,23 +511,31 @@ async fn on_heartbeat(me: &ActorRef<ServerMsg>, st: &mut ServerState, now: Insta
     Ok(())
 }
 
-/// The round's deadline passed: close it with quorum, retry it without; updates still in check are waited for.
-fn on_round_deadline(
+/// Why an open round stops waiting for absent sites.
+enum Closing {
+    /// Quorum was in and the grace period for stragglers passed.
+    Grace,
+    /// The round's deadline passed.
+    Deadline,
+}
+
+/// The grace period or the deadline of attempt `attempt` of `round` passed: close it with quorum, retry it without;
+/// updates still in check are waited for. A timer of an attempt that is over does nothing.
+fn close_round(
     me: &ActorRef<ServerMsg>,
     st: &mut ServerState,
     round: u64,
     attempt: u32,
+    why: Closing,
 ) -> Result<(), ActorProcessingErr> {
     let Some(current) = st.current.as_mut().filter(|c| c.round == round && c.attempt == attempt) else {
         return Ok(());
     };
-    tracing::warn!(
-        round,
-        attempt,
-        received = current.received().len(),
-        in_check = current.checking().len(),
-        "round deadline passed"
-    );
+    let (received, in_check) = (current.received().len(), current.checking().len());
+    match why {
+        Closing::Grace => tracing::info!(round, "grace period over; closing the round with the updates in hand"),
+        Closing::Deadline => tracing::warn!(round, attempt, received, in_check, "round deadline passed"),
+    }
     current.close();
     check_round(me, st)
 }

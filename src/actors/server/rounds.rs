@@ -114,12 +114,12 @@ pub(super) fn on_aggregated(
     st: &mut ServerState,
     done: Aggregated,
 ) -> Result<(), ActorProcessingErr> {
-    st.aggregator.aggregated(done.result.as_ref().ok());
     let Some(current) = st.closing.take().filter(|c| c.round == done.round) else {
         tracing::warn!(round = done.round, "an aggregation for a round that is not closing; ignored");
         return Ok(());
     };
     let aggregate = done.result?;
+    st.aggregator.aggregated(&aggregate);
     let round = current.round;
     st.aggregate_secs += aggregate.secs;
     st.global = aggregate.global;
