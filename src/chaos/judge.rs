@@ -1,5 +1,6 @@
 //! The judge of a chaos scenario: its invariants (outcome, no round lost, no corrupt checkpoint accepted, no
-//! process left, intruders refused), from the run's report and what the driver recorded.
+//! process left, intruders refused, a site killed mid-round resumed it), from the run's report and what the driver
+//! recorded.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -7,7 +8,7 @@ use std::time::{Duration, Instant};
 use std::collections::BTreeSet;
 
 use super::report::{FaultRecord, Invariant, ScenarioResult};
-use super::scenario::{Outcome, Scenario};
+use super::scenario::{Action, Outcome, Scenario};
 use crate::records::RunReport;
 
 /// What driving a scenario left behind for the judge.
@@ -19,6 +20,31 @@ pub(super) struct Driven {
     pub(super) corrupted: Vec<u64>,
     /// The highest round the report ever showed.
     pub(super) max_seen: u64,
+}
+
+/// A site killed at its local checkpoint (`at_local_checkpoint`) must have resumed that round from it: its update
+/// of round r + 1 says it started from a step past 0. None when no fault asks for that.
+fn resumed_mid_round(s: &Scenario, report: &RunReport) -> Option<Invariant> {
+    let (site, round) = s.faults.iter().find_map(|f| match f {
+        Action::KillSite { site: Some(site), when, .. } if when.at_local_checkpoint => {
+            when.after_round.map(|r| (*site, r + 1))
+        }
+        _ => None,
+    })?;
+    let step = report
+        .rounds
+        .iter()
+        .filter(|r| r.round == round)
+        .flat_map(|r| r.contributors.iter())
+        .find(|c| c.site_id == site)
+        .map(|c| c.resumed_from_step);
+    Some(match step {
+        Some(step) if step > 0 => {
+            Invariant::pass("resumed-mid-round", format!("site {site} resumed round {round} from local step {step}"))
+        }
+        Some(_) => Invariant::fail("resumed-mid-round", format!("site {site} trained round {round} from step 0")),
+        None => Invariant::fail("resumed-mid-round", format!("site {site} contributed nothing to round {round}")),
+    })
 }
 
 /// The scenario's invariants, judged from the report and what happened.
@@ -91,6 +117,9 @@ pub(super) fn judge(
     } else {
         Invariant::fail("no-process-left", format!("still running 30 s after the server: {left:?}"))
     });
+    if let Some(inv) = resumed_mid_round(s, &report) {
+        invariants.push(inv);
+    }
     if !intruders.is_empty() {
         let joined: Vec<u32> = intruders.iter().copied().filter(|id| report.site_classes.contains_key(id)).collect();
         invariants.push(if joined.is_empty() {

@@ -260,6 +260,8 @@ enum Later {
 struct Armed {
     action: Action,
     fired: u32,
+    /// When an `after_round` trigger's round was first seen completed (for `then_secs`).
+    round_seen: Option<Instant>,
 }
 
 fn latest_checkpoint_part(dir: &Path) -> Option<(u64, PathBuf)> {
@@ -425,7 +427,7 @@ impl Driver {
                 .faults
                 .iter()
                 .filter(|f| f.trigger().is_some())
-                .map(|a| Armed { action: a.clone(), fired: 0 })
+                .map(|a| Armed { action: a.clone(), fired: 0, round_seen: None })
                 .collect(),
             records: s
                 .faults
@@ -458,8 +460,12 @@ impl Driver {
             let done = report.as_ref().map(|r| r.rounds.len() as u64).unwrap_or(0);
             max_seen = max_seen.max(report.as_ref().and_then(|r| r.rounds.last().map(|x| x.round)).unwrap_or(0));
             let elapsed = started.elapsed();
+            let checkpointed = |site: u32, round: u64| {
+                let name = format!("round-{round:06}.json");
+                dir.join("run").join("sites").join(format!("site-{site}")).join("progress").join(name).exists()
+            };
             for i in 0..self.armed.len() {
-                if self.armed[i].due(done, elapsed) {
+                if self.armed[i].due(done, elapsed, checkpointed) {
                     self.armed[i].fired += 1;
                     let action = self.armed[i].action.clone();
                     self.fire(&action, dir, fleet, sites)?;
@@ -561,11 +567,24 @@ impl Driver {
 }
 
 impl Armed {
-    /// Whether the fault's trigger is due with `done` rounds completed, `elapsed` into the run.
-    fn due(&self, done: u64, elapsed: Duration) -> bool {
+    /// Whether the fault's trigger is due with `done` rounds completed, `elapsed` into the run; `checkpointed(site,
+    /// round)` says whether a site has saved a local checkpoint of a round.
+    fn due(&mut self, done: u64, elapsed: Duration, checkpointed: impl Fn(u32, u64) -> bool) -> bool {
+        let site = match &self.action {
+            Action::KillSite { site, .. } => *site,
+            Action::HangSite { site, .. } | Action::Partition { site, .. } => Some(*site),
+            _ => None,
+        };
         let Some(t) = self.action.trigger() else { return false };
         match (t.after_round, t.after_secs, t.every_rounds) {
-            (Some(r), _, _) => self.fired == 0 && done >= r,
+            (Some(r), _, _) => {
+                if self.fired > 0 || done < r {
+                    return false;
+                }
+                let seen = *self.round_seen.get_or_insert_with(Instant::now);
+                let waited = seen.elapsed().as_secs_f64() >= t.then_secs.unwrap_or(0.0);
+                waited && (!t.at_local_checkpoint || site.is_some_and(|s| checkpointed(s, r + 1)))
+            }
             (_, Some(secs), _) => self.fired == 0 && elapsed.as_secs_f64() >= secs,
             (_, _, Some(k)) => self.fired < t.count.unwrap_or(1) && done >= k * u64::from(self.fired + 1),
             _ => false,

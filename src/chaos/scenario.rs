@@ -28,6 +28,12 @@ pub struct Trigger {
     pub every_rounds: Option<u64>,
     /// Repetitions of an `every_rounds` fault.
     pub count: Option<u32>,
+    /// With `after_round`: this many seconds after that round completed, i.e. in the middle of the next one.
+    pub then_secs: Option<f64>,
+    /// With `after_round = r` and a fault on one site: fire once that site has saved a local checkpoint of round
+    /// r + 1 (it is training, and has progress to resume from), whatever the device's speed.
+    #[serde(default)]
+    pub at_local_checkpoint: bool,
 }
 
 /// Credentials an intruder presents.
@@ -273,6 +279,15 @@ impl Scenario {
                 if set.iter().filter(|x| **x).count() != 1 {
                     return Err(format!("{}: give exactly one of after_round, after_secs, every_rounds", f.kind()));
                 }
+                if (t.then_secs.is_some() || t.at_local_checkpoint) && t.after_round.is_none() {
+                    return Err(format!("{}: then_secs and at_local_checkpoint go with after_round", f.kind()));
+                }
+                if t.at_local_checkpoint && site.is_none() {
+                    return Err(format!("{}: at_local_checkpoint needs the fault's site", f.kind()));
+                }
+                if t.then_secs.is_some_and(|x| !(x.is_finite() && x >= 0.0)) {
+                    return Err(format!("{}: then_secs must be a non-negative number of seconds", f.kind()));
+                }
                 if t.every_rounds == Some(0) {
                     return Err(format!("{}: every_rounds must be at least 1", f.kind()));
                 }
@@ -344,6 +359,12 @@ mod tests {
             .contains("tls"));
         assert!(parse("set = [\"federation.rounds=0\"]\n").unwrap_err().contains("rounds"));
         assert!(parse("[expect]\noutcome = \"error\"\n").unwrap_err().contains("error_contains"));
+        let mid = "[[fault]]\nkind = \"kill-site\"\nsite = 1\nafter_round = 2\nat_local_checkpoint = true\n";
+        assert!(parse(mid).is_ok());
+        let no_site = mid.replace("site = 1\n", "");
+        assert!(parse(&no_site).unwrap_err().contains("needs the fault's site"), "{no_site}");
+        let no_round = "[[fault]]\nkind = \"kill-site\"\nsite = 1\nafter_secs = 2\nthen_secs = 1\n";
+        assert!(parse(no_round).unwrap_err().contains("go with after_round"));
     }
 
     #[test]
