@@ -113,6 +113,7 @@ fn real_data_brings_its_own_classes() {
     assert_eq!(header.split_whitespace().collect::<Vec<_>>(), ["site", "ADI", "BACK", "total"], "{stdout}");
 }
 
+#[cfg(feature = "pcam")]
 /// One split of PatchCamelyon as it ships (gunzipped): `camelyonpatch_level_2_split_{split}_x.h5` with dataset `x`
 /// of `(N, 96, 96, 3)` uint8 patches, `…_y.h5` with dataset `y` of `(N, 1, 1, 1)` uint8 labels 0/1.
 fn write_pcam_split(dir: &Path, split: &str, n: usize) {
@@ -133,6 +134,7 @@ fn write_pcam_split(dir: &Path, split: &str, n: usize) {
     }
 }
 
+#[cfg(feature = "pcam")]
 /// `--data pcam:DIR`: PatchCamelyon's HDF5 files through the binary — its own train split, its two classes, the
 /// `data.max_images` cap — and a folder with a split file missing, or a truncated one, is an error naming the file.
 #[test]

@@ -19,6 +19,7 @@ mod cache;
 mod imagefolder;
 mod mhist;
 mod npz;
+#[cfg(feature = "pcam")]
 mod pcam;
 #[cfg(test)]
 mod robustness;
@@ -26,6 +27,7 @@ mod robustness;
 pub use cache::{CacheStatus, CACHE_MAGIC};
 pub use mhist::{parse_mhist_csv, MhistRow};
 pub use npz::{parse_npy_header, parse_npz_bytes, NpyHeader, NpzSplit};
+#[cfg(feature = "pcam")]
 pub use pcam::{pcam_file, PCAM_CLASSES, PCAM_SIDE};
 
 use crate::data::synth::{self, SynthConfig};
@@ -190,10 +192,18 @@ pub fn load_verbose(source: &DataSource, opts: &LoadOptions) -> Result<(Splits, 
             let plan = mhist::scan(path, opts)?;
             cache::with_cache(opts, "mhist", path, &plan.fingerprint, || mhist::decode(&plan, opts))
         }
+        #[cfg(feature = "pcam")]
         DataSource::Pcam(dir) => {
             let plan = pcam::scan(dir)?;
             cache::with_cache(opts, "pcam", dir, &plan.fingerprint, || pcam::decode(&plan, opts))
         }
+        #[cfg(not(feature = "pcam"))]
+        DataSource::Pcam(dir) => Err(DataError::Config(format!(
+            "pcam:{}: this histofed was built without the PatchCamelyon loader (cargo feature `pcam`, which links \
+             the system HDF5 library; the CUDA bundle leaves it out): convert the .h5 files to an ImageFolder or \
+             use a build with the feature",
+            dir.display()
+        ))),
     }
 }
 
