@@ -7,6 +7,7 @@ same networks under the same parameter names and the same training step, so both
 
 Usage:
   OMP_WAIT_POLICY=PASSIVE python bench/gan_step.py --preset small --batch 32 --steps 10 --threads 2 [--gan cgan --disc cnn]
+  python bench/gan_step.py ... --device cuda   # on the GPU (scripts/gpu_check.sh)
   python bench/gan_step.py ... --json    # one JSON object per combination (read by `histofed bench models`)
   python bench/gan_step.py --check DIR   # DIR from the Rust test `models::bench::tests::export_parity_fixture`
 Only torch is needed (safetensors files are parsed by hand). `scripts/bench_venv.sh` creates a venv with it.
@@ -318,10 +319,18 @@ def bench(c, batch, steps, warmup=2):
     y = torch.randint(0, c["num_classes"], (batch,))
     for _ in range(warmup):
         gan.train_step(real, y)
+    sync()
     t0 = time.perf_counter()
     for _ in range(steps):
         gan.train_step(real, y)
+    sync()
     return (time.perf_counter() - t0) / steps, gan
+
+
+def sync():
+    """Waits for queued GPU work (the train step's loss read-back already does; this makes it explicit)."""
+    if torch.cuda.is_available() and torch.get_default_device().type == "cuda":
+        torch.cuda.synchronize()
 
 
 def param_count(module):
@@ -383,6 +392,7 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (every tensor and module is created there)")
     ap.add_argument("--json", action="store_true", help="one JSON object per combination on stdout")
     ap.add_argument("--check", help="directory with a Rust parity fixture")
     a = ap.parse_args()
@@ -391,6 +401,9 @@ def main():
     if a.preset not in PRESETS:
         ap.error(f"unknown preset {a.preset!r} (expected one of: {', '.join(PRESETS)})")
     torch.set_num_threads(a.threads)
+    if a.device.startswith("cuda") and not torch.cuda.is_available():
+        ap.error(f"--device {a.device}: torch {torch.__version__} sees no CUDA device")
+    torch.set_default_device(a.device)
     if a.check:
         ok = all(check(os.path.join(a.check, d)) for d in sorted(os.listdir(a.check)))
         sys.exit(0 if ok else 1)
@@ -404,7 +417,7 @@ def main():
             t, gan = bench(c, a.batch, a.steps, a.warmup)
             if a.json:
                 print(json.dumps({"impl": "pytorch", "torch_version": torch.__version__, "preset": a.preset, "gan": g,
-                                  "disc": d, "batch": a.batch, "image_size": c["image_size"], "steps": a.steps,
+                                  "disc": d, "device": a.device, "batch": a.batch, "image_size": c["image_size"], "steps": a.steps,
                                   "warmup": a.warmup, "threads": torch.get_num_threads(), "secs_per_step": t,
                                   "ms_per_step": round(t * 1e3, 1), "g_params": param_count(gan.g),
                                   "d_params": param_count(gan.d)}), flush=True)

@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use serde::Deserialize;
-use tch::Device;
+use tch::{Cuda, Device};
 use thiserror::Error;
 
 use crate::models::rng::SeededRng;
@@ -51,6 +51,8 @@ pub struct ModelBenchOptions {
     pub combos: Vec<(GanKind, DiscKind)>,
     /// Interleaved repeats (tch, PyTorch, tch, PyTorch …) per combination; medians are reported.
     pub repeats: usize,
+    /// Where both sides run: "cpu", "cuda", "cuda:N" (`models::select_device`'s names).
+    pub device: String,
 }
 
 impl Default for ModelBenchOptions {
@@ -64,12 +66,13 @@ impl Default for ModelBenchOptions {
             python: None,
             combos: Vec::new(),
             repeats: 3,
+            device: "cpu".into(),
         }
     }
 }
 
 /// One combination's result.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct ModelBenchRow {
     /// `gan-disc`, e.g. `wgan-gp-vit`.
     pub combo: String,
@@ -93,6 +96,7 @@ pub struct ModelBenchRow {
     pub image_size: i64,
     pub threads: i32,
     pub warmup: usize,
+    pub device: String,
     /// The PyTorch side's `torch.__version__`, or why that side did not run (missing venv).
     pub torch_version: Option<String>,
     pub torch_note: Option<String>,
@@ -130,9 +134,13 @@ struct TorchResult {
     d_params: usize,
 }
 
-/// Where `bench/gan_step.py` lives (next to this crate's manifest).
+/// Where `bench/gan_step.py` lives: `HISTOFED_GAN_STEP` when set (a binary run away from its source tree, e.g. the
+/// GPU bundle), else next to this crate's manifest.
 pub fn gan_step_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("bench").join("gan_step.py")
+    match std::env::var_os("HISTOFED_GAN_STEP") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("bench").join("gan_step.py"),
+    }
 }
 
 /// The python that `scripts/bench_venv.sh` installs by default (it may not exist yet).
@@ -174,20 +182,32 @@ fn tail(s: &str, max_chars: usize) -> String {
 
 /// One tch run, exactly as `bench_step_on` (fresh GAN with seed 0, one fixed random batch) but with a configurable
 /// warm-up: mean seconds per step and the parameter counts.
-fn tch_run(cfg: &ModelConfig, batch: i64, steps: usize, warmup: usize) -> Result<(f64, (usize, usize)), BenchError> {
-    let device = Device::Cpu;
+fn tch_run(
+    cfg: &ModelConfig,
+    batch: i64,
+    steps: usize,
+    warmup: usize,
+    device: Device,
+) -> Result<(f64, (usize, usize)), BenchError> {
     let mut gan = Gan::new(cfg, device, 0)?;
     let mut rng = SeededRng::new(1);
     let s = cfg.image_size;
     let real = rng.uniform_tensor(&[batch, 3, s, s], -1.0, 1.0, device);
     let labels = rng.index_tensor(batch as usize, cfg.num_classes as u64, device);
+    let sync = || {
+        if let Device::Cuda(i) = device {
+            Cuda::synchronize(i as i64);
+        }
+    };
     for _ in 0..warmup {
         gan.train_step(&real, &labels)?;
     }
+    sync();
     let start = Instant::now();
     for _ in 0..steps {
         gan.train_step(&real, &labels)?;
     }
+    sync();
     Ok((start.elapsed().as_secs_f64() / steps as f64, gan.param_counts()))
 }
 
@@ -205,18 +225,19 @@ fn torch_run(
     }
     let combo = format!("{gan}-{disc}");
     let threads = opts.threads.to_string();
-    let out = Command::new(python)
-        .arg(&script)
+    let mut cmd = Command::new(python);
+    cmd.arg(&script)
         .args(["--preset", &opts.preset, "--gan", gan.as_str(), "--disc", disc.as_str()])
         .args(["--batch", &opts.batch.to_string(), "--steps", &steps.to_string()])
-        .args(["--warmup", &opts.warmup.to_string(), "--threads", &threads, "--json"])
+        .args(["--warmup", &opts.warmup.to_string(), "--threads", &threads, "--device", &opts.device, "--json"])
         .env("OMP_NUM_THREADS", &threads)
         .env("MKL_NUM_THREADS", &threads)
-        .env("OMP_WAIT_POLICY", "PASSIVE")
+        .env("OMP_WAIT_POLICY", "PASSIVE");
+    if opts.device == "cpu" {
         // The cu130 wheel runs on CPU here; keep it from probing for GPUs when the machine has one.
-        .env("CUDA_VISIBLE_DEVICES", "")
-        .output()
-        .map_err(|source| BenchError::PythonSpawn { python: python.to_path_buf(), source })?;
+        cmd.env("CUDA_VISIBLE_DEVICES", "");
+    }
+    let out = cmd.output().map_err(|source| BenchError::PythonSpawn { python: python.to_path_buf(), source })?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
@@ -286,6 +307,7 @@ pub fn run_model_bench(
             return Err(BenchError::ScriptMissing(script));
         }
     }
+    let device = crate::models::select_device(Some(&opts.device))?;
     tch::set_num_threads(opts.threads);
     let mut rows = Vec::with_capacity(cfgs.len());
     for cfg in &cfgs {
@@ -294,7 +316,7 @@ pub fn run_model_bench(
         let (mut tch_runs, mut torch_runs) = (Vec::new(), Vec::new());
         let (mut params, mut torch_version, mut torch_params) = ((0, 0), None, None);
         for rep in 1..=opts.repeats {
-            let (t, p) = tch_run(cfg, opts.batch, steps, opts.warmup)?;
+            let (t, p) = tch_run(cfg, opts.batch, steps, opts.warmup, device)?;
             params = p;
             tch_runs.push(t);
             progress(&format!("{combo} run {rep}/{}: tch {:.1} ms/step ({steps} steps)", opts.repeats, t * 1e3));
@@ -334,6 +356,7 @@ pub fn run_model_bench(
             image_size: cfg.image_size,
             threads: opts.threads,
             warmup: opts.warmup,
+            device: opts.device.clone(),
             torch_version,
             torch_note: torch_note.clone(),
             torch_param_mismatch,
@@ -364,9 +387,9 @@ pub fn render_table(rows: &[ModelBenchRow], machine: &str) -> String {
         let repeats = rows.iter().map(|r| r.tch_runs.len()).max().unwrap_or(0);
         let _ = writeln!(
             s,
-            "Preset `{}`, batch {}, {}×{} images, {} thread(s) on both sides, {} warm-up step(s), {} interleaved \
-             repeat(s) (tch, PyTorch, …), medians of the per-run means.",
-            r.preset, r.batch, r.image_size, r.image_size, r.threads, r.warmup, repeats
+            "Preset `{}`, batch {}, {}×{} images, device {}, {} thread(s) on both sides, {} warm-up step(s), {} \
+             interleaved repeat(s) (tch, PyTorch, …), medians of the per-run means.",
+            r.preset, r.batch, r.image_size, r.image_size, r.device, r.threads, r.warmup, repeats
         );
         let _ = writeln!(s);
     }
@@ -499,6 +522,7 @@ mod tests {
             python: Some(PathBuf::from("/nonexistent/venv/bin/python")),
             combos: vec![(GanKind::Cgan, DiscKind::Cnn)],
             repeats: 1,
+            device: "cpu".into(),
         };
         let mut lines = Vec::new();
         let rows = run_model_bench(&opts, |l| lines.push(l.to_string())).unwrap();
@@ -547,6 +571,7 @@ mod tests {
             image_size: 32,
             threads: 1,
             warmup: 0,
+            device: "cpu".into(),
             torch_version: None,
             torch_note: None,
             torch_param_mismatch: None,
@@ -584,6 +609,7 @@ mod tests {
             python: var("BENCH_PYTHON").map(PathBuf::from),
             combos,
             repeats: var("BENCH_REPEATS").map_or(d.repeats, |v| v.parse().unwrap()),
+            device: var("BENCH_DEVICE").unwrap_or(d.device),
         };
         let rows = run_model_bench(&opts, |l| eprintln!("{l}")).unwrap();
         println!("{}", render_table(&rows, &machine_description()));

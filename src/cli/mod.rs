@@ -62,6 +62,8 @@ enum Command {
     /// Benchmarks (results go to BENCHMARKS.md).
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// What the linked libtorch offers (CUDA built in, devices, cuDNN) and one checked matrix product on a device.
+    Device(DeviceCmd),
     /// Dataset tools.
     #[command(subcommand)]
     Dataset(DatasetCmd),
@@ -170,6 +172,7 @@ fn run(cmd: Command) -> Result<()> {
         Command::Certs(c) => tools::certs(c),
         Command::Chaos(c) => tools::chaos(c),
         Command::Bench(c) => tools::bench(c),
+        Command::Device(a) => tools::device(a),
         Command::Dataset(c) => dataset::dataset(c),
         Command::Partition(a) => dataset::partition_cmd(a),
         Command::Config(a) => {

@@ -121,6 +121,9 @@ pub(super) struct TrainCmd {
     /// Output folder.
     #[arg(long, default_value = "runs/train")]
     out: PathBuf,
+    /// GAN only: stop at the first evaluation point after this many minutes, even if --steps are not done.
+    #[arg(long)]
+    max_minutes: Option<f64>,
 }
 
 pub(super) fn reproduce(a: ReproduceCmd) -> Result<()> {
@@ -332,6 +335,7 @@ pub(super) fn train(a: TrainCmd) -> Result<()> {
         seed: cfg.federation.seed,
         grid_per_class: cfg.runtime.grid_per_class,
         out_dir: &a.out,
+        max_secs: a.max_minutes.map(|m| m * 60.0),
     };
     let points = central::train_gan(&run, |p| {
         println!(

@@ -9,6 +9,46 @@ use clap::{Args, Subcommand};
 use super::*;
 use crate::models::{DiscKind, GanKind};
 
+#[derive(Args, Debug)]
+pub(super) struct DeviceCmd {
+    /// Device to compute on: cpu | cuda | cuda:N | auto (CUDA when available) [default: auto].
+    #[arg(long)]
+    device: Option<String>,
+    /// Print JSON instead of lines.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `histofed device`: exits non-zero when the requested device is missing or its product is wrong.
+pub(super) fn device(a: DeviceCmd) -> Result<()> {
+    let r = crate::models::device::probe(a.device.as_deref())?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        let version = |v: Option<i64>| v.map_or_else(|| "–".to_string(), |v| v.to_string());
+        println!("libtorch built with CUDA: {}", r.cuda_built);
+        println!("CUDA devices: {} (available: {})", r.cuda_device_count, r.cuda_available);
+        println!(
+            "cuDNN: {} (version {}), CUDA runtime {}",
+            r.cudnn_available,
+            version(r.cudnn_version),
+            version(r.cudart_version)
+        );
+        println!(
+            "device {}: 1024x1024 matmul {} in {:.2} ms (first, with start-up: {:.1} ms), torch threads {}",
+            r.device,
+            if r.matmul_ok { "correct" } else { "WRONG" },
+            r.matmul_ms,
+            r.matmul_first_ms,
+            r.torch_threads
+        );
+    }
+    if !r.matmul_ok {
+        bail!("the matrix product on {} differs from the CPU's", r.device);
+    }
+    Ok(())
+}
+
 /// `histofed chaos …`.
 pub(super) fn chaos(c: ChaosCmd) -> Result<()> {
     match c {
@@ -231,6 +271,12 @@ pub(super) struct BenchModelsCmd {
     /// Also write the table (markdown) to this file.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    /// Run both sides on this device: cpu | cuda | cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Also write the rows as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
 }
 
 pub(super) async fn kill_pods(a: KillPodsCmd) -> Result<()> {
@@ -291,12 +337,17 @@ pub(super) fn bench_models(a: BenchModelsCmd) -> Result<()> {
         python: Some(a.python.unwrap_or_else(default_venv_python)),
         combos,
         repeats: a.repeats,
+        device: a.device,
     };
     let rows = run_model_bench(&opts, |line| eprintln!("{line}")).context("model benchmark")?;
     let table = render_table(&rows, &machine_description());
     println!("{table}");
     if let Some(out) = a.out {
         std::fs::write(&out, &table).with_context(|| format!("writing {}", out.display()))?;
+    }
+    if let Some(path) = a.json {
+        std::fs::write(&path, serde_json::to_vec_pretty(&rows)?)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

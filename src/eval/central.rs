@@ -54,6 +54,9 @@ pub struct GanRun<'a> {
     pub seed: u64,
     pub grid_per_class: usize,
     pub out_dir: &'a Path,
+    /// Stop at the first evaluation point after this much training time (a time-boxed run, e.g. the GPU check's),
+    /// even if `steps` are not done.
+    pub max_secs: Option<f64>,
 }
 
 /// Trains the GAN centrally; evaluates (grid + FD) every `every` steps; saves the final weights.
@@ -90,6 +93,9 @@ pub fn train_gan(run: &GanRun, mut on_point: impl FnMut(&GanPoint)) -> Result<Ve
         };
         on_point(&point);
         points.push(point);
+        if run.max_secs.is_some_and(|m| start.elapsed().as_secs_f64() >= m) {
+            break;
+        }
     }
     let path = run.out_dir.join("generator.safetensors");
     let generator = weights.strip_prefix(GENERATOR_PREFIX);

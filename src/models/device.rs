@@ -3,9 +3,12 @@
 //! Why a function and not `Device::cuda_if_available()` everywhere: a run config says "cuda:1" or "cpu", and a
 //! request for a GPU that is not there must be a clear error at start-up, not a silent fall-back to a 50× slower CPU.
 
-use tch::{Cuda, Device};
+use std::time::Instant;
 
-use super::error::ModelError;
+use serde::Serialize;
+use tch::{Cuda, Device, Kind, Tensor};
+
+use super::error::{catch_torch, ModelError};
 
 /// "cpu", "cuda", "cuda:N"; `None` (or "auto") picks CUDA device 0 if available, else the CPU.
 pub fn select_device(requested: Option<&str>) -> Result<Device, ModelError> {
@@ -42,6 +45,87 @@ pub fn select_device(requested: Option<&str>) -> Result<Device, ModelError> {
     }
 }
 
+/// What the linked libtorch offers, and proof that the chosen device computes: `histofed device` prints it (the GPU
+/// check's first step reads it as JSON).
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceReport {
+    /// libtorch_cuda is loaded in this process: a CUDA build (`--features cuda` keeps it linked) on a CUDA libtorch,
+    /// whether or not a GPU is there (libtorch's own `hasCUDA` also needs a device, so it cannot tell).
+    pub cuda_built: bool,
+    /// A CUDA device answered (`Device::cuda_if_available()` picks it).
+    pub cuda_available: bool,
+    pub cuda_device_count: i64,
+    pub cudnn_available: bool,
+    /// cuDNN and CUDA runtime versions as libtorch reports them (only asked when a device answered: asking without
+    /// one aborts in some libtorch builds).
+    pub cudnn_version: Option<i64>,
+    pub cudart_version: Option<i64>,
+    /// The device `requested` resolved to ("cpu", "cuda:0").
+    pub device: String,
+    /// A 1024×1024 f32 matrix product on that device: its result checked against the CPU's, and its time (the
+    /// first one includes the device's start-up).
+    pub matmul_ok: bool,
+    pub matmul_first_ms: f64,
+    pub matmul_ms: f64,
+    pub torch_threads: i32,
+}
+
+/// Whether libtorch_cuda.so is mapped into this process (Linux: /proc/self/maps).
+fn libtorch_cuda_loaded() -> bool {
+    std::fs::read_to_string("/proc/self/maps").is_ok_and(|m| m.contains("libtorch_cuda.so"))
+}
+
+/// Probes the linked libtorch and runs one checked matrix product on the device `requested` resolves to.
+pub fn probe(requested: Option<&str>) -> Result<DeviceReport, ModelError> {
+    let device = select_device(requested)?;
+    let cuda_available = Cuda::is_available();
+    let (cudnn_version, cudart_version) = if cuda_available {
+        (Some(tch::utils::version_cudnn()), Some(tch::utils::version_cudart()))
+    } else {
+        (None, None)
+    };
+    let (matmul_ok, first, again) = catch_torch("device probe", || {
+        let a = Tensor::randn([1024, 1024], (Kind::Float, Device::Cpu));
+        let expected = a.matmul(&a);
+        let on = a.to_device(device);
+        let sync = || {
+            if let Device::Cuda(i) = device {
+                Cuda::synchronize(i as i64);
+            }
+        };
+        let t = Instant::now();
+        let r = on.matmul(&on);
+        sync();
+        let first = t.elapsed().as_secs_f64() * 1e3;
+        let t = Instant::now();
+        let r2 = on.matmul(&on);
+        sync();
+        let again = t.elapsed().as_secs_f64() * 1e3;
+        // TF32 on Hopper rounds f32 products to 10 mantissa bits: compare with a relative tolerance that allows it.
+        let close = |x: &Tensor| {
+            let diff = (x.to_device(Device::Cpu) - &expected).abs().max().double_value(&[]);
+            diff <= 1e-2 * expected.abs().max().double_value(&[])
+        };
+        Ok((close(&r) && close(&r2), first, again))
+    })?;
+    Ok(DeviceReport {
+        cuda_built: libtorch_cuda_loaded(),
+        cuda_available,
+        cuda_device_count: Cuda::device_count(),
+        cudnn_available: cuda_available && Cuda::cudnn_is_available(),
+        cudnn_version,
+        cudart_version,
+        device: match device {
+            Device::Cuda(i) => format!("cuda:{i}"),
+            _ => "cpu".into(),
+        },
+        matmul_ok,
+        matmul_first_ms: first,
+        matmul_ms: again,
+        torch_threads: tch::get_num_threads(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,6 +139,18 @@ mod tests {
             assert!(select_device(Some("cuda")).is_err());
             assert!(select_device(Some("cuda:0")).is_err());
             assert_eq!(select_device(None).unwrap(), Device::Cpu);
+        }
+    }
+
+    #[test]
+    fn the_probe_computes_on_the_cpu_and_names_what_is_missing() {
+        let r = probe(Some("cpu")).unwrap();
+        assert_eq!(r.device, "cpu");
+        assert!(r.matmul_ok && r.matmul_ms > 0.0);
+        if !Cuda::is_available() {
+            assert!(!r.cuda_available && r.cudnn_version.is_none());
+            let e = probe(Some("cuda")).unwrap_err().to_string();
+            assert!(e.contains("no CUDA device"), "{e}");
         }
     }
 }
