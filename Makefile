@@ -6,7 +6,7 @@ TORCH_STAMP := .libtorch/.stamp-torch-2.13.0
 CARGO ?= cargo
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: setup system-deps build image demo test test-long chaos chaos-k8s k8s-validate test-k8s e2e-k8s lint fmt clean-runs
+.PHONY: setup system-deps build image cuda-bundle gpu-check-cpu demo test test-long chaos chaos-k8s k8s-validate test-k8s e2e-k8s lint fmt clean-runs
 
 $(TORCH_STAMP): scripts/setup_libtorch.py
 	@command -v python3 >/dev/null 2>&1 || { echo "error: python3 (3.11 with pip) is needed to fetch libtorch; install it and rerun 'make'"; exit 1; }
@@ -25,6 +25,15 @@ build: setup
 ## target/image/histofed.tar and prints its size and where the space goes (see scripts/image.sh)
 image: build
 	scripts/image.sh
+
+## cuda-bundle: the CUDA build (release, --features cuda) against the GPU machine's torch version (2.11.0) plus
+## scripts/gpu_check.sh and bench/gan_step.py in gpu-bundle/ (< 64 MiB); proves its CPU path runs here
+cuda-bundle: system-deps
+	scripts/cuda_bundle.sh
+
+## gpu-check-cpu: the GPU check's CPU fallback, end to end, with the debug binary (tiny sizes; outputs in runs/gpu-check-cpu)
+gpu-check-cpu: build
+	GPU_CHECK_DEVICE=cpu scripts/gpu_check.sh runs/gpu-check-cpu
 
 ## demo: a server and 3 sites as separate processes on 127.0.0.1; outputs in runs/demo (ARGS="--out DIR ..." to change)
 demo: build
