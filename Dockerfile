@@ -11,15 +11,22 @@
 # else. Runs as uid 10001 (the manifests' runAsUser). Needs BuildKit (Docker 23+ default, or buildah), which builds
 # only the stages a target uses.
 #
-# CUDA variant (histofed:0.1.0-cuda, k8s/overlays/gpu): in the builder, `python3 -m venv /opt/torch &&
-# /opt/torch/bin/pip install torch==2.13.0` (the full CUDA 13 wheel set), build with
-# `LIBTORCH=/opt/torch/lib/python3.11/site-packages/torch cargo build --release --features cuda --bin histofed`,
-# and in the runtime stage copy that torch/lib plus site-packages/nvidia/*/lib (keeping the torch/lib ↔
-# nvidia/<pkg>/lib layout that libtorch's RPATH $ORIGIN/../../nvidia/... expects) instead of .libtorch; the host
-# driver comes from the NVIDIA container toolkit. Base the runtime on the same Debian release as the builder.
+# CUDA variant (histofed:0.1.0-cuda, k8s/overlays/gpu): the same runtime base with the full CUDA torch libraries:
+#
+#   docker build --target runtime-cuda -t histofed:0.1.0-cuda .   # builds the CUDA binary in rust:1.95
+#   sudo IMAGE_VARIANT=cuda make image                          # buildah: target `prebuilt-cuda`, the binary from
+#                                                               # `make cuda-bundle` (scripts/cuda_bundle.sh)
+#
+# Both build with scripts/cuda_bundle.sh against torch TORCH_CUDA_VERSION (2.11.0, the version of the GPU machine the
+# check runs on) with the tch release made for it (0.24.0; tch 0.26 does not compile against 2.11.0's headers),
+# `--features cuda` (build.rs keeps libtorch_cuda linked) and without the HDF5-linked pcam loader, and carry
+# torch/lib plus site-packages/nvidia/*/lib, keeping the
+# torch/lib <-> nvidia/<pkg>/lib layout libtorch's RPATH $ORIGIN/../../nvidia/... expects. The host's driver comes
+# from the NVIDIA container toolkit (NVIDIA_VISIBLE_DEVICES, NVIDIA_DRIVER_CAPABILITIES below).
 
 ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
+ARG TORCH_CUDA_VERSION=2.11.0
 ARG BASE=debian:${DEBIAN_RELEASE}-slim
 
 # --- the runtime base both targets share
@@ -59,7 +66,43 @@ FROM runtime-base AS prebuilt
 COPY dist/opt/libtorch /opt/libtorch
 COPY dist/histofed /usr/local/bin/histofed
 
-# --- the default target: build the binary here
+# --- CUDA: target `prebuilt-cuda` (`IMAGE_VARIANT=cuda make image`): the bundle's binary and the CUDA torch
+# libraries scripts/image.sh stages in dist/
+FROM runtime-base AS prebuilt-cuda
+LABEL org.opencontainers.image.description="Resilient federated GAN training on histopathology images (CUDA)"
+ENV NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+COPY dist/opt/libtorch /opt/libtorch
+COPY dist/histofed /usr/local/bin/histofed
+
+# --- CUDA: build the binary against the CUDA torch wheel set, exactly as `make cuda-bundle` does (tch pinned to the
+# release made for TORCH_CUDA_VERSION, --features cuda, without the HDF5-linked pcam loader)
+FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS builder-cuda
+ARG TORCH_CUDA_VERSION
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 python3-venv binutils \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY Cargo.toml Cargo.lock build.rs ./
+COPY config config
+COPY src src
+COPY bench/gan_step.py bench/
+COPY scripts/cuda_bundle.sh scripts/gpu_check.sh scripts/
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    TORCH_CUDA_VERSION=${TORCH_CUDA_VERSION} scripts/cuda_bundle.sh \
+ && install -D -m 0755 gpu-bundle/histofed /out/histofed \
+ && mv .libtorch-cuda/lib/python3.11/site-packages /out/site-packages
+
+FROM runtime-base AS runtime-cuda
+LABEL org.opencontainers.image.description="Resilient federated GAN training on histopathology images (CUDA)"
+ENV NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+COPY --from=builder-cuda /out/site-packages/torch/lib /opt/libtorch/torch/lib
+COPY --from=builder-cuda /out/site-packages/nvidia /opt/libtorch/nvidia
+COPY --from=builder-cuda /out/histofed /usr/local/bin/histofed
+
+# --- the default target (the last stage, what a plain `docker build .` makes): build the binary here
 FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS builder
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-pip make \
@@ -84,3 +127,4 @@ FROM runtime-base AS runtime
 COPY --from=builder /src/.libtorch/torch/lib /opt/libtorch/torch/lib
 COPY --from=builder /src/.libtorch/nvidia /opt/libtorch/nvidia
 COPY --from=builder /out/histofed /usr/local/bin/histofed
+
