@@ -141,6 +141,9 @@ pub struct ModelSection {
     /// ViT discriminator: patch side in pixels, and the patch overlap.
     pub vit_patch: Option<i64>,
     pub vit_overlap: Option<i64>,
+    /// Adam learning rates of the generator and the discriminator (instead of the recipe's).
+    pub lr_g: Option<f64>,
+    pub lr_d: Option<f64>,
     /// Adam β₁ and β₂ of both networks.
     pub beta1: Option<f64>,
     pub beta2: Option<f64>,
@@ -176,6 +179,8 @@ impl ModelSection {
         cfg.vit_l2_attention = self.vit_l2_attention.unwrap_or(cfg.vit_l2_attention);
         cfg.vit_patch = self.vit_patch.unwrap_or(cfg.vit_patch);
         cfg.vit_overlap = self.vit_overlap.unwrap_or(cfg.vit_overlap);
+        cfg.lr_g = self.lr_g.unwrap_or(cfg.lr_g);
+        cfg.lr_d = self.lr_d.unwrap_or(cfg.lr_d);
         cfg.beta1 = self.beta1.unwrap_or(cfg.beta1);
         cfg.beta2 = self.beta2.unwrap_or(cfg.beta2);
         cfg.n_critic = self.n_critic.unwrap_or(cfg.n_critic);
@@ -327,6 +332,8 @@ impl Default for ModelSection {
             vit_l2_attention: None,
             vit_patch: None,
             vit_overlap: None,
+            lr_g: None,
+            lr_d: None,
             beta1: None,
             beta2: None,
             n_critic: None,
@@ -702,6 +709,18 @@ mod tests {
         assert_eq!(cfg.model_config().unwrap().image_size, 64);
         cfg.model.image_size = Some(48);
         assert!(cfg.validate().unwrap_err().to_string().contains("model.image_size"));
+    }
+
+    #[test]
+    fn learning_rates_override_the_recipe_and_are_validated() {
+        let mut cfg = Config::default();
+        let recipe = cfg.model_config().unwrap();
+        cfg.apply_overrides(&["model.lr_g=1e-4".into(), "model.lr_d=4e-4".into()]).unwrap();
+        let m = cfg.model_config().unwrap();
+        assert_eq!((m.lr_g, m.lr_d), (1e-4, 4e-4));
+        assert_eq!(m.beta1, recipe.beta1, "only the rates change");
+        cfg.model.lr_d = Some(-1.0);
+        assert!(cfg.model_config().unwrap_err().to_string().contains("lr_d"));
     }
 
     #[test]
