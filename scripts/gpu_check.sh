@@ -62,6 +62,10 @@ record() { # name status seconds detail-json
     printf '{"step":"%s","status":"%s","secs":%s,"detail":%s}\n' "$1" "$2" "$3" "${4:-null}" >"$WORK/steps/$1.json"
     log "step $1: $2 ($3 s)"
 }
+# A step's status from its exit code (124: its timeout) and whether its own checks held (0: they did).
+verdict() { if [ "$1" -eq 124 ]; then echo timeout; elif [ "$2" -eq 0 ]; then echo pass; else echo fail; fi; }
+# Whether a step's JSON summary says "pass": true.
+json_pass() { python3 -c 'import json,sys; sys.exit(0 if json.load(open(sys.argv[1]))["pass"] else 1)' "$1" 2>/dev/null; }
 json_or_null() { if [ -s "$1" ] && python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$1" 2>/dev/null; then cat "$1"; else echo null; fi; }
 
 # ---- 1: device and versions ---------------------------------------------------------------------------------
@@ -136,10 +140,7 @@ BENCH_PY=$(command -v "$PYTHON" || echo "$PYTHON")
 timeout "${TIMEOUTS[0]}" "$HISTOFED" bench models "${P4_ARGS[@]}" --device "$DEVICE" --python "$BENCH_PY" \
     --out "$OUT/p4.md" --json "$WORK/p4.json" >>"$LOG" 2>&1
 rc=$?
-status=fail
-[ $rc -eq 0 ] && status=pass
-[ $rc -eq 124 ] && status=timeout
-record p4 "$status" $(($(date +%s) - t0)) "$(json_or_null "$WORK/p4.json")"
+record p4 "$(verdict $rc $rc)" $(($(date +%s) - t0)) "$(json_or_null "$WORK/p4.json")"
 [ -s "$WORK/p4.json" ] && cp "$WORK/p4.json" "$OUT/p4.json"
 
 # ---- 3: a federation on the device; a site killed mid-round resumes from its local checkpoint ----------------
@@ -185,9 +186,8 @@ out["every_round_once"] = once
 out["pass"] = rc == 0 and resumed and once
 print(json.dumps(out))
 EOF
-status=$(python3 -c 'import json,sys; print("pass" if json.load(open(sys.argv[1]))["pass"] else "fail")' "$WORK/fed.json" 2>/dev/null || echo fail)
-[ $rc -eq 124 ] && status=timeout
-record federation "$status" $(($(date +%s) - t0)) "$(json_or_null "$WORK/fed.json")"
+json_pass "$WORK/fed.json"; ok=$?
+record federation "$(verdict $rc $ok)" $(($(date +%s) - t0)) "$(json_or_null "$WORK/fed.json")"
 
 # ---- 4: out of memory: the batch halved until it fits, training goes on ---------------------------------------
 t0=$(date +%s)
@@ -236,9 +236,8 @@ retried = any((x.get("oom_retries") or 0) > 0 for x in out.get("contributors", [
 out["pass"] = rc == 0 and retried
 print(json.dumps(out))
 EOF
-status=$(python3 -c 'import json,sys; print("pass" if json.load(open(sys.argv[1]))["pass"] else "fail")' "$WORK/oom.json" 2>/dev/null || echo fail)
-[ $rc -eq 124 ] && status=timeout
-record oom "$status" $(($(date +%s) - t0)) "$(json_or_null "$WORK/oom.json")"
+json_pass "$WORK/oom.json"; ok=$?
+record oom "$(verdict $rc $ok)" $(($(date +%s) - t0)) "$(json_or_null "$WORK/oom.json")"
 
 # ---- 5: a time-boxed centralized ACGAN x ViT run with its sample grid -----------------------------------------
 t0=$(date +%s)
@@ -247,10 +246,8 @@ timeout "${TIMEOUTS[3]}" "$HISTOFED" train --centralized --set model.gan=acgan -
 rc=$?
 last_png=$(ls "$WORK"/train/samples/*.png 2>/dev/null | sort -V | tail -1)
 [ -n "$last_png" ] && cp "$last_png" "$OUT/acgan-vit-grid.png"
-status=fail
-[ $rc -eq 0 ] && [ -n "$last_png" ] && status=pass
-[ $rc -eq 124 ] && status=timeout
-record train "$status" $(($(date +%s) - t0)) "$(json_or_null "$WORK/train/train.json")"
+[ $rc -eq 0 ] && [ -n "$last_png" ]; ok=$?
+record train "$(verdict $rc $ok)" $(($(date +%s) - t0)) "$(json_or_null "$WORK/train/train.json")"
 
 # ---- summary -----------------------------------------------------------------------------------------------
 python3 - "$WORK/steps" "$DEVICE" $(($(date +%s) - START)) >"$OUT/gpu-check.json" <<'EOF'

@@ -227,6 +227,13 @@ pub struct RuntimeConfig {
     pub state_dir: Option<PathBuf>,
 }
 
+impl RuntimeConfig {
+    /// The state directory of site `site_id`: `state_dir`, else `<out_dir>/sites/site-N`.
+    pub fn site_state_dir(&self, site_id: u32) -> PathBuf {
+        self.state_dir.clone().unwrap_or_else(|| self.out_dir.join("sites").join(format!("site-{site_id}")))
+    }
+}
+
 /// The evaluator role: what it measures and how often (see `quality` and `reference`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -14,9 +14,10 @@ use std::process::Command;
 use std::time::Instant;
 
 use serde::Deserialize;
-use tch::{Cuda, Device};
+use tch::Device;
 use thiserror::Error;
 
+use crate::models::device::synchronize;
 use crate::models::rng::SeededRng;
 use crate::models::{DiscKind, Gan, GanKind, ModelConfig, ModelError};
 
@@ -194,20 +195,15 @@ fn tch_run(
     let s = cfg.image_size;
     let real = rng.uniform_tensor(&[batch, 3, s, s], -1.0, 1.0, device);
     let labels = rng.index_tensor(batch as usize, cfg.num_classes as u64, device);
-    let sync = || {
-        if let Device::Cuda(i) = device {
-            Cuda::synchronize(i as i64);
-        }
-    };
     for _ in 0..warmup {
         gan.train_step(&real, &labels)?;
     }
-    sync();
+    synchronize(device);
     let start = Instant::now();
     for _ in 0..steps {
         gan.train_step(&real, &labels)?;
     }
-    sync();
+    synchronize(device);
     Ok((start.elapsed().as_secs_f64() / steps as f64, gan.param_counts()))
 }
 

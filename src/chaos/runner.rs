@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
 use crate::federation::checkpoint::CheckpointStore;
+use crate::federation::site_store::SiteStore;
 use crate::records::RunReport;
 
 use super::judge::{judge, Driven};
@@ -318,7 +319,7 @@ fn run_once(s: &Scenario, dir: &Path, exe: &Path) -> Result<ScenarioResult, Chao
     let started = Instant::now();
     let setup = Setup::prepare(s, dir)?;
     let mut fleet = setup.start(s, dir, exe)?;
-    let driven = Driver::new(s).drive(s, dir, &mut fleet, setup.cfg.federation.sites, started)?;
+    let driven = Driver::new(s).drive(s, dir, &mut fleet, &setup.cfg, started)?;
     let left = wind_down(&mut fleet, driven.timed_out);
     let (configured, servers_started) = (setup.cfg.federation.rounds, fleet.servers_started);
     Ok(judge(s, dir, configured, &setup.intruders, servers_started, driven, left, started))
@@ -449,9 +450,10 @@ impl Driver {
         s: &Scenario,
         dir: &Path,
         fleet: &mut Fleet,
-        sites: u32,
+        cfg: &Config,
         started: Instant,
     ) -> Result<Driven, ChaosError> {
+        let sites = cfg.federation.sites;
         let limit = Duration::from_secs_f64(s.expect.timeout_secs);
         let mut max_seen = 0u64;
         let (server_status, timed_out) = loop {
@@ -460,10 +462,8 @@ impl Driver {
             let done = report.as_ref().map(|r| r.rounds.len() as u64).unwrap_or(0);
             max_seen = max_seen.max(report.as_ref().and_then(|r| r.rounds.last().map(|x| x.round)).unwrap_or(0));
             let elapsed = started.elapsed();
-            let checkpointed = |site: u32, round: u64| {
-                let name = format!("round-{round:06}.json");
-                dir.join("run").join("sites").join(format!("site-{site}")).join("progress").join(name).exists()
-            };
+            let checkpointed =
+                |site: u32, round: u64| SiteStore::progress_saved(&cfg.runtime.site_state_dir(site), round);
             for i in 0..self.armed.len() {
                 if self.armed[i].due(done, elapsed, checkpointed) {
                     self.armed[i].fired += 1;
@@ -570,11 +570,7 @@ impl Armed {
     /// Whether the fault's trigger is due with `done` rounds completed, `elapsed` into the run; `checkpointed(site,
     /// round)` says whether a site has saved a local checkpoint of a round.
     fn due(&mut self, done: u64, elapsed: Duration, checkpointed: impl Fn(u32, u64) -> bool) -> bool {
-        let site = match &self.action {
-            Action::KillSite { site, .. } => *site,
-            Action::HangSite { site, .. } | Action::Partition { site, .. } => Some(*site),
-            _ => None,
-        };
+        let site = self.action.site();
         let Some(t) = self.action.trigger() else { return false };
         match (t.after_round, t.after_secs, t.every_rounds) {
             (Some(r), _, _) => {

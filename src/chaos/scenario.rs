@@ -110,6 +110,17 @@ impl Action {
         }
     }
 
+    /// The site the fault is done to, where it names one.
+    pub fn site(&self) -> Option<u32> {
+        match self {
+            Action::KillSite { site, .. } => *site,
+            Action::HangSite { site, .. } | Action::Partition { site, .. } | Action::BadCredentials { site, .. } => {
+                Some(*site)
+            }
+            Action::KillServer { .. } | Action::CorruptCheckpoint { .. } | Action::DiskFull { .. } => None,
+        }
+    }
+
     /// Its trigger, for the faults that happen during the run (set-up faults have none).
     pub fn trigger(&self) -> Option<&Trigger> {
         match self {

@@ -503,11 +503,7 @@ pub async fn run_site(
     let model = cfg.model_config()?;
     let device = select_device(Some(&cfg.model.device).filter(|d| !d.is_empty()).map(|s| s.as_str()))?;
     let shard = site_shard(&cfg, &splits.train, site_id)?;
-    let state_dir = cfg
-        .runtime
-        .state_dir
-        .clone()
-        .unwrap_or_else(|| cfg.runtime.out_dir.join("sites").join(format!("site-{site_id}")));
+    let state_dir = cfg.runtime.site_state_dir(site_id);
     let store =
         SiteStore::open(&state_dir).with_context(|| format!("opening the site's state in {}", state_dir.display()))?;
     let class_counts: Vec<u64> = shard.class_counts().iter().map(|&c| c as u64).collect();

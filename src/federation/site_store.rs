@@ -73,6 +73,14 @@ impl SiteStore {
         })
     }
 
+    /// Whether the site state in `dir` holds a committed local checkpoint of `round`, without opening the store for
+    /// writing (a reader watching a running site, e.g. the chaos runner).
+    pub fn progress_saved(dir: &Path, round: u64) -> bool {
+        CheckpointStore::open_for_reading(dir.join("progress"))
+            .and_then(|s| s.list_rounds())
+            .is_ok_and(|rounds| rounds.contains(&round))
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

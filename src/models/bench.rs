@@ -6,10 +6,10 @@
 
 use std::time::Instant;
 
-use tch::{Cuda, Device};
+use tch::Device;
 
 use super::config::ModelConfig;
-use super::device::select_device;
+use super::device::{select_device, synchronize};
 use super::error::ModelError;
 use super::gan::Gan;
 use super::rng::SeededRng;
@@ -33,20 +33,15 @@ pub fn bench_step_on(cfg: &ModelConfig, batch: i64, steps: usize, device: Device
     let s = cfg.image_size;
     let real = rng.uniform_tensor(&[batch, 3, s, s], -1.0, 1.0, device);
     let labels = rng.index_tensor(batch as usize, cfg.num_classes as u64, device);
-    let sync = || {
-        if let Device::Cuda(i) = device {
-            Cuda::synchronize(i as i64);
-        }
-    };
     for _ in 0..WARMUP_STEPS {
         gan.train_step(&real, &labels)?;
     }
-    sync();
+    synchronize(device);
     let start = Instant::now();
     for _ in 0..steps {
         gan.train_step(&real, &labels)?;
     }
-    sync();
+    synchronize(device);
     Ok(start.elapsed().as_secs_f64() / steps as f64)
 }
 

@@ -45,6 +45,14 @@ pub fn select_device(requested: Option<&str>) -> Result<Device, ModelError> {
     }
 }
 
+/// Waits for the work queued on `device` (a no-op on the CPU): timings of GPU work must end with it, since kernels
+/// run asynchronously.
+pub fn synchronize(device: Device) {
+    if let Device::Cuda(i) = device {
+        Cuda::synchronize(i as i64);
+    }
+}
+
 /// What the linked libtorch offers, and proof that the chosen device computes: `histofed device` prints it (the GPU
 /// check's first step reads it as JSON).
 #[derive(Debug, Clone, Serialize)]
@@ -88,18 +96,13 @@ pub fn probe(requested: Option<&str>) -> Result<DeviceReport, ModelError> {
         let a = Tensor::randn([1024, 1024], (Kind::Float, Device::Cpu));
         let expected = a.matmul(&a);
         let on = a.to_device(device);
-        let sync = || {
-            if let Device::Cuda(i) = device {
-                Cuda::synchronize(i as i64);
-            }
-        };
         let t = Instant::now();
         let r = on.matmul(&on);
-        sync();
+        synchronize(device);
         let first = t.elapsed().as_secs_f64() * 1e3;
         let t = Instant::now();
         let r2 = on.matmul(&on);
-        sync();
+        synchronize(device);
         let again = t.elapsed().as_secs_f64() * 1e3;
         // TF32 on Hopper rounds f32 products to 10 mantissa bits: compare with a relative tolerance that allows it.
         let close = |x: &Tensor| {
