@@ -40,6 +40,9 @@ pub enum Fault {
     EvaluatorPanic { site: u32, round: u64, times: u32 },
     /// The site's evaluator stalls for `secs` before scoring `round` (a site that is slow to answer).
     SlowEvaluator { site: u32, round: u64, secs: f64 },
+    /// From the moment `round` is announced, the site hears nothing on the control connection and says nothing
+    /// there for `secs` (a control-plane partition: it trains, and the bulk plane still reaches the server).
+    ControlPartition { site: u32, round: u64, secs: f64 },
 }
 
 /// How a bad update is corrupted.
@@ -65,7 +68,8 @@ impl Fault {
             | Fault::BadUpdate { site, .. }
             | Fault::SlowSite { site, .. }
             | Fault::EvaluatorPanic { site, .. }
-            | Fault::SlowEvaluator { site, .. } => *site,
+            | Fault::SlowEvaluator { site, .. }
+            | Fault::ControlPartition { site, .. } => *site,
         }
     }
 }
@@ -128,6 +132,16 @@ impl FaultPlan {
             }
         }
         InjectedFault::None
+    }
+
+    /// How long the site's control connection is cut once `round` is announced, if at all (it happens once).
+    pub fn control_partition(&mut self, round: u64) -> Option<std::time::Duration> {
+        let i =
+            self.pending.iter().position(|f| matches!(f, Fault::ControlPartition { round: r, .. } if *r == round))?;
+        match self.pending.remove(i) {
+            Fault::ControlPartition { secs, .. } => std::time::Duration::try_from_secs_f64(secs.max(0.0)).ok(),
+            _ => None,
+        }
     }
 
     /// The corruption to apply to the update of `round`, if any (each happens once).

@@ -382,3 +382,74 @@ fn server_momentum_is_checkpointed_and_restored_after_a_kill() {
         fed.log("server-2")
     );
 }
+
+/// GET over plain HTTP/1.0; the body.
+fn http_body(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(tcp, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).unwrap();
+    text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+}
+
+/// Fencing with two processes claiming site 1. Process A is cut off on the control connection in round 2 (an
+/// injected control-plane partition; its bulk link still works) and is slow to finish that round; the server
+/// loses it; a fresh process B for site 1 takes the site over. A's late upload is refused as fenced (counted under
+/// `reason="fenced"`), A stops with a non-zero exit saying why, B contributes, and every round counts once.
+#[test]
+fn a_second_process_for_the_same_site_fences_the_first_and_its_late_upload_is_refused() {
+    let _guard = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let faults = "[[faults]]\nkind = \"control-partition\"\nsite = 1\nround = 2\nsecs = 15\n\n\
+                  [[faults]]\nkind = \"slow-site\"\nsite = 1\nround = 2\nsecs = 7\n";
+    let mut fed = Fed::new(tmp.path(), 3, 20, "min_sites = 2\nlocal_steps = 20\nheartbeat_secs = 0.5", faults);
+    // Process B runs the same configuration without the faults (they are A's).
+    let text = std::fs::read_to_string(&fed.config).unwrap();
+    let config_b = tmp.path().join("config-b.toml");
+    std::fs::write(&config_b, &text[..text.find("[[faults]]").unwrap()]).unwrap();
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    fed.start_server_with(&["--http", &addr]);
+    for id in 0..3 {
+        fed.start_site(id);
+    }
+    fed.wait_report(LIMIT, "site 1 lost in round 2", |r| event_time(r, "site-unresponsive", 1).is_some());
+    let mut zombie = fed.sites[1].take().unwrap();
+    let b = common::spawn(tmp.path(), "site-1b", &["site", "--config", config_b.to_str().unwrap(), "--site-id", "1"]);
+    fed.sites[1] = Some(b);
+    let r = fed.wait_report(LIMIT, "site 1 taken over", |r| event_time(r, "site-fenced", 1).is_some());
+    let fenced = r.events.iter().find(|e| e.kind == "site-fenced" && e.site == Some(1)).unwrap();
+    assert!(fenced.detail.contains("taken over by process"), "{fenced:?}");
+    // A finishes its slow round after the take-over and uploads with its old admission: refused as fenced.
+    let r = fed.wait_report(LIMIT, "A's upload refused", |r| event_time(r, "fenced-transfer", 1).is_some());
+    let refused = r.events.iter().find(|e| e.kind == "fenced-transfer" && e.site == Some(1)).unwrap();
+    assert!(refused.detail.starts_with("Upload by process"), "{refused:?}");
+    let metrics = http_body(&addr, "/metrics");
+    assert!(
+        metrics.lines().any(|l| l == r#"histofed_updates_total{outcome="rejected",reason="fenced"} 1"#),
+        "the fenced upload is counted once:\n{metrics}"
+    );
+    let status = zombie.wait(Duration::from_secs(30), tmp.path());
+    assert!(!status.success(), "a fenced process exits with an error: {status}");
+    let log = std::fs::read_to_string(tmp.path().join("site-1.log")).unwrap();
+    assert!(log.contains("fenced: another process took this site over"), "{log}");
+    let report = fed.finish(LIMIT);
+    assert_rounds_once(&report, 20);
+    for round in &report.rounds {
+        let ids = contributors(&report, round.round);
+        assert!(ids.iter().filter(|&&s| s == 1).count() <= 1, "site 1 counted once in round {}", round.round);
+    }
+    let b_rounds = report.rounds.iter().filter(|x| x.contributors.iter().any(|c| c.site_id == 1)).count();
+    assert!(b_rounds >= 5, "the replacement contributed in {b_rounds} rounds");
+    assert!(
+        report.rounds.iter().any(|x| x.rejected.iter().any(|(s, why)| *s == 1 && why.contains("held by another"))),
+        "the refused upload is in its round's record"
+    );
+    println!(
+        "fencing: site 1 lost at {:.2} s, taken over at {:.2} s, A's upload refused at {:.2} s (run clock)",
+        r.events.iter().find(|e| e.kind == "site-unresponsive").map(|e| e.at_secs).unwrap_or(0.0),
+        fenced.at_secs,
+        refused.at_secs
+    );
+}

@@ -32,7 +32,10 @@ pub fn valid_role_name(name: &str) -> bool {
 /// version-2 server could not decode a role's frames.
 /// Version 4: federated evaluation (`ToSite::Evaluate`, `ToServer::Evaluated`).
 /// Version 5: `UpdateMeta` carries the site's `SiteRound` record whole (field order changed on the wire).
-pub const PROTOCOL_VERSION: u32 = 5;
+/// Version 6: fencing. `Hello` names the site process (`instance`) and the admission it held before; `Welcome`
+/// gives the admission's `generation`, which every later site frame (`Pong`, `OutOfRound`, `Evaluated`, the
+/// update's `UpdateMeta`) carries; `ToSite::Fenced` stops a process whose identity another process took over.
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// The server's supervised children.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,31 +75,52 @@ pub fn role_from_actor_name(name: &str) -> Option<&str> {
     name.strip_prefix("histofed-role-").filter(|r| !r.is_empty())
 }
 
-/// The registered actor name of site `id`; the server derives the site id from it.
+/// The name of site `id` in logs and `/status` (one per site, whichever process holds it).
 pub fn site_actor_name(id: u32) -> String {
     format!("histofed-site-{id}")
 }
 
-/// Inverse of [`site_actor_name`].
+/// The registered actor name of the process `instance` of site `id`. Unique per process, so that when two
+/// processes claim the same site (a replacement and a zombie) the server addresses each one, never the wrong one.
+pub fn site_process_name(id: u32, instance: u64) -> String {
+    format!("histofed-site-{id}.{instance:016x}")
+}
+
+/// The site id of a name made by [`site_process_name`] (or [`site_actor_name`]).
 pub fn site_id_from_name(name: &str) -> Option<u32> {
-    name.strip_prefix("histofed-site-")?.parse().ok()
+    let rest = name.strip_prefix("histofed-site-")?;
+    rest.split_once('.').map_or(rest, |(id, _)| id).parse().ok()
 }
 
 /// Site → server frames.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ToServer {
-    /// Sent after joining (and re-joining): who the site is and how much data it holds.
-    Hello { protocol: u32, site_id: u32, num_samples: u64, class_counts: Vec<u64> },
-    /// Answer to a heartbeat `Ping` (carries its sequence number).
-    Pong { site_id: u32, seq: u64 },
+    /// Sent after joining (and re-joining): who the site is, which process (`instance`, random per process; its
+    /// actor is registered as [`site_process_name`]), the admission this process held before (`held`: `None` for
+    /// a process that never was admitted), and how much data it holds.
+    Hello { protocol: u32, site_id: u32, instance: u64, held: Option<u64>, num_samples: u64, class_counts: Vec<u64> },
+    /// Answer to a heartbeat `Ping` (carries its sequence number) under admission `generation`.
+    Pong { site_id: u32, generation: u64, seq: u64 },
     /// The site cannot contribute to this round (restart budget exhausted, ...).
-    OutOfRound { site_id: u32, round: u64, reason: String },
+    OutOfRound { site_id: u32, generation: u64, round: u64, reason: String },
     /// An extension role's host joined (or rejoined): it wants the round events.
     RoleHello { protocol: u32, role: String },
     /// What role `role` made of round `round`.
     RoleReport { role: String, round: u64, report: RoleReport },
     /// The site's scores of round `round`'s global generator on its validation split (or why it has none).
-    Evaluated { site_id: u32, round: u64, result: Result<SiteEval, String> },
+    Evaluated { site_id: u32, generation: u64, round: u64, result: Result<SiteEval, String> },
+}
+
+impl ToServer {
+    /// The site and the admission generation a site frame was sent under (`None` for a hello and role frames).
+    pub fn site_generation(&self) -> Option<(u32, u64)> {
+        match self {
+            ToServer::Pong { site_id, generation, .. }
+            | ToServer::OutOfRound { site_id, generation, .. }
+            | ToServer::Evaluated { site_id, generation, .. } => Some((*site_id, *generation)),
+            ToServer::Hello { .. } | ToServer::RoleHello { .. } | ToServer::RoleReport { .. } => None,
+        }
+    }
 }
 
 /// A role's answer to one round: named numbers (recorded in the round's report, exported as
@@ -159,6 +183,9 @@ pub enum ToRole {
 pub struct UpdateMeta {
     pub protocol: u32,
     pub round: u64,
+    /// The admission the update was sent under: the server folds it only while that admission is the site's
+    /// current one (a process whose site was taken over is fenced, even for an upload it had in flight).
+    pub generation: u64,
     /// What the site reports about its round, as the server records it for each contributor (one struct on both
     /// sides of the wire, so a field added to the record travels without being copied by hand).
     pub site: SiteRound,
@@ -189,8 +216,9 @@ pub struct BlobRef {
 pub enum ToSite {
     /// Answer to a `Hello` whose protocol version differs: the site must not take part.
     Refused { reason: String },
-    /// Admission: the site's token for bulk transfers while it is a member.
-    Welcome { protocol: u32, token: u64 },
+    /// Admission: the site's token for bulk transfers while it is a member, and the admission's generation (every
+    /// later frame of the site carries it).
+    Welcome { protocol: u32, token: u64, generation: u64 },
     /// Train round `round` from the global weights published at `weights` (safetensors bytes).
     Train { protocol: u32, round: u64, local_steps: u32, batch_size: u32, hints: SiteHints, weights: BlobRef },
     /// Heartbeat: the site answers with `Pong { seq }`.
@@ -200,6 +228,8 @@ pub enum ToSite {
     Evaluate { protocol: u32, round: u64, weights: BlobRef },
     /// The run is over: exit cleanly.
     Shutdown { reason: String },
+    /// Another process now holds this site's identity: this one must stop (and not rejoin).
+    Fenced { reason: String },
 }
 
 const TO_SERVER_TAG: &str = "histofed.ToServer.v1";
@@ -239,6 +269,8 @@ pub enum ServerMsg {
     Heartbeat { at: std::time::Instant },
     /// The grace period after quorum passed: close the round with whoever answered.
     GraceExpired { round: u64, attempt: u32 },
+    /// The bulk plane refused a transfer made with the token of a site admission that was taken over.
+    FencedTransfer { site_id: u32, token: u64, op: crate::cluster::bulk::BulkOp },
     /// An update arrived on the bulk plane (local only: it holds one of the bounded upload slots until dropped).
     Upload(crate::cluster::bulk::Upload),
     /// The checkpoint writer finished (or failed) writing round `round`.
@@ -341,6 +373,8 @@ pub enum SiteMsg {
     GlobalFetched { round: u64, result: Result<Weights, String> },
     /// An upload of round `round` finished.
     Uploaded { round: u64, result: Result<(), String> },
+    /// The bulk plane refused a transfer as fenced: another process holds this site now.
+    FencedTransfer { reason: String },
     /// No server for `cluster.site_give_up_secs`: stop.
     GiveUpCheck,
     /// The weights of a round to evaluate arrived (or could not be fetched).
@@ -447,8 +481,14 @@ mod tests {
 
     #[test]
     fn frames_round_trip_through_the_wire_form() {
-        let frame =
-            ToServer::Hello { protocol: PROTOCOL_VERSION, site_id: 2, num_samples: 100, class_counts: vec![1, 2] };
+        let frame = ToServer::Hello {
+            protocol: PROTOCOL_VERSION,
+            site_id: 2,
+            instance: 7,
+            held: Some(3),
+            num_samples: 100,
+            class_counts: vec![1, 2],
+        };
         let wire = ServerMsg::FromSite(Ok(frame.clone())).serialize().unwrap();
         match ServerMsg::deserialize(wire).unwrap() {
             ServerMsg::FromSite(Ok(back)) => assert_eq!(back, frame),
@@ -461,6 +501,7 @@ mod tests {
         let meta = UpdateMeta {
             protocol: PROTOCOL_VERSION,
             round: 5,
+            generation: 4,
             site: SiteRound {
                 site_id: 2,
                 num_samples: 100,
@@ -520,6 +561,9 @@ mod tests {
     #[test]
     fn site_names_map_to_ids() {
         assert_eq!(site_id_from_name(&site_actor_name(17)), Some(17));
+        assert_eq!(site_process_name(3, 0xab), "histofed-site-3.00000000000000ab");
+        assert_eq!(site_id_from_name(&site_process_name(3, u64::MAX)), Some(3));
+        assert_eq!(site_id_from_name("histofed-site-x.00ab"), None);
         assert_eq!(site_id_from_name("histofed-site-x"), None);
         assert_eq!(site_id_from_name("other"), None);
     }

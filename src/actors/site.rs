@@ -82,6 +82,9 @@ pub struct SiteArgs {
     pub protocol: u32,
     /// After the server ends the run, stay idle instead of exiting (a StatefulSet restarts whatever exits).
     pub stay_up: bool,
+    /// This process (random per process; the actor is registered as `site_process_name(site_id, instance)`), so
+    /// the server can tell it from another process claiming the same site.
+    pub instance: u64,
 }
 
 /// A round the server asked for whose weights are still being fetched.
@@ -102,7 +105,12 @@ pub struct SiteState {
     restarts_this_job: u32,
     oom_retries: u32,
     token: Option<u64>,
+    /// The current admission's generation (every frame carries it); `held` the last one this process ever had.
+    generation: Option<u64>,
+    held: Option<u64>,
     bulk_port: Option<u16>,
+    /// An injected control-plane partition (`Fault::ControlPartition`): nothing is heard or said until then.
+    deaf_until: Option<Instant>,
     pending: Option<PendingRound>,
     last_contact: Instant,
     finished: bool,
@@ -114,7 +122,34 @@ pub struct SiteState {
 
 impl SiteState {
     fn send(&self, frame: ToServer) {
+        if self.deaf() {
+            tracing::debug!("control link cut (injected partition): frame not sent");
+            return;
+        }
         self.link.send(frame);
+    }
+
+    /// Whether an injected control-plane partition is in force.
+    fn deaf(&self) -> bool {
+        self.deaf_until.is_some_and(|t| Instant::now() < t)
+    }
+
+    /// The generation frames are sent under: the current admission's (or the last one, between admissions).
+    fn generation(&self) -> u64 {
+        self.generation.or(self.held).unwrap_or(0)
+    }
+
+    /// The server said another process holds this site now: stop for good (a non-zero exit; never rejoin).
+    fn fenced(&mut self, me: &ActorRef<SiteMsg>, reason: String) {
+        tracing::error!(
+            site = self.args.site_id,
+            %reason,
+            "fenced: another process took this site over (a replacement after node loss?); stopping"
+        );
+        self.job = None;
+        self.pending = None;
+        set_exit(&self.args.exit, Err(format!("fenced by the server: {reason}")));
+        me.stop(Some(reason));
     }
 
     /// Hands the current job (if any) to the trainer, with whatever fault the plan injects into this attempt.
@@ -169,10 +204,12 @@ impl SiteState {
     /// Keeps the finished update on disk (when `global_sha256` is given), then uploads it (off this actor).
     fn upload(&mut self, me: &ActorRef<SiteMsg>, meta: UpdateMeta, update: Weights, global_sha256: Option<String>) {
         let round = meta.round;
-        let (Some(token), Some(port)) = (self.token, self.bulk_port) else {
+        let (Some(token), Some(port), Some(generation)) = (self.token, self.bulk_port, self.generation) else {
             tracing::warn!(round, "no admission token or bulk endpoint yet; the update waits for the round's resend");
             return;
         };
+        let mut meta = meta;
+        meta.generation = generation;
         let (me, opts, addr, site_id, store) =
             (me.clone(), self.args.bulk.clone(), self.bulk_addr(port), self.args.site_id, self.kept_store());
         let metrics = self.args.metrics.clone();
@@ -208,6 +245,9 @@ impl SiteState {
                     if sent.is_ok() {
                         metrics.bytes_sent((meta_bytes.len() + body.len()) as u64);
                     }
+                    if let Err(e @ bulk::BulkError::Fenced { .. }) = &sent {
+                        let _ = me.cast(SiteMsg::FencedTransfer { reason: e.to_string() });
+                    }
                     (sent.map_err(|e| e.to_string()), Some((clean, kept)))
                 }
                 Err(e) => (Err(format!("cannot encode the update: {e}")), None),
@@ -232,6 +272,8 @@ impl SiteState {
         ToServer::Hello {
             protocol: self.args.protocol,
             site_id: self.args.site_id,
+            instance: self.args.instance,
+            held: self.held,
             num_samples: self.args.num_samples,
             class_counts: self.args.class_counts.clone(),
         }
@@ -257,7 +299,7 @@ impl SiteState {
             }
             Err(reason) => tracing::warn!(round, %reason, "cannot evaluate the round here"),
         }
-        self.send(ToServer::Evaluated { site_id: self.args.site_id, round, result });
+        self.send(ToServer::Evaluated { site_id: self.args.site_id, generation: self.generation(), round, result });
     }
 
     /// Adopts the remote server actor if one is in the server group.
@@ -310,7 +352,10 @@ impl Actor for SiteActor {
             restarts_this_job: 0,
             oom_retries: 0,
             token: None,
+            generation: None,
+            held: None,
             bulk_port: None,
+            deaf_until: None,
             pending: None,
             last_contact: Instant::now(),
             finished: false,
@@ -426,6 +471,7 @@ fn restart_or_escalate(me: &ActorRef<SiteMsg>, st: &mut SiteState, reason: Strin
             if let Some(job) = st.job.take() {
                 st.send(ToServer::OutOfRound {
                     site_id: st.args.site_id,
+                    generation: st.generation(),
                     round: job.round,
                     reason: format!("trainer failed {failures_in_window} times: {reason}"),
                 });
@@ -438,6 +484,10 @@ fn restart_or_escalate(me: &ActorRef<SiteMsg>, st: &mut SiteState, reason: Strin
 }
 
 async fn dispatch(me: ActorRef<SiteMsg>, msg: SiteMsg, st: &mut SiteState) -> Result<(), ActorProcessingErr> {
+    if matches!(msg, SiteMsg::FromServer(_)) && st.deaf() {
+        tracing::debug!("control link cut (injected partition): frame from the server dropped");
+        return Ok(());
+    }
     match msg {
         SiteMsg::Connect => match st.link.connect().await {
             Connect::Wait => {}
@@ -461,19 +511,22 @@ async fn dispatch(me: ActorRef<SiteMsg>, msg: SiteMsg, st: &mut SiteState) -> Re
             st.job = None;
             st.pending = None;
             st.token = None;
+            st.generation = None;
             st.eval_job = None;
             if let Some(delay) = st.link.lost() {
                 me.send_after(delay, || SiteMsg::Connect);
             }
         }
-        SiteMsg::FromServer(Ok(ToSite::Welcome { protocol, token })) => {
+        SiteMsg::FromServer(Ok(ToSite::Welcome { protocol, token, generation })) => {
             st.last_contact = Instant::now();
             if protocol != st.args.protocol {
                 tracing::error!(protocol, "server speaks another protocol version");
                 return Ok(());
             }
-            tracing::info!(site = st.args.site_id, "admitted by the server");
+            tracing::info!(site = st.args.site_id, generation, "admitted by the server");
             st.token = Some(token);
+            st.generation = Some(generation);
+            st.held = Some(generation);
         }
         SiteMsg::FromServer(Ok(ToSite::Train { protocol, round, local_steps, batch_size, hints, weights })) => {
             on_train(&me, st, protocol, round, local_steps, batch_size, hints, weights)
@@ -518,7 +571,7 @@ async fn dispatch(me: ActorRef<SiteMsg>, msg: SiteMsg, st: &mut SiteState) -> Re
         SiteMsg::GiveUpCheck => on_give_up_check(&me, st),
         SiteMsg::FromServer(Ok(ToSite::Ping { seq })) => {
             st.last_contact = Instant::now();
-            st.send(ToServer::Pong { site_id: st.args.site_id, seq });
+            st.send(ToServer::Pong { site_id: st.args.site_id, generation: st.generation(), seq });
         }
         SiteMsg::FromServer(Ok(ToSite::Refused { reason })) => {
             tracing::error!(%reason, "the server refused this site");
@@ -526,6 +579,9 @@ async fn dispatch(me: ActorRef<SiteMsg>, msg: SiteMsg, st: &mut SiteState) -> Re
             me.stop(Some(reason));
         }
         SiteMsg::FromServer(Ok(ToSite::Shutdown { reason })) => on_shutdown(&me, st, reason),
+        SiteMsg::FromServer(Ok(ToSite::Fenced { reason })) | SiteMsg::FencedTransfer { reason } => {
+            st.fenced(&me, reason)
+        }
         SiteMsg::FromServer(Err(e)) => tracing::warn!(error = %e, "dropped a malformed frame from the server"),
         SiteMsg::TrainerDone(Ok(result)) => on_trained(&me, st, result),
         SiteMsg::TrainerDone(Err(failure)) => on_job_failure(&me, st, failure)?,
@@ -572,6 +628,10 @@ fn on_train(
         }
     }
     st.fetch(me, round, weights, |round, result| SiteMsg::GlobalFetched { round, result });
+    if let Some(cut) = st.args.faults.control_partition(round) {
+        tracing::warn!(round, secs = cut.as_secs_f64(), "injecting a control-plane partition");
+        st.deaf_until = Some(Instant::now() + cut);
+    }
 }
 
 /// The round's global weights arrived (or could not be fetched): hand the job to the trainer, or drop out.
@@ -599,7 +659,7 @@ fn on_global_fetched(
         }
         Err(reason) => {
             tracing::error!(round, %reason, "cannot fetch the global weights");
-            st.send(ToServer::OutOfRound { site_id: st.args.site_id, round, reason });
+            st.send(ToServer::OutOfRound { site_id: st.args.site_id, generation: st.generation(), round, reason });
         }
     }
     Ok(())
@@ -656,6 +716,8 @@ fn on_trained(me: &ActorRef<SiteMsg>, st: &mut SiteState, result: LocalResult) {
     let meta = UpdateMeta {
         protocol: st.args.protocol,
         round: job.round,
+        // Set when it is sent (the admission it goes under).
+        generation: 0,
         site: SiteRound {
             site_id: st.args.site_id,
             num_samples: st.args.num_samples,

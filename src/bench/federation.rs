@@ -165,8 +165,10 @@ async fn bulk_endpoint(tls: BulkTls, data: Arc<Vec<u8>>) -> Result<BulkServer, S
     // Drop every upload on a side thread, like a server that folds it in: frees its in-flight slot.
     std::thread::spawn(move || rx.into_iter().for_each(drop));
     let tx = Mutex::new(tx);
-    let sink: UploadSink =
-        Box::new(move |u| tx.lock().map_err(|_| "poisoned".to_string())?.send(u).map_err(|e| e.to_string()));
+    let sink: UploadSink = Box::new(move |i| match i {
+        bulk::Inbound::Upload(u) => tx.lock().map_err(|_| "poisoned".to_string())?.send(u).map_err(|e| e.to_string()),
+        bulk::Inbound::Fenced { .. } => Ok(()),
+    });
     let limits = BulkLimits { max_body: 8 << 30, ..BulkLimits::default() };
     let srv = BulkServer::start(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0), tls, limits, sink)
         .await

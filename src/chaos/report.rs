@@ -48,6 +48,7 @@ impl FaultRecord {
             Fault::SlowSite { site, round, .. } => ("slow-site".into(), *site, *round),
             Fault::EvaluatorPanic { site, round, .. } => ("evaluator-panic".into(), *site, *round),
             Fault::SlowEvaluator { site, round, .. } => ("slow-evaluator".into(), *site, *round),
+            Fault::ControlPartition { site, round, .. } => ("control-partition".into(), *site, *round),
         };
         Self {
             kind,

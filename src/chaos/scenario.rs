@@ -340,6 +340,7 @@ fn inject_kind(f: &Fault) -> String {
         Fault::SlowSite { .. } => "slow-site".into(),
         Fault::EvaluatorPanic { .. } => "evaluator-panic".into(),
         Fault::SlowEvaluator { .. } => "slow-evaluator".into(),
+        Fault::ControlPartition { .. } => "control-partition".into(),
     }
 }
 

@@ -11,8 +11,8 @@ use ractor::{Actor, ActorRef};
 
 use super::*;
 use crate::actors::evaluator::EvaluatorArgs;
-use crate::actors::messages::site_actor_name;
 use crate::actors::messages::ServerMsg;
+use crate::actors::messages::{site_actor_name, site_process_name};
 use crate::actors::restart_policy::RestartPolicy;
 use crate::actors::server::resume::{fresh_report, resume, save_initial};
 use crate::actors::server::{Observed, ServerActor, ServerArgs};
@@ -515,11 +515,19 @@ pub async fn run_site(
     } else {
         IpAddr::V4(Ipv4Addr::UNSPECIFIED)
     };
-    let name = crate::cluster::certs::site_name(site_id);
-    let security = cluster::Security::from_dir(cfg.cluster.tls_dir.as_deref(), &name)?;
-    let node =
-        cluster::start_node(&name, cluster::ephemeral(ip), cfg.cookie(), cfg.cluster.max_frame_mib << 20, security)
-            .await?;
+    let identity = crate::cluster::certs::site_name(site_id);
+    let security = cluster::Security::from_dir(cfg.cluster.tls_dir.as_deref(), &identity)?;
+    // One node name per process: a replacement for this site must not collide with a zombie's session.
+    let instance: u64 = rand::random();
+    let node_name = cluster::tls::process_node_name(&identity, instance);
+    let node = cluster::start_node(
+        &node_name,
+        cluster::ephemeral(ip),
+        cfg.cookie(),
+        cfg.cluster.max_frame_mib << 20,
+        security,
+    )
+    .await?;
     let exit: Exit = Arc::new(Mutex::new(None));
     let metrics = crate::observability::Metrics::new("site");
     metrics.set_rounds_configured(cfg.federation.rounds);
@@ -553,9 +561,12 @@ pub async fn run_site(
         give_up: cfg.cluster.site_give_up_secs.map(Duration::from_secs_f64),
         protocol,
         stay_up,
+        instance,
     };
     let readiness = serve_site_http(http, site_id, metrics).await?;
-    let (site, handle) = Actor::spawn(Some(site_actor_name(site_id)), SiteActor, args).await?;
+    let name = site_process_name(site_id, args.instance);
+    tracing::info!(site_id, process = %name, "site process");
+    let (site, handle) = Actor::spawn(Some(name), SiteActor, args).await?;
     // Ready = data loaded, node up, actor running; a hung process stops answering the probe.
     readiness.set_ready();
     tokio::select! {

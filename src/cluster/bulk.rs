@@ -42,6 +42,8 @@ const OP_GET: u8 = 1;
 const OP_PUT: u8 = 2;
 const STATUS_OK: u8 = 0;
 const STATUS_REFUSED: u8 = 1;
+/// Refused because the site's admission was taken over by another process: the client must stop, not retry.
+const STATUS_FENCED: u8 = 2;
 /// Largest metadata block of an upload (losses, counters: a few hundred bytes in practice).
 const MAX_META: u32 = 64 * 1024;
 /// Largest refusal message accepted from a server.
@@ -59,6 +61,8 @@ pub enum BulkError {
     Stalled { peer: String, after: Duration },
     #[error("{peer} refused the bulk transfer: {reason}")]
     Refused { peer: String, reason: String },
+    #[error("{peer} refused the bulk transfer: {reason}")]
+    Fenced { peer: String, reason: String },
     #[error("bulk transfer with {peer}: {what} of {len} bytes exceeds the limit of {limit} bytes")]
     TooLarge { peer: String, what: &'static str, len: u64, limit: u64 },
 }
@@ -87,14 +91,38 @@ impl Default for BulkLimits {
 #[derive(Debug)]
 pub struct Upload {
     pub site_id: u32,
+    /// The transfer token the upload was admitted with (the server checks it is still the site's current one: an
+    /// upload that started before its site was taken over is refused when it arrives).
+    pub token: u64,
     pub round: u64,
     pub meta: Vec<u8>,
     pub body: Vec<u8>,
     _slot: OwnedSemaphorePermit,
 }
 
-/// Where uploads go (the server actor's mailbox). An `Err` refuses the upload with that reason.
-pub type UploadSink = Box<dyn Fn(Upload) -> Result<(), String> + Send + Sync>;
+/// What the bulk plane tells the server.
+#[derive(Debug)]
+pub enum Inbound {
+    /// An update arrived.
+    Upload(Upload),
+    /// A transfer presented the token of a site admission that was taken over by another process ([`BulkServer::fence`]):
+    /// refused, and the server hears of it (a zombie is still trying).
+    Fenced { site_id: u32, token: u64, op: BulkOp },
+}
+
+/// A bulk transfer's direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BulkOp {
+    Download,
+    Upload,
+}
+
+/// Where uploads (and fenced transfers) go: the server actor's mailbox. An `Err` refuses the upload with that
+/// reason.
+pub type UploadSink = Box<dyn Fn(Inbound) -> Result<(), String> + Send + Sync>;
+
+/// Superseded tokens remembered per site (older ones are simply unknown, and refused as such).
+const FENCED_KEPT: usize = 8;
 
 /// TLS for the bulk plane: the same material as the cluster connection.
 #[derive(Clone)]
@@ -112,6 +140,8 @@ struct Published {
     blob: Option<Arc<Vec<u8>>>,
     /// Site → token of its current membership.
     tokens: HashMap<u32, u64>,
+    /// Site → tokens of admissions taken over by another process, newest last (at most [`FENCED_KEPT`]).
+    fenced: HashMap<u32, VecDeque<u64>>,
     /// Blobs kept downloadable beside the current one (completed rounds, for readers), oldest first.
     retained: VecDeque<(u64, Arc<Vec<u8>>)>,
     /// Download-only peers (extension roles): id → (token, certificate identity it must present with mTLS).
@@ -123,6 +153,8 @@ enum Access {
     Site,
     Reader,
     Refused(String),
+    /// The token of a site admission that another process took over.
+    Fenced,
 }
 
 struct Shared {
@@ -158,6 +190,8 @@ impl Shared {
         }
         if p.tokens.get(&id) == Some(&token) {
             Access::Site
+        } else if p.fenced.get(&id).is_some_and(|f| f.contains(&token)) {
+            Access::Fenced
         } else {
             Access::Refused("unknown or expired transfer token".into())
         }
@@ -232,6 +266,23 @@ impl BulkServer {
     pub fn revoke(&self, site_id: u32) {
         if let Ok(mut p) = self.shared.published.lock() {
             p.tokens.remove(&site_id);
+        }
+    }
+
+    /// Withdraws `token` of site `site_id` because another process took the site over: a later transfer with it
+    /// is refused as fenced (and reported to the sink), not as an unknown token.
+    pub fn fence(&self, site_id: u32, token: u64) {
+        if let Ok(mut p) = self.shared.published.lock() {
+            if p.tokens.get(&site_id) == Some(&token) {
+                p.tokens.remove(&site_id);
+            }
+            let f = p.fenced.entry(site_id).or_default();
+            if !f.contains(&token) {
+                f.push_back(token);
+            }
+            while f.len() > FENCED_KEPT {
+                f.pop_front();
+            }
         }
     }
 
@@ -335,9 +386,19 @@ async fn serve(tcp: TcpStream, peer: SocketAddr, tls: BulkTls, shared: &Shared) 
     let token = timed(stall, &who, stream.read_u64_le()).await?;
     let key = timed(stall, &who, stream.read_u64_le()).await?;
     let refuse = |reason: String| BulkError::Refused { peer: format!("site {site_id} at {peer}"), reason };
-    if let Access::Refused(why) = shared.access(op, site_id, token, identity.as_deref()) {
-        reply(&mut stream, STATUS_REFUSED, &why, stall, &who).await?;
-        return Err(refuse(why));
+    match shared.access(op, site_id, token, identity.as_deref()) {
+        Access::Site | Access::Reader => {}
+        Access::Refused(why) => {
+            reply(&mut stream, STATUS_REFUSED, &why, stall, &who).await?;
+            return Err(refuse(why));
+        }
+        Access::Fenced => {
+            let why = format!("fenced: another process now holds site {site_id}; this one must stop");
+            let op = if op == OP_PUT { BulkOp::Upload } else { BulkOp::Download };
+            let _ = (shared.sink)(Inbound::Fenced { site_id, token, op });
+            reply(&mut stream, STATUS_FENCED, &why, stall, &who).await?;
+            return Err(refuse(why));
+        }
     }
     match op {
         OP_GET => {
@@ -382,8 +443,8 @@ async fn serve(tcp: TcpStream, peer: SocketAddr, tls: BulkTls, shared: &Shared) 
                 .await
                 .map_err(|_| BulkError::Io { peer: who.clone(), message: "server shutting down".into() })?;
             let body = read_body(&mut stream, len, shared, &who).await?;
-            let upload = Upload { site_id, round: key, meta, body, _slot: slot };
-            match (shared.sink)(upload) {
+            let upload = Upload { site_id, token, round: key, meta, body, _slot: slot };
+            match (shared.sink)(Inbound::Upload(upload)) {
                 Ok(()) => reply(&mut stream, STATUS_OK, "", stall, &who).await,
                 Err(why) => {
                     reply(&mut stream, STATUS_REFUSED, &why, stall, &who).await?;
@@ -513,6 +574,8 @@ async fn read_reply(stream: &mut Box<dyn Stream>, stall: Duration, who: &str) ->
     timed(stall, who, stream.read_exact(&mut msg)).await?;
     if status == STATUS_OK {
         Ok(())
+    } else if status == STATUS_FENCED {
+        Err(BulkError::Fenced { peer: who.to_string(), reason: String::from_utf8_lossy(&msg).into_owned() })
     } else {
         Err(BulkError::Refused { peer: who.to_string(), reason: String::from_utf8_lossy(&msg).into_owned() })
     }
@@ -578,7 +641,7 @@ pub async fn upload(
         // A refusal (bad token, too large) may arrive before the body is sent: the write then fails; read it.
         if let Err(e) = timed(opts.stall, &who, stream.write_all(chunk)).await {
             return match read_reply(&mut stream, opts.stall, &who).await {
-                Err(refused @ BulkError::Refused { .. }) => Err(refused),
+                Err(refused @ (BulkError::Refused { .. } | BulkError::Fenced { .. })) => Err(refused),
                 _ => Err(e),
             };
         }
@@ -604,8 +667,10 @@ mod tests {
     async fn server(limits: BulkLimits) -> (BulkServer, mpsc::Receiver<Upload>) {
         let (tx, rx) = mpsc::channel();
         let tx = Mutex::new(tx);
-        let sink: UploadSink =
-            Box::new(move |u| tx.lock().map_err(|_| "poisoned".to_string())?.send(u).map_err(|e| e.to_string()));
+        let sink: UploadSink = Box::new(move |i| match i {
+            Inbound::Upload(u) => tx.lock().map_err(|_| "poisoned".to_string())?.send(u).map_err(|e| e.to_string()),
+            Inbound::Fenced { site_id, token, op } => Err(format!("fenced {site_id} {token} {op:?}")),
+        });
         (BulkServer::start(loopback(), BulkTls::Plain, limits, sink).await.unwrap(), rx)
     }
 
@@ -623,6 +688,36 @@ mod tests {
         assert_eq!((up.site_id, up.round, up.meta.as_slice(), up.body.len()), (2, 5, &b"meta"[..], 1000));
         let (sent, received, refused) = srv.stats();
         assert_eq!((sent, received, refused), (blob.len() as u64, 1000, 0));
+    }
+
+    #[tokio::test]
+    async fn a_fenced_token_is_refused_as_fenced_and_reported() {
+        let (tx, rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        let sink: UploadSink = Box::new(move |i| match i {
+            Inbound::Upload(_) => Err("no upload expected".into()),
+            Inbound::Fenced { site_id, token, op } => {
+                tx.lock().map_err(|_| "poisoned".to_string())?.send((site_id, token, op)).map_err(|e| e.to_string())
+            }
+        });
+        let srv = BulkServer::start(loopback(), BulkTls::Plain, BulkLimits::default(), sink).await.unwrap();
+        srv.publish(7, Arc::new(vec![1; 10]));
+        srv.grant(2, 21);
+        // A replacement is admitted: the old token is fenced, the new one works.
+        srv.fence(2, 21);
+        srv.grant(2, 22);
+        let e = upload(srv.local_addr(), &plain(5000), 2, 21, 7, b"m", &[0; 10]).await.unwrap_err();
+        assert!(matches!(e, BulkError::Fenced { .. }), "{e:?}");
+        assert!(e.to_string().contains("fenced: another process now holds site 2"), "{e}");
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), (2, 21, BulkOp::Upload));
+        let e = download(srv.local_addr(), &plain(5000), 2, 21, 7).await.unwrap_err();
+        assert!(e.to_string().contains("fenced"), "{e}");
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), (2, 21, BulkOp::Download));
+        assert_eq!(download(srv.local_addr(), &plain(5000), 2, 22, 7).await.unwrap(), vec![1; 10]);
+        // A token never granted is unknown, not fenced.
+        let e = download(srv.local_addr(), &plain(5000), 2, 99, 7).await.unwrap_err();
+        assert!(e.to_string().contains("unknown or expired"), "{e}");
+        assert!(rx.try_recv().is_err());
     }
 
     #[tokio::test]

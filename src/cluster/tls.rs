@@ -202,9 +202,23 @@ pub fn identity_from_label(peer_addr: &str) -> Option<&str> {
     (!identity.is_empty() && !addr.is_empty()).then_some(identity)
 }
 
-/// The node name a session claims, from ractor_cluster's `peer_name.name` (`site-3@hostname` → `site-3`).
+/// The identity a session claims, from ractor_cluster's `peer_name.name`: `site-3@hostname` → `site-3`, and
+/// `site-3.00ab12cd@hostname` → `site-3` (a site process names its node after its identity plus its own instance,
+/// so that a replacement process for the same site opens a session of its own beside a zombie's instead of
+/// colliding with it; see `federation::fencing`).
 pub fn claimed_node(peer_name: &str) -> &str {
-    peer_name.split_once('@').map_or(peer_name, |(node, _)| node)
+    let node = peer_name.split_once('@').map_or(peer_name, |(node, _)| node);
+    match node.split_once('.') {
+        Some((identity, instance)) if !instance.is_empty() && instance.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            identity
+        }
+        _ => node,
+    }
+}
+
+/// The node name of one process of `identity`: `site-3.00000000deadbeef`.
+pub fn process_node_name(identity: &str, instance: u64) -> String {
+    format!("{identity}.{instance:016x}")
 }
 
 /// `true` when a session's claimed node name (`peer_name.name`, e.g. `site-3@host`) is the identity its certificate
@@ -775,6 +789,11 @@ mod tests {
     fn claimed_names_are_compared_with_certificate_identities() {
         assert_eq!(claimed_node("site-3@host-a"), "site-3");
         assert_eq!(claimed_node("server"), "server");
+        assert_eq!(claimed_node(&process_node_name("site-3", 0xab)), "site-3");
+        assert_eq!(claimed_node("site-3.00000000000000ab@host-a"), "site-3");
+        assert!(identity_matches("site-3.00000000000000ab@host-a", "mtls:site-3@10.0.0.7:4567"));
+        assert!(!identity_matches("site-3.zz@host-a", "mtls:site-3@10.0.0.7:4567"), "the suffix must be an instance");
+        assert!(!identity_matches("site-4.00ab@host-a", "mtls:site-3@10.0.0.7:4567"));
         assert!(identity_matches("site-3@host-a", "mtls:site-3@10.0.0.7:4567"));
         assert!(!identity_matches("site-4@host-a", "mtls:site-3@10.0.0.7:4567"));
         assert!(!identity_matches("site-3@host-a", "10.0.0.7:4567"), "a session without mTLS has no identity");

@@ -1,9 +1,10 @@
 //! Federation logic without sockets or actors: named weight bundles and their byte form ([`weights`]), the
-//! aggregation seam ([`strategy`]), update validation ([`validate`]), per-round quorum bookkeeping ([`round`]) and
+//! aggregation seam ([`strategy`]), update validation ([`validate`]), per-round quorum bookkeeping ([`round`]), who holds each site ([`fencing`]) and
 //! atomic checkpoints ([`checkpoint`]). Everything here is testable with plain unit tests.
 
 pub mod checkpoint;
 pub mod evaluation;
+pub mod fencing;
 pub mod round;
 pub mod site_store;
 pub mod strategy;

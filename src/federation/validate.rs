@@ -93,6 +93,8 @@ pub enum Refused {
     Invalid(RejectReason),
     /// It was valid but the strategy refused to fold it (a layout it cannot take).
     Aggregation,
+    /// It came from a process whose site was taken over by another process (`federation::fencing`).
+    Fenced,
 }
 
 impl Refused {
@@ -101,6 +103,7 @@ impl Refused {
         match self {
             Refused::Invalid(r) => r.as_str(),
             Refused::Aggregation => "aggregation",
+            Refused::Fenced => "fenced",
         }
     }
 }

@@ -55,6 +55,8 @@ pub enum SiteEvent {
     Rejoined,
     /// Admission refused (identity, protocol version, unknown site).
     Refused,
+    /// A process lost the site to another process (taken over), or was refused as such a zombie.
+    Fenced,
 }
 
 impl SiteEvent {
@@ -64,6 +66,7 @@ impl SiteEvent {
             SiteEvent::Lost => "lost",
             SiteEvent::Rejoined => "rejoined",
             SiteEvent::Refused => "refused",
+            SiteEvent::Fenced => "fenced",
         }
     }
 }

@@ -39,16 +39,16 @@ impl fmt::Display for Refusal {
 
 /// What admission checks a hello against (owned, so that no borrow of the server's state is held across the
 /// certificate lookup's await).
-pub(super) struct Admission {
+pub(super) struct HelloChecks {
     pub(super) protocol: u32,
     /// `Some(node)` with mutual TLS: this process's cluster node, which knows each session's proven certificate.
     pub(super) mtls_node: Option<ActorRef<ractor_cluster::NodeServerMessage>>,
     pub(super) sites: u32,
 }
 
-impl Admission {
+impl HelloChecks {
     pub(super) fn of(st: &ServerState) -> Self {
-        Admission {
+        HelloChecks {
             protocol: PROTOCOL_VERSION,
             mtls_node: st.mtls.then(|| st.node.clone()),
             sites: st.cfg.federation.sites,
@@ -58,7 +58,7 @@ impl Admission {
 
 /// The checks of a site's hello, in order: protocol version, the certificate (with mTLS), the id's range.
 pub(super) async fn check_site_hello(
-    adm: Admission,
+    adm: HelloChecks,
     actor: &ActorRef<SiteMsg>,
     protocol: u32,
     site_id: u32,

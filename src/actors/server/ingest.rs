@@ -8,6 +8,7 @@ use super::aggregator::Check;
 use super::state::*;
 use crate::actors::messages::{Folded, ServerMsg, UpdateMeta};
 use crate::cluster::bulk::Upload;
+use crate::federation::fencing::FrameCheck;
 use crate::federation::round::UpdateVerdict;
 use crate::federation::validate::{round_mismatch, Refused, RejectReason, UpdateHeader};
 use ractor::ActorRef;
@@ -44,6 +45,31 @@ fn admit_upload(st: &mut ServerState, up: &Upload) -> Result<UpdateMeta, (Refuse
         }
         Err(why) => return Err(malformed(why)),
     };
+    // Fencing: the update must come under the site's current admission, with that admission's token.
+    match st.fencing.check(site_id, meta.generation) {
+        FrameCheck::Current(adm) if adm.token == up.token => {}
+        // An earlier admission of the same process (it re-joined while this upload was on the way): its own work.
+        FrameCheck::Stale => {}
+        FrameCheck::Fenced { instance, current } => {
+            st.tell_fenced(site_id, instance, current);
+            return Err((
+                Refused::Fenced,
+                format!(
+                    "process {instance:016x} of site {site_id} (generation {}) was taken over by generation {}",
+                    meta.generation, current.generation
+                ),
+            ));
+        }
+        FrameCheck::Current(_) | FrameCheck::Unknown => {
+            return Err((
+                Refused::Fenced,
+                format!(
+                    "generation {} is not a current admission of site {site_id} (or not its token)",
+                    meta.generation
+                ),
+            ));
+        }
+    }
     let Some(current) = st.current.as_mut() else {
         return Err((
             Refused::Invalid(RejectReason::StaleRound),

@@ -52,7 +52,7 @@ mod state;
 pub use aggregator::STRATEGY_STATE;
 pub use state::{round_summary, ServerState, CHECKPOINT_PARTS, ROLE_BLOBS_KEPT, ROLE_BLOB_KEY, ROLE_READER_BASE};
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -70,16 +70,17 @@ use crate::actors::messages::{
 };
 use crate::actors::restart_policy::{Decision, RestartPolicy, RestartTracker};
 use crate::actors::{is_child, spawn_configured_child, Exit};
-use crate::cluster::bulk::{BulkLimits, BulkServer, BulkTls, UploadSink};
+use crate::cluster::bulk::{BulkLimits, BulkOp, BulkServer, BulkTls, Inbound, UploadSink};
 use crate::config::Config;
 use crate::federation::checkpoint::CheckpointStore;
+use crate::federation::fencing::{Fencing, FrameCheck, HelloDecision};
 use crate::federation::strategy::Strategy;
-use crate::federation::validate::ValidationPolicy;
+use crate::federation::validate::{Refused, ValidationPolicy};
 use crate::federation::weights::Weights;
 use crate::kube::membership::MembershipEvent;
-use crate::observability::{Metrics, Pulse, PulseReply, Readiness, StatusHandle};
+use crate::observability::{Metrics, Pulse, PulseReply, Readiness, SiteEvent, StatusHandle};
 use crate::records::RunReport;
-use admission::{check_site_hello, refuse_site, Admission};
+use admission::{check_site_hello, refuse_site, HelloChecks};
 use evaluation::*;
 use ingest::*;
 use liveness::{answer_limit, lost_sites, CHECKS_PER_PERIOD};
@@ -138,7 +139,13 @@ impl Actor for ServerActor {
         let evaluator = spawn_configured_child(EvaluatorActor, &a.evaluator, me.get_cell()).await?;
         let writer = spawn_writer(&me, &a.store).await?;
         let uploads = me.clone();
-        let sink: UploadSink = Box::new(move |up| uploads.cast(ServerMsg::Upload(up)).map_err(|e| e.to_string()));
+        let sink: UploadSink = Box::new(move |inbound| {
+            let msg = match inbound {
+                Inbound::Upload(up) => ServerMsg::Upload(up),
+                Inbound::Fenced { site_id, token, op } => ServerMsg::FencedTransfer { site_id, token, op },
+            };
+            uploads.cast(msg).map_err(|e| e.to_string())
+        });
         let bulk = BulkServer::start(a.bulk_listen, a.bulk_tls, a.bulk_limits, sink).await?;
         let multi = MultiProgress::new();
         let style = ProgressStyle::with_template("{prefix:>7} [{bar:30}] {pos}/{len} {msg}")
@@ -214,7 +221,7 @@ impl Actor for ServerActor {
             obs: a.obs,
             stay_up: a.stay_up,
             finished: None,
-            tokens: HashMap::new(),
+            fencing: Fencing::new(now_ms() / 1000),
             blob: None,
             roles: BTreeMap::new(),
             next_reader: ROLE_READER_BASE,
@@ -327,10 +334,19 @@ async fn on_kube(
 }
 
 async fn dispatch(me: ActorRef<ServerMsg>, msg: ServerMsg, st: &mut ServerState) -> Result<(), ActorProcessingErr> {
-    match msg {
-        ServerMsg::FromSite(Ok(ToServer::Hello { protocol, site_id, num_samples, class_counts })) => {
-            on_hello(&me, st, protocol, site_id, num_samples, class_counts).await?
+    if let ServerMsg::FromSite(Ok(frame)) = &msg {
+        if let Some((site_id, generation)) = frame.site_generation() {
+            if !gate(st, site_id, generation, matches!(frame, ToServer::Pong { .. }))? {
+                return Ok(());
+            }
         }
+    }
+    match msg {
+        ServerMsg::FromSite(Ok(ToServer::Hello { protocol, site_id, instance, held, num_samples, class_counts })) => {
+            let hello = SiteHello { protocol, site_id, instance, held, num_samples, class_counts };
+            on_hello(&me, st, hello).await?
+        }
+        ServerMsg::FencedTransfer { site_id, token, op } => on_fenced_transfer(st, site_id, token, op),
         ServerMsg::JoinTimeout => on_join_timeout(&me, st)?,
         ServerMsg::StartRound => start_round(&me, st)?,
         ServerMsg::Upload(up) => on_upload(&me, st, up),
@@ -356,13 +372,13 @@ async fn dispatch(me: ActorRef<ServerMsg>, msg: ServerMsg, st: &mut ServerState)
         ServerMsg::Kube(ev) => on_kube(&me, st, ev).await?,
         ServerMsg::FinishNow => on_finish_now(&me, st),
         ServerMsg::FromSite(Ok(ToServer::RoleHello { protocol, role })) => on_role_hello(st, protocol, role).await?,
-        ServerMsg::FromSite(Ok(ToServer::Evaluated { site_id, round, result })) => {
+        ServerMsg::FromSite(Ok(ToServer::Evaluated { site_id, round, result, .. })) => {
             on_site_evaluated(&me, st, site_id, round, result)
         }
         ServerMsg::FromSite(Ok(ToServer::RoleReport { role, round, report })) => {
             on_role_report(&me, st, role, round, report)
         }
-        ServerMsg::FromSite(Ok(ToServer::OutOfRound { site_id, round, reason })) => {
+        ServerMsg::FromSite(Ok(ToServer::OutOfRound { site_id, round, reason, .. })) => {
             tracing::warn!(site_id, round, %reason, "site is out of the round");
             if let Some(current) = st.current.as_mut() {
                 if current.round == round {
@@ -377,7 +393,7 @@ async fn dispatch(me: ActorRef<ServerMsg>, msg: ServerMsg, st: &mut ServerState)
             // A frame that does not decode is no update of any site: an event of the run, not a rejected update.
             st.event(None, "malformed-frame", e.to_string());
         }
-        ServerMsg::FromSite(Ok(ToServer::Pong { site_id, seq })) => on_pong(st, site_id, seq)?,
+        ServerMsg::FromSite(Ok(ToServer::Pong { site_id, seq, .. })) => on_pong(st, site_id, seq),
         ServerMsg::Heartbeat { .. } if st.finished.is_some() => {}
         ServerMsg::Heartbeat { at: now } => on_heartbeat(&me, st, now).await?,
         ServerMsg::GraceExpired { round, attempt } => close_round(&me, st, round, attempt, Closing::Grace)?,
@@ -386,16 +402,65 @@ async fn dispatch(me: ActorRef<ServerMsg>, msg: ServerMsg, st: &mut ServerState)
     Ok(())
 }
 
-/// A site said hello: admitted (and the first round started once all are in), told the run is over, or refused.
-async fn on_hello(
-    me: &ActorRef<ServerMsg>,
-    st: &mut ServerState,
+/// A site's hello, as it came.
+struct SiteHello {
     protocol: u32,
     site_id: u32,
+    instance: u64,
+    held: Option<u64>,
     num_samples: u64,
     class_counts: Vec<u64>,
-) -> Result<(), ActorProcessingErr> {
-    let Some(actor) = ServerState::site_actor(site_id) else {
+}
+
+/// Whether a site frame sent under admission `generation` goes on to its handler. The site's current admission's
+/// frames do; a frame of a process the site was taken from is dropped and that process told to stop; a stale one
+/// (an earlier admission of the current process) is dropped. A pong of the current process after it was declared
+/// lost re-admits it (it answers again: a partition healed, a hung process woke up).
+fn gate(st: &mut ServerState, site_id: u32, generation: u64, pong: bool) -> Result<bool, ActorProcessingErr> {
+    match st.fencing.check(site_id, generation) {
+        FrameCheck::Current(_) if st.sites.contains_key(&site_id) => Ok(true),
+        FrameCheck::Current(adm) if pong => {
+            let actor = ServerState::site_actor(site_id, adm.instance);
+            if let Some(actor) = actor.filter(|_| st.report.site_classes.contains_key(&site_id)) {
+                if let Some(adm) = st.fencing.readmit(site_id, rand::random()) {
+                    st.admit(site_id, actor, adm)?;
+                }
+            }
+            Ok(false)
+        }
+        FrameCheck::Current(_) => Ok(true),
+        FrameCheck::Fenced { instance, current } => {
+            tracing::warn!(site_id, generation, instance = format!("{instance:016x}"), "frame of a fenced process");
+            st.tell_fenced(site_id, instance, current);
+            Ok(false)
+        }
+        FrameCheck::Stale | FrameCheck::Unknown => Ok(false),
+    }
+}
+
+/// The bulk plane refused a transfer made with a fenced token: count it (an upload is a rejected update), record
+/// it, and tell that process again to stop.
+fn on_fenced_transfer(st: &mut ServerState, site_id: u32, token: u64, op: BulkOp) {
+    let instance = st.fencing.instance_of_token(site_id, token);
+    let who = instance.map_or("an unknown process".to_string(), |i| format!("process {i:016x}"));
+    let detail = format!("{op:?} by {who} refused: the site is held by another process");
+    tracing::warn!(site_id, %detail, "fenced transfer");
+    if op == BulkOp::Upload {
+        st.obs.metrics.update_rejected(Refused::Fenced.label());
+        st.rejected.push((site_id, detail.clone()));
+    }
+    st.event(Some(site_id), "fenced-transfer", detail);
+    if let (Some(instance), Some(current)) = (instance, st.fencing.current(site_id)) {
+        st.tell_fenced(site_id, instance, current);
+    }
+}
+
+/// A site said hello: admitted (and the first round started once all are in), told the run is over, refused, or
+/// fenced (another process holds the site more recently). A fresh process takes the site over from the one that
+/// held it.
+async fn on_hello(me: &ActorRef<ServerMsg>, st: &mut ServerState, h: SiteHello) -> Result<(), ActorProcessingErr> {
+    let (site_id, instance) = (h.site_id, h.instance);
+    let Some(actor) = ServerState::site_actor(site_id, instance) else {
         tracing::warn!(site_id, "hello from a site that is not in the sites group; ignored");
         return Ok(());
     };
@@ -403,14 +468,37 @@ async fn on_hello(
         let _ = actor.cast(SiteMsg::FromServer(Ok(ToSite::Shutdown { reason: reason.clone() })));
         return Ok(());
     }
-    if let Err(refusal) = check_site_hello(Admission::of(st), &actor, protocol, site_id).await {
+    if let Err(refusal) = check_site_hello(HelloChecks::of(st), &actor, h.protocol, site_id).await {
         refuse_site(st, site_id, &actor, &refusal);
         return Ok(());
     }
-    tracing::info!(site_id, num_samples, "site joined");
+    let admission = match st.fencing.hello(site_id, instance, h.held, rand::random()) {
+        HelloDecision::Fenced { current } => {
+            let reason = format!(
+                "site {site_id} is held by a more recent process ({:016x}, generation {}); this process \
+                 ({instance:016x}, last generation {}) is fenced and must stop",
+                current.instance,
+                current.generation,
+                h.held.map_or("none".to_string(), |g| g.to_string())
+            );
+            tracing::error!(site_id, %reason, "refusing a fenced process");
+            st.event(Some(site_id), "site-fenced", reason.clone());
+            st.obs.metrics.site_event(SiteEvent::Fenced);
+            let _ = actor.cast(SiteMsg::FromServer(Ok(ToSite::Fenced { reason })));
+            return Ok(());
+        }
+        HelloDecision::Admit { admission, supersedes } => {
+            if let Some(old) = supersedes {
+                st.fence(site_id, old, admission);
+            }
+            admission
+        }
+    };
+    let (num_samples, generation) = (h.num_samples, admission.generation);
+    tracing::info!(site_id, num_samples, generation, instance = format!("{instance:016x}"), "site joined");
     st.sites.remove(&site_id);
-    st.admit(site_id, actor)?;
-    st.report.site_classes.insert(site_id, class_counts);
+    st.admit(site_id, actor, admission)?;
+    st.report.site_classes.insert(site_id, h.class_counts);
     st.progress.sites.set_message(format!("{} joined", st.sites.len()));
     if st.waiting_to_start && st.sites.len() as u32 >= st.cfg.federation.sites {
         st.waiting_to_start = false;
@@ -463,24 +551,13 @@ fn on_finish_now(me: &ActorRef<ServerMsg>, st: &mut ServerState) {
     }
 }
 
-/// A heartbeat answer: pings answered, or a site declared lost is back.
-fn on_pong(st: &mut ServerState, site_id: u32, seq: u64) -> Result<(), ActorProcessingErr> {
-    match st.sites.get_mut(&site_id) {
-        Some(site) => {
-            for sent in site.pings.answered(seq) {
-                st.obs.metrics.heartbeat_answered(sent.elapsed().as_secs_f64());
-            }
-        }
-        None => {
-            // A site we declared lost (hung, partitioned) answers again: it is back.
-            if let Some(actor) = ServerState::site_actor(site_id) {
-                if st.report.site_classes.contains_key(&site_id) {
-                    st.admit(site_id, actor)?;
-                }
-            }
+/// A heartbeat answer of a member (the gate re-admitted a lost site that answers again): pings answered.
+fn on_pong(st: &mut ServerState, site_id: u32, seq: u64) {
+    if let Some(site) = st.sites.get_mut(&site_id) {
+        for sent in site.pings.answered(seq) {
+            st.obs.metrics.heartbeat_answered(sent.elapsed().as_secs_f64());
         }
     }
-    Ok(())
 }
 
 /// A heartbeat tick (enqueued at `now`): ping every member, lose the ones whose oldest ping is overdue.

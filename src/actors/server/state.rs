@@ -2,7 +2,7 @@
 //! roles, pending evaluations) and the small steps on it that every concern shares (events, status, the round's
 //! blob on the bulk plane, admitting and losing a site, ending the run).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -15,14 +15,15 @@ use super::liveness::Pings;
 use super::Observed;
 use crate::actors::evaluator::EvaluatorArgs;
 use crate::actors::messages::{
-    site_actor_name, BlobRef, EvaluatorMsg, RoleMsg, RoundEvent, RoundSummary, ServerMsg, SiteEval, SiteMsg, ToRole,
-    ToSite, WriterMsg, PROTOCOL_VERSION, SITES_GROUP,
+    site_actor_name, site_process_name, BlobRef, EvaluatorMsg, RoleMsg, RoundEvent, RoundSummary, ServerMsg, SiteEval,
+    SiteMsg, ToRole, ToSite, WriterMsg, PROTOCOL_VERSION, SITES_GROUP,
 };
 use crate::actors::restart_policy::RestartTracker;
 use crate::actors::{set_exit, Exit};
 use crate::cluster::bulk::BulkServer;
 use crate::config::Config;
 use crate::federation::checkpoint::{CheckpointMeta, CheckpointStore};
+use crate::federation::fencing::{Admission, Fencing};
 use crate::federation::round::RoundState;
 use crate::federation::weights::Weights;
 use crate::models::{DISCRIMINATOR_PREFIX, GENERATOR_PREFIX};
@@ -101,11 +102,13 @@ pub(super) struct SiteEntry {
     pub(super) actor: ActorRef<SiteMsg>,
     /// Pings sent and not answered yet, oldest first.
     pub(super) pings: Pings,
+    /// The admission this membership is (generation, process, transfer token).
+    pub(super) admission: Admission,
 }
 
 impl SiteEntry {
-    pub(super) fn new(actor: ActorRef<SiteMsg>) -> Self {
-        Self { actor, pings: Pings::default() }
+    pub(super) fn new(actor: ActorRef<SiteMsg>, admission: Admission) -> Self {
+        Self { actor, pings: Pings::default(), admission }
     }
 }
 
@@ -158,7 +161,8 @@ pub struct ServerState {
     pub(super) stay_up: bool,
     /// The run ended successfully (with `stay_up`): why, for sites that join later.
     pub(super) finished: Option<String>,
-    pub(super) tokens: HashMap<u32, u64>,
+    /// Who holds each site (a site identity is active in one process at a time).
+    pub(super) fencing: Fencing,
     pub(super) blob: Option<BlobRef>,
     pub(super) roles: BTreeMap<String, RoleEntry>,
     pub(super) next_reader: u32,
@@ -262,11 +266,12 @@ impl ServerState {
         tokio::task::spawn_blocking(move || write_pictures(&report, &out));
     }
 
-    /// The remote actor of site `id`, from the sites process group.
-    pub(super) fn site_actor(id: u32) -> Option<ActorRef<SiteMsg>> {
+    /// The remote actor of process `instance` of site `id`, from the sites process group.
+    pub(super) fn site_actor(id: u32, instance: u64) -> Option<ActorRef<SiteMsg>> {
+        let name = site_process_name(id, instance);
         pg::get_members(&SITES_GROUP.to_string())
             .into_iter()
-            .find(|c| !c.get_id().is_local() && c.get_name().as_deref() == Some(&site_actor_name(id)))
+            .find(|c| !c.get_id().is_local() && c.get_name().as_deref() == Some(name.as_str()))
             .map(ActorRef::<SiteMsg>::from)
     }
 
@@ -346,14 +351,19 @@ impl ServerState {
         }
     }
 
-    /// A site (re)joined: record it, give it its bulk token, and if a round is open, bring it into that round.
-    pub(super) fn admit(&mut self, id: u32, actor: ActorRef<SiteMsg>) -> Result<(), ActorProcessingErr> {
+    /// A site (re)joined under `admission`: record it, give it its bulk token and generation, and if a round is
+    /// open, bring it into that round.
+    pub(super) fn admit(
+        &mut self,
+        id: u32,
+        actor: ActorRef<SiteMsg>,
+        admission: Admission,
+    ) -> Result<(), ActorProcessingErr> {
         let rejoin = self.report.site_classes.contains_key(&id) && !self.sites.contains_key(&id);
-        self.sites.insert(id, SiteEntry::new(actor.clone()));
-        let token: u64 = rand::random();
-        self.tokens.insert(id, token);
+        self.sites.insert(id, SiteEntry::new(actor.clone(), admission));
+        let (token, generation) = (admission.token, admission.generation);
         self.bulk.grant(id, token);
-        actor.cast(SiteMsg::FromServer(Ok(ToSite::Welcome { protocol: PROTOCOL_VERSION, token })))?;
+        actor.cast(SiteMsg::FromServer(Ok(ToSite::Welcome { protocol: PROTOCOL_VERSION, token, generation })))?;
         if rejoin {
             tracing::info!(site_id = id, "site rejoined");
             self.event(Some(id), "site-rejoined", "answers again".into());
@@ -374,11 +384,10 @@ impl ServerState {
 
     /// Drops a site from the membership (and from the open round).
     pub(super) fn lose(&mut self, id: u32, kind: &str, detail: String) {
-        if self.sites.remove(&id).is_none() {
-            return;
+        let Some(entry) = self.sites.remove(&id) else { return };
+        if self.fencing.current(id).map(|a| a.token) == Some(entry.admission.token) {
+            self.bulk.revoke(id);
         }
-        self.tokens.remove(&id);
-        self.bulk.revoke(id);
         tracing::warn!(site_id = id, %detail, "site lost");
         self.event(Some(id), kind, detail);
         self.obs.metrics.site_event(SiteEvent::Lost);
@@ -390,6 +399,35 @@ impl ServerState {
             e.lost.insert(id);
         }
         self.progress.sites.set_message(format!("{} joined", self.sites.len()));
+    }
+
+    /// Another process took site `id` over (`old` was its admission): withdraw the old token as fenced, tell the old
+    /// process to stop, and drop it from the membership (and the open round) if it was still a member.
+    pub(super) fn fence(&mut self, id: u32, old: Admission, by: Admission) {
+        self.bulk.fence(id, old.token);
+        let detail = format!(
+            "process {:016x} (generation {}) taken over by process {:016x} (generation {})",
+            old.instance, old.generation, by.instance, by.generation
+        );
+        tracing::warn!(site_id = id, %detail, "site taken over; the old process is fenced");
+        self.event(Some(id), "site-fenced", detail);
+        self.obs.metrics.site_event(SiteEvent::Fenced);
+        self.tell_fenced(id, old.instance, by);
+        if self.sites.get(&id).is_some_and(|e| e.admission.generation == old.generation) {
+            self.lose(id, "site-taken-over", format!("process {:016x} replaced", old.instance));
+        }
+    }
+
+    /// Tells process `instance` of site `id` (if it is still reachable) that `by` holds the site now.
+    pub(super) fn tell_fenced(&self, id: u32, instance: u64, by: Admission) {
+        if let Some(actor) = Self::site_actor(id, instance) {
+            let reason = format!(
+                "site {id} is now held by another process ({:016x}, generation {}); this process ({instance:016x}) must \
+                 stop",
+                by.instance, by.generation
+            );
+            let _ = actor.cast(SiteMsg::FromServer(Ok(ToSite::Fenced { reason })));
+        }
     }
 
     pub(super) fn membership(&self) -> Vec<String> {
