@@ -36,6 +36,7 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub runtime: RuntimeConfig,
     pub evaluation: EvaluationConfig,
+    pub k8s: K8sConfig,
     /// Faults injected on purpose (tests and chaos scenarios); empty in normal runs.
     pub faults: Vec<Fault>,
 }
@@ -234,6 +235,25 @@ impl RuntimeConfig {
     }
 }
 
+/// What the server may do in Kubernetes (with `histofed server --k8s-site-selector`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct K8sConfig {
+    /// Force-delete a site pod whose site is lost in the federation while its node has been NotReady/unreachable for
+    /// `node_lost_secs`, so that its StatefulSet recreates it on a surviving node. Off by default: it needs RBAC to
+    /// watch nodes (ClusterRole) and delete pods, and a forced delete skips the dead kubelet's confirmation (fencing
+    /// refuses the old process should the node come back).
+    pub remediate_lost_nodes: bool,
+    /// How long a site's node must have been seen down (by this server) before its pod is force-deleted.
+    pub node_lost_secs: f64,
+}
+
+impl Default for K8sConfig {
+    fn default() -> Self {
+        Self { remediate_lost_nodes: false, node_lost_secs: 30.0 }
+    }
+}
+
 /// The evaluator role: what it measures and how often (see `quality` and `reference`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -397,6 +417,12 @@ impl Config {
         }
         if self.runtime.threads < 1 {
             return Err(ConfigError::Invalid("runtime.threads must be at least 1".into()));
+        }
+        if !(self.k8s.node_lost_secs.is_finite() && self.k8s.node_lost_secs >= 0.0) {
+            return Err(ConfigError::Invalid(format!(
+                "k8s.node_lost_secs = {} must be zero or a positive number of seconds",
+                self.k8s.node_lost_secs
+            )));
         }
         self.validate_evaluation()
     }

@@ -281,8 +281,10 @@ pub enum ServerMsg {
     RestartChild(ServerChild),
     /// The final evaluation took too long: finish the run without it.
     FinishNow,
-    /// Kubernetes reported a change of a site's pod (when the server watches the API).
-    Kube(crate::kube::membership::MembershipEvent),
+    /// Kubernetes reported a change of a site's pod or of a node (when the server watches the API).
+    Kube(crate::kube::KubeEvent),
+    /// A force-delete of a site pod stranded on a dead node ended.
+    Remediated(Remediated),
     /// The aggregator thread checked one update (decoded, validated, folded), or refused it.
     Folded(Box<Folded>),
     /// The aggregator thread finished a round's aggregation.
@@ -294,6 +296,16 @@ pub enum ServerMsg {
     AggregatorGone,
     /// `/pulse`: answer at once with where the server stands.
     Pulse(ractor::RpcReplyPort<crate::observability::PulseReply>),
+}
+
+/// How the server's force-delete of site `site_id`'s pod `pod` (on dead node `node`) ended.
+#[derive(Debug, Clone)]
+pub struct Remediated {
+    pub site_id: u32,
+    pub pod: String,
+    pub uid: String,
+    pub node: String,
+    pub result: Result<crate::kube::Deleted, String>,
 }
 
 /// One update, checked off the actor by the server's aggregator thread.

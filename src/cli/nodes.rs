@@ -369,6 +369,7 @@ pub async fn run_server(mut cfg: Config, opts: ServerOpts) -> Result<()> {
         None if listen.port() == 0 => 0,
         None => listen.port().checked_add(1).context("cluster.server_addr port 65535 leaves no bulk port")?,
     };
+    let kube = kube_setup(&cfg, opts.k8s_site_selector.as_deref()).await?;
     let node = cluster::start_node("server", listen, cfg.cookie(), cfg.cluster.max_frame_mib << 20, security).await?;
     let exit: Exit = Arc::new(Mutex::new(None));
     let obs = Observed {
@@ -407,6 +408,7 @@ pub async fn run_server(mut cfg: Config, opts: ServerOpts) -> Result<()> {
         restart_policy: RestartPolicy::default(),
         obs: obs.clone(),
         stay_up: opts.stay_up,
+        remediation: kube.as_ref().and_then(|k| k.remediation.clone()),
     };
     serve_http(
         opts.http,
@@ -419,8 +421,8 @@ pub async fn run_server(mut cfg: Config, opts: ServerOpts) -> Result<()> {
     )
     .await?;
     let (server, handle) = Actor::spawn(Some("histofed-server".into()), ServerActor, args).await?;
-    if let Some(selector) = &opts.k8s_site_selector {
-        watch_site_pods(server.clone(), selector).await;
+    if let Some(k) = kube {
+        watch_site_pods(server.clone(), k);
     }
     tracing::info!(%listen, mtls, "server listening");
     wait_for_server(server, handle, node, &exit, &out).await
@@ -462,19 +464,55 @@ async fn wait_for_server(
     }
 }
 
-/// Feeds the server the Kubernetes view of its site pods. Without API access (no kubeconfig, no service account,
-/// RBAC) the server goes on with cluster events and heartbeats alone, and says so.
-pub(super) async fn watch_site_pods(server: ActorRef<ServerMsg>, selector: &str) {
+/// The server's link to the API server, when it watches its site pods.
+struct KubeSetup {
+    client: ::kube::Client,
+    namespace: String,
+    selector: String,
+    nodes: crate::kube::NodeWatch,
+    remediation: Option<crate::actors::server::Remediation>,
+}
+
+/// Connects to the API server when `--k8s-site-selector` is given. Without API access (no kubeconfig, no service
+/// account) the server goes on with cluster events and heartbeats alone, and says so — unless
+/// `k8s.remediate_lost_nodes` asks for remediation, whose access (list nodes, delete pods) is checked here so that a
+/// missing RBAC rule stops the start with a message naming it, instead of doing nothing when a node dies.
+async fn kube_setup(cfg: &Config, selector: Option<&str>) -> Result<Option<KubeSetup>> {
+    let remediate = cfg.k8s.remediate_lost_nodes;
+    let Some(selector) = selector else {
+        if remediate {
+            bail!("k8s.remediate_lost_nodes needs the pod watch: start the server with --k8s-site-selector");
+        }
+        return Ok(None);
+    };
     let client = match crate::kube::client().await {
         Ok(c) => c,
+        Err(e) if remediate => return Err(e).context("k8s.remediate_lost_nodes needs Kubernetes API access"),
         Err(e) => {
             tracing::warn!(error = %e, "no Kubernetes API access; site membership from the cluster only");
-            return;
+            return Ok(None);
         }
     };
-    let ns = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| client.default_namespace().to_string());
-    tracing::info!(namespace = %ns, %selector, "watching site pods");
-    let mut watch = crate::kube::membership::watch_sites(client, &ns, selector, 256);
+    let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| client.default_namespace().to_string());
+    let (nodes, remediation) = if remediate {
+        crate::kube::remediation::check_access(&client, &namespace).await.context(
+            "k8s.remediate_lost_nodes needs RBAC to list/watch nodes (a ClusterRole) and delete pods in the namespace \
+             (see k8s/base/rbac.yaml and k8s/overlays/nodeloss)",
+        )?;
+        let after = Duration::from_secs_f64(cfg.k8s.node_lost_secs);
+        tracing::info!(after_secs = after.as_secs_f64(), %namespace, "node-loss remediation on");
+        let deleter = crate::kube::PodDeleter::new(client.clone(), &namespace);
+        (crate::kube::NodeWatch::Required, Some(crate::actors::server::Remediation { deleter, after }))
+    } else {
+        (crate::kube::NodeWatch::IfAllowed, None)
+    };
+    Ok(Some(KubeSetup { client, namespace, selector: selector.to_string(), nodes, remediation }))
+}
+
+/// Feeds the server the Kubernetes view of its site pods (and nodes).
+fn watch_site_pods(server: ActorRef<ServerMsg>, k: KubeSetup) {
+    tracing::info!(namespace = %k.namespace, selector = %k.selector, nodes = ?k.nodes, "watching site pods");
+    let mut watch = crate::kube::watch_sites(k.client, &k.namespace, &k.selector, k.nodes, 256);
     tokio::spawn(async move {
         while let Some(ev) = watch.events.recv().await {
             if server.cast(ServerMsg::Kube(ev)).is_err() {
@@ -482,7 +520,7 @@ pub(super) async fn watch_site_pods(server: ActorRef<ServerMsg>, selector: &str)
             }
         }
         if let Ok(Err(e)) = watch.task.await {
-            tracing::warn!(error = %e, "the pod watch ended; site membership from the cluster only");
+            tracing::warn!(error = %e, "the Kubernetes watch ended; site membership from the cluster only");
         }
     });
 }

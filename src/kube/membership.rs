@@ -8,7 +8,7 @@
 //!
 //! Design: reconcile-as-a-function. [`site_view`] maps a set of pods to a per-site status, [`diff_views`] turns
 //! two views into [`MembershipEvent`]s, and [`SiteTracker`] folds `kube::runtime::watcher` events into the view —
-//! all pure and unit-tested. [`watch_sites`] is the thin async shell: a watcher with backoff feeding the tracker
+//! all pure and unit-tested. [`super::watch::watch_sites`] is the thin async shell: a watcher with backoff feeding the tracker
 //! and sending events through a bounded tokio channel. A relist after a watch gap (the watcher's `Init`…`InitDone`)
 //! is diffed as a whole, so pods deleted while the watch was down still produce their `Gone`.
 //!
@@ -18,12 +18,7 @@
 
 use std::collections::BTreeMap;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-
-use super::KubeError;
 
 /// Why a site is gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -95,6 +90,8 @@ pub struct SiteStatus {
     /// The pod's uid: a different uid under the same name is a new pod (the StatefulSet recreated it).
     pub uid: Option<String>,
     pub state: PodState,
+    /// `spec.nodeName`: where the pod was scheduled (`None` while unscheduled).
+    pub node: Option<String>,
 }
 
 /// The StatefulSet ordinal of a pod name `<statefulset>-<N>`: the digits after the last `-`, in canonical form
@@ -144,7 +141,12 @@ pub fn site_view(pods: &[Pod]) -> BTreeMap<u32, SiteStatus> {
     for pod in pods {
         let Some(name) = pod.metadata.name.as_deref() else { continue };
         let Some(site_id) = ordinal_from_pod_name(name) else { continue };
-        let candidate = SiteStatus { pod: name.to_string(), uid: pod.metadata.uid.clone(), state: pod_state(pod) };
+        let candidate = SiteStatus {
+            pod: name.to_string(),
+            uid: pod.metadata.uid.clone(),
+            state: pod_state(pod),
+            node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+        };
         match view.get(&site_id) {
             Some(cur) if rank(cur) >= rank(&candidate) => {}
             _ => {
@@ -196,7 +198,7 @@ fn diff_site(site_id: u32, old: Option<&SiteStatus>, new: Option<&SiteStatus>, o
 }
 
 /// Folds `kube::runtime::watcher` events into the site view and emits the membership events. Pure: feed it events,
-/// read its output; [`watch_sites`] drives it from a real watch.
+/// read its output; [`super::watch`] drives it from a real watch.
 #[derive(Debug, Default)]
 pub struct SiteTracker {
     pods: BTreeMap<String, Pod>,
@@ -254,90 +256,6 @@ impl SiteTracker {
         let events = diff_views(&self.view, &view);
         self.view = view;
         events
-    }
-}
-
-/// A running site watch: membership events arrive on `events`; `task` ends with `Ok` once `events` is dropped, or
-/// with the permanent error (RBAC, missing namespace) that stopped it. Transient errors are retried with backoff and
-/// logged.
-pub struct SiteWatch {
-    pub events: mpsc::Receiver<MembershipEvent>,
-    pub task: JoinHandle<Result<(), KubeError>>,
-}
-
-/// Watches the pods matching `label_selector` in `namespace` (e.g. `app=histofed-site`) and sends membership
-/// events on a channel of `buffer` slots. The first events describe the sites that exist when the watch starts.
-pub fn watch_sites(client: ::kube::Client, namespace: &str, label_selector: &str, buffer: usize) -> SiteWatch {
-    let (tx, events) = mpsc::channel(buffer.max(1));
-    let api: ::kube::Api<Pod> = ::kube::Api::namespaced(client, namespace);
-    let config = ::kube::runtime::watcher::Config::default().labels(label_selector);
-    let namespace = namespace.to_string();
-    let task = tokio::spawn(run_watch(api, config, namespace, tx));
-    SiteWatch { events, task }
-}
-
-async fn run_watch(
-    api: ::kube::Api<Pod>,
-    config: ::kube::runtime::watcher::Config,
-    namespace: String,
-    tx: mpsc::Sender<MembershipEvent>,
-) -> Result<(), KubeError> {
-    use ::kube::runtime::WatchStreamExt;
-    let mut stream = ::kube::runtime::watcher(api, config).default_backoff().boxed();
-    let mut tracker = SiteTracker::new();
-    // A cluster where pods cannot reach the API answers every retry with the same error: say it once, then
-    // quietly (debug) until the watch works again.
-    let mut failing = false;
-    loop {
-        let item = tokio::select! {
-            item = stream.next() => item,
-            _ = tx.closed() => return Ok(()),
-        };
-        let Some(item) = item else { return Ok(()) };
-        match item {
-            Ok(ev) => {
-                if failing {
-                    tracing::info!("site watch works again");
-                    failing = false;
-                }
-                for e in tracker.handle(ev) {
-                    tracing::info!(site_id = e.site_id(), pod = e.pod(), event = ?e, "site membership");
-                    if tx.send(e).await.is_err() {
-                        return Ok(());
-                    }
-                }
-            }
-            Err(err) => {
-                let err = classify_watch_error(err, &namespace);
-                if err.is_permanent() {
-                    tracing::error!(error = %err, "site watch stopped");
-                    return Err(err);
-                }
-                if failing {
-                    tracing::debug!(error = %err, "site watch error; retrying with backoff");
-                } else {
-                    tracing::warn!(error = %err, "site watch error; retrying with backoff (further errors at debug level)");
-                    failing = true;
-                }
-            }
-        }
-    }
-}
-
-fn classify_watch_error(err: ::kube::runtime::watcher::Error, namespace: &str) -> KubeError {
-    use ::kube::runtime::watcher::Error as W;
-    match err {
-        W::InitialListFailed(e) => KubeError::from_client(e, "list", "pods", namespace),
-        W::WatchStartFailed(e) | W::WatchFailed(e) => KubeError::from_client(e, "watch", "pods", namespace),
-        W::WatchError(s) => KubeError::from_client(::kube::Error::Api(s), "watch", "pods", namespace),
-        W::NoResourceVersion => KubeError::Api {
-            verb: "watch",
-            resource: "pods",
-            namespace: namespace.to_string(),
-            code: 0,
-            reason: "NoResourceVersion".into(),
-            message: "no metadata.resourceVersion in the list".into(),
-        },
     }
 }
 

@@ -5,6 +5,9 @@
 //! is being deleted, that failed, or that stopped being Ready. [`membership`] turns pod watch events into site
 //! membership events the server can act on (skip a site in the open round instead of waiting for its deadline),
 //! and [`chaos`] kills site pods on purpose so that the resilience claims are tested against real pod deletion.
+//! [`nodes`] follows node health, and [`remediation`] decides when a site pod stranded on a dead node may be
+//! force-deleted so its StatefulSet recreates it on a surviving node (opt-in, `k8s.remediate_lost_nodes`).
+//! [`watch`] is the async shell that runs the pod and node watches and feeds the server one stream of events.
 //!
 //! Everything here uses `::kube` with absolute paths because this module is itself named `kube` in the histofed crate.
 //! The pure parts (ordinal parsing, the pod → site view, the view diff, environment discovery) take plain data
@@ -13,12 +16,18 @@
 
 pub mod chaos;
 pub mod membership;
+pub mod nodes;
+pub mod remediation;
+pub mod watch;
 
 pub use chaos::{kill_pods, Kill, KillOpts, KillSummary};
 pub use membership::{
-    diff_views, in_cluster, ordinal_from_pod_name, server_addr_from_env, site_view, watch_sites, GoneReason,
-    MembershipEvent, PodState, SiteStatus, SiteTracker, SiteWatch,
+    diff_views, in_cluster, ordinal_from_pod_name, server_addr_from_env, site_view, GoneReason, MembershipEvent,
+    PodState, SiteStatus, SiteTracker,
 };
+pub use nodes::{NodeChange, NodeDown, NodeHealth};
+pub use remediation::{decide, Deleted, Hold, Placement, PodDeleter, Remedy};
+pub use watch::{watch_sites, ClusterWatch, KubeEvent, NodeWatch};
 
 /// What failed when talking to the API server, named precisely enough to fix RBAC or configuration from the
 /// message alone (`forbidden: cannot delete pods in namespace histofed: ...`).
@@ -109,7 +118,8 @@ mod api_server_tests {
     use serde_json::json;
 
     use super::chaos::{kill_pods, KillOpts};
-    use super::membership::{watch_sites, GoneReason, MembershipEvent};
+    use super::membership::{GoneReason, MembershipEvent};
+    use super::watch::{watch_sites, KubeEvent, NodeWatch};
     use super::KubeError;
 
     const SELECTOR: &str = "app=histofed-site";
@@ -142,11 +152,17 @@ mod api_server_tests {
         pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.expect("patch status");
     }
 
-    async fn next(events: &mut tokio::sync::mpsc::Receiver<MembershipEvent>) -> MembershipEvent {
-        tokio::time::timeout(Duration::from_secs(10), events.recv())
-            .await
-            .expect("a membership event within 10 s")
-            .expect("watch still running")
+    /// The next membership event (placements and node changes skipped).
+    async fn next(events: &mut tokio::sync::mpsc::Receiver<KubeEvent>) -> MembershipEvent {
+        loop {
+            let ev = tokio::time::timeout(Duration::from_secs(10), events.recv())
+                .await
+                .expect("a membership event within 10 s")
+                .expect("watch still running");
+            if let KubeEvent::Membership(m) = ev {
+                return m;
+            }
+        }
     }
 
     #[tokio::test]
@@ -157,7 +173,7 @@ mod api_server_tests {
         let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
         // A pod that exists before the watch starts is reported by the initial list.
         pods.create(&PostParams::default(), &site_pod("histofed-site-0")).await.expect("create pod 0");
-        let mut watch = watch_sites(client.clone(), &ns, SELECTOR, 16);
+        let mut watch = watch_sites(client.clone(), &ns, SELECTOR, NodeWatch::Off, 16);
         assert_eq!(
             next(&mut watch.events).await,
             MembershipEvent::Expected { site_id: 0, pod: "histofed-site-0".into() }
@@ -218,7 +234,7 @@ mod api_server_tests {
         }
         set_status(&pods, "histofed-site-0", "Running", true).await;
         set_status(&pods, "histofed-site-2", "Running", true).await;
-        let mut watch = watch_sites(client.clone(), &ns, SELECTOR, 64);
+        let mut watch = watch_sites(client.clone(), &ns, SELECTOR, NodeWatch::Off, 64);
         // Dry run first: the API server answers, nothing is deleted.
         let opts = KillOpts { every: Duration::from_millis(200), count: 1, seed: Some(1), ..KillOpts::new(SELECTOR) };
         let dry = kill_pods(pods.clone(), KillOpts { dry_run: true, ..opts.clone() }).await.expect("dry run");
@@ -310,11 +326,79 @@ mod api_server_tests {
         let nobody = as_user(format!("system:serviceaccount:{ns}:nobody")).await;
         let err = kill_pods(Api::namespaced(nobody.clone(), &ns), opts).await.expect_err("list must be refused");
         assert!(matches!(&err, KubeError::Forbidden { verb: "list", resource: "pods", .. }), "{err}");
-        let watch = watch_sites(nobody, &ns, SELECTOR, 4);
+        let watch = watch_sites(nobody, &ns, SELECTOR, NodeWatch::Off, 4);
         let ended = tokio::time::timeout(Duration::from_secs(10), watch.task).await.expect("watch stops");
         assert!(matches!(ended, Ok(Err(KubeError::Forbidden { verb: "list", .. }))), "{ended:?}");
         assert_eq!(pods.list(&Default::default()).await.expect("list").items.len(), 1);
         drop_namespace(&admin, &ns).await;
+    }
+
+    /// Remediation against the real API server: a Node whose Ready condition is Unknown (as the node controller
+    /// sets it for a dead kubelet), a site pod bound to it; the watch reports both, `decide` picks the pod, the
+    /// forced delete removes it — and the uid guard leaves a successor of the same name alone. The access check
+    /// passes for the admin and names what is missing for a service account without the rules.
+    #[tokio::test]
+    #[ignore = "needs a real API server: shared/k8s/up.sh, then KUBECONFIG"]
+    async fn a_pod_on_a_dead_node_is_force_deleted_once_and_never_its_successor() {
+        use super::remediation::{check_access, decide, Deleted, PodDeleter, Remedy};
+        use super::watch::KubeEvent;
+        use super::NodeChange;
+        use k8s_openapi::api::core::v1::Node;
+        let client = Client::try_default().await.expect("KUBECONFIG");
+        let ns = namespace(&client, "nodeloss").await;
+        let nodes: Api<Node> = Api::all(client.clone());
+        let dead = format!("it-dead-{}", super::unix_ms() % 1_000_000);
+        let node: Node = serde_json::from_value(json!({"metadata": {"name": dead}})).expect("node");
+        nodes.create(&PostParams::default(), &node).await.expect("create node");
+        let status =
+            json!({"status": {"conditions": [{"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown"}]}});
+        nodes.patch_status(&dead, &PatchParams::default(), &Patch::Merge(&status)).await.expect("node status");
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let mut pod = site_pod("histofed-site-1");
+        pod.spec.as_mut().expect("spec").node_name = Some(dead.clone());
+        let created = pods.create(&PostParams::default(), &pod).await.expect("create pod");
+        let uid = created.metadata.uid.clone().expect("uid");
+        let mut watch = watch_sites(client.clone(), &ns, SELECTOR, NodeWatch::Required, 64);
+        let (mut placement, mut down) = (None, None);
+        while placement.is_none() || down.is_none() {
+            let ev = tokio::time::timeout(Duration::from_secs(10), watch.events.recv())
+                .await
+                .expect("cluster events within 10 s")
+                .expect("watch running");
+            match ev {
+                KubeEvent::Placement { site_id: 1, placement: Some(p) } => placement = Some(p),
+                KubeEvent::Node(NodeChange::Down { node, down: d }) if node == dead => down = Some(d),
+                _ => {}
+            }
+        }
+        let placement = placement.expect("placement");
+        assert_eq!((placement.node.as_deref(), placement.uid.as_deref()), (Some(dead.as_str()), Some(uid.as_str())));
+        let down = down.expect("down");
+        assert_eq!(down.health, super::NodeHealth::Unreachable);
+        let now = std::time::Instant::now();
+        let remedy = decide(false, &placement, Some(Some(down)), false, Duration::ZERO, now);
+        let Remedy::ForceDelete { pod: name, uid: guard, node: on, .. } = remedy else { panic!("{remedy:?}") };
+        assert_eq!((name.as_str(), on.as_str()), ("histofed-site-1", dead.as_str()));
+        assert!(matches!(decide(true, &placement, Some(Some(down)), false, Duration::ZERO, now), Remedy::Hold(_)));
+        check_access(&client, &ns).await.expect("the admin may list nodes and delete pods");
+        let deleter = PodDeleter::new(client.clone(), &ns);
+        assert_eq!(deleter.force_delete(&name, &guard).await.expect("delete"), Deleted::Deleted);
+        // Grace 0 on a pod whose kubelet never answers: the object is gone at once.
+        let left = pods.get_opt("histofed-site-1").await.expect("get");
+        assert!(left.is_none_or(|p| p.metadata.uid.as_deref() != Some(uid.as_str())), "the stranded pod is gone");
+        // The StatefulSet's successor takes the name: a late delete with the old uid must not touch it.
+        pods.create(&PostParams::default(), &site_pod("histofed-site-1")).await.expect("successor");
+        assert_eq!(deleter.force_delete(&name, &guard).await.expect("guarded delete"), Deleted::AlreadyGone);
+        assert!(pods.get_opt("histofed-site-1").await.expect("get").is_some(), "the successor survives");
+        // A service account without the rules: the check names the verb and resource.
+        let mut cfg = ::kube::Config::infer().await.expect("config");
+        cfg.auth_info.impersonate = Some(format!("system:serviceaccount:{ns}:nobody"));
+        let nobody = Client::try_from(cfg).expect("client");
+        let err = check_access(&nobody, &ns).await.expect_err("nobody may not");
+        assert!(matches!(&err, KubeError::Forbidden { verb: "list", resource: "nodes", .. }), "{err}");
+        drop(watch.events);
+        let _ = nodes.delete(&dead, &DeleteParams::default()).await;
+        drop_namespace(&client, &ns).await;
     }
 
     /// After `scripts/k8s_validate.sh --apply` (the cpu overlay applied to namespace histofed): the StatefulSet
@@ -323,7 +407,7 @@ mod api_server_tests {
     #[ignore = "needs the cpu overlay applied to a real API server (scripts/k8s_validate.sh --apply)"]
     async fn membership_sees_the_statefulset_of_the_overlay() {
         let client = Client::try_default().await.expect("KUBECONFIG");
-        let mut watch = watch_sites(client, "histofed", SELECTOR, 16);
+        let mut watch = watch_sites(client, "histofed", SELECTOR, NodeWatch::Off, 16);
         let mut ids = BTreeSet::new();
         while ids.len() < 3 {
             if let MembershipEvent::Expected { site_id, pod } = next(&mut watch.events).await {

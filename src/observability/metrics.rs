@@ -10,6 +10,9 @@
 //! - `histofed_round` (last completed), `histofed_rounds_configured`, `histofed_round_duration_seconds` (histogram),
 //!   `histofed_round_retries_total`
 //! - `histofed_sites_joined`, `histofed_sites_expected`, `histofed_site_events_total{kind}`
+//! - `histofed_node_events_total{kind}` (a node left or regained Ready, from the Kubernetes node watch),
+//!   `histofed_pod_remediations_total{outcome}` (site pods force-deleted off a dead node: `deleted`, `already-gone`,
+//!   `failed`)
 //!   (`joined|lost|rejoined|refused`)
 //! - `histofed_updates_total{outcome,reason}` (`accepted` with reason `""`, or `rejected` with a short reason)
 //! - `histofed_bytes_sent_total`, `histofed_bytes_received_total`, `histofed_bad_frames_total`
@@ -80,6 +83,11 @@ struct InfoLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -180,6 +188,8 @@ struct Inner {
     sites_joined: Gauge,
     sites_expected: Gauge,
     site_events: Family<KindLabel, Counter>,
+    node_events: Family<KindLabel, Counter>,
+    remediations: Family<OutcomeLabel, Counter>,
     updates: Family<UpdateLabels, Counter>,
     reasons_seen: Mutex<HashSet<String>>,
     bytes_sent: Counter,
@@ -237,7 +247,7 @@ impl Metrics {
         r.register_collector(Box::new(Arc::clone(&scrape)));
         // Every kind exists from the start at 0, so `increase(...)` alerts see the first event.
         let site_events = Family::<KindLabel, Counter>::default();
-        for kind in [SiteEvent::Joined, SiteEvent::Lost, SiteEvent::Rejoined, SiteEvent::Refused] {
+        for kind in [SiteEvent::Joined, SiteEvent::Lost, SiteEvent::Rejoined, SiteEvent::Refused, SiteEvent::Fenced] {
             let _ = site_events.get_or_create(&KindLabel { kind: kind.as_str() });
         }
         let updates = Family::<UpdateLabels, Counter>::default();
@@ -269,6 +279,13 @@ impl Metrics {
             sites_joined: add(&mut r, "sites_joined", "Sites currently joined", Gauge::default()),
             sites_expected: add(&mut r, "sites_expected", "Sites the configuration expects", Gauge::default()),
             site_events: add(&mut r, "site_events", "Site membership events by kind", site_events),
+            node_events: add(&mut r, "node_events", "Kubernetes node health changes by kind", Family::default()),
+            remediations: add(
+                &mut r,
+                "pod_remediations",
+                "Site pods force-deleted off a dead node, by outcome",
+                Family::default(),
+            ),
             updates: add(&mut r, "updates", "Site updates by outcome; rejected ones by reason", updates),
             reasons_seen: Mutex::new(HashSet::new()),
             bytes_sent: add(&mut r, "bytes_sent", "Payload bytes sent to peers", Counter::default()),
@@ -366,6 +383,16 @@ impl Metrics {
 
     pub fn site_event(&self, kind: SiteEvent) {
         self.inner.site_events.get_or_create(&KindLabel { kind: kind.as_str() }).inc();
+    }
+
+    /// A node changed health: `not-ready`, `unreachable`, `ready`, `removed`.
+    pub fn node_event(&self, kind: &'static str) {
+        self.inner.node_events.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    /// A site pod force-delete ended: `deleted`, `already-gone`, `failed`.
+    pub fn pod_remediation(&self, outcome: &'static str) {
+        self.inner.remediations.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
     pub fn update_accepted(&self) {

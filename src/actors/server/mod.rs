@@ -43,6 +43,7 @@ mod aggregator;
 mod evaluation;
 mod ingest;
 mod liveness;
+mod nodeloss;
 mod persistence;
 pub mod resume;
 mod roles;
@@ -50,6 +51,7 @@ mod rounds;
 mod state;
 
 pub use aggregator::STRATEGY_STATE;
+pub use nodeloss::Remediation;
 pub use state::{round_summary, ServerState, CHECKPOINT_PARTS, ROLE_BLOBS_KEPT, ROLE_BLOB_KEY, ROLE_READER_BASE};
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -77,7 +79,6 @@ use crate::federation::fencing::{Fencing, FrameCheck, HelloDecision};
 use crate::federation::strategy::Strategy;
 use crate::federation::validate::{Refused, ValidationPolicy};
 use crate::federation::weights::Weights;
-use crate::kube::membership::MembershipEvent;
 use crate::observability::{Metrics, Pulse, PulseReply, Readiness, SiteEvent, StatusHandle};
 use crate::records::RunReport;
 use admission::{check_site_hello, refuse_site, HelloChecks};
@@ -115,6 +116,8 @@ pub struct ServerArgs {
     /// After a successful run, stay up and tell every site that (re)joins that the run is over (under a
     /// Deployment/StatefulSet, which restart whatever exits).
     pub stay_up: bool,
+    /// Force-delete site pods stranded on a dead node (Kubernetes, `k8s.remediate_lost_nodes`).
+    pub remediation: Option<Remediation>,
 }
 
 /// The handles the server keeps current for its HTTP endpoint (cheap clones of shared state).
@@ -222,6 +225,7 @@ impl Actor for ServerActor {
             stay_up: a.stay_up,
             finished: None,
             fencing: Fencing::new(now_ms() / 1000),
+            cluster: nodeloss::ClusterView::new(a.remediation),
             blob: None,
             roles: BTreeMap::new(),
             next_reader: ROLE_READER_BASE,
@@ -315,24 +319,6 @@ impl Actor for ServerActor {
     }
 }
 
-/// Kubernetes says a site's pod is gone or not ready: drop it at once (before TCP notices); a new pod for the same
-/// ordinal rejoins through the usual hello.
-async fn on_kube(
-    me: &ActorRef<ServerMsg>,
-    st: &mut ServerState,
-    ev: MembershipEvent,
-) -> Result<(), ActorProcessingErr> {
-    match ev {
-        MembershipEvent::Gone { site_id, pod, reason } => {
-            st.lose(site_id, "site-pod-gone", format!("pod {pod}: {reason:?}"));
-            check_round(me, st)?;
-        }
-        MembershipEvent::Expected { site_id, pod } => st.event(Some(site_id), "site-pod-expected", pod),
-        MembershipEvent::Ready { site_id, pod } => st.event(Some(site_id), "site-pod-ready", pod),
-    }
-    Ok(())
-}
-
 async fn dispatch(me: ActorRef<ServerMsg>, msg: ServerMsg, st: &mut ServerState) -> Result<(), ActorProcessingErr> {
     if let ServerMsg::FromSite(Ok(frame)) = &msg {
         if let Some((site_id, generation)) = frame.site_generation() {
@@ -369,7 +355,8 @@ async fn dispatch(me: ActorRef<ServerMsg>, msg: ServerMsg, st: &mut ServerState)
         ServerMsg::Saved { round, result } => on_saved(&me, st, round, result).await?,
         ServerMsg::Evaluated { round, result } => on_evaluated(&me, st, round, result),
         ServerMsg::RestartChild(which) => restart_child(&me, st, which).await?,
-        ServerMsg::Kube(ev) => on_kube(&me, st, ev).await?,
+        ServerMsg::Kube(ev) => nodeloss::on_kube(&me, st, ev)?,
+        ServerMsg::Remediated(r) => nodeloss::on_remediated(st, r),
         ServerMsg::FinishNow => on_finish_now(&me, st),
         ServerMsg::FromSite(Ok(ToServer::RoleHello { protocol, role })) => on_role_hello(st, protocol, role).await?,
         ServerMsg::FromSite(Ok(ToServer::Evaluated { site_id, round, result, .. })) => {
@@ -581,6 +568,7 @@ async fn on_heartbeat(me: &ActorRef<ServerMsg>, st: &mut ServerState, now: Insta
         let detail = format!("no heartbeat answer for {:.2} s (period {period} s)", waited.as_secs_f64());
         st.lose(id, "site-unresponsive", detail);
     }
+    nodeloss::remediate(me, st, now);
     // Sites lost since a federated evaluation was asked will not answer it.
     st.settle_site_evals(false);
     finish_if_settled(me, st);

@@ -163,6 +163,8 @@ pub struct ServerState {
     pub(super) finished: Option<String>,
     /// Who holds each site (a site identity is active in one process at a time).
     pub(super) fencing: Fencing,
+    /// What Kubernetes says about the site pods and nodes (empty without a pod watch).
+    pub(super) cluster: super::nodeloss::ClusterView,
     pub(super) blob: Option<BlobRef>,
     pub(super) roles: BTreeMap<String, RoleEntry>,
     pub(super) next_reader: u32,
