@@ -98,7 +98,16 @@ pub enum ToServer {
     /// Sent after joining (and re-joining): who the site is, which process (`instance`, random per process; its
     /// actor is registered as [`site_process_name`]), the admission this process held before (`held`: `None` for
     /// a process that never was admitted), and how much data it holds.
-    Hello { protocol: u32, site_id: u32, instance: u64, held: Option<u64>, num_samples: u64, class_counts: Vec<u64> },
+    /// `local_state`: the newest round the site's own state directory holds (`None`: it starts from the global weights).
+    Hello {
+        protocol: u32,
+        site_id: u32,
+        instance: u64,
+        held: Option<u64>,
+        local_state: Option<u64>,
+        num_samples: u64,
+        class_counts: Vec<u64>,
+    },
     /// Answer to a heartbeat `Ping` (carries its sequence number) under admission `generation`.
     Pong { site_id: u32, generation: u64, seq: u64 },
     /// The site cannot contribute to this round (restart budget exhausted, ...).
@@ -498,6 +507,7 @@ mod tests {
             site_id: 2,
             instance: 7,
             held: Some(3),
+            local_state: Some(2),
             num_samples: 100,
             class_counts: vec![1, 2],
         };

@@ -6,6 +6,7 @@
 //! (certs, bench, chaos); this file parses and dispatches.
 
 mod dataset;
+mod kube_link;
 mod nodes;
 mod studies;
 mod tools;

@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use ractor::{Actor, ActorRef};
 
+use super::kube_link::{kube_setup, watch_site_pods};
 use super::*;
 use crate::actors::evaluator::EvaluatorArgs;
 use crate::actors::messages::ServerMsg;
@@ -464,67 +465,6 @@ async fn wait_for_server(
     }
 }
 
-/// The server's link to the API server, when it watches its site pods.
-struct KubeSetup {
-    client: ::kube::Client,
-    namespace: String,
-    selector: String,
-    nodes: crate::kube::NodeWatch,
-    remediation: Option<crate::actors::server::Remediation>,
-}
-
-/// Connects to the API server when `--k8s-site-selector` is given. Without API access (no kubeconfig, no service
-/// account) the server goes on with cluster events and heartbeats alone, and says so — unless
-/// `k8s.remediate_lost_nodes` asks for remediation, whose access (list nodes, delete pods) is checked here so that a
-/// missing RBAC rule stops the start with a message naming it, instead of doing nothing when a node dies.
-async fn kube_setup(cfg: &Config, selector: Option<&str>) -> Result<Option<KubeSetup>> {
-    let remediate = cfg.k8s.remediate_lost_nodes;
-    let Some(selector) = selector else {
-        if remediate {
-            bail!("k8s.remediate_lost_nodes needs the pod watch: start the server with --k8s-site-selector");
-        }
-        return Ok(None);
-    };
-    let client = match crate::kube::client().await {
-        Ok(c) => c,
-        Err(e) if remediate => return Err(e).context("k8s.remediate_lost_nodes needs Kubernetes API access"),
-        Err(e) => {
-            tracing::warn!(error = %e, "no Kubernetes API access; site membership from the cluster only");
-            return Ok(None);
-        }
-    };
-    let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| client.default_namespace().to_string());
-    let (nodes, remediation) = if remediate {
-        crate::kube::remediation::check_access(&client, &namespace).await.context(
-            "k8s.remediate_lost_nodes needs RBAC to list/watch nodes (a ClusterRole) and delete pods in the namespace \
-             (see k8s/base/rbac.yaml and k8s/overlays/nodeloss)",
-        )?;
-        let after = Duration::from_secs_f64(cfg.k8s.node_lost_secs);
-        tracing::info!(after_secs = after.as_secs_f64(), %namespace, "node-loss remediation on");
-        let deleter = crate::kube::PodDeleter::new(client.clone(), &namespace);
-        (crate::kube::NodeWatch::Required, Some(crate::actors::server::Remediation { deleter, after }))
-    } else {
-        (crate::kube::NodeWatch::IfAllowed, None)
-    };
-    Ok(Some(KubeSetup { client, namespace, selector: selector.to_string(), nodes, remediation }))
-}
-
-/// Feeds the server the Kubernetes view of its site pods (and nodes).
-fn watch_site_pods(server: ActorRef<ServerMsg>, k: KubeSetup) {
-    tracing::info!(namespace = %k.namespace, selector = %k.selector, nodes = ?k.nodes, "watching site pods");
-    let mut watch = crate::kube::watch_sites(k.client, &k.namespace, &k.selector, k.nodes, 256);
-    tokio::spawn(async move {
-        while let Some(ev) = watch.events.recv().await {
-            if server.cast(ServerMsg::Kube(ev)).is_err() {
-                break;
-            }
-        }
-        if let Ok(Err(e)) = watch.task.await {
-            tracing::warn!(error = %e, "the Kubernetes watch ended; site membership from the cluster only");
-        }
-    });
-}
-
 pub async fn run_site(
     mut cfg: Config,
     site_id: u32,
@@ -544,6 +484,19 @@ pub async fn run_site(
     let state_dir = cfg.runtime.site_state_dir(site_id);
     let store =
         SiteStore::open(&state_dir).with_context(|| format!("opening the site's state in {}", state_dir.display()))?;
+    let local_state = store.newest_round();
+    match local_state {
+        None => tracing::info!(
+            dir = %state_dir.display(),
+            "no local state (a new volume, or one lost with its node): this site starts from the server's current \
+             global weights"
+        ),
+        Some(round) => tracing::info!(
+            dir = %state_dir.display(),
+            round,
+            "local state found: resumed if its round is the one the server has open"
+        ),
+    }
     let class_counts: Vec<u64> = shard.class_counts().iter().map(|&c| c as u64).collect();
     tracing::info!(site_id, images = shard.len(), ?class_counts, "site shard ready");
     let evaluator = site_evaluator(&cfg, &model, device, &splits.val, site_id);
@@ -571,6 +524,7 @@ pub async fn run_site(
     metrics.set_rounds_configured(cfg.federation.rounds);
     let args = SiteArgs {
         site_id,
+        local_state,
         node: node.server.clone(),
         security: node.security.clone(),
         server_addr,

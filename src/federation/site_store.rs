@@ -81,6 +81,14 @@ impl SiteStore {
             .is_ok_and(|rounds| rounds.contains(&round))
     }
 
+    /// The newest round this store holds anything of (progress or a finished update); `None` for an empty store —
+    /// a new volume, or one that did not survive (a node-local volume of a dead node): the site then starts its next
+    /// round from the server's current global weights.
+    pub fn newest_round(&self) -> Option<u64> {
+        let newest = |s: &CheckpointStore| s.list_rounds().ok().and_then(|r| r.last().copied());
+        newest(&self.progress).max(newest(&self.finished))
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -8,7 +8,7 @@
 //!
 //! Design: reconcile-as-a-function. [`site_view`] maps a set of pods to a per-site status, [`diff_views`] turns
 //! two views into [`MembershipEvent`]s, and [`SiteTracker`] folds `kube::runtime::watcher` events into the view —
-//! all pure and unit-tested. [`super::watch::watch_sites`] is the thin async shell: a watcher with backoff feeding the tracker
+//! all pure and unit-tested. `kube::watch` is the thin async shell: a watcher with backoff feeding the tracker
 //! and sending events through a bounded tokio channel. A relist after a watch gap (the watcher's `Init`…`InitDone`)
 //! is diffed as a whole, so pods deleted while the watch was down still produce their `Gone`.
 //!
@@ -198,7 +198,7 @@ fn diff_site(site_id: u32, old: Option<&SiteStatus>, new: Option<&SiteStatus>, o
 }
 
 /// Folds `kube::runtime::watcher` events into the site view and emits the membership events. Pure: feed it events,
-/// read its output; [`super::watch`] drives it from a real watch.
+/// read its output; `kube::watch` drives it from a real watch.
 #[derive(Debug, Default)]
 pub struct SiteTracker {
     pods: BTreeMap<String, Pod>,

@@ -380,7 +380,8 @@ mod api_server_tests {
         let Remedy::ForceDelete { pod: name, uid: guard, node: on, .. } = remedy else { panic!("{remedy:?}") };
         assert_eq!((name.as_str(), on.as_str()), ("histofed-site-1", dead.as_str()));
         assert!(matches!(decide(true, &placement, Some(Some(down)), false, Duration::ZERO, now), Remedy::Hold(_)));
-        check_access(&client, &ns).await.expect("the admin may list nodes and delete pods");
+        let checked = check_access(&client, &ns, SELECTOR).await.expect("the admin may list nodes and delete pods");
+        assert_eq!(checked, vec!["histofed-site-1".to_string()]);
         let deleter = PodDeleter::new(client.clone(), &ns);
         assert_eq!(deleter.force_delete(&name, &guard).await.expect("delete"), Deleted::Deleted);
         // Grace 0 on a pod whose kubelet never answers: the object is gone at once.
@@ -394,8 +395,55 @@ mod api_server_tests {
         let mut cfg = ::kube::Config::infer().await.expect("config");
         cfg.auth_info.impersonate = Some(format!("system:serviceaccount:{ns}:nobody"));
         let nobody = Client::try_from(cfg).expect("client");
-        let err = check_access(&nobody, &ns).await.expect_err("nobody may not");
+        let err = check_access(&nobody, &ns, SELECTOR).await.expect_err("nobody may not");
         assert!(matches!(&err, KubeError::Forbidden { verb: "list", resource: "nodes", .. }), "{err}");
+        // The component's rules (nodes watch; pods list/watch; delete by name): allowed for the named site pod,
+        // refused with the pod named for another.
+        let rules = json!({"metadata": {"name": "remediate"}, "rules": [
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["delete"], "resourceNames": ["histofed-site-1"]}]});
+        let role: Role = serde_json::from_value(rules).expect("role");
+        Api::<Role>::namespaced(client.clone(), &ns).create(&PostParams::default(), &role).await.expect("role");
+        let sa = json!({"kind": "ServiceAccount", "name": "remediator", "namespace": ns});
+        let binding: RoleBinding = serde_json::from_value(json!({"metadata": {"name": "remediate"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "remediate"},
+            "subjects": [sa.clone()]}))
+        .expect("binding");
+        Api::<RoleBinding>::namespaced(client.clone(), &ns).create(&PostParams::default(), &binding).await.expect("rb");
+        let crole = format!("{ns}-nodes");
+        let cr: k8s_openapi::api::rbac::v1::ClusterRole = serde_json::from_value(json!({"metadata": {"name": crole},
+            "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}]}))
+        .expect("clusterrole");
+        let crs: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(client.clone());
+        crs.create(&PostParams::default(), &cr).await.expect("clusterrole");
+        let crb: k8s_openapi::api::rbac::v1::ClusterRoleBinding =
+            serde_json::from_value(json!({"metadata": {"name": crole},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": crole},
+            "subjects": [sa]}))
+            .expect("clusterrolebinding");
+        let crbs: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(client.clone());
+        crbs.create(&PostParams::default(), &crb).await.expect("clusterrolebinding");
+        let mut cfg = ::kube::Config::infer().await.expect("config");
+        cfg.auth_info.impersonate = Some(format!("system:serviceaccount:{ns}:remediator"));
+        let remediator = Client::try_from(cfg).expect("client");
+        let mut verdict = check_access(&remediator, &ns, SELECTOR).await;
+        for _ in 0..30 {
+            // The RBAC cache may take a moment to see the new bindings.
+            if verdict.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            verdict = check_access(&remediator, &ns, SELECTOR).await;
+        }
+        assert_eq!(verdict.expect("the component's rules suffice"), vec!["histofed-site-1".to_string()]);
+        pods.create(&PostParams::default(), &site_pod("histofed-site-2")).await.expect("pod 2");
+        let err = check_access(&remediator, &ns, SELECTOR).await.expect_err("site 2 is not named");
+        assert!(
+            matches!(&err, KubeError::Forbidden { verb: "delete", message, .. } if message.contains("histofed-site-2")),
+            "{err}"
+        );
+        let _ = crbs.delete(&crole, &DeleteParams::default()).await;
+        let _ = crs.delete(&crole, &DeleteParams::default()).await;
         drop(watch.events);
         let _ = nodes.delete(&dead, &DeleteParams::default()).await;
         drop_namespace(&client, &ns).await;

@@ -4,11 +4,11 @@
 //! NotReady (or Unknown, when the kubelet stops posting) after its grace period, the pod's Ready condition turns
 //! false, and after the toleration runs out the pod is evicted — but it stays Terminating until the dead kubelet
 //! confirms, which it never does (Kubernetes before 1.28 has no out-of-service taint). The server needs to know how
-//! long a site's node has been down before it may force-delete the pod (see [`super::remediation`]), and the report
+//! long a site's node has been down before it may force-delete the pod (see `kube::remediation`), and the report
 //! records the node's change as an event.
 //!
 //! Design: [`node_health`] reads one Node; [`NodeTracker`] folds watcher events into per-node conditions and emits
-//! [`NodeChange`]s — pure, fed by [`super::watch`]. "Since" is the instant this process first saw the node not
+//! [`NodeChange`]s — pure, fed by `kube::watch`. "Since" is the instant this process first saw the node not
 //! Ready, not the node's `lastTransitionTime`: a remote clock never shortens the wait, and a server that starts while
 //! a node is already down waits the full time before it acts (conservative by construction).
 

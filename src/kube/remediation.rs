@@ -128,36 +128,53 @@ impl PodDeleter {
     }
 }
 
-/// Checks, before a run relies on remediation, that this identity may watch nodes and delete pods: a missing
-/// ClusterRole binding is a configuration error to report at start, not a silent no-op when a node dies.
-pub async fn check_access(client: &::kube::Client, namespace: &str) -> Result<(), KubeError> {
+/// Checks, before a run relies on remediation, that this identity may watch nodes and delete the site pods (those
+/// matching `selector` now; RBAC may name them one by one): a missing ClusterRole binding or Role rule is a
+/// configuration error to report at start, not a silent no-op when a node dies. Returns the pods checked (none yet
+/// is possible at start: the delete is then checked at its first use, and a refusal is an event of the run).
+pub async fn check_access(client: &::kube::Client, namespace: &str, selector: &str) -> Result<Vec<String>, KubeError> {
     use ::kube::api::ListParams;
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+    };
     let nodes: ::kube::Api<k8s_openapi::api::core::v1::Node> = ::kube::Api::all(client.clone());
     nodes.list(&ListParams::default().limit(1)).await.map_err(|e| KubeError::from_client(e, "list", "nodes", "-"))?;
-    let review = k8s_openapi::api::authorization::v1::SelfSubjectAccessReview {
-        spec: k8s_openapi::api::authorization::v1::SelfSubjectAccessReviewSpec {
-            resource_attributes: Some(k8s_openapi::api::authorization::v1::ResourceAttributes {
-                namespace: Some(namespace.to_string()),
-                verb: Some("delete".into()),
-                resource: Some("pods".into()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let api: ::kube::Api<k8s_openapi::api::authorization::v1::SelfSubjectAccessReview> =
-        ::kube::Api::all(client.clone());
-    let answer = api
-        .create(&::kube::api::PostParams::default(), &review)
+    let pods: ::kube::Api<Pod> = ::kube::Api::namespaced(client.clone(), namespace);
+    let listed = pods
+        .list(&ListParams::default().labels(selector))
         .await
-        .map_err(|e| KubeError::from_client(e, "create", "selfsubjectaccessreviews", namespace))?;
-    if answer.status.as_ref().is_some_and(|s| s.allowed) {
-        Ok(())
-    } else {
-        let why = answer.status.and_then(|s| s.reason).unwrap_or_else(|| "no rule allows it".into());
-        Err(KubeError::Forbidden { verb: "delete", resource: "pods", namespace: namespace.to_string(), message: why })
+        .map_err(|e| KubeError::from_client(e, "list", "pods", namespace))?;
+    let names: Vec<String> = listed.items.into_iter().filter_map(|p| p.metadata.name).collect();
+    let reviews: ::kube::Api<SelfSubjectAccessReview> = ::kube::Api::all(client.clone());
+    for name in &names {
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    namespace: Some(namespace.to_string()),
+                    verb: Some("delete".into()),
+                    resource: Some("pods".into()),
+                    name: Some(name.clone()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let answer = reviews
+            .create(&::kube::api::PostParams::default(), &review)
+            .await
+            .map_err(|e| KubeError::from_client(e, "create", "selfsubjectaccessreviews", namespace))?;
+        if !answer.status.as_ref().is_some_and(|s| s.allowed) {
+            let why = answer.status.and_then(|s| s.reason).filter(|r| !r.is_empty());
+            return Err(KubeError::Forbidden {
+                verb: "delete",
+                resource: "pods",
+                namespace: namespace.to_string(),
+                message: format!("pod {name}: {}", why.unwrap_or_else(|| "no rule allows it".into())),
+            });
+        }
     }
+    Ok(names)
 }
 
 #[cfg(test)]

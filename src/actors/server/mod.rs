@@ -226,6 +226,7 @@ impl Actor for ServerActor {
             finished: None,
             fencing: Fencing::new(now_ms() / 1000),
             cluster: nodeloss::ClusterView::new(a.remediation),
+            zombies_seen: BTreeSet::new(),
             blob: None,
             roles: BTreeMap::new(),
             next_reader: ROLE_READER_BASE,
@@ -328,8 +329,16 @@ async fn dispatch(me: ActorRef<ServerMsg>, msg: ServerMsg, st: &mut ServerState)
         }
     }
     match msg {
-        ServerMsg::FromSite(Ok(ToServer::Hello { protocol, site_id, instance, held, num_samples, class_counts })) => {
-            let hello = SiteHello { protocol, site_id, instance, held, num_samples, class_counts };
+        ServerMsg::FromSite(Ok(ToServer::Hello {
+            protocol,
+            site_id,
+            instance,
+            held,
+            local_state,
+            num_samples,
+            class_counts,
+        })) => {
+            let hello = SiteHello { protocol, site_id, instance, held, local_state, num_samples, class_counts };
             on_hello(&me, st, hello).await?
         }
         ServerMsg::FencedTransfer { site_id, token, op } => on_fenced_transfer(st, site_id, token, op),
@@ -395,6 +404,7 @@ struct SiteHello {
     site_id: u32,
     instance: u64,
     held: Option<u64>,
+    local_state: Option<u64>,
     num_samples: u64,
     class_counts: Vec<u64>,
 }
@@ -418,6 +428,15 @@ fn gate(st: &mut ServerState, site_id: u32, generation: u64, pong: bool) -> Resu
         FrameCheck::Current(_) => Ok(true),
         FrameCheck::Fenced { instance, current } => {
             tracing::warn!(site_id, generation, instance = format!("{instance:016x}"), "frame of a fenced process");
+            // Once per process in the report (a zombie's pongs would repeat it every heartbeat).
+            if st.zombies_seen.insert((site_id, instance)) {
+                let detail = format!(
+                    "a frame of process {instance:016x} (generation {generation}) refused: the site is held by \
+                     process {:016x} (generation {})",
+                    current.instance, current.generation
+                );
+                st.event(Some(site_id), "fenced-frame", detail);
+            }
             st.tell_fenced(site_id, instance, current);
             Ok(false)
         }
@@ -483,6 +502,18 @@ async fn on_hello(me: &ActorRef<ServerMsg>, st: &mut ServerState, h: SiteHello) 
     };
     let (num_samples, generation) = (h.num_samples, admission.generation);
     tracing::info!(site_id, num_samples, generation, instance = format!("{instance:016x}"), "site joined");
+    // A new process for a site seen before (a restart, a replacement pod): say what it starts from.
+    if h.held.is_none() && st.report.site_classes.contains_key(&site_id) {
+        let detail = match h.local_state {
+            None => format!(
+                "process {instance:016x} has no local state (new or lost volume): it starts from the current global \
+                 weights (round {})",
+                st.completed
+            ),
+            Some(r) => format!("process {instance:016x} has local state of round {r}: it resumes from it if that round is the one open"),
+        };
+        st.event(Some(site_id), "site-process-start", detail);
+    }
     st.sites.remove(&site_id);
     st.admit(site_id, actor, admission)?;
     st.report.site_classes.insert(site_id, h.class_counts);

@@ -165,6 +165,8 @@ pub struct ServerState {
     pub(super) fencing: Fencing,
     /// What Kubernetes says about the site pods and nodes (empty without a pod watch).
     pub(super) cluster: super::nodeloss::ClusterView,
+    /// Fenced processes whose frames were already recorded in the report, by (site, instance).
+    pub(super) zombies_seen: BTreeSet<(u32, u64)>,
     pub(super) blob: Option<BlobRef>,
     pub(super) roles: BTreeMap<String, RoleEntry>,
     pub(super) next_reader: u32,

@@ -30,11 +30,11 @@ use tracing::Instrument;
 use crate::actors::evaluator::{SiteEvaluatorActor, SiteEvaluatorArgs};
 use crate::actors::link::{Connect, ServerLink};
 use crate::actors::messages::{
-    BlobRef, LocalJob, SiteEvaluatorMsg, SiteMsg, SiteRound, ToServer, ToSite, TrainFailure, TrainFailureKind,
-    TrainerMsg, UpdateMeta, SERVER_GROUP, SITES_GROUP,
+    BlobRef, LocalJob, SiteEvaluatorMsg, SiteMsg, SiteRound, ToServer, ToSite, TrainerMsg, UpdateMeta, SERVER_GROUP,
+    SITES_GROUP,
 };
 use crate::actors::restart_policy::{Decision, RestartPolicy, RestartTracker};
-use crate::actors::trainer::{TrainerActor, TrainerArgs};
+use crate::actors::trainer::TrainerArgs;
 use crate::actors::{is_child, set_exit, spawn_configured_child, Exit};
 use crate::cluster::bulk::{self, ClientOpts};
 use crate::cluster::{self, NodeEvent};
@@ -46,10 +46,15 @@ use crate::federation::weights::Weights;
 use crate::observability::Metrics;
 use crate::train::LocalResult;
 
+mod supervise;
+use supervise::{on_job_failure, restart_or_escalate, spawn_trainer};
+
 pub struct SiteActor;
 
 pub struct SiteArgs {
     pub site_id: u32,
+    /// The newest round of the site's local state when the process started (`None`: none).
+    pub local_state: Option<u64>,
     pub node: ActorRef<NodeServerMessage>,
     pub security: cluster::Security,
     pub server_addr: SocketAddr,
@@ -274,6 +279,7 @@ impl SiteState {
             site_id: self.args.site_id,
             instance: self.args.instance,
             held: self.held,
+            local_state: self.args.local_state,
             num_samples: self.args.num_samples,
             class_counts: self.args.class_counts.clone(),
         }
@@ -313,11 +319,6 @@ impl SiteState {
         tracing::info!(site = self.args.site_id, "found the server; saying hello");
         self.send(self.hello());
     }
-}
-
-async fn spawn_trainer(me: &ActorRef<SiteMsg>, args: &TrainerArgs) -> Result<ActorRef<TrainerMsg>, ActorProcessingErr> {
-    let (trainer, _) = Actor::spawn_linked(None, TrainerActor, args.clone(), me.get_cell()).await?;
-    Ok(trainer)
 }
 
 impl Actor for SiteActor {
@@ -427,60 +428,6 @@ fn decode_global(bytes: &[u8], blob: &BlobRef) -> Result<Weights, String> {
         return Err(format!("global weights have SHA-256 {sha}, the server announced {}", blob.sha256));
     }
     Weights::from_safetensors(bytes).map(|(w, _)| w).map_err(|e| format!("undecodable global weights: {e}"))
-}
-
-/// A job came back failed while its trainer is alive.
-fn on_job_failure(me: &ActorRef<SiteMsg>, st: &mut SiteState, failure: TrainFailure) -> Result<(), ActorProcessingErr> {
-    tracing::warn!(kind = ?failure.kind, reason = %failure.message, "trainer job failed");
-    if failure.kind == TrainFailureKind::OutOfMemory {
-        if let Some(job) = st.job.as_mut() {
-            let half = (job.batch_size / 2).max(st.args.min_batch);
-            if half < job.batch_size {
-                tracing::warn!(
-                    round = job.round,
-                    from = job.batch_size,
-                    to = half,
-                    "out of memory; retrying with half the batch"
-                );
-                job.batch_size = half;
-                st.oom_retries += 1;
-                st.args.metrics.oom_retried();
-                return st.dispatch(me);
-            }
-        }
-    }
-    restart_or_escalate(me, st, failure.to_string());
-    Ok(())
-}
-
-/// Applies the restart policy to a failed trainer (crash, NaN, or out of memory at the smallest batch).
-fn restart_or_escalate(me: &ActorRef<SiteMsg>, st: &mut SiteState, reason: String) {
-    match st.restarts.on_failure(Instant::now()) {
-        Decision::Restart { attempt, delay } => {
-            st.restarts_this_job += 1;
-            st.args.metrics.trainer_restarted();
-            tracing::warn!(attempt, ?delay, %reason, "restarting the trainer");
-            // A failed job leaves the old trainer alive: stop it so only the new one holds the model.
-            if let Some(old) = st.trainer.take() {
-                old.stop(None);
-            }
-            me.send_after(delay, || SiteMsg::RestartTrainer);
-        }
-        Decision::Escalate { failures_in_window } => {
-            tracing::error!(failures_in_window, %reason, "restart budget exhausted; out of this round");
-            if let Some(job) = st.job.take() {
-                st.send(ToServer::OutOfRound {
-                    site_id: st.args.site_id,
-                    generation: st.generation(),
-                    round: job.round,
-                    reason: format!("trainer failed {failures_in_window} times: {reason}"),
-                });
-            }
-            if st.trainer.is_none() {
-                me.send_after(st.args.reconnect, || SiteMsg::RestartTrainer);
-            }
-        }
-    }
 }
 
 async fn dispatch(me: ActorRef<SiteMsg>, msg: SiteMsg, st: &mut SiteState) -> Result<(), ActorProcessingErr> {
