@@ -6,7 +6,7 @@ TORCH_STAMP := .libtorch/.stamp-torch-2.13.0
 CARGO ?= cargo
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: setup system-deps build image cuda-bundle gpu-check-cpu demo test test-long chaos chaos-k8s k8s-validate test-k8s e2e-k8s lint fmt clean-runs
+.PHONY: setup system-deps build image cuda-bundle gpu-check-cpu demo test test-long chaos chaos-k8s k8s-validate test-k8s e2e-k8s e2e-k8s-nodeloss lint fmt clean-runs
 
 $(TORCH_STAMP): scripts/setup_libtorch.py
 	@command -v python3 >/dev/null 2>&1 || { echo "error: python3 (3.11 with pip) is needed to fetch libtorch; install it and rerun 'make'"; exit 1; }
@@ -60,6 +60,11 @@ test-k8s: setup
 ## e2e-k8s: server + 3 site pods in a real single-node cluster (../shared/k8s node mode, root), pods killed mid-run
 e2e-k8s: build
 	scripts/e2e_k8s.sh
+
+## e2e-k8s-nodeloss: two real nodes (../shared/k8s node mode + node 2, root): node 2 killed mid-training, its sites
+## force-deleted and replaced on node 1; node 2 back, frozen with a site on it, resumed: the zombie is fenced
+e2e-k8s-nodeloss: build
+	E2E_SCENARIO=nodeloss E2E_OUT=target/k8s-nodeloss scripts/e2e_k8s.sh
 
 ## lint: formatting, clippy, and the check that `cargo build` and `cargo test` compile shared crates alike
 lint: setup

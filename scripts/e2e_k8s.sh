@@ -17,6 +17,10 @@
 #   E2E_TIMEOUT (600)                      seconds for the whole run after the image is built; every wait is bounded
 #   E2E_KEEP=1                             leave the cluster up (stop it with shared/k8s/node-down.sh)
 #   E2E_BUILD=0                            do not call shared/k8s/build.sh --node (binaries already built)
+#   E2E_SCENARIO=nodeloss                  instead of pod kills: two nodes, node 2 killed, then frozen and resumed
+#                                          (scripts/e2e_k8s_nodeloss.sh; `make e2e-k8s-nodeloss`)
+#   E2E_REMEDIATE=0                        (nodeloss) the same RBAC, remediation switched off: node 2 killed, watched
+#                                          for E2E_OBSERVE (60) s, then back; the timeline without remediation
 #
 # Node-mode specifics, handled by a generated overlay on top of overlays/cpu ($E2E_OUT/overlay):
 #  - the image is the Dockerfile's (scripts/image.sh, buildah), imported, not pulled: localhost/histofed:e2e with
@@ -48,6 +52,13 @@ steps=${E2E_LOCAL_STEPS:-60}
 kills=${E2E_KILLS:-2}
 kill_every=${E2E_KILL_EVERY:-8s}
 kill_server=${E2E_KILL_SERVER:-1}
+scenario=${E2E_SCENARIO:-pods}
+case "$scenario" in
+  pods) ;;
+  # Enough rounds to outlast both node experiments; the run is stopped after them (see e2e_k8s_nodeloss.sh).
+  nodeloss) rounds=${E2E_ROUNDS:-1000}; kills=0; kill_server=0; remediate=${E2E_REMEDIATE:-1} ;;
+  *) echo "e2e: E2E_SCENARIO must be pods or nodeloss, not '$scenario'" >&2; exit 2 ;;
+esac
 bin=${HISTOFED_BIN:-${E2E_BIN:-}}
 if [ -z "$bin" ]; then
   if [ -x "$root/target/release/histofed" ]; then bin=$root/target/release/histofed; else bin=$root/target/debug/histofed; fi
@@ -130,10 +141,27 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-bash "$K/node-up.sh" > "$out/logs/node-up.log" 2>&1 || { tail -20 "$out/logs/node-up.log" >&2; exit 1; }
+if [ "$scenario" = nodeloss ]; then
+  # Pods reach the API server (the server's pod and node watch runs in its pod, with its ServiceAccount); a node is
+  # NotReady ~16 s after it dies (grace 16 s, sampled every second); node 2's pods keep their source IPs.
+  K8S_INCLUSTER_API=1 K8S_NODE_MONITOR_GRACE=16s K8S_NODE_MONITOR_PERIOD=1s K8S_CLUSTER_CIDR=10.88.0.0/14 \
+    bash "$K/node-up.sh" > "$out/logs/node-up.log" 2>&1 || { tail -20 "$out/logs/node-up.log" >&2; exit 1; }
+else
+  bash "$K/node-up.sh" > "$out/logs/node-up.log" 2>&1 || { tail -20 "$out/logs/node-up.log" >&2; exit 1; }
+fi
 # An OCI archive names its image by tag only (ref.name "e2e"): --base-name gives the repository.
 ctr -a "$SOCK" -n k8s.io images import --base-name localhost/histofed "$out/histofed.tar" >/dev/null
 log "node up, image imported: $(ctr -a "$SOCK" -n k8s.io images ls | awk '/histofed/ {print $1, $3; exit}')"
+if [ "$scenario" = nodeloss ]; then
+  D=$K; . "$K/node2-env.sh"   # NODE2, SOCK2, MNT2, node2_pids (node2-env.sh expects the kit in $D)
+  # node2-up.sh starts node 2 afresh (a reboot: no images): import after every start.
+  node2_start() {
+    bash "$K/node2-up.sh" >> "$out/logs/node2-up.log" 2>&1 || { tail -20 "$out/logs/node2-up.log" >&2; return 1; }
+    ctr -a "$SOCK2" -n k8s.io images import --base-name localhost/histofed "$out/histofed.tar" >/dev/null
+  }
+  node2_start
+  log "node 2 ($NODE2) up, image imported"
+fi
 
 # --- 3. secrets from histofed certs, then the overlay
 "$bin" certs all --dir "$out/certs" --sites 3 >/dev/null 2>&1
@@ -152,7 +180,14 @@ sed -e "s/^rounds = .*/rounds = $rounds/" -e "s/^local_steps = .*/local_steps = 
     -e 's/^grace_secs = .*/grace_secs = 5/' -e 's/^heartbeat_secs = .*/heartbeat_secs = 1.0/' \
     -e 's/^grid_per_class = .*/grid_per_class = 2/' -e 's/^eval_every = .*/eval_every = 0/' \
     "$root/k8s/base/config.toml" > "$out/overlay/config.toml"
-cpu_rel=$(python3 -c 'import os,sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' "$root/k8s/overlays/cpu" "$out/overlay")
+base_overlay=cpu
+if [ "$scenario" = nodeloss ]; then
+  # One site is enough for a round (node 2 may hold two of the three); remediation after 10 s of NotReady.
+  sed -i -e 's/^min_sites = .*/min_sites = 1/' "$out/overlay/config.toml"
+  printf '\n[k8s]\nnode_lost_secs = %s\n' "${E2E_NODE_LOST_SECS:-10}" >> "$out/overlay/config.toml"
+  base_overlay=cpu-node-loss
+fi
+cpu_rel=$(python3 -c 'import os,sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' "$root/k8s/overlays/$base_overlay" "$out/overlay")
 cat > "$out/overlay/kustomization.yaml" <<EOF
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
@@ -181,6 +216,19 @@ patches:
       metadata:
         name: histofed-server-checkpoints
 EOF
+if [ "$scenario" = nodeloss ] && [ "$remediate" = 0 ]; then
+  # The node-loss component's RBAC and node watch stay; only the switch it adds (the server's 8th argument) is turned.
+  cat >> "$out/overlay/kustomization.yaml" <<EOF
+  - target: {kind: Deployment, name: histofed-server}
+    patch: |-
+      - op: test
+        path: /spec/template/spec/containers/0/args/7
+        value: --set=k8s.remediate_lost_nodes=true
+      - op: replace
+        path: /spec/template/spec/containers/0/args/7
+        value: --set=k8s.remediate_lost_nodes=false
+EOF
+fi
 probes='          startupProbe: {periodSeconds: 1, failureThreshold: 120}
           readinessProbe: {periodSeconds: 1, failureThreshold: 2}'
 cat > "$out/overlay/node-mode.yaml" <<EOF
@@ -225,6 +273,48 @@ $probes
             path: $out/sites
             type: Directory
 EOF
+if [ "$scenario" = nodeloss ]; then
+  # The server stays on node 1; a site's checkpoints live on its node (emptyDir): a replacement on another node
+  # starts without them, as with a node-local volume of a dead node.
+  cat > "$out/overlay/node-mode.yaml" <<EOF
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: histofed-server
+spec:
+  template:
+    spec:
+      nodeSelector:
+        kubernetes.io/hostname: $NODE
+      containers:
+        - name: server
+          imagePullPolicy: Never
+$probes
+      volumes:
+        - name: checkpoints
+          persistentVolumeClaim: null
+          hostPath:
+            path: $out/run
+            type: Directory
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: histofed-site
+spec:
+  template:
+    spec:
+      containers:
+        - name: site
+          imagePullPolicy: Never
+$probes
+      volumes:
+        - name: data
+          emptyDir: {}
+        - name: checkpoints
+          emptyDir: {}
+EOF
+fi
 kustomize "$out/overlay" > "$out/rendered.yaml"
 python3 - "$out/rendered.yaml" "$(kubectl api-versions)" <<'PY'
 import sys, yaml
@@ -236,7 +326,7 @@ for d in docs:
 yaml.safe_dump_all(docs, open(path, "w"))
 PY
 kubectl apply -f "$out/rendered.yaml" > "$out/logs/apply.txt"
-log "applied overlay (cpu + node mode): $rounds rounds of $steps local steps, 3 sites"
+log "applied overlay ($base_overlay + node mode): $rounds rounds of $steps local steps, 3 sites"
 
 # Round watcher: polls the report (0.2 s) and logs when each round first appears and whether a round ever comes back
 # with other content (= run twice). One JSON line per sighting in $out/rounds.jsonl.
@@ -358,17 +448,32 @@ if [ "$kill_server" = 1 ]; then
   log "server resumed from round $(q resumed) and completed round $(q rounds)"
 fi
 
-# --- 7. the run must finish every round; then check the report against the kills
+# --- 6b. node loss: node 2 killed, then frozen and resumed (checks and timeline in e2e_k8s_nodeloss.sh)
+if [ "$scenario" = nodeloss ]; then
+  . "$root/scripts/e2e_k8s_nodeloss.sh"
+fi
+
+# --- 7. the run must finish every round (nodeloss: it is stopped after two more rounds, and the rounds completed
+# so far are checked the same way); then check the report against the kills
 finished() { [ "$(q finished || echo 0)" = 1 ]; }
-waitfor 300 "the run to finish ($rounds rounds)" finished
-sleep 0.5   # the round watcher's last sighting
-log "run finished: $(q rounds) rounds"
+if [ "$scenario" = nodeloss ]; then
+  target=$(( $(q rounds) + 2 ))
+  waitfor 120 "2 more rounds" rounds_ge "$target"
+  sleep 0.5
+  log "stopping the run after $(q rounds) rounds"
+else
+  waitfor 300 "the run to finish ($rounds rounds)" finished
+  sleep 0.5   # the round watcher's last sighting
+  log "run finished: $(q rounds) rounds"
+fi
 cp "$report" "$out/report.json"
 for p in "${bg_pids[@]}"; do kill "$p" 2>/dev/null || true; done
 bg_pids=()
-python3 - "$out" "$rounds" "$kill_server" <<'PY'
+python3 - "$out" "$rounds" "$kill_server" "$scenario" <<'PY'
 import datetime, glob, json, os, sys
 out, rounds, kill_server = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
+if sys.argv[4] == "nodeloss":   # stopped on purpose: the rounds completed so far, each exactly once
+    rounds = len(json.load(open(f"{out}/report.json"))["rounds"])
 report = json.load(open(f"{out}/report.json"))
 sightings = [json.loads(l) for l in open(f"{out}/rounds.jsonl")]
 done_at = {}
@@ -387,14 +492,18 @@ def first(kind, site, after_ms):
 
 # Each round exactly once: 1..N in the report, none twice, none completed twice with other contents.
 done = [r["round"] for r in report["rounds"]]
-if not report.get("finished"):
+if not report.get("finished") and sys.argv[4] != "nodeloss":
     fail.append("report not finished")
 if done != list(range(1, rounds + 1)):
     fail.append(f"rounds in report {done}, expected 1..{rounds} once each")
 again = sorted({s["round"] for s in sightings if s["again"]})
 if again:
     fail.append(f"rounds completed twice (other contents the second time): {again}")
-print(f"rounds: {len(done)} of {rounds}, each once: {done == list(range(1, rounds + 1)) and not again}")
+twice = [(x["round"], ids) for x in report["rounds"] for ids in [[c["site_id"] for c in x["contributors"]]] if len(set(ids)) != len(ids)]
+if twice:
+    fail.append(f"a site counted twice in one round (round, contributors): {twice}")
+print(f"rounds: {len(done)} of {rounds}, each once: {done == list(range(1, rounds + 1)) and not again}; "
+      f"no site twice in a round: {not twice}")
 for r in report["rounds"]:
     resent = [c["site_id"] for c in r["contributors"] if c.get("from_local_checkpoint")]
     midway = [(c["site_id"], c["resumed_from_step"]) for c in r["contributors"] if c.get("resumed_from_step")]

@@ -60,6 +60,13 @@ for d in docs:
     except (SchemaNotFoundError, VersionNotSupportedError, InvalidSchemaError) as e:
         bad += 1
         print(f"FAIL {name}: {d.get('apiVersion')} {obj}: no schema: {e}", file=sys.stderr)
+    # A rendered overlay is applied as a whole: a namespaced object without a namespace would land in whatever
+    # namespace kubectl defaults to (e.g. a component's Role outside the base's namespace transform).
+    cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PersistentVolume", "StorageClass",
+                      "CustomResourceDefinition", "PriorityClass", "Node"}
+    if name.startswith("overlays/") and d.get("kind") not in cluster_scoped and not (d.get("metadata") or {}).get("namespace"):
+        bad += 1
+        print(f"FAIL {name}: {obj}: no metadata.namespace (it would land in kubectl's default namespace)", file=sys.stderr)
 if not docs:
     bad += 1
     print(f"FAIL {name}: no objects", file=sys.stderr)
