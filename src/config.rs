@@ -37,6 +37,7 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     pub evaluation: EvaluationConfig,
     pub k8s: K8sConfig,
+    pub privacy: PrivacyConfig,
     /// Faults injected on purpose (tests and chaos scenarios); empty in normal runs.
     pub faults: Vec<Fault>,
 }
@@ -235,6 +236,39 @@ impl RuntimeConfig {
     }
 }
 
+/// Client-level differential privacy (DP-FedAvg, `federation::privacy`): off unless `noise_multiplier` or
+/// `epsilon` is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// L2 norm C every site's update is clipped to, around the round's global weights (all tensors together).
+    pub clip_norm: Option<f64>,
+    /// Noise multiplier z: Gaussian noise of std z·C/m on the mean of m updates. Set this or `epsilon`.
+    pub noise_multiplier: Option<f64>,
+    /// Target ε over `federation.rounds`: the smallest z that meets it at `delta` is used. Set this or
+    /// `noise_multiplier`.
+    pub epsilon: Option<f64>,
+    /// δ of the (ε, δ) guarantee.
+    pub delta: f64,
+    /// The run stops cleanly before a round that would take ε past this (default: `epsilon`; none without it).
+    pub max_epsilon: Option<f64>,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        Self { clip_norm: None, noise_multiplier: None, epsilon: None, delta: 1e-5, max_epsilon: None }
+    }
+}
+
+/// Differential privacy as the server applies it, resolved from [`PrivacyConfig`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DpSettings {
+    pub clip_norm: f64,
+    pub noise_multiplier: f64,
+    pub delta: f64,
+    pub max_epsilon: Option<f64>,
+}
+
 /// What the server may do in Kubernetes (with `histofed server --k8s-site-selector`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -409,6 +443,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_federation()?;
         self.strategy()?;
+        self.privacy()?;
         self.partition()?;
         self.validate_data()?;
         self.validate_cluster()?;
@@ -568,6 +603,88 @@ impl Config {
             return bad(format!("evaluation.memorization_threshold = {} must be positive", e.memorization_threshold));
         }
         Ok(())
+    }
+
+    /// The differential-privacy settings, `None` when DP is off. Checks that the keys fit together and with the
+    /// strategy (DP-FedAvg needs the plain mean: robust rules and server optimisers are refused by name).
+    pub fn privacy(&self) -> Result<Option<DpSettings>, ConfigError> {
+        let p = &self.privacy;
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let z = match (p.noise_multiplier, p.epsilon) {
+            (None, None) => {
+                if p.clip_norm.is_some() || p.max_epsilon.is_some() {
+                    return bad("privacy.clip_norm / max_epsilon are set but DP is off: set privacy.noise_multiplier \
+                                or privacy.epsilon too"
+                        .into());
+                }
+                return Ok(None);
+            }
+            (Some(_), Some(_)) => {
+                return bad("privacy.noise_multiplier and privacy.epsilon are both set: choose one".into());
+            }
+            (Some(z), None) if !(z.is_finite() && z > 0.0) => {
+                return bad(format!("privacy.noise_multiplier = {z} must be a positive number"));
+            }
+            (Some(z), None) => z,
+            (None, Some(e)) if !(e.is_finite() && e > 0.0) => {
+                return bad(format!("privacy.epsilon = {e} must be a positive number"));
+            }
+            (None, Some(e)) => {
+                if !(p.delta > 0.0 && p.delta < 1.0) {
+                    return bad(format!("privacy.delta = {} must be in (0, 1)", p.delta));
+                }
+                let rounds = self.federation.rounds;
+                crate::federation::privacy::noise_for_epsilon(e, p.delta, 1.0, rounds).ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "privacy.epsilon = {e} is out of reach for {rounds} rounds at delta {} (a noise multiplier \
+                         above 1000 would be needed): raise it or run fewer rounds",
+                        p.delta
+                    ))
+                })?
+            }
+        };
+        if !(p.delta > 0.0 && p.delta < 1.0) {
+            return bad(format!("privacy.delta = {} must be in (0, 1)", p.delta));
+        }
+        let Some(clip_norm) = p.clip_norm.filter(|c| c.is_finite() && *c > 0.0) else {
+            return bad(format!("privacy needs privacy.clip_norm, a positive L2 norm (got {:?})", p.clip_norm));
+        };
+        if let Some(m) = p.max_epsilon.filter(|m| !(m.is_finite() && *m > 0.0)) {
+            return bad(format!("privacy.max_epsilon = {m} must be a positive number"));
+        }
+        match self.strategy()? {
+            StrategyConfig::FedAvg => {}
+            StrategyConfig::FedMedian | StrategyConfig::TrimmedMean { .. } | StrategyConfig::Krum { .. } => {
+                return bad(format!(
+                    "privacy (DP-FedAvg) cannot be combined with federation.strategy = {:?}: a robust rule's output \
+                     is not a mean, so clipping does not bound one site's influence by C/m as the noise assumes; \
+                     use strategy fedavg (clipping is the robustness)",
+                    self.federation.strategy
+                ));
+            }
+            _ => {
+                return bad(format!(
+                    "privacy (DP-FedAvg) is implemented over fedavg only, not federation.strategy = {:?}",
+                    self.federation.strategy
+                ));
+            }
+        }
+        Ok(Some(DpSettings {
+            clip_norm,
+            noise_multiplier: z,
+            delta: p.delta,
+            max_epsilon: p.max_epsilon.or(p.epsilon),
+        }))
+    }
+
+    /// The server's strategy: `federation.strategy`, wrapped by DP-FedAvg when privacy is on.
+    pub fn build_strategy(&self) -> Result<Box<dyn crate::federation::strategy::Strategy>, ConfigError> {
+        if let Some(dp) = self.privacy()? {
+            let s = crate::federation::strategy::DpFedAvg::new(dp.clip_norm, dp.noise_multiplier)
+                .map_err(|e| ConfigError::Invalid(format!("privacy: {e}")))?;
+            return Ok(Box::new(s));
+        }
+        self.strategy()?.build().map_err(|e| ConfigError::Invalid(format!("federation.strategy: {e}")))
     }
 
     pub fn strategy(&self) -> Result<StrategyConfig, ConfigError> {
@@ -804,5 +921,39 @@ mod tests {
         let cfg: Config =
             toml::from_str("[[faults]]\nkind = \"trainer-panic\"\nsite = 1\nround = 2\ntimes = 1\n").unwrap();
         assert_eq!(cfg.faults, vec![Fault::TrainerPanic { site: 1, round: 2, times: 1 }]);
+    }
+
+    #[test]
+    fn privacy_settings_resolve_or_name_the_conflict() {
+        let with = |sets: &[&str]| {
+            let mut c = Config::default();
+            c.apply_overrides(&sets.iter().map(|s| s.to_string()).collect::<Vec<_>>()).map(|_| c)
+        };
+        assert_eq!(Config::default().privacy().unwrap(), None, "off by default");
+        let target = with(&["privacy.epsilon=3.0", "privacy.clip_norm=0.5", "federation.rounds=20"]).unwrap();
+        let dp = target.privacy().unwrap().expect("on");
+        assert_eq!((dp.clip_norm, dp.delta, dp.max_epsilon), (0.5, 1e-5, Some(3.0)), "the target is the budget");
+        let eps = crate::federation::privacy::ledger_epsilon(std::iter::empty(), 20, dp.noise_multiplier, dp.delta);
+        assert!(eps <= 3.0 && eps > 2.9, "the derived noise spends the target over the rounds: {eps}");
+        let err = |sets: &[&str]| match with(sets) {
+            Ok(c) => c.validate().expect_err("must be refused").to_string(),
+            Err(e) => e.to_string(),
+        };
+        assert!(err(&["privacy.epsilon=3.0"]).contains("privacy.clip_norm"));
+        assert!(err(&["privacy.epsilon=3.0", "privacy.noise_multiplier=1.0", "privacy.clip_norm=1.0"]).contains("both"));
+        assert!(err(&["privacy.clip_norm=1.0"]).contains("DP is off"));
+        let krum = err(&["privacy.noise_multiplier=1.0", "privacy.clip_norm=1.0", "federation.strategy=\"krum:1\""]);
+        assert!(krum.contains("robust rule") && krum.contains("krum"), "{krum}");
+        let adam = err(&[
+            "privacy.noise_multiplier=1.0",
+            "privacy.clip_norm=1.0",
+            "federation.strategy=\"fedadam:0.1:0.001\"",
+        ]);
+        assert!(adam.contains("fedavg only"), "{adam}");
+        assert!(err(&["privacy.epsilon=0.000001", "privacy.clip_norm=1.0", "federation.rounds=1000"])
+            .contains("out of reach"));
+        assert!(err(&["privacy.noise_multiplier=1.0", "privacy.clip_norm=1.0", "privacy.delta=2.0"]).contains("delta"));
+        let dp = with(&["privacy.noise_multiplier=1.0", "privacy.clip_norm=1.0"]).unwrap();
+        assert_eq!(dp.build_strategy().unwrap().name(), "dp-fedavg");
     }
 }

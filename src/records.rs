@@ -124,6 +124,22 @@ pub struct RoundRecord {
     /// sample-weighted (`evaluation.at_sites`). Arrives after the round is written, like the roles' reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub federated_eval: Option<FederatedEval>,
+    /// Differential privacy: what this round released and the run's ε after it (absent without DP). The records
+    /// are the privacy ledger: a resumed server recomputes ε from them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<RoundPrivacy>,
+}
+
+/// One round's entry in the privacy ledger: the Gaussian mechanism with `noise_multiplier` on the mean of `updates`
+/// updates clipped to `clip_norm` (`clipped` of them were longer), and ε at `delta` of all rounds up to this one.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RoundPrivacy {
+    pub noise_multiplier: f64,
+    pub clip_norm: f64,
+    pub updates: usize,
+    pub clipped: usize,
+    pub delta: f64,
+    pub epsilon: f64,
 }
 
 /// One role's report about one round: named numbers, and files it produced (paths as the role names them).

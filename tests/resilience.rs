@@ -453,3 +453,42 @@ fn a_second_process_for_the_same_site_fences_the_first_and_its_late_upload_is_re
         refused.at_secs
     );
 }
+
+/// Differential privacy across a server SIGKILL: every round's ledger entry (ε after it) equals ε recomputed from the
+/// rounds that completed — the restarted server resumes the ledger from its checkpoint, nothing charged twice or
+/// lost — and `privacy.max_epsilon` ends the run cleanly before the round that would pass it, naming the budget.
+#[test]
+fn the_privacy_ledger_survives_a_server_kill_and_the_budget_ends_the_run_cleanly() {
+    use histofed::federation::privacy::{epsilon_of, Release};
+    let _guard = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let (z, delta) = (4.0, 1e-5);
+    let eps = |n: usize| epsilon_of(std::iter::repeat_n(Release { q: 1.0, sigma: z }, n), delta);
+    // A budget that holds exactly 5 rounds of the 9 configured.
+    let max = (eps(5) + eps(6)) / 2.0;
+    // A tiny clip norm keeps the noise (std z·C/m) from ruining the model: this test is about the ledger.
+    let privacy =
+        format!("[privacy]\nnoise_multiplier = {z}\nclip_norm = 0.0001\ndelta = {delta}\nmax_epsilon = {max}\n");
+    let mut fed = Fed::new(tmp.path(), 2, 9, "local_steps = 8", &privacy);
+    fed.start_all();
+    fed.wait_report(LIMIT, "round 2", |r| r.rounds.len() >= 2);
+    fed.server.as_ref().unwrap().signal(libc::SIGKILL);
+    let _ = fed.server.take();
+    let before = fed.report().unwrap().rounds.len();
+    fed.start_server();
+    let report = fed.finish(LIMIT);
+    assert!(report.finished, "the budget ends the run as a success");
+    assert_eq!(report.resumed_from_round, Some(before as u64));
+    assert_rounds_once(&report, 5);
+    for (i, r) in report.rounds.iter().enumerate() {
+        let p = r.privacy.as_ref().unwrap_or_else(|| panic!("round {} has no ledger entry", r.round));
+        let want = eps(i + 1);
+        assert!((p.epsilon - want).abs() < 1e-9 * want, "round {}: ε {} recomputed {want}", r.round, p.epsilon);
+        assert_eq!((p.noise_multiplier, p.updates, p.delta), (z, 2, delta));
+        assert!(p.epsilon <= max);
+    }
+    let budget = report.events.iter().find(|e| e.kind == "privacy-budget").expect("a privacy-budget event");
+    assert!(budget.detail.contains("max_epsilon") && budget.detail.contains("round 6"), "{budget:?}");
+    let md = std::fs::read_to_string(fed.dir.join("run").join("report.md")).unwrap();
+    assert!(md.contains("## Differential privacy") && md.contains(&format!("{:.3}", eps(5))), "{md}");
+}

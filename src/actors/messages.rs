@@ -348,6 +348,8 @@ pub struct RoundAggregate {
     pub checkpoint: Arc<Weights>,
     /// The hints the strategy sends with the next round.
     pub hints: SiteHints,
+    /// What a differentially private strategy released this round (`None` without DP).
+    pub dp: Option<crate::federation::strategy::DpRelease>,
     /// Seconds the aggregation took.
     pub secs: f64,
 }

@@ -47,6 +47,37 @@ fn resumed_mid_round(s: &Scenario, report: &RunReport) -> Option<Invariant> {
     })
 }
 
+/// Under differential privacy: every completed round has its ledger entry, and each entry's ε equals ε recomputed
+/// from the rounds completed up to it — nothing charged twice (a retried round, a resumed server) or lost.
+fn privacy_ledger(report: &RunReport) -> Option<Invariant> {
+    let entries: Vec<_> = report.rounds.iter().map(|r| (r.round, r.privacy)).collect();
+    let (_, first) = entries.iter().find(|(_, p)| p.is_some())?;
+    let delta = first.map(|p| p.delta)?;
+    let mut ledger = Vec::new();
+    for (round, p) in &entries {
+        let Some(p) = p else {
+            return Some(Invariant::fail("privacy-ledger", format!("round {round} has no ledger entry")));
+        };
+        ledger.push(*p);
+        let want = crate::federation::privacy::ledger_epsilon(ledger.iter(), 0, 0.0, delta);
+        if (p.epsilon - want).abs() > 1e-9 * want.max(1.0) {
+            return Some(Invariant::fail(
+                "privacy-ledger",
+                format!("round {round}: ε {} in the report, {want} recomputed from rounds 1..={round}", p.epsilon),
+            ));
+        }
+    }
+    let last = ledger.last()?;
+    Some(Invariant::pass(
+        "privacy-ledger",
+        format!(
+            "ε {:.3} at δ {delta} after {} rounds, each entry equal to its recomputation",
+            last.epsilon,
+            ledger.len()
+        ),
+    ))
+}
+
 /// The scenario's invariants, judged from the report and what happened.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn judge(
@@ -118,6 +149,9 @@ pub(super) fn judge(
         Invariant::fail("no-process-left", format!("still running 30 s after the server: {left:?}"))
     });
     if let Some(inv) = resumed_mid_round(s, &report) {
+        invariants.push(inv);
+    }
+    if let Some(inv) = privacy_ledger(&report) {
         invariants.push(inv);
     }
     if !intruders.is_empty() {

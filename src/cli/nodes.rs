@@ -383,7 +383,7 @@ pub async fn run_server(mut cfg: Config, opts: ServerOpts) -> Result<()> {
         node: node.server.clone(),
         mtls,
         strategy: {
-            let mut s = cfg.strategy()?.build()?;
+            let mut s = cfg.build_strategy()?;
             if let Some(state) = &strategy_state {
                 tracing::info!(strategy = s.name(), "restoring the strategy's state from the checkpoint");
                 s.restore_state_weights(state);

@@ -5,6 +5,7 @@
 pub mod checkpoint;
 pub mod evaluation;
 pub mod fencing;
+pub mod privacy;
 pub mod round;
 pub mod site_store;
 pub mod strategy;

@@ -18,6 +18,7 @@
 //! - `histofed_bytes_sent_total`, `histofed_bytes_received_total`, `histofed_bad_frames_total`
 //! - `histofed_aggregation_seconds` (histogram), `histofed_trainer_restarts_total`, `histofed_oom_retries_total`
 //! - `histofed_gan_loss{net="d"|"g"}`, `histofed_frechet_distance`
+//! - `histofed_dp_epsilon` (differential privacy: ε of the rounds released so far; NaN without DP)
 //! - `histofed_quality{metric}` (the evaluator's quality suite at its last run: `fd`, `precision`, `recall`,
 //!   `memorized_share`, `class_coverage`, `label_agreement`, `diversity_ratio`; absent before the first run)
 //! - `histofed_federated_eval{metric}` (federated evaluation at its last round, sample-weighted over the sites:
@@ -200,6 +201,7 @@ struct Inner {
     oom_retries: Counter,
     gan_loss: Family<NetLabel, FloatGauge>,
     frechet_distance: FloatGauge,
+    dp_epsilon: FloatGauge,
     quality: Family<MetricLabel, FloatGauge>,
     federated_eval: Family<MetricLabel, FloatGauge>,
     checkpoints_written: Counter,
@@ -255,6 +257,8 @@ impl Metrics {
         // NaN, not 0, until the first evaluation: 0 would read as a perfect generator.
         let frechet_distance = FloatGauge::default();
         frechet_distance.set(f64::NAN);
+        let dp_epsilon = FloatGauge::default();
+        dp_epsilon.set(f64::NAN);
         let secs = Some(Unit::Seconds);
         let inner = Inner {
             round: add(
@@ -310,6 +314,12 @@ impl Metrics {
                 Counter::default(),
             ),
             gan_loss: add(&mut r, "gan_loss", "Mean loss of the last completed round, per network", Family::default()),
+            dp_epsilon: add(
+                &mut r,
+                "dp_epsilon",
+                "Differential privacy: epsilon of the rounds released so far",
+                dp_epsilon,
+            ),
             frechet_distance: add(
                 &mut r,
                 "frechet_distance",
@@ -383,6 +393,11 @@ impl Metrics {
 
     pub fn site_event(&self, kind: SiteEvent) {
         self.inner.site_events.get_or_create(&KindLabel { kind: kind.as_str() }).inc();
+    }
+
+    /// ε of the privacy ledger after the latest round.
+    pub fn dp_epsilon(&self, epsilon: f64) {
+        self.inner.dp_epsilon.set(epsilon);
     }
 
     /// A node changed health: `not-ready`, `unreachable`, `ready`, `removed`.

@@ -30,10 +30,11 @@ impl RunReport {
 
     pub fn to_markdown(&self) -> String {
         let mut s = String::new();
-        let sections: [fn(&Self, &mut String); 7] = [
+        let sections: [fn(&Self, &mut String); 8] = [
             Self::md_header,
             Self::md_partition,
             Self::md_rounds,
+            Self::md_privacy,
             Self::md_quality,
             Self::md_federated_eval,
             Self::md_roles,
@@ -103,6 +104,29 @@ impl RunReport {
                 r.samples_png.as_deref().map(|p| format!("[png]({p})")).unwrap_or_default()
             ));
         }
+    }
+
+    /// The privacy ledger, when the run had differential privacy: ε after every round.
+    fn md_privacy(&self, s: &mut String) {
+        let ledger: Vec<(u64, &crate::records::RoundPrivacy)> =
+            self.rounds.iter().filter_map(|r| r.privacy.as_ref().map(|p| (r.round, p))).collect();
+        let Some((_, last)) = ledger.last() else { return };
+        s.push_str(&format!(
+            "\n## Differential privacy (client level, DP-FedAvg)\n\nε = {:.3} at δ = {} after {} released rounds \
+             (RDP accountant, every site in every round: no sampling amplification claimed). The guarantee covers \
+             a whole site's data (client level), not single images, and trusts the server to add the noise.\n\n\
+             | round | noise multiplier | clip norm | updates | clipped | ε |\n|---:|---:|---:|---:|---:|---:|\n",
+            last.epsilon,
+            last.delta,
+            ledger.len()
+        ));
+        for (round, p) in &ledger {
+            s.push_str(&format!(
+                "| {round} | {:.4} | {} | {} | {} | {:.3} |\n",
+                p.noise_multiplier, p.clip_norm, p.updates, p.clipped, p.epsilon
+            ));
+        }
+        s.push('\n');
     }
 
     /// The evaluator's quality suite, on the rounds it ran.

@@ -254,6 +254,7 @@ fn finish(desk: &mut Desk) -> Result<RoundAggregate, AggregateError> {
         strategy_state: desk.strategy.state(),
         checkpoint,
         hints: desk.strategy.site_hints(),
+        dp: desk.strategy.released(),
         secs: t.elapsed().as_secs_f64(),
     })
 }

@@ -227,6 +227,7 @@ impl Actor for ServerActor {
             fencing: Fencing::new(now_ms() / 1000),
             cluster: nodeloss::ClusterView::new(a.remediation),
             zombies_seen: BTreeSet::new(),
+            dp: a.config.privacy()?,
             blob: None,
             roles: BTreeMap::new(),
             next_reader: ROLE_READER_BASE,

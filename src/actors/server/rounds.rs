@@ -12,10 +12,16 @@ use super::state::*;
 use crate::actors::messages::{Aggregated, LossSummary, ServerMsg, SiteMsg};
 use crate::federation::checkpoint::CheckpointMeta;
 use crate::federation::round::{RoundState, RoundStatus};
-use crate::records::RoundRecord;
+use crate::records::{RoundPrivacy, RoundRecord};
 
 pub(super) fn start_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<(), ActorProcessingErr> {
     let round = st.completed + 1;
+    if let Some(msg) = over_budget(st, round) {
+        tracing::warn!(round, %msg, "privacy budget");
+        st.event(None, "privacy-budget", msg.clone());
+        st.finish_run(me, Ok(msg));
+        return Ok(());
+    }
     let participants: Vec<u32> = st.sites.keys().copied().collect();
     if (participants.len() as u32) < st.cfg.federation.min_sites {
         tracing::warn!(round, have = participants.len(), "not enough sites to start the round; waiting");
@@ -132,7 +138,28 @@ pub(super) fn on_aggregated(
         created_unix_ms: now_ms(),
         extra: serde_json::json!({ "contributors": st.contributors.iter().map(|c| c.site_id).collect::<Vec<_>>() }),
     };
-    let record = round_record(st, &current, aggregate.step);
+    let mut record = round_record(st, &current, aggregate.step);
+    if let (Some(rel), Some(dp)) = (aggregate.dp, st.dp) {
+        let ledger = st.report.rounds.iter().filter_map(|r| r.privacy.as_ref());
+        let epsilon = crate::federation::privacy::ledger_epsilon(ledger, 1, rel.noise_multiplier, dp.delta);
+        tracing::info!(
+            round,
+            epsilon,
+            delta = dp.delta,
+            updates = rel.updates,
+            clipped = rel.clipped,
+            "privacy ledger"
+        );
+        st.obs.metrics.dp_epsilon(epsilon);
+        record.privacy = Some(RoundPrivacy {
+            noise_multiplier: rel.noise_multiplier,
+            clip_norm: rel.clip_norm,
+            updates: rel.updates,
+            clipped: rel.clipped,
+            delta: dp.delta,
+            epsilon,
+        });
+    }
     let m = &st.obs.metrics;
     m.aggregation(record.aggregate_secs);
     m.gan_losses(record.mean_losses.d_loss, record.mean_losses.g_loss);
@@ -177,6 +204,23 @@ pub(super) async fn on_encoded(
 }
 
 /// The record of a closed round, from its bookkeeping and what the server collected while it was open.
+/// With `privacy.max_epsilon`: why round `round` must not run (it would take ε past the budget).
+fn over_budget(st: &ServerState, round: u64) -> Option<String> {
+    let dp = st.dp?;
+    let max = dp.max_epsilon?;
+    let ledger: Vec<&RoundPrivacy> = st.report.rounds.iter().filter_map(|r| r.privacy.as_ref()).collect();
+    let now = crate::federation::privacy::ledger_epsilon(ledger.iter().copied(), 0, 0.0, dp.delta);
+    let next = crate::federation::privacy::ledger_epsilon(ledger.iter().copied(), 1, dp.noise_multiplier, dp.delta);
+    (next > max).then(|| {
+        format!(
+            "privacy budget reached: round {round} would take epsilon from {now:.3} to {next:.3}, past \
+             privacy.max_epsilon = {max} (delta {}); the run ends after round {}",
+            dp.delta,
+            round - 1
+        )
+    })
+}
+
 fn round_record(st: &mut ServerState, current: &RoundState, step: f64) -> RoundRecord {
     let n = st.contributors.len().max(1) as f64;
     let mean_losses = LossSummary {
@@ -203,5 +247,6 @@ fn round_record(st: &mut ServerState, current: &RoundState, step: f64) -> RoundR
         completed_unix_ms: 0,
         roles: BTreeMap::new(),
         federated_eval: None,
+        privacy: None,
     }
 }

@@ -167,6 +167,8 @@ pub struct ServerState {
     pub(super) cluster: super::nodeloss::ClusterView,
     /// Fenced processes whose frames were already recorded in the report, by (site, instance).
     pub(super) zombies_seen: BTreeSet<(u32, u64)>,
+    /// Differential privacy as configured (`None`: off).
+    pub(super) dp: Option<crate::config::DpSettings>,
     pub(super) blob: Option<BlobRef>,
     pub(super) roles: BTreeMap<String, RoleEntry>,
     pub(super) next_reader: u32,

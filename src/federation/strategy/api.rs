@@ -30,6 +30,16 @@ pub struct SiteHints {
     pub proximal_mu: Option<f64>,
 }
 
+/// What a differentially private strategy released in its last round: the Gaussian mechanism with multiplier
+/// `noise_multiplier` on the mean of `updates` updates clipped to `clip_norm` (`clipped` of them were longer).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DpRelease {
+    pub noise_multiplier: f64,
+    pub clip_norm: f64,
+    pub updates: usize,
+    pub clipped: usize,
+}
+
 /// How the server combines a round's updates.
 pub trait Strategy: Send {
     fn name(&self) -> &'static str;
@@ -56,4 +66,9 @@ pub trait Strategy: Send {
     }
     /// Restores what [`Strategy::state_weights`] returned, from the checkpoint a server resumes from.
     fn restore_state_weights(&mut self, _state: &Weights) {}
+    /// For a differentially private strategy, what its last [`Strategy::finish`] released (the privacy ledger's
+    /// entry); `None` for the others.
+    fn released(&self) -> Option<DpRelease> {
+        None
+    }
 }
