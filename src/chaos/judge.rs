@@ -59,7 +59,7 @@ fn privacy_ledger(report: &RunReport) -> Option<Invariant> {
             return Some(Invariant::fail("privacy-ledger", format!("round {round} has no ledger entry")));
         };
         ledger.push(*p);
-        let want = crate::federation::privacy::ledger_epsilon(ledger.iter(), 0, 0.0, delta);
+        let want = crate::federation::privacy::ledger_epsilon(ledger.iter().map(|p| p.noise_multiplier), 0, 0.0, delta);
         if (p.epsilon - want).abs() > 1e-9 * want.max(1.0) {
             return Some(Invariant::fail(
                 "privacy-ledger",

@@ -140,7 +140,7 @@ pub(super) fn on_aggregated(
     };
     let mut record = round_record(st, &current, aggregate.step);
     if let (Some(rel), Some(dp)) = (aggregate.dp, st.dp) {
-        let ledger = st.report.rounds.iter().filter_map(|r| r.privacy.as_ref());
+        let ledger = st.report.rounds.iter().filter_map(|r| r.privacy.map(|p| p.noise_multiplier));
         let epsilon = crate::federation::privacy::ledger_epsilon(ledger, 1, rel.noise_multiplier, dp.delta);
         tracing::info!(
             round,
@@ -208,7 +208,7 @@ pub(super) async fn on_encoded(
 fn over_budget(st: &ServerState, round: u64) -> Option<String> {
     let dp = st.dp?;
     let max = dp.max_epsilon?;
-    let ledger: Vec<&RoundPrivacy> = st.report.rounds.iter().filter_map(|r| r.privacy.as_ref()).collect();
+    let ledger: Vec<f64> = st.report.rounds.iter().filter_map(|r| r.privacy.map(|p| p.noise_multiplier)).collect();
     let now = crate::federation::privacy::ledger_epsilon(ledger.iter().copied(), 0, 0.0, dp.delta);
     let next = crate::federation::privacy::ledger_epsilon(ledger.iter().copied(), 1, dp.noise_multiplier, dp.delta);
     (next > max).then(|| {

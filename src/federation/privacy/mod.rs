@@ -13,12 +13,10 @@ pub mod accountant;
 
 pub use accountant::{epsilon_of, noise_for_epsilon, Release};
 
-use crate::records::RoundPrivacy;
-
-/// ε at `delta` of the rounds in a ledger, plus `next` more releases with noise multiplier `z` (0 for none). Every
-/// site takes part in every round, so no amplification by sampling is claimed (q = 1): the bound holds whichever
-/// sites the rounds really had.
-pub fn ledger_epsilon<'a>(ledger: impl IntoIterator<Item = &'a RoundPrivacy>, next: usize, z: f64, delta: f64) -> f64 {
-    let past = ledger.into_iter().map(|e| Release { q: 1.0, sigma: e.noise_multiplier });
+/// ε at `delta` of the rounds in a ledger (their noise multipliers, `records::RoundPrivacy`), plus `next` more
+/// releases with noise multiplier `z` (0 for none). Every site takes part in every round, so no amplification by
+/// sampling is claimed (q = 1): the bound holds whichever sites the rounds really had.
+pub fn ledger_epsilon(ledger: impl IntoIterator<Item = f64>, next: usize, z: f64, delta: f64) -> f64 {
+    let past = ledger.into_iter().map(|sigma| Release { q: 1.0, sigma });
     epsilon_of(past.chain(std::iter::repeat_n(Release { q: 1.0, sigma: z }, next)), delta)
 }

@@ -1,0 +1,124 @@
+//! The `[privacy]` section: client-level differential privacy, resolved into the [`DpSettings`] the server applies
+//! and the strategy it runs (`federation::strategy::DpFedAvg`).
+
+use serde::{Deserialize, Serialize};
+
+use super::{Config, ConfigError};
+use crate::federation::strategy::StrategyConfig;
+
+/// Client-level differential privacy (DP-FedAvg, `federation::privacy`): off unless `noise_multiplier` or
+/// `epsilon` is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// L2 norm C every site's update is clipped to, around the round's global weights (all tensors together).
+    pub clip_norm: Option<f64>,
+    /// Noise multiplier z: Gaussian noise of std z·C/m on the mean of m updates. Set this or `epsilon`.
+    pub noise_multiplier: Option<f64>,
+    /// Target ε over `federation.rounds`: the smallest z that meets it at `delta` is used. Set this or
+    /// `noise_multiplier`.
+    pub epsilon: Option<f64>,
+    /// δ of the (ε, δ) guarantee.
+    pub delta: f64,
+    /// The run stops cleanly before a round that would take ε past this (default: `epsilon`; none without it).
+    pub max_epsilon: Option<f64>,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        Self { clip_norm: None, noise_multiplier: None, epsilon: None, delta: 1e-5, max_epsilon: None }
+    }
+}
+
+/// Differential privacy as the server applies it, resolved from [`PrivacyConfig`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DpSettings {
+    pub clip_norm: f64,
+    pub noise_multiplier: f64,
+    pub delta: f64,
+    pub max_epsilon: Option<f64>,
+}
+
+impl Config {
+    /// The differential-privacy settings, `None` when DP is off. Checks that the keys fit together and with the
+    /// strategy (DP-FedAvg needs the plain mean: robust rules and server optimisers are refused by name).
+    pub fn privacy(&self) -> Result<Option<DpSettings>, ConfigError> {
+        let p = &self.privacy;
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let z = match (p.noise_multiplier, p.epsilon) {
+            (None, None) => {
+                if p.clip_norm.is_some() || p.max_epsilon.is_some() {
+                    return bad("privacy.clip_norm / max_epsilon are set but DP is off: set privacy.noise_multiplier \
+                                or privacy.epsilon too"
+                        .into());
+                }
+                return Ok(None);
+            }
+            (Some(_), Some(_)) => {
+                return bad("privacy.noise_multiplier and privacy.epsilon are both set: choose one".into());
+            }
+            (Some(z), None) if !(z.is_finite() && z > 0.0) => {
+                return bad(format!("privacy.noise_multiplier = {z} must be a positive number"));
+            }
+            (Some(z), None) => z,
+            (None, Some(e)) if !(e.is_finite() && e > 0.0) => {
+                return bad(format!("privacy.epsilon = {e} must be a positive number"));
+            }
+            (None, Some(e)) => {
+                if !(p.delta > 0.0 && p.delta < 1.0) {
+                    return bad(format!("privacy.delta = {} must be in (0, 1)", p.delta));
+                }
+                let rounds = self.federation.rounds;
+                crate::federation::privacy::noise_for_epsilon(e, p.delta, 1.0, rounds).ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "privacy.epsilon = {e} is out of reach for {rounds} rounds at delta {} (a noise multiplier \
+                         above 1000 would be needed): raise it or run fewer rounds",
+                        p.delta
+                    ))
+                })?
+            }
+        };
+        if !(p.delta > 0.0 && p.delta < 1.0) {
+            return bad(format!("privacy.delta = {} must be in (0, 1)", p.delta));
+        }
+        let Some(clip_norm) = p.clip_norm.filter(|c| c.is_finite() && *c > 0.0) else {
+            return bad(format!("privacy needs privacy.clip_norm, a positive L2 norm (got {:?})", p.clip_norm));
+        };
+        if let Some(m) = p.max_epsilon.filter(|m| !(m.is_finite() && *m > 0.0)) {
+            return bad(format!("privacy.max_epsilon = {m} must be a positive number"));
+        }
+        match self.strategy()? {
+            StrategyConfig::FedAvg => {}
+            StrategyConfig::FedMedian | StrategyConfig::TrimmedMean { .. } | StrategyConfig::Krum { .. } => {
+                return bad(format!(
+                    "privacy (DP-FedAvg) cannot be combined with federation.strategy = {:?}: a robust rule's output \
+                     is not a mean, so clipping does not bound one site's influence by C/m as the noise assumes; \
+                     use strategy fedavg (clipping is the robustness)",
+                    self.federation.strategy
+                ));
+            }
+            _ => {
+                return bad(format!(
+                    "privacy (DP-FedAvg) is implemented over fedavg only, not federation.strategy = {:?}",
+                    self.federation.strategy
+                ));
+            }
+        }
+        Ok(Some(DpSettings {
+            clip_norm,
+            noise_multiplier: z,
+            delta: p.delta,
+            max_epsilon: p.max_epsilon.or(p.epsilon),
+        }))
+    }
+
+    /// The server's strategy: `federation.strategy`, wrapped by DP-FedAvg when privacy is on.
+    pub fn build_strategy(&self) -> Result<Box<dyn crate::federation::strategy::Strategy>, ConfigError> {
+        if let Some(dp) = self.privacy()? {
+            let s = crate::federation::strategy::DpFedAvg::new(dp.clip_norm, dp.noise_multiplier)
+                .map_err(|e| ConfigError::Invalid(format!("privacy: {e}")))?;
+            return Ok(Box::new(s));
+        }
+        self.strategy()?.build().map_err(|e| ConfigError::Invalid(format!("federation.strategy: {e}")))
+    }
+}
