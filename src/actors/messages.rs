@@ -35,7 +35,9 @@ pub fn valid_role_name(name: &str) -> bool {
 /// Version 6: fencing. `Hello` names the site process (`instance`) and the admission it held before; `Welcome`
 /// gives the admission's `generation`, which every later site frame (`Pong`, `OutOfRound`, `Evaluated`, the
 /// update's `UpdateMeta`) carries; `ToSite::Fenced` stops a process whose identity another process took over.
-pub const PROTOCOL_VERSION: u32 = 6;
+/// Version 7: `Hello` says what local state the process starts with (`local_state`); `SiteHints` carries the
+/// differential-privacy clip norm the site applies to its update (`dp_clip_norm`).
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// The server's supervised children.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

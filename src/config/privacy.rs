@@ -22,11 +22,21 @@ pub struct PrivacyConfig {
     pub delta: f64,
     /// The run stops cleanly before a round that would take ε past this (default: `epsilon`; none without it).
     pub max_epsilon: Option<f64>,
+    /// Where updates are clipped: `site` (before they leave; the server never sees a raw update) or `server`.
+    /// The server clips in both modes (a site that did not is still bounded).
+    pub clipping: String,
 }
 
 impl Default for PrivacyConfig {
     fn default() -> Self {
-        Self { clip_norm: None, noise_multiplier: None, epsilon: None, delta: 1e-5, max_epsilon: None }
+        Self {
+            clip_norm: None,
+            noise_multiplier: None,
+            epsilon: None,
+            delta: 1e-5,
+            max_epsilon: None,
+            clipping: "site".into(),
+        }
     }
 }
 
@@ -37,6 +47,8 @@ pub struct DpSettings {
     pub noise_multiplier: f64,
     pub delta: f64,
     pub max_epsilon: Option<f64>,
+    /// Clipping at the sites (else at the server only).
+    pub at_sites: bool,
 }
 
 impl Config {
@@ -104,18 +116,24 @@ impl Config {
                 ));
             }
         }
+        let at_sites = match p.clipping.as_str() {
+            "site" => true,
+            "server" => false,
+            other => return bad(format!("privacy.clipping = {other:?}: expected \"site\" or \"server\"")),
+        };
         Ok(Some(DpSettings {
             clip_norm,
             noise_multiplier: z,
             delta: p.delta,
             max_epsilon: p.max_epsilon.or(p.epsilon),
+            at_sites,
         }))
     }
 
     /// The server's strategy: `federation.strategy`, wrapped by DP-FedAvg when privacy is on.
     pub fn build_strategy(&self) -> Result<Box<dyn crate::federation::strategy::Strategy>, ConfigError> {
         if let Some(dp) = self.privacy()? {
-            let s = crate::federation::strategy::DpFedAvg::new(dp.clip_norm, dp.noise_multiplier)
+            let s = crate::federation::strategy::DpFedAvg::new(dp.clip_norm, dp.noise_multiplier, dp.at_sites)
                 .map_err(|e| ConfigError::Invalid(format!("privacy: {e}")))?;
             return Ok(Box::new(s));
         }

@@ -678,5 +678,25 @@ fn on_trained(me: &ActorRef<SiteMsg>, st: &mut SiteState, result: LocalResult) {
             from_local_checkpoint: false,
         },
     };
-    st.upload(me, meta, result.weights, Some(job.global_sha256));
+    let weights = match job.hints.dp_clip_norm {
+        // Differential privacy, clipping here: the update leaves this site within C of the round's global weights.
+        Some(c) => match crate::federation::strategy::clip_update(result.weights, &job.global, c) {
+            Ok((w, norm)) => {
+                tracing::debug!(round = job.round, norm, clip_norm = c, "update clipped for differential privacy");
+                w
+            }
+            Err(e) => {
+                tracing::error!(round = job.round, error = %e, "cannot clip the update; it is not sent");
+                st.send(ToServer::OutOfRound {
+                    site_id: st.args.site_id,
+                    generation: st.generation(),
+                    round: job.round,
+                    reason: format!("cannot clip the update for differential privacy: {e}"),
+                });
+                return;
+            }
+        },
+        None => result.weights,
+    };
+    st.upload(me, meta, weights, Some(job.global_sha256));
 }

@@ -28,6 +28,10 @@ pub enum AggregateError {
 pub struct SiteHints {
     /// FedProx proximal term weight: sites add `mu/2 · ‖w − w_global‖²` to their local loss.
     pub proximal_mu: Option<f64>,
+    /// Differential privacy with clipping at the sites: each site clips its update to this L2 distance from the
+    /// round's global weights before it leaves (`clip_update`), so the server never receives the raw update.
+    #[serde(default)]
+    pub dp_clip_norm: Option<f64>,
 }
 
 /// What a differentially private strategy released in its last round: the Gaussian mechanism with multiplier

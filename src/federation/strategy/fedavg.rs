@@ -34,7 +34,7 @@ impl Strategy for FedAvg {
         }
     }
     fn site_hints(&self) -> SiteHints {
-        SiteHints { proximal_mu: self.proximal_mu }
+        SiteHints { proximal_mu: self.proximal_mu, dp_clip_norm: None }
     }
     fn begin_round(&mut self, global: &Weights) {
         self.inner.begin(global);

@@ -132,7 +132,7 @@ fn layout_mismatch_names_the_tensor() {
 #[test]
 fn fedprox_aggregates_like_fedavg_and_hints_mu() {
     let s = StrategyConfig::FedProx { mu: 0.01 }.build().unwrap();
-    assert_eq!(s.site_hints(), SiteHints { proximal_mu: Some(0.01) });
+    assert_eq!(s.site_hints(), SiteHints { proximal_mu: Some(0.01), dp_clip_norm: None });
     assert_eq!(s.name(), "fedprox");
     assert_eq!(FedAvg::new().site_hints(), SiteHints::default());
     let mut s = s;
