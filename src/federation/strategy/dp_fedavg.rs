@@ -102,8 +102,14 @@ impl Strategy for DpFedAvg {
                 .map_err(|e| AggregateError::InvalidParameter(format!("DP noise std {std}: {e}")))?;
             let mut rng = rand_chacha::ChaCha20Rng::from_os_rng();
             for t in mean.tensors_mut() {
+                // A noisy variance can come out negative, and a normalisation layer then divides by the square
+                // root of it: clamp at 0. Post-processing of the released mean, so the guarantee is unchanged.
+                let variance = t.name.ends_with("running_var");
                 for v in t.data.iter_mut() {
                     *v += normal.sample(&mut rng) as f32;
+                    if variance {
+                        *v = v.max(0.0);
+                    }
                 }
             }
         }
@@ -175,6 +181,21 @@ mod tests {
         let want = 1.5 * 2.0 / 2.0;
         assert!((sd(&a) / want - 1.0).abs() < 0.03, "sd {} want {want}", sd(&a));
         assert_ne!(a.tensors()[0].data, b.tensors()[0].data, "the noise is not replayed");
+    }
+
+    #[test]
+    fn noisy_running_variances_stay_non_negative() {
+        let global = Weights::new(vec![
+            NamedTensor::new("bn.running_var", vec![1000], vec![0.01; 1000]).unwrap(),
+            NamedTensor::new("conv.weight", vec![1000], vec![0.0; 1000]).unwrap(),
+        ])
+        .unwrap();
+        let mut s = DpFedAvg::new(1.0, 1.0, false).unwrap();
+        s.begin_round(&global);
+        s.accumulate(global.clone(), 1).unwrap();
+        let out = s.finish().unwrap();
+        assert!(out.tensors()[0].data.iter().all(|v| *v >= 0.0), "variances clamped at 0");
+        assert!(out.tensors()[1].data.iter().any(|v| *v < 0.0), "other tensors keep their noise");
     }
 
     #[test]
