@@ -32,7 +32,11 @@ pub(super) fn on_evaluated(
             st.obs.metrics.frechet_distance(eval.frechet_distance);
             st.write_report();
         }
-        Err(e) => tracing::warn!(round, error = %e, "evaluation failed"),
+        Err(e) => {
+            tracing::warn!(round, error = %e, "evaluation failed");
+            // In the report too: a round without scores must say why (e.g. a generator whose output is NaN).
+            st.event(None, "evaluation-failed", format!("round {round}: {e}"));
+        }
     }
     finish_if_settled(me, st);
 }
