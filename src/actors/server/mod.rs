@@ -189,6 +189,10 @@ impl Actor for ServerActor {
             Box::pin(async move { ractor::call!(probe, ServerMsg::Pulse).ok() })
         });
         a.obs.readiness.set_ready();
+        // A resumed run's privacy ledger is in its round records: /metrics shows its ε from the start.
+        if let Some(last) = a.report.rounds.iter().rev().find_map(|r| r.privacy) {
+            a.obs.metrics.dp_epsilon(last.epsilon);
+        }
         Ok(ServerState {
             heartbeat_ticks: 0,
             ping_seq: 0,
