@@ -276,7 +276,7 @@ EOF
 if [ "$scenario" = nodeloss ]; then
   # The server stays on node 1; a site's checkpoints live on its node (emptyDir): a replacement on another node
   # starts without them, as with a node-local volume of a dead node.
-  cat > "$out/overlay/node-mode.yaml" <<EOF
+  cat > "$out/overlay/node-loss.yaml" <<EOF
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -286,16 +286,6 @@ spec:
     spec:
       nodeSelector:
         kubernetes.io/hostname: $NODE
-      containers:
-        - name: server
-          imagePullPolicy: Never
-$probes
-      volumes:
-        - name: checkpoints
-          persistentVolumeClaim: null
-          hostPath:
-            path: $out/run
-            type: Directory
 ---
 apiVersion: apps/v1
 kind: StatefulSet
@@ -304,16 +294,12 @@ metadata:
 spec:
   template:
     spec:
-      containers:
-        - name: site
-          imagePullPolicy: Never
-$probes
       volumes:
-        - name: data
-          emptyDir: {}
         - name: checkpoints
+          hostPath: null
           emptyDir: {}
 EOF
+  echo "  - path: node-loss.yaml" >> "$out/overlay/kustomization.yaml"
 fi
 kustomize "$out/overlay" > "$out/rendered.yaml"
 python3 - "$out/rendered.yaml" "$(kubectl api-versions)" <<'PY'

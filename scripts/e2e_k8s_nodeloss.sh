@@ -29,8 +29,29 @@ print(min(t) if t else "")
 PY
 }
 has_ev() { [ -n "$(ev "$@")" ]; }
-# A new pod under that name (another uid), Ready, on node 1.
+# A new pod under that name (another uid), Ready, on node 1 / anywhere.
 replaced_on_node1() { local u; u=$(uid_of "$1"); [ -n "$u" ] && [ "$u" != "$2" ] && ready "$1" && [ "$(node_of "$1")" = "$NODE" ]; }
+replaced() { local u; u=$(uid_of "$1"); [ -n "$u" ] && [ "$u" != "$2" ] && ready "$1"; }
+# wait_back SINCE_MS CHECK: until every victim has a new pod for which `CHECK POD OLD_UID` holds (its time in
+# ready_ms) and has contributed to a round after SINCE_MS; bounded by 180 s and the e2e deadline.
+wait_back() {
+  local since=$1 check=$2 all i until_ms   # (not t0: log() reads e2e_k8s.sh's t0)
+  until_ms=$(( $(now_ms) + 180000 ))
+  while :; do
+    all=1
+    for i in "${victims[@]}"; do
+      if [ -z "${ready_ms[$i]:-}" ] && $check "histofed-site-$i" "${old_uid[$i]}"; then
+        ready_ms[$i]=$(now_ms); log "histofed-site-$i: new pod Ready on $(node_of "histofed-site-$i")"
+      fi
+      { [ -n "${ready_ms[$i]:-}" ] && contributed_after "$i" "$since"; } || all=0
+    done
+    [ $all = 1 ] && return 0
+    if [ "$(now_ms)" -gt "$until_ms" ] || [ "$(left)" -le 0 ]; then
+      log "nodeloss: the sites were not back within 180 s"; kubectl -n $ns get pods -o wide; return 1
+    fi
+    sleep 0.5
+  done
+}
 
 # ---- A. node 2 dies
 victims=()
@@ -63,22 +84,7 @@ if [ "$remediate" = 0 ]; then
   node2_start
   waitfor 60 "$NODE2 Ready again" node_ready "$NODE2"
   node_back_ms=$(now_ms)
-  back_ready() { local u; u=$(uid_of "$1"); [ -n "$u" ] && [ "$u" != "$2" ] && ready "$1"; }
-  until_ms=$(( back_ms + 180000 ))
-  while :; do
-    all=1
-    for i in "${victims[@]}"; do
-      if [ -z "${ready_ms[$i]:-}" ] && back_ready "histofed-site-$i" "${old_uid[$i]}"; then
-        ready_ms[$i]=$(now_ms); log "histofed-site-$i: successor Ready on $(node_of histofed-site-$i)"
-      fi
-      { [ -n "${ready_ms[$i]:-}" ] && contributed_after "$i" "$back_ms"; } || all=0
-    done
-    [ $all = 1 ] && break
-    if [ "$(now_ms)" -gt "$until_ms" ] || [ "$(left)" -le 0 ]; then
-      log "nodeloss: the sites did not come back within 180 s of the node"; kubectl -n $ns get pods -o wide; exit 1
-    fi
-    sleep 0.5
-  done
+  wait_back "$back_ms" replaced || exit 1
   ready_a=$(for i in "${victims[@]}"; do printf '%s:%s,' "$i" "${ready_ms[$i]}"; done)
   python3 - "$report" "$out/rounds.jsonl" "$out" "$NODE2" "$kill_ms" "$evicted_a" "$back_ms" "$node_back_ms" "$ready_a" <<'PY'
 import json, sys
@@ -128,21 +134,7 @@ print("nodeloss check ok (without remediation)")
 PY
   return 0
 fi
-until_ms=$(( kill_ms + 180000 ))
-while :; do
-  all=1
-  for i in "${victims[@]}"; do
-    if [ -z "${ready_ms[$i]:-}" ] && replaced_on_node1 "histofed-site-$i" "${old_uid[$i]}"; then
-      ready_ms[$i]=$(now_ms); log "histofed-site-$i: replacement Ready on $NODE"
-    fi
-    { [ -n "${ready_ms[$i]:-}" ] && contributed_after "$i" "$kill_ms"; } || all=0
-  done
-  [ $all = 1 ] && break
-  if [ "$(now_ms)" -gt "$until_ms" ] || [ "$(left)" -le 0 ]; then
-    log "nodeloss: the dead node's sites were not back within 180 s"; kubectl -n $ns get pods -o wide; exit 1
-  fi
-  sleep 0.5
-done
+wait_back "$kill_ms" replaced_on_node1 || exit 1
 log "node loss: every site of $NODE2 is back on $NODE and contributed to a round"
 ready_a=$(for i in "${victims[@]}"; do printf '%s:%s,' "$i" "${ready_ms[$i]}"; done)
 
