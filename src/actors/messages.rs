@@ -97,19 +97,8 @@ pub fn site_id_from_name(name: &str) -> Option<u32> {
 /// Site → server frames.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ToServer {
-    /// Sent after joining (and re-joining): who the site is, which process (`instance`, random per process; its
-    /// actor is registered as [`site_process_name`]), the admission this process held before (`held`: `None` for
-    /// a process that never was admitted), and how much data it holds.
-    /// `local_state`: the newest round the site's own state directory holds (`None`: it starts from the global weights).
-    Hello {
-        protocol: u32,
-        site_id: u32,
-        instance: u64,
-        held: Option<u64>,
-        local_state: Option<u64>,
-        num_samples: u64,
-        class_counts: Vec<u64>,
-    },
+    /// Sent after joining (and re-joining).
+    Hello(SiteHello),
     /// Answer to a heartbeat `Ping` (carries its sequence number) under admission `generation`.
     Pong { site_id: u32, generation: u64, seq: u64 },
     /// The site cannot contribute to this round (restart budget exhausted, ...).
@@ -122,6 +111,22 @@ pub enum ToServer {
     Evaluated { site_id: u32, generation: u64, round: u64, result: Result<SiteEval, String> },
 }
 
+/// A site's hello: who the site is, which process (`instance`, random per process; its actor is registered as
+/// [`site_process_name`]), the admission this process held before (`held`: `None` for a process that never was
+/// admitted), what local state it starts with (`local_state`: the newest round its state directory holds; `None`:
+/// it starts from the global weights), and how much data it holds. (On the wire, bincode encodes this newtype
+/// variant exactly as the struct variant it replaced.)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SiteHello {
+    pub protocol: u32,
+    pub site_id: u32,
+    pub instance: u64,
+    pub held: Option<u64>,
+    pub local_state: Option<u64>,
+    pub num_samples: u64,
+    pub class_counts: Vec<u64>,
+}
+
 impl ToServer {
     /// The site and the admission generation a site frame was sent under (`None` for a hello and role frames).
     pub fn site_generation(&self) -> Option<(u32, u64)> {
@@ -129,7 +134,7 @@ impl ToServer {
             ToServer::Pong { site_id, generation, .. }
             | ToServer::OutOfRound { site_id, generation, .. }
             | ToServer::Evaluated { site_id, generation, .. } => Some((*site_id, *generation)),
-            ToServer::Hello { .. } | ToServer::RoleHello { .. } | ToServer::RoleReport { .. } => None,
+            ToServer::Hello(_) | ToServer::RoleHello { .. } | ToServer::RoleReport { .. } => None,
         }
     }
 }
@@ -506,7 +511,7 @@ mod tests {
 
     #[test]
     fn frames_round_trip_through_the_wire_form() {
-        let frame = ToServer::Hello {
+        let frame = ToServer::Hello(SiteHello {
             protocol: PROTOCOL_VERSION,
             site_id: 2,
             instance: 7,
@@ -514,7 +519,7 @@ mod tests {
             local_state: Some(2),
             num_samples: 100,
             class_counts: vec![1, 2],
-        };
+        });
         let wire = ServerMsg::FromSite(Ok(frame.clone())).serialize().unwrap();
         match ServerMsg::deserialize(wire).unwrap() {
             ServerMsg::FromSite(Ok(back)) => assert_eq!(back, frame),

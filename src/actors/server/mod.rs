@@ -67,8 +67,8 @@ use tracing::Instrument;
 use crate::actors::evaluator::{EvaluatorActor, EvaluatorArgs};
 use crate::actors::messages::ServerChild;
 use crate::actors::messages::{
-    role_from_actor_name, site_actor_name, site_id_from_name, ServerMsg, SiteMsg, ToServer, ToSite, ROLES_GROUP,
-    SERVER_GROUP, SITES_GROUP,
+    role_from_actor_name, site_actor_name, site_id_from_name, ServerMsg, SiteHello, SiteMsg, ToServer, ToSite,
+    ROLES_GROUP, SERVER_GROUP, SITES_GROUP,
 };
 use crate::actors::restart_policy::{Decision, RestartPolicy, RestartTracker};
 use crate::actors::{is_child, spawn_configured_child, Exit};
@@ -334,18 +334,7 @@ async fn dispatch(me: ActorRef<ServerMsg>, msg: ServerMsg, st: &mut ServerState)
         }
     }
     match msg {
-        ServerMsg::FromSite(Ok(ToServer::Hello {
-            protocol,
-            site_id,
-            instance,
-            held,
-            local_state,
-            num_samples,
-            class_counts,
-        })) => {
-            let hello = SiteHello { protocol, site_id, instance, held, local_state, num_samples, class_counts };
-            on_hello(&me, st, hello).await?
-        }
+        ServerMsg::FromSite(Ok(ToServer::Hello(hello))) => on_hello(&me, st, hello).await?,
         ServerMsg::FencedTransfer { site_id, token, op } => on_fenced_transfer(st, site_id, token, op),
         ServerMsg::JoinTimeout => on_join_timeout(&me, st)?,
         ServerMsg::StartRound => start_round(&me, st)?,
@@ -401,17 +390,6 @@ async fn dispatch(me: ActorRef<ServerMsg>, msg: ServerMsg, st: &mut ServerState)
         ServerMsg::RoundDeadline { round, attempt } => close_round(&me, st, round, attempt, Closing::Deadline)?,
     }
     Ok(())
-}
-
-/// A site's hello, as it came.
-struct SiteHello {
-    protocol: u32,
-    site_id: u32,
-    instance: u64,
-    held: Option<u64>,
-    local_state: Option<u64>,
-    num_samples: u64,
-    class_counts: Vec<u64>,
 }
 
 /// Whether a site frame sent under admission `generation` goes on to its handler. The site's current admission's

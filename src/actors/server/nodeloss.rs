@@ -29,7 +29,8 @@ pub struct Remediation {
 #[derive(Debug, Default)]
 pub struct ClusterView {
     placements: BTreeMap<u32, Placement>,
-    /// Every node seen: `None` when Ready, else since when it is down.
+    /// Nodes the watch reported: `Some` while down (since when), `None` once Ready again. A node never reported
+    /// down is absent (`decide` then holds as for an unseen node: no action either way).
     nodes: BTreeMap<String, Option<NodeDown>>,
     remediation: Option<Remediation>,
     /// Pod uids force-deleted: `None` done (never again), `Some(t)` failed, retried after `t`.
@@ -92,14 +93,12 @@ fn on_node(st: &mut ServerState, change: NodeChange) {
             );
             st.cluster.nodes.insert(node, Some(down));
         }
+        // The node watch reports Up only for a node it reported down.
         NodeChange::Up { node } => {
-            let was_down = st.cluster.nodes.get(&node).is_some_and(|d| d.is_some());
-            st.cluster.nodes.insert(node.clone(), None);
-            if was_down {
-                tracing::info!(%node, "node is Ready again");
-                st.obs.metrics.node_event("ready");
-                st.event(None, "node-ready", format!("node {node}: Ready again"));
-            }
+            tracing::info!(%node, "node is Ready again");
+            st.obs.metrics.node_event("ready");
+            st.event(None, "node-ready", format!("node {node}: Ready again"));
+            st.cluster.nodes.insert(node, None);
         }
         NodeChange::Removed { node } => {
             st.cluster.nodes.remove(&node);

@@ -30,8 +30,8 @@ use tracing::Instrument;
 use crate::actors::evaluator::{SiteEvaluatorActor, SiteEvaluatorArgs};
 use crate::actors::link::{Connect, ServerLink};
 use crate::actors::messages::{
-    BlobRef, LocalJob, SiteEvaluatorMsg, SiteMsg, SiteRound, ToServer, ToSite, TrainerMsg, UpdateMeta, SERVER_GROUP,
-    SITES_GROUP,
+    BlobRef, LocalJob, SiteEvaluatorMsg, SiteHello, SiteMsg, SiteRound, ToServer, ToSite, TrainerMsg, UpdateMeta,
+    SERVER_GROUP, SITES_GROUP,
 };
 use crate::actors::restart_policy::{Decision, RestartPolicy, RestartTracker};
 use crate::actors::trainer::TrainerArgs;
@@ -46,7 +46,9 @@ use crate::federation::weights::Weights;
 use crate::observability::Metrics;
 use crate::train::LocalResult;
 
+mod ending;
 mod supervise;
+use ending::{on_fenced, on_give_up_check, on_shutdown};
 use supervise::{on_job_failure, restart_or_escalate, spawn_trainer};
 
 pub struct SiteActor;
@@ -134,6 +136,11 @@ impl SiteState {
         self.link.send(frame);
     }
 
+    /// Tells the server this site cannot contribute to round `round`, and why.
+    fn out_of_round(&self, round: u64, reason: String) {
+        self.send(ToServer::OutOfRound { site_id: self.args.site_id, generation: self.generation(), round, reason });
+    }
+
     /// Whether an injected control-plane partition is in force.
     fn deaf(&self) -> bool {
         self.deaf_until.is_some_and(|t| Instant::now() < t)
@@ -142,19 +149,6 @@ impl SiteState {
     /// The generation frames are sent under: the current admission's (or the last one, between admissions).
     fn generation(&self) -> u64 {
         self.generation.or(self.held).unwrap_or(0)
-    }
-
-    /// The server said another process holds this site now: stop for good (a non-zero exit; never rejoin).
-    fn fenced(&mut self, me: &ActorRef<SiteMsg>, reason: String) {
-        tracing::error!(
-            site = self.args.site_id,
-            %reason,
-            "fenced: another process took this site over (a replacement after node loss?); stopping"
-        );
-        self.job = None;
-        self.pending = None;
-        set_exit(&self.args.exit, Err(format!("fenced by the server: {reason}")));
-        me.stop(Some(reason));
     }
 
     /// Hands the current job (if any) to the trainer, with whatever fault the plan injects into this attempt.
@@ -274,7 +268,7 @@ impl SiteState {
     }
 
     fn hello(&self) -> ToServer {
-        ToServer::Hello {
+        ToServer::Hello(SiteHello {
             protocol: self.args.protocol,
             site_id: self.args.site_id,
             instance: self.args.instance,
@@ -282,7 +276,7 @@ impl SiteState {
             local_state: self.args.local_state,
             num_samples: self.args.num_samples,
             class_counts: self.args.class_counts.clone(),
-        }
+        })
     }
 
     /// Hands the evaluation job (if any) to the site's evaluator.
@@ -527,7 +521,7 @@ async fn dispatch(me: ActorRef<SiteMsg>, msg: SiteMsg, st: &mut SiteState) -> Re
         }
         SiteMsg::FromServer(Ok(ToSite::Shutdown { reason })) => on_shutdown(&me, st, reason),
         SiteMsg::FromServer(Ok(ToSite::Fenced { reason })) | SiteMsg::FencedTransfer { reason } => {
-            st.fenced(&me, reason)
+            on_fenced(&me, st, reason)
         }
         SiteMsg::FromServer(Err(e)) => tracing::warn!(error = %e, "dropped a malformed frame from the server"),
         SiteMsg::TrainerDone(Ok(result)) => on_trained(&me, st, result),
@@ -606,42 +600,10 @@ fn on_global_fetched(
         }
         Err(reason) => {
             tracing::error!(round, %reason, "cannot fetch the global weights");
-            st.send(ToServer::OutOfRound { site_id: st.args.site_id, generation: st.generation(), round, reason });
+            st.out_of_round(round, reason);
         }
     }
     Ok(())
-}
-
-/// With `cluster.site_give_up_secs`: stop when the server has been silent for that long.
-fn on_give_up_check(me: &ActorRef<SiteMsg>, st: &mut SiteState) {
-    let Some(limit) = st.args.give_up.filter(|_| !st.finished) else { return };
-    if st.last_contact.elapsed() > limit {
-        let reason = format!(
-            "no word from the server at {} for {:.0} s (cluster.site_give_up_secs); giving up",
-            st.args.server_addr,
-            limit.as_secs_f64()
-        );
-        tracing::error!(%reason);
-        set_exit(&st.args.exit, Err(reason.clone()));
-        me.stop(Some(reason));
-    }
-}
-
-/// The server ended the run: exit, or with `--stay-up` stay and idle.
-fn on_shutdown(me: &ActorRef<SiteMsg>, st: &mut SiteState, reason: String) {
-    if st.finished {
-        return;
-    }
-    tracing::info!(%reason, "server ended the run");
-    set_exit(&st.args.exit, Ok(reason.clone()));
-    if st.args.stay_up {
-        tracing::info!("staying up (--stay-up) until SIGTERM");
-        st.finished = true;
-        st.job = None;
-        st.pending = None;
-    } else {
-        me.stop(Some(reason));
-    }
 }
 
 /// The trainer finished the round's job: upload the update with what the site reports about its round.
@@ -687,12 +649,7 @@ fn on_trained(me: &ActorRef<SiteMsg>, st: &mut SiteState, result: LocalResult) {
             }
             Err(e) => {
                 tracing::error!(round = job.round, error = %e, "cannot clip the update; it is not sent");
-                st.send(ToServer::OutOfRound {
-                    site_id: st.args.site_id,
-                    generation: st.generation(),
-                    round: job.round,
-                    reason: format!("cannot clip the update for differential privacy: {e}"),
-                });
+                st.out_of_round(job.round, format!("cannot clip the update for differential privacy: {e}"));
                 return;
             }
         },

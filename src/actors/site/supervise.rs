@@ -7,7 +7,7 @@ use std::time::Instant;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use super::SiteState;
-use crate::actors::messages::{SiteMsg, ToServer, TrainFailure, TrainFailureKind, TrainerMsg};
+use crate::actors::messages::{SiteMsg, TrainFailure, TrainFailureKind, TrainerMsg};
 use crate::actors::restart_policy::Decision;
 use crate::actors::trainer::{TrainerActor, TrainerArgs};
 
@@ -63,12 +63,7 @@ pub(super) fn restart_or_escalate(me: &ActorRef<SiteMsg>, st: &mut SiteState, re
         Decision::Escalate { failures_in_window } => {
             tracing::error!(failures_in_window, %reason, "restart budget exhausted; out of this round");
             if let Some(job) = st.job.take() {
-                st.send(ToServer::OutOfRound {
-                    site_id: st.args.site_id,
-                    generation: st.generation(),
-                    round: job.round,
-                    reason: format!("trainer failed {failures_in_window} times: {reason}"),
-                });
+                st.out_of_round(job.round, format!("trainer failed {failures_in_window} times: {reason}"));
             }
             if st.trainer.is_none() {
                 me.send_after(st.args.reconnect, || SiteMsg::RestartTrainer);
