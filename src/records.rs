@@ -134,12 +134,23 @@ pub struct RoundRecord {
 /// updates clipped to `clip_norm` (`clipped` of them were longer), and ε at `delta` of all rounds up to this one.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RoundPrivacy {
+    /// z, what the accountant charged for the round.
     pub noise_multiplier: f64,
     pub clip_norm: f64,
     pub updates: usize,
+    /// Updates the server had to clip (with clipping at the sites: sites that did not clip).
     pub clipped: usize,
     pub delta: f64,
     pub epsilon: f64,
+    /// Adaptive clipping: the multiplier of the noise on the updates (z_Δ > z; the count's noise takes the rest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_noise_multiplier: Option<f64>,
+    /// Adaptive clipping: the noisy share of the round's updates that fitted in `clip_norm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fitted_share: Option<f64>,
+    /// Adaptive clipping: the clip norm of the next round (a restarted server resumes it from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_clip_norm: Option<f64>,
 }
 
 /// One role's report about one round: named numbers, and files it produced (paths as the role names them).

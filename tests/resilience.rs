@@ -468,8 +468,12 @@ fn the_privacy_ledger_survives_a_server_kill_and_the_budget_ends_the_run_cleanly
     let max = (eps(5) + eps(6)) / 2.0;
     // A small clip norm and multiplier keep the noise (std z·C/m = 0.0025) from ruining the model: this test is
     // about the ledger. (Far smaller norms drown in the f32 rounding of the weights.)
-    let privacy =
-        format!("[privacy]\nnoise_multiplier = {z}\nclip_norm = 0.01\ndelta = {delta}\nmax_epsilon = {max}\n");
+    // Adaptive clipping from C = 0.01 towards the median update norm: the clip norm a round chose must survive the
+    // kill too (the restarted server resumes it from the ledger).
+    let privacy = format!(
+        "[privacy]\nnoise_multiplier = {z}\nclip_norm = 0.01\ndelta = {delta}\nmax_epsilon = {max}\n\
+         target_quantile = 0.5\n"
+    );
     let mut fed = Fed::new(tmp.path(), 2, 9, "local_steps = 8", &privacy);
     fed.start_all();
     fed.wait_report(LIMIT, "round 2", |r| r.rounds.len() >= 2);
@@ -490,9 +494,16 @@ fn the_privacy_ledger_survives_a_server_kill_and_the_budget_ends_the_run_cleanly
         // update is far longer than 0.01.
         assert_eq!(p.clipped, 0, "round {}: the sites clipped before sending", r.round);
         assert!(p.epsilon <= max);
+        // σ_b defaults to z with 2 sites: the updates get z/√(3/4).
+        let z_update = p.update_noise_multiplier.expect("adaptive clipping records the update noise");
+        assert!((z_update - z / 0.75f64.sqrt()).abs() < 1e-12, "round {}: z_Δ {z_update}", r.round);
+        let want_c = if i == 0 { 0.01 } else { report.rounds[i - 1].privacy.and_then(|q| q.next_clip_norm).unwrap() };
+        assert_eq!(p.clip_norm, want_c, "round {}: the clip norm the round before chose", r.round);
+        assert!(p.fitted_share.is_some() && p.next_clip_norm.is_some());
     }
     let budget = report.events.iter().find(|e| e.kind == "privacy-budget").expect("a privacy-budget event");
     assert!(budget.detail.contains("max_epsilon") && budget.detail.contains("round 6"), "{budget:?}");
     let md = std::fs::read_to_string(fed.dir.join("run").join("report.md")).unwrap();
     assert!(md.contains("## Differential privacy") && md.contains(&format!("{:.3}", eps(5))), "{md}");
+    assert!(md.contains("next clip norm") && md.contains("Adaptive clipping"), "{md}");
 }

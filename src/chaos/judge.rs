@@ -48,7 +48,8 @@ fn resumed_mid_round(s: &Scenario, report: &RunReport) -> Option<Invariant> {
 }
 
 /// Under differential privacy: every completed round has its ledger entry, and each entry's ε equals ε recomputed
-/// from the rounds completed up to it — nothing charged twice (a retried round, a resumed server) or lost.
+/// from the rounds completed up to it — nothing charged twice (a retried round, a resumed server) or lost; with
+/// adaptive clipping each round's clip norm is the one the round before chose.
 fn privacy_ledger(report: &RunReport) -> Option<Invariant> {
     let entries: Vec<_> = report.rounds.iter().map(|r| (r.round, r.privacy)).collect();
     let (_, first) = entries.iter().find(|(_, p)| p.is_some())?;
@@ -58,6 +59,15 @@ fn privacy_ledger(report: &RunReport) -> Option<Invariant> {
         let Some(p) = p else {
             return Some(Invariant::fail("privacy-ledger", format!("round {round} has no ledger entry")));
         };
+        // Adaptive clipping: each round clipped at the norm the previous one chose (a resumed server included).
+        if let Some(prev) = ledger.last().and_then(|q: &crate::records::RoundPrivacy| q.next_clip_norm) {
+            if prev != p.clip_norm {
+                return Some(Invariant::fail(
+                    "privacy-ledger",
+                    format!("round {round}: clip norm {} but the round before chose {prev}", p.clip_norm),
+                ));
+            }
+        }
         ledger.push(*p);
         let want = crate::federation::privacy::ledger_epsilon(ledger.iter().map(|p| p.noise_multiplier), 0, 0.0, delta);
         if (p.epsilon - want).abs() > 1e-9 * want.max(1.0) {

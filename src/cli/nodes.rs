@@ -388,6 +388,11 @@ pub async fn run_server(mut cfg: Config, opts: ServerOpts) -> Result<()> {
                 tracing::info!(strategy = s.name(), "restoring the strategy's state from the checkpoint");
                 s.restore_state_weights(state);
             }
+            // Adaptive clipping resumes the clip norm the last durable round chose.
+            if let Some(c) = report.rounds.last().and_then(|r| r.privacy).and_then(|p| p.next_clip_norm) {
+                tracing::info!(clip_norm = c, "resuming adaptive clipping from the privacy ledger");
+                s.resume_clip_norm(c);
+            }
             s
         },
         config: cfg.clone(),

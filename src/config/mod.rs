@@ -832,16 +832,52 @@ mod tests {
         assert!(err(&["privacy.clip_norm=1.0"]).contains("DP is off"));
         let krum = err(&["privacy.noise_multiplier=1.0", "privacy.clip_norm=1.0", "federation.strategy=\"krum:1\""]);
         assert!(krum.contains("robust rule") && krum.contains("krum"), "{krum}");
-        let adam = err(&[
+        let prox =
+            err(&["privacy.noise_multiplier=1.0", "privacy.clip_norm=1.0", "federation.strategy=\"fedprox:0.01\""]);
+        assert!(prox.contains("fedavg, fedavgm and fedadam") && prox.contains("fedprox"), "{prox}");
+        // A server optimiser steps from the noisy mean: it is built over DP-FedAvg and passes its ledger on.
+        let adam = with(&[
             "privacy.noise_multiplier=1.0",
             "privacy.clip_norm=1.0",
             "federation.strategy=\"fedadam:0.1:0.001\"",
-        ]);
-        assert!(adam.contains("fedavg only"), "{adam}");
+        ])
+        .unwrap();
+        let s = adam.build_strategy().unwrap();
+        assert_eq!((s.name(), s.site_hints().dp_clip_norm), ("fedadam", Some(1.0)));
         assert!(err(&["privacy.epsilon=0.000001", "privacy.clip_norm=1.0", "federation.rounds=1000"])
             .contains("out of reach"));
         assert!(err(&["privacy.noise_multiplier=1.0", "privacy.clip_norm=1.0", "privacy.delta=2.0"]).contains("delta"));
         let dp = with(&["privacy.noise_multiplier=1.0", "privacy.clip_norm=1.0"]).unwrap();
         assert_eq!(dp.build_strategy().unwrap().name(), "dp-fedavg");
+        assert_eq!(dp.privacy().unwrap().expect("on").adaptive, None, "fixed clipping unless a quantile is set");
+    }
+
+    #[test]
+    fn adaptive_clipping_settings_default_as_published_and_refuse_what_cannot_work() {
+        let with = |sets: &[&str]| {
+            let mut c = Config::default();
+            c.apply_overrides(&sets.iter().map(|s| s.to_string()).collect::<Vec<_>>()).map(|_| c)
+        };
+        let err = |sets: &[&str]| match with(sets) {
+            Ok(c) => c.validate().expect_err("must be refused").to_string(),
+            Err(e) => e.to_string(),
+        };
+        let base = ["privacy.noise_multiplier=0.1", "privacy.clip_norm=1.0", "federation.sites=40"];
+        let a = with(&[&base[..], &["privacy.target_quantile=0.5"]].concat()).unwrap().privacy().unwrap().unwrap();
+        let a = a.adaptive.expect("adaptive");
+        assert_eq!((a.target_quantile, a.learning_rate, a.count_stddev), (0.5, 0.2, 2.0), "sites/20 = 2");
+        // Few sites: sites/20 would leave the updates no privacy at z = 1.5; the default rises to z.
+        let few = ["privacy.noise_multiplier=1.5", "privacy.clip_norm=1.0", "privacy.target_quantile=0.5"];
+        let a = with(&few).unwrap().privacy().unwrap().unwrap().adaptive.unwrap();
+        assert_eq!(a.count_stddev, 1.5);
+        let z_update = a.update_noise_multiplier(1.5);
+        assert!((z_update / 1.5 - 1.0 / 0.75f64.sqrt()).abs() < 1e-12, "15 % more noise on the updates: {z_update}");
+        let low = err(&[&few[..], &["privacy.clipped_count_stddev=0.5"]].concat());
+        assert!(low.contains("count noise std") && low.contains("z/2"), "{low}");
+        assert!(err(&[&base[..], &["privacy.target_quantile=1.0"]].concat()).contains("target quantile"));
+        assert!(err(&[&base[..], &["privacy.target_quantile=0.5", "privacy.clip_lr=0.0"]].concat())
+            .contains("learning rate"));
+        assert!(err(&[&base[..], &["privacy.clip_lr=0.3"]].concat()).contains("privacy.target_quantile"));
+        assert!(err(&["privacy.target_quantile=0.5"]).contains("DP is off"));
     }
 }

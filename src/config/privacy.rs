@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Config, ConfigError};
-use crate::federation::strategy::StrategyConfig;
+use crate::federation::strategy::{AdaptiveClipping, StrategyConfig};
 
 /// Client-level differential privacy (DP-FedAvg, `federation::privacy`): off unless `noise_multiplier` or
 /// `epsilon` is set.
@@ -25,6 +25,14 @@ pub struct PrivacyConfig {
     /// Where updates are clipped: `site` (before they leave; the server never sees a raw update) or `server`.
     /// The server clips in both modes (a site that did not is still bounded).
     pub clipping: String,
+    /// Adaptive clipping (Andrew et al. 2019): the share of updates that should fit in C; `clip_norm` is then the
+    /// first round's C, and C follows this quantile of the update norms. Unset: C stays fixed.
+    pub target_quantile: Option<f64>,
+    /// Adaptive clipping: the geometric step of C per round, η in C ← C·exp(−η(b̃ − γ)) (default 0.2).
+    pub clip_lr: Option<f64>,
+    /// Adaptive clipping: the std of the noise on the count of updates that fitted (default: federation.sites/20
+    /// as published, raised to the noise multiplier when that is smaller, which costs the updates 15 % more noise).
+    pub clipped_count_stddev: Option<f64>,
 }
 
 impl Default for PrivacyConfig {
@@ -36,6 +44,9 @@ impl Default for PrivacyConfig {
             delta: 1e-5,
             max_epsilon: None,
             clipping: "site".into(),
+            target_quantile: None,
+            clip_lr: None,
+            clipped_count_stddev: None,
         }
     }
 }
@@ -49,19 +60,22 @@ pub struct DpSettings {
     pub max_epsilon: Option<f64>,
     /// Clipping at the sites (else at the server only).
     pub at_sites: bool,
+    /// Adaptive clipping (`clip_norm` is then the first round's).
+    pub adaptive: Option<AdaptiveClipping>,
 }
 
 impl Config {
     /// The differential-privacy settings, `None` when DP is off. Checks that the keys fit together and with the
-    /// strategy (DP-FedAvg needs the plain mean: robust rules and server optimisers are refused by name).
+    /// strategy (DP-FedAvg needs a mean: robust rules and FedProx are refused by name; FedAvgM and FedAdam step from
+    /// the noisy mean).
     pub fn privacy(&self) -> Result<Option<DpSettings>, ConfigError> {
         let p = &self.privacy;
         let bad = |m: String| Err(ConfigError::Invalid(m));
         let z = match (p.noise_multiplier, p.epsilon) {
             (None, None) => {
-                if p.clip_norm.is_some() || p.max_epsilon.is_some() {
-                    return bad("privacy.clip_norm / max_epsilon are set but DP is off: set privacy.noise_multiplier \
-                                or privacy.epsilon too"
+                if p.clip_norm.is_some() || p.max_epsilon.is_some() || p.target_quantile.is_some() {
+                    return bad("privacy.clip_norm / max_epsilon / target_quantile are set but DP is off: set \
+                                privacy.noise_multiplier or privacy.epsilon too"
                         .into());
                 }
                 return Ok(None);
@@ -100,7 +114,8 @@ impl Config {
             return bad(format!("privacy.max_epsilon = {m} must be a positive number"));
         }
         match self.strategy()? {
-            StrategyConfig::FedAvg => {}
+            // Server optimisers step from DP-FedAvg's noisy mean: post-processing, the same guarantee.
+            StrategyConfig::FedAvg | StrategyConfig::FedAvgM { .. } | StrategyConfig::FedAdam { .. } => {}
             StrategyConfig::FedMedian | StrategyConfig::TrimmedMean { .. } | StrategyConfig::Krum { .. } => {
                 return bad(format!(
                     "privacy (DP-FedAvg) cannot be combined with federation.strategy = {:?}: a robust rule's output \
@@ -111,7 +126,8 @@ impl Config {
             }
             _ => {
                 return bad(format!(
-                    "privacy (DP-FedAvg) is implemented over fedavg only, not federation.strategy = {:?}",
+                    "privacy (DP-FedAvg) is implemented over fedavg, fedavgm and fedadam, not federation.strategy = \
+                     {:?} (FedProx's proximal term is not accounted for)",
                     self.federation.strategy
                 ));
             }
@@ -121,21 +137,51 @@ impl Config {
             "server" => false,
             other => return bad(format!("privacy.clipping = {other:?}: expected \"site\" or \"server\"")),
         };
+        let adaptive = match p.target_quantile {
+            None => {
+                if p.clip_lr.is_some() || p.clipped_count_stddev.is_some() {
+                    return bad("privacy.clip_lr / clipped_count_stddev are for adaptive clipping: set \
+                                privacy.target_quantile too (or remove them)"
+                        .into());
+                }
+                None
+            }
+            Some(target_quantile) => {
+                let a = AdaptiveClipping {
+                    target_quantile,
+                    learning_rate: p.clip_lr.unwrap_or(0.2),
+                    count_stddev: p.clipped_count_stddev.unwrap_or((self.federation.sites as f64 / 20.0).max(z)),
+                };
+                a.validate(z).map_err(|e| ConfigError::Invalid(format!("privacy: {e}")))?;
+                Some(a)
+            }
+        };
         Ok(Some(DpSettings {
             clip_norm,
             noise_multiplier: z,
             delta: p.delta,
             max_epsilon: p.max_epsilon.or(p.epsilon),
             at_sites,
+            adaptive,
         }))
     }
 
     /// The server's strategy: `federation.strategy`, wrapped by DP-FedAvg when privacy is on.
     pub fn build_strategy(&self) -> Result<Box<dyn crate::federation::strategy::Strategy>, ConfigError> {
         if let Some(dp) = self.privacy()? {
-            let s = crate::federation::strategy::DpFedAvg::new(dp.clip_norm, dp.noise_multiplier, dp.at_sites)
-                .map_err(|e| ConfigError::Invalid(format!("privacy: {e}")))?;
-            return Ok(Box::new(s));
+            let s = crate::federation::strategy::DpFedAvg::with_clipping(
+                dp.clip_norm,
+                dp.noise_multiplier,
+                dp.at_sites,
+                dp.adaptive,
+            )
+            .map_err(|e| ConfigError::Invalid(format!("privacy: {e}")))?;
+            return match self.strategy()?.server_opt_kind() {
+                None => Ok(Box::new(s)),
+                Some(kind) => crate::federation::strategy::ServerOpt::over(kind, Box::new(s))
+                    .map(|o| Box::new(o) as Box<dyn crate::federation::strategy::Strategy>)
+                    .map_err(|e| ConfigError::Invalid(format!("federation.strategy: {e}"))),
+            };
         }
         self.strategy()?.build().map_err(|e| ConfigError::Invalid(format!("federation.strategy: {e}")))
     }

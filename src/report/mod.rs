@@ -107,24 +107,50 @@ impl RunReport {
     }
 
     /// The privacy ledger, when the run had differential privacy: ε after every round.
+    /// (Clip norms span 1e-4 to 1e2: 4 significant digits.)
     fn md_privacy(&self, s: &mut String) {
         let ledger: Vec<(u64, &crate::records::RoundPrivacy)> =
             self.rounds.iter().filter_map(|r| r.privacy.as_ref().map(|p| (r.round, p))).collect();
         let Some((_, last)) = ledger.last() else { return };
+        let adaptive = ledger.iter().any(|(_, p)| p.next_clip_norm.is_some());
         s.push_str(&format!(
             "\n## Differential privacy (client level, DP-FedAvg)\n\nε = {:.3} at δ = {} after {} released rounds \
              (RDP accountant, every site in every round: no sampling amplification claimed). The guarantee covers \
              a whole site's data (client level), not single images, and trusts the server to add the noise.\n\n\
-             | round | noise multiplier | clip norm | updates | clipped | ε |\n|---:|---:|---:|---:|---:|---:|\n",
+             | round | noise multiplier | clip norm | updates | clipped at the server | ε |{}\n\
+             |---:|---:|---:|---:|---:|---:|{}\n",
             last.epsilon,
             last.delta,
-            ledger.len()
+            ledger.len(),
+            if adaptive { " noise on updates | fitted (noisy) | next clip norm |" } else { "" },
+            if adaptive { "---:|---:|---:|" } else { "" },
         ));
+        let opt = |v: Option<f64>, digits: usize| v.map(|v| format!("{v:.digits$}")).unwrap_or_else(|| "–".into());
         for (round, p) in &ledger {
             s.push_str(&format!(
-                "| {round} | {:.4} | {} | {} | {} | {:.3} |\n",
-                p.noise_multiplier, p.clip_norm, p.updates, p.clipped, p.epsilon
+                "| {round} | {:.4} | {} | {} | {} | {:.3} |",
+                p.noise_multiplier,
+                sig(p.clip_norm),
+                p.updates,
+                p.clipped,
+                p.epsilon
             ));
+            if adaptive {
+                s.push_str(&format!(
+                    " {} | {} | {} |",
+                    opt(p.update_noise_multiplier, 4),
+                    opt(p.fitted_share, 2),
+                    p.next_clip_norm.map(sig).unwrap_or_else(|| "–".into())
+                ));
+            }
+            s.push('\n');
+        }
+        if adaptive {
+            s.push_str(
+                "\nAdaptive clipping (Andrew et al. 2019): after each round the clip norm moves towards the target \
+                 quantile of the update norms, from a noisy count of the updates that fitted; the noise multiplier \
+                 charged covers the updates' noise and the count's together.\n",
+            );
         }
         s.push('\n');
     }
@@ -217,6 +243,15 @@ impl RunReport {
     }
 }
 
+/// `v` with 4 significant digits: plain between 0.01 and 10⁵, else in scientific notation.
+fn sig(v: f64) -> String {
+    if v == 0.0 || (0.01..1e5).contains(&v.abs()) {
+        format!("{:.*}", (3 - v.abs().log10().floor().clamp(-2.0, 3.0) as i32).max(0) as usize, v)
+    } else {
+        format!("{v:.3e}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,5 +331,11 @@ mod tests {
         let r: RoundRecord = serde_json::from_value(json).unwrap();
         assert!(r.roles.is_empty());
         assert!(!serde_json::to_string(&r).unwrap().contains("roles"), "empty roles are not written");
+    }
+
+    #[test]
+    fn clip_norms_keep_four_significant_digits() {
+        assert_eq!((sig(25.4), sig(1.5), sig(0.0123)), ("25.40".into(), "1.500".into(), "0.01230".into()));
+        assert_eq!((sig(0.0001), sig(2.5e6)), ("1.000e-4".into(), "2.500e6".into()));
     }
 }

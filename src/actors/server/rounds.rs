@@ -148,6 +148,8 @@ pub(super) fn on_aggregated(
             delta = dp.delta,
             updates = rel.updates,
             clipped = rel.clipped,
+            clip_norm = rel.clip_norm,
+            next_clip_norm = rel.next_clip_norm,
             "privacy ledger"
         );
         st.obs.metrics.dp_epsilon(epsilon);
@@ -158,6 +160,9 @@ pub(super) fn on_aggregated(
             clipped: rel.clipped,
             delta: dp.delta,
             epsilon,
+            update_noise_multiplier: rel.fitted_share.map(|_| rel.update_noise_multiplier),
+            fitted_share: rel.fitted_share,
+            next_clip_norm: rel.fitted_share.map(|_| rel.next_clip_norm),
         });
     }
     let m = &st.obs.metrics;

@@ -35,13 +35,22 @@ pub struct SiteHints {
 }
 
 /// What a differentially private strategy released in its last round: the Gaussian mechanism with multiplier
-/// `noise_multiplier` on the mean of `updates` updates clipped to `clip_norm` (`clipped` of them were longer).
+/// `noise_multiplier` on the mean of `updates` updates clipped to `clip_norm` (`clipped` of them were longer when
+/// they reached the server), and with adaptive clipping the noisy count that moved the clip norm.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DpRelease {
+    /// z, what the accountant charges for the round (with adaptive clipping: the updates' and the count's noise
+    /// together).
     pub noise_multiplier: f64,
+    /// z_Δ, the multiplier of the noise on the mean of the updates (= z with fixed clipping).
+    pub update_noise_multiplier: f64,
     pub clip_norm: f64,
     pub updates: usize,
     pub clipped: usize,
+    /// Adaptive clipping: the noisy share of the updates that fitted in `clip_norm`.
+    pub fitted_share: Option<f64>,
+    /// The clip norm of the next round (= `clip_norm` with fixed clipping).
+    pub next_clip_norm: f64,
 }
 
 /// How the server combines a round's updates.
@@ -75,4 +84,7 @@ pub trait Strategy: Send {
     fn released(&self) -> Option<DpRelease> {
         None
     }
+    /// A restarted server hands an adaptive-clipping strategy the clip norm its ledger says comes next (the last
+    /// durable round's `next_clip_norm`); the others ignore it.
+    fn resume_clip_norm(&mut self, _clip_norm: f64) {}
 }

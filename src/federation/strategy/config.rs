@@ -80,14 +80,18 @@ impl StrategyConfig {
 
     /// The server optimiser of FedAvgM / FedAdam (None for the other strategies).
     fn server_opt(&self) -> Result<Option<ServerOpt>, AggregateError> {
+        match self.server_opt_kind() {
+            Some(kind) => ServerOpt::new(kind).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The server optimiser this strategy names (FedAvgM, FedAdam), if any.
+    pub fn server_opt_kind(&self) -> Option<ServerOptKind> {
         match *self {
-            StrategyConfig::FedAvgM { lr, momentum } => {
-                ServerOpt::new(ServerOptKind::Momentum { lr, beta: momentum }).map(Some)
-            }
-            StrategyConfig::FedAdam { lr, tau } => {
-                ServerOpt::new(ServerOptKind::Adam { lr, beta1: 0.9, beta2: 0.99, tau }).map(Some)
-            }
-            _ => Ok(None),
+            StrategyConfig::FedAvgM { lr, momentum } => Some(ServerOptKind::Momentum { lr, beta: momentum }),
+            StrategyConfig::FedAdam { lr, tau } => Some(ServerOptKind::Adam { lr, beta1: 0.9, beta2: 0.99, tau }),
+            _ => None,
         }
     }
 

@@ -11,7 +11,9 @@
 //! could push it negative, and the EMA is itself an average of parameters, not a parameter.
 //!
 //! The math is in pure functions over slices ([`momentum_step`], [`adam_step`]) so it can be checked by hand; the
-//! aggregation underneath is FedAvg's streaming sample-weighted mean. The optimiser state (momentum, second moment)
+//! aggregation underneath is FedAvg's streaming sample-weighted mean, or any other mean strategy
+//! ([`ServerOpt::over`]): under differential privacy it is DP-FedAvg's noisy mean, and the optimiser's step is
+//! post-processing of what DP-FedAvg released, so the privacy ledger is the same. The optimiser state (momentum, second moment)
 //! is O(P) and lives in the strategy; it is exposed as [`Weights`] (`Strategy::state_weights`) and saved as the
 //! `strategy` part of every round's checkpoint, so a restarted server resumes with the same moments.
 
@@ -55,19 +57,30 @@ pub fn adam_step(w: &mut [f32], avg: &[f32], m: &mut [f32], v: &mut [f32], lr: f
     }
 }
 
-/// FedAvgM or FedAdam: FedAvg's mean, then a server optimiser step from the round's global weights.
-#[derive(Debug)]
+/// FedAvgM or FedAdam: a mean strategy's output (FedAvg's by default), then a server optimiser step from the round's
+/// global weights.
 pub struct ServerOpt {
     kind: ServerOptKind,
-    mean: FedAvg,
+    mean: Box<dyn Strategy>,
     global: Option<Weights>,
     /// First moment (momentum) and second moment (Adam), one buffer per tensor, created at the first round.
     m: Option<Weights>,
     v: Option<Weights>,
 }
 
+impl std::fmt::Debug for ServerOpt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerOpt").field("kind", &self.kind).field("mean", &self.mean.name()).finish()
+    }
+}
+
 impl ServerOpt {
     pub fn new(kind: ServerOptKind) -> Result<Self, AggregateError> {
+        Self::over(kind, Box::new(FedAvg::new()))
+    }
+
+    /// The optimiser over another mean strategy (DP-FedAvg): its hints, its release and its clip norm pass through.
+    pub fn over(kind: ServerOptKind, mean: Box<dyn Strategy>) -> Result<Self, AggregateError> {
         let bad = |m: String| Err(AggregateError::InvalidParameter(m));
         let unit = |x: f64| x.is_finite() && (0.0..1.0).contains(&x);
         match kind {
@@ -91,7 +104,7 @@ impl ServerOpt {
                 }
             }
         }
-        Ok(ServerOpt { kind, mean: FedAvg::new(), global: None, m: None, v: None })
+        Ok(ServerOpt { kind, mean, global: None, m: None, v: None })
     }
 
     /// The optimiser state to checkpoint: the moments under `m.` and `v.` (None before the first round).
@@ -129,6 +142,10 @@ impl Strategy for ServerOpt {
             ServerOptKind::Momentum { .. } => "fedavgm",
             ServerOptKind::Adam { .. } => "fedadam",
         }
+    }
+
+    fn site_hints(&self) -> super::api::SiteHints {
+        self.mean.site_hints()
     }
 
     fn begin_round(&mut self, global: &Weights) {
@@ -200,6 +217,14 @@ impl Strategy for ServerOpt {
     fn restore_state_weights(&mut self, state: &Weights) {
         self.restore_moments(state);
     }
+
+    fn released(&self) -> Option<super::api::DpRelease> {
+        self.mean.released()
+    }
+
+    fn resume_clip_norm(&mut self, clip_norm: f64) {
+        self.mean.resume_clip_norm(clip_norm);
+    }
 }
 
 #[cfg(test)]
@@ -209,6 +234,24 @@ mod tests {
     fn w(pairs: &[(&str, &[f32])]) -> Weights {
         Weights::new(pairs.iter().map(|(n, d)| NamedTensor::new(*n, vec![d.len()], d.to_vec()).unwrap()).collect())
             .unwrap()
+    }
+
+    /// Over DP-FedAvg: the optimiser steps from the clipped (noisy) mean, and the hints and the release pass through.
+    #[test]
+    fn over_dp_fedavg_it_steps_from_the_clipped_mean_and_passes_the_release_on() {
+        use super::super::DpFedAvg;
+        let global = w(&[("t", &[0.0, 0.0])]);
+        let dp = DpFedAvg::new(1.0, 0.0, true).unwrap();
+        let mut s = ServerOpt::over(ServerOptKind::Momentum { lr: 2.0, beta: 0.0 }, Box::new(dp)).unwrap();
+        assert_eq!(s.site_hints().dp_clip_norm, Some(1.0));
+        s.begin_round(&global);
+        s.accumulate(w(&[("t", &[30.0, 40.0])]), 1).unwrap();
+        s.accumulate(w(&[("t", &[0.0, 0.0])]), 1).unwrap();
+        let out = s.finish().unwrap();
+        // Clipped to (0.6, 0.8), mean (0.3, 0.4), server step 2 × that.
+        assert!((out.tensors()[0].data[0] - 0.6).abs() < 1e-6 && (out.tensors()[0].data[1] - 0.8).abs() < 1e-6);
+        let r = s.released().expect("the DP release passes through");
+        assert_eq!((r.updates, r.clipped, r.clip_norm), (2, 1, 1.0));
     }
 
     #[test]
