@@ -154,6 +154,11 @@ pub struct ModelSection {
     pub beta2: Option<f64>,
     /// Critic steps per generator step (WGAN-GP).
     pub n_critic: Option<i64>,
+    /// Widths instead of the preset's: channels of the generator's last block, of the CNN discriminator's first.
+    pub g_width: Option<i64>,
+    pub d_width: Option<i64>,
+    /// CNN discriminator: 1 (a 4×4 stride-2 convolution per stage) or 2 (a 3×3 convolution before it, SNGAN).
+    pub d_stage_convs: Option<i64>,
     /// Benchmarks of the federation machinery only: the model becomes this many random parameters and a site's
     /// local training a small random perturbation of them (no GAN, no evaluator).
     pub bench_params: Option<u64>,
@@ -189,6 +194,9 @@ impl ModelSection {
         cfg.beta1 = self.beta1.unwrap_or(cfg.beta1);
         cfg.beta2 = self.beta2.unwrap_or(cfg.beta2);
         cfg.n_critic = self.n_critic.unwrap_or(cfg.n_critic);
+        cfg.g_width = self.g_width.unwrap_or(cfg.g_width);
+        cfg.d_width = self.d_width.unwrap_or(cfg.d_width);
+        cfg.d_stage_convs = self.d_stage_convs.unwrap_or(cfg.d_stage_convs);
         cfg.validate().map_err(|e| ConfigError::Invalid(format!("model: {e}")))
     }
 }
@@ -368,6 +376,9 @@ impl Default for ModelSection {
             beta1: None,
             beta2: None,
             n_critic: None,
+            g_width: None,
+            d_width: None,
+            d_stage_convs: None,
             bench_params: None,
         }
     }

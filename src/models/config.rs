@@ -299,6 +299,15 @@ pub struct ModelConfig {
     /// (patch + 2·overlap)-wide convolution with stride `vit_patch`); 0 = the plain ViT split.
     #[serde(default)]
     pub vit_overlap: i64,
+    /// CNN discriminator: convolutions per stage. 1 = one 4×4 stride-2 convolution (DCGAN); 2 = a 3×3 stride-1
+    /// convolution at full width before it (the SNGAN "standard" discriminator: more non-linearity per scale, where
+    /// thin structures such as cell borders are seen).
+    #[serde(default = "one_conv")]
+    pub d_stage_convs: i64,
+}
+
+fn one_conv() -> i64 {
+    1
 }
 
 fn paper_recipe() -> Recipe {
@@ -379,6 +388,7 @@ impl ModelConfig {
             generator_arch: GeneratorArch::Dcgan,
             vit_l2_attention: false,
             vit_overlap: 0,
+            d_stage_convs: 1,
         };
         let cfg = match recipe {
             Recipe::Paper => cfg,
@@ -481,6 +491,9 @@ impl ModelConfig {
                 "vit_overlap",
                 format!("{} is not in 0..={} (vit_patch)", self.vit_overlap, self.vit_patch),
             ));
+        }
+        if !(1..=2).contains(&self.d_stage_convs) {
+            return Err(ModelError::config("d_stage_convs", format!("{} is not 1 or 2", self.d_stage_convs)));
         }
         if !(self.gp_lambda.is_finite() && self.gp_lambda >= 0.0) {
             return Err(ModelError::config("gp_lambda", format!("{} is not a finite number >= 0", self.gp_lambda)));

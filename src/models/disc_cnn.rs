@@ -14,6 +14,8 @@ use super::layers::{lrelu, Conv2d, Norm};
 
 #[derive(Debug)]
 struct DownBlock {
+    /// The optional 3×3 stride-1 convolution before the down-sampling one (`d_stage_convs = 2`).
+    pre: Option<Conv2d>,
     conv: Conv2d,
     norm: Norm,
 }
@@ -44,7 +46,12 @@ impl CnnBackbone {
                 Norm::Batch(nn::batch_norm2d(&bp / "norm", cout, Default::default()))
             };
             let bias = matches!(norm, Norm::None);
-            blocks.push(DownBlock { conv: Conv2d::new(&bp / "conv", cin, cout, 4, 2, 1, bias, sn), norm });
+            // The extra convolution keeps the stage's input width (the first one widens 3 → d_width) and, like
+            // the first block, carries no normalisation other than spectral norm.
+            let pre_out = if i == 0 { cout } else { cin };
+            let pre = (cfg.d_stage_convs > 1).then(|| Conv2d::new(&bp / "pre", cin, pre_out, 3, 1, 1, true, sn));
+            let cin = if pre.is_some() { pre_out } else { cin };
+            blocks.push(DownBlock { pre, conv: Conv2d::new(&bp / "conv", cin, cout, 4, 2, 1, bias, sn), norm });
         }
         CnnBackbone { blocks, out_dim: ch(stages - 1) }
     }
@@ -52,6 +59,9 @@ impl CnnBackbone {
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
         let mut h = x.shallow_clone();
         for b in &self.blocks {
+            if let Some(pre) = &b.pre {
+                h = lrelu(&pre.forward_t(&h, train));
+            }
             h = lrelu(&b.norm.forward_t(&b.conv.forward_t(&h, train), train));
         }
         h.sum_dim_intlist([2i64, 3].as_slice(), false, tch::Kind::Float)

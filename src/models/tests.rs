@@ -94,6 +94,34 @@ fn spectral_norm_variant_trains_and_stores_power_iteration_vectors() {
     assert!((sigma - top).abs() / top < 0.2, "power iteration σ {sigma} vs σ_max {top}");
 }
 
+/// `d_stage_convs = 2` puts a 3×3 spectrally normalised convolution before each stride-2 one (SNGAN's standard
+/// discriminator); the default keeps the checkpoint layout of one convolution per stage.
+#[test]
+fn a_second_convolution_per_discriminator_stage_trains() {
+    tch::set_num_threads(1);
+    let mut cfg = ModelConfig::preset("tiny", GanKind::Cgan, DiscKind::Cnn, 4).unwrap();
+    let plain = Gan::new(&cfg, Device::Cpu, 3).unwrap().discriminator_weights().unwrap();
+    assert!(plain.get("blocks.0.pre.weight_orig").is_none(), "one convolution per stage by default");
+    cfg.d_stage_convs = 2;
+    let mut g = Gan::new(&cfg, Device::Cpu, 3).unwrap();
+    let (x, y) = toy_batch(8, 4, 32, 1);
+    let before = g.discriminator_weights().unwrap();
+    for _ in 0..2 {
+        g.train_step(&x, &y).unwrap();
+    }
+    let after = g.discriminator_weights().unwrap();
+    for b in 0..3 {
+        let name = format!("blocks.{b}.pre.weight_orig");
+        let (w0, w1) = (before.get(&name).unwrap(), after.get(&name).unwrap());
+        assert_ne!(w0.data, w1.data, "{name} is trained");
+    }
+    // Stage 0 widens 3 → d_width in its 3×3 convolution; later stages keep their input width.
+    assert_eq!(after.get("blocks.0.pre.weight_orig").unwrap().shape, vec![16, 3, 3, 3]);
+    assert_eq!(after.get("blocks.1.pre.weight_orig").unwrap().shape, vec![16, 16, 3, 3]);
+    cfg.d_stage_convs = 3;
+    assert!(cfg.validate().unwrap_err().to_string().contains("d_stage_convs"));
+}
+
 /// Trains one combination for `steps` steps on a fixed batch and checks that the discriminator separates real from
 /// fake better than at the start and that the generator's loss moves.
 fn learns_on_fixed_batch(gan: GanKind, disc: DiscKind, steps: usize) {
