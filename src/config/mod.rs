@@ -9,13 +9,15 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+mod model;
 mod privacy;
+pub use model::ModelSection;
 pub use privacy::{DpSettings, PrivacyConfig};
 
 use crate::data::partition::Partition;
 pub use crate::faults::Fault;
 use crate::federation::strategy::StrategyConfig;
-use crate::models::{AugmentPolicy, DiscKind, GanKind, GeneratorArch, ModelConfig, Recipe, SourceLoss};
+use crate::models::{DiscKind, GanKind, ModelConfig, Recipe};
 
 /// Synthetic classes when `data.num_classes` is unset: ADI, BACK, DEB, LYM.
 pub const DEFAULT_SYNTH_CLASSES: usize = 4;
@@ -115,90 +117,6 @@ pub struct DataConfig {
     /// shuffled files make a random sample — instead of all 262,144 + 32,768 + 32,768. Unset: everything.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_images: Option<usize>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ModelSection {
-    /// `tiny` (tests), `small` (CPU demo), `paper` (GPU).
-    pub preset: String,
-    pub gan: String,
-    pub discriminator: String,
-    /// `cpu`, `cuda`, `cuda:N`; empty = CUDA when available.
-    pub device: String,
-    /// Image size (32, 64 or 128) instead of the preset's.
-    pub image_size: Option<i64>,
-    /// `small-budget` (default: DiffAugment, hinge, spectral norm, EMA generator, resize-conv generator, ViTGAN
-    /// fixes) or `paper` (the paper-faithful DCGAN variants). The keys below override single ingredients.
-    pub recipe: String,
-    /// `bce` or `hinge` (CGAN/ACGAN source loss).
-    pub loss: Option<String>,
-    /// DiffAugment policy: `none` or a comma-separated subset of `color,translation,cutout`.
-    pub diffaugment: Option<String>,
-    /// Decay of the generator's weight average used for sampling (0 = none).
-    pub ema_decay: Option<f64>,
-    /// Spectral norm in every discriminator layer.
-    pub spectral_norm: Option<bool>,
-    /// `dcgan` (transposed convolutions) or `resize-conv` (up-sampling + 3×3 convs, class-conditional BatchNorm).
-    pub generator: Option<String>,
-    /// ViT discriminator: L2-distance attention.
-    pub vit_l2_attention: Option<bool>,
-    /// ViT discriminator: patch side in pixels, and the patch overlap.
-    pub vit_patch: Option<i64>,
-    pub vit_overlap: Option<i64>,
-    /// Adam learning rates of the generator and the discriminator (instead of the recipe's).
-    pub lr_g: Option<f64>,
-    pub lr_d: Option<f64>,
-    /// Adam β₁ and β₂ of both networks.
-    pub beta1: Option<f64>,
-    pub beta2: Option<f64>,
-    /// Critic steps per generator step (WGAN-GP).
-    pub n_critic: Option<i64>,
-    /// Widths instead of the preset's: channels of the generator's last block, of the CNN discriminator's first.
-    pub g_width: Option<i64>,
-    pub d_width: Option<i64>,
-    /// CNN discriminator: 1 (a 4×4 stride-2 convolution per stage) or 2 (a 3×3 convolution before it, SNGAN).
-    pub d_stage_convs: Option<i64>,
-    /// Benchmarks of the federation machinery only: the model becomes this many random parameters and a site's
-    /// local training a small random perturbation of them (no GAN, no evaluator).
-    pub bench_params: Option<u64>,
-}
-
-impl ModelSection {
-    /// Applies the single-ingredient keys on top of the recipe's choices, naming the key of a bad value.
-    pub fn override_ingredients(&self, cfg: &mut ModelConfig) -> Result<(), ConfigError> {
-        fn parsed<T: std::str::FromStr>(key: &str, v: &Option<String>) -> Result<Option<T>, ConfigError>
-        where
-            T::Err: std::fmt::Display,
-        {
-            v.as_deref()
-                .map(|s| s.parse::<T>().map_err(|e| ConfigError::Invalid(format!("model.{key} = {s:?}: {e}"))))
-                .transpose()
-        }
-        if let Some(l) = parsed::<SourceLoss>("loss", &self.loss)? {
-            cfg.loss = l;
-        }
-        if let Some(p) = parsed::<AugmentPolicy>("diffaugment", &self.diffaugment)? {
-            cfg.diffaugment = p;
-        }
-        if let Some(g) = parsed::<GeneratorArch>("generator", &self.generator)? {
-            cfg.generator_arch = g;
-        }
-        cfg.ema_decay = self.ema_decay.unwrap_or(cfg.ema_decay);
-        cfg.spectral_norm = self.spectral_norm.unwrap_or(cfg.spectral_norm);
-        cfg.vit_l2_attention = self.vit_l2_attention.unwrap_or(cfg.vit_l2_attention);
-        cfg.vit_patch = self.vit_patch.unwrap_or(cfg.vit_patch);
-        cfg.vit_overlap = self.vit_overlap.unwrap_or(cfg.vit_overlap);
-        cfg.lr_g = self.lr_g.unwrap_or(cfg.lr_g);
-        cfg.lr_d = self.lr_d.unwrap_or(cfg.lr_d);
-        cfg.beta1 = self.beta1.unwrap_or(cfg.beta1);
-        cfg.beta2 = self.beta2.unwrap_or(cfg.beta2);
-        cfg.n_critic = self.n_critic.unwrap_or(cfg.n_critic);
-        cfg.g_width = self.g_width.unwrap_or(cfg.g_width);
-        cfg.d_width = self.d_width.unwrap_or(cfg.d_width);
-        cfg.d_stage_convs = self.d_stage_convs.unwrap_or(cfg.d_stage_convs);
-        cfg.validate().map_err(|e| ConfigError::Invalid(format!("model: {e}")))
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -350,36 +268,6 @@ impl Default for DataConfig {
             cache_dir: None,
             skip_bad: false,
             max_images: None,
-        }
-    }
-}
-
-impl Default for ModelSection {
-    fn default() -> Self {
-        Self {
-            preset: "tiny".into(),
-            gan: "cgan".into(),
-            discriminator: "cnn".into(),
-            device: "cpu".into(),
-            image_size: None,
-            recipe: "small-budget".into(),
-            loss: None,
-            diffaugment: None,
-            ema_decay: None,
-            spectral_norm: None,
-            generator: None,
-            vit_l2_attention: None,
-            vit_patch: None,
-            vit_overlap: None,
-            lr_g: None,
-            lr_d: None,
-            beta1: None,
-            beta2: None,
-            n_critic: None,
-            g_width: None,
-            d_width: None,
-            d_stage_convs: None,
-            bench_params: None,
         }
     }
 }
