@@ -79,6 +79,11 @@ pub(super) fn bench(c: BenchCmd) -> Result<()> {
             let rows = fed::transfer_bench(&a.sizes, a.reps).map_err(anyhow::Error::msg)?;
             println!("{}\n{}", fed::machine_line(), fed::render_transfer(&rows));
         }
+        BenchCmd::Secagg(a) => {
+            let row =
+                crate::bench::secagg::secagg_bench(a.sites, a.params, a.dropped, a.reps).map_err(anyhow::Error::msg)?;
+            println!("{}\n{}", fed::machine_line(), crate::bench::secagg::render_secagg(&[row]));
+        }
         BenchCmd::Aggregate(a) => {
             let row = fed::aggregate_bench(a.sites, a.params, a.reps).map_err(anyhow::Error::msg)?;
             println!("{}\n{}", fed::machine_line(), fed::render_aggregate(&[row]));
@@ -193,6 +198,9 @@ pub(super) enum BenchCmd {
     Transfer(BenchTransferCmd),
     /// P3: streaming FedAvg over K updates of P parameters vs a memcpy of the same bytes.
     Aggregate(BenchAggregateCmd),
+    /// The compute cost of secure aggregation (every site's sharing and masking, the server's unmasking) against
+    /// FedAvg's fold of the same K updates of P parameters.
+    Secagg(BenchSecaggCmd),
     /// P2: seconds per round of a real federation (server + K site processes, the no-op bench model) vs the raw-TCP
     /// floor of moving the same bytes.
     Federation(BenchFederationCmd),
@@ -213,6 +221,19 @@ pub(super) struct BenchAggregateCmd {
     sites: usize,
     #[arg(long, default_value_t = 10_000_000)]
     params: usize,
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct BenchSecaggCmd {
+    #[arg(long, default_value_t = 8)]
+    sites: usize,
+    #[arg(long, default_value_t = 10_000_000)]
+    params: usize,
+    /// Sites killed after sharing their secrets (their masks removed from the shares).
+    #[arg(long, default_value_t = 0)]
+    dropped: usize,
     #[arg(long, default_value_t = 3)]
     reps: usize,
 }

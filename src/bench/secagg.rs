@@ -1,0 +1,153 @@
+//! The compute cost of secure aggregation (`federation::secagg`) against plain FedAvg of the same updates.
+//!
+//! Why compute only: it isolates what the protocol adds per round — each site's key agreements, Shamir sharing,
+//! quantization and mask streams, and the server's sum, reconstructions and mask removal — from the network and
+//! the runtime. Sites run in parallel in a federation, so a round's critical path is the slowest site's work plus
+//! the server's; the table gives both beside FedAvg's fold of the same K updates.
+
+use std::time::Instant;
+
+use crate::federation::secagg::{SecAggParams, ServerRound, SiteRound};
+use crate::federation::strategy::StrategyConfig;
+use crate::federation::weights::{NamedTensor, Weights};
+
+/// One measured configuration.
+#[derive(Debug, Clone)]
+pub struct SecAggRow {
+    pub k: usize,
+    pub p: usize,
+    pub dropped: usize,
+    pub neighbours: usize,
+    pub threshold: usize,
+    /// Per rep: the slowest site's share + receive + mask seconds.
+    pub site_secs: Vec<f64>,
+    /// Per rep: the server's routing, sum, reconstruction and unmasking seconds.
+    pub server_secs: Vec<f64>,
+    /// Per rep: FedAvg's fold of the same K updates.
+    pub fedavg_secs: Vec<f64>,
+}
+
+fn values(p: usize, seed: u64) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..p)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ((x >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.02
+        })
+        .collect()
+}
+
+fn one_tensor(data: Vec<f32>) -> Result<Weights, String> {
+    let n = data.len();
+    let t = NamedTensor::new("w", vec![n], data).map_err(|e| e.to_string())?;
+    Weights::new(vec![t]).map_err(|e| e.to_string())
+}
+
+/// `k` sites with updates of `p` values, the last `dropped` of them killed after sharing; `reps` repetitions.
+pub fn secagg_bench(k: usize, p: usize, dropped: usize, reps: usize) -> Result<SecAggRow, String> {
+    if k < 2 || p == 0 || dropped >= k {
+        return Err("secagg bench needs k ≥ 2, p ≥ 1 and fewer dropped sites than sites".into());
+    }
+    let ids: Vec<u32> = (0..k as u32).collect();
+    let updates: Vec<Vec<f32>> = (0..k).map(|i| values(p, i as u64 + 1)).collect();
+    let global = one_tensor(vec![0.0; p])?;
+    let (mut site_secs, mut server_secs, mut fedavg_secs) = (Vec::new(), Vec::new(), Vec::new());
+    let mut shape = (0, 0);
+    for rep in 0..reps.max(1) {
+        let params = SecAggParams::new(rep as u64, &ids, 1.0).map_err(|e| e.to_string())?;
+        shape = (params.degree(), params.threshold);
+        let mut server = ServerRound::new(params.clone(), p).map_err(|e| e.to_string())?;
+        let mut site_time = vec![0.0f64; k];
+        let mut sites = Vec::new();
+        let mut server_time = 0.0;
+        for (i, &id) in ids.iter().enumerate() {
+            let t = Instant::now();
+            let (s, adv) = SiteRound::new(params.clone(), id).map_err(|e| e.to_string())?;
+            site_time[i] += t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            server.advertise(adv).map_err(|e| e.to_string())?;
+            server_time += t.elapsed().as_secs_f64();
+            sites.push(s);
+        }
+        for (i, s) in sites.iter_mut().enumerate() {
+            let adverts = server.adverts_for(ids[i]).map_err(|e| e.to_string())?;
+            let t = Instant::now();
+            let sealed = s.share(&adverts).map_err(|e| e.to_string())?;
+            site_time[i] += t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            server.shares(ids[i], sealed).map_err(|e| e.to_string())?;
+            server_time += t.elapsed().as_secs_f64();
+        }
+        for (i, s) in sites.iter_mut().enumerate() {
+            let routed = server.shares_for(ids[i]);
+            let t = Instant::now();
+            s.receive(&routed).map_err(|e| e.to_string())?;
+            let (masked, _) = s.mask(&updates[i], 1.0).map_err(|e| e.to_string())?;
+            site_time[i] += t.elapsed().as_secs_f64();
+            if i < k - dropped {
+                let t = Instant::now();
+                server.masked(masked).map_err(|e| e.to_string())?;
+                server_time += t.elapsed().as_secs_f64();
+            }
+        }
+        let t = Instant::now();
+        let req = server.unmask_request().map_err(|e| e.to_string())?;
+        server_time += t.elapsed().as_secs_f64();
+        for (i, s) in sites.iter().enumerate().take(k - dropped) {
+            let reveals = s.unmask(&req).map_err(|e| e.to_string())?;
+            let t = Instant::now();
+            server.reveal(ids[i], reveals).map_err(|e| e.to_string())?;
+            server_time += t.elapsed().as_secs_f64();
+        }
+        let t = Instant::now();
+        let out = server.finish().map_err(|e| e.to_string())?;
+        server_time += t.elapsed().as_secs_f64();
+        std::hint::black_box(&out);
+        site_secs.push(site_time.iter().copied().fold(0.0, f64::max));
+        server_secs.push(server_time);
+
+        let owned = updates.iter().take(k - dropped).map(|u| one_tensor(u.clone())).collect::<Result<Vec<_>, _>>()?;
+        let mut fedavg = StrategyConfig::FedAvg.build().map_err(|e| e.to_string())?;
+        let t = Instant::now();
+        fedavg.begin_round(&global);
+        for u in owned {
+            fedavg.accumulate(u, 1).map_err(|e| e.to_string())?;
+        }
+        let out = fedavg.finish().map_err(|e| e.to_string())?;
+        fedavg_secs.push(t.elapsed().as_secs_f64());
+        std::hint::black_box(&out);
+    }
+    Ok(SecAggRow { k, p, dropped, neighbours: shape.0, threshold: shape.1, site_secs, server_secs, fedavg_secs })
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s.get(s.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Markdown table of [`secagg_bench`] rows (medians over the repetitions).
+pub fn render_secagg(rows: &[SecAggRow]) -> String {
+    let mut s = String::from(
+        "| K | P | dropped | neighbours / threshold | slowest site s | server s | FedAvg fold s | \
+         (site + server) / FedAvg fold |\n|---:|---:|---:|---|---:|---:|---:|---:|\n",
+    );
+    for r in rows {
+        let (site, server, fold) = (median(&r.site_secs), median(&r.server_secs), median(&r.fedavg_secs));
+        s.push_str(&format!(
+            "| {} | {} | {} | {} / {} | {:.3} | {:.3} | {:.3} | {:.1} |\n",
+            r.k,
+            r.p,
+            r.dropped,
+            r.neighbours,
+            r.threshold,
+            site,
+            server,
+            fold,
+            (site + server) / fold
+        ));
+    }
+    s
+}

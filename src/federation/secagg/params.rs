@@ -1,0 +1,151 @@
+//! The parameters of one secure aggregation and the neighbour graph they imply.
+//!
+//! Why a graph: with every site masking with every other (Bonawitz et al.), the work per site grows with the number
+//! of sites; SecAgg+ (Bell et al. 2020) masks with k neighbours on a random regular graph, k = O(log n), which keeps
+//! the same guarantees with high probability. Here the graph is a ring over the participants in an order drawn from
+//! the round number (SHA-256), each site joined to the k/2 nearest on either side; with k ≥ n − 1 it is the complete
+//! graph. Every party computes it from the parameters, so the server cannot hand a site a different one.
+
+use sha2::{Digest, Sha256};
+
+use super::SecAggError;
+
+/// One secure aggregation's parameters, the same at the server and every site.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SecAggParams {
+    pub round: u64,
+    /// The sites asked to take part, sorted, distinct.
+    pub participants: Vec<u32>,
+    /// k: neighbours per site (n − 1 or more: everyone).
+    pub neighbours: usize,
+    /// t: shares needed to reconstruct a secret; each secret has k + 1 holders (the neighbours and the site itself).
+    pub threshold: usize,
+    /// Each value (the update times its weight) is clipped to [−c, c] before quantization.
+    pub clip_range: f32,
+    /// Quantization levels 2^q per value; the sum lives modulo 2³².
+    pub quant_bits: u32,
+}
+
+/// Default neighbours for `n` sites: everyone up to 10 sites, else 2·⌈log₂ n⌉ (Bell et al.: O(log n)).
+pub fn default_neighbours(n: usize) -> usize {
+    if n <= 10 {
+        n.saturating_sub(1)
+    } else {
+        2 * (usize::BITS - (n - 1).leading_zeros()) as usize
+    }
+}
+
+/// Default threshold for `k` neighbours: a strict majority of the k + 1 holders, so that two disjoint sets of
+/// honest answers (one revealing a site's seed, one its key) cannot both reach it.
+pub fn default_threshold(k: usize) -> usize {
+    k.div_ceil(2) + 1
+}
+
+impl SecAggParams {
+    /// The parameters with the default graph, threshold and 24-bit-or-less quantization that cannot overflow.
+    pub fn new(round: u64, participants: &[u32], clip_range: f32) -> Result<Self, SecAggError> {
+        let mut p: Vec<u32> = participants.to_vec();
+        p.sort_unstable();
+        p.dedup();
+        let n = p.len();
+        let k = default_neighbours(n);
+        let quant_bits = max_quant_bits(n).min(24);
+        let params = SecAggParams {
+            round,
+            participants: p,
+            neighbours: k,
+            threshold: default_threshold(k.min(n.saturating_sub(1))),
+            clip_range,
+            quant_bits,
+        };
+        params.validate()?;
+        Ok(params)
+    }
+
+    /// Checks every parameter; overflow of the modular sum is impossible by construction: n · (2^q − 1) < 2³².
+    pub fn validate(&self) -> Result<(), SecAggError> {
+        let bad = |m: String| Err(SecAggError::Params(m));
+        let n = self.participants.len();
+        if n < 2 {
+            return bad(format!("{n} participant(s): secure aggregation needs at least 2"));
+        }
+        if self.participants.windows(2).any(|w| w[0] >= w[1]) {
+            return bad("participants must be sorted and distinct".into());
+        }
+        let k = self.degree();
+        if k < 1 {
+            return bad("each site needs at least 1 neighbour".into());
+        }
+        if k < n - 1 && k % 2 == 1 {
+            return bad(format!(
+                "neighbours = {k} must be even (a ring joins k/2 on each side) or ≥ n − 1 = {}",
+                n - 1
+            ));
+        }
+        if k + 1 > 255 {
+            return bad(format!("{} holders per secret: Shamir over GF(256) allows 255", k + 1));
+        }
+        if !(1..=k + 1).contains(&self.threshold) {
+            return bad(format!("threshold = {} must be in 1..={} (neighbours + 1)", self.threshold, k + 1));
+        }
+        if !(self.clip_range.is_finite() && self.clip_range > 0.0) {
+            return bad(format!("clip range {} must be a positive number", self.clip_range));
+        }
+        if !(1..=31).contains(&self.quant_bits) || self.quant_bits > max_quant_bits(n) {
+            return bad(format!(
+                "{} quantization bits overflow 32-bit sums of {n} sites (at most {})",
+                self.quant_bits,
+                max_quant_bits(n)
+            ));
+        }
+        Ok(())
+    }
+
+    /// The number of neighbours each site really has (k, capped at n − 1).
+    pub fn degree(&self) -> usize {
+        self.neighbours.min(self.participants.len().saturating_sub(1))
+    }
+
+    /// The participants in the round's ring order.
+    fn ring(&self) -> Vec<u32> {
+        let mut order: Vec<([u8; 32], u32)> = self
+            .participants
+            .iter()
+            .map(|&s| {
+                let mut h = Sha256::new();
+                h.update(b"histofed secagg ring");
+                h.update(self.round.to_le_bytes());
+                h.update(s.to_le_bytes());
+                (h.finalize().into(), s)
+            })
+            .collect();
+        order.sort_unstable();
+        order.into_iter().map(|(_, s)| s).collect()
+    }
+
+    /// `site`'s neighbours, sorted.
+    pub fn neighbours_of(&self, site: u32) -> Result<Vec<u32>, SecAggError> {
+        let ring = self.ring();
+        let n = ring.len();
+        let pos = ring.iter().position(|&s| s == site).ok_or(SecAggError::NotParticipant(site))?;
+        let k = self.degree();
+        let mut out: Vec<u32> = if k >= n - 1 {
+            ring.iter().copied().filter(|&s| s != site).collect()
+        } else {
+            (1..=k / 2).flat_map(|d| [ring[(pos + d) % n], ring[(pos + n - d) % n]]).collect()
+        };
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Whether `site` takes part.
+    pub fn is_participant(&self, site: u32) -> bool {
+        self.participants.binary_search(&site).is_ok()
+    }
+}
+
+/// The most quantization bits for which n values of 2^q − 1 still sum below 2³².
+pub fn max_quant_bits(n: usize) -> u32 {
+    (1..=31u32).rev().find(|&q| (n as u64).saturating_mul((1u64 << q) - 1) < (1u64 << 32)).unwrap_or(0)
+}
