@@ -4,7 +4,7 @@
 //! equal to the fraction makes the encoding unbiased, so the error of the sum of many sites does not drift in one
 //! direction (Flower's SecAgg+ does the same). The draws come from an OS-seeded ChaCha20 stream.
 
-use rand::{Rng, SeedableRng};
+use rand::{RngCore, SeedableRng};
 
 /// `values` clipped to [−clip, clip] and encoded in q bits; returns the codes and how many values were clipped.
 pub fn quantize(values: &[f32], clip: f32, q: u32) -> (Vec<u32>, usize) {
@@ -21,7 +21,8 @@ pub fn quantize(values: &[f32], clip: f32, q: u32) -> (Vec<u32>, usize) {
             }
             let x = ((v.clamp(-clip, clip) as f64) + clip as f64) * scale;
             let floor = x.floor();
-            let up = rng.random::<f64>() < x - floor;
+            // One 32-bit draw per value: the rounding probability is resolved to 2⁻³², far below a level.
+            let up = (rng.next_u32() as f64) < (x - floor) * 4_294_967_296.0;
             (floor as u64 + u64::from(up)).min(levels as u64) as u32
         })
         .collect();
