@@ -71,6 +71,7 @@ lint: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	CARGO=$(CARGO) scripts/check_features.sh
+	CARGO=$(CARGO) python3 scripts/compile_time_crates.py --check
 
 fmt:
 	$(CARGO) fmt --all
