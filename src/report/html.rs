@@ -70,6 +70,7 @@ pub fn render_report_html(report: &RunReport, out_dir: &Path) -> String {
     );
 
     section_configuration(&mut h, report);
+    section_privacy(&mut h, report);
     section_curves(&mut h, report);
     section_samples(&mut h, report, out_dir);
     section_quality(&mut h, report, out_dir);
@@ -262,6 +263,49 @@ fn section_rounds(h: &mut String, r: &RunReport) {
             esc(&fd),
             esc(&at_sites),
             round.wall_secs,
+        );
+    }
+    h.push_str("</tbody>\n</table>\n</section>\n");
+}
+
+/// The privacy ledger, when the run had differential privacy: ε first, for whoever signs off on it.
+fn section_privacy(h: &mut String, r: &RunReport) {
+    let ledger: Vec<(u64, &crate::records::RoundPrivacy)> =
+        r.rounds.iter().filter_map(|x| x.privacy.as_ref().map(|p| (x.round, p))).collect();
+    let Some((_, last)) = ledger.last() else { return };
+    let adaptive = ledger.iter().any(|(_, p)| p.next_clip_norm.is_some());
+    let _ = write!(
+        h,
+        "<section>\n<h2>Differential privacy</h2>\n<p class=\"summary\">ε = {:.3} at δ = {} after {} released \
+         rounds (client level, DP-FedAvg{}).</p>\n",
+        last.epsilon,
+        last.delta,
+        ledger.len(),
+        if adaptive { ", adaptive clipping" } else { "" }
+    );
+    note(
+        h,
+        "The guarantee covers a whole site's data against anyone who sees the global models, not single images; the \
+         server is trusted to add the noise; no amplification by sampling is claimed.",
+    );
+    h.push_str(
+        "<table>\n<thead><tr><th class=\"num\">round</th><th class=\"num\">noise multiplier</th>\
+         <th class=\"num\">clip norm</th><th class=\"num\">updates</th><th class=\"num\">clipped at the server</th>\
+         <th class=\"num\">next clip norm</th><th class=\"num\">ε</th></tr></thead>\n<tbody>\n",
+    );
+    for (round, p) in &ledger {
+        let next = p.next_clip_norm.map(super::sig).unwrap_or_else(|| "–".into());
+        let _ = writeln!(
+            h,
+            "<tr><td class=\"num\">{round}</td><td class=\"num\">{:.4}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">{:.3}</td></tr>",
+            p.noise_multiplier,
+            esc(&super::sig(p.clip_norm)),
+            p.updates,
+            p.clipped,
+            esc(&next),
+            p.epsilon,
         );
     }
     h.push_str("</tbody>\n</table>\n</section>\n");
@@ -535,6 +579,32 @@ mod tests {
         assert_eq!(html.matches("<table").count(), 4, "configuration, partition, rounds, events");
         // 5 round rows + header, 3 partition rows + header, 2 event rows + header, 8 configuration rows.
         assert_eq!(html.matches("<tr>").count(), 6 + 4 + 3 + 8);
+    }
+
+    /// A DP run's report.html says ε first and lists the ledger; a run without DP has no such section.
+    #[test]
+    fn the_privacy_ledger_is_shown_when_the_run_had_dp() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rep = synthetic(dir.path());
+        assert!(!render_report_html(&rep, dir.path()).contains("Differential privacy"));
+        for (i, r) in rep.rounds.iter_mut().enumerate() {
+            r.privacy = Some(crate::records::RoundPrivacy {
+                noise_multiplier: 1.5,
+                clip_norm: 0.0001 * (i + 1) as f64,
+                updates: 3,
+                clipped: 0,
+                delta: 1e-5,
+                epsilon: 2.0 + i as f64,
+                update_noise_multiplier: Some(1.7),
+                fitted_share: Some(0.5),
+                next_clip_norm: Some(0.0001 * (i + 2) as f64),
+            });
+        }
+        let html = render_report_html(&rep, dir.path());
+        assert_balanced(&html);
+        let last = 2.0 + (rep.rounds.len() - 1) as f64;
+        assert!(html.contains("Differential privacy") && html.contains(&format!("ε = {last:.3}")), "{html}");
+        assert!(html.contains("adaptive clipping") && html.contains("1.000e-4"), "clip norms keep their digits");
     }
 
     #[test]
