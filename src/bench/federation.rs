@@ -80,7 +80,8 @@ fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
-fn random_f32(len: usize, seed: u64) -> Vec<f32> {
+/// `len` values in [−0.5, 0.5) from a seeded xorshift stream (bench inputs, not statistics).
+pub(super) fn random_f32(len: usize, seed: u64) -> Vec<f32> {
     random_bytes(len * 4, seed)
         .chunks_exact(4)
         .map(|c| (u32::from_le_bytes([c[0], c[1], c[2], c[3]]) >> 8) as f32 / (1u32 << 24) as f32 - 0.5)
@@ -280,7 +281,8 @@ pub struct AggregateRow {
     pub peak_rss_growth: Option<u64>,
 }
 
-fn one_tensor(data: Vec<f32>) -> Result<Weights, String> {
+/// `data` as a one-tensor weight bundle.
+pub(super) fn one_tensor(data: Vec<f32>) -> Result<Weights, String> {
     let n = data.len();
     let t = NamedTensor::new("w", vec![n], data).map_err(|e| e.to_string())?;
     Weights::new(vec![t]).map_err(|e| e.to_string())

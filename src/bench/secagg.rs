@@ -7,9 +7,9 @@
 
 use std::time::Instant;
 
+use super::federation::{median, one_tensor, random_f32};
 use crate::federation::secagg::{SecAggParams, ServerRound, SiteRound};
 use crate::federation::strategy::StrategyConfig;
-use crate::federation::weights::{NamedTensor, Weights};
 
 /// One measured configuration.
 #[derive(Debug, Clone)]
@@ -27,31 +27,13 @@ pub struct SecAggRow {
     pub fedavg_secs: Vec<f64>,
 }
 
-fn values(p: usize, seed: u64) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..p)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            ((x >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.02
-        })
-        .collect()
-}
-
-fn one_tensor(data: Vec<f32>) -> Result<Weights, String> {
-    let n = data.len();
-    let t = NamedTensor::new("w", vec![n], data).map_err(|e| e.to_string())?;
-    Weights::new(vec![t]).map_err(|e| e.to_string())
-}
-
 /// `k` sites with updates of `p` values, the last `dropped` of them killed after sharing; `reps` repetitions.
 pub fn secagg_bench(k: usize, p: usize, dropped: usize, reps: usize) -> Result<SecAggRow, String> {
     if k < 2 || p == 0 || dropped >= k {
         return Err("secagg bench needs k ≥ 2, p ≥ 1 and fewer dropped sites than sites".into());
     }
     let ids: Vec<u32> = (0..k as u32).collect();
-    let updates: Vec<Vec<f32>> = (0..k).map(|i| values(p, i as u64 + 1)).collect();
+    let updates: Vec<Vec<f32>> = (0..k).map(|i| random_f32(p, i as u64 + 1)).collect();
     let global = one_tensor(vec![0.0; p])?;
     let (mut site_secs, mut server_secs, mut fedavg_secs) = (Vec::new(), Vec::new(), Vec::new());
     let mut shape = (0, 0);
@@ -120,12 +102,6 @@ pub fn secagg_bench(k: usize, p: usize, dropped: usize, reps: usize) -> Result<S
         std::hint::black_box(&out);
     }
     Ok(SecAggRow { k, p, dropped, neighbours: shape.0, threshold: shape.1, site_secs, server_secs, fedavg_secs })
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    s.get(s.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// Markdown table of [`secagg_bench`] rows (medians over the repetitions).
