@@ -270,10 +270,8 @@ fn section_rounds(h: &mut String, r: &RunReport) {
 
 /// The privacy ledger, when the run had differential privacy: ε first, for whoever signs off on it.
 fn section_privacy(h: &mut String, r: &RunReport) {
-    let ledger: Vec<(u64, &crate::records::RoundPrivacy)> =
-        r.rounds.iter().filter_map(|x| x.privacy.as_ref().map(|p| (x.round, p))).collect();
+    let (ledger, adaptive) = r.privacy_ledger();
     let Some((_, last)) = ledger.last() else { return };
-    let adaptive = ledger.iter().any(|(_, p)| p.next_clip_norm.is_some());
     let _ = write!(
         h,
         "<section>\n<h2>Differential privacy</h2>\n<p class=\"summary\">ε = {:.3} at δ = {} after {} released \

@@ -106,13 +106,19 @@ impl RunReport {
         }
     }
 
+    /// The rounds' privacy ledger entries with their round numbers (empty without differential privacy), and
+    /// whether the clipping was adaptive — what report.md and report.html show.
+    fn privacy_ledger(&self) -> (Vec<(u64, &crate::records::RoundPrivacy)>, bool) {
+        let ledger: Vec<_> = self.rounds.iter().filter_map(|r| r.privacy.as_ref().map(|p| (r.round, p))).collect();
+        let adaptive = ledger.iter().any(|(_, p)| p.next_clip_norm.is_some());
+        (ledger, adaptive)
+    }
+
     /// The privacy ledger, when the run had differential privacy: ε after every round.
     /// (Clip norms span 1e-4 to 1e2: 4 significant digits.)
     fn md_privacy(&self, s: &mut String) {
-        let ledger: Vec<(u64, &crate::records::RoundPrivacy)> =
-            self.rounds.iter().filter_map(|r| r.privacy.as_ref().map(|p| (r.round, p))).collect();
+        let (ledger, adaptive) = self.privacy_ledger();
         let Some((_, last)) = ledger.last() else { return };
-        let adaptive = ledger.iter().any(|(_, p)| p.next_clip_norm.is_some());
         s.push_str(&format!(
             "\n## Differential privacy (client level, DP-FedAvg)\n\nε = {:.3} at δ = {} after {} released rounds \
              (RDP accountant, every site in every round: no sampling amplification claimed). The guarantee covers \
