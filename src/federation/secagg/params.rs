@@ -6,6 +6,8 @@
 //! the round number (SHA-256), each site joined to the k/2 nearest on either side; with k ≥ n − 1 it is the complete
 //! graph. Every party computes it from the parameters, so the server cannot hand a site a different one.
 
+use std::collections::BTreeMap;
+
 use sha2::{Digest, Sha256};
 
 use super::SecAggError;
@@ -126,9 +128,19 @@ impl SecAggParams {
     /// `site`'s neighbours, sorted.
     pub fn neighbours_of(&self, site: u32) -> Result<Vec<u32>, SecAggError> {
         let ring = self.ring();
-        let n = ring.len();
         let pos = ring.iter().position(|&s| s == site).ok_or(SecAggError::NotParticipant(site))?;
-        let k = self.degree();
+        Ok(self.neighbours_at(&ring, pos))
+    }
+
+    /// Every participant's neighbours, the ring drawn once (the server looks them up for every share it checks).
+    pub fn graph(&self) -> BTreeMap<u32, Vec<u32>> {
+        let ring = self.ring();
+        (0..ring.len()).map(|pos| (ring[pos], self.neighbours_at(&ring, pos))).collect()
+    }
+
+    /// The neighbours of the site at `pos` in `ring`, sorted.
+    fn neighbours_at(&self, ring: &[u32], pos: usize) -> Vec<u32> {
+        let (n, k, site) = (ring.len(), self.degree(), ring[pos]);
         let mut out: Vec<u32> = if k >= n - 1 {
             ring.iter().copied().filter(|&s| s != site).collect()
         } else {
@@ -136,7 +148,7 @@ impl SecAggParams {
         };
         out.sort_unstable();
         out.dedup();
-        Ok(out)
+        out
     }
 
     /// Whether `site` takes part.

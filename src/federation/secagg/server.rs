@@ -31,6 +31,8 @@ pub struct Unmasked {
 /// The server's state for one round's secure aggregation.
 pub struct ServerRound {
     params: SecAggParams,
+    /// Each participant's neighbours (`SecAggParams::graph`).
+    graph: BTreeMap<u32, Vec<u32>>,
     len: usize,
     adverts: BTreeMap<u32, Advertisement>,
     /// Sealed shares by sender: the sites that completed the sharing stage.
@@ -45,6 +47,7 @@ impl ServerRound {
     pub fn new(params: SecAggParams, len: usize) -> Result<Self, SecAggError> {
         params.validate()?;
         Ok(ServerRound {
+            graph: params.graph(),
             params,
             len,
             adverts: BTreeMap::new(),
@@ -73,7 +76,7 @@ impl ServerRound {
 
     /// What `site` needs for stage 2: the advertisements of its neighbours that advertised.
     pub fn adverts_for(&self, site: u32) -> Result<Vec<Advertisement>, SecAggError> {
-        let n = self.params.neighbours_of(site)?;
+        let n = self.neighbours(site)?;
         Ok(n.iter().filter_map(|j| self.adverts.get(j).cloned()).collect())
     }
 
@@ -137,7 +140,7 @@ impl ServerRound {
             return Err(SecAggError::Refused(format!("reveals from site {holder}, which is not a survivor")));
         }
         for r in reveals {
-            let holds = r.owner == holder || self.params.neighbours_of(r.owner)?.contains(&holder);
+            let holds = r.owner == holder || self.neighbours(r.owner)?.contains(&holder);
             let right_kind = match r.secret {
                 Secret::SelfMaskSeed => req.survivors.contains(&r.owner),
                 Secret::MaskKey => req.dropped.contains(&r.owner),
@@ -176,7 +179,7 @@ impl ServerRound {
             let adv = &self.adverts[&d];
             let key = self.reconstruct(d, Secret::MaskKey, &mut bad_holders, |k| public_key(k) == adv.mask_pk)?;
             // Every survivor that received d's shares masked with d: take its mask back out.
-            for j in self.params.neighbours_of(d)? {
+            for &j in self.neighbours(d)? {
                 if !self.masked.contains_key(&j) {
                     continue;
                 }
@@ -191,6 +194,10 @@ impl ServerRound {
             dropped: req.dropped.clone(),
             bad_holders,
         })
+    }
+
+    fn neighbours(&self, site: u32) -> Result<&[u32], SecAggError> {
+        self.graph.get(&site).map(Vec::as_slice).ok_or(SecAggError::NotParticipant(site))
     }
 
     /// One owner's secret from the revealed shares, checked by `valid`; with spare shares, one bad share is found

@@ -139,6 +139,7 @@ fn a_sparse_graph_of_many_sites_survives_two_dropouts() {
         for j in &n {
             assert!(params.neighbours_of(*j).unwrap().contains(s), "the graph is symmetric");
         }
+        assert_eq!(params.graph()[s], n, "the graph drawn once agrees");
     }
     let (out, _) =
         Run { params: params.clone(), updates: &u, silent_after_advert: &[5], silent_after_shares: &[9] }.go().unwrap();
