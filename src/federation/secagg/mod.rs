@@ -24,6 +24,7 @@
 //! for the mask stream, seeded with the full 32-byte secret — never folded to fewer bits).
 
 mod crypto;
+mod driver;
 mod params;
 mod quantize;
 mod server;
@@ -34,6 +35,7 @@ mod tests;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub use driver::{Next, SecureRound, Stage};
 pub use params::SecAggParams;
 pub use quantize::{dequantize_sum, quantize};
 pub use server::{ServerRound, Unmasked};
