@@ -40,7 +40,7 @@ pub use aggregate::{weighted_mean, Collecting, Combine};
 pub use api::{AggregateError, DpRelease, SiteHints, Strategy};
 pub use config::StrategyConfig;
 pub use coordinate::{FedMedian, TrimmedMean};
-pub use dp_fedavg::{clip_update, AdaptiveClipping, DpFedAvg};
+pub use dp_fedavg::{clip_update, held_back, AdaptiveClipping, DpFedAvg};
 pub use fedavg::FedAvg;
 pub use krum::Krum;
 pub use server_opt::{ServerOpt, ServerOptKind};
