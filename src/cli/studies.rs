@@ -97,6 +97,20 @@ pub(super) struct ReproduceCmd {
     /// minute or two, before committing to the whole protocol.
     #[arg(long)]
     baseline_only: bool,
+    /// Instead of the claims, the utility/privacy table: the protocol's federated model trained at each of these
+    /// privacy levels (comma-separated: inf for no DP, clip for clipping without noise, or a target ε), measured
+    /// as the reproduction measures every generator; writes privacy.md into the output folder.
+    #[arg(long, value_delimiter = ',')]
+    privacy: Vec<crate::studies::reproduce::privacy::DpLevel>,
+    /// The privacy table's clip norm C (the first round's with --dp-quantile).
+    #[arg(long, default_value_t = 1.0)]
+    dp_clip: f64,
+    /// The privacy table with adaptive clipping towards this quantile of the update norms.
+    #[arg(long)]
+    dp_quantile: Option<f64>,
+    /// GAN seeds per privacy level (default: the preset's).
+    #[arg(long)]
+    dp_seeds: Option<u32>,
 }
 
 #[derive(Args, Debug)]
@@ -204,6 +218,19 @@ pub(super) fn reproduce(a: ReproduceCmd) -> Result<()> {
         return Ok(());
     }
     let runner = ProcessFederation { base: cfg.clone() };
+    if !a.privacy.is_empty() {
+        let study = crate::studies::reproduce::privacy::PrivacyOptions {
+            levels: a.privacy.clone(),
+            clip_norm: a.dp_clip,
+            target_quantile: a.dp_quantile,
+            seeds: a.dp_seeds.unwrap_or(opts.preset.gan_seeds),
+        };
+        crate::studies::reproduce::privacy::run(&opts, &splits, &runner, &study, |line| {
+            println!("[{:>6.0} s] {line}", started.elapsed().as_secs_f64());
+        })?;
+        println!("\nwrote {}", out.join("privacy.md").display());
+        return Ok(());
+    }
     let rep = crate::studies::reproduce::run(&opts, &splits, &runner, |line| {
         println!("[{:>6.0} s] {line}", started.elapsed().as_secs_f64());
     })?;
@@ -243,6 +270,19 @@ impl crate::studies::reproduce::FederatedRunner for ProcessFederation {
         cfg.evaluation.eval_every = 0;
         cfg.evaluation.at_sites = false;
         cfg.runtime.threads = 1;
+        // The job decides whether DP is on; the configuration keeps δ, the clipping mode and the adaptive knobs.
+        let pc = &mut cfg.privacy;
+        (pc.epsilon, pc.noise_multiplier, pc.max_epsilon) = (None, None, None);
+        if let Some(dp) = &job.privacy {
+            use crate::studies::reproduce::JobNoise;
+            match dp.noise {
+                JobNoise::Epsilon(e) => pc.epsilon = Some(e),
+                JobNoise::Multiplier(z) => pc.noise_multiplier = Some(z),
+            }
+            pc.clip_norm = Some(dp.clip_norm);
+            pc.target_quantile = dp.target_quantile;
+            cfg.validate().map_err(|e| format!("the privacy settings: {e:#}"))?;
+        }
         let rt = runtime().map_err(|e| format!("{e:#}"))?;
         rt.block_on(crate::launcher::run_federation(cfg, &job.out_dir, false, false))
             .map_err(|e| format!("{e:#} (logs in {})", job.out_dir.join("logs").display()))?;

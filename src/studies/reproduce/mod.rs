@@ -12,6 +12,7 @@
 pub mod ablation;
 pub mod claims;
 mod pool;
+pub mod privacy;
 pub mod report;
 mod run;
 pub mod stats;
@@ -23,7 +24,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-pub use run::{real_only_baseline, run, FederatedJob, FederatedRunner};
+pub use run::{real_only_baseline, run, FederatedJob, FederatedRunner, JobNoise, JobPrivacy};
 
 use crate::records::QualitySummary;
 

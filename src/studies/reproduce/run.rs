@@ -48,6 +48,27 @@ pub struct FederatedJob {
     pub partition: String,
     /// Where the run writes its outputs (its checkpoints hold the final global generator).
     pub out_dir: PathBuf,
+    /// Client-level DP-FedAvg for the run (`privacy` study); none: plain FedAvg.
+    pub privacy: Option<JobPrivacy>,
+}
+
+/// The `[privacy]` settings of a federated job: the noise (by ε or directly by z) and the clip norm.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobPrivacy {
+    pub noise: JobNoise,
+    /// C, or the first round's C with adaptive clipping.
+    pub clip_norm: f64,
+    /// Adaptive clipping's target quantile; none: C stays fixed.
+    pub target_quantile: Option<f64>,
+}
+
+/// How a federated job's DP noise is set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum JobNoise {
+    /// The smallest z that meets ε over the job's rounds (`privacy.epsilon`).
+    Epsilon(f64),
+    /// z itself (`privacy.noise_multiplier`).
+    Multiplier(f64),
 }
 
 /// Starts a server and its sites as processes for one [`FederatedJob`] and waits for the run to end; returns the
@@ -90,12 +111,12 @@ pub fn regime_subset(train: &Dataset, per_class: usize) -> Result<Dataset, Repro
 }
 
 /// What every worker shares (read only): the data, the options, the assessment set-up.
-struct Shared<'a> {
-    opts: &'a ReproduceOptions,
-    splits: &'a Splits,
+pub(super) struct Shared<'a> {
+    pub(super) opts: &'a ReproduceOptions,
+    pub(super) splits: &'a Splits,
     regimes: Vec<(usize, Arc<Dataset>)>,
     assess: AssessOptions,
-    key: String,
+    pub(super) key: String,
     /// Results kept from an earlier invocation (GAN runs, and the arms as one).
     kept: std::sync::atomic::AtomicUsize,
 }
@@ -110,12 +131,12 @@ impl Shared<'_> {
     }
 
     /// An assessor on this thread (the reference classifier from its cache, the real splits embedded).
-    fn assessor(&self) -> Result<Assessor, ReproduceError> {
+    pub(super) fn assessor(&self) -> Result<Assessor, ReproduceError> {
         Assessor::new(&self.splits.train, &self.splits.test, self.assess.clone())
             .map_err(|e| ReproduceError::Reference(e.to_string()))
     }
 
-    fn runs_dir(&self) -> PathBuf {
+    pub(super) fn runs_dir(&self) -> PathBuf {
         self.opts.out_dir.join("runs")
     }
 
@@ -126,16 +147,16 @@ impl Shared<'_> {
 
 /// One generator of the protocol: trained here (centralized) or by a federation, then measured.
 #[derive(Debug, Clone)]
-struct GanJob {
-    gan: String,
-    disc: String,
-    setting: Setting,
-    regime: usize,
-    seed: u64,
+pub(super) struct GanJob {
+    pub(super) gan: String,
+    pub(super) disc: String,
+    pub(super) setting: Setting,
+    pub(super) regime: usize,
+    pub(super) seed: u64,
 }
 
 impl GanJob {
-    fn name(&self) -> String {
+    pub(super) fn name(&self) -> String {
         run_name(&self.gan, &self.disc, self.setting, self.regime, self.seed)
     }
 }
@@ -145,24 +166,25 @@ fn weights_path(shared: &Shared, name: &str) -> PathBuf {
 }
 
 /// Measures a trained generator: the quality suite, a sample grid, and the classification accuracy score.
+/// `name` is the run's folder under `runs/`.
 fn measure(
     shared: &Shared,
     assessor: &Assessor,
     gan: &Gan,
     job: &GanJob,
+    name: &str,
     train_secs: f64,
 ) -> Result<GanRun, ReproduceError> {
     let p = &shared.opts.preset;
-    let name = job.name();
-    let dir = shared.runs_dir().join(&name);
+    let dir = shared.runs_dir().join(name);
     let t = Instant::now();
     let seed = job.seed as i64;
-    let a = assessor.assess(gan, seed.wrapping_mul(7919).wrapping_add(1), &dir).map_err(|e| cell_err(&name, e))?;
+    let a = assessor.assess(gan, seed.wrapping_mul(7919).wrapping_add(1), &dir).map_err(|e| cell_err(name, e))?;
     let grid_rel = format!("runs/{name}/samples.png");
     let grid = match crate::eval::gan_evaluator::sample_grid(gan, 8, seed, &shared.opts.out_dir.join(&grid_rel)) {
         Ok(()) => Some(grid_rel),
         Err(e) => {
-            tracing::warn!(run = %name, error = %e, "cannot draw the sample grid");
+            tracing::warn!(run = name, error = %e, "cannot draw the sample grid");
             None
         }
     };
@@ -171,7 +193,7 @@ fn measure(
     let train = shared.regime(job.regime)?;
     let counts = vec![job.regime; train.num_classes()];
     let synth = synthesize(gan, &counts, &train.classes, train.size, seed.wrapping_mul(31).wrapping_add(17))
-        .map_err(|e| cell_err(&name, e))?;
+        .map_err(|e| cell_err(name, e))?;
     let cfg = classifier_config(p, &synth)?;
     let cas = train_classifier_once(
         &cfg,
@@ -182,7 +204,7 @@ fn measure(
         classifier_seeds(shared.opts)[0],
         shared.device(),
     )
-    .map_err(|e| cell_err(&name, e))?
+    .map_err(|e| cell_err(name, e))?
     .accuracy;
     Ok(GanRun {
         gan: job.gan.clone(),
@@ -212,7 +234,7 @@ fn gan_job(shared: &Shared, assessor: &Assessor, job: &GanJob) -> Result<GanRun,
     gan.load_weights(&weights)?;
     let path = weights_path(shared, &name);
     write_file(&path, &weights.to_safetensors(None).map_err(|e| write_err(&path, e))?)?;
-    measure(shared, assessor, &gan, job, train_secs)
+    measure(shared, assessor, &gan, job, &name, train_secs)
 }
 
 /// Loads a stored generator (whole-GAN weights of a centralized run, or the federated run's checkpoints).
@@ -305,7 +327,7 @@ fn arms_job(
     Ok(out)
 }
 
-fn summary_line(r: &GanRun) -> String {
+pub(super) fn summary_line(r: &GanRun) -> String {
     format!(
         "{}: KID×10³ {:.1}, FD {:.2}, agreement {:.2}, coverage {:.2}, CAS {:.2} ({:.0} s + {:.0} s)",
         r.name(),
@@ -380,24 +402,7 @@ fn run_federated(
             continue;
         }
         progress(&format!("{name}: server + {} site processes on loopback", p.sites));
-        let fed = FederatedJob {
-            gan: job.gan.clone(),
-            disc: job.disc.clone(),
-            seed,
-            sites: p.sites,
-            rounds: p.rounds,
-            local_steps: p.local_steps(),
-            batch_size: p.batch_size,
-            partition: FED_PARTITION.into(),
-            out_dir: shared.runs_dir().join(&name).join("federation"),
-        };
-        let t0 = Instant::now();
-        let dir = runner.run(&fed).map_err(|message| ReproduceError::Federated { seed, message })?;
-        let train_secs = t0.elapsed().as_secs_f64();
-        let model = model_config(p, &job.gan, &job.disc, shared.splits.train.num_classes())?;
-        let loaded = crate::eval::sampling::load_generator(&dir, &model, shared.device(), seed as i64)
-            .map_err(|e| ReproduceError::Federated { seed, message: e.to_string() })?;
-        let r = measure(shared, assessor, &loaded.gan, &job, train_secs)?;
+        let r = federated_cell(shared, assessor, runner, &job, &name, None, &shared.key)?;
         store(&path, &shared.key, &r)?;
         progress(&summary_line(&r));
         out.push(r);
@@ -405,13 +410,56 @@ fn run_federated(
     Ok(out)
 }
 
-fn gan_seeds(opts: &ReproduceOptions) -> Vec<u64> {
+/// Trains `job` (federated) on the real runtime into `runs/<name>/federation` and measures its final global
+/// generator under `runs/<name>`. `key` decides the training: a federation folder left by an interrupted run of the
+/// same key is resumed (the runtime resumes from its checkpoints), one of another key is removed first.
+pub(super) fn federated_cell(
+    shared: &Shared,
+    assessor: &Assessor,
+    runner: &dyn FederatedRunner,
+    job: &GanJob,
+    name: &str,
+    privacy: Option<JobPrivacy>,
+    key: &str,
+) -> Result<GanRun, ReproduceError> {
+    let p = &shared.opts.preset;
+    let seed = job.seed;
+    let fed_dir = shared.runs_dir().join(name).join("federation");
+    let key_path = shared.runs_dir().join(name).join("federation.key");
+    if std::fs::read_to_string(&key_path).ok().as_deref() != Some(key) {
+        if fed_dir.exists() {
+            std::fs::remove_dir_all(&fed_dir).map_err(|e| write_err(&fed_dir, e))?;
+        }
+        write_file(&key_path, key.as_bytes())?;
+    }
+    let fed = FederatedJob {
+        gan: job.gan.clone(),
+        disc: job.disc.clone(),
+        seed,
+        sites: p.sites,
+        rounds: p.rounds,
+        local_steps: p.local_steps(),
+        batch_size: p.batch_size,
+        partition: FED_PARTITION.into(),
+        out_dir: fed_dir,
+        privacy,
+    };
+    let t0 = Instant::now();
+    let dir = runner.run(&fed).map_err(|message| ReproduceError::Federated { seed, message })?;
+    let train_secs = t0.elapsed().as_secs_f64();
+    let model = model_config(p, &job.gan, &job.disc, shared.splits.train.num_classes())?;
+    let loaded = crate::eval::sampling::load_generator(&dir, &model, shared.device(), seed as i64)
+        .map_err(|e| ReproduceError::Federated { seed, message: e.to_string() })?;
+    measure(shared, assessor, &loaded.gan, job, name, train_secs)
+}
+
+pub(super) fn gan_seeds(opts: &ReproduceOptions) -> Vec<u64> {
     (0..u64::from(opts.preset.gan_seeds.max(1))).map(|i| opts.seed + i).collect()
 }
 
 /// What both entry points share: the preset and the splits checked, each regime's real training set, the
 /// assessment options and the key of stored results.
-fn prepare<'a>(opts: &'a ReproduceOptions, splits: &'a Splits) -> Result<Shared<'a>, ReproduceError> {
+pub(super) fn prepare<'a>(opts: &'a ReproduceOptions, splits: &'a Splits) -> Result<Shared<'a>, ReproduceError> {
     let p = &opts.preset;
     p.check()?;
     for (split, ds) in [("training", &splits.train), ("test", &splits.test), ("validation", &splits.val)] {
@@ -478,7 +526,7 @@ pub fn real_only_baseline(
 
 /// The two reference points every quality number is read against: real images against real images (the floor)
 /// and noise (what "no generator" scores).
-fn baselines(
+pub(super) fn baselines(
     opts: &ReproduceOptions,
     splits: &Splits,
     assessor: &Assessor,
