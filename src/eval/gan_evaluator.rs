@@ -130,6 +130,7 @@ impl GanEvaluator {
     pub fn evaluate(&mut self, round: u64, weights: &Weights) -> Result<EvalReport, EvalError> {
         let start = Instant::now();
         self.gan.load_weights(weights)?;
+        self.gan.settle_generator_statistics()?;
         // Same latent vectors every round, so the grids show the model changing, not the noise.
         let n = self.num_classes * self.per_class;
         let z = self.gan.latent(n, self.seed);

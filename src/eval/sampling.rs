@@ -110,6 +110,12 @@ pub fn load_generator(
         model: describe_model(model),
         message: e.to_string(),
     })?;
+    // A DP run's global carries no generator BatchNorm statistics (they were held back): derive them.
+    gan.settle_generator_statistics().map_err(|e| SamplingError::GeneratorMismatch {
+        path: weights_path.clone(),
+        model: describe_model(model),
+        message: e.to_string(),
+    })?;
     Ok(LoadedGenerator { gan, source, round })
 }
 
@@ -222,6 +228,9 @@ mod tests {
         let model = tiny_model(3);
         let gan = Gan::new(&model, Device::Cpu, 11).unwrap();
         let (g, d) = (gan.generator_weights().unwrap(), gan.discriminator_weights().unwrap());
+        // An untrained generator's BatchNorm statistics are unset, so every loader derives them: sample the
+        // original the same way.
+        assert!(gan.settle_generator_statistics().unwrap());
         let z = gan.latent(4, 1);
         let y = Tensor::from_slice(&[0i64, 1, 2, 0]);
         let want = gan.generate(&z, &y);

@@ -85,6 +85,7 @@ impl LocalEvaluator {
     pub fn evaluate(&mut self, round: u64, global: &Weights) -> Result<SiteEval, FederatedEvalError> {
         let start = Instant::now();
         self.gan.load_weights(global)?;
+        self.gan.settle_generator_statistics()?;
         let n = self.labels.len() as i64;
         // The same latent vectors every round: the scores move with the model, not with the noise.
         let z = self.gan.latent(n, self.seed ^ 0x00fe_d0e7);

@@ -27,6 +27,12 @@ pub const DISCRIMINATOR_PREFIX: &str = "discriminator.";
 /// stand-alone generator file) moves the average with it, and FedAvg averages it like any other variable.
 pub const EMA_PREFIX: &str = "ema.";
 
+/// Forward passes of [`Gan::settle_generator_statistics`]: with BatchNorm's momentum of 0.1 the initial values keep
+/// 0.9⁶⁴ ≈ 0.1 % of the estimate.
+pub const STANDING_BATCHES: i64 = 64;
+/// Latent vectors per forward pass of [`Gan::settle_generator_statistics`].
+const STANDING_BATCH: i64 = 64;
+
 /// Losses and diagnostics of one training step.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepLosses {
@@ -225,6 +231,55 @@ impl Gan {
         let _g = tch::no_grad_guard();
         let g = self.ema.as_ref().map_or(&self.generator, |e| &e.generator);
         g.forward_t(&z.to_device(self.device), &labels.to_device(self.device), false)
+    }
+
+    /// Whether every BatchNorm running statistic of the generator and of its EMA is at its initial value (means 0,
+    /// variances 1): a model that never trained, or a federated global whose statistics differential privacy held
+    /// back (`federation::strategy::held_back`). False for a generator without BatchNorm.
+    pub fn generator_statistics_unset(&self) -> bool {
+        let mut seen = false;
+        for (vs, _) in self.stores("", None) {
+            for (name, t) in vs.variables() {
+                let initial = if name.ends_with("running_mean") {
+                    0.0
+                } else if name.ends_with("running_var") {
+                    1.0
+                } else {
+                    continue;
+                };
+                seen = true;
+                if !tch::no_grad(|| (&t - initial).abs().max().double_value(&[]) == 0.0) {
+                    return false;
+                }
+            }
+        }
+        seen
+    }
+
+    /// Estimates the generator's (and its EMA's) BatchNorm running statistics from its own outputs when they are
+    /// unset ([`Gan::generator_statistics_unset`]): [`STANDING_BATCHES`] forward passes in training mode over
+    /// seeded latents and every class in turn ("standing statistics", as BigGAN samples). They depend on the
+    /// generator's weights alone (its input is noise and labels, never data), so a DP run need not release them
+    /// and every sampler derives the same ones. Returns whether it estimated them; call it before sampling
+    /// weights that came from elsewhere.
+    pub fn settle_generator_statistics(&self) -> Result<bool, ModelError> {
+        if !self.generator_statistics_unset() {
+            return Ok(false);
+        }
+        catch_torch("estimating the generator's BatchNorm statistics", || {
+            let _g = tch::no_grad_guard();
+            let mut rng = SeededRng::for_name(0, "standing-statistics");
+            let labels =
+                Tensor::arange(STANDING_BATCH, (Kind::Int64, self.device)).remainder(self.cfg.num_classes.max(1));
+            for _ in 0..STANDING_BATCHES {
+                let z = rng.normal_tensor(&[STANDING_BATCH, self.cfg.latent_dim], self.device);
+                let _ = self.generator.forward_t(&z, &labels, true);
+                if let Some(e) = &self.ema {
+                    let _ = e.generator.forward_t(&z, &labels, true);
+                }
+            }
+            Ok(true)
+        })
     }
 
     /// [`Gan::generate`] from the trained generator itself, also when an EMA exists (for comparing the two).

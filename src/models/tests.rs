@@ -214,6 +214,61 @@ fn same_seed_same_weights_after_steps() {
     }
 }
 
+/// A global whose generator statistics DP held back (every BatchNorm statistic of G and its EMA at 0/1) gets them
+/// derived from the generator's own outputs, the same ones wherever it is loaded; trained statistics are never
+/// touched.
+#[test]
+fn unset_generator_statistics_are_derived_from_the_generator() {
+    tch::set_num_threads(1);
+    let cfg = tiny(GanKind::Cgan, DiscKind::Cnn);
+    let src = trained(&cfg, 5, 2);
+    assert!(!src.generator_statistics_unset(), "training moved the statistics");
+    assert!(!src.settle_generator_statistics().unwrap(), "trained statistics are kept");
+    // Reset G's and the EMA's statistics to their initial values, as a DP global has them.
+    let held: Vec<NamedTensor> = src
+        .weights()
+        .unwrap()
+        .into_tensors()
+        .into_iter()
+        .map(|mut t| {
+            if t.name.starts_with("generator.") && t.name.ends_with("running_mean") {
+                t.data.iter_mut().for_each(|v| *v = 0.0);
+            }
+            if t.name.starts_with("generator.") && t.name.ends_with("running_var") {
+                t.data.iter_mut().for_each(|v| *v = 1.0);
+            }
+            t
+        })
+        .collect();
+    let held = Weights::new(held).unwrap();
+    let load = |seed| {
+        let mut g = Gan::new(&cfg, Device::Cpu, seed).unwrap();
+        g.load_weights(&held).unwrap();
+        g
+    };
+    let (a, b) = (load(1), load(2));
+    assert!(a.generator_statistics_unset());
+    let z = a.latent(16, 9);
+    let labels = Tensor::arange(16, (Kind::Int64, Device::Cpu)).remainder(4);
+    let stale = a.generate(&z, &labels);
+    assert!(a.settle_generator_statistics().unwrap() && b.settle_generator_statistics().unwrap());
+    assert!(!a.generator_statistics_unset());
+    let (wa, wb) = (a.weights().unwrap(), b.weights().unwrap());
+    assert_eq!(wa, wb, "the same statistics wherever the global is loaded");
+    let var = &wa.get("generator.ema.fc_bn.bn.running_var").unwrap().data;
+    assert!(var.iter().all(|v| v.is_finite() && *v >= 0.0) && var.iter().any(|v| (v - 1.0).abs() > 1e-3));
+    let settled = a.generate(&z, &labels);
+    assert!(f64::try_from((settled - stale).abs().max()).unwrap() > 1e-3, "sampling uses the derived statistics");
+    // Only the generator's statistics moved.
+    let differs = |name: &str| wa.get(name).unwrap().data != held.get(name).unwrap().data;
+    assert!(wa
+        .tensors()
+        .iter()
+        .filter(|t| differs(&t.name))
+        .all(|t| t.name.starts_with("generator.")
+            && (t.name.ends_with("running_mean") || t.name.ends_with("running_var"))));
+}
+
 #[test]
 fn weights_round_trip_and_strict_loading() {
     tch::set_num_threads(1);

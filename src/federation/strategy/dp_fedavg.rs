@@ -17,17 +17,22 @@ use super::api::{AggregateError, DpRelease, SiteHints, Strategy};
 use crate::federation::weights::Weights;
 
 /// Whether tensor `name` is held back from a DP release: spectral normalisation's power-iteration vectors
-/// (`…weight_u`, `…weight_v`).
+/// (`…weight_u`, `…weight_v`) and the generator's BatchNorm running statistics (`generator.…running_mean`,
+/// `generator.…running_var`, its EMA's included).
 ///
-/// Why: they are not parameters but a warm start for the estimate of σ(W), which every training step refreshes
-/// from the weights (one power iteration per forward pass). Yet they are unit vectors whose direction wanders, so
-/// their deltas are large: in `reproduce --preset cpu` (CGAN × CNN, no DP) they made ~80 % of the squared norm of
-/// the global model's step between rounds, so clipping at C spent the budget on them and shrank the parameters'
-/// step to a fraction of it. Under DP they leave no site
-/// (each update carries the global's values) and get no noise; the global keeps its initial vectors and the sites
-/// converge them again in their first steps of every round.
+/// Why: neither is a trained parameter, and both took the clip budget. The power-iteration vectors are a warm start
+/// for the estimate of σ(W), refreshed from the weights at every training step; they are unit vectors whose
+/// direction wanders, so in `reproduce --preset cpu` (CGAN × CNN, no DP) they made 82 % of the squared norm of the
+/// global model's step between rounds. Held back alone, the generator's running statistics took the budget next
+/// (100 % of every clipped step: all sites move them from their initial values the same way). Those depend on the
+/// generator's weights alone, never on data (its input is noise and labels), so every sampler derives them
+/// (`models::Gan::settle_generator_statistics`). Held back, they leave no site (each update carries the global's
+/// values), count nothing towards the norm and get no noise; the global keeps its initial values. The
+/// discriminator's statistics do see data and stay in the release.
 pub fn held_back(name: &str) -> bool {
-    matches!(name.rsplit('.').next(), Some("weight_u" | "weight_v"))
+    let leaf = name.rsplit('.').next();
+    matches!(leaf, Some("weight_u" | "weight_v"))
+        || (name.starts_with("generator.") && matches!(leaf, Some("running_mean" | "running_var")))
 }
 
 /// `update` clipped to L2 distance `clip_norm` from `global` over all released tensors together (Andrew et al.
@@ -327,6 +332,8 @@ mod tests {
         assert_eq!(out.get("d.conv.weight_u").unwrap().data, vec![0.0, 1.0], "no noise on a held-back tensor");
         assert_ne!(out.get("d.conv.weight_orig").unwrap().data, vec![0.5, 0.0], "noise on the released ones");
         assert!(held_back("discriminator.blocks.0.conv.weight_v") && !held_back("generator.fc.weight"));
+        assert!(held_back("generator.ema.blocks.0.bn1.bn.running_var") && held_back("generator.fc_bn.bn.running_mean"));
+        assert!(!held_back("discriminator.blocks.1.norm.running_var"), "the discriminator's statistics see data");
     }
 
     /// The noise on the mean has std z·C/m (measured over 20 000 values, within 3 %), and it is fresh every round.
