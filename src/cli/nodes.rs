@@ -310,6 +310,13 @@ async fn serve_finished(cfg: &Config, completed: u64, http: Option<SocketAddr>) 
 }
 
 pub async fn run_server(mut cfg: Config, opts: ServerOpts) -> Result<()> {
+    if cfg.secagg()?.is_some() {
+        anyhow::bail!(
+            "secagg.enabled = true: secure aggregation's protocol and its checks are built (federation::secagg), but \
+             the server and the sites do not run it yet (issue #19); refusing to aggregate in the clear under a \
+             configuration that asks for secure aggregation"
+        );
+    }
     tch::set_num_threads(cfg.runtime.threads);
     // First the data: a real source decides the model's classes, hence the model and the configuration's hash.
     let splits = load_data(&mut cfg)?;

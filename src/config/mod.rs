@@ -11,8 +11,10 @@ use thiserror::Error;
 
 mod model;
 mod privacy;
+mod secagg;
 pub use model::ModelSection;
 pub use privacy::{DpSettings, PrivacyConfig};
+pub use secagg::{SecAggConfig, SecAggSettings};
 
 use crate::data::partition::Partition;
 pub use crate::faults::Fault;
@@ -43,6 +45,7 @@ pub struct Config {
     pub evaluation: EvaluationConfig,
     pub k8s: K8sConfig,
     pub privacy: PrivacyConfig,
+    pub secagg: SecAggConfig,
     /// Faults injected on purpose (tests and chaos scenarios); empty in normal runs.
     pub faults: Vec<Fault>,
 }
@@ -313,6 +316,7 @@ impl Config {
         self.validate_federation()?;
         self.strategy()?;
         self.privacy()?;
+        self.secagg()?;
         self.partition()?;
         self.validate_data()?;
         self.validate_cluster()?;

@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use driver::{Next, SecureRound, Stage};
-pub use params::SecAggParams;
+pub use params::{SecAggOptions, SecAggParams};
 pub use quantize::{dequantize_sum, quantize};
 pub use server::{ServerRound, Unmasked};
 pub use site::SiteRound;

@@ -43,25 +43,45 @@ pub fn default_threshold(k: usize) -> usize {
     k.div_ceil(2) + 1
 }
 
-impl SecAggParams {
-    /// The parameters with the default graph, threshold and 24-bit-or-less quantization that cannot overflow.
-    pub fn new(round: u64, participants: &[u32], clip_range: f32) -> Result<Self, SecAggError> {
+/// What a run configures for every round's secure aggregation: the parameters of a round follow from these and
+/// the round's participants ([`SecAggOptions::params`]); `None` takes the default for the round's size.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SecAggOptions {
+    /// Each value (the update times its weight) is clipped to [−c, c] before quantization.
+    pub clip_range: f32,
+    /// k (default: [`default_neighbours`]).
+    pub neighbours: Option<usize>,
+    /// t (default: [`default_threshold`] of the round's degree).
+    pub threshold: Option<usize>,
+    /// q (default: the most that cannot overflow for the round's sites, at most 24).
+    pub quant_bits: Option<u32>,
+}
+
+impl SecAggOptions {
+    /// Round `round`'s parameters over `participants`, checked ([`SecAggParams::validate`]).
+    pub fn params(&self, round: u64, participants: &[u32]) -> Result<SecAggParams, SecAggError> {
         let mut p: Vec<u32> = participants.to_vec();
         p.sort_unstable();
         p.dedup();
         let n = p.len();
-        let k = default_neighbours(n);
-        let quant_bits = max_quant_bits(n).min(24);
+        let k = self.neighbours.unwrap_or_else(|| default_neighbours(n));
         let params = SecAggParams {
             round,
             participants: p,
             neighbours: k,
-            threshold: default_threshold(k.min(n.saturating_sub(1))),
-            clip_range,
-            quant_bits,
+            threshold: self.threshold.unwrap_or_else(|| default_threshold(k.min(n.saturating_sub(1)))),
+            clip_range: self.clip_range,
+            quant_bits: self.quant_bits.unwrap_or_else(|| max_quant_bits(n).min(24)),
         };
         params.validate()?;
         Ok(params)
+    }
+}
+
+impl SecAggParams {
+    /// The parameters with the default graph, threshold and 24-bit-or-less quantization that cannot overflow.
+    pub fn new(round: u64, participants: &[u32], clip_range: f32) -> Result<Self, SecAggError> {
+        SecAggOptions { clip_range, neighbours: None, threshold: None, quant_bits: None }.params(round, participants)
     }
 
     /// Checks every parameter; overflow of the modular sum is impossible by construction: n · (2^q − 1) < 2³².
