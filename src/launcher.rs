@@ -5,6 +5,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -12,6 +14,39 @@ use tokio::process::{Child, Command};
 
 use crate::config::Config;
 use crate::records::RunReport;
+
+/// A federation stopped because SIGINT or SIGTERM asked this process to stop (see [`stop_requested`]); callers that
+/// run several federations in a row stop too instead of starting the next one.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted (SIGINT or SIGTERM); every process of the federation was stopped")]
+pub struct Interrupted;
+
+/// The flag SIGINT and SIGTERM set, with its handlers installed on first use. Why a flag rather than a signal
+/// stream that lives only while a federation runs: once a process has handled a signal, the default action (exit)
+/// is gone for good, so a Ctrl-C that landed between two federations (a study measuring one run before starting
+/// the next) was swallowed and the study went on. The flag keeps the request until someone looks; a second signal
+/// while one is pending ends the process at once (status 130).
+fn stop_flag() -> Result<Arc<AtomicBool>> {
+    static FLAG: OnceLock<Result<Arc<AtomicBool>, String>> = OnceLock::new();
+    FLAG.get_or_init(|| {
+        let flag = Arc::new(AtomicBool::new(false));
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            // Order matters: the shutdown check runs first, so only a signal arriving with the flag already set
+            // exits.
+            signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&flag))
+                .and_then(|_| signal_hook::flag::register(sig, Arc::clone(&flag)))
+                .map_err(|e| format!("installing the handler of signal {sig}: {e}"))?;
+        }
+        Ok(flag)
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
+}
+
+/// Whether SIGINT or SIGTERM asked this process to stop since its first federation was launched.
+pub fn stop_requested() -> bool {
+    stop_flag().is_ok_and(|f| f.load(Ordering::SeqCst))
+}
 
 /// The sample configuration shipped in config/demo.toml, embedded so `histofed demo` needs no file.
 pub fn demo_config() -> Result<Config> {
@@ -81,6 +116,10 @@ pub async fn demo(cfg: Config, out: PathBuf, mtls: bool) -> Result<()> {
 /// logs, checkpoints, report) under `out`; returns when the server has finished its rounds, and stops every
 /// process whatever happens. `announce` prints the one-line description of the run first.
 pub async fn run_federation(mut cfg: Config, out: &Path, mtls: bool, announce: bool) -> Result<()> {
+    let stop = stop_flag()?;
+    if stop.load(Ordering::SeqCst) {
+        return Err(Interrupted.into());
+    }
     let port = free_port()?;
     cfg.cluster.server_addr = format!("127.0.0.1:{port}");
     cfg.runtime.out_dir = out.to_path_buf();
@@ -120,23 +159,18 @@ pub async fn run_federation(mut cfg: Config, out: &Path, mtls: bool, announce: b
             }
         }
     }
-    let outcome = supervise(&mut fleet).await;
+    let outcome = supervise(&mut fleet, &stop).await;
     fleet.stop_all(Duration::from_secs(10)).await;
     outcome
 }
 
-/// Waits for the server to finish; fails fast if any process fails, on Ctrl-C or on SIGTERM.
-async fn supervise(fleet: &mut Fleet) -> Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    // One stream each for the whole wait, so a signal that lands between two polls is not lost.
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+/// Waits for the server to finish; fails fast if any process fails, on Ctrl-C or on SIGTERM ([`Interrupted`]).
+async fn supervise(fleet: &mut Fleet, stop: &AtomicBool) -> Result<()> {
     loop {
-        tokio::select! {
-            _ = int.recv() => bail!("interrupted; stopping every process"),
-            _ = term.recv() => bail!("terminated; stopping every process"),
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        if stop.load(Ordering::SeqCst) {
+            return Err(Interrupted.into());
         }
+        tokio::time::sleep(Duration::from_millis(200)).await;
         for (name, child) in &mut fleet.children {
             if let Some(status) = child.try_wait()? {
                 if name == "server" {

@@ -76,3 +76,44 @@ fn quick_preset_runs_the_whole_protocol_and_a_rerun_keeps_finished_runs() {
     let md = std::fs::read_to_string(out.join("reproduction.md")).unwrap();
     assert!(md.contains(&format!("kept {} results of an earlier one", rep.runs.len() + 1)), "{md}");
 }
+
+/// SIGTERM (or Ctrl-C) stops a study that runs federation after federation: the federation running then is
+/// stopped with all its processes, and no further one starts. (Before, the signal only failed the current cell,
+/// and one landing between two federations was swallowed; the study went on.)
+#[test]
+fn a_signal_stops_the_privacy_study_instead_of_failing_one_cell() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_histofed"))
+        .args(["reproduce", "--preset", "quick", "--threads", "1", "--privacy", "inf,clip,10", "--dp-clip", "3"])
+        .arg("--out")
+        .arg(tmp.path().join("repro"))
+        .arg("--set")
+        .arg(format!("evaluation.cache_dir=\"{}\"", tmp.path().join("cache").display()))
+        .env("OMP_WAIT_POLICY", "PASSIVE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = Vec::new();
+    let mut started = 0;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        started += usize::from(line.contains("site processes on loopback"));
+        lines.push(line);
+        // The second federation: the first one installed the handlers, so the signal cannot find them missing.
+        if started == 2 {
+            // SAFETY: kill(2) on our own child's pid.
+            assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let all = lines.join("\n");
+    assert!(started >= 2, "the study never reached its second federation:\n{all}\n{stderr}");
+    assert_eq!(out.status.code(), Some(1), "an error exit, not death by the signal:\n{all}\n{stderr}");
+    assert!(stderr.contains("interrupted (SIGINT or SIGTERM)"), "{stderr}");
+    assert!(started < 6, "no federation after the signal (6 cells in all):\n{all}");
+    assert!(!all.contains("wrote") && !tmp.path().join("repro/privacy.md").exists(), "{all}");
+}

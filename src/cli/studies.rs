@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::data::DataSource;
 use crate::eval::central;
 use crate::models::{select_device, ClassifierConfig, DiscKind, Gan, GanKind};
+use crate::studies::reproduce::RunnerError;
 use crate::train::classifier;
 
 #[derive(Args, Debug)]
@@ -253,7 +254,7 @@ pub(super) struct ProcessFederation {
 }
 
 impl crate::studies::reproduce::FederatedRunner for ProcessFederation {
-    fn run(&self, job: &crate::studies::reproduce::FederatedJob) -> Result<PathBuf, String> {
+    fn run(&self, job: &crate::studies::reproduce::FederatedJob) -> Result<PathBuf, RunnerError> {
         let mut cfg = self.base.clone();
         let f = &mut cfg.federation;
         f.sites = job.sites;
@@ -281,11 +282,16 @@ impl crate::studies::reproduce::FederatedRunner for ProcessFederation {
             }
             pc.clip_norm = Some(dp.clip_norm);
             pc.target_quantile = dp.target_quantile;
-            cfg.validate().map_err(|e| format!("the privacy settings: {e:#}"))?;
+            cfg.validate().map_err(|e| RunnerError::Failed(format!("the privacy settings: {e:#}")))?;
         }
-        let rt = runtime().map_err(|e| format!("{e:#}"))?;
-        rt.block_on(crate::launcher::run_federation(cfg, &job.out_dir, false, false))
-            .map_err(|e| format!("{e:#} (logs in {})", job.out_dir.join("logs").display()))?;
+        let rt = runtime().map_err(|e| RunnerError::Failed(format!("{e:#}")))?;
+        rt.block_on(crate::launcher::run_federation(cfg, &job.out_dir, false, false)).map_err(|e| {
+            if e.is::<crate::launcher::Interrupted>() {
+                RunnerError::Interrupted
+            } else {
+                RunnerError::Failed(format!("{e:#} (logs in {})", job.out_dir.join("logs").display()))
+            }
+        })?;
         Ok(job.out_dir.join("checkpoints"))
     }
 }

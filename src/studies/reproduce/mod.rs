@@ -24,7 +24,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-pub use run::{real_only_baseline, run, FederatedJob, FederatedRunner, JobNoise, JobPrivacy};
+pub use run::{real_only_baseline, run, FederatedJob, FederatedRunner, JobNoise, JobPrivacy, RunnerError};
 
 use crate::records::QualitySummary;
 
@@ -48,6 +48,11 @@ pub enum ReproduceError {
     Regime { wanted: usize, class: String, have: usize },
     #[error("federated run (seed {seed}): {message}")]
     Federated { seed: u64, message: String },
+    /// SIGINT or SIGTERM stopped a federated run: the study stops (what finished is kept for the same command).
+    #[error(
+        "interrupted (SIGINT or SIGTERM) during a federated run; finished cells are kept, and the same command resumes"
+    )]
+    Interrupted,
     #[error("the preset is inconsistent: {0}")]
     Preset(String),
 }

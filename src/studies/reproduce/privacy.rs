@@ -206,6 +206,8 @@ pub fn run(
                 let (run, error) = match federated_cell(&shared, &assessor, runner, &job, &name, level.job(study), &key)
                 {
                     Ok(r) => (Some(r), None),
+                    // Stopped on purpose: not a failed cell; the same command runs it again.
+                    Err(ReproduceError::Interrupted) => return Err(ReproduceError::Interrupted),
                     Err(e) => (None, Some(e.to_string())),
                 };
                 PrivacyCell { level, seed, run, error, ledger: ledger(&dir.join("federation")) }

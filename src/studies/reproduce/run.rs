@@ -74,7 +74,18 @@ pub enum JobNoise {
 /// Starts a server and its sites as processes for one [`FederatedJob`] and waits for the run to end; returns the
 /// folder whose checkpoints hold the final global generator.
 pub trait FederatedRunner {
-    fn run(&self, job: &FederatedJob) -> Result<PathBuf, String>;
+    fn run(&self, job: &FederatedJob) -> Result<PathBuf, RunnerError>;
+}
+
+/// Why a [`FederatedRunner`] gave no model.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    /// The run failed (the message names the process and its log).
+    #[error("{0}")]
+    Failed(String),
+    /// The user asked the process to stop: the study stops instead of starting the next run.
+    #[error("interrupted")]
+    Interrupted,
 }
 
 fn cell_err(cell: &str, e: impl std::fmt::Display) -> ReproduceError {
@@ -445,7 +456,10 @@ pub(super) fn federated_cell(
         privacy,
     };
     let t0 = Instant::now();
-    let dir = runner.run(&fed).map_err(|message| ReproduceError::Federated { seed, message })?;
+    let dir = runner.run(&fed).map_err(|e| match e {
+        RunnerError::Interrupted => ReproduceError::Interrupted,
+        RunnerError::Failed(message) => ReproduceError::Federated { seed, message },
+    })?;
     let train_secs = t0.elapsed().as_secs_f64();
     let model = model_config(p, &job.gan, &job.disc, shared.splits.train.num_classes())?;
     let loaded = crate::eval::sampling::load_generator(&dir, &model, shared.device(), seed as i64)
