@@ -11,6 +11,7 @@
 
 pub mod ablation;
 pub mod claims;
+mod job;
 mod pool;
 pub mod privacy;
 pub mod report;
@@ -24,7 +25,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-pub use run::{real_only_baseline, run, FederatedJob, FederatedRunner, JobNoise, JobPrivacy, RunnerError};
+pub use job::{FederatedJob, FederatedRunner, JobNoise, JobPrivacy, RunnerError};
+pub use run::{real_only_baseline, run};
 
 use crate::records::QualitySummary;
 

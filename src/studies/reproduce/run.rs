@@ -27,66 +27,13 @@ use crate::records::QualitySummary;
 use crate::studies::augment::{predict, score, train_classifier, train_classifier_once};
 use crate::train::simulation::train_centralized;
 
+use super::job::{FederatedJob, FederatedRunner, JobPrivacy, RunnerError};
 use super::pool::parallel;
 use super::stored::{load_stored, result_key, store, write_err, write_file};
 use super::{
     claims, report, run_name, Arm, ArmResult, GanRun, Preset, ReproduceError, ReproduceOptions, Reproduction, Setting,
     FED_PARTITION,
 };
-
-/// A federated training to run on the real runtime: what to train; the runner knows how to start processes.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FederatedJob {
-    pub gan: String,
-    pub disc: String,
-    pub seed: u64,
-    pub sites: u32,
-    pub rounds: u32,
-    pub local_steps: u32,
-    pub batch_size: u32,
-    /// `data::partition` syntax.
-    pub partition: String,
-    /// Where the run writes its outputs (its checkpoints hold the final global generator).
-    pub out_dir: PathBuf,
-    /// Client-level DP-FedAvg for the run (`privacy` study); none: plain FedAvg.
-    pub privacy: Option<JobPrivacy>,
-}
-
-/// The `[privacy]` settings of a federated job: the noise (by ε or directly by z) and the clip norm.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobPrivacy {
-    pub noise: JobNoise,
-    /// C, or the first round's C with adaptive clipping.
-    pub clip_norm: f64,
-    /// Adaptive clipping's target quantile; none: C stays fixed.
-    pub target_quantile: Option<f64>,
-}
-
-/// How a federated job's DP noise is set.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum JobNoise {
-    /// The smallest z that meets ε over the job's rounds (`privacy.epsilon`).
-    Epsilon(f64),
-    /// z itself (`privacy.noise_multiplier`).
-    Multiplier(f64),
-}
-
-/// Starts a server and its sites as processes for one [`FederatedJob`] and waits for the run to end; returns the
-/// folder whose checkpoints hold the final global generator.
-pub trait FederatedRunner {
-    fn run(&self, job: &FederatedJob) -> Result<PathBuf, RunnerError>;
-}
-
-/// Why a [`FederatedRunner`] gave no model.
-#[derive(Debug, thiserror::Error)]
-pub enum RunnerError {
-    /// The run failed (the message names the process and its log).
-    #[error("{0}")]
-    Failed(String),
-    /// The user asked the process to stop: the study stops instead of starting the next run.
-    #[error("interrupted")]
-    Interrupted,
-}
 
 fn cell_err(cell: &str, e: impl std::fmt::Display) -> ReproduceError {
     ReproduceError::Cell { cell: cell.to_string(), message: e.to_string() }
