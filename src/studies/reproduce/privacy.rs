@@ -24,7 +24,7 @@ use super::run::{baselines, federated_cell, gan_seeds, prepare, GanJob};
 use super::stats::mean_sd;
 use super::stored::{load_stored, store};
 use super::{FederatedRunner, JobNoise, JobPrivacy};
-use super::{GanRun, ReproduceError, ReproduceOptions, Setting};
+use super::{GanRun, ReproduceError, ReproduceOptions};
 
 /// z of the "clip only" level: positive as the accountant needs, and no noise worth the name.
 const CLIP_ONLY_Z: f64 = 1e-9;
@@ -179,13 +179,7 @@ pub fn run(
     let mut cells = Vec::new();
     for &level in &study.levels {
         for seed in gan_seeds(opts).into_iter().take(study.seeds as usize) {
-            let job = GanJob {
-                gan: p.fed_gan.clone(),
-                disc: p.fed_disc.clone(),
-                setting: Setting::FedDirichlet,
-                regime: p.full_regime(),
-                seed,
-            };
+            let job = GanJob::federated(p, seed);
             let name = format!("{}{}", job.name(), level.tag());
             let dir = shared.runs_dir().join(&name);
             let cell_path = dir.join("privacy-cell.json");

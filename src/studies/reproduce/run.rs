@@ -114,6 +114,17 @@ pub(super) struct GanJob {
 }
 
 impl GanJob {
+    /// The pre-registered federated model (the preset's GAN × discriminator, Dirichlet non-IID, full regime).
+    pub(super) fn federated(p: &Preset, seed: u64) -> Self {
+        GanJob {
+            gan: p.fed_gan.clone(),
+            disc: p.fed_disc.clone(),
+            setting: Setting::FedDirichlet,
+            regime: p.full_regime(),
+            seed,
+        }
+    }
+
     pub(super) fn name(&self) -> String {
         run_name(&self.gan, &self.disc, self.setting, self.regime, self.seed)
     }
@@ -344,13 +355,7 @@ fn run_federated(
     let p = &shared.opts.preset;
     let mut out = Vec::new();
     for seed in gan_seeds(shared.opts) {
-        let job = GanJob {
-            gan: p.fed_gan.clone(),
-            disc: p.fed_disc.clone(),
-            setting: Setting::FedDirichlet,
-            regime: p.full_regime(),
-            seed,
-        };
+        let job = GanJob::federated(p, seed);
         let name = job.name();
         let path = shared.runs_dir().join(&name).join("run.json");
         if let Some(r) = load_stored::<GanRun>(&path, &shared.key) {
