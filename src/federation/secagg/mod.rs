@@ -25,6 +25,7 @@
 
 mod crypto;
 mod driver;
+mod fold;
 mod params;
 mod quantize;
 mod server;
@@ -36,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use driver::{Next, SecureRound, Stage};
+pub use fold::{apply_sum, delta_values};
 pub use params::{SecAggOptions, SecAggParams};
 pub use quantize::{dequantize_sum, quantize};
 pub use server::{ServerRound, Unmasked};
