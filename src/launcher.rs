@@ -15,8 +15,8 @@ use tokio::process::{Child, Command};
 use crate::config::Config;
 use crate::records::RunReport;
 
-/// A federation stopped because SIGINT or SIGTERM asked this process to stop (see [`stop_requested`]); callers that
-/// run several federations in a row stop too instead of starting the next one.
+/// A federation stopped because SIGINT or SIGTERM asked this process to stop; callers that run several federations
+/// in a row stop too instead of starting the next one (the request stays set, so the next one refuses to start).
 #[derive(Debug, thiserror::Error)]
 #[error("interrupted (SIGINT or SIGTERM); every process of the federation was stopped")]
 pub struct Interrupted;
@@ -41,11 +41,6 @@ fn stop_flag() -> Result<Arc<AtomicBool>> {
     })
     .clone()
     .map_err(anyhow::Error::msg)
-}
-
-/// Whether SIGINT or SIGTERM asked this process to stop since its first federation was launched.
-pub fn stop_requested() -> bool {
-    stop_flag().is_ok_and(|f| f.load(Ordering::SeqCst))
 }
 
 /// The sample configuration shipped in config/demo.toml, embedded so `histofed demo` needs no file.

@@ -115,30 +115,34 @@ impl SecureRound {
         Ok(())
     }
 
-    /// Stage 1: an advertisement. Err: refused (the site stays out; the round goes on).
-    pub fn on_advert(&mut self, adv: Advertisement) -> Result<Next, SecAggError> {
-        let site = adv.site;
-        self.expect(Stage::Advertise, site, "an advertisement")?;
-        self.inner.advertise(adv)?;
+    /// `site`'s answer to `stage`: checked against the stage, handed to the protocol, and the site no longer waited
+    /// for. A refusal (either check) changes nothing.
+    fn accept(
+        &mut self,
+        stage: Stage,
+        site: u32,
+        what: &'static str,
+        hand: impl FnOnce(&mut ServerRound) -> Result<(), SecAggError>,
+    ) -> Result<Next, SecAggError> {
+        self.expect(stage, site, what)?;
+        hand(&mut self.inner)?;
         self.waiting.remove(&site);
         Ok(self.maybe_close())
+    }
+
+    /// Stage 1: an advertisement. Err: refused (the site stays out; the round goes on).
+    pub fn on_advert(&mut self, adv: Advertisement) -> Result<Next, SecAggError> {
+        self.accept(Stage::Advertise, adv.site, "an advertisement", |r| r.advertise(adv))
     }
 
     /// Stage 2: a site's sealed shares.
     pub fn on_shares(&mut self, from: u32, sealed: Vec<SealedShares>) -> Result<Next, SecAggError> {
-        self.expect(Stage::Share, from, "shares")?;
-        self.inner.shares(from, sealed)?;
-        self.waiting.remove(&from);
-        Ok(self.maybe_close())
+        self.accept(Stage::Share, from, "shares", |r| r.shares(from, sealed))
     }
 
     /// Stage 3: a site's masked input (already checked for its length by the caller or here).
     pub fn on_masked(&mut self, input: MaskedInput) -> Result<Next, SecAggError> {
-        let site = input.site;
-        self.expect(Stage::Mask, site, "a masked input")?;
-        self.inner.masked(input)?;
-        self.waiting.remove(&site);
-        Ok(self.maybe_close())
+        self.accept(Stage::Mask, input.site, "a masked input", |r| r.masked(input))
     }
 
     /// Stage 4: a survivor's revealed shares. A refused reveal takes the holder out of the count (its shares may be

@@ -153,11 +153,7 @@ pub struct PrivacyStudy {
 
 /// The ledger a federated run wrote into its report.
 fn ledger(fed_dir: &Path) -> Vec<RoundPrivacy> {
-    std::fs::read(fed_dir.join("report.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<RunReport>(&b).ok())
-        .map(|r| r.rounds.into_iter().filter_map(|x| x.privacy).collect())
-        .unwrap_or_default()
+    RunReport::read(fed_dir).map(|r| r.rounds.into_iter().filter_map(|x| x.privacy).collect()).unwrap_or_default()
 }
 
 /// Runs the study: every level × seed (kept from an earlier invocation when its key still holds), then writes
