@@ -43,6 +43,18 @@ pub enum Fault {
     /// From the moment `round` is announced, the site hears nothing on the control connection and says nothing
     /// there for `secs` (a control-plane partition: it trains, and the bulk plane still reaches the server).
     ControlPartition { site: u32, round: u64, secs: f64 },
+    /// The site process dies (SIGKILL to itself) in `round`, at `point` of sending its update.
+    SiteExit { site: u32, round: u64, point: ExitPoint },
+}
+
+/// Where in sending its update a site process dies ([`Fault::SiteExit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExitPoint {
+    /// Trained (and, in a secure round, shared its secrets), the update not sent.
+    BeforeUpload,
+    /// Right after the update (the masked input) reached the server.
+    AfterUpload,
 }
 
 /// How a bad update is corrupted.
@@ -60,7 +72,39 @@ pub enum BadUpdate {
 }
 
 impl Fault {
-    fn site(&self) -> u32 {
+    /// The fault's kind as scenarios and reports name it (`bad-update:nan`, `site-exit:after-upload`).
+    pub fn label(&self) -> String {
+        match self {
+            Fault::TrainerPanic { .. } => "trainer-panic".into(),
+            Fault::NanLoss { .. } => "nan-loss".into(),
+            Fault::TrainerOom { .. } => "trainer-oom".into(),
+            Fault::BadUpdate { what, .. } => format!("bad-update:{}", format!("{what:?}").to_lowercase()),
+            Fault::SlowSite { .. } => "slow-site".into(),
+            Fault::EvaluatorPanic { .. } => "evaluator-panic".into(),
+            Fault::SlowEvaluator { .. } => "slow-evaluator".into(),
+            Fault::ControlPartition { .. } => "control-partition".into(),
+            Fault::SiteExit { point: ExitPoint::BeforeUpload, .. } => "site-exit:before-upload".into(),
+            Fault::SiteExit { point: ExitPoint::AfterUpload, .. } => "site-exit:after-upload".into(),
+        }
+    }
+
+    /// The round the fault happens in.
+    pub fn round(&self) -> u64 {
+        match self {
+            Fault::TrainerPanic { round, .. }
+            | Fault::NanLoss { round, .. }
+            | Fault::TrainerOom { round, .. }
+            | Fault::BadUpdate { round, .. }
+            | Fault::SlowSite { round, .. }
+            | Fault::EvaluatorPanic { round, .. }
+            | Fault::SlowEvaluator { round, .. }
+            | Fault::ControlPartition { round, .. }
+            | Fault::SiteExit { round, .. } => *round,
+        }
+    }
+
+    /// The site the fault happens at.
+    pub fn site(&self) -> u32 {
         match self {
             Fault::TrainerPanic { site, .. }
             | Fault::NanLoss { site, .. }
@@ -69,7 +113,8 @@ impl Fault {
             | Fault::SlowSite { site, .. }
             | Fault::EvaluatorPanic { site, .. }
             | Fault::SlowEvaluator { site, .. }
-            | Fault::ControlPartition { site, .. } => *site,
+            | Fault::ControlPartition { site, .. }
+            | Fault::SiteExit { site, .. } => *site,
         }
     }
 }
@@ -141,6 +186,22 @@ impl FaultPlan {
         match self.pending.remove(i) {
             Fault::ControlPartition { secs, .. } => std::time::Duration::try_from_secs_f64(secs.max(0.0)).ok(),
             _ => None,
+        }
+    }
+
+    /// Dies here if the plan says this process dies in `round` at `point` (SIGKILL to itself: no destructor, no
+    /// goodbye on any connection, exactly like a killed pod).
+    pub fn exit_at(&self, round: u64, point: ExitPoint) {
+        if self
+            .pending
+            .iter()
+            .any(|f| matches!(f, Fault::SiteExit { round: r, point: p, .. } if *r == round && *p == point))
+        {
+            tracing::warn!(round, ?point, "injected fault: this site process dies now");
+            // SAFETY: raise() with a valid signal number has no memory-safety preconditions.
+            unsafe {
+                libc::raise(libc::SIGKILL);
+            }
         }
     }
 

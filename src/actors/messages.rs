@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::eval::gan_evaluator::EvalReport;
 pub use crate::faults::InjectedFault;
 pub use crate::federation::evaluation::SiteEval;
+use crate::federation::secagg::{Advertisement, Reveal, SealedShares, SecAggParams, UnmaskRequest};
 use crate::federation::strategy::{AggregateError, SiteHints};
 pub use crate::federation::validate::Refused;
 use crate::federation::weights::Weights;
@@ -37,7 +38,9 @@ pub fn valid_role_name(name: &str) -> bool {
 /// update's `UpdateMeta`) carries; `ToSite::Fenced` stops a process whose identity another process took over.
 /// Version 7: `Hello` says what local state the process starts with (`local_state`); `SiteHints` carries the
 /// differential-privacy clip norm the site applies to its update (`dp_clip_norm`).
-pub const PROTOCOL_VERSION: u32 = 7;
+/// Version 8: secure aggregation. `Train` may carry the round's [`SecureTrain`]; the protocol's stages travel as
+/// `ToSite::SecAgg` / `ToServer::SecAgg`; `UpdateMeta::masked` says the upload's body is a masked input.
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// The server's supervised children.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +112,39 @@ pub enum ToServer {
     RoleReport { role: String, round: u64, report: RoleReport },
     /// The site's scores of round `round`'s global generator on its validation split (or why it has none).
     Evaluated { site_id: u32, generation: u64, round: u64, result: Result<SiteEval, String> },
+    /// The site's answer to a stage of round `round`'s secure aggregation (attempt `attempt`).
+    SecAgg { site_id: u32, generation: u64, round: u64, attempt: u32, stage: SecAggFromSite },
+}
+
+/// A site's part of one secure-aggregation stage (the masked input itself travels on the bulk plane).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SecAggFromSite {
+    /// Stage 1: its public keys and seed commitment.
+    Advertise(Advertisement),
+    /// Stage 2: its shares, sealed for each neighbour.
+    Shares(Vec<SealedShares>),
+    /// Stage 4: the shares the server asked for.
+    Reveal(Vec<Reveal>),
+}
+
+/// The server's part of one secure-aggregation stage, for one site.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SecAggToSite {
+    /// Stage 2 opens: the advertisements of the site's neighbours.
+    Roster(Vec<Advertisement>),
+    /// Stage 3 opens: the sealed shares addressed to the site.
+    Shares(Vec<SealedShares>),
+    /// Stage 4 opens: who survived and who dropped.
+    Unmask(UnmaskRequest),
+}
+
+/// Round `round` is aggregated securely: the protocol's parameters (the same for every participant) and the
+/// participants' total samples (a site masks Δ · n_i / `total_samples`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecureTrain {
+    pub attempt: u32,
+    pub params: SecAggParams,
+    pub total_samples: u64,
 }
 
 /// A site's hello: who the site is, which process (`instance`, random per process; its actor is registered as
@@ -133,7 +169,8 @@ impl ToServer {
         match self {
             ToServer::Pong { site_id, generation, .. }
             | ToServer::OutOfRound { site_id, generation, .. }
-            | ToServer::Evaluated { site_id, generation, .. } => Some((*site_id, *generation)),
+            | ToServer::Evaluated { site_id, generation, .. }
+            | ToServer::SecAgg { site_id, generation, .. } => Some((*site_id, *generation)),
             ToServer::Hello(_) | ToServer::RoleHello { .. } | ToServer::RoleReport { .. } => None,
         }
     }
@@ -205,6 +242,9 @@ pub struct UpdateMeta {
     /// What the site reports about its round, as the server records it for each contributor (one struct on both
     /// sides of the wire, so a field added to the record travels without being copied by hand).
     pub site: SiteRound,
+    /// `Some(attempt)`: the body is the site's masked input to that attempt's secure aggregation (u32
+    /// little-endian), not safetensors weights.
+    pub masked: Option<u32>,
 }
 
 impl UpdateMeta {
@@ -235,8 +275,19 @@ pub enum ToSite {
     /// Admission: the site's token for bulk transfers while it is a member, and the admission's generation (every
     /// later frame of the site carries it).
     Welcome { protocol: u32, token: u64, generation: u64 },
-    /// Train round `round` from the global weights published at `weights` (safetensors bytes).
-    Train { protocol: u32, round: u64, local_steps: u32, batch_size: u32, hints: SiteHints, weights: BlobRef },
+    /// Train round `round` from the global weights published at `weights` (safetensors bytes); with `secure`, the
+    /// update goes into that secure aggregation instead of being sent in the clear.
+    Train {
+        protocol: u32,
+        round: u64,
+        local_steps: u32,
+        batch_size: u32,
+        hints: SiteHints,
+        weights: BlobRef,
+        secure: Option<Box<SecureTrain>>,
+    },
+    /// A stage of round `round`'s secure aggregation (attempt `attempt`).
+    SecAgg { round: u64, attempt: u32, stage: SecAggToSite },
     /// Heartbeat: the site answers with `Pong { seq }`.
     Ping { seq: u64 },
     /// Federated evaluation: score round `round`'s global generator (at `weights`) on the local validation split
@@ -308,6 +359,12 @@ pub enum ServerMsg {
     /// The aggregator thread encoded round `round`'s new global as safetensors, with its SHA-256 (`None`: it could
     /// not).
     Encoded { round: u64, blob: Option<(Arc<Vec<u8>>, String)> },
+    /// A stage of the open round's secure aggregation reached its deadline.
+    SecAggDeadline { round: u64, attempt: u32, stage: crate::federation::secagg::Stage },
+    /// A masked input arrived on the bulk plane and was decoded off the actor (or could not be).
+    Masked(Box<MaskedArrival>),
+    /// The aggregator thread removed the masks of a round's secure aggregation and folded the sum (or could not).
+    Unmasked(Box<UnmaskedRound>),
     /// The aggregator thread died before it answered (a panic in a strategy): the run cannot go on.
     AggregatorGone,
     /// `/pulse`: answer at once with where the server stands.
@@ -333,6 +390,24 @@ pub struct Folded {
     pub attempt: u32,
     /// Seconds the fold took (decoding and validation not counted); or why it was refused, with the detail for the report.
     pub outcome: Result<f64, (Refused, String)>,
+}
+
+/// A masked input, decoded off the actor.
+#[derive(Debug)]
+pub struct MaskedArrival {
+    pub site: SiteRound,
+    pub round: u64,
+    pub attempt: u32,
+    pub input: Result<crate::federation::secagg::MaskedInput, String>,
+}
+
+/// A secure round's unmasking, done off the actor: the new global (as a plain aggregation's), or why it failed —
+/// closed: no model comes out of a sum that cannot be trusted.
+#[derive(Debug)]
+pub struct UnmaskedRound {
+    pub round: u64,
+    pub attempt: u32,
+    pub result: Result<(RoundAggregate, crate::federation::secagg::Unmasked), String>,
 }
 
 /// A round's aggregation, done off the actor by the server's aggregator thread.
@@ -413,6 +488,15 @@ pub enum SiteMsg {
     LocalEvaluated { round: u64, result: Result<SiteEval, String> },
     /// Backoff elapsed: start a new local evaluator.
     RestartEvaluator,
+    /// The update of secure round `round` (attempt `attempt`) was masked off the actor: the protocol's state back,
+    /// and the masked input's bytes with the count of clipped values (or why it could not be made).
+    Masked {
+        round: u64,
+        attempt: u32,
+        protocol: Option<Box<crate::federation::secagg::SiteRound>>,
+        meta: UpdateMeta,
+        result: Result<(Vec<u8>, usize), String>,
+    },
 }
 
 impl Message for SiteMsg {
@@ -545,6 +629,7 @@ mod tests {
                 resumed_from_step: 2,
                 from_local_checkpoint: false,
             },
+            masked: Some(1),
         };
         assert_eq!(UpdateMeta::decode(&meta.encode().unwrap()).unwrap(), meta);
         assert!(UpdateMeta::decode(&[1, 2, 3]).unwrap_err().contains("undecodable"));

@@ -40,16 +40,7 @@ impl FaultRecord {
     }
 
     pub fn inject(f: &Fault) -> Self {
-        let (kind, site, round) = match f {
-            Fault::TrainerPanic { site, round, .. } => ("trainer-panic".to_string(), *site, *round),
-            Fault::NanLoss { site, round, .. } => ("nan-loss".into(), *site, *round),
-            Fault::TrainerOom { site, round, .. } => ("trainer-oom".into(), *site, *round),
-            Fault::BadUpdate { site, round, what } => (format!("bad-update:{what:?}").to_lowercase(), *site, *round),
-            Fault::SlowSite { site, round, .. } => ("slow-site".into(), *site, *round),
-            Fault::EvaluatorPanic { site, round, .. } => ("evaluator-panic".into(), *site, *round),
-            Fault::SlowEvaluator { site, round, .. } => ("slow-evaluator".into(), *site, *round),
-            Fault::ControlPartition { site, round, .. } => ("control-partition".into(), *site, *round),
-        };
+        let (kind, site, round) = (f.label(), f.site(), f.round());
         Self {
             kind,
             target: format!("site {site}, round {round}"),

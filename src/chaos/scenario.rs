@@ -332,16 +332,7 @@ impl Scenario {
 }
 
 fn inject_kind(f: &Fault) -> String {
-    match f {
-        Fault::TrainerPanic { .. } => "trainer-panic".into(),
-        Fault::NanLoss { .. } => "nan-loss".into(),
-        Fault::TrainerOom { .. } => "trainer-oom".into(),
-        Fault::BadUpdate { what, .. } => format!("bad-update:{}", format!("{what:?}").to_lowercase()),
-        Fault::SlowSite { .. } => "slow-site".into(),
-        Fault::EvaluatorPanic { .. } => "evaluator-panic".into(),
-        Fault::SlowEvaluator { .. } => "slow-evaluator".into(),
-        Fault::ControlPartition { .. } => "control-partition".into(),
-    }
+    f.label()
 }
 
 #[cfg(test)]

@@ -310,11 +310,11 @@ async fn serve_finished(cfg: &Config, completed: u64, http: Option<SocketAddr>) 
 }
 
 pub async fn run_server(mut cfg: Config, opts: ServerOpts) -> Result<()> {
-    if cfg.secagg()?.is_some() {
+    if cfg.secagg()?.is_some() && cfg.privacy()?.is_some() {
         anyhow::bail!(
-            "secagg.enabled = true: secure aggregation's protocol and its checks are built (federation::secagg), but \
-             the server and the sites do not run it yet (issue #19); refusing to aggregate in the clear under a \
-             configuration that asks for secure aggregation"
+            "secagg.enabled = true with [privacy]: the noise of differential privacy must be added by the sites so \
+             that the masked sum carries it, and that is not built yet (issue #19); run secure aggregation without \
+             [privacy], or differential privacy without secure aggregation"
         );
     }
     tch::set_num_threads(cfg.runtime.threads);

@@ -273,6 +273,24 @@ impl Fed {
         self.report().expect("report.json")
     }
 
+    /// As [`Fed::finish`], except that the sites in `killed` must have died of SIGKILL (an injected `site-exit`).
+    pub fn finish_with_killed(&mut self, limit: Duration, killed: &[u32]) -> RunReport {
+        use std::os::unix::process::ExitStatusExt;
+        let dir = self.dir.clone();
+        let status = self.server.as_mut().expect("server running").wait(limit, &dir);
+        assert!(status.success(), "server failed: {status}{}", logs(&dir));
+        for (id, site) in self.sites.iter_mut().enumerate() {
+            let Some(site) = site.as_mut() else { continue };
+            let status = site.wait(Duration::from_secs(30), &dir);
+            if killed.contains(&(id as u32)) {
+                assert_eq!(status.signal(), Some(libc::SIGKILL), "{} should have been killed{}", site.name, logs(&dir));
+            } else {
+                assert!(status.success(), "{} failed: {status}{}", site.name, logs(&dir));
+            }
+        }
+        self.report().expect("report.json")
+    }
+
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default()
     }

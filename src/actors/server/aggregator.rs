@@ -13,6 +13,7 @@
 //! next update overlaps folding the last. Folding into one accumulator is sequential anyway, so one thread owns it.
 //! The A/B against the old on-actor path is in BENCHMARKS.md.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,9 +21,12 @@ use ractor::ActorRef;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
-use crate::actors::messages::{Aggregated, Folded, RoundAggregate, ServerMsg, SiteRound, PROTOCOL_VERSION};
+use crate::actors::messages::{
+    Aggregated, Folded, RoundAggregate, ServerMsg, SiteRound, UnmaskedRound, PROTOCOL_VERSION,
+};
 use crate::actors::worker::{Submitter, Worker};
 use crate::cluster::bulk::Upload;
+use crate::federation::secagg::{apply_sum, SecureRound, Unmasked};
 use crate::federation::strategy::{AggregateError, SiteHints, Strategy};
 use crate::federation::validate::{validate_update, Refused, RejectReason, UpdateHeader, ValidationPolicy};
 use crate::federation::weights::{Weights, WeightsError};
@@ -42,6 +46,20 @@ enum Job {
     /// Encode the global weights (the next round's blob), after `Finish` answered so that the checkpoint writer
     /// starts at once.
     Encode,
+    /// Remove a secure round's masks and fold the mean of the survivors' updates into the strategy as one update,
+    /// then finish as `Finish` does.
+    Unmask(Box<UnmaskJob>),
+}
+
+/// What unmasking a secure round needs besides the protocol's state.
+pub(super) struct UnmaskJob {
+    pub(super) secure: SecureRound,
+    /// The survivors' sample counts (from their uploads' metadata) and the participants' total the sites divided
+    /// by: a survivor's weight is n_i / total.
+    pub(super) samples: BTreeMap<u32, u64>,
+    pub(super) total: u64,
+    /// The bound on the mean update's norm (`federation.max_update_norm`).
+    pub(super) max_norm: Option<f64>,
 }
 
 /// What the thread answers.
@@ -50,6 +68,7 @@ enum Done {
     Folded(Result<f64, (Refused, String)>),
     Finished(Result<RoundAggregate, AggregateError>),
     Encoded(Option<(Arc<Vec<u8>>, String)>),
+    Unmasked(Result<(RoundAggregate, Unmasked), String>),
 }
 
 /// Updates decoded and validated at once (each holds a decoded copy of the model until it is folded).
@@ -87,6 +106,11 @@ impl Aggregator {
         let submit = worker.submitter().ok_or_else(|| std::io::Error::other("the aggregator thread ended at once"))?;
         let checks = Arc::new(Semaphore::new(CHECKS_AT_ONCE));
         Ok(Self { worker, submit, checks, policy, name, hints, encoding: None })
+    }
+
+    /// How updates are validated (the secure path applies its sample bound to masked inputs' claims).
+    pub(super) fn policy(&self) -> &ValidationPolicy {
+        &self.policy
     }
 
     /// The strategy's name (fixed for the run).
@@ -141,6 +165,42 @@ impl Aggregator {
             let msg = match encoded.await {
                 Ok(Done::Encoded(blob)) => ServerMsg::Encoded { round, blob },
                 _ => ServerMsg::AggregatorGone,
+            };
+            let _ = me.cast(msg);
+        });
+        Ok(())
+    }
+
+    /// Queues the unmasking of secure round `round` (attempt `attempt`), and on success the encoding of the new
+    /// global; the answers come back as [`ServerMsg::Unmasked`] and [`ServerMsg::Encoded`]. A failed unmasking
+    /// leaves the strategy as the round began (the round is retried).
+    pub(super) fn unmask(
+        &mut self,
+        me: &ActorRef<ServerMsg>,
+        round: u64,
+        attempt: u32,
+        job: UnmaskJob,
+    ) -> Result<(), String> {
+        let unmasked = self.worker.submit(Job::Unmask(Box::new(job))).ok_or_else(|| self.worker.death_reason())?;
+        self.encoding = Some(round);
+        let (me, submit) = (me.clone(), self.submit.clone());
+        tokio::spawn(async move {
+            let result = match unmasked.await {
+                Ok(Done::Unmasked(result)) => result,
+                _ => return drop(me.cast(ServerMsg::AggregatorGone)),
+            };
+            let ok = result.is_ok();
+            let _ = me.cast(ServerMsg::Unmasked(Box::new(UnmaskedRound { round, attempt, result })));
+            if !ok {
+                // Nothing new to encode: the actor drops `encoding` when it retries the round.
+                return;
+            }
+            let msg = match submit.submit(Job::Encode) {
+                Some(encoded) => match encoded.await {
+                    Ok(Done::Encoded(blob)) => ServerMsg::Encoded { round, blob },
+                    _ => ServerMsg::AggregatorGone,
+                },
+                None => ServerMsg::AggregatorGone,
             };
             let _ = me.cast(msg);
         });
@@ -221,6 +281,7 @@ fn work(desk: &mut Desk, job: Job) -> Done {
             )
         }
         Job::Finish => Done::Finished(finish(desk)),
+        Job::Unmask(job) => Done::Unmasked(unmask(desk, *job)),
         Job::Encode => Done::Encoded(match encode(&desk.global) {
             Ok(blob) => Some(blob),
             Err(e) => {
@@ -229,6 +290,29 @@ fn work(desk: &mut Desk, job: Job) -> Done {
             }
         }),
     }
+}
+
+/// The masks off, the survivors' mean update folded into the strategy as one update of their total samples (a
+/// mean of one is itself, so FedAvg and the server optimisers do what they do with the updates seen one by one),
+/// then the round finished.
+fn unmask(desk: &mut Desk, job: UnmaskJob) -> Result<(RoundAggregate, Unmasked), String> {
+    let t = Instant::now();
+    let mut unmasked = job.secure.finish().map_err(|e| e.to_string())?;
+    drop(job.secure);
+    let mut weight = 0.0;
+    let mut samples = 0u64;
+    for s in &unmasked.survivors {
+        let n = *job.samples.get(s).ok_or_else(|| format!("survivor {s} has no sample count"))?;
+        weight += n as f64 / job.total as f64;
+        samples += n;
+    }
+    let mean = apply_sum(&desk.global, &unmasked.sum, weight, job.max_norm).map_err(|e| e.to_string())?;
+    unmasked.sum = Vec::new();
+    desk.strategy.accumulate(mean, samples).map_err(|e| format!("the strategy refused the unmasked mean: {e}"))?;
+    let unmask_secs = t.elapsed().as_secs_f64();
+    let mut aggregate = finish(desk).map_err(|e| e.to_string())?;
+    aggregate.secs += unmask_secs;
+    Ok((aggregate, unmasked))
 }
 
 fn finish(desk: &mut Desk) -> Result<RoundAggregate, AggregateError> {

@@ -6,7 +6,7 @@
 
 use super::aggregator::Check;
 use super::state::*;
-use crate::actors::messages::{Folded, ServerMsg, UpdateMeta};
+use crate::actors::messages::{Folded, MaskedArrival, ServerMsg, UpdateMeta};
 use crate::cluster::bulk::Upload;
 use crate::federation::fencing::FrameCheck;
 use crate::federation::round::UpdateVerdict;
@@ -23,9 +23,20 @@ pub(super) fn on_upload(me: &ActorRef<ServerMsg>, st: &mut ServerState, up: Uplo
             return;
         }
     };
+    let attempt = st.current.as_ref().map(|c| c.attempt).unwrap_or(0);
+    if let Some(masked) = meta.masked {
+        // A masked input: only its shape can be checked, by the protocol once decoded (off the actor).
+        let me = me.clone();
+        tokio::spawn(async move {
+            let body = tokio::task::spawn_blocking(move || super::secure::decode_masked(site_id, &up.body)).await;
+            let input = body.unwrap_or_else(|e| Err(format!("decoding the masked input panicked: {e}")));
+            let _ =
+                me.cast(ServerMsg::Masked(Box::new(MaskedArrival { site: meta.site, round, attempt: masked, input })));
+        });
+        return;
+    }
     let header =
         UpdateHeader { protocol_version: meta.protocol, round: meta.round, num_samples: meta.site.num_samples };
-    let attempt = st.current.as_ref().map(|c| c.attempt).unwrap_or(0);
     // With a round open, the global weights are that round's: they change only once it is aggregated.
     let check = Check { header, global: st.global.clone() };
     st.aggregator.fold(me, up, check, meta.site, attempt);
@@ -45,6 +56,19 @@ fn admit_upload(st: &mut ServerState, up: &Upload) -> Result<UpdateMeta, (Refuse
         }
         Err(why) => return Err(malformed(why)),
     };
+    super::secure::expects_upload(st, meta.masked)?;
+    if meta.masked.is_some() && meta.site.num_samples == 0 {
+        return Err((Refused::Invalid(RejectReason::ZeroSamples), "a masked input of a site with no samples".into()));
+    }
+    if let (Some(_), Some(max)) = (meta.masked, st.aggregator.policy().max_samples) {
+        // The server weighs a survivor by the sample count it claims: the same bound as for a plain update.
+        if meta.site.num_samples > max {
+            return Err((
+                Refused::Invalid(RejectReason::SampleBound),
+                format!("claims {} samples, over the bound {max}", meta.site.num_samples),
+            ));
+        }
+    }
     // Fencing: the update must come under the site's current admission, with that admission's token.
     match st.fencing.check(site_id, meta.generation) {
         FrameCheck::Current(adm) if adm.token == up.token => {}

@@ -48,6 +48,7 @@ mod persistence;
 pub mod resume;
 mod roles;
 mod rounds;
+mod secure;
 mod state;
 
 pub use aggregator::STRATEGY_STATE;
@@ -232,6 +233,8 @@ impl Actor for ServerActor {
             cluster: nodeloss::ClusterView::new(a.remediation),
             zombies_seen: BTreeSet::new(),
             dp: a.config.privacy()?,
+            secagg: a.config.secagg()?,
+            secure: None,
             blob: None,
             roles: BTreeMap::new(),
             next_reader: ROLE_READER_BASE,
@@ -370,13 +373,17 @@ async fn dispatch(me: ActorRef<ServerMsg>, msg: ServerMsg, st: &mut ServerState)
         }
         ServerMsg::FromSite(Ok(ToServer::OutOfRound { site_id, round, reason, .. })) => {
             tracing::warn!(site_id, round, %reason, "site is out of the round");
-            if let Some(current) = st.current.as_mut() {
-                if current.round == round {
-                    current.on_site_dropped(site_id);
-                }
+            if st.current.as_ref().is_some_and(|c| c.round == round) {
+                st.drop_from_round(site_id);
             }
             check_round(&me, st)?;
         }
+        ServerMsg::FromSite(Ok(ToServer::SecAgg { site_id, round, attempt, stage, .. })) => {
+            secure::on_frame(&me, st, site_id, round, attempt, stage)?
+        }
+        ServerMsg::SecAggDeadline { round, attempt, stage } => secure::on_deadline(&me, st, round, attempt, stage)?,
+        ServerMsg::Masked(m) => secure::on_masked(&me, st, *m)?,
+        ServerMsg::Unmasked(u) => secure::on_unmasked(&me, st, *u)?,
         ServerMsg::FromSite(Err(e)) => {
             st.obs.metrics.bad_frame();
             tracing::warn!(error = %e, "dropped a malformed frame");
@@ -389,6 +396,8 @@ async fn dispatch(me: ActorRef<ServerMsg>, msg: ServerMsg, st: &mut ServerState)
         ServerMsg::GraceExpired { round, attempt } => close_round(&me, st, round, attempt, Closing::Grace)?,
         ServerMsg::RoundDeadline { round, attempt } => close_round(&me, st, round, attempt, Closing::Deadline)?,
     }
+    // Decisions of the secure aggregation taken where no actor reference was at hand (a site lost).
+    secure::drain(&me, st)?;
     Ok(())
 }
 

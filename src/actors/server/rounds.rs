@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 use ractor::{ActorProcessingErr, ActorRef};
 
 use super::persistence::{on_saved, send_save};
+use super::secure;
 use super::state::*;
 use crate::actors::messages::{Aggregated, LossSummary, ServerMsg, SiteMsg};
 use crate::federation::checkpoint::CheckpointMeta;
 use crate::federation::round::{RoundState, RoundStatus};
+use crate::federation::secagg::Stage;
 use crate::records::{RoundPrivacy, RoundRecord};
 
 pub(super) fn start_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<(), ActorProcessingErr> {
@@ -28,6 +30,19 @@ pub(super) fn start_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Res
         st.waiting_to_start = true;
         me.send_after(Duration::from_secs_f64(st.cfg.federation.join_timeout_secs), || ServerMsg::JoinTimeout);
         return Ok(());
+    }
+    let samples: BTreeMap<u32, u64> = participants
+        .iter()
+        .map(|id| (*id, st.report.site_classes.get(id).map_or(0, |c| c.iter().sum::<u64>())))
+        .collect();
+    let quorum = st.cfg.federation.min_sites as usize;
+    match secure::begin(st.secagg, round, st.attempt, &samples, st.global.num_values(), quorum) {
+        Ok(open) => st.secure = open,
+        Err(e) => {
+            tracing::warn!(round, error = %e, "cannot open the round's secure aggregation");
+            st.event(None, "secagg-failed", format!("round {round} cannot be aggregated securely: {e}"));
+            return retry_round(me, st, 0, quorum);
+        }
     }
     st.publish_global(round)?;
     let frame = st.train_frame(round)?;
@@ -50,6 +65,7 @@ pub(super) fn start_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Res
     st.contributors.clear();
     st.rejected.clear();
     st.aggregate_secs = 0.0;
+    secure::arm(me, st, Stage::Advertise);
     let attempt = st.attempt;
     me.send_after(Duration::from_secs_f64(st.cfg.federation.round_deadline_secs), move || ServerMsg::RoundDeadline {
         round,
@@ -72,6 +88,8 @@ pub(super) fn check_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Res
             Ok(())
         }
         RoundStatus::Waiting => Ok(()),
+        // Secure: the masked inputs are in; the protocol's last stages close the round.
+        RoundStatus::Complete if st.secure.is_some() => secure::close_mask(me, st),
         RoundStatus::Complete => finish_round(me, st),
         RoundStatus::Failed { received, needed } => retry_round(me, st, received, needed),
     }
@@ -85,6 +103,7 @@ pub(super) fn retry_round(
 ) -> Result<(), ActorProcessingErr> {
     let round = st.completed + 1;
     st.current = None;
+    st.secure = None;
     st.attempt += 1;
     if st.attempt > st.cfg.federation.max_round_retries {
         let msg = format!("round {round} missed quorum {} times ({received} of {needed} updates)", st.attempt);

@@ -169,6 +169,10 @@ pub struct ServerState {
     pub(super) zombies_seen: BTreeSet<(u32, u64)>,
     /// Differential privacy as configured (`None`: off).
     pub(super) dp: Option<crate::config::DpSettings>,
+    /// Secure aggregation as configured (`None`: off).
+    pub(super) secagg: Option<crate::config::SecAggSettings>,
+    /// The open round's secure aggregation (from the round's start until it is unmasked or fails).
+    pub(super) secure: Option<super::secure::OpenSecure>,
     pub(super) blob: Option<BlobRef>,
     pub(super) roles: BTreeMap<String, RoleEntry>,
     pub(super) next_reader: u32,
@@ -290,6 +294,7 @@ impl ServerState {
             batch_size: self.cfg.federation.batch_size,
             hints: self.aggregator.hints(),
             weights,
+            secure: self.secure.as_ref().map(|o| o.train.clone()),
         })
     }
 
@@ -379,6 +384,15 @@ impl ServerState {
         }
         self.publish_status("");
         let Some(current) = self.current.as_mut() else { return Ok(()) };
+        if self.secure.is_some() {
+            // Its keys were not in the round's first stage: it takes part from the next round on.
+            tracing::info!(
+                site_id = id,
+                round = current.round,
+                "the open round is aggregated securely; the site waits"
+            );
+            return Ok(());
+        }
         if !current.add_participant(id) {
             return Ok(());
         }
@@ -386,6 +400,15 @@ impl ServerState {
         tracing::info!(site_id = id, round, "bringing the site into the open round");
         actor.cast(SiteMsg::FromServer(Ok(self.train_frame(round)?)))?;
         Ok(())
+    }
+
+    /// Site `id` cannot contribute to the open round (lost, or it said so): out of its bookkeeping and of its
+    /// secure aggregation.
+    pub(super) fn drop_from_round(&mut self, id: u32) {
+        if let Some(current) = self.current.as_mut() {
+            current.on_site_dropped(id);
+        }
+        super::secure::lost(self, id);
     }
 
     /// Drops a site from the membership (and from the open round).
@@ -398,9 +421,7 @@ impl ServerState {
         self.event(Some(id), kind, detail);
         self.obs.metrics.site_event(SiteEvent::Lost);
         self.publish_status("");
-        if let Some(current) = self.current.as_mut() {
-            current.on_site_dropped(id);
-        }
+        self.drop_from_round(id);
         for e in self.site_evals.values_mut() {
             e.lost.insert(id);
         }

@@ -47,6 +47,7 @@ use crate::observability::Metrics;
 use crate::train::LocalResult;
 
 mod ending;
+mod secure;
 mod supervise;
 use ending::{on_fenced, on_give_up_check, on_shutdown};
 use supervise::{on_job_failure, restart_or_escalate, spawn_trainer};
@@ -125,6 +126,8 @@ pub struct SiteState {
     eval_restarts: RestartTracker,
     /// The round being evaluated and its weights (handed to a restarted evaluator again).
     eval_job: Option<(u64, Weights)>,
+    /// The announced round's secure aggregation, when it has one.
+    secure: Option<secure::SiteSecure>,
 }
 
 impl SiteState {
@@ -354,6 +357,7 @@ impl Actor for SiteActor {
             pending: None,
             last_contact: Instant::now(),
             finished: false,
+            secure: None,
         })
     }
 
@@ -469,7 +473,15 @@ async fn dispatch(me: ActorRef<SiteMsg>, msg: SiteMsg, st: &mut SiteState) -> Re
             st.generation = Some(generation);
             st.held = Some(generation);
         }
-        SiteMsg::FromServer(Ok(ToSite::Train { protocol, round, local_steps, batch_size, hints, weights })) => {
+        SiteMsg::FromServer(Ok(ToSite::SecAgg { round, attempt, stage })) => {
+            st.last_contact = Instant::now();
+            secure::on_stage(&me, st, round, attempt, stage)?
+        }
+        SiteMsg::Masked { round, attempt, protocol, meta, result } => {
+            secure::on_masked(&me, st, round, attempt, protocol, meta, result)
+        }
+        SiteMsg::FromServer(Ok(ToSite::Train { protocol, round, local_steps, batch_size, hints, weights, secure })) => {
+            secure::begin(st, round, secure);
             on_train(&me, st, protocol, round, local_steps, batch_size, hints, weights)
         }
         SiteMsg::FromServer(Ok(ToSite::Evaluate { protocol, round, weights })) => {
@@ -506,7 +518,10 @@ async fn dispatch(me: ActorRef<SiteMsg>, msg: SiteMsg, st: &mut SiteState) -> Re
         }
         SiteMsg::GlobalFetched { round, result } => on_global_fetched(&me, st, round, result)?,
         SiteMsg::Uploaded { round, result } => match result {
-            Ok(()) => tracing::info!(round, "update delivered"),
+            Ok(()) => {
+                tracing::info!(round, "update delivered");
+                st.args.faults.exit_at(round, crate::faults::ExitPoint::AfterUpload);
+            }
             Err(reason) => tracing::warn!(round, %reason, "update not delivered"),
         },
         SiteMsg::GiveUpCheck => on_give_up_check(&me, st),
@@ -555,7 +570,10 @@ fn on_train(
     st.job = None;
     st.bulk_port = Some(weights.port);
     st.pending = Some(PendingRound { round, local_steps, batch_size, hints, sha256: weights.sha256.clone() });
-    if let Some((finished, update)) = st.args.store.as_ref().and_then(|s| s.load_finished(round, &weights.sha256)) {
+    // A secure round's masked input is made with this attempt's keys: a finished update is masked anew, not re-sent.
+    let finished =
+        st.args.store.as_ref().filter(|_| st.secure.is_none()).and_then(|s| s.load_finished(round, &weights.sha256));
+    if let Some((finished, update)) = finished {
         // Trained before a restart (ours or the server's): send the same update again.
         match hex::decode(&finished.meta_hex).map_err(|e| e.to_string()).and_then(|b| UpdateMeta::decode(&b)) {
             Ok(mut meta) => {
@@ -639,6 +657,7 @@ fn on_trained(me: &ActorRef<SiteMsg>, st: &mut SiteState, result: LocalResult) {
             resumed_from_step: result.resumed_from_step,
             from_local_checkpoint: false,
         },
+        masked: None,
     };
     let weights = match job.hints.dp_clip_norm {
         // Differential privacy, clipping here: the update leaves this site within C of the round's global weights.
@@ -655,5 +674,7 @@ fn on_trained(me: &ActorRef<SiteMsg>, st: &mut SiteState, result: LocalResult) {
         },
         None => result.weights,
     };
+    let Some((meta, weights)) = secure::on_trained(me, st, meta, weights, job.global) else { return };
+    st.args.faults.exit_at(meta.round, crate::faults::ExitPoint::BeforeUpload);
     st.upload(me, meta, weights, Some(job.global_sha256));
 }

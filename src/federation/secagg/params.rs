@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use super::SecAggError;
 
 /// One secure aggregation's parameters, the same at the server and every site.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SecAggParams {
     pub round: u64,
     /// The sites asked to take part, sorted, distinct.

@@ -39,6 +39,18 @@ pub struct SiteRound {
     masked_with: Option<Vec<u32>>,
 }
 
+/// Names the round and the site, never a secret.
+impl std::fmt::Debug for SiteRound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SiteRound")
+            .field("round", &self.params.round)
+            .field("site", &self.site)
+            .field("neighbours", &self.neighbours)
+            .field("held", &self.held.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl SiteRound {
     /// Fresh keys and seed for the round; returns the state and the advertisement to send.
     pub fn new(params: SecAggParams, site: u32) -> Result<(Self, Advertisement), SecAggError> {

@@ -1,0 +1,196 @@
+//! A site's part of secure aggregation: the shell around `federation::secagg::SiteRound`.
+//!
+//! Why the update waits for the shares: a site masks its update with one pairwise mask per neighbour whose shares
+//! it holds (the server can only remove masks whose keys it can rebuild), so the masked input is made once both
+//! are in — the trained update and the shares the server routed here — whichever comes last. Masking (a ChaCha
+//! stream per neighbour over every value) runs on the blocking pool, never on this mailbox. The masked input goes
+//! up the bulk plane like an update, but is never kept on disk: its keys die with the attempt, so a restarted site
+//! trains the round's next attempt with fresh keys instead of re-sending it.
+
+use ractor::{ActorProcessingErr, ActorRef};
+
+use super::SiteState;
+use crate::actors::messages::{SecAggFromSite, SecAggToSite, SecureTrain, SiteMsg, ToServer, UpdateMeta};
+use crate::cluster::bulk;
+use crate::faults::ExitPoint;
+use crate::federation::secagg::{delta_values, SiteRound as Protocol};
+use crate::federation::weights::Weights;
+
+/// The site's state in one attempt of a secure round.
+pub(super) struct SiteSecure {
+    round: u64,
+    attempt: u32,
+    /// This site's share of the round's samples (its masked input is Δ · weight).
+    weight: f32,
+    /// `None` while it is masking on the blocking pool (or after a failure).
+    protocol: Option<Protocol>,
+    shares_in: bool,
+    /// The trained update, its metadata and the round's global weights, waiting for the shares.
+    ready: Option<(UpdateMeta, Weights, Weights)>,
+}
+
+/// A round announced with secure aggregation: fresh keys, and the advertisement sent.
+pub(super) fn begin(st: &mut SiteState, round: u64, secure: Option<Box<SecureTrain>>) {
+    st.secure = None;
+    let Some(s) = secure else { return };
+    let site = st.args.site_id;
+    match Protocol::new(s.params, site) {
+        Ok((protocol, adv)) => {
+            let weight = (st.args.num_samples as f64 / s.total_samples.max(1) as f64) as f32;
+            tracing::info!(round, attempt = s.attempt, weight, "secure round: keys advertised");
+            st.secure = Some(SiteSecure {
+                round,
+                attempt: s.attempt,
+                weight,
+                protocol: Some(protocol),
+                shares_in: false,
+                ready: None,
+            });
+            send(st, round, s.attempt, SecAggFromSite::Advertise(adv));
+        }
+        Err(e) => {
+            tracing::error!(round, error = %e, "refusing the round's secure-aggregation parameters");
+            st.out_of_round(round, format!("secure-aggregation parameters refused: {e}"));
+        }
+    }
+}
+
+fn send(st: &SiteState, round: u64, attempt: u32, stage: SecAggFromSite) {
+    let (site_id, generation) = (st.args.site_id, st.generation());
+    st.send(ToServer::SecAgg { site_id, generation, round, attempt, stage });
+}
+
+/// A stage of the server's arrived.
+pub(super) fn on_stage(
+    me: &ActorRef<SiteMsg>,
+    st: &mut SiteState,
+    round: u64,
+    attempt: u32,
+    stage: SecAggToSite,
+) -> Result<(), ActorProcessingErr> {
+    let Some(sec) = st.secure.as_mut().filter(|s| s.round == round && s.attempt == attempt) else {
+        tracing::debug!(round, attempt, "a secure-aggregation stage of another attempt; ignored");
+        return Ok(());
+    };
+    let Some(protocol) = sec.protocol.as_mut() else {
+        tracing::warn!(round, "a secure-aggregation stage while masking or after a failure; ignored");
+        return Ok(());
+    };
+    let answer = match stage {
+        SecAggToSite::Roster(adverts) => protocol.share(&adverts).map(|s| Some(SecAggFromSite::Shares(s))),
+        SecAggToSite::Shares(sealed) => protocol.receive(&sealed).map(|()| {
+            sec.shares_in = true;
+            None
+        }),
+        SecAggToSite::Unmask(req) => protocol.unmask(&req).map(|r| Some(SecAggFromSite::Reveal(r))),
+    };
+    match answer {
+        Ok(Some(frame)) => send(st, round, attempt, frame),
+        Ok(None) => mask_if_ready(me, st),
+        Err(e) => {
+            // A share that does not open, a request that would reveal both secrets of a neighbour: this site stops
+            // taking part (the server counts it as dropped) rather than go on with what it cannot trust.
+            tracing::error!(round, error = %e, "secure aggregation refused here; out of the round");
+            st.secure = None;
+            st.out_of_round(round, format!("secure aggregation: {e}"));
+        }
+    }
+    Ok(())
+}
+
+/// Training finished in a secure round: the update waits for the shares (or is masked now). `false`: the round is
+/// not secure here, the update goes in the clear.
+pub(super) fn on_trained(
+    me: &ActorRef<SiteMsg>,
+    st: &mut SiteState,
+    meta: UpdateMeta,
+    update: Weights,
+    global: Weights,
+) -> Option<(UpdateMeta, Weights)> {
+    let Some(sec) = st.secure.as_mut().filter(|s| s.round == meta.round) else { return Some((meta, update)) };
+    sec.ready = Some((meta, update, global));
+    mask_if_ready(me, st);
+    None
+}
+
+fn mask_if_ready(me: &ActorRef<SiteMsg>, st: &mut SiteState) {
+    let Some(sec) = st.secure.as_mut().filter(|s| s.shares_in && s.ready.is_some()) else { return };
+    let (Some((mut meta, update, global)), Some(mut protocol)) = (sec.ready.take(), sec.protocol.take()) else {
+        return;
+    };
+    let (round, attempt, weight) = (sec.round, sec.attempt, sec.weight);
+    meta.masked = Some(attempt);
+    let me = me.clone();
+    tokio::spawn(async move {
+        let done = tokio::task::spawn_blocking(move || {
+            let masked = delta_values(&update, &global)
+                .and_then(|delta| protocol.mask(&delta, weight))
+                .map(|(input, clipped)| (input.values.iter().flat_map(|v| v.to_le_bytes()).collect(), clipped))
+                .map_err(|e| e.to_string());
+            (protocol, masked)
+        })
+        .await;
+        let msg = match done {
+            Ok((protocol, result)) => {
+                SiteMsg::Masked { round, attempt, protocol: Some(Box::new(protocol)), meta, result }
+            }
+            Err(e) => {
+                SiteMsg::Masked { round, attempt, protocol: None, meta, result: Err(format!("masking panicked: {e}")) }
+            }
+        };
+        let _ = me.cast(msg);
+    });
+}
+
+/// The masked input is made: keep the protocol's state for the reveal, and upload it.
+pub(super) fn on_masked(
+    me: &ActorRef<SiteMsg>,
+    st: &mut SiteState,
+    round: u64,
+    attempt: u32,
+    protocol: Option<Box<Protocol>>,
+    meta: UpdateMeta,
+    result: Result<(Vec<u8>, usize), String>,
+) {
+    let Some(sec) = st.secure.as_mut().filter(|s| s.round == round && s.attempt == attempt) else { return };
+    sec.protocol = protocol.map(|p| *p);
+    let body = match result {
+        Ok((body, clipped)) => {
+            if clipped > 0 {
+                tracing::warn!(round, clipped, "values of the weighted update clipped to secagg.clip_range");
+            }
+            body
+        }
+        Err(e) => {
+            tracing::error!(round, error = %e, "cannot mask the update; out of the round");
+            st.secure = None;
+            st.out_of_round(round, format!("cannot mask the update: {e}"));
+            return;
+        }
+    };
+    let (Some(token), Some(port), Some(generation)) = (st.token, st.bulk_port, st.generation) else {
+        tracing::warn!(round, "no admission token or bulk endpoint: the masked input is not sent");
+        return;
+    };
+    st.args.faults.exit_at(round, ExitPoint::BeforeUpload);
+    let mut meta = meta;
+    meta.generation = generation;
+    let (me, opts, addr, site_id) = (me.clone(), st.args.bulk.clone(), st.bulk_addr(port), st.args.site_id);
+    let metrics = st.args.metrics.clone();
+    tokio::spawn(async move {
+        let result = match meta.encode() {
+            Ok(m) => {
+                let sent = bulk::upload(addr, &opts, site_id, token, round, &m, &body).await;
+                if sent.is_ok() {
+                    metrics.bytes_sent((m.len() + body.len()) as u64);
+                }
+                if let Err(e @ bulk::BulkError::Fenced { .. }) = &sent {
+                    let _ = me.cast(SiteMsg::FencedTransfer { reason: e.to_string() });
+                }
+                sent.map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e),
+        };
+        let _ = me.cast(SiteMsg::Uploaded { round, result });
+    });
+}

@@ -1,0 +1,80 @@
+//! Secure aggregation through the real runtime: one `histofed server` and its `histofed site`s as separate
+//! processes over loopback, the protocol's stages on the control connection and the masked inputs on the bulk
+//! plane — with sites that die or hang at each point the protocol has to survive.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{contributors, serial, Fed};
+use histofed::records::RunReport;
+
+const SECAGG: &str = "[secagg]\nenabled = true\nclip_range = 1.0\nstage_deadline_secs = 10\n";
+
+fn events<'a>(r: &'a RunReport, kind: &str) -> Vec<&'a histofed::records::RunEvent> {
+    r.events.iter().filter(|e| e.kind == kind).collect()
+}
+
+/// Every site answers every stage: each round is unmasked from all of them, and the global model moves.
+#[test]
+fn secure_rounds_complete_with_every_site() {
+    let _guard = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut fed = Fed::new(tmp.path(), 3, 2, "", SECAGG);
+    fed.start_all();
+    let report = fed.finish(Duration::from_secs(240));
+    assert!(report.finished, "{report:#?}");
+    assert_eq!(report.rounds.len(), 2);
+    for r in &report.rounds {
+        assert_eq!(contributors(&report, r.round), vec![0, 1, 2], "round {}", r.round);
+        assert!(r.rejected.is_empty(), "{:?}", r.rejected);
+        assert!(
+            r.global_step_norm.is_finite() && r.global_step_norm > 0.0,
+            "round {}: {}",
+            r.round,
+            r.global_step_norm
+        );
+    }
+    assert!(events(&report, "secagg-failed").is_empty(), "{:?}", report.events);
+    let log = fed.log("server-1");
+    assert_eq!(log.matches("secure aggregation: unmasked").count(), 2, "one unmasking per round");
+}
+
+/// The three dropouts of the protocol, one per round, five sites: a site killed right after its masked input
+/// arrived (a survivor that never reveals: its self mask is rebuilt from its neighbours' shares; k = 4, t = 3), a
+/// site killed after sharing but before sending (dropped: its pairwise masks are rebuilt from its key's shares;
+/// k = 3, t = 3 among four), and a site hung in training past quorum and the grace period (dropped after sharing,
+/// as the second; k = 2, t = 2 among three). Every round completes from the survivors; none is retried.
+#[test]
+fn each_dropout_completes_its_round_from_the_survivors() {
+    let _guard = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let faults = "\
+[[faults]]\nkind = \"site-exit\"\nsite = 4\nround = 1\npoint = \"after-upload\"\n\n\
+[[faults]]\nkind = \"site-exit\"\nsite = 3\nround = 2\npoint = \"before-upload\"\n\n\
+[[faults]]\nkind = \"slow-site\"\nsite = 2\nround = 3\nsecs = 5.0\n";
+    let mut fed = Fed::new(tmp.path(), 5, 3, "min_sites = 2\ngrace_secs = 1", &format!("{SECAGG}{faults}"));
+    fed.start_all();
+    let report = fed.finish_with_killed(Duration::from_secs(300), &[3, 4]);
+    let server_log = || fed.log("server-1").lines().filter(|l| !l.contains("DEBUG")).collect::<Vec<_>>().join("\n");
+    assert!(report.finished, "{report:#?}");
+    assert_eq!(report.rounds.len(), 3, "{:#?}", report.rounds);
+    // Round 1: site 4 died after its masked input arrived: a survivor, its input counts.
+    assert_eq!(contributors(&report, 1), vec![0, 1, 2, 3, 4], "{}", server_log());
+    // Round 2: site 3 died after sharing, before sending.
+    assert_eq!(contributors(&report, 2), vec![0, 1, 2], "{}", server_log());
+    // Round 3: site 2 hung in training past quorum + grace.
+    assert_eq!(contributors(&report, 3), vec![0, 1], "{}", server_log());
+    for r in &report.rounds {
+        assert_eq!(r.attempts, 1, "round {} was retried: {}", r.round, server_log());
+        assert!(r.global_step_norm.is_finite() && r.global_step_norm > 0.0, "round {}", r.round);
+    }
+    let dropped: Vec<(u64, String)> =
+        events(&report, "secagg-dropped").iter().map(|e| (e.round, e.detail.clone())).collect();
+    assert_eq!(
+        dropped,
+        vec![(2, "shared but sent no masked input: [3]".into()), (3, "shared but sent no masked input: [2]".into())]
+    );
+    assert!(events(&report, "secagg-failed").is_empty(), "{:?}", report.events);
+    assert_eq!(server_log().matches("secure aggregation: unmasked").count(), 3, "one unmasking per round");
+}
