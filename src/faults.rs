@@ -45,6 +45,8 @@ pub enum Fault {
     ControlPartition { site: u32, round: u64, secs: f64 },
     /// The site process dies (SIGKILL to itself) in `round`, at `point` of sending its update.
     SiteExit { site: u32, round: u64, point: ExitPoint },
+    /// In `round`'s secure aggregation the site alters one share it reveals (once: a retry of the round is clean).
+    TamperShare { site: u32, round: u64 },
 }
 
 /// Where in sending its update a site process dies ([`Fault::SiteExit`]).
@@ -85,6 +87,7 @@ impl Fault {
             Fault::ControlPartition { .. } => "control-partition".into(),
             Fault::SiteExit { point: ExitPoint::BeforeUpload, .. } => "site-exit:before-upload".into(),
             Fault::SiteExit { point: ExitPoint::AfterUpload, .. } => "site-exit:after-upload".into(),
+            Fault::TamperShare { .. } => "tamper-share".into(),
         }
     }
 
@@ -99,7 +102,8 @@ impl Fault {
             | Fault::EvaluatorPanic { round, .. }
             | Fault::SlowEvaluator { round, .. }
             | Fault::ControlPartition { round, .. }
-            | Fault::SiteExit { round, .. } => *round,
+            | Fault::SiteExit { round, .. }
+            | Fault::TamperShare { round, .. } => *round,
         }
     }
 
@@ -114,7 +118,8 @@ impl Fault {
             | Fault::EvaluatorPanic { site, .. }
             | Fault::SlowEvaluator { site, .. }
             | Fault::ControlPartition { site, .. }
-            | Fault::SiteExit { site, .. } => *site,
+            | Fault::SiteExit { site, .. }
+            | Fault::TamperShare { site, .. } => *site,
         }
     }
 }
@@ -203,6 +208,12 @@ impl FaultPlan {
                 libc::raise(libc::SIGKILL);
             }
         }
+    }
+
+    /// Whether to alter a share revealed in `round` (happens once).
+    pub fn tamper_share(&mut self, round: u64) -> bool {
+        let i = self.pending.iter().position(|f| matches!(f, Fault::TamperShare { round: r, .. } if *r == round));
+        i.map(|i| self.pending.remove(i)).is_some()
     }
 
     /// The corruption to apply to the update of `round`, if any (each happens once).

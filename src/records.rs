@@ -128,6 +128,24 @@ pub struct RoundRecord {
     /// are the privacy ledger: a resumed server recomputes ε from them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub privacy: Option<RoundPrivacy>,
+    /// Secure aggregation: whose masked inputs the sum holds and whose masks had to be rebuilt (absent when the
+    /// round was aggregated in the clear).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure: Option<RoundSecure>,
+}
+
+/// How a round's secure aggregation ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoundSecure {
+    /// The sites whose masked inputs are in the sum (the server saw only their sum).
+    pub survivors: Vec<u32>,
+    /// Sites that shared their secrets but sent no masked input: their pairwise masks were rebuilt and removed.
+    pub dropped: Vec<u32>,
+    /// (holder, owner): revealed shares that failed their owner's check and were left out.
+    pub bad_shares: Vec<(u32, u32)>,
+    /// Neighbours per site and shares needed to rebuild a secret.
+    pub neighbours: usize,
+    pub threshold: usize,
 }
 
 /// One round's entry in the privacy ledger: the Gaussian mechanism with `noise_multiplier` on the mean of `updates`

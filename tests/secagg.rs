@@ -78,3 +78,38 @@ fn each_dropout_completes_its_round_from_the_survivors() {
     assert!(events(&report, "secagg-failed").is_empty(), "{:?}", report.events);
     assert_eq!(server_log().matches("secure aggregation: unmasked").count(), 3, "one unmasking per round");
 }
+
+/// A site that lies when it reveals: with a spare share the server rebuilds the secret without it and names the
+/// liar (round 1: four revealers, t = 3); with none to spare — a survivor died after sending, three revealers,
+/// t = 3 — the reconstruction fails its commitment and the round fails closed and is retried, never releasing a
+/// model from a wrongly unmasked sum (round 2, completed by its second attempt among the three left).
+#[test]
+fn a_tampered_share_is_named_or_its_round_fails_closed_and_is_retried() {
+    let _guard = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let faults = "\
+[[faults]]\nkind = \"tamper-share\"\nsite = 1\nround = 1\n\n\
+[[faults]]\nkind = \"tamper-share\"\nsite = 1\nround = 2\n\n\
+[[faults]]\nkind = \"site-exit\"\nsite = 3\nround = 2\npoint = \"after-upload\"\n";
+    let mut fed = Fed::new(
+        tmp.path(),
+        4,
+        2,
+        "min_sites = 2\ngrace_secs = 1\nretry_backoff_secs = 0.2",
+        &format!("{SECAGG}{faults}"),
+    );
+    fed.start_all();
+    let report = fed.finish_with_killed(Duration::from_secs(300), &[3]);
+    let server_log = || fed.log("server-1").lines().filter(|l| !l.contains("DEBUG")).collect::<Vec<_>>().join("\n");
+    assert!(report.finished, "{report:#?}");
+    assert_eq!(report.rounds.len(), 2, "{}", server_log());
+    let bad: Vec<(u64, Option<u32>)> = events(&report, "secagg-bad-share").iter().map(|e| (e.round, e.site)).collect();
+    assert_eq!(bad, vec![(1, Some(1))], "round 1 names site 1: {}", server_log());
+    assert_eq!(report.rounds[0].attempts, 1);
+    assert_eq!(contributors(&report, 1), vec![0, 1, 2, 3]);
+    let failed: Vec<&str> = events(&report, "secagg-failed").iter().map(|e| e.detail.as_str()).collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].contains("fails its commitment"), "{failed:?}");
+    assert_eq!(report.rounds[1].attempts, 2, "round 2 failed closed once, then completed: {}", server_log());
+    assert_eq!(contributors(&report, 2), vec![0, 1, 2]);
+}

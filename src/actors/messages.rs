@@ -407,7 +407,7 @@ pub struct MaskedArrival {
 pub struct UnmaskedRound {
     pub round: u64,
     pub attempt: u32,
-    pub result: Result<(RoundAggregate, crate::federation::secagg::Unmasked), String>,
+    pub result: Result<RoundAggregate, String>,
 }
 
 /// A round's aggregation, done off the actor by the server's aggregator thread.
@@ -432,6 +432,8 @@ pub struct RoundAggregate {
     pub hints: SiteHints,
     /// What a differentially private strategy released this round (`None` without DP).
     pub dp: Option<crate::federation::strategy::DpRelease>,
+    /// How the round's secure aggregation ended (`None`: aggregated in the clear).
+    pub secure: Option<crate::records::RoundSecure>,
     /// Seconds the aggregation took.
     pub secs: f64,
 }

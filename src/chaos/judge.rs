@@ -88,6 +88,37 @@ fn privacy_ledger(report: &RunReport) -> Option<Invariant> {
     ))
 }
 
+/// Under secure aggregation: every completed round was unmasked securely (never a silent fallback to the clear),
+/// from at least its threshold of survivors, the survivors are exactly the round's contributors, and no dropped
+/// site is among them.
+fn secure_rounds(report: &RunReport) -> Option<Invariant> {
+    report.rounds.iter().find(|r| r.secure.is_some())?;
+    let mut dropped = Vec::new();
+    for r in &report.rounds {
+        let fail = |why: String| Some(Invariant::fail("secure-aggregation", format!("round {}: {why}", r.round)));
+        let Some(s) = &r.secure else { return fail("aggregated in the clear".into()) };
+        let mut contributors: Vec<u32> = r.contributors.iter().map(|c| c.site_id).collect();
+        contributors.sort_unstable();
+        if s.survivors != contributors {
+            return fail(format!("survivors {:?} but contributors {contributors:?}", s.survivors));
+        }
+        if s.survivors.len() < s.threshold {
+            return fail(format!("{} survivors, threshold {}", s.survivors.len(), s.threshold));
+        }
+        if let Some(d) = s.dropped.iter().find(|d| s.survivors.contains(d)) {
+            return fail(format!("site {d} both dropped and a survivor"));
+        }
+        dropped.extend(s.dropped.iter().map(|d| (r.round, *d)));
+    }
+    Some(Invariant::pass(
+        "secure-aggregation",
+        format!(
+            "{} rounds unmasked securely from their survivors; dropped after sharing (round, site): {dropped:?}",
+            report.rounds.len()
+        ),
+    ))
+}
+
 /// The scenario's invariants, judged from the report and what happened.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn judge(
@@ -162,6 +193,9 @@ pub(super) fn judge(
         invariants.push(inv);
     }
     if let Some(inv) = privacy_ledger(&report) {
+        invariants.push(inv);
+    }
+    if let Some(inv) = secure_rounds(&report) {
         invariants.push(inv);
     }
     if !intruders.is_empty() {

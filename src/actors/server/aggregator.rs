@@ -30,6 +30,7 @@ use crate::federation::secagg::{apply_sum, SecureRound, Unmasked};
 use crate::federation::strategy::{AggregateError, SiteHints, Strategy};
 use crate::federation::validate::{validate_update, Refused, RejectReason, UpdateHeader, ValidationPolicy};
 use crate::federation::weights::{Weights, WeightsError};
+use crate::records::RoundSecure;
 
 /// Prefix of a strategy's tensor state (`Strategy::state_weights`) in the bundle handed to the checkpoint writer;
 /// saved as the checkpoint's `strategy` part.
@@ -68,7 +69,7 @@ enum Done {
     Folded(Result<f64, (Refused, String)>),
     Finished(Result<RoundAggregate, AggregateError>),
     Encoded(Option<(Arc<Vec<u8>>, String)>),
-    Unmasked(Result<(RoundAggregate, Unmasked), String>),
+    Unmasked(Result<RoundAggregate, String>),
 }
 
 /// Updates decoded and validated at once (each holds a decoded copy of the model until it is folded).
@@ -295,24 +296,27 @@ fn work(desk: &mut Desk, job: Job) -> Done {
 /// The masks off, the survivors' mean update folded into the strategy as one update of their total samples (a
 /// mean of one is itself, so FedAvg and the server optimisers do what they do with the updates seen one by one),
 /// then the round finished.
-fn unmask(desk: &mut Desk, job: UnmaskJob) -> Result<(RoundAggregate, Unmasked), String> {
+fn unmask(desk: &mut Desk, job: UnmaskJob) -> Result<RoundAggregate, String> {
     let t = Instant::now();
-    let mut unmasked = job.secure.finish().map_err(|e| e.to_string())?;
+    let params = job.secure.params();
+    let (neighbours, threshold) = (params.degree(), params.threshold);
+    let Unmasked { sum, survivors, dropped, bad_holders } = job.secure.finish().map_err(|e| e.to_string())?;
     drop(job.secure);
     let mut weight = 0.0;
     let mut samples = 0u64;
-    for s in &unmasked.survivors {
+    for s in &survivors {
         let n = *job.samples.get(s).ok_or_else(|| format!("survivor {s} has no sample count"))?;
         weight += n as f64 / job.total as f64;
         samples += n;
     }
-    let mean = apply_sum(&desk.global, &unmasked.sum, weight, job.max_norm).map_err(|e| e.to_string())?;
-    unmasked.sum = Vec::new();
+    let mean = apply_sum(&desk.global, &sum, weight, job.max_norm).map_err(|e| e.to_string())?;
+    drop(sum);
     desk.strategy.accumulate(mean, samples).map_err(|e| format!("the strategy refused the unmasked mean: {e}"))?;
     let unmask_secs = t.elapsed().as_secs_f64();
     let mut aggregate = finish(desk).map_err(|e| e.to_string())?;
     aggregate.secs += unmask_secs;
-    Ok((aggregate, unmasked))
+    aggregate.secure = Some(RoundSecure { survivors, dropped, bad_shares: bad_holders, neighbours, threshold });
+    Ok(aggregate)
 }
 
 fn finish(desk: &mut Desk) -> Result<RoundAggregate, AggregateError> {
@@ -339,6 +343,7 @@ fn finish(desk: &mut Desk) -> Result<RoundAggregate, AggregateError> {
         checkpoint,
         hints: desk.strategy.site_hints(),
         dp: desk.strategy.released(),
+        secure: None,
         secs: t.elapsed().as_secs_f64(),
     })
 }

@@ -158,6 +158,7 @@ pub(super) fn on_aggregated(
         extra: serde_json::json!({ "contributors": st.contributors.iter().map(|c| c.site_id).collect::<Vec<_>>() }),
     };
     let mut record = round_record(st, &current, aggregate.step);
+    record.secure = aggregate.secure;
     if let (Some(rel), Some(dp)) = (aggregate.dp, st.dp) {
         let ledger = st.report.rounds.iter().filter_map(|r| r.privacy.map(|p| p.noise_multiplier));
         let epsilon = crate::federation::privacy::ledger_epsilon(ledger, 1, rel.noise_multiplier, dp.delta);
@@ -272,5 +273,6 @@ fn round_record(st: &mut ServerState, current: &RoundState, step: f64) -> RoundR
         roles: BTreeMap::new(),
         federated_eval: None,
         privacy: None,
+        secure: None,
     }
 }

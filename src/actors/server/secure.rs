@@ -294,7 +294,7 @@ fn unmask(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<(), ActorPro
 /// The protocol cannot complete: the round is retried (or the run ends past its retries).
 fn fail(me: &ActorRef<ServerMsg>, st: &mut ServerState, why: String) -> Result<(), ActorProcessingErr> {
     tracing::warn!(%why, "secure aggregation failed; the round is retried");
-    st.event(None, "secagg-failed", why);
+    st.event_in(st.completed + 1, None, "secagg-failed", why);
     let (received, needed) = match st.current.as_ref().or(st.closing.as_ref()) {
         Some(c) => (c.received().len(), st.cfg.federation.min_sites as usize),
         None => (0, st.cfg.federation.min_sites as usize),
@@ -320,10 +320,12 @@ pub(super) fn on_unmasked(
             st.aggregator.encoding = None;
             fail(me, st, format!("unmasking failed (closed: no model released): {why}"))
         }
-        Ok((aggregate, unmasked)) => {
+        Ok(aggregate) => {
             st.secure = None;
-            for (holder, owner) in &unmasked.bad_holders {
-                st.event(
+            let record = aggregate.secure.clone().unwrap_or_default();
+            for (holder, owner) in &record.bad_shares {
+                st.event_in(
+                    u.round,
                     Some(*holder),
                     "secagg-bad-share",
                     format!("site {holder} revealed a share of site {owner}'s secret that fails its check; left out"),
@@ -331,8 +333,8 @@ pub(super) fn on_unmasked(
             }
             tracing::info!(
                 round = u.round,
-                survivors = ?unmasked.survivors,
-                dropped = ?unmasked.dropped,
+                survivors = ?record.survivors,
+                dropped = ?record.dropped,
                 secs = aggregate.secs,
                 "secure aggregation: unmasked"
             );

@@ -232,6 +232,11 @@ pub(super) fn write_pictures(report: &RunReport, out: &std::path::Path) {
 impl ServerState {
     pub(super) fn event(&mut self, site: Option<u32>, kind: &str, detail: String) {
         let round = self.current.as_ref().map(|c| c.round).unwrap_or(self.completed);
+        self.event_in(round, site, kind, detail);
+    }
+
+    /// An event of round `round` (for a round that is closing: no longer `current`, not yet completed).
+    pub(super) fn event_in(&mut self, round: u64, site: Option<u32>, kind: &str, detail: String) {
         self.report.events.push(RunEvent {
             at_secs: self.process_start.elapsed().as_secs_f64(),
             at_unix_ms: now_ms(),

@@ -68,6 +68,7 @@ pub(super) fn on_stage(
     attempt: u32,
     stage: SecAggToSite,
 ) -> Result<(), ActorProcessingErr> {
+    let site = st.args.site_id;
     let Some(sec) = st.secure.as_mut().filter(|s| s.round == round && s.attempt == attempt) else {
         tracing::debug!(round, attempt, "a secure-aggregation stage of another attempt; ignored");
         return Ok(());
@@ -82,7 +83,15 @@ pub(super) fn on_stage(
             sec.shares_in = true;
             None
         }),
-        SecAggToSite::Unmask(req) => protocol.unmask(&req).map(|r| Some(SecAggFromSite::Reveal(r))),
+        SecAggToSite::Unmask(req) => protocol.unmask(&req).map(|mut reveals| {
+            if st.args.faults.tamper_share(round) {
+                if let Some(last) = reveals.iter_mut().find(|r| r.owner != site).and_then(|r| r.share.last_mut()) {
+                    tracing::warn!(round, "injected fault: altering a revealed share");
+                    *last ^= 0x5a;
+                }
+            }
+            Some(SecAggFromSite::Reveal(reveals))
+        }),
     };
     match answer {
         Ok(Some(frame)) => send(st, round, attempt, frame),
