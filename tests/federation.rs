@@ -371,6 +371,7 @@ fn the_server_actor_answers_within_50_ms_while_it_folds_eight_40_mb_updates() {
         timeout: Duration::from_secs(300),
         heartbeat_secs: None,
         keep_finished_update: false,
+        secagg: false,
     };
     let config = tmp.path().join("config.toml");
     let text = histofed::bench::federation::federation_config(&opts, common::free_port(), &tmp.path().join("run"));

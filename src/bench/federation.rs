@@ -441,6 +441,8 @@ pub struct FederationOpts {
     pub heartbeat_secs: Option<f64>,
     /// `federation.keep_finished_update`: whether each site also writes its update to disk every round.
     pub keep_finished_update: bool,
+    /// Secure aggregation (`[secagg]`, clip range 0.01: the bench's updates move each value by at most 1e-3).
+    pub secagg: bool,
 }
 
 /// Result of one [`federation_bench`] run.
@@ -525,6 +527,7 @@ pub fn federation_config(opts: &FederationOpts, port: u16, out: &Path) -> String
     let FederationOpts { sites, rounds, params, keep_finished_update, .. } = opts;
     let per_class = (3 * sites).max(8);
     let heartbeat = opts.heartbeat_secs.map(|h| format!("heartbeat_secs = {h}\n")).unwrap_or_default();
+    let secagg = if opts.secagg { "\n[secagg]\nenabled = true\nclip_range = 0.01\n" } else { "" };
     format!(
         r#"[federation]
 rounds = {rounds}
@@ -555,7 +558,7 @@ reconnect_secs = 0.2
 [runtime]
 threads = 1
 out_dir = "{out}"
-"#,
+{secagg}"#,
         out = out.display()
     )
 }

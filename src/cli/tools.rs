@@ -99,6 +99,7 @@ pub(super) fn bench(c: BenchCmd) -> Result<()> {
                 timeout: a.timeout,
                 heartbeat_secs: a.heartbeat_secs,
                 keep_finished_update: !a.no_finished_update_on_disk,
+                secagg: a.secagg,
             };
             let row = fed::federation_bench(&opts).map_err(anyhow::Error::msg)?;
             println!("{}\n{}", fed::machine_line(), fed::render_federation(&[row]));
@@ -261,6 +262,9 @@ pub(super) struct BenchFederationCmd {
     /// product).
     #[arg(long)]
     no_finished_update_on_disk: bool,
+    /// Aggregate securely (`[secagg] enabled = true`, clip range 0.01): the round time with secure aggregation.
+    #[arg(long)]
+    secagg: bool,
 }
 
 #[derive(Args, Debug)]
