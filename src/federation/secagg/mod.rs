@@ -21,7 +21,7 @@
 //!    key: a tampered share is found, or the round fails closed), removes the masks and dequantizes the sum.
 //!
 //! Primitives are well-kept crates (x25519-dalek, hkdf + sha2, chacha20poly1305, blahaj for Shamir, rand_chacha
-//! for the mask stream, seeded with the full 32-byte secret — never folded to fewer bits).
+//! for the mask stream — ChaCha12, seeded with the full 32-byte secret, never folded to fewer bits).
 
 mod crypto;
 mod driver;

@@ -2,13 +2,14 @@
 //!
 //! Why stochastic rounding: a value is clipped to [−c, c] and mapped to [0, 2^q − 1]; rounding up with probability
 //! equal to the fraction makes the encoding unbiased, so the error of the sum of many sites does not drift in one
-//! direction (Flower's SecAgg+ does the same). The draws come from an OS-seeded ChaCha20 stream.
+//! direction (Flower's SecAgg+ does the same). The draws only have to be unbiased and independent of the values (the
+//! codes are hidden under the masks), so they come from an OS-seeded ChaCha8 stream, the fastest of the family.
 
 use rand::{RngCore, SeedableRng};
 
 /// `values` clipped to [−clip, clip] and encoded in q bits; returns the codes and how many values were clipped.
 pub fn quantize(values: &[f32], clip: f32, q: u32) -> (Vec<u32>, usize) {
-    let mut rng = rand_chacha::ChaCha20Rng::from_os_rng();
+    let mut rng = rand_chacha::ChaCha8Rng::from_os_rng();
     let levels = ((1u64 << q) - 1) as f64;
     let scale = levels / (2.0 * clip as f64);
     let mut clipped = 0;
