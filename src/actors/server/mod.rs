@@ -49,6 +49,7 @@ pub mod resume;
 mod roles;
 mod rounds;
 mod secure;
+mod secure_state;
 mod state;
 
 pub use aggregator::STRATEGY_STATE;
@@ -379,11 +380,21 @@ async fn dispatch(me: ActorRef<ServerMsg>, msg: ServerMsg, st: &mut ServerState)
             check_round(&me, st)?;
         }
         ServerMsg::FromSite(Ok(ToServer::SecAgg { site_id, round, attempt, stage, .. })) => {
-            secure::on_frame(&me, st, site_id, round, attempt, stage)?
+            let after = secure::on_frame(&me, st, site_id, round, attempt, stage)?;
+            after_secure(&me, st, after)?
         }
-        ServerMsg::SecAggDeadline { round, attempt, stage } => secure::on_deadline(&me, st, round, attempt, stage)?,
-        ServerMsg::Masked(m) => secure::on_masked(&me, st, *m)?,
-        ServerMsg::Unmasked(u) => secure::on_unmasked(&me, st, *u)?,
+        ServerMsg::SecAggDeadline { round, attempt, stage } => {
+            let after = secure::on_deadline(&me, st, round, attempt, stage)?;
+            after_secure(&me, st, after)?
+        }
+        ServerMsg::Masked(m) => {
+            let after = secure::on_masked(&me, st, *m)?;
+            after_secure(&me, st, after)?
+        }
+        ServerMsg::Unmasked(u) => {
+            let after = secure::on_unmasked(st, *u);
+            after_secure(&me, st, after)?
+        }
         ServerMsg::FromSite(Err(e)) => {
             st.obs.metrics.bad_frame();
             tracing::warn!(error = %e, "dropped a malformed frame");
@@ -397,8 +408,8 @@ async fn dispatch(me: ActorRef<ServerMsg>, msg: ServerMsg, st: &mut ServerState)
         ServerMsg::RoundDeadline { round, attempt } => close_round(&me, st, round, attempt, Closing::Deadline)?,
     }
     // Decisions of the secure aggregation taken where no actor reference was at hand (a site lost).
-    secure::drain(&me, st)?;
-    Ok(())
+    let after = secure::drain(&me, st)?;
+    after_secure(&me, st, after)
 }
 
 /// Whether a site frame sent under admission `generation` goes on to its handler. The site's current admission's

@@ -89,9 +89,26 @@ pub(super) fn check_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Res
         }
         RoundStatus::Waiting => Ok(()),
         // Secure: the masked inputs are in; the protocol's last stages close the round.
-        RoundStatus::Complete if st.secure.is_some() => secure::close_mask(me, st),
+        RoundStatus::Complete if st.secure.is_some() => {
+            let after = secure::close_mask(me, st)?;
+            after_secure(me, st, after)
+        }
         RoundStatus::Complete => finish_round(me, st),
         RoundStatus::Failed { received, needed } => retry_round(me, st, received, needed),
+    }
+}
+
+/// Carries out what a step of the secure aggregation left to the round loop.
+pub(super) fn after_secure(
+    me: &ActorRef<ServerMsg>,
+    st: &mut ServerState,
+    after: secure::After,
+) -> Result<(), ActorProcessingErr> {
+    match after {
+        secure::After::Nothing => Ok(()),
+        secure::After::Retry { received, needed } => retry_round(me, st, received, needed),
+        secure::After::Aggregated(done) => on_aggregated(me, st, *done),
+        secure::After::CheckRound => check_round(me, st),
     }
 }
 

@@ -7,66 +7,36 @@
 //! decisions come back as [`Next`] and are carried out here; removing the masks (heavy) runs on the aggregator
 //! thread, which folds the survivors' mean into the strategy as one update. A round whose protocol fails — too few
 //! sites left, a tampered share that cannot be told apart — is retried like a round without quorum: no model
-//! comes out of a sum that cannot be trusted.
+//! comes out of a sum that cannot be trusted. What the round loop does next comes back as [`After`], so this shell
+//! sits beside the round loop (`rounds`), not above or below it.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ractor::{ActorProcessingErr, ActorRef};
 
+pub(super) use super::secure_state::begin;
+
 use super::aggregator::UnmaskJob;
-use super::rounds::{on_aggregated, retry_round};
 use super::state::ServerState;
 use crate::actors::messages::{
-    Aggregated, MaskedArrival, SecAggFromSite, SecAggToSite, SecureTrain, ServerMsg, SiteMsg, ToSite, UnmaskedRound,
+    Aggregated, MaskedArrival, SecAggFromSite, SecAggToSite, ServerMsg, SiteMsg, ToSite, UnmaskedRound,
 };
-use crate::config::SecAggSettings;
-use crate::federation::secagg::{MaskedInput, Next, SecAggError, SecureRound, Stage};
+use crate::federation::secagg::{MaskedInput, Next, SecAggError, Stage};
 use crate::federation::validate::{Refused, RejectReason};
 
-/// The open round's secure aggregation.
-pub(super) struct OpenSecure {
-    round: u64,
-    attempt: u32,
-    /// `None` once handed to the aggregator thread for unmasking.
-    driver: Option<SecureRound>,
-    /// What the participants were told (resent to nobody: a site that joins mid-round waits for the next one).
-    pub(super) train: Box<SecureTrain>,
-    /// The survivors' sample counts, from their uploads' metadata.
-    samples: BTreeMap<u32, u64>,
-    /// Decisions taken where no actor reference is at hand (a site lost), carried out after the message.
-    deferred: Vec<Next>,
-}
-
-impl OpenSecure {
-    pub(super) fn is(&self, round: u64, attempt: u32) -> bool {
-        self.round == round && self.attempt == attempt
-    }
-}
-
-/// Opens round `round`'s secure aggregation over `participants` (each with its sample count), or says why it
-/// cannot (fewer sites than its threshold): `Ok(None)` when secure aggregation is off.
-pub(super) fn begin(
-    settings: Option<SecAggSettings>,
-    round: u64,
-    attempt: u32,
-    participants: &BTreeMap<u32, u64>,
-    len: usize,
-    quorum: usize,
-) -> Result<Option<OpenSecure>, SecAggError> {
-    let Some(settings) = settings else { return Ok(None) };
-    let ids: Vec<u32> = participants.keys().copied().collect();
-    let params = settings.options.params(round, &ids)?;
-    let driver = SecureRound::new(params.clone(), len, quorum)?;
-    let total_samples = participants.values().sum::<u64>().max(1);
-    Ok(Some(OpenSecure {
-        round,
-        attempt,
-        driver: Some(driver),
-        train: Box::new(SecureTrain { attempt, params, total_samples }),
-        samples: BTreeMap::new(),
-        deferred: Vec::new(),
-    }))
+/// What the round loop does after a step of the protocol.
+#[must_use]
+pub(super) enum After {
+    Nothing,
+    /// The protocol failed (closed): retry the round, as one that missed quorum.
+    Retry {
+        received: usize,
+        needed: usize,
+    },
+    /// The masks are off: the round is aggregated.
+    Aggregated(Box<Aggregated>),
+    /// A masked input was counted (or refused): the round's bookkeeping may let it close.
+    CheckRound,
 }
 
 /// Arms the deadline of `stage` of the open secure round.
@@ -88,10 +58,10 @@ pub(super) fn on_frame(
     round: u64,
     attempt: u32,
     stage: SecAggFromSite,
-) -> Result<(), ActorProcessingErr> {
+) -> Result<After, ActorProcessingErr> {
     let Some(driver) = st.secure.as_mut().filter(|o| o.is(round, attempt)).and_then(|o| o.driver.as_mut()) else {
         tracing::debug!(site_id = site, round, attempt, "a secure-aggregation frame of no open secure round");
-        return Ok(());
+        return Ok(After::Nothing);
     };
     let decided = match stage {
         SecAggFromSite::Advertise(adv) if adv.site == site => driver.on_advert(adv),
@@ -106,7 +76,7 @@ pub(super) fn on_frame(
         Err(e) => {
             tracing::warn!(site_id = site, round, error = %e, "secure-aggregation message refused");
             st.event(Some(site), "secagg-refused", e.to_string());
-            Ok(())
+            Ok(After::Nothing)
         }
     }
 }
@@ -118,9 +88,9 @@ pub(super) fn on_deadline(
     round: u64,
     attempt: u32,
     stage: Stage,
-) -> Result<(), ActorProcessingErr> {
+) -> Result<After, ActorProcessingErr> {
     let Some(driver) = st.secure.as_mut().filter(|o| o.is(round, attempt)).and_then(|o| o.driver.as_mut()) else {
-        return Ok(());
+        return Ok(After::Nothing);
     };
     let waiting_before = driver.active().len();
     let next = driver.on_deadline(stage);
@@ -130,28 +100,15 @@ pub(super) fn on_deadline(
     act(me, st, next)
 }
 
-/// Site `id` left the open round (lost, out of the round): the protocol hears of it after the current message. A
-/// site whose masked input is in hand (being decoded) is not lost to the protocol: that input still counts, as a
-/// plain update in check does; if it fails to decode, the site leaves the protocol then.
-pub(super) fn lost(st: &mut ServerState, id: u32) {
-    if st.current.as_ref().is_some_and(|c| c.checking().contains(&id)) {
-        return;
-    }
-    if let Some(open) = st.secure.as_mut() {
-        if let Some(driver) = open.driver.as_mut() {
-            let next = driver.on_lost(id);
-            open.deferred.push(next);
-        }
-    }
-}
-
 /// Carries out the decisions deferred while handling the last message.
-pub(super) fn drain(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<(), ActorProcessingErr> {
+pub(super) fn drain(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<After, ActorProcessingErr> {
     loop {
         let Some(next) = st.secure.as_mut().and_then(|o| (!o.deferred.is_empty()).then(|| o.deferred.remove(0))) else {
-            return Ok(());
+            return Ok(After::Nothing);
         };
-        act(me, st, next)?;
+        if let retry @ After::Retry { .. } = act(me, st, next)? {
+            return Ok(retry);
+        }
     }
 }
 
@@ -181,7 +138,7 @@ pub(super) fn on_masked(
     me: &ActorRef<ServerMsg>,
     st: &mut ServerState,
     m: MaskedArrival,
-) -> Result<(), ActorProcessingErr> {
+) -> Result<After, ActorProcessingErr> {
     let site_id = m.site.site_id;
     let open = st.secure.as_mut().filter(|o| o.is(m.round, m.attempt));
     let decided = match (open.and_then(|o| o.driver.as_mut()), m.input) {
@@ -210,21 +167,27 @@ pub(super) fn on_masked(
             st.obs.metrics.update_rejected(Refused::Invalid(RejectReason::Malformed).label());
             st.rejected.push((site_id, why));
             // The site is out of the mask stage: the protocol treats it as dropped after sharing.
-            lost(st, site_id);
+            if let Some(open) = st.secure.as_mut() {
+                open.lost(site_id, false);
+            }
             Next::Wait
         }
     };
-    act(me, st, next)?;
-    drain(me, st)?;
-    super::rounds::check_round(me, st)
+    if let retry @ After::Retry { .. } = act(me, st, next)? {
+        return Ok(retry);
+    }
+    match drain(me, st)? {
+        retry @ After::Retry { .. } => Ok(retry),
+        _ => Ok(After::CheckRound),
+    }
 }
 
 /// The round's bookkeeping says the masked inputs are in (everyone answered, or the grace period or deadline
 /// passed with quorum): close the mask stage with the inputs in hand. Later stages close by themselves.
-pub(super) fn close_mask(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<(), ActorProcessingErr> {
-    let Some(driver) = st.secure.as_mut().and_then(|o| o.driver.as_mut()) else { return Ok(()) };
+pub(super) fn close_mask(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<After, ActorProcessingErr> {
+    let Some(driver) = st.secure.as_mut().and_then(|o| o.driver.as_mut()) else { return Ok(After::Nothing) };
     if driver.stage() != Stage::Mask {
-        return Ok(());
+        return Ok(After::Nothing);
     }
     let next = driver.on_deadline(Stage::Mask);
     act(me, st, next)
@@ -239,8 +202,8 @@ fn cast(st: &ServerState, site: u32, round: u64, attempt: u32, stage: SecAggToSi
 }
 
 /// Carries out one decision of the protocol.
-fn act(me: &ActorRef<ServerMsg>, st: &mut ServerState, next: Next) -> Result<(), ActorProcessingErr> {
-    let Some((round, attempt)) = st.secure.as_ref().map(|o| (o.round, o.attempt)) else { return Ok(()) };
+fn act(me: &ActorRef<ServerMsg>, st: &mut ServerState, next: Next) -> Result<After, ActorProcessingErr> {
+    let Some((round, attempt)) = st.secure.as_ref().map(|o| (o.round, o.attempt)) else { return Ok(After::Nothing) };
     match next {
         Next::Wait => {}
         Next::Roster(list) => {
@@ -267,9 +230,9 @@ fn act(me: &ActorRef<ServerMsg>, st: &mut ServerState, next: Next) -> Result<(),
             arm(me, st, Stage::Unmask);
         }
         Next::Unmask => unmask(me, st)?,
-        Next::Fail(e) => fail(me, st, e.to_string())?,
+        Next::Fail(e) => return Ok(fail(st, e.to_string())),
     }
-    Ok(())
+    Ok(After::Nothing)
 }
 
 /// Every survivor revealed (or the deadline passed): the round closes and the aggregator removes the masks.
@@ -291,34 +254,27 @@ fn unmask(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<(), ActorPro
     Ok(())
 }
 
-/// The protocol cannot complete: the round is retried (or the run ends past its retries).
-fn fail(me: &ActorRef<ServerMsg>, st: &mut ServerState, why: String) -> Result<(), ActorProcessingErr> {
+/// The protocol cannot complete: the round is to be retried (or the run ends past its retries).
+fn fail(st: &mut ServerState, why: String) -> After {
     tracing::warn!(%why, "secure aggregation failed; the round is retried");
     st.event_in(st.completed + 1, None, "secagg-failed", why);
-    let (received, needed) = match st.current.as_ref().or(st.closing.as_ref()) {
-        Some(c) => (c.received().len(), st.cfg.federation.min_sites as usize),
-        None => (0, st.cfg.federation.min_sites as usize),
-    };
+    let received = st.current.as_ref().or(st.closing.as_ref()).map_or(0, |c| c.received().len());
     st.secure = None;
     st.closing = None;
     st.contributors.clear();
-    retry_round(me, st, received, needed)
+    After::Retry { received, needed: st.cfg.federation.min_sites as usize }
 }
 
 /// The aggregator removed the masks: the round goes on as an aggregated one; or unmasking failed closed.
-pub(super) fn on_unmasked(
-    me: &ActorRef<ServerMsg>,
-    st: &mut ServerState,
-    u: UnmaskedRound,
-) -> Result<(), ActorProcessingErr> {
+pub(super) fn on_unmasked(st: &mut ServerState, u: UnmaskedRound) -> After {
     if !st.secure.as_ref().is_some_and(|o| o.is(u.round, u.attempt)) {
         tracing::warn!(round = u.round, attempt = u.attempt, "an unmasking for a round that is not closing; ignored");
-        return Ok(());
+        return After::Nothing;
     }
     match u.result {
         Err(why) => {
             st.aggregator.encoding = None;
-            fail(me, st, format!("unmasking failed (closed: no model released): {why}"))
+            fail(st, format!("unmasking failed (closed: no model released): {why}"))
         }
         Ok(aggregate) => {
             st.secure = None;
@@ -338,7 +294,7 @@ pub(super) fn on_unmasked(
                 secs = aggregate.secs,
                 "secure aggregation: unmasked"
             );
-            on_aggregated(me, st, Aggregated { round: u.round, result: Ok(aggregate) })
+            After::Aggregated(Box::new(Aggregated { round: u.round, result: Ok(aggregate) }))
         }
     }
 }

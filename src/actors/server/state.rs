@@ -172,7 +172,7 @@ pub struct ServerState {
     /// Secure aggregation as configured (`None`: off).
     pub(super) secagg: Option<crate::config::SecAggSettings>,
     /// The open round's secure aggregation (from the round's start until it is unmasked or fails).
-    pub(super) secure: Option<super::secure::OpenSecure>,
+    pub(super) secure: Option<super::secure_state::OpenSecure>,
     pub(super) blob: Option<BlobRef>,
     pub(super) roles: BTreeMap<String, RoleEntry>,
     pub(super) next_reader: u32,
@@ -413,7 +413,10 @@ impl ServerState {
         if let Some(current) = self.current.as_mut() {
             current.on_site_dropped(id);
         }
-        super::secure::lost(self, id);
+        let in_check = self.current.as_ref().is_some_and(|c| c.checking().contains(&id));
+        if let Some(open) = self.secure.as_mut() {
+            open.lost(id, in_check);
+        }
     }
 
     /// Drops a site from the membership (and from the open round).

@@ -1,0 +1,67 @@
+//! The state of the open round's secure aggregation, as the server keeps it between messages — apart from the
+//! shell in `secure`, so that the server's state holds it without depending on the code that acts on it.
+
+use std::collections::BTreeMap;
+
+use crate::actors::messages::SecureTrain;
+use crate::config::SecAggSettings;
+use crate::federation::secagg::{Next, SecAggError, SecureRound};
+
+/// The open round's secure aggregation.
+pub(super) struct OpenSecure {
+    pub(super) round: u64,
+    pub(super) attempt: u32,
+    /// `None` once handed to the aggregator thread for unmasking.
+    pub(super) driver: Option<SecureRound>,
+    /// What the participants were told (resent to nobody: a site that joins mid-round waits for the next one).
+    pub(super) train: Box<SecureTrain>,
+    /// The survivors' sample counts, from their uploads' metadata.
+    pub(super) samples: BTreeMap<u32, u64>,
+    /// Decisions taken where no actor reference is at hand (a site lost), carried out after the message.
+    pub(super) deferred: Vec<Next>,
+}
+
+impl OpenSecure {
+    pub(super) fn is(&self, round: u64, attempt: u32) -> bool {
+        self.round == round && self.attempt == attempt
+    }
+
+    /// Site `id` left the round (lost, out of the round): the protocol hears of it, and its decision is carried
+    /// out after the current message. A site whose masked input is in hand (`in_check`: being decoded) is not lost
+    /// to the protocol: that input still counts, as a plain update in check does; if it fails to decode, the site
+    /// leaves the protocol then.
+    pub(super) fn lost(&mut self, id: u32, in_check: bool) {
+        if in_check {
+            return;
+        }
+        if let Some(driver) = self.driver.as_mut() {
+            let next = driver.on_lost(id);
+            self.deferred.push(next);
+        }
+    }
+}
+
+/// Opens round `round`'s secure aggregation over `participants` (each with its sample count), or says why it
+/// cannot (fewer sites than its threshold): `Ok(None)` when secure aggregation is off.
+pub(super) fn begin(
+    settings: Option<SecAggSettings>,
+    round: u64,
+    attempt: u32,
+    participants: &BTreeMap<u32, u64>,
+    len: usize,
+    quorum: usize,
+) -> Result<Option<OpenSecure>, SecAggError> {
+    let Some(settings) = settings else { return Ok(None) };
+    let ids: Vec<u32> = participants.keys().copied().collect();
+    let params = settings.options.params(round, &ids)?;
+    let driver = SecureRound::new(params.clone(), len, quorum)?;
+    let total_samples = participants.values().sum::<u64>().max(1);
+    Ok(Some(OpenSecure {
+        round,
+        attempt,
+        driver: Some(driver),
+        train: Box::new(SecureTrain { attempt, params, total_samples }),
+        samples: BTreeMap::new(),
+        deferred: Vec::new(),
+    }))
+}
