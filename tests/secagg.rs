@@ -80,9 +80,9 @@ fn each_dropout_completes_its_round_from_the_survivors() {
 }
 
 /// A site that lies when it reveals: with a spare share the server rebuilds the secret without it and names the
-/// liar (round 1: four revealers, t = 3); with none to spare — a survivor died after sending, three revealers,
-/// t = 3 — the reconstruction fails its commitment and the round fails closed and is retried, never releasing a
-/// model from a wrongly unmasked sum (round 2, completed by its second attempt among the three left).
+/// liar (round 1: four revealers, t = 3); with none to spare — a site died after sharing, before sending, so three
+/// revealers for t = 3 — the reconstruction fails its commitment and the round fails closed and is retried, never
+/// releasing a model from a wrongly unmasked sum (round 2, completed by its second attempt among the three left).
 #[test]
 fn a_tampered_share_is_named_or_its_round_fails_closed_and_is_retried() {
     let _guard = serial();
@@ -90,7 +90,7 @@ fn a_tampered_share_is_named_or_its_round_fails_closed_and_is_retried() {
     let faults = "\
 [[faults]]\nkind = \"tamper-share\"\nsite = 1\nround = 1\n\n\
 [[faults]]\nkind = \"tamper-share\"\nsite = 1\nround = 2\n\n\
-[[faults]]\nkind = \"site-exit\"\nsite = 3\nround = 2\npoint = \"after-upload\"\n";
+[[faults]]\nkind = \"site-exit\"\nsite = 3\nround = 2\npoint = \"before-upload\"\n";
     let mut fed = Fed::new(
         tmp.path(),
         4,

@@ -150,6 +150,10 @@ pub(super) fn on_masked(
         Ok(next) => {
             if let Some(open) = st.secure.as_mut() {
                 open.samples.insert(site_id, m.site.num_samples);
+                // Lost while its input was decoded: a survivor that will not reveal.
+                if open.lost_in_check.remove(&site_id) {
+                    open.lost(site_id, false);
+                }
             }
             if let Some(current) = st.current.as_mut().filter(|c| c.round == m.round && c.attempt == m.attempt) {
                 current.on_checked(site_id, true);

@@ -1,7 +1,7 @@
 //! The state of the open round's secure aggregation, as the server keeps it between messages — apart from the
 //! shell in `secure`, so that the server's state holds it without depending on the code that acts on it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::actors::messages::SecureTrain;
 use crate::config::SecAggSettings;
@@ -19,6 +19,8 @@ pub(super) struct OpenSecure {
     pub(super) samples: BTreeMap<u32, u64>,
     /// Decisions taken where no actor reference is at hand (a site lost), carried out after the message.
     pub(super) deferred: Vec<Next>,
+    /// Sites lost while their masked input was being decoded: told to the protocol once it is counted.
+    pub(super) lost_in_check: BTreeSet<u32>,
 }
 
 impl OpenSecure {
@@ -32,6 +34,7 @@ impl OpenSecure {
     /// leaves the protocol then.
     pub(super) fn lost(&mut self, id: u32, in_check: bool) {
         if in_check {
+            self.lost_in_check.insert(id);
             return;
         }
         if let Some(driver) = self.driver.as_mut() {
@@ -63,5 +66,6 @@ pub(super) fn begin(
         train: Box::new(SecureTrain { attempt, params, total_samples }),
         samples: BTreeMap::new(),
         deferred: Vec::new(),
+        lost_in_check: BTreeSet::new(),
     }))
 }

@@ -55,6 +55,9 @@ pub struct SecureRound {
     active: BTreeSet<u32>,
     /// The fewest sites that may carry on: max(threshold, quorum).
     floor: usize,
+    /// Sites lost after their masked input arrived: survivors, but none will reveal (the unmask stage does not wait
+    /// for them).
+    gone: BTreeSet<u32>,
 }
 
 impl SecureRound {
@@ -72,6 +75,7 @@ impl SecureRound {
             waiting: active.clone(),
             active,
             floor,
+            gone: BTreeSet::new(),
         })
     }
 
@@ -185,6 +189,8 @@ impl SecureRound {
         };
         if out {
             self.active.remove(&site);
+        } else if self.stage == Stage::Mask {
+            self.gone.insert(site);
         }
         if was_waiting {
             self.maybe_close()
@@ -241,6 +247,10 @@ impl SecureRound {
                 Ok(req) => {
                     self.active = req.survivors.iter().copied().collect();
                     self.open(Stage::Unmask);
+                    if self.waiting.is_empty() {
+                        // Every survivor is gone: nobody can reveal.
+                        return self.fail(SecAggError::TooFew { stage: "reveals", have: 0, need: self.floor });
+                    }
                     Next::Reveal(req)
                 }
                 Err(e) => self.fail(e),
@@ -255,7 +265,7 @@ impl SecureRound {
 
     fn open(&mut self, stage: Stage) {
         self.stage = stage;
-        self.waiting = self.active.clone();
+        self.waiting = self.active.difference(&self.gone).copied().collect();
     }
 
     fn fail(&mut self, e: SecAggError) -> Next {
@@ -468,5 +478,41 @@ mod tests {
         // Site 1 is lost next: 1 site is below the floor of 2.
         assert!(matches!(net.driver.on_lost(1), Next::Fail(SecAggError::TooFew { have: 1, need: 2, .. })));
         assert_eq!(net.driver.stage(), Stage::Closed);
+    }
+
+    /// A site lost after its masked input arrived stays a survivor (its input counts) but is not waited for when
+    /// the others reveal: the unmask stage closes on their reveals, not at its deadline.
+    #[test]
+    fn a_site_lost_after_sending_is_a_survivor_the_reveal_stage_does_not_wait_for() {
+        let (mut net, adverts) = Net::new(5, 2, &[]);
+        let mut next = Next::Wait;
+        for a in adverts {
+            next = net.driver.on_advert(a).unwrap();
+        }
+        let Next::Roster(roster) = next else { panic!("expected the roster") };
+        let mut shared = Next::Wait;
+        for (s, adv) in roster {
+            shared = net.driver.on_shares(s, net.sites.get_mut(&s).unwrap().share(&adv).unwrap()).unwrap();
+        }
+        let Next::Shares(shares) = shared else { panic!("expected the shares") };
+        for (s, sealed) in shares {
+            let site = net.sites.get_mut(&s).unwrap();
+            site.receive(&sealed).unwrap();
+            if s != 4 {
+                let (m, _) = site.mask(&net.updates[&s], 0.5).unwrap();
+                assert_eq!(net.driver.on_masked(m).unwrap(), Next::Wait);
+            }
+        }
+        // Site 0 dies after sending; site 4 never sends (k = 4, t = 3: sites 1-3 hold enough shares).
+        assert_eq!(net.driver.on_lost(0), Next::Wait);
+        let Next::Reveal(req) = net.driver.on_deadline(Stage::Mask) else { panic!("expected the unmask request") };
+        assert_eq!((req.survivors.clone(), req.dropped.clone()), (vec![0, 1, 2, 3], vec![4]));
+        let mut next = Next::Wait;
+        for s in [1, 2, 3] {
+            next = net.driver.on_reveal(s, net.sites[&s].unmask(&req).unwrap()).unwrap();
+        }
+        assert_eq!(next, Next::Unmask, "closed on the reveals of 1-3, without waiting for the lost site 0");
+        let got = net.driver.finish().unwrap();
+        assert_close(&got.sum, &half_sum(&[0, 1, 2, 3]));
     }
 }
