@@ -113,3 +113,28 @@ fn a_tampered_share_is_named_or_its_round_fails_closed_and_is_retried() {
     assert_eq!(report.rounds[1].attempts, 2, "round 2 failed closed once, then completed: {}", server_log());
     assert_eq!(contributors(&report, 2), vec![0, 1, 2]);
 }
+
+/// A site whose own configuration asks for secure aggregation never sends its update in the clear: a server that
+/// runs rounds in the clear (here, configured without `[secagg]`) gets only its refusal, and the round closes with
+/// the other site.
+#[test]
+fn a_site_configured_for_secure_aggregation_refuses_a_round_in_the_clear() {
+    let _guard = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut fed = Fed::new(tmp.path(), 2, 2, "min_sites = 1", "");
+    fed.start_server();
+    fed.start_site(0);
+    fed.start_site_with(1, &[], &["--set", "secagg.enabled=true", "--set", "secagg.clip_range=1.0"]);
+    let report = fed.finish(Duration::from_secs(240));
+    assert!(report.finished, "{report:#?}");
+    assert_eq!(report.rounds.len(), 2);
+    for r in &report.rounds {
+        assert_eq!(contributors(&report, r.round), vec![0], "round {}", r.round);
+        assert!(r.rejected.is_empty(), "nothing of site 1 reached the server: {:?}", r.rejected);
+        assert!(r.secure.is_none());
+    }
+    let log = fed.log("site-1");
+    assert!(log.contains("asked for its update in the clear"), "{log}");
+    assert!(!log.contains("update delivered"), "{log}");
+    assert!(fed.log("server-1").contains("requires secure aggregation"), "the server hears why");
+}

@@ -563,6 +563,7 @@ pub async fn run_site(
         keep_finished: cfg.federation.keep_finished_update,
         metrics: metrics.clone(),
         give_up: cfg.cluster.site_give_up_secs.map(Duration::from_secs_f64),
+        secagg: cfg.secagg()?.map(|s| s.options),
         protocol,
         stay_up,
         instance,

@@ -88,6 +88,9 @@ pub struct SiteArgs {
     pub give_up: Option<Duration>,
     /// Protocol version this site announces (always `PROTOCOL_VERSION` except in compatibility tests).
     pub protocol: u32,
+    /// Secure aggregation as this site's own configuration sets it: it takes part only in rounds that match it
+    /// (`None`: no secure rounds; `Some`: no round in the clear, and only with the parameters these options give).
+    pub secagg: Option<crate::federation::secagg::SecAggOptions>,
     /// After the server ends the run, stay idle instead of exiting (a StatefulSet restarts whatever exits).
     pub stay_up: bool,
     /// This process (random per process; the actor is registered as `site_process_name(site_id, instance)`), so
@@ -481,8 +484,9 @@ async fn dispatch(me: ActorRef<SiteMsg>, msg: SiteMsg, st: &mut SiteState) -> Re
             secure::on_masked(&me, st, round, attempt, protocol, meta, result)
         }
         SiteMsg::FromServer(Ok(ToSite::Train { protocol, round, local_steps, batch_size, hints, weights, secure })) => {
-            secure::begin(st, round, secure);
-            on_train(&me, st, protocol, round, local_steps, batch_size, hints, weights)
+            if secure::begin(st, round, secure) {
+                on_train(&me, st, protocol, round, local_steps, batch_size, hints, weights)
+            }
         }
         SiteMsg::FromServer(Ok(ToSite::Evaluate { protocol, round, weights })) => {
             st.last_contact = Instant::now();

@@ -29,10 +29,48 @@ pub(super) struct SiteSecure {
     ready: Option<(UpdateMeta, Weights, Weights)>,
 }
 
-/// A round announced with secure aggregation: fresh keys, and the advertisement sent.
-pub(super) fn begin(st: &mut SiteState, round: u64, secure: Option<Box<SecureTrain>>) {
+/// A round was announced: whether this site takes part (`false`: it told the server why not). A secure round gets
+/// fresh keys and the advertisement is sent. A site takes part only in rounds that match its own configuration:
+/// one configured for secure aggregation never sends its update in the clear, and checks that the round's
+/// parameters (neighbour graph, threshold, quantization) are the ones its configuration gives for the round's
+/// participants — a server cannot weaken them (say, a threshold of 1) without the sites refusing.
+pub(super) fn begin(st: &mut SiteState, round: u64, secure: Option<Box<SecureTrain>>) -> bool {
     st.secure = None;
-    let Some(s) = secure else { return };
+    let refuse = |st: &SiteState, why: String| {
+        tracing::error!(round, %why, "refusing the round");
+        st.out_of_round(round, why);
+        false
+    };
+    let s =
+        match (st.args.secagg, secure) {
+            (None, None) => return true,
+            (Some(_), None) => return refuse(
+                st,
+                "this site's configuration requires secure aggregation (secagg.enabled) and the server asked for its \
+                 update in the clear"
+                    .into(),
+            ),
+            (None, Some(_)) => return refuse(
+                st,
+                "the server asked for secure aggregation, which this site's configuration does not enable (different \
+                 configurations?)"
+                    .into(),
+            ),
+            (Some(options), Some(s)) => match options.params(round, &s.params.participants) {
+                Ok(expected) if expected == s.params => s,
+                Ok(expected) => {
+                    return refuse(
+                        st,
+                        format!(
+                        "the round's secure-aggregation parameters {:?} are not the ones this site's configuration \
+                         gives for its participants ({expected:?})",
+                        s.params
+                    ),
+                    )
+                }
+                Err(e) => return refuse(st, format!("secure-aggregation parameters refused: {e}")),
+            },
+        };
     let site = st.args.site_id;
     match Protocol::new(s.params, site) {
         Ok((protocol, adv)) => {
@@ -47,11 +85,9 @@ pub(super) fn begin(st: &mut SiteState, round: u64, secure: Option<Box<SecureTra
                 ready: None,
             });
             send(st, round, s.attempt, SecAggFromSite::Advertise(adv));
+            true
         }
-        Err(e) => {
-            tracing::error!(round, error = %e, "refusing the round's secure-aggregation parameters");
-            st.out_of_round(round, format!("secure-aggregation parameters refused: {e}"));
-        }
+        Err(e) => refuse(st, format!("secure-aggregation parameters refused: {e}")),
     }
 }
 
