@@ -164,12 +164,14 @@ fn mask_if_ready(me: &ActorRef<SiteMsg>, st: &mut SiteState) {
         return;
     };
     let (round, attempt, weight) = (sec.round, sec.attempt, sec.weight);
+    // The trainer is idle now: the masks may use the threads its budget gives it.
+    let threads = usize::try_from(st.args.trainer.threads).unwrap_or(1).max(1);
     meta.masked = Some(attempt);
     let me = me.clone();
     tokio::spawn(async move {
         let done = tokio::task::spawn_blocking(move || {
             let masked = delta_values(&update, &global)
-                .and_then(|delta| protocol.mask(&delta, weight))
+                .and_then(|delta| protocol.mask_on(&delta, weight, threads))
                 .map(|(input, clipped)| (input.values.iter().flat_map(|v| v.to_le_bytes()).collect(), clipped))
                 .map_err(|e| e.to_string());
             (protocol, masked)

@@ -63,16 +63,38 @@ pub(super) fn open(key: &[u8; 32], aad: &[u8], ciphertext: &[u8]) -> Option<Vec<
     cipher.decrypt(Nonce::from_slice(&[0u8; 12]), Payload { msg: ciphertext, aad }).ok()
 }
 
-/// Adds (or subtracts) the mask stream of `seed` to `values`, modulo 2³².
-pub(super) fn apply_mask(values: &mut [u32], seed: &[u8; 32], add: bool) {
-    let mut rng = rand_chacha::ChaCha12Rng::from_seed(*seed);
+/// Values per thread below which [`apply_masks`] does not split the work.
+const PER_THREAD: usize = 1 << 18;
+
+/// Adds (or subtracts) the mask stream of each `(seed, add)` to `values`, modulo 2³², on up to `threads` threads:
+/// each takes a contiguous part of `values` and every stream from that word on (ChaCha seeks to any word), so the
+/// result is the same as one stream after the other, whatever the split.
+pub(super) fn apply_masks(values: &mut [u32], masks: &[([u8; 32], bool)], threads: usize) {
+    let threads = threads.clamp(1, values.len().div_ceil(PER_THREAD).max(1));
+    if threads == 1 {
+        return masks_from(values, 0, masks);
+    }
+    let part = values.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        for (i, chunk) in values.chunks_mut(part).enumerate() {
+            scope.spawn(move || masks_from(chunk, i * part, masks));
+        }
+    });
+}
+
+/// `values` is the part of the masked vector that starts at word `start` of every stream.
+fn masks_from(values: &mut [u32], start: usize, masks: &[([u8; 32], bool)]) {
     let mut buf = [0u8; 4096];
-    for chunk in values.chunks_mut(1024) {
-        let bytes = &mut buf[..chunk.len() * 4];
-        rng.fill_bytes(bytes);
-        for (v, b) in chunk.iter_mut().zip(bytes.chunks_exact(4)) {
-            let m = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-            *v = if add { v.wrapping_add(m) } else { v.wrapping_sub(m) };
+    for (seed, add) in masks {
+        let mut rng = rand_chacha::ChaCha12Rng::from_seed(*seed);
+        rng.set_word_pos(start as u128);
+        for chunk in values.chunks_mut(1024) {
+            let bytes = &mut buf[..chunk.len() * 4];
+            rng.fill_bytes(bytes);
+            for (v, b) in chunk.iter_mut().zip(bytes.chunks_exact(4)) {
+                let m = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                *v = if *add { v.wrapping_add(m) } else { v.wrapping_sub(m) };
+            }
         }
     }
 }
@@ -84,4 +106,32 @@ pub(super) fn share_aad(round: u64, from: u32, to: u32) -> Vec<u8> {
     aad.extend_from_slice(&from.to_le_bytes());
     aad.extend_from_slice(&to.to_le_bytes());
     aad
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Split over threads or not, the masks are the same stream: a site that masks on one thread and a server that
+    /// unmasks on several cancel exactly.
+    #[test]
+    fn masks_split_over_threads_are_the_one_stream() {
+        let n = 3 * PER_THREAD + 12_345;
+        let base: Vec<u32> = (0..n as u32).map(|i| i.wrapping_mul(2_654_435_761)).collect();
+        let masks = [([7u8; 32], true), ([9u8; 32], false), ([1u8; 32], true)];
+        // One stream after the other, each over the whole vector.
+        let mut one = base.clone();
+        for m in &masks {
+            apply_masks(&mut one, std::slice::from_ref(m), 1);
+        }
+        for threads in [2, 3, 8] {
+            let mut split = base.clone();
+            apply_masks(&mut split, &masks, threads);
+            assert_eq!(split, one, "{threads} threads");
+        }
+        assert_ne!(one, base, "the masks change the values");
+        let undo: Vec<([u8; 32], bool)> = masks.iter().map(|(s, a)| (*s, !*a)).collect();
+        apply_masks(&mut one, &undo, 4);
+        assert_eq!(one, base, "and the opposite masks take them off");
+    }
 }

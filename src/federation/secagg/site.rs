@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use blahaj::{Share, Sharks};
 
-use super::crypto::{agree, apply_mask, derive, fresh_secret, open, public_key, seal, sha256, share_aad};
+use super::crypto::{agree, apply_masks, derive, fresh_secret, open, public_key, seal, sha256, share_aad};
 use super::params::SecAggParams;
 use super::quantize::quantize;
 use super::{Advertisement, MaskedInput, Reveal, SealedShares, SecAggError, Secret, UnmaskRequest};
@@ -137,18 +137,29 @@ impl SiteRound {
     /// neighbour whose shares arrived (the others never will be unmasked). Returns it and how many values were
     /// clipped.
     pub fn mask(&mut self, update: &[f32], weight: f32) -> Result<(MaskedInput, usize), SecAggError> {
+        self.mask_on(update, weight, 1)
+    }
+
+    /// [`SiteRound::mask`] with the mask streams split over up to `threads` threads (the same result).
+    pub fn mask_on(
+        &mut self,
+        update: &[f32],
+        weight: f32,
+        threads: usize,
+    ) -> Result<(MaskedInput, usize), SecAggError> {
         if self.masked_with.is_some() {
             return Err(SecAggError::Duplicate { site: self.site, what: "a masked input" });
         }
         let p = &self.params;
         let weighted: Vec<f32> = update.iter().map(|v| v * weight).collect();
         let (mut values, clipped) = quantize(&weighted, p.clip_range, p.quant_bits);
-        apply_mask(&mut values, &self.seed, true);
+        drop(weighted);
         let partners: Vec<u32> = self.held.keys().copied().filter(|&j| j != self.site).collect();
+        let mut masks = vec![(self.seed, true)];
         for &j in &partners {
-            let seed = self.pair_seed(j)?;
-            apply_mask(&mut values, &seed, self.site < j);
+            masks.push((self.pair_seed(j)?, self.site < j));
         }
+        apply_masks(&mut values, &masks, threads);
         self.masked_with = Some(partners);
         Ok((MaskedInput { site: self.site, values }, clipped))
     }
