@@ -233,16 +233,23 @@ fn act(me: &ActorRef<ServerMsg>, st: &mut ServerState, next: Next) -> Result<Aft
             }
             arm(me, st, Stage::Unmask);
         }
-        Next::Unmask => unmask(me, st)?,
+        Next::Unmask => return unmask(me, st),
         Next::Fail(e) => return Ok(fail(st, e.to_string())),
     }
     Ok(After::Nothing)
 }
 
 /// Every survivor revealed (or the deadline passed): the round closes and the aggregator removes the masks.
-fn unmask(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<(), ActorProcessingErr> {
-    let Some(open) = st.secure.as_mut() else { return Ok(()) };
-    let Some(secure) = open.driver.take() else { return Ok(()) };
+fn unmask(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<After, ActorProcessingErr> {
+    // The round's bookkeeping goes to `closing` with the protocol's state; without it the round cannot close (not
+    // reachable: the round stays current until here), so it is retried rather than left waiting.
+    let Some(mut current) = st.current.take() else {
+        return Ok(fail(st, "the round closed before its masks were removed".into()));
+    };
+    let Some((open, secure)) = st.secure.as_mut().and_then(|o| o.driver.take().map(|d| (o, d))) else {
+        st.current = Some(current);
+        return Ok(After::Nothing);
+    };
     let job = UnmaskJob {
         secure,
         samples: open.samples.clone(),
@@ -250,12 +257,11 @@ fn unmask(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<(), ActorPro
         max_norm: st.cfg.federation.max_update_norm,
     };
     let (round, attempt) = (open.round, open.attempt);
-    let Some(mut current) = st.current.take() else { return Ok(()) };
     current.close();
     st.aggregator.unmask(me, round, attempt, job)?;
     st.closing = Some(current);
     st.publish_status(&format!("unmasking round {round}"));
-    Ok(())
+    Ok(After::Nothing)
 }
 
 /// The protocol cannot complete: the round is to be retried (or the run ends past its retries).
