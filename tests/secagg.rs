@@ -138,3 +138,45 @@ fn a_site_configured_for_secure_aggregation_refuses_a_round_in_the_clear() {
     assert!(!log.contains("update delivered"), "{log}");
     assert!(fed.log("server-1").contains("requires secure aggregation"), "the server hears why");
 }
+
+/// Differential privacy over secure aggregation: the sites clip, the server sees only the sum of the clipped
+/// updates (each weighed 1/n: DP-FedAvg's unweighted mean) and adds the noise to their mean. The noise is scaled to
+/// the m updates in the sum — the released step is z·C·√P/m long — and every round has its ledger entry.
+#[test]
+fn differential_privacy_noises_the_securely_summed_mean_as_the_mean_of_its_updates() {
+    use histofed::federation::checkpoint::CheckpointStore;
+    use histofed::federation::strategy::held_back;
+    use histofed::federation::weights::Weights;
+    use histofed::models::{DISCRIMINATOR_PREFIX, GENERATOR_PREFIX};
+    let _guard = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dp = "[privacy]\nnoise_multiplier = 1.0\nclip_norm = 0.5\n";
+    let mut fed = Fed::new(tmp.path(), 3, 2, "", &format!("{SECAGG}{dp}"));
+    fed.start_all();
+    let report = fed.finish(Duration::from_secs(240));
+    assert!(report.finished, "{report:#?}");
+    assert_eq!(report.rounds.len(), 2);
+    let store = CheckpointStore::open(tmp.path().join("run/checkpoints"), 5).unwrap();
+    let last = store.load_round(2).unwrap();
+    let joined = Weights::join_prefixed(&[
+        (GENERATOR_PREFIX, &last.parts["generator"]),
+        (DISCRIMINATOR_PREFIX, &last.parts["discriminator"]),
+    ])
+    .unwrap();
+    let released: usize = joined.tensors().iter().filter(|t| !held_back(&t.name)).map(|t| t.data.len()).sum();
+    for r in &report.rounds {
+        let s = r.secure.as_ref().expect("aggregated securely");
+        assert_eq!(s.survivors, vec![0, 1, 2]);
+        let p = r.privacy.expect("a ledger entry");
+        assert_eq!((p.updates, p.noise_multiplier, p.clip_norm), (3, 1.0, 0.5), "round {}", r.round);
+        assert!(p.epsilon.is_finite() && p.epsilon > 0.0);
+        let want = 1.0 * 0.5 * (released as f64).sqrt() / 3.0;
+        assert!(
+            (r.global_step_norm / want - 1.0).abs() < 0.1,
+            "round {}: step {} but noise for the mean of 3 updates is {want} long",
+            r.round,
+            r.global_step_norm
+        );
+    }
+    assert!(report.rounds[1].privacy.unwrap().epsilon > report.rounds[0].privacy.unwrap().epsilon);
+}

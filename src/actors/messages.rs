@@ -139,12 +139,15 @@ pub enum SecAggToSite {
 }
 
 /// Round `round` is aggregated securely: the protocol's parameters (the same for every participant) and the
-/// participants' total samples (a site masks Δ · n_i / `total_samples`).
+/// participants' total samples (a site masks Δ · n_i / `total_samples`, or Δ / n with `uniform`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SecureTrain {
     pub attempt: u32,
     pub params: SecAggParams,
     pub total_samples: u64,
+    /// Every site weighs 1/n (n participants) instead of n_i/`total_samples`: differential privacy's unweighted
+    /// mean.
+    pub uniform: bool,
 }
 
 /// A site's hello: who the site is, which process (`instance`, random per process; its actor is registered as

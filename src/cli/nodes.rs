@@ -310,13 +310,6 @@ async fn serve_finished(cfg: &Config, completed: u64, http: Option<SocketAddr>) 
 }
 
 pub async fn run_server(mut cfg: Config, opts: ServerOpts) -> Result<()> {
-    if cfg.secagg()?.is_some() && cfg.privacy()?.is_some() {
-        anyhow::bail!(
-            "secagg.enabled = true with [privacy]: the noise of differential privacy must be added by the sites so \
-             that the masked sum carries it, and that is not built yet (issue #19); run secure aggregation without \
-             [privacy], or differential privacy without secure aggregation"
-        );
-    }
     tch::set_num_threads(cfg.runtime.threads);
     // First the data: a real source decides the model's classes, hence the model and the configuration's hash.
     let splits = load_data(&mut cfg)?;

@@ -59,6 +59,8 @@ pub(super) struct UnmaskJob {
     /// by: a survivor's weight is n_i / total.
     pub(super) samples: BTreeMap<u32, u64>,
     pub(super) total: u64,
+    /// Every site weighed 1/n instead (differential privacy's unweighted mean).
+    pub(super) uniform: bool,
     /// The bound on the mean update's norm (`federation.max_update_norm`).
     pub(super) max_norm: Option<f64>,
 }
@@ -300,18 +302,25 @@ fn unmask(desk: &mut Desk, job: UnmaskJob) -> Result<RoundAggregate, String> {
     let t = Instant::now();
     let params = job.secure.params();
     let (neighbours, threshold) = (params.degree(), params.threshold);
+    let n = params.participants.len().max(1) as f64;
+    // What quantization can add to one site's update: each value rounds by less than a step of the weighted update,
+    // i.e. step / weight of the update itself (weight 1/n when uniform).
+    let step = 2.0 * f64::from(params.clip_range) / ((1u64 << params.quant_bits) - 1) as f64;
     let Unmasked { sum, survivors, dropped, bad_holders } = job.secure.finish().map_err(|e| e.to_string())?;
     drop(job.secure);
     let mut weight = 0.0;
     let mut samples = 0u64;
     for s in &survivors {
-        let n = *job.samples.get(s).ok_or_else(|| format!("survivor {s} has no sample count"))?;
-        weight += n as f64 / job.total as f64;
-        samples += n;
+        let ns = *job.samples.get(s).ok_or_else(|| format!("survivor {s} has no sample count"))?;
+        weight += if job.uniform { 1.0 / n } else { ns as f64 / job.total as f64 };
+        samples += ns;
     }
     let mean = apply_sum(&desk.global, &sum, weight, job.max_norm).map_err(|e| e.to_string())?;
+    let slack = step * n * (sum.len() as f64).sqrt();
     drop(sum);
-    desk.strategy.accumulate(mean, samples).map_err(|e| format!("the strategy refused the unmasked mean: {e}"))?;
+    desk.strategy
+        .accumulate_mean(mean, survivors.len(), samples, slack)
+        .map_err(|e| format!("the strategy refused the unmasked mean: {e}"))?;
     let unmask_secs = t.elapsed().as_secs_f64();
     let mut aggregate = finish(desk).map_err(|e| e.to_string())?;
     aggregate.secs += unmask_secs;

@@ -36,7 +36,8 @@ pub(super) fn start_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Res
         .map(|id| (*id, st.report.site_classes.get(id).map_or(0, |c| c.iter().sum::<u64>())))
         .collect();
     let quorum = st.cfg.federation.min_sites as usize;
-    match secure::begin(st.secagg, round, st.attempt, &samples, st.global.num_values(), quorum) {
+    let uniform = st.dp.is_some();
+    match secure::begin(st.secagg, round, st.attempt, &samples, st.global.num_values(), quorum, uniform) {
         Ok(open) => st.secure = open,
         Err(e) => {
             tracing::warn!(round, error = %e, "cannot open the round's secure aggregation");

@@ -254,6 +254,7 @@ fn unmask(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<After, Actor
         secure,
         samples: open.samples.clone(),
         total: open.train.total_samples,
+        uniform: open.train.uniform,
         max_norm: st.cfg.federation.max_update_norm,
     };
     let (round, attempt) = (open.round, open.attempt);

@@ -53,6 +53,7 @@ pub(super) fn begin(
     participants: &BTreeMap<u32, u64>,
     len: usize,
     quorum: usize,
+    uniform: bool,
 ) -> Result<Option<OpenSecure>, SecAggError> {
     let Some(settings) = settings else { return Ok(None) };
     let ids: Vec<u32> = participants.keys().copied().collect();
@@ -63,7 +64,7 @@ pub(super) fn begin(
         round,
         attempt,
         driver: Some(driver),
-        train: Box::new(SecureTrain { attempt, params, total_samples }),
+        train: Box::new(SecureTrain { attempt, params, total_samples, uniform }),
         samples: BTreeMap::new(),
         deferred: Vec::new(),
         lost_in_check: BTreeSet::new(),

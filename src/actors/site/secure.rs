@@ -71,10 +71,14 @@ pub(super) fn begin(st: &mut SiteState, round: u64, secure: Option<Box<SecureTra
                 Err(e) => return refuse(st, format!("secure-aggregation parameters refused: {e}")),
             },
         };
-    let site = st.args.site_id;
+    let (site, participants) = (st.args.site_id, s.params.participants.len().max(1));
     match Protocol::new(s.params, site) {
         Ok((protocol, adv)) => {
-            let weight = (st.args.num_samples as f64 / s.total_samples.max(1) as f64) as f32;
+            let weight = if s.uniform {
+                1.0 / participants as f32
+            } else {
+                (st.args.num_samples as f64 / s.total_samples.max(1) as f64) as f32
+            };
             tracing::info!(round, attempt = s.attempt, weight, "secure round: keys advertised");
             st.secure = Some(SiteSecure {
                 round,

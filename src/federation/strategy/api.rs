@@ -64,6 +64,19 @@ pub trait Strategy: Send {
     fn begin_round(&mut self, global: &Weights);
     /// Folds in one validated update (full weights, not a delta) with its sample count.
     fn accumulate(&mut self, update: Weights, num_samples: u64) -> Result<(), AggregateError>;
+    /// Folds in the mean of `updates` updates that the server never saw one by one (secure aggregation): FedAvg
+    /// and the server optimisers treat it as one update of all their samples; a differentially private strategy
+    /// releases it as the mean of `updates` (its noise scaled to them), with each update's sensitivity widened by
+    /// `slack` (what quantizing the updates could add to their norm).
+    fn accumulate_mean(
+        &mut self,
+        mean: Weights,
+        _updates: usize,
+        num_samples: u64,
+        _slack: f64,
+    ) -> Result<(), AggregateError> {
+        self.accumulate(mean, num_samples)
+    }
     /// Number of updates folded in so far this round.
     fn count(&self) -> usize;
     /// Produces the new global weights and resets for the next round.

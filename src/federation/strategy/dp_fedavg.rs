@@ -134,6 +134,8 @@ pub struct DpFedAvg {
     /// Updates that fitted in C before any clipping (at the sites: did not reach the bound).
     fitted: usize,
     last: Option<DpRelease>,
+    /// This round's mean came from secure aggregation: (updates it averages, sensitivity slack).
+    secure: Option<(usize, f64)>,
 }
 
 impl DpFedAvg {
@@ -170,6 +172,7 @@ impl DpFedAvg {
             clipped: 0,
             fitted: 0,
             last: None,
+            secure: None,
         })
     }
 
@@ -196,8 +199,41 @@ impl Strategy for DpFedAvg {
         self.global = Some(global.clone());
         self.clipped = 0;
         self.fitted = 0;
+        self.secure = None;
+    }
+    /// The unmasked mean of `updates` updates the sites clipped to C: clipped again here (a mean of vectors within C
+    /// is within C, so this only bites if a site did not clip — the one check left on updates the server cannot
+    /// see), and noised in `finish` as the mean of `updates`, at C + `slack`.
+    fn accumulate_mean(
+        &mut self,
+        mean: Weights,
+        updates: usize,
+        _num_samples: u64,
+        slack: f64,
+    ) -> Result<(), AggregateError> {
+        if updates == 0 || self.mean.count() > 0 || !(slack.is_finite() && slack >= 0.0) {
+            return Err(AggregateError::InvalidParameter(format!(
+                "a secure mean of {updates} updates (slack {slack}) after {} updates this round",
+                self.mean.count()
+            )));
+        }
+        let global = self.global.as_ref().ok_or(AggregateError::NoUpdates)?;
+        let (clipped, norm) = clip_update(mean, global, self.clip_norm)?;
+        if norm > (self.clip_norm + slack) * (1.0 + CLIP_SLACK) {
+            tracing::warn!(
+                norm,
+                clip_norm = self.clip_norm,
+                "the unmasked mean was longer than C: a site did not clip"
+            );
+            self.clipped += 1;
+        }
+        self.secure = Some((updates, slack));
+        self.mean.push(clipped, 1)
     }
     fn accumulate(&mut self, update: Weights, _num_samples: u64) -> Result<(), AggregateError> {
+        if self.secure.is_some() {
+            return Err(AggregateError::InvalidParameter("an update after this round's secure mean".into()));
+        }
         let global = self.global.as_ref().ok_or(AggregateError::NoUpdates)?;
         let (clipped, norm) = clip_update(update, global, self.clip_norm)?;
         // For choosing the clip norm by hand; not part of the report (an unnoised statistic of a site's data).
@@ -217,10 +253,10 @@ impl Strategy for DpFedAvg {
         self.mean.count()
     }
     fn finish(&mut self) -> Result<Weights, AggregateError> {
-        let m = self.mean.count();
+        let (m, slack) = self.secure.take().unwrap_or((self.mean.count(), 0.0));
         let mut mean = self.mean.finish()?;
         let z_update = self.update_noise_multiplier();
-        let std = z_update * self.clip_norm / m as f64;
+        let std = z_update * (self.clip_norm + slack) / m as f64;
         let mut rng = rand_chacha::ChaCha20Rng::from_os_rng();
         if std > 0.0 {
             let normal = Normal::new(0.0f64, std)
@@ -288,6 +324,32 @@ mod tests {
         let (same, _) = clip_update(w(&[1.5, 1.0]), &global, 1.0).unwrap();
         assert_eq!(same.tensors()[0].data, vec![1.5, 1.0], "inside the ball: unchanged");
         assert!(clip_update(w(&[1.0]), &global, 1.0).is_err(), "a layout mismatch is an error");
+    }
+
+    /// A secure round's mean is noised as the mean of the updates it averages (std z·(C + slack)/m, not z·C/1),
+    /// released as m updates, and clipped to C if a site did not clip.
+    #[test]
+    fn a_secure_mean_is_noised_as_the_mean_of_its_updates() {
+        let n = 20_000;
+        let global = w(&vec![0.0; n]);
+        let mut s = DpFedAvg::new(1.0, 2.0, true).unwrap();
+        s.begin_round(&global);
+        s.accumulate_mean(w(&vec![0.0; n]), 4, 400, 0.5).unwrap();
+        assert!(s.accumulate(w(&vec![0.0; n]), 1).is_err(), "nothing else joins a secure mean");
+        let out = s.finish().unwrap();
+        let d = &out.tensors()[0].data;
+        let std = (d.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / n as f64).sqrt();
+        let want = 2.0 * 1.5 / 4.0;
+        assert!((std / want - 1.0).abs() < 0.05, "noise std {std}, want {want}");
+        let rel = s.released().unwrap();
+        assert_eq!((rel.updates, rel.clipped), (4, 0));
+        // A mean longer than C: some site did not clip; it is clipped to C and counted.
+        let mut s = DpFedAvg::new(1.0, 0.0, true).unwrap();
+        s.begin_round(&global);
+        s.accumulate_mean(w(&vec![1.0; n]), 3, 300, 0.0).unwrap();
+        let out = s.finish().unwrap();
+        assert!((out.l2_distance(&global).unwrap() - 1.0).abs() < 1e-3);
+        assert_eq!(s.released().unwrap().clipped, 1);
     }
 
     /// A site sending a huge update moves the global model by at most C/m (plus noise): with noise 0, exactly.

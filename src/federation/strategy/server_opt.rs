@@ -157,6 +157,16 @@ impl Strategy for ServerOpt {
         self.mean.accumulate(update, num_samples)
     }
 
+    fn accumulate_mean(
+        &mut self,
+        mean: Weights,
+        updates: usize,
+        num_samples: u64,
+        slack: f64,
+    ) -> Result<(), AggregateError> {
+        self.mean.accumulate_mean(mean, updates, num_samples, slack)
+    }
+
     fn count(&self) -> usize {
         self.mean.count()
     }
