@@ -15,6 +15,11 @@ fn events<'a>(r: &'a RunReport, kind: &str) -> Vec<&'a histofed::records::RunEve
     r.events.iter().filter(|e| e.kind == kind).collect()
 }
 
+/// The server's log without its debug lines (what a failed assertion shows).
+fn server_log(fed: &Fed) -> String {
+    fed.log("server-1").lines().filter(|l| !l.contains("DEBUG")).collect::<Vec<_>>().join("\n")
+}
+
 /// Every site answers every stage: each round is unmasked from all of them, and the global model moves.
 #[test]
 fn secure_rounds_complete_with_every_site() {
@@ -56,17 +61,16 @@ fn each_dropout_completes_its_round_from_the_survivors() {
     let mut fed = Fed::new(tmp.path(), 5, 3, "min_sites = 2\ngrace_secs = 1", &format!("{SECAGG}{faults}"));
     fed.start_all();
     let report = fed.finish_with_killed(Duration::from_secs(300), &[3, 4]);
-    let server_log = || fed.log("server-1").lines().filter(|l| !l.contains("DEBUG")).collect::<Vec<_>>().join("\n");
     assert!(report.finished, "{report:#?}");
     assert_eq!(report.rounds.len(), 3, "{:#?}", report.rounds);
     // Round 1: site 4 died after its masked input arrived: a survivor, its input counts.
-    assert_eq!(contributors(&report, 1), vec![0, 1, 2, 3, 4], "{}", server_log());
+    assert_eq!(contributors(&report, 1), vec![0, 1, 2, 3, 4], "{}", server_log(&fed));
     // Round 2: site 3 died after sharing, before sending.
-    assert_eq!(contributors(&report, 2), vec![0, 1, 2], "{}", server_log());
+    assert_eq!(contributors(&report, 2), vec![0, 1, 2], "{}", server_log(&fed));
     // Round 3: site 2 hung in training past quorum + grace.
-    assert_eq!(contributors(&report, 3), vec![0, 1], "{}", server_log());
+    assert_eq!(contributors(&report, 3), vec![0, 1], "{}", server_log(&fed));
     for r in &report.rounds {
-        assert_eq!(r.attempts, 1, "round {} was retried: {}", r.round, server_log());
+        assert_eq!(r.attempts, 1, "round {} was retried: {}", r.round, server_log(&fed));
         assert!(r.global_step_norm.is_finite() && r.global_step_norm > 0.0, "round {}", r.round);
     }
     let dropped: Vec<(u64, String)> =
@@ -76,7 +80,7 @@ fn each_dropout_completes_its_round_from_the_survivors() {
         vec![(2, "shared but sent no masked input: [3]".into()), (3, "shared but sent no masked input: [2]".into())]
     );
     assert!(events(&report, "secagg-failed").is_empty(), "{:?}", report.events);
-    assert_eq!(server_log().matches("secure aggregation: unmasked").count(), 3, "one unmasking per round");
+    assert_eq!(server_log(&fed).matches("secure aggregation: unmasked").count(), 3, "one unmasking per round");
 }
 
 /// A site that lies when it reveals: with a spare share the server rebuilds the secret without it and names the
@@ -100,17 +104,16 @@ fn a_tampered_share_is_named_or_its_round_fails_closed_and_is_retried() {
     );
     fed.start_all();
     let report = fed.finish_with_killed(Duration::from_secs(300), &[3]);
-    let server_log = || fed.log("server-1").lines().filter(|l| !l.contains("DEBUG")).collect::<Vec<_>>().join("\n");
     assert!(report.finished, "{report:#?}");
-    assert_eq!(report.rounds.len(), 2, "{}", server_log());
+    assert_eq!(report.rounds.len(), 2, "{}", server_log(&fed));
     let bad: Vec<(u64, Option<u32>)> = events(&report, "secagg-bad-share").iter().map(|e| (e.round, e.site)).collect();
-    assert_eq!(bad, vec![(1, Some(1))], "round 1 names site 1: {}", server_log());
+    assert_eq!(bad, vec![(1, Some(1))], "round 1 names site 1: {}", server_log(&fed));
     assert_eq!(report.rounds[0].attempts, 1);
     assert_eq!(contributors(&report, 1), vec![0, 1, 2, 3]);
     let failed: Vec<&str> = events(&report, "secagg-failed").iter().map(|e| e.detail.as_str()).collect();
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert!(failed[0].contains("fails its commitment"), "{failed:?}");
-    assert_eq!(report.rounds[1].attempts, 2, "round 2 failed closed once, then completed: {}", server_log());
+    assert_eq!(report.rounds[1].attempts, 2, "round 2 failed closed once, then completed: {}", server_log(&fed));
     assert_eq!(contributors(&report, 2), vec![0, 1, 2]);
 }
 

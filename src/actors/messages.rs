@@ -259,6 +259,20 @@ impl UpdateMeta {
     }
 }
 
+/// The body of a masked input's upload (`UpdateMeta::masked`): its values as u32 little-endian, one after another.
+pub fn encode_masked(values: &[u32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Inverse of [`encode_masked`]: site `site`'s masked input.
+pub fn decode_masked(site: u32, body: &[u8]) -> Result<crate::federation::secagg::MaskedInput, String> {
+    if !body.len().is_multiple_of(4) {
+        return Err(format!("a masked input of {} bytes (not a whole number of u32 values)", body.len()));
+    }
+    let values = body.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    Ok(crate::federation::secagg::MaskedInput { site, values })
+}
+
 /// Where a site fetches a round's global weights on the bulk plane.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlobRef {
@@ -638,6 +652,14 @@ mod tests {
         };
         assert_eq!(UpdateMeta::decode(&meta.encode().unwrap()).unwrap(), meta);
         assert!(UpdateMeta::decode(&[1, 2, 3]).unwrap_err().contains("undecodable"));
+    }
+
+    #[test]
+    fn masked_inputs_round_trip_and_a_torn_body_is_an_error() {
+        let values = vec![0, 1, u32::MAX, 0x0102_0304];
+        let body = encode_masked(&values);
+        assert_eq!(decode_masked(3, &body).unwrap().values, values);
+        assert!(decode_masked(3, &body[..5]).unwrap_err().contains("not a whole number"));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crate::actors::messages::{
 };
 use crate::actors::worker::{Submitter, Worker};
 use crate::cluster::bulk::Upload;
-use crate::federation::secagg::{apply_sum, SecureRound, Unmasked};
+use crate::federation::secagg::{apply_sum, quant_step, SecureRound, Unmasked};
 use crate::federation::strategy::{AggregateError, SiteHints, Strategy};
 use crate::federation::validate::{validate_update, Refused, RejectReason, UpdateHeader, ValidationPolicy};
 use crate::federation::weights::{Weights, WeightsError};
@@ -305,7 +305,7 @@ fn unmask(desk: &mut Desk, job: UnmaskJob) -> Result<RoundAggregate, String> {
     let n = params.participants.len().max(1) as f64;
     // What quantization can add to one site's update: each value rounds by less than a step of the weighted update,
     // i.e. step / weight of the update itself (weight 1/n when uniform).
-    let step = 2.0 * f64::from(params.clip_range) / ((1u64 << params.quant_bits) - 1) as f64;
+    let step = quant_step(params.clip_range, params.quant_bits);
     let Unmasked { sum, survivors, dropped, bad_holders } = job.secure.finish().map_err(|e| e.to_string())?;
     drop(job.secure);
     let mut weight = 0.0;

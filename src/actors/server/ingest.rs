@@ -6,7 +6,7 @@
 
 use super::aggregator::Check;
 use super::state::*;
-use crate::actors::messages::{Folded, MaskedArrival, ServerMsg, UpdateMeta};
+use crate::actors::messages::{decode_masked, Folded, MaskedArrival, ServerMsg, UpdateMeta};
 use crate::cluster::bulk::Upload;
 use crate::federation::fencing::FrameCheck;
 use crate::federation::round::UpdateVerdict;
@@ -28,7 +28,7 @@ pub(super) fn on_upload(me: &ActorRef<ServerMsg>, st: &mut ServerState, up: Uplo
         // A masked input: only its shape can be checked, by the protocol once decoded (off the actor).
         let me = me.clone();
         tokio::spawn(async move {
-            let body = tokio::task::spawn_blocking(move || super::secure::decode_masked(site_id, &up.body)).await;
+            let body = tokio::task::spawn_blocking(move || decode_masked(site_id, &up.body)).await;
             let input = body.unwrap_or_else(|e| Err(format!("decoding the masked input panicked: {e}")));
             let _ =
                 me.cast(ServerMsg::Masked(Box::new(MaskedArrival { site: meta.site, round, attempt: masked, input })));

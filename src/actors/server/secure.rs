@@ -21,7 +21,7 @@ use super::state::ServerState;
 use crate::actors::messages::{
     Aggregated, MaskedArrival, SecAggFromSite, SecAggToSite, ServerMsg, SiteMsg, ToSite, UnmaskedRound,
 };
-use crate::federation::secagg::{MaskedInput, Next, SecAggError, Stage};
+use crate::federation::secagg::{Next, SecAggError, SecureRound, Stage};
 use crate::federation::validate::{Refused, RejectReason};
 
 /// What the round loop does after a step of the protocol.
@@ -37,6 +37,11 @@ pub(super) enum After {
     Aggregated(Box<Aggregated>),
     /// A masked input was counted (or refused): the round's bookkeeping may let it close.
     CheckRound,
+}
+
+/// The protocol of attempt `attempt` of round `round`, while it is open and not handed over for unmasking.
+fn driver(st: &mut ServerState, round: u64, attempt: u32) -> Option<&mut SecureRound> {
+    st.secure.as_mut().filter(|o| o.is(round, attempt)).and_then(|o| o.driver.as_mut())
 }
 
 /// Arms the deadline of `stage` of the open secure round.
@@ -59,7 +64,7 @@ pub(super) fn on_frame(
     attempt: u32,
     stage: SecAggFromSite,
 ) -> Result<After, ActorProcessingErr> {
-    let Some(driver) = st.secure.as_mut().filter(|o| o.is(round, attempt)).and_then(|o| o.driver.as_mut()) else {
+    let Some(driver) = driver(st, round, attempt) else {
         tracing::debug!(site_id = site, round, attempt, "a secure-aggregation frame of no open secure round");
         return Ok(After::Nothing);
     };
@@ -89,13 +94,13 @@ pub(super) fn on_deadline(
     attempt: u32,
     stage: Stage,
 ) -> Result<After, ActorProcessingErr> {
-    let Some(driver) = st.secure.as_mut().filter(|o| o.is(round, attempt)).and_then(|o| o.driver.as_mut()) else {
+    let Some(driver) = driver(st, round, attempt) else {
         return Ok(After::Nothing);
     };
-    let waiting_before = driver.active().len();
+    let active_before = driver.active().len();
     let next = driver.on_deadline(stage);
     if next != Next::Wait {
-        tracing::info!(round, ?stage, active_before = waiting_before, "secure-aggregation stage deadline");
+        tracing::info!(round, ?stage, active_before, "secure-aggregation stage deadline");
     }
     act(me, st, next)
 }
@@ -124,15 +129,6 @@ pub(super) fn expects_upload(st: &ServerState, masked: Option<u32>) -> Result<()
     }
 }
 
-/// Decodes an upload's body as a masked input (off the actor).
-pub(super) fn decode_masked(site: u32, body: &[u8]) -> Result<MaskedInput, String> {
-    if !body.len().is_multiple_of(4) {
-        return Err(format!("a masked input of {} bytes (not a whole number of u32 values)", body.len()));
-    }
-    let values = body.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-    Ok(MaskedInput { site, values })
-}
-
 /// A masked input was decoded: into the protocol, and the site counted (or dropped) in the round.
 pub(super) fn on_masked(
     me: &ActorRef<ServerMsg>,
@@ -140,8 +136,7 @@ pub(super) fn on_masked(
     m: MaskedArrival,
 ) -> Result<After, ActorProcessingErr> {
     let site_id = m.site.site_id;
-    let open = st.secure.as_mut().filter(|o| o.is(m.round, m.attempt));
-    let decided = match (open.and_then(|o| o.driver.as_mut()), m.input) {
+    let decided = match (driver(st, m.round, m.attempt), m.input) {
         (None, _) => Err(format!("round {} attempt {} is not open any more", m.round, m.attempt)),
         (Some(_), Err(e)) => Err(e),
         (Some(driver), Ok(input)) => driver.on_masked(input).map_err(|e| e.to_string()),

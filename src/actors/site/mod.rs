@@ -49,8 +49,10 @@ use crate::train::LocalResult;
 mod ending;
 mod secure;
 mod supervise;
+mod upload;
 use ending::{on_fenced, on_give_up_check, on_shutdown};
 use supervise::{on_job_failure, restart_or_escalate, spawn_trainer};
+use upload::Uploader;
 
 pub struct SiteActor;
 
@@ -209,15 +211,13 @@ impl SiteState {
     /// Keeps the finished update on disk (when `global_sha256` is given), then uploads it (off this actor).
     fn upload(&mut self, me: &ActorRef<SiteMsg>, meta: UpdateMeta, update: Weights, global_sha256: Option<String>) {
         let round = meta.round;
-        let (Some(token), Some(port), Some(generation)) = (self.token, self.bulk_port, self.generation) else {
+        let Some((uploader, generation)) = Uploader::of(self, me) else {
             tracing::warn!(round, "no admission token or bulk endpoint yet; the update waits for the round's resend");
             return;
         };
         let mut meta = meta;
         meta.generation = generation;
-        let (me, opts, addr, site_id, store) =
-            (me.clone(), self.args.bulk.clone(), self.bulk_addr(port), self.args.site_id, self.kept_store());
-        let metrics = self.args.metrics.clone();
+        let (me, store) = (me.clone(), self.kept_store());
         // Injected bad updates (tests, chaos) corrupt what is sent, never what is kept on disk: a re-sent update is
         // the real one.
         let corruption = self.args.faults.bad_update(round);
@@ -246,14 +246,7 @@ impl SiteState {
             let (result, keep) = match prepared {
                 // The upload names the round the metadata claims (a stale-round injection claims an older one).
                 Ok((claimed, meta_bytes, body, clean, kept)) => {
-                    let sent = bulk::upload(addr, &opts, site_id, token, claimed, &meta_bytes, &body).await;
-                    if sent.is_ok() {
-                        metrics.bytes_sent((meta_bytes.len() + body.len()) as u64);
-                    }
-                    if let Err(e @ bulk::BulkError::Fenced { .. }) = &sent {
-                        let _ = me.cast(SiteMsg::FencedTransfer { reason: e.to_string() });
-                    }
-                    (sent.map_err(|e| e.to_string()), Some((clean, kept)))
+                    (uploader.send(claimed, &meta_bytes, &body).await, Some((clean, kept)))
                 }
                 Err(e) => (Err(format!("cannot encode the update: {e}")), None),
             };

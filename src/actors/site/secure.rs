@@ -9,9 +9,11 @@
 
 use ractor::{ActorProcessingErr, ActorRef};
 
+use super::upload::Uploader;
 use super::SiteState;
-use crate::actors::messages::{SecAggFromSite, SecAggToSite, SecureTrain, SiteMsg, ToServer, UpdateMeta};
-use crate::cluster::bulk;
+use crate::actors::messages::{
+    encode_masked, SecAggFromSite, SecAggToSite, SecureTrain, SiteMsg, ToServer, UpdateMeta,
+};
 use crate::faults::ExitPoint;
 use crate::federation::secagg::{delta_values, SiteRound as Protocol};
 use crate::federation::weights::Weights;
@@ -176,7 +178,7 @@ fn mask_if_ready(me: &ActorRef<SiteMsg>, st: &mut SiteState) {
         let done = tokio::task::spawn_blocking(move || {
             let masked = delta_values(&update, &global)
                 .and_then(|delta| protocol.mask_on(&delta, weight, threads))
-                .map(|(input, clipped)| (input.values.iter().flat_map(|v| v.to_le_bytes()).collect(), clipped))
+                .map(|(input, clipped)| (encode_masked(&input.values), clipped))
                 .map_err(|e| e.to_string());
             (protocol, masked)
         })
@@ -219,27 +221,17 @@ pub(super) fn on_masked(
             return;
         }
     };
-    let (Some(token), Some(port), Some(generation)) = (st.token, st.bulk_port, st.generation) else {
+    let Some((uploader, generation)) = Uploader::of(st, me) else {
         tracing::warn!(round, "no admission token or bulk endpoint: the masked input is not sent");
         return;
     };
     st.args.faults.exit_at(round, ExitPoint::BeforeUpload);
     let mut meta = meta;
     meta.generation = generation;
-    let (me, opts, addr, site_id) = (me.clone(), st.args.bulk.clone(), st.bulk_addr(port), st.args.site_id);
-    let metrics = st.args.metrics.clone();
+    let me = me.clone();
     tokio::spawn(async move {
         let result = match meta.encode() {
-            Ok(m) => {
-                let sent = bulk::upload(addr, &opts, site_id, token, round, &m, &body).await;
-                if sent.is_ok() {
-                    metrics.bytes_sent((m.len() + body.len()) as u64);
-                }
-                if let Err(e @ bulk::BulkError::Fenced { .. }) = &sent {
-                    let _ = me.cast(SiteMsg::FencedTransfer { reason: e.to_string() });
-                }
-                sent.map_err(|e| e.to_string())
-            }
+            Ok(m) => uploader.send(round, &m, &body).await,
             Err(e) => Err(e),
         };
         let _ = me.cast(SiteMsg::Uploaded { round, result });

@@ -39,7 +39,7 @@ use thiserror::Error;
 pub use driver::{Next, SecureRound, Stage};
 pub use fold::{apply_sum, delta_values};
 pub use params::{SecAggOptions, SecAggParams};
-pub use quantize::{dequantize_sum, quantize};
+pub use quantize::{dequantize_sum, quant_step, quantize};
 pub use server::{ServerRound, Unmasked};
 pub use site::SiteRound;
 

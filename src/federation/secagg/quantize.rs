@@ -7,6 +7,11 @@
 
 use rand::{RngCore, SeedableRng};
 
+/// The width of one code: [−clip, clip] in 2^q − 1 steps (a value is rounded by less than one).
+pub fn quant_step(clip: f32, q: u32) -> f64 {
+    2.0 * f64::from(clip) / ((1u64 << q) - 1) as f64
+}
+
 /// `values` clipped to [−clip, clip] and encoded in q bits; returns the codes and how many values were clipped.
 pub fn quantize(values: &[f32], clip: f32, q: u32) -> (Vec<u32>, usize) {
     let mut rng = rand_chacha::ChaCha8Rng::from_os_rng();
@@ -32,7 +37,6 @@ pub fn quantize(values: &[f32], clip: f32, q: u32) -> (Vec<u32>, usize) {
 
 /// The real sum of `count` encoded values whose codes add up to `sum` (modulo 2³², exact when no overflow).
 pub fn dequantize_sum(sum: &[u32], count: usize, clip: f32, q: u32) -> Vec<f32> {
-    let levels = ((1u64 << q) - 1) as f64;
-    let step = 2.0 * clip as f64 / levels;
+    let step = quant_step(clip, q);
     sum.iter().map(|&s| (s as f64 * step - count as f64 * clip as f64) as f32).collect()
 }
