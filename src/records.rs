@@ -169,6 +169,29 @@ pub struct RoundPrivacy {
     /// Adaptive clipping: the clip norm of the next round (a restarted server resumes it from here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_clip_norm: Option<f64>,
+    /// Noise added by the sites under secure aggregation: the round is charged as the Skellam mechanism with these
+    /// numbers (code units) instead of the Gaussian at `noise_multiplier`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skellam: Option<SkellamCharge>,
+}
+
+/// One round's Skellam mechanism (`federation::privacy::rdp_skellam`), in quantization code units.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SkellamCharge {
+    /// Δ₁ and Δ₂: how far one site's update can move the integer sum.
+    pub l1_sensitivity: f64,
+    pub l2_sensitivity: f64,
+    /// The variance of the noise the round's sum carried (every contributor's share together).
+    pub variance: f64,
+    /// The sites whose noise is in it.
+    pub contributors: usize,
+}
+
+impl RoundPrivacy {
+    /// The Skellam numbers as `(Δ₁, Δ₂, variance)`, when the sites added the noise.
+    pub fn skellam_parts(&self) -> Option<(f64, f64, f64)> {
+        self.skellam.map(|s| (s.l1_sensitivity, s.l2_sensitivity, s.variance))
+    }
 }
 
 /// One role's report about one round: named numbers, and files it produced (paths as the role names them).

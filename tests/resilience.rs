@@ -463,7 +463,7 @@ fn the_privacy_ledger_survives_a_server_kill_and_the_budget_ends_the_run_cleanly
     let _guard = serial();
     let tmp = tempfile::tempdir().unwrap();
     let (z, delta) = (0.5, 1e-5);
-    let eps = |n: usize| epsilon_of(std::iter::repeat_n(Release { q: 1.0, sigma: z }, n), delta);
+    let eps = |n: usize| epsilon_of(std::iter::repeat_n(Release::gaussian(z), n), delta);
     // A budget that holds exactly 5 rounds of the 9 configured.
     let max = (eps(5) + eps(6)) / 2.0;
     // A small clip norm and multiplier keep the noise (std z·C/m = 0.0025) from ruining the model: this test is

@@ -183,3 +183,54 @@ fn differential_privacy_noises_the_securely_summed_mean_as_the_mean_of_its_updat
     }
     assert!(report.rounds[1].privacy.unwrap().epsilon > report.rounds[0].privacy.unwrap().epsilon);
 }
+
+/// Distributed DP (`privacy.noise = "sites"`): each site adds Skellam noise before masking, the server adds none.
+/// Each released step is as long as the noise of the 3 contributors calibrated for the 2 a round can complete
+/// with — z·C·√P·√(3/2)/3, 1.22× the central mechanism's and 0.77× of both noises together — and the ledger
+/// charges each round as the Skellam mechanism of the 3 sites' noise.
+#[test]
+fn with_noise_at_the_sites_the_server_adds_none_and_charges_the_sites_skellam_noise() {
+    use histofed::federation::checkpoint::CheckpointStore;
+    use histofed::federation::privacy::{epsilon_of, Release};
+    use histofed::federation::strategy::held_back;
+    use histofed::federation::weights::Weights;
+    use histofed::models::{DISCRIMINATOR_PREFIX, GENERATOR_PREFIX};
+    let _guard = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dp = "[privacy]\nnoise_multiplier = 1.0\nclip_norm = 0.5\nnoise = \"sites\"\n";
+    let mut fed = Fed::new(tmp.path(), 3, 2, "min_sites = 2\ngrace_secs = 10", &format!("{SECAGG}{dp}"));
+    fed.start_all();
+    let report = fed.finish(Duration::from_secs(240));
+    assert!(report.finished, "{report:#?}\n{}", server_log(&fed));
+    assert_eq!(report.rounds.len(), 2);
+    let store = CheckpointStore::open(tmp.path().join("run/checkpoints"), 5).unwrap();
+    let last = store.load_round(2).unwrap();
+    let joined = Weights::join_prefixed(&[
+        (GENERATOR_PREFIX, &last.parts["generator"]),
+        (DISCRIMINATOR_PREFIX, &last.parts["discriminator"]),
+    ])
+    .unwrap();
+    let released: usize = joined.tensors().iter().filter(|t| !held_back(&t.name)).map(|t| t.data.len()).sum();
+    let mut ledger = Vec::new();
+    for r in &report.rounds {
+        let s = r.secure.as_ref().expect("aggregated securely");
+        assert_eq!((s.survivors.clone(), s.threshold), (vec![0, 1, 2], 2));
+        let p = r.privacy.expect("a ledger entry");
+        assert_eq!((p.updates, p.noise_multiplier, p.clip_norm), (3, 1.0, 0.5), "round {}", r.round);
+        let k = p.skellam.expect("charged as the sites' Skellam noise");
+        assert_eq!(k.contributors, 3);
+        // Calibrated for 2 contributors at z = 1, and 3 are in: the variance is 1.5·Δ₂².
+        assert!((k.variance / k.l2_sensitivity.powi(2) - 1.5).abs() < 1e-9, "{k:?}");
+        ledger.push(Release::Skellam { l1: k.l1_sensitivity, l2: k.l2_sensitivity, variance: k.variance });
+        assert!((p.epsilon - epsilon_of(ledger.clone(), p.delta)).abs() < 1e-9, "round {}: ε {}", r.round, p.epsilon);
+        let want = 1.0 * 0.5 * (released as f64).sqrt() * 1.5f64.sqrt() / 3.0;
+        eprintln!("round {}: step {:.3}, the sites' noise {want:.3}, ε {:.3}", r.round, r.global_step_norm, p.epsilon);
+        assert!(
+            (r.global_step_norm / want - 1.0).abs() < 0.1,
+            "round {}: step {} but the sites' noise in the mean of 3 updates is {want} long",
+            r.round,
+            r.global_step_norm
+        );
+    }
+    assert!(server_log(&fed).contains("privacy ledger"));
+}

@@ -40,7 +40,8 @@ pub fn valid_role_name(name: &str) -> bool {
 /// differential-privacy clip norm the site applies to its update (`dp_clip_norm`).
 /// Version 8: secure aggregation. `Train` may carry the round's [`SecureTrain`]; the protocol's stages travel as
 /// `ToSite::SecAgg` / `ToServer::SecAgg`; `UpdateMeta::masked` says the upload's body is a masked input.
-pub const PROTOCOL_VERSION: u32 = 8;
+/// Version 9: the secure round's parameters carry the inputs' length and the sites' noise (distributed DP).
+pub const PROTOCOL_VERSION: u32 = 9;
 
 /// The server's supervised children.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

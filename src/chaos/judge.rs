@@ -69,7 +69,14 @@ fn privacy_ledger(report: &RunReport) -> Option<Invariant> {
             }
         }
         ledger.push(*p);
-        let want = crate::federation::privacy::ledger_epsilon(ledger.iter().map(|p| p.noise_multiplier), 0, 0.0, delta);
+        let charged =
+            ledger.iter().map(|p| crate::federation::privacy::round_release(p.noise_multiplier, p.skellam_parts()));
+        let want = crate::federation::privacy::ledger_epsilon(
+            charged,
+            0,
+            crate::federation::privacy::Release::gaussian(0.0),
+            delta,
+        );
         if (p.epsilon - want).abs() > 1e-9 * want.max(1.0) {
             return Some(Invariant::fail(
                 "privacy-ledger",
@@ -107,6 +114,12 @@ fn secure_rounds(report: &RunReport) -> Option<Invariant> {
         }
         if let Some(d) = s.dropped.iter().find(|d| s.survivors.contains(d)) {
             return fail(format!("site {d} both dropped and a survivor"));
+        }
+        // Noise at the sites: the round is charged for the noise of exactly its survivors.
+        if let Some(k) = r.privacy.and_then(|p| p.skellam) {
+            if k.contributors != s.survivors.len() {
+                return fail(format!("charged the noise of {} sites, {} survived", k.contributors, s.survivors.len()));
+            }
         }
         dropped.extend(s.dropped.iter().map(|d| (r.round, *d)));
     }

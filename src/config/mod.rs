@@ -724,7 +724,12 @@ mod tests {
         let target = with(&["privacy.epsilon=3.0", "privacy.clip_norm=0.5", "federation.rounds=20"]).unwrap();
         let dp = target.privacy().unwrap().expect("on");
         assert_eq!((dp.clip_norm, dp.delta, dp.max_epsilon), (0.5, 1e-5, Some(3.0)), "the target is the budget");
-        let eps = crate::federation::privacy::ledger_epsilon(std::iter::empty(), 20, dp.noise_multiplier, dp.delta);
+        let eps = crate::federation::privacy::ledger_epsilon(
+            std::iter::empty(),
+            20,
+            crate::federation::privacy::Release::gaussian(dp.noise_multiplier),
+            dp.delta,
+        );
         assert!(eps <= 3.0 && eps > 2.9, "the derived noise spends the target over the rounds: {eps}");
         let err = |sets: &[&str]| match with(sets) {
             Ok(c) => c.validate().expect_err("must be refused").to_string(),

@@ -33,6 +33,10 @@ pub struct PrivacyConfig {
     /// Adaptive clipping: the std of the noise on the count of updates that fitted (default: federation.sites/20
     /// as published, raised to the noise multiplier when that is smaller, which costs the updates 15 % more noise).
     pub clipped_count_stddev: Option<f64>,
+    /// Who adds the noise: `server` (Gaussian on the mean; with secure aggregation the server sees the noise-free
+    /// sum) or `sites` (distributed DP: each site adds integer Skellam noise before masking, so no party ever holds
+    /// a noise-free aggregate; needs `[secagg]`).
+    pub noise: String,
 }
 
 impl Default for PrivacyConfig {
@@ -47,6 +51,7 @@ impl Default for PrivacyConfig {
             target_quantile: None,
             clip_lr: None,
             clipped_count_stddev: None,
+            noise: "server".into(),
         }
     }
 }
@@ -62,6 +67,8 @@ pub struct DpSettings {
     pub at_sites: bool,
     /// Adaptive clipping (`clip_norm` is then the first round's).
     pub adaptive: Option<AdaptiveClipping>,
+    /// The sites add the noise under secure aggregation (distributed DP), not the server.
+    pub noise_at_sites: bool,
 }
 
 impl Config {
@@ -137,6 +144,25 @@ impl Config {
             "server" => false,
             other => return bad(format!("privacy.clipping = {other:?}: expected \"site\" or \"server\"")),
         };
+        let noise_at_sites = match p.noise.as_str() {
+            "server" => false,
+            "sites" => {
+                if !self.secagg.enabled {
+                    return bad("privacy.noise = \"sites\" needs secure aggregation (secagg.enabled = true): without \
+                                it the server would see every site's update with only that site's share of the noise"
+                        .into());
+                }
+                if let Some(n) = self.federation.max_update_norm {
+                    return bad(format!(
+                        "privacy.noise = \"sites\" with federation.max_update_norm = {n}: the unmasked mean carries the \
+                         sites' noise, so a bound on its length cannot tell a bad update from the noise; remove it \
+                         (clipping at the sites bounds each update)"
+                    ));
+                }
+                true
+            }
+            other => return bad(format!("privacy.noise = {other:?}: expected \"server\" or \"sites\"")),
+        };
         let adaptive = match p.target_quantile {
             None => {
                 if p.clip_lr.is_some() || p.clipped_count_stddev.is_some() {
@@ -163,6 +189,7 @@ impl Config {
             max_epsilon: p.max_epsilon.or(p.epsilon),
             at_sites,
             adaptive,
+            noise_at_sites,
         }))
     }
 

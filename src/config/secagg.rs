@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Config, ConfigError};
-use crate::federation::secagg::SecAggOptions;
+use crate::federation::secagg::{NoiseOptions, SecAggOptions};
 use crate::federation::strategy::StrategyConfig;
 
 /// Secure aggregation: off unless `enabled`.
@@ -76,19 +76,28 @@ impl Config {
         if !(s.stage_deadline_secs.is_finite() && s.stage_deadline_secs > 0.0) {
             return bad(format!("secagg.stage_deadline_secs = {} must be a positive number", s.stage_deadline_secs));
         }
+        let f = &self.federation;
+        let dp = self.privacy()?;
+        let noise = dp.filter(|d| d.noise_at_sites).map(|d| NoiseOptions {
+            clip_norm: d.clip_norm,
+            noise_multiplier: d.noise_multiplier,
+            min_contributors: f.min_sites.max(1) as usize,
+        });
         let options = SecAggOptions {
             clip_range: clip_range as f32,
             neighbours: s.neighbours,
             threshold: s.threshold,
             quant_bits: s.quant_bits,
+            noise,
         };
-        let f = &self.federation;
         if f.sites < 2 {
             return bad(format!("secure aggregation needs at least 2 sites (federation.sites = {})", f.sites));
         }
         for n in f.min_sites.max(2)..=f.sites {
             let ids: Vec<u32> = (0..n).collect();
-            if let Err(e) = options.params(1, &ids) {
+            // The model's size is not known here; the noise's headroom is checked for a billion values (fewer
+            // need less noise, so a round of the real model fits when this does).
+            if let Err(e) = options.params(1, &ids, 1 << 30) {
                 return bad(format!("secagg: with {n} site(s) in a round: {e}"));
             }
         }
@@ -103,7 +112,7 @@ impl Config {
             }
             _ => {}
         }
-        if let Some(dp) = self.privacy()? {
+        if let Some(dp) = dp {
             if !dp.at_sites {
                 return bad(
                     "secagg with privacy.clipping = \"server\": the server cannot clip updates it cannot see; \
@@ -168,5 +177,17 @@ mod tests {
         assert!(server.contains("privacy.clipping"), "{server}");
         let adaptive = err(&[&base[..], &dp[..], &["privacy.target_quantile=0.5"]].concat());
         assert!(adaptive.contains("target_quantile"), "{adaptive}");
+        // Noise at the sites: only under secure aggregation, without a norm bound the noise would trip, named.
+        let sites = ["privacy.noise=\"sites\""];
+        let on = with(&[&base[..], &dp[..], &sites[..]].concat()).unwrap().secagg().unwrap().expect("on");
+        let noise = on.options.noise.expect("the sites add the noise");
+        assert_eq!((noise.clip_norm, noise.noise_multiplier, noise.min_contributors), (1.0, 1.0, 2));
+        assert_eq!(with(&[&base[..], &dp[..]].concat()).unwrap().secagg().unwrap().unwrap().options.noise, None);
+        let clear = err(&[&dp[..], &sites[..]].concat());
+        assert!(clear.contains("secagg.enabled"), "{clear}");
+        let bound = err(&[&base[..], &dp[..], &sites[..], &["federation.max_update_norm=10.0"]].concat());
+        assert!(bound.contains("max_update_norm"), "{bound}");
+        let typo = err(&[&base[..], &dp[..], &["privacy.noise=\"clients\""]].concat());
+        assert!(typo.contains("privacy.noise"), "{typo}");
     }
 }

@@ -596,6 +596,7 @@ mod tests {
                 update_noise_multiplier: Some(1.7),
                 fitted_share: Some(0.5),
                 next_clip_norm: Some(0.0001 * (i + 2) as f64),
+                skellam: None,
             });
         }
         let html = render_report_html(&rep, dir.path());

@@ -27,7 +27,7 @@ use crate::actors::messages::{
 use crate::actors::worker::{Submitter, Worker};
 use crate::cluster::bulk::Upload;
 use crate::federation::secagg::{apply_sum, quant_step, SecureRound, Unmasked};
-use crate::federation::strategy::{AggregateError, SiteHints, Strategy};
+use crate::federation::strategy::{AggregateError, SecureNoise, SiteHints, SkellamNoise, Strategy};
 use crate::federation::validate::{validate_update, Refused, RejectReason, UpdateHeader, ValidationPolicy};
 use crate::federation::weights::{Weights, WeightsError};
 use crate::records::RoundSecure;
@@ -306,6 +306,7 @@ fn unmask(desk: &mut Desk, job: UnmaskJob) -> Result<RoundAggregate, String> {
     // What quantization can add to one site's update: each value rounds by less than a step of the weighted update,
     // i.e. step / weight of the update itself (weight 1/n when uniform).
     let step = quant_step(params.clip_range, params.quant_bits);
+    let site_noise = params.noise;
     let Unmasked { sum, survivors, dropped, bad_holders } = job.secure.finish().map_err(|e| e.to_string())?;
     drop(job.secure);
     let mut weight = 0.0;
@@ -316,10 +317,19 @@ fn unmask(desk: &mut Desk, job: UnmaskJob) -> Result<RoundAggregate, String> {
         samples += ns;
     }
     let mean = apply_sum(&desk.global, &sum, weight, job.max_norm).map_err(|e| e.to_string())?;
-    let slack = step * n * (sum.len() as f64).sqrt();
+    let noise = match site_noise {
+        None => SecureNoise::ToAdd { slack: step * n * (sum.len() as f64).sqrt() },
+        // The sites' noise: every survivor's share is in the sum.
+        Some(site) => SecureNoise::Added(SkellamNoise {
+            l1_sensitivity: site.l1_sensitivity,
+            l2_sensitivity: site.l2_sensitivity,
+            variance: site.total_variance(survivors.len()),
+            contributors: survivors.len(),
+        }),
+    };
     drop(sum);
     desk.strategy
-        .accumulate_mean(mean, survivors.len(), samples, slack)
+        .accumulate_mean(mean, survivors.len(), samples, noise)
         .map_err(|e| format!("the strategy refused the unmasked mean: {e}"))?;
     let unmask_secs = t.elapsed().as_secs_f64();
     let mut aggregate = finish(desk).map_err(|e| e.to_string())?;

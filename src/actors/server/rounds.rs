@@ -14,7 +14,7 @@ use crate::actors::messages::{Aggregated, LossSummary, ServerMsg, SiteMsg};
 use crate::federation::checkpoint::CheckpointMeta;
 use crate::federation::round::{RoundState, RoundStatus};
 use crate::federation::secagg::Stage;
-use crate::records::{RoundPrivacy, RoundRecord};
+use crate::records::{RoundPrivacy, RoundRecord, SkellamCharge};
 
 pub(super) fn start_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Result<(), ActorProcessingErr> {
     let round = st.completed + 1;
@@ -178,8 +178,9 @@ pub(super) fn on_aggregated(
     let mut record = round_record(st, &current, aggregate.step);
     record.secure = aggregate.secure;
     if let (Some(rel), Some(dp)) = (aggregate.dp, st.dp) {
-        let ledger = st.report.rounds.iter().filter_map(|r| r.privacy.map(|p| p.noise_multiplier));
-        let epsilon = crate::federation::privacy::ledger_epsilon(ledger, 1, rel.noise_multiplier, dp.delta);
+        let skellam = rel.skellam.map(|s| (s.l1_sensitivity, s.l2_sensitivity, s.variance));
+        let this = crate::federation::privacy::round_release(rel.noise_multiplier, skellam);
+        let epsilon = crate::federation::privacy::ledger_epsilon(ledger(st), 1, this, dp.delta);
         tracing::info!(
             round,
             epsilon,
@@ -201,6 +202,12 @@ pub(super) fn on_aggregated(
             update_noise_multiplier: rel.fitted_share.map(|_| rel.update_noise_multiplier),
             fitted_share: rel.fitted_share,
             next_clip_norm: rel.fitted_share.map(|_| rel.next_clip_norm),
+            skellam: rel.skellam.map(|s| SkellamCharge {
+                l1_sensitivity: s.l1_sensitivity,
+                l2_sensitivity: s.l2_sensitivity,
+                variance: s.variance,
+                contributors: s.contributors,
+            }),
         });
     }
     let m = &st.obs.metrics;
@@ -251,9 +258,11 @@ pub(super) async fn on_encoded(
 fn over_budget(st: &ServerState, round: u64) -> Option<String> {
     let dp = st.dp?;
     let max = dp.max_epsilon?;
-    let ledger: Vec<f64> = st.report.rounds.iter().filter_map(|r| r.privacy.map(|p| p.noise_multiplier)).collect();
-    let now = crate::federation::privacy::ledger_epsilon(ledger.iter().copied(), 0, 0.0, dp.delta);
-    let next = crate::federation::privacy::ledger_epsilon(ledger.iter().copied(), 1, dp.noise_multiplier, dp.delta);
+    let f = &st.cfg.federation;
+    let sites = (f.min_sites.max(2) as usize)..=(f.sites as usize);
+    let upcoming = secure::upcoming_release(st.secagg, dp, sites, round, st.global.num_values());
+    let now = crate::federation::privacy::ledger_epsilon(ledger(st), 0, upcoming, dp.delta);
+    let next = crate::federation::privacy::ledger_epsilon(ledger(st), 1, upcoming, dp.delta);
     (next > max).then(|| {
         format!(
             "privacy budget reached: round {round} would take epsilon from {now:.3} to {next:.3}, past \
@@ -261,6 +270,13 @@ fn over_budget(st: &ServerState, round: u64) -> Option<String> {
             dp.delta,
             round - 1
         )
+    })
+}
+
+/// What the rounds recorded so far charged.
+fn ledger(st: &ServerState) -> impl Iterator<Item = crate::federation::privacy::Release> + '_ {
+    st.report.rounds.iter().filter_map(|r| {
+        r.privacy.map(|p| crate::federation::privacy::round_release(p.noise_multiplier, p.skellam_parts()))
     })
 }
 

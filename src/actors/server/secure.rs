@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use ractor::{ActorProcessingErr, ActorRef};
 
-pub(super) use super::secure_state::begin;
+pub(super) use super::secure_state::{begin, upcoming_release};
 
 use super::aggregator::UnmaskJob;
 use super::state::ServerState;

@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::actors::messages::SecureTrain;
-use crate::config::SecAggSettings;
+use crate::config::{DpSettings, SecAggSettings};
+use crate::federation::privacy::Release;
 use crate::federation::secagg::{Next, SecAggError, SecureRound};
 
 /// The open round's secure aggregation.
@@ -57,7 +58,7 @@ pub(super) fn begin(
 ) -> Result<Option<OpenSecure>, SecAggError> {
     let Some(settings) = settings else { return Ok(None) };
     let ids: Vec<u32> = participants.keys().copied().collect();
-    let params = settings.options.params(round, &ids)?;
+    let params = settings.options.params(round, &ids, len as u64)?;
     let driver = SecureRound::new(params.clone(), len, quorum)?;
     let total_samples = participants.values().sum::<u64>().max(1);
     Ok(Some(OpenSecure {
@@ -69,4 +70,35 @@ pub(super) fn begin(
         deferred: Vec::new(),
         lost_in_check: BTreeSet::new(),
     }))
+}
+
+/// What the next round will charge at most: the Gaussian at the configured multiplier, or, when the sites add the
+/// noise, the Skellam mechanism with the least noise any round size the run allows (`sites` participants, each
+/// round completing with at least its calibrated contributors) can carry — the privacy budget's look-ahead.
+pub(super) fn upcoming_release(
+    settings: Option<SecAggSettings>,
+    dp: DpSettings,
+    sites: std::ops::RangeInclusive<usize>,
+    round: u64,
+    values: usize,
+) -> Release {
+    let gaussian = Release::gaussian(dp.noise_multiplier);
+    let Some(settings) = settings.filter(|_| dp.noise_at_sites) else { return gaussian };
+    let mut worst: Option<(f64, Release)> = None;
+    for n in sites {
+        let ids: Vec<u32> = (0..n as u32).collect();
+        let Some(noise) = settings.options.params(round, &ids, values as u64).ok().and_then(|p| p.noise) else {
+            continue;
+        };
+        let release = Release::Skellam {
+            l1: noise.l1_sensitivity,
+            l2: noise.l2_sensitivity,
+            variance: noise.total_variance(noise.min_contributors),
+        };
+        let eps = crate::federation::privacy::epsilon_of([release], dp.delta);
+        if worst.as_ref().is_none_or(|(e, _)| eps > *e) {
+            worst = Some((eps, release));
+        }
+    }
+    worst.map_or(gaussian, |(_, r)| r)
 }

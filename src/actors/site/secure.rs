@@ -58,7 +58,7 @@ pub(super) fn begin(st: &mut SiteState, round: u64, secure: Option<Box<SecureTra
                  configurations?)"
                     .into(),
             ),
-            (Some(options), Some(s)) => match options.params(round, &s.params.participants) {
+            (Some(options), Some(s)) => match options.params(round, &s.params.participants, s.params.values) {
                 Ok(expected) if expected == s.params => s,
                 Ok(expected) => {
                     return refuse(

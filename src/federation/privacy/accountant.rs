@@ -93,11 +93,51 @@ pub fn epsilon(rdp: &[f64], delta: f64) -> (f64, u32) {
     best
 }
 
-/// One release: the Gaussian mechanism with noise multiplier `sigma` on a sample of rate `q`.
+/// RDP at integer order `alpha` ≥ 2 of the Skellam mechanism: integer noise of variance `variance` (a symmetric
+/// Skellam, the difference of two Poisson(variance/2)) on an integer query of L1 / L2 sensitivity `l1` / `l2`, all
+/// in the same (code) units. Agarwal, Kairouz and Liu, "The Skellam Mechanism for Differentially Private Federated
+/// Learning" (NeurIPS 2021, Theorem 3.5 / Corollary 3.6), with μ the variance:
+///
+///   ε(α) ≤ α·Δ₂²/(2μ) + min( ((2α − 1)·Δ₂² + 6·Δ₁) / (4μ²),  3·Δ₁/(2μ) )
+///
+/// The first term is the Gaussian mechanism's at σ² = μ; the second what the integers cost on top.
+pub fn rdp_skellam(l1: f64, l2: f64, variance: f64, alpha: u32) -> f64 {
+    if l2 <= 0.0 && l1 <= 0.0 {
+        return 0.0;
+    }
+    if variance.is_nan() || variance <= 0.0 {
+        return f64::INFINITY;
+    }
+    let a = alpha as f64;
+    let gaussian = a * l2 * l2 / (2.0 * variance);
+    let discrete =
+        (((2.0 * a - 1.0) * l2 * l2 + 6.0 * l1) / (4.0 * variance * variance)).min(3.0 * l1 / (2.0 * variance));
+    gaussian + discrete
+}
+
+/// One release of a round's aggregate.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Release {
-    pub q: f64,
-    pub sigma: f64,
+pub enum Release {
+    /// The Gaussian mechanism with noise multiplier `sigma` (noise std / sensitivity) on a sample of rate `q`.
+    Gaussian { q: f64, sigma: f64 },
+    /// The Skellam mechanism (noise added by the sites under secure aggregation, `federation::secagg`): L1 / L2
+    /// sensitivity and noise variance, in code units.
+    Skellam { l1: f64, l2: f64, variance: f64 },
+}
+
+impl Release {
+    /// The Gaussian mechanism on every site (q = 1) at multiplier `z`.
+    pub fn gaussian(z: f64) -> Self {
+        Release::Gaussian { q: 1.0, sigma: z }
+    }
+
+    /// RDP at order `alpha`.
+    pub fn rdp(&self, alpha: u32) -> f64 {
+        match *self {
+            Release::Gaussian { q, sigma } => rdp_subsampled_gaussian(q, sigma, alpha),
+            Release::Skellam { l1, l2, variance } => rdp_skellam(l1, l2, variance, alpha),
+        }
+    }
 }
 
 /// The RDP curve of a sequence of releases (composition: RDP adds up per order).
@@ -105,7 +145,7 @@ pub fn rdp_of(releases: impl IntoIterator<Item = Release>) -> Vec<f64> {
     let mut total = vec![0.0; ORDERS.len()];
     for r in releases {
         for (t, &a) in total.iter_mut().zip(ORDERS) {
-            *t += rdp_subsampled_gaussian(r.q, r.sigma, a);
+            *t += r.rdp(a);
         }
     }
     total
@@ -119,7 +159,7 @@ pub fn epsilon_of(releases: impl IntoIterator<Item = Release>, delta: f64) -> f6
 /// The smallest noise multiplier (to 0.1 %) for which `rounds` releases at rate `q` stay within ε `target` at
 /// `delta`; `None` when no multiplier up to 1000 does.
 pub fn noise_for_epsilon(target: f64, delta: f64, q: f64, rounds: u64) -> Option<f64> {
-    let eps = |sigma: f64| epsilon_of(std::iter::repeat_n(Release { q, sigma }, rounds as usize), delta);
+    let eps = |sigma: f64| epsilon_of(std::iter::repeat_n(Release::Gaussian { q, sigma }, rounds as usize), delta);
     let (mut lo, mut hi) = (0.01, 1000.0);
     if eps(hi) > target {
         return None;
@@ -168,7 +208,7 @@ mod tests {
             (0.5, 3.0, 200, 1e-6, 14.893279207990311),
         ];
         for (q, sigma, steps, delta, want) in cases {
-            let got = epsilon_of(std::iter::repeat_n(Release { q, sigma }, steps), delta);
+            let got = epsilon_of(std::iter::repeat_n(Release::Gaussian { q, sigma }, steps), delta);
             assert!(close(got, want, 5e-4), "q {q} σ {sigma} T {steps} δ {delta}: ε {got}, reference {want}");
         }
     }
@@ -176,9 +216,32 @@ mod tests {
     #[test]
     fn the_noise_found_for_a_target_meets_it_and_barely() {
         let z = noise_for_epsilon(3.0, 1e-5, 1.0, 20).expect("reachable");
-        let at = |z: f64| epsilon_of(std::iter::repeat_n(Release { q: 1.0, sigma: z }, 20), 1e-5);
+        let at = |z: f64| epsilon_of(std::iter::repeat_n(Release::gaussian(z), 20), 1e-5);
         assert!(at(z) <= 3.0 && at(z * 0.99) > 3.0, "z {z}: ε {} / {}", at(z), at(z * 0.99));
         assert_eq!(noise_for_epsilon(1e-6, 1e-5, 1.0, 1000), None, "an unreachable target says so");
+    }
+
+    /// The Skellam bound is the Gaussian one at σ² = μ plus the integers' surcharge: vanishing as the variance
+    /// grows against the sensitivity (the regime the sites' noise runs in), dominant when it is small. Values of the
+    /// formula worked by hand: α = 2, Δ₁ = 4, Δ₂ = 2, μ = 8: 2·4/16 + min((3·4 + 24)/256, 12/16) = 0.5 + 0.140625.
+    #[test]
+    fn skellam_rdp_is_the_gaussians_plus_a_vanishing_surcharge() {
+        assert!(close(rdp_skellam(4.0, 2.0, 8.0, 2), 0.640625, 1e-12));
+        assert!(close(rdp_skellam(1000.0, 1.0, 0.25, 3), 6.0 + 6000.0, 1e-12), "small μ: the min takes 3Δ₁/(2μ)");
+        for (z, l2, p) in [(1.0f64, 1e6f64, 1e6f64), (0.7, 3e5, 1e7), (3.0, 5e6, 1e5)] {
+            let (l1, variance) = (p.sqrt() * l2, (z * l2) * (z * l2));
+            for &a in ORDERS {
+                let g = rdp_subsampled_gaussian(1.0, z, a);
+                let s = rdp_skellam(l1, l2, variance, a);
+                assert!(s >= g && close(s, g, 1e-4), "z {z} Δ₂ {l2} α {a}: {s} vs {g}");
+            }
+        }
+        let skellam = Release::Skellam { l1: 1e9, l2: 1e6, variance: 1e12 };
+        let e = epsilon_of(std::iter::repeat_n(skellam, 10), 1e-5);
+        let g = epsilon_of(std::iter::repeat_n(Release::gaussian(1.0), 10), 1e-5);
+        assert!(e >= g && close(e, g, 1e-3), "{e} vs {g}");
+        assert_eq!(rdp_skellam(0.0, 0.0, 1.0, 2), 0.0);
+        assert_eq!(rdp_skellam(1.0, 1.0, 0.0, 2), f64::INFINITY);
     }
 
     #[test]

@@ -11,12 +11,20 @@
 
 pub mod accountant;
 
-pub use accountant::{epsilon_of, noise_for_epsilon, Release};
+pub use accountant::{epsilon_of, noise_for_epsilon, rdp_skellam, Release};
 
-/// ε at `delta` of the rounds in a ledger (their noise multipliers, `records::RoundPrivacy`), plus `next` more
-/// releases with noise multiplier `z` (0 for none). Every site takes part in every round, so no amplification by
-/// sampling is claimed (q = 1): the bound holds whichever sites the rounds really had.
-pub fn ledger_epsilon(ledger: impl IntoIterator<Item = f64>, next: usize, z: f64, delta: f64) -> f64 {
-    let past = ledger.into_iter().map(|sigma| Release { q: 1.0, sigma });
-    epsilon_of(past.chain(std::iter::repeat_n(Release { q: 1.0, sigma: z }, next)), delta)
+/// ε at `delta` of the rounds in a ledger (`records::RoundPrivacy`, each as [`round_release`]), plus `next` more
+/// releases like `upcoming`. Every site takes part in every round, so no amplification by sampling is claimed
+/// (q = 1): the bound holds whichever sites the rounds really had.
+pub fn ledger_epsilon(ledger: impl IntoIterator<Item = Release>, next: usize, upcoming: Release, delta: f64) -> f64 {
+    epsilon_of(ledger.into_iter().chain(std::iter::repeat_n(upcoming, next)), delta)
+}
+
+/// What a round charged: the Skellam mechanism when the sites added the noise (its sensitivities and variance in
+/// code units), else the Gaussian mechanism at noise multiplier `z`.
+pub fn round_release(z: f64, skellam: Option<(f64, f64, f64)>) -> Release {
+    match skellam {
+        Some((l1, l2, variance)) => Release::Skellam { l1, l2, variance },
+        None => Release::gaussian(z),
+    }
 }

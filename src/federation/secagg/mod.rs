@@ -20,12 +20,17 @@
 //!    the dropped sites' key shares; the server reconstructs them (checked against the commitment and the public
 //!    key: a tampered share is found, or the round fails closed), removes the masks and dequantizes the sum.
 //!
+//! With differential privacy's noise at the sites (`privacy.noise = "sites"`), step 3 also adds integer Skellam
+//! noise to the codes before the masks (`noise.rs`): the sum the server unmasks is already noised, so no party
+//! ever holds a noise-free aggregate, and the parameters carry the noise's calibration so that a site checks it.
+//!
 //! Primitives are well-kept crates (x25519-dalek, hkdf + sha2, chacha20poly1305, blahaj for Shamir, rand_chacha
 //! for the mask stream — ChaCha12, seeded with the full 32-byte secret, never folded to fewer bits).
 
 mod crypto;
 mod driver;
 mod fold;
+mod noise;
 mod params;
 mod quantize;
 mod server;
@@ -38,8 +43,9 @@ use thiserror::Error;
 
 pub use driver::{Next, SecureRound, Stage};
 pub use fold::{apply_sum, delta_values};
+pub use noise::{NoiseOptions, SiteNoise};
 pub use params::{SecAggOptions, SecAggParams};
-pub use quantize::{dequantize_sum, quant_step, quantize};
+pub use quantize::{dequantize_noisy_sum, dequantize_sum, quant_step, quantize};
 pub use server::{ServerRound, Unmasked};
 pub use site::SiteRound;
 

@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
+use super::noise::{tail_bound, NoiseOptions, SiteNoise};
+use super::quantize::quant_step;
 use super::SecAggError;
 
 /// One secure aggregation's parameters, the same at the server and every site.
@@ -26,6 +28,10 @@ pub struct SecAggParams {
     pub clip_range: f32,
     /// Quantization levels 2^q per value; the sum lives modulo 2³².
     pub quant_bits: u32,
+    /// The number of values in every masked input (a site refuses to mask an update of another length).
+    pub values: u64,
+    /// Distributed DP: the Skellam noise every site adds (`None`: no noise at the sites).
+    pub noise: Option<SiteNoise>,
 }
 
 /// Default neighbours for `n` sites: everyone up to 10 sites, else 2·⌈log₂ n⌉ (Bell et al.: O(log n)).
@@ -55,33 +61,71 @@ pub struct SecAggOptions {
     pub threshold: Option<usize>,
     /// q (default: the most that cannot overflow for the round's sites, at most 24).
     pub quant_bits: Option<u32>,
+    /// Distributed DP: the sites add the noise (`None`: they add none).
+    pub noise: Option<NoiseOptions>,
 }
 
 impl SecAggOptions {
-    /// Round `round`'s parameters over `participants`, checked ([`SecAggParams::validate`]).
-    pub fn params(&self, round: u64, participants: &[u32]) -> Result<SecAggParams, SecAggError> {
+    /// Round `round`'s parameters over `participants` for inputs of `values` values, checked
+    /// ([`SecAggParams::validate`]).
+    pub fn params(&self, round: u64, participants: &[u32], values: u64) -> Result<SecAggParams, SecAggError> {
         let mut p: Vec<u32> = participants.to_vec();
         p.sort_unstable();
         p.dedup();
         let n = p.len();
         let k = self.neighbours.unwrap_or_else(|| default_neighbours(n));
-        let params = SecAggParams {
+        let mut params = SecAggParams {
             round,
             participants: p,
             neighbours: k,
             threshold: self.threshold.unwrap_or_else(|| default_threshold(k.min(n.saturating_sub(1)))),
             clip_range: self.clip_range,
-            quant_bits: self.quant_bits.unwrap_or_else(|| max_quant_bits(n).min(24)),
+            quant_bits: 0,
+            values,
+            noise: None,
         };
+        params.quant_bits = match self.quant_bits {
+            Some(q) => q,
+            // The most bits (at most 24) whose sums, with the noise they imply, cannot wrap.
+            None => (1..=max_quant_bits(n).min(24))
+                .rev()
+                .find(|&q| self.noise.is_none_or(|o| params.with_noise(q, &o).fits()))
+                .unwrap_or(1),
+        };
+        if let Some(o) = &self.noise {
+            params = params.with_noise(params.quant_bits, o);
+        }
         params.validate()?;
         Ok(params)
     }
 }
 
 impl SecAggParams {
-    /// The parameters with the default graph, threshold and 24-bit-or-less quantization that cannot overflow.
+    /// The parameters with the default graph, threshold and 24-bit-or-less quantization that cannot overflow, for
+    /// inputs of any length, without noise.
     pub fn new(round: u64, participants: &[u32], clip_range: f32) -> Result<Self, SecAggError> {
-        SecAggOptions { clip_range, neighbours: None, threshold: None, quant_bits: None }.params(round, participants)
+        SecAggOptions { clip_range, neighbours: None, threshold: None, quant_bits: None, noise: None }.params(
+            round,
+            participants,
+            0,
+        )
+    }
+
+    /// These parameters at `q` bits with the sites' noise for them.
+    fn with_noise(&self, q: u32, opts: &NoiseOptions) -> Self {
+        let n = self.participants.len();
+        let step = quant_step(self.clip_range, q);
+        let noise = SiteNoise::calibrate(opts, n, self.threshold, self.values, step);
+        SecAggParams { quant_bits: q, noise: Some(noise), ..self.clone() }
+    }
+
+    /// Whether no sum of the participants' codes and noise can wrap: the codes' half-span plus the noise's
+    /// [`tail_bound`] stays below 2³¹ around the centre the sum is decoded from.
+    fn fits(&self) -> bool {
+        let n = self.participants.len() as f64;
+        let half_span = n * ((1u64 << self.quant_bits.min(31)) - 1) as f64 / 2.0;
+        let noise = self.noise.map_or(0.0, |s| tail_bound(s.total_variance(self.participants.len())));
+        half_span + 1.0 + noise < 2f64.powi(31)
     }
 
     /// Checks every parameter; overflow of the modular sum is impossible by construction: n · (2^q − 1) < 2³².
@@ -119,6 +163,20 @@ impl SecAggParams {
                 self.quant_bits,
                 max_quant_bits(n)
             ));
+        }
+        if let Some(noise) = &self.noise {
+            let v = noise.site_variance;
+            if !(v.is_finite() && v > 0.0) || noise.min_contributors < 1 {
+                return bad(format!("the sites' noise variance {v} must be a positive number"));
+            }
+            if !self.fits() {
+                return bad(format!(
+                    "{} quantization bits leave no room for the sites' noise (sd {:.3e} codes over {n} sites) in \
+                     32-bit sums: use fewer secagg.quant_bits (or leave it unset)",
+                    self.quant_bits,
+                    noise.total_variance(n).sqrt()
+                ));
+            }
         }
         Ok(())
     }

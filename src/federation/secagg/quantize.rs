@@ -40,3 +40,32 @@ pub fn dequantize_sum(sum: &[u32], count: usize, clip: f32, q: u32) -> Vec<f32> 
     let step = quant_step(clip, q);
     sum.iter().map(|&s| (s as f64 * step - count as f64 * clip as f64) as f32).collect()
 }
+
+/// [`dequantize_sum`] of codes that carry the sites' zero-centred integer noise, which can take a sum below 0 or
+/// past 2³² − 1: each sum is read as the integer nearest the centre of the codes' span that it is congruent to
+/// (exact while codes and noise stay within 2³¹ of that centre, which the parameters guarantee).
+pub fn dequantize_noisy_sum(sum: &[u32], count: usize, clip: f32, q: u32) -> Vec<f32> {
+    let step = quant_step(clip, q);
+    let centre = (count as u64 * ((1u64 << q) - 1)) / 2;
+    let offset = centre as f64 * step - count as f64 * clip as f64;
+    sum.iter().map(|&s| (f64::from(s.wrapping_sub(centre as u32) as i32) * step + offset) as f32).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_noisy_sum_is_decoded_around_the_centre_of_the_codes_span_also_when_the_noise_wraps_it() {
+        let (clip, q, count) = (1.0f32, 8u32, 3usize);
+        let step = quant_step(clip, q);
+        // Three sites' codes for −1 (0), 0 (≈127.5) and +1 (255), plus noise of −40 codes: below zero, wrapped.
+        let codes = 255u32 + 127;
+        let noisy = codes.wrapping_sub(400);
+        let got = dequantize_noisy_sum(&[noisy, codes], count, clip, q);
+        let want = codes as f64 * step - 3.0;
+        assert!((f64::from(got[1]) - want).abs() < 1e-6, "no noise: {} vs {want}", got[1]);
+        assert!((f64::from(got[0]) - (want - 400.0 * step)).abs() < 1e-5, "wrapped: {}", got[0]);
+        assert_eq!(dequantize_sum(&[codes], count, clip, q)[0], got[1], "the two readings agree without noise");
+    }
+}

@@ -12,7 +12,7 @@ use blahaj::{Share, Sharks};
 
 use super::crypto::{agree, apply_masks, public_key, sha256};
 use super::params::SecAggParams;
-use super::quantize::dequantize_sum;
+use super::quantize::{dequantize_noisy_sum, dequantize_sum};
 use super::site::pair_seed;
 use super::{Advertisement, MaskedInput, Reveal, SealedShares, SecAggError, Secret, UnmaskRequest};
 
@@ -193,7 +193,11 @@ impl ServerRound {
         apply_masks(&mut total, &masks, threads);
         let p = &self.params;
         Ok(Unmasked {
-            sum: dequantize_sum(&total, req.survivors.len(), p.clip_range, p.quant_bits),
+            sum: if p.noise.is_some() {
+                dequantize_noisy_sum(&total, req.survivors.len(), p.clip_range, p.quant_bits)
+            } else {
+                dequantize_sum(&total, req.survivors.len(), p.clip_range, p.quant_bits)
+            },
             survivors: req.survivors.clone(),
             dropped: req.dropped.clone(),
             bad_holders,

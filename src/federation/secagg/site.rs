@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use blahaj::{Share, Sharks};
 
 use super::crypto::{agree, apply_masks, derive, fresh_secret, open, public_key, seal, sha256, share_aad};
+use super::noise::add_skellam;
 use super::params::SecAggParams;
 use super::quantize::quantize;
 use super::{Advertisement, MaskedInput, Reveal, SealedShares, SecAggError, Secret, UnmaskRequest};
@@ -151,9 +152,16 @@ impl SiteRound {
             return Err(SecAggError::Duplicate { site: self.site, what: "a masked input" });
         }
         let p = &self.params;
+        if p.noise.is_some() && update.len() as u64 != p.values {
+            // The noise is calibrated for the round's length: an update of another length would get the wrong one.
+            return Err(SecAggError::Length { site: self.site, got: update.len(), want: p.values as usize });
+        }
         let weighted: Vec<f32> = update.iter().map(|v| v * weight).collect();
         let (mut values, clipped) = quantize(&weighted, p.clip_range, p.quant_bits);
         drop(weighted);
+        if let Some(noise) = &p.noise {
+            add_skellam(&mut values, noise.site_variance, threads)?;
+        }
         let partners: Vec<u32> = self.held.keys().copied().filter(|&j| j != self.site).collect();
         let mut masks = vec![(self.seed, true)];
         for &j in &partners {

@@ -276,3 +276,75 @@ fn parameters_that_could_overflow_or_cannot_work_are_refused() {
     assert!(SecAggParams::new(0, &[3], 1.0).is_err(), "one site");
     assert!(SecAggParams::new(0, &[0, 1], 0.0).is_err(), "clip range");
 }
+
+/// Distributed DP: the unmasked sum is the plain sum plus the survivors' Skellam noise — centred, of the variance
+/// the parameters give for the survivors, a dropped site's share absent — and the sites' noise decodes correctly
+/// through the modular sum even where it takes a value below zero.
+#[test]
+fn with_noise_at_the_sites_the_sum_carries_the_survivors_noise_and_nothing_else() {
+    let ids = [0, 1, 2, 3];
+    let len = 20_000;
+    // Updates at the clip range's edges: −c codes are 0, so the noise wraps below zero about half the time.
+    let u: Vec<(u32, Vec<f32>, f32)> = ids
+        .iter()
+        .map(|&i| (i, (0..len).map(|k| if (k + i as usize).is_multiple_of(2) { -1.0 } else { 1.0 }).collect(), 0.25))
+        .collect();
+    let opts = SecAggOptions {
+        clip_range: 0.25,
+        neighbours: None,
+        threshold: None,
+        quant_bits: Some(12),
+        noise: Some(NoiseOptions { clip_norm: 4.0, noise_multiplier: 0.05, min_contributors: 2 }),
+    };
+    let params = opts.params(5, &ids, len as u64).unwrap();
+    let noise = params.noise.expect("noise configured");
+    assert_eq!(noise.min_contributors, params.threshold.max(2), "calibrated for the fewest that can complete");
+    let (out, _) =
+        Run { params: params.clone(), updates: &u, silent_after_advert: &[], silent_after_shares: &[2] }.go().unwrap();
+    assert_eq!((out.survivors.clone(), out.dropped.clone()), (vec![0, 1, 3], vec![2]));
+    let plain = plain_sum(&u, &out.survivors);
+    let step = f64::from(2.0 * params.clip_range) / ((1u64 << params.quant_bits) - 1) as f64;
+    let diff: Vec<f64> = out.sum.iter().zip(&plain).map(|(a, b)| f64::from(a - b) / step).collect();
+    let mean = diff.iter().sum::<f64>() / len as f64;
+    let var = diff.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / len as f64;
+    // In code units: the noise of 3 survivors plus stochastic rounding (variance ≤ 1/4 per value and site).
+    let want = noise.total_variance(3);
+    assert!(mean.abs() < 4.0 * (want / len as f64).sqrt() + 0.5, "centred: mean {mean}");
+    assert!(var > want * 0.95 && var < want * 1.05 + 0.75, "variance {var}, the survivors' noise {want}");
+    assert!(diff.iter().all(|d| d.abs() < 12.0 * want.sqrt()), "decoded around the centre, never wrapped");
+    // Without noise the same sum is exact to the quantization.
+    let plain_params = SecAggOptions { noise: None, ..opts }.params(5, &ids, len as u64).unwrap();
+    let (clean, _) =
+        Run { params: plain_params.clone(), updates: &u, silent_after_advert: &[], silent_after_shares: &[2] }
+            .go()
+            .unwrap();
+    assert!(max_err(&clean.sum, &plain) <= tolerance(&plain_params, 3));
+}
+
+/// The noise needs room in the 32-bit sums: the default quantization leaves it; bits asked for that leave none are
+/// refused with the reason; and a site refuses to mask an update of another length than the noise was made for.
+#[test]
+fn noise_at_the_sites_is_given_headroom_and_a_fixed_length() {
+    let ids = [0, 1, 2];
+    let noise = NoiseOptions { clip_norm: 1.0, noise_multiplier: 2.0, min_contributors: 2 };
+    let opts = SecAggOptions {
+        clip_range: 1.0 / 3.0,
+        neighbours: None,
+        threshold: None,
+        quant_bits: None,
+        noise: Some(noise),
+    };
+    let p = opts.params(1, &ids, 1_000_000).unwrap();
+    let sd = p.noise.unwrap().total_variance(3).sqrt();
+    let half_span = 3.0 * ((1u64 << p.quant_bits) - 1) as f64 / 2.0;
+    assert!(half_span + 10.0 * sd < 2f64.powi(31), "q = {}: sd {sd:.3e}", p.quant_bits);
+    assert_eq!(p.quant_bits, 24, "z = 2 leaves room at the default's 24 bits");
+    let loud = NoiseOptions { noise_multiplier: 40.0, ..noise };
+    let q = SecAggOptions { noise: Some(loud), ..opts }.params(1, &ids, 1_000_000).unwrap().quant_bits;
+    assert!(q < 24, "z = 40 takes bits from the codes: q = {q}");
+    let greedy = SecAggOptions { quant_bits: Some(29), ..opts }.params(1, &ids, 1_000_000).unwrap_err();
+    assert!(greedy.to_string().contains("no room for the sites' noise"), "{greedy}");
+    let (mut site, _) = SiteRound::new(p, 0).unwrap();
+    let err = site.mask(&[0.0; 10], 1.0 / 3.0).unwrap_err();
+    assert!(matches!(err, SecAggError::Length { got: 10, want: 1_000_000, .. }), "{err}");
+}

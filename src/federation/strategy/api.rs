@@ -51,6 +51,31 @@ pub struct DpRelease {
     pub fitted_share: Option<f64>,
     /// The clip norm of the next round (= `clip_norm` with fixed clipping).
     pub next_clip_norm: f64,
+    /// The sites added the noise (distributed DP under secure aggregation): the round is the Skellam mechanism
+    /// with these numbers, not the Gaussian at `noise_multiplier`.
+    #[serde(default)]
+    pub skellam: Option<SkellamNoise>,
+}
+
+/// The Skellam noise the sites put into a securely summed mean, in quantization code units.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SkellamNoise {
+    /// Δ₁, Δ₂: how far one site's update can move the integer sum.
+    pub l1_sensitivity: f64,
+    pub l2_sensitivity: f64,
+    /// The variance of the noise in the sum (all its contributors' shares).
+    pub variance: f64,
+    pub contributors: usize,
+}
+
+/// How a securely summed mean stands with differential privacy.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum SecureNoise {
+    /// No noise in it yet: a differentially private strategy adds it, each update's sensitivity widened by `slack`
+    /// (what quantizing the updates could add to their norm).
+    ToAdd { slack: f64 },
+    /// The sites added it (`federation::secagg::SiteNoise`): the strategy adds none and charges this.
+    Added(SkellamNoise),
 }
 
 /// How the server combines a round's updates.
@@ -66,14 +91,14 @@ pub trait Strategy: Send {
     fn accumulate(&mut self, update: Weights, num_samples: u64) -> Result<(), AggregateError>;
     /// Folds in the mean of `updates` updates that the server never saw one by one (secure aggregation): FedAvg
     /// and the server optimisers treat it as one update of all their samples; a differentially private strategy
-    /// releases it as the mean of `updates` (its noise scaled to them), with each update's sensitivity widened by
-    /// `slack` (what quantizing the updates could add to their norm).
+    /// releases it as the mean of `updates`, adding noise scaled to them or charging the noise the sites added
+    /// ([`SecureNoise`]).
     fn accumulate_mean(
         &mut self,
         mean: Weights,
         _updates: usize,
         num_samples: u64,
-        _slack: f64,
+        _noise: SecureNoise,
     ) -> Result<(), AggregateError> {
         self.accumulate(mean, num_samples)
     }

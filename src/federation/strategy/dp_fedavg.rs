@@ -14,7 +14,7 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
 use super::aggregate::StreamingMean;
-use super::api::{AggregateError, DpRelease, SiteHints, Strategy};
+use super::api::{AggregateError, DpRelease, SecureNoise, SiteHints, Strategy};
 use crate::federation::weights::Weights;
 
 /// Whether tensor `name` is held back from a DP release: spectral normalisation's power-iteration vectors
@@ -134,8 +134,8 @@ pub struct DpFedAvg {
     /// Updates that fitted in C before any clipping (at the sites: did not reach the bound).
     fitted: usize,
     last: Option<DpRelease>,
-    /// This round's mean came from secure aggregation: (updates it averages, sensitivity slack).
-    secure: Option<(usize, f64)>,
+    /// This round's mean came from secure aggregation: (updates it averages, its noise).
+    secure: Option<(usize, SecureNoise)>,
 }
 
 impl DpFedAvg {
@@ -201,34 +201,46 @@ impl Strategy for DpFedAvg {
         self.fitted = 0;
         self.secure = None;
     }
-    /// The unmasked mean of `updates` updates the sites clipped to C: clipped again here (a mean of vectors within C
-    /// is within C, so this only bites if a site did not clip — the one check left on updates the server cannot
-    /// see), and noised in `finish` as the mean of `updates`, at C + `slack`.
+    /// The unmasked mean of `updates` updates the sites clipped to C. Without noise in it: clipped again here (a
+    /// mean of vectors within C is within C, so this only bites if a site did not clip — the one check left on
+    /// updates the server cannot see), and noised in `finish` as the mean of `updates`, at C + slack. With the
+    /// sites' noise in it: kept as it is (clipping a noisy mean would cut the noise, and a site that did not clip is
+    /// bounded only by the per-value clip range of secure aggregation) and charged as the sites' Skellam mechanism.
     fn accumulate_mean(
         &mut self,
         mean: Weights,
         updates: usize,
         _num_samples: u64,
-        slack: f64,
+        noise: SecureNoise,
     ) -> Result<(), AggregateError> {
-        if updates == 0 || self.mean.count() > 0 || !(slack.is_finite() && slack >= 0.0) {
+        let valid = match noise {
+            SecureNoise::ToAdd { slack } => slack.is_finite() && slack >= 0.0,
+            SecureNoise::Added(s) => s.variance.is_finite() && s.variance > 0.0 && s.contributors == updates,
+        };
+        if updates == 0 || self.mean.count() > 0 || !valid {
             return Err(AggregateError::InvalidParameter(format!(
-                "a secure mean of {updates} updates (slack {slack}) after {} updates this round",
+                "a secure mean of {updates} updates ({noise:?}) after {} updates this round",
                 self.mean.count()
             )));
         }
         let global = self.global.as_ref().ok_or(AggregateError::NoUpdates)?;
-        let (clipped, norm) = clip_update(mean, global, self.clip_norm)?;
-        if norm > (self.clip_norm + slack) * (1.0 + CLIP_SLACK) {
-            tracing::warn!(
-                norm,
-                clip_norm = self.clip_norm,
-                "the unmasked mean was longer than C: a site did not clip"
-            );
-            self.clipped += 1;
-        }
-        self.secure = Some((updates, slack));
-        self.mean.push(clipped, 1)
+        let mean = match noise {
+            SecureNoise::Added(_) => mean,
+            SecureNoise::ToAdd { slack } => {
+                let (clipped, norm) = clip_update(mean, global, self.clip_norm)?;
+                if norm > (self.clip_norm + slack) * (1.0 + CLIP_SLACK) {
+                    tracing::warn!(
+                        norm,
+                        clip_norm = self.clip_norm,
+                        "the unmasked mean was longer than C: a site did not clip"
+                    );
+                    self.clipped += 1;
+                }
+                clipped
+            }
+        };
+        self.secure = Some((updates, noise));
+        self.mean.push(mean, 1)
     }
     fn accumulate(&mut self, update: Weights, _num_samples: u64) -> Result<(), AggregateError> {
         if self.secure.is_some() {
@@ -253,10 +265,19 @@ impl Strategy for DpFedAvg {
         self.mean.count()
     }
     fn finish(&mut self) -> Result<Weights, AggregateError> {
-        let (m, slack) = self.secure.take().unwrap_or((self.mean.count(), 0.0));
+        let (m, noise) = self.secure.take().unwrap_or((self.mean.count(), SecureNoise::ToAdd { slack: 0.0 }));
         let mut mean = self.mean.finish()?;
         let z_update = self.update_noise_multiplier();
-        let std = z_update * (self.clip_norm + slack) / m as f64;
+        let (slack, skellam) = match noise {
+            SecureNoise::ToAdd { slack } => (slack, None),
+            SecureNoise::Added(s) => (0.0, Some(s)),
+        };
+        if skellam.is_some() {
+            // The sites' noise covers every value, also the tensors held back from the release, which every site
+            // sent unchanged: they take the global's values (post-processing).
+            restore_held_back(&mut mean, self.global.as_ref().ok_or(AggregateError::NoUpdates)?)?;
+        }
+        let std = if skellam.is_some() { 0.0 } else { z_update * (self.clip_norm + slack) / m as f64 };
         let mut rng = rand_chacha::ChaCha20Rng::from_os_rng();
         if std > 0.0 {
             let normal = Normal::new(0.0f64, std)
@@ -290,6 +311,7 @@ impl Strategy for DpFedAvg {
             clipped: self.clipped,
             fitted_share,
             next_clip_norm,
+            skellam,
         });
         self.clip_norm = next_clip_norm;
         self.global = None;
@@ -305,9 +327,24 @@ impl Strategy for DpFedAvg {
     }
 }
 
+/// The [`held_back`] tensors of `mean` set to the global's.
+fn restore_held_back(mean: &mut Weights, global: &Weights) -> Result<(), AggregateError> {
+    for t in mean.tensors_mut().iter_mut().filter(|t| held_back(&t.name)) {
+        let g = global.tensors().iter().find(|g| g.name == t.name).ok_or_else(|| {
+            AggregateError::InvalidParameter(format!("{} is not in the round's global weights", t.name))
+        })?;
+        if g.data.len() != t.data.len() {
+            return Err(AggregateError::InvalidParameter(format!("{} changed length", t.name)));
+        }
+        t.data.copy_from_slice(&g.data);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::federation::strategy::SkellamNoise;
     use crate::federation::weights::NamedTensor;
 
     fn w(values: &[f32]) -> Weights {
@@ -334,7 +371,7 @@ mod tests {
         let global = w(&vec![0.0; n]);
         let mut s = DpFedAvg::new(1.0, 2.0, true).unwrap();
         s.begin_round(&global);
-        s.accumulate_mean(w(&vec![0.0; n]), 4, 400, 0.5).unwrap();
+        s.accumulate_mean(w(&vec![0.0; n]), 4, 400, SecureNoise::ToAdd { slack: 0.5 }).unwrap();
         assert!(s.accumulate(w(&vec![0.0; n]), 1).is_err(), "nothing else joins a secure mean");
         let out = s.finish().unwrap();
         let d = &out.tensors()[0].data;
@@ -346,10 +383,40 @@ mod tests {
         // A mean longer than C: some site did not clip; it is clipped to C and counted.
         let mut s = DpFedAvg::new(1.0, 0.0, true).unwrap();
         s.begin_round(&global);
-        s.accumulate_mean(w(&vec![1.0; n]), 3, 300, 0.0).unwrap();
+        s.accumulate_mean(w(&vec![1.0; n]), 3, 300, SecureNoise::ToAdd { slack: 0.0 }).unwrap();
         let out = s.finish().unwrap();
         assert!((out.l2_distance(&global).unwrap() - 1.0).abs() < 1e-3);
         assert_eq!(s.released().unwrap().clipped, 1);
+    }
+
+    /// A mean the sites already noised (distributed DP) is released as it is — no second noise, no clipping of
+    /// the noisy mean, the held-back tensors back at the global's — and the round is charged as the sites'
+    /// Skellam mechanism.
+    #[test]
+    fn a_mean_the_sites_noised_is_released_unchanged_and_charged_as_skellam() {
+        let global = Weights::new(vec![
+            NamedTensor::new("generator.fc.weight", vec![4], vec![0.0; 4]).unwrap(),
+            NamedTensor::new("generator.fc_bn.bn.running_var", vec![2], vec![1.0; 2]).unwrap(),
+        ])
+        .unwrap();
+        let noisy = Weights::new(vec![
+            NamedTensor::new("generator.fc.weight", vec![4], vec![3.0, -4.0, 0.5, 0.0]).unwrap(),
+            NamedTensor::new("generator.fc_bn.bn.running_var", vec![2], vec![1.3, 0.6]).unwrap(),
+        ])
+        .unwrap();
+        let mut s = DpFedAvg::new(1.0, 2.0, true).unwrap();
+        s.begin_round(&global);
+        let charge = SkellamNoise { l1_sensitivity: 10.0, l2_sensitivity: 5.0, variance: 80.0, contributors: 3 };
+        assert!(
+            s.accumulate_mean(noisy.clone(), 2, 0, SecureNoise::Added(charge)).is_err(),
+            "3 sites' noise, 2 updates"
+        );
+        s.accumulate_mean(noisy, 3, 0, SecureNoise::Added(charge)).unwrap();
+        let out = s.finish().unwrap();
+        assert_eq!(out.tensors()[0].data, vec![3.0, -4.0, 0.5, 0.0], "longer than C, and kept: it is mostly noise");
+        assert_eq!(out.tensors()[1].data, vec![1.0, 1.0], "held back: the global's");
+        let rel = s.released().unwrap();
+        assert_eq!((rel.updates, rel.clipped, rel.skellam), (3, 0, Some(charge)));
     }
 
     /// A site sending a huge update moves the global model by at most C/m (plus noise): with noise 0, exactly.

@@ -37,7 +37,7 @@ pub mod server_opt;
 mod tests;
 
 pub use aggregate::{weighted_mean, Collecting, Combine};
-pub use api::{AggregateError, DpRelease, SiteHints, Strategy};
+pub use api::{AggregateError, DpRelease, SecureNoise, SiteHints, SkellamNoise, Strategy};
 pub use config::StrategyConfig;
 pub use coordinate::{FedMedian, TrimmedMean};
 pub use dp_fedavg::{clip_update, held_back, AdaptiveClipping, DpFedAvg};

@@ -17,7 +17,7 @@
 //! is O(P) and lives in the strategy; it is exposed as [`Weights`] (`Strategy::state_weights`) and saved as the
 //! `strategy` part of every round's checkpoint, so a restarted server resumes with the same moments.
 
-use super::api::{AggregateError, Strategy};
+use super::api::{AggregateError, SecureNoise, Strategy};
 use super::fedavg::FedAvg;
 use crate::federation::weights::{NamedTensor, Weights};
 
@@ -162,9 +162,9 @@ impl Strategy for ServerOpt {
         mean: Weights,
         updates: usize,
         num_samples: u64,
-        slack: f64,
+        noise: SecureNoise,
     ) -> Result<(), AggregateError> {
-        self.mean.accumulate_mean(mean, updates, num_samples, slack)
+        self.mean.accumulate_mean(mean, updates, num_samples, noise)
     }
 
     fn count(&self) -> usize {
