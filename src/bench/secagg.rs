@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use super::federation::{median, one_tensor, random_f32};
-use crate::federation::secagg::{SecAggParams, ServerRound, SiteRound};
+use crate::federation::secagg::{NoiseOptions, SecAggOptions, ServerRound, SiteRound};
 use crate::federation::strategy::StrategyConfig;
 
 /// One measured configuration.
@@ -27,8 +27,10 @@ pub struct SecAggRow {
     pub fedavg_secs: Vec<f64>,
 }
 
-/// `k` sites with updates of `p` values, the last `dropped` of them killed after sharing; `reps` repetitions.
-pub fn secagg_bench(k: usize, p: usize, dropped: usize, reps: usize) -> Result<SecAggRow, String> {
+/// `k` sites with updates of `p` values, the last `dropped` of them killed after sharing; `reps` repetitions. With
+/// `noise` = Some(z), the sites add distributed DP's Skellam noise (clip norm 1, calibrated for 2 contributors) and
+/// weigh their updates 1/k, as with `privacy.noise = "sites"`.
+pub fn secagg_bench(k: usize, p: usize, dropped: usize, reps: usize, noise: Option<f64>) -> Result<SecAggRow, String> {
     if k < 2 || p == 0 || dropped >= k {
         return Err("secagg bench needs k ≥ 2, p ≥ 1 and fewer dropped sites than sites".into());
     }
@@ -38,7 +40,15 @@ pub fn secagg_bench(k: usize, p: usize, dropped: usize, reps: usize) -> Result<S
     let (mut site_secs, mut server_secs, mut fedavg_secs) = (Vec::new(), Vec::new(), Vec::new());
     let mut shape = (0, 0);
     for rep in 0..reps.max(1) {
-        let params = SecAggParams::new(rep as u64, &ids, 1.0).map_err(|e| e.to_string())?;
+        let options = SecAggOptions {
+            clip_range: 1.0,
+            neighbours: None,
+            threshold: None,
+            quant_bits: None,
+            noise: noise.map(|z| NoiseOptions { clip_norm: 1.0, noise_multiplier: z, min_contributors: 2 }),
+        };
+        let params = options.params(rep as u64, &ids, p as u64).map_err(|e| e.to_string())?;
+        let weight = if noise.is_some() { 1.0 / k as f32 } else { 1.0 };
         shape = (params.degree(), params.threshold);
         let mut server = ServerRound::new(params.clone(), p).map_err(|e| e.to_string())?;
         let mut site_time = vec![0.0f64; k];
@@ -66,7 +76,7 @@ pub fn secagg_bench(k: usize, p: usize, dropped: usize, reps: usize) -> Result<S
             let routed = server.shares_for(ids[i]);
             let t = Instant::now();
             s.receive(&routed).map_err(|e| e.to_string())?;
-            let (masked, _) = s.mask(&updates[i], 1.0).map_err(|e| e.to_string())?;
+            let (masked, _) = s.mask(&updates[i], weight).map_err(|e| e.to_string())?;
             site_time[i] += t.elapsed().as_secs_f64();
             if i < k - dropped {
                 let t = Instant::now();

@@ -80,8 +80,8 @@ pub(super) fn bench(c: BenchCmd) -> Result<()> {
             println!("{}\n{}", fed::machine_line(), fed::render_transfer(&rows));
         }
         BenchCmd::Secagg(a) => {
-            let row =
-                crate::bench::secagg::secagg_bench(a.sites, a.params, a.dropped, a.reps).map_err(anyhow::Error::msg)?;
+            let row = crate::bench::secagg::secagg_bench(a.sites, a.params, a.dropped, a.reps, a.noise)
+                .map_err(anyhow::Error::msg)?;
             println!("{}\n{}", fed::machine_line(), crate::bench::secagg::render_secagg(&[row]));
         }
         BenchCmd::Aggregate(a) => {
@@ -237,6 +237,9 @@ pub(super) struct BenchSecaggCmd {
     dropped: usize,
     #[arg(long, default_value_t = 3)]
     reps: usize,
+    /// Distributed DP: the sites add Skellam noise of this multiplier z (clip norm 1, calibrated for 2 sites).
+    #[arg(long)]
+    noise: Option<f64>,
 }
 
 #[derive(Args, Debug)]
