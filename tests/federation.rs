@@ -372,6 +372,7 @@ fn the_server_actor_answers_within_50_ms_while_it_folds_eight_40_mb_updates() {
         heartbeat_secs: None,
         keep_finished_update: false,
         secagg: false,
+        dp_sites: None,
     };
     let config = tmp.path().join("config.toml");
     let text = histofed::bench::federation::federation_config(&opts, common::free_port(), &tmp.path().join("run"));

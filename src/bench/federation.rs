@@ -443,6 +443,9 @@ pub struct FederationOpts {
     pub keep_finished_update: bool,
     /// Secure aggregation (`[secagg]`, clip range 0.01: the bench's updates move each value by at most 1e-3).
     pub secagg: bool,
+    /// With `secagg`: differential privacy with the noise added by the sites at this multiplier z
+    /// (`privacy.noise = "sites"`, clip norm 1e-3·√P, which the bench's updates stay within).
+    pub dp_sites: Option<f64>,
 }
 
 /// Result of one [`federation_bench`] run.
@@ -527,7 +530,12 @@ pub fn federation_config(opts: &FederationOpts, port: u16, out: &Path) -> String
     let FederationOpts { sites, rounds, params, keep_finished_update, .. } = opts;
     let per_class = (3 * sites).max(8);
     let heartbeat = opts.heartbeat_secs.map(|h| format!("heartbeat_secs = {h}\n")).unwrap_or_default();
-    let secagg = if opts.secagg { "\n[secagg]\nenabled = true\nclip_range = 0.01\n" } else { "" };
+    let mut secagg =
+        if opts.secagg { "\n[secagg]\nenabled = true\nclip_range = 0.01\n".to_string() } else { String::new() };
+    if let Some(z) = opts.dp_sites {
+        let clip = 1e-3 * (*params as f64).sqrt();
+        secagg.push_str(&format!("\n[privacy]\nnoise_multiplier = {z}\nclip_norm = {clip}\nnoise = \"sites\"\n"));
+    }
     format!(
         r#"[federation]
 rounds = {rounds}

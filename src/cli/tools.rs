@@ -100,7 +100,11 @@ pub(super) fn bench(c: BenchCmd) -> Result<()> {
                 heartbeat_secs: a.heartbeat_secs,
                 keep_finished_update: !a.no_finished_update_on_disk,
                 secagg: a.secagg,
+                dp_sites: a.dp_sites,
             };
+            if opts.dp_sites.is_some() && !opts.secagg {
+                anyhow::bail!("--dp-sites needs --secagg: the sites' noise is added under secure aggregation");
+            }
             let row = fed::federation_bench(&opts).map_err(anyhow::Error::msg)?;
             println!("{}\n{}", fed::machine_line(), fed::render_federation(&[row]));
         }
@@ -268,6 +272,9 @@ pub(super) struct BenchFederationCmd {
     /// Aggregate securely (`[secagg] enabled = true`, clip range 0.01): the round time with secure aggregation.
     #[arg(long)]
     secagg: bool,
+    /// With --secagg: differential privacy whose noise the sites add (`privacy.noise = "sites"`) at multiplier Z.
+    #[arg(long, value_name = "Z")]
+    dp_sites: Option<f64>,
 }
 
 #[derive(Args, Debug)]
