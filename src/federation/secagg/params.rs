@@ -92,7 +92,8 @@ impl SecAggOptions {
                 .find(|&q| self.noise.is_none_or(|o| params.with_noise(q, &o).fits()))
                 .unwrap_or(1),
         };
-        if let Some(o) = &self.noise {
+        // Bits out of range get no noise computed for them (the step would be meaningless); validate names them.
+        if let Some(o) = self.noise.as_ref().filter(|_| (1..=31).contains(&params.quant_bits)) {
             params = params.with_noise(params.quant_bits, o);
         }
         params.validate()?;

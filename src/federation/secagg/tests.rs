@@ -344,6 +344,10 @@ fn noise_at_the_sites_is_given_headroom_and_a_fixed_length() {
     assert!(q < 24, "z = 40 takes bits from the codes: q = {q}");
     let greedy = SecAggOptions { quant_bits: Some(29), ..opts }.params(1, &ids, 1_000_000).unwrap_err();
     assert!(greedy.to_string().contains("no room for the sites' noise"), "{greedy}");
+    for q in [0, 32, 70] {
+        let e = SecAggOptions { quant_bits: Some(q), ..opts }.params(1, &ids, 1_000_000).unwrap_err();
+        assert!(e.to_string().contains("quantization bits"), "q = {q}: {e}");
+    }
     let (mut site, _) = SiteRound::new(p, 0).unwrap();
     let err = site.mask(&[0.0; 10], 1.0 / 3.0).unwrap_err();
     assert!(matches!(err, SecAggError::Length { got: 10, want: 1_000_000, .. }), "{err}");
