@@ -20,6 +20,23 @@ fn server_log(fed: &Fed) -> String {
     fed.log("server-1").lines().filter(|l| !l.contains("DEBUG")).collect::<Vec<_>>().join("\n")
 }
 
+/// How many values round `round`'s checkpoint of the run in `dir` releases under DP (generator and discriminator,
+/// less the tensors held back from the release): the P of the noise's expected length.
+fn released_values(dir: &std::path::Path, round: u64) -> usize {
+    use histofed::federation::checkpoint::CheckpointStore;
+    use histofed::federation::strategy::held_back;
+    use histofed::federation::weights::Weights;
+    use histofed::models::{DISCRIMINATOR_PREFIX, GENERATOR_PREFIX};
+    let store = CheckpointStore::open(dir.join("run/checkpoints"), 5).unwrap();
+    let last = store.load_round(round).unwrap();
+    let joined = Weights::join_prefixed(&[
+        (GENERATOR_PREFIX, &last.parts["generator"]),
+        (DISCRIMINATOR_PREFIX, &last.parts["discriminator"]),
+    ])
+    .unwrap();
+    joined.tensors().iter().filter(|t| !held_back(&t.name)).map(|t| t.data.len()).sum()
+}
+
 /// Every site answers every stage: each round is unmasked from all of them, and the global model moves.
 #[test]
 fn secure_rounds_complete_with_every_site() {
@@ -147,10 +164,6 @@ fn a_site_configured_for_secure_aggregation_refuses_a_round_in_the_clear() {
 /// the m updates in the sum — the released step is z·C·√P/m long — and every round has its ledger entry.
 #[test]
 fn differential_privacy_noises_the_securely_summed_mean_as_the_mean_of_its_updates() {
-    use histofed::federation::checkpoint::CheckpointStore;
-    use histofed::federation::strategy::held_back;
-    use histofed::federation::weights::Weights;
-    use histofed::models::{DISCRIMINATOR_PREFIX, GENERATOR_PREFIX};
     let _guard = serial();
     let tmp = tempfile::tempdir().unwrap();
     let dp = "[privacy]\nnoise_multiplier = 1.0\nclip_norm = 0.5\n";
@@ -159,14 +172,7 @@ fn differential_privacy_noises_the_securely_summed_mean_as_the_mean_of_its_updat
     let report = fed.finish(Duration::from_secs(240));
     assert!(report.finished, "{report:#?}");
     assert_eq!(report.rounds.len(), 2);
-    let store = CheckpointStore::open(tmp.path().join("run/checkpoints"), 5).unwrap();
-    let last = store.load_round(2).unwrap();
-    let joined = Weights::join_prefixed(&[
-        (GENERATOR_PREFIX, &last.parts["generator"]),
-        (DISCRIMINATOR_PREFIX, &last.parts["discriminator"]),
-    ])
-    .unwrap();
-    let released: usize = joined.tensors().iter().filter(|t| !held_back(&t.name)).map(|t| t.data.len()).sum();
+    let released = released_values(tmp.path(), 2);
     for r in &report.rounds {
         let s = r.secure.as_ref().expect("aggregated securely");
         assert_eq!(s.survivors, vec![0, 1, 2]);
@@ -190,11 +196,7 @@ fn differential_privacy_noises_the_securely_summed_mean_as_the_mean_of_its_updat
 /// charges each round as the Skellam mechanism of the 3 sites' noise.
 #[test]
 fn with_noise_at_the_sites_the_server_adds_none_and_charges_the_sites_skellam_noise() {
-    use histofed::federation::checkpoint::CheckpointStore;
     use histofed::federation::privacy::{epsilon_of, Release};
-    use histofed::federation::strategy::held_back;
-    use histofed::federation::weights::Weights;
-    use histofed::models::{DISCRIMINATOR_PREFIX, GENERATOR_PREFIX};
     let _guard = serial();
     let tmp = tempfile::tempdir().unwrap();
     let dp = "[privacy]\nnoise_multiplier = 1.0\nclip_norm = 0.5\nnoise = \"sites\"\n";
@@ -203,14 +205,7 @@ fn with_noise_at_the_sites_the_server_adds_none_and_charges_the_sites_skellam_no
     let report = fed.finish(Duration::from_secs(240));
     assert!(report.finished, "{report:#?}\n{}", server_log(&fed));
     assert_eq!(report.rounds.len(), 2);
-    let store = CheckpointStore::open(tmp.path().join("run/checkpoints"), 5).unwrap();
-    let last = store.load_round(2).unwrap();
-    let joined = Weights::join_prefixed(&[
-        (GENERATOR_PREFIX, &last.parts["generator"]),
-        (DISCRIMINATOR_PREFIX, &last.parts["discriminator"]),
-    ])
-    .unwrap();
-    let released: usize = joined.tensors().iter().filter(|t| !held_back(&t.name)).map(|t| t.data.len()).sum();
+    let released = released_values(tmp.path(), 2);
     let mut ledger = Vec::new();
     for r in &report.rounds {
         let s = r.secure.as_ref().expect("aggregated securely");

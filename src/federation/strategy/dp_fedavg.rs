@@ -40,14 +40,11 @@ pub fn held_back(name: &str) -> bool {
 /// 2019, as Flower's fixed clipping): `global + Δ · min(1, C/‖Δ‖)`; tensors [`held_back`] take the global's
 /// values. Returns the clipped weights and ‖Δ‖ before clipping (over the released tensors).
 pub fn clip_update(update: Weights, global: &Weights, clip_norm: f64) -> Result<(Weights, f64), AggregateError> {
-    update.check_same_layout(global).map_err(|e| AggregateError::Layout(e.to_string()))?;
     let mut update = update;
+    restore_held_back(&mut update, global)?;
     let mut squared = 0.0f64;
-    for (t, g) in update.tensors_mut().iter_mut().zip(global.tensors()) {
-        if held_back(&t.name) {
-            t.data.copy_from_slice(&g.data);
-            continue;
-        }
+    // The held-back tensors now equal the global's: they add nothing to the norm.
+    for (t, g) in update.tensors().iter().zip(global.tensors()).filter(|(t, _)| !held_back(&t.name)) {
         squared += t.data.iter().zip(&g.data).map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2)).sum::<f64>();
     }
     let norm = squared.sqrt();
@@ -327,16 +324,13 @@ impl Strategy for DpFedAvg {
     }
 }
 
-/// The [`held_back`] tensors of `mean` set to the global's.
-fn restore_held_back(mean: &mut Weights, global: &Weights) -> Result<(), AggregateError> {
-    for t in mean.tensors_mut().iter_mut().filter(|t| held_back(&t.name)) {
-        let g = global.tensors().iter().find(|g| g.name == t.name).ok_or_else(|| {
-            AggregateError::InvalidParameter(format!("{} is not in the round's global weights", t.name))
-        })?;
-        if g.data.len() != t.data.len() {
-            return Err(AggregateError::InvalidParameter(format!("{} changed length", t.name)));
+/// The [`held_back`] tensors of `weights` set to the global's (whose layout `weights` must have).
+fn restore_held_back(weights: &mut Weights, global: &Weights) -> Result<(), AggregateError> {
+    weights.check_same_layout(global).map_err(|e| AggregateError::Layout(e.to_string()))?;
+    for (t, g) in weights.tensors_mut().iter_mut().zip(global.tensors()) {
+        if held_back(&t.name) {
+            t.data.copy_from_slice(&g.data);
         }
-        t.data.copy_from_slice(&g.data);
     }
     Ok(())
 }
