@@ -600,6 +600,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::GeneratorArch;
 
     #[test]
     fn empty_file_is_the_default_and_round_trips() {
@@ -662,6 +663,16 @@ mod tests {
         assert_eq!(m.beta1, recipe.beta1, "only the rates change");
         cfg.model.lr_d = Some(-1.0);
         assert!(cfg.model_config().unwrap_err().to_string().contains("lr_d"));
+    }
+
+    #[test]
+    fn the_generator_architecture_is_chosen_by_name() {
+        let mut cfg = Config::default();
+        cfg.apply_overrides(&["model.generator=pixel-shuffle".into()]).unwrap();
+        assert_eq!(cfg.model_config().unwrap().generator_arch, GeneratorArch::PixelShuffle);
+        cfg.model.generator = Some("pixelshuffle".into());
+        let err = cfg.model_config().unwrap_err().to_string();
+        assert!(err.contains("model.generator") && err.contains("pixel-shuffle"), "{err}");
     }
 
     #[test]

@@ -28,7 +28,8 @@ pub struct ModelSection {
     pub ema_decay: Option<f64>,
     /// Spectral norm in every discriminator layer.
     pub spectral_norm: Option<bool>,
-    /// `dcgan` (transposed convolutions) or `resize-conv` (up-sampling + 3×3 convs, class-conditional BatchNorm).
+    /// `dcgan` (transposed convolutions), `resize-conv` (up-sampling + 3×3 convs, class-conditional BatchNorm) or
+    /// `pixel-shuffle` (resize-conv to half the side, then an ICNR-initialised sub-pixel convolution).
     pub generator: Option<String>,
     /// ViT discriminator: L2-distance attention.
     pub vit_l2_attention: Option<bool>,

@@ -153,6 +153,9 @@ pub enum GeneratorArch {
     /// Nearest-neighbour ×2 up-sampling then 3×3 convolutions (no checkerboard, Odena et al. 2016), with
     /// class-conditional BatchNorm in every block (a per-class gain and bias, as BigGAN/SNGAN condition).
     ResizeConv,
+    /// The resize-conv generator up to half the side, then a sub-pixel convolution (3·4 channels rearranged into a
+    /// 2× larger image; Shi et al. 2016, ICNR-initialised): the full-resolution block, the costliest, is skipped.
+    PixelShuffle,
 }
 
 impl FromStr for SourceLoss {
@@ -174,10 +177,11 @@ impl FromStr for GeneratorArch {
         match s.trim().to_ascii_lowercase().as_str() {
             "dcgan" => Ok(GeneratorArch::Dcgan),
             "resize-conv" => Ok(GeneratorArch::ResizeConv),
+            "pixel-shuffle" => Ok(GeneratorArch::PixelShuffle),
             _ => Err(ModelError::UnknownName {
                 what: "generator architecture",
                 value: s.to_string(),
-                expected: "dcgan, resize-conv".into(),
+                expected: "dcgan, resize-conv, pixel-shuffle".into(),
             }),
         }
     }

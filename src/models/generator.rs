@@ -10,6 +10,13 @@
 //! does not divide evenly paint the checkerboard seen in early samples; Odena et al. 2016), and conditions every
 //! block through class-conditional BatchNorm (per-class gain and bias, the conditioning of SNGAN/BigGAN): a label
 //! that only scales z reaches the texture layers weakly, and the classes here differ mostly in texture.
+//!
+//! The `GeneratorArch::PixelShuffle` variant is the resize-conv generator with its last stage replaced: the blocks
+//! stop at half the side, and one 3×3 convolution to 3·4 channels is rearranged into the image at full side (the
+//! sub-pixel convolution of Shi et al. 2016). Why: on a CPU the full-resolution block is most of the generator's cost
+//! (`docs/gan-recipe.md` measures the step), and each output pixel keeps its own weights. Its weights start
+//! ICNR-initialised (Aitken et al. 2017: the four sub-pixel filters of a colour are equal, see `init.rs`), so at
+//! initialisation it is nearest up-sampling followed by a convolution and paints no checkerboard.
 
 use tch::nn;
 use tch::{Kind, Tensor};
@@ -88,25 +95,37 @@ pub struct ResizeConvGenerator {
     blocks: Vec<ResizeBlock>,
     out: Conv2d,
     c0: i64,
+    /// The last doubling is the sub-pixel output convolution (`GeneratorArch::PixelShuffle`).
+    subpixel: bool,
 }
 
+/// The name of the pixel-shuffle generator's output convolution, which `init.rs` initialises ICNR.
+pub(crate) const SUBPIXEL: &str = "subpixel";
+
 impl ResizeConvGenerator {
-    fn new(p: &nn::Path, cfg: &ModelConfig) -> Self {
+    fn new(p: &nn::Path, cfg: &ModelConfig, subpixel: bool) -> Self {
         let stages = cfg.num_stages();
         let ch = |i: i64| cfg.g_width * (1i64 << (stages - 1 - i).min(3));
         let c0 = ch(0);
         let k = cfg.num_classes;
-        // Stages 0..stages-1 double 4 → S/2 between widths ch(i) → ch(i+1); the last doubles S/2 → S at ch(last).
-        let blocks = (0..stages)
+        // Stages 0..stages-1 double 4 → S/2 between widths ch(i) → ch(i+1); the last doubles S/2 → S at ch(last),
+        // unless the sub-pixel output does that doubling.
+        let blocks = (0..if subpixel { stages - 1 } else { stages })
             .map(|i| ResizeBlock::new(p / "blocks" / i, ch(i), ch((i + 1).min(stages - 1)), k, i < 2))
             .collect();
+        let out = if subpixel {
+            Conv2d::new(p / SUBPIXEL, ch(stages - 1), 3 * 4, 3, 1, 1, true, false)
+        } else {
+            Conv2d::new(p / "out", ch(stages - 1), 3, 3, 1, 1, true, false)
+        };
         ResizeConvGenerator {
             label_emb: nn::embedding(p / "label_emb", k, cfg.latent_dim, Default::default()),
             fc: nn::linear(p / "fc", cfg.latent_dim, c0 * 16, nn::LinearConfig { bias: false, ..Default::default() }),
             fc_bn: CondBatchNorm::new(p / "fc_bn", c0, k),
             blocks,
-            out: Conv2d::new(p / "out", ch(stages - 1), 3, 3, 1, 1, true, false),
+            out,
             c0,
+            subpixel,
         }
     }
 
@@ -117,7 +136,12 @@ impl ResizeConvGenerator {
         for b in &self.blocks {
             h = b.forward_t(&h, labels, train);
         }
-        self.out.forward_t(&h, train).tanh()
+        let out = self.out.forward_t(&h, train);
+        if self.subpixel {
+            out.pixel_shuffle(2).tanh()
+        } else {
+            out.tanh()
+        }
     }
 }
 
@@ -138,7 +162,8 @@ impl Generator {
     pub fn new(p: &nn::Path, cfg: &ModelConfig) -> Self {
         match cfg.generator_arch {
             GeneratorArch::Dcgan => Generator::Dcgan(Box::new(DcganGenerator::new(p, cfg))),
-            GeneratorArch::ResizeConv => Generator::ResizeConv(Box::new(ResizeConvGenerator::new(p, cfg))),
+            GeneratorArch::ResizeConv => Generator::ResizeConv(Box::new(ResizeConvGenerator::new(p, cfg, false))),
+            GeneratorArch::PixelShuffle => Generator::ResizeConv(Box::new(ResizeConvGenerator::new(p, cfg, true))),
         }
     }
 

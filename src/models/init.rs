@@ -4,12 +4,15 @@
 //! generator (see `rng.rs`), so it cannot promise per-model reproducibility on a multi-threaded process. Here every
 //! variable is overwritten from a stream keyed by (seed, variable name), following the DCGAN / ViT conventions:
 //! conv, linear and token weights N(0, 0.02); biases 0; normalisation gains 1; the generator's label embedding N(0, 1)
-//! (it multiplies z, so it must not shrink it); spectral-norm power-iteration vectors random unit vectors.
+//! (it multiplies z, so it must not shrink it); spectral-norm power-iteration vectors random unit vectors; the
+//! sub-pixel output convolution ICNR (each output colour's `r²` filters equal, so the rearranged image starts as a
+//! nearest up-sampling of one convolution's output; Aitken et al. 2017).
 
 use tch::nn::VarStore;
 use tch::Tensor;
 
 use super::error::ModelError;
+use super::generator::SUBPIXEL;
 use super::rng::SeededRng;
 
 /// Overwrites every variable of `vs` (trainable or not) with its seeded initial value.
@@ -32,10 +35,20 @@ pub(crate) fn init_varstore(vs: &VarStore, seed: i64) -> Result<(), ModelError> 
             }
             "weight" if shape.len() == 1 => vec![1.0; n],
             "weight" if name.ends_with("label_emb.weight") => rng.normal_vec(n, 0.0, 1.0),
+            "weight" if name.ends_with(&format!("{SUBPIXEL}.weight")) => icnr(&mut rng, &shape, 4),
             _ => rng.normal_vec(n, 0.0, 0.02),
         };
         let src = Tensor::from_slice(&values).view(shape.as_slice()).to_kind(t.kind()).to_device(t.device());
         t.f_copy_(&src).map_err(ModelError::torch("weight initialisation"))?;
     }
     Ok(())
+}
+
+/// N(0, 0.02) filters for `shape[0] / group` outputs, each repeated `group` times consecutively: the layout
+/// `pixel_shuffle` reads (output channel c·r² + k is sub-pixel k of colour c).
+fn icnr(rng: &mut SeededRng, shape: &[i64], group: usize) -> Vec<f32> {
+    let per_out = shape.iter().skip(1).product::<i64>().max(0) as usize;
+    let outs = shape.first().copied().unwrap_or(0).max(0) as usize / group.max(1);
+    let base = rng.normal_vec(outs * per_out, 0.0, 0.02);
+    base.chunks(per_out.max(1)).flat_map(|f| std::iter::repeat_n(f, group).flatten().copied()).collect()
 }

@@ -122,6 +122,52 @@ fn a_second_convolution_per_discriminator_stage_trains() {
     assert!(cfg.validate().unwrap_err().to_string().contains("d_stage_convs"));
 }
 
+/// `generator = "pixel-shuffle"` ends in a sub-pixel convolution at half the side: the right image shape at every
+/// size, one fewer block than resize-conv, ICNR at initialisation (each 2×2 cell of the pre-tanh image constant, so
+/// no checkerboard), and it learns the toy batch's class means as the recipe's other generators do.
+#[test]
+fn pixel_shuffle_generator_starts_as_nearest_upsampling_and_learns() {
+    use super::config::GeneratorArch;
+    tch::set_num_threads(1);
+    let mut cfg = ModelConfig::preset("tiny", GanKind::Cgan, DiscKind::Cnn, 4).unwrap();
+    cfg.generator_arch = GeneratorArch::PixelShuffle;
+    for size in [32, 64] {
+        cfg.image_size = size;
+        let g = Gan::new(&cfg, Device::Cpu, 5).unwrap();
+        let labels = Tensor::from_slice(&[0i64, 1, 2, 3]);
+        let img = g.generate_raw(&g.latent(4, 2), &labels);
+        assert_eq!(img.size(), vec![4, 3, size, size]);
+        // atanh undoes the output's tanh; every 2×2 cell must then hold one value per colour.
+        let pre = img.clamp(-0.999_999, 0.999_999).atanh();
+        let cell = pre.view([4, 3, size / 2, 2, size / 2, 2]);
+        let spread = (cell.amax([3i64, 5].as_slice(), false) - cell.amin([3i64, 5].as_slice(), false)).max();
+        assert!(spread.double_value(&[]) < 1e-4, "ICNR: a 2×2 cell varies by {}", spread.double_value(&[]));
+        assert!(pre.std(true).double_value(&[]) > 1e-4, "the image is not flat");
+        let w = g.generator_weights().unwrap();
+        assert_eq!(w.get("subpixel.weight").unwrap().shape, vec![12, cfg.g_width as usize, 3, 3]);
+        let stages = cfg.num_stages();
+        assert!(w.get(&format!("blocks.{}.conv1.weight", stages - 2)).is_some());
+        assert!(w.get(&format!("blocks.{}.conv1.weight", stages - 1)).is_none(), "no full-resolution block");
+    }
+    cfg.image_size = 32;
+    let mut g = Gan::new(&cfg, Device::Cpu, 42).unwrap();
+    let (x, y) = toy_batch(16, 4, 32, 7);
+    let z = g.latent(16, 5);
+    let gap = |g: &Gan| {
+        (g.generate(&z, &y).mean_dim([0i64].as_slice(), false, Kind::Float)
+            - x.mean_dim([0i64].as_slice(), false, Kind::Float))
+        .norm()
+        .double_value(&[])
+    };
+    let before = gap(&g);
+    for _ in 0..60 {
+        g.train_step(&x, &y).unwrap();
+    }
+    let after = gap(&g);
+    assert!(after < 0.8 * before, "mean-image gap {before:.2} → {after:.2}");
+    assert_eq!("pixel-shuffle".parse::<GeneratorArch>().unwrap(), GeneratorArch::PixelShuffle);
+}
+
 /// Trains one combination for `steps` steps on a fixed batch and checks that the discriminator separates real from
 /// fake better than at the start and that the generator's loss moves.
 fn learns_on_fixed_batch(gan: GanKind, disc: DiscKind, steps: usize) {
