@@ -113,6 +113,7 @@ pub fn quality_setup(cfg: &Config, train: &data::Dataset, device: tch::Device) -
             batch_size: 32,
             seed: cfg.federation.seed,
             device,
+            standardise_input: e.reference_standardise,
         },
         cache_dir: reference_cache_dir(cfg),
         quality: QualityOptions { memorization_threshold: e.memorization_threshold, ..QualityOptions::default() },

@@ -419,7 +419,14 @@ pub(super) fn augment(a: AugmentCmd) -> Result<()> {
         })
         .transpose()?;
     let reference = (!a.no_reference).then(|| {
-        let opts = ReferenceOptions { preset: a.classifier_preset.clone(), steps: a.steps, batch_size, seed, device };
+        let opts = ReferenceOptions {
+            preset: a.classifier_preset.clone(),
+            steps: a.steps,
+            batch_size,
+            seed,
+            device,
+            standardise_input: false,
+        };
         (opts, a.reference_cache.clone().unwrap_or_else(|| reference_cache_dir(&cfg)))
     });
     let opts = AugmentOptions {

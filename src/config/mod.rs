@@ -202,6 +202,11 @@ pub struct EvaluationConfig {
     /// ~/.cache/histofed/reference).
     pub reference_preset: String,
     pub reference_steps: u32,
+    /// The reference classifier sees each image standardised per channel, so its verdicts (class agreement,
+    /// coverage) rest on structure, not on mean colour: without it a flat square of ADI's colour passes as ADI
+    /// (`examples/reference_cues.rs`; docs/gan-recipe.md, "What the reference classifier decides by"). On by
+    /// default since 2026-12-07; quality numbers in the docs dated before were measured without it.
+    pub reference_standardise: bool,
     pub cache_dir: Option<PathBuf>,
     /// A synthetic image nearer a training image than this fraction of the typical test→train distance is flagged.
     pub memorization_threshold: f64,
@@ -225,6 +230,7 @@ impl Default for EvaluationConfig {
             samples_per_class: 32,
             reference_preset: "tiny".into(),
             reference_steps: 200,
+            reference_standardise: true,
             cache_dir: None,
             memorization_threshold: 0.5,
             at_sites: true,

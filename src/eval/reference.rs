@@ -62,6 +62,9 @@ pub struct ReferenceOptions {
     pub batch_size: usize,
     pub seed: u64,
     pub device: Device,
+    /// Standardise each image per channel before the classifier ([`ClassifierConfig::standardise_input`]): its
+    /// verdicts then rest on structure, not on mean colour.
+    pub standardise_input: bool,
 }
 
 impl ReferenceOptions {
@@ -69,6 +72,7 @@ impl ReferenceOptions {
     pub fn classifier_config(&self, train: &Dataset) -> Result<ClassifierConfig, ReferenceError> {
         let mut cfg = ClassifierConfig::preset(&self.preset, i64::from(train.size), train.num_classes() as i64)?;
         cfg.total_steps = self.steps.max(1) as i64;
+        cfg.standardise_input = self.standardise_input;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -378,7 +382,14 @@ mod tests {
     }
 
     fn opts() -> ReferenceOptions {
-        ReferenceOptions { preset: "tiny".into(), steps: 6, batch_size: 8, seed: 3, device: Device::Cpu }
+        ReferenceOptions {
+            preset: "tiny".into(),
+            steps: 6,
+            batch_size: 8,
+            seed: 3,
+            device: Device::Cpu,
+            standardise_input: false,
+        }
     }
 
     #[test]

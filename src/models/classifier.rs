@@ -36,7 +36,18 @@ pub struct ClassifierConfig {
     pub total_steps: i64,
     /// Apply flips / rotations / colour jitter in `train_step`.
     pub augment: bool,
+    /// Standardise each image per channel (zero mean, unit spread) before the encoder, in training and inference:
+    /// the classifier then cannot tell classes apart by an image's mean colour or contrast, only by its structure.
+    /// Off by default; `evaluation.reference_standardise` turns it on for the quality suite's reference classifier
+    /// (`docs/gan-recipe.md`, "What the reference classifier decides by"). Left out of the serialised form when off,
+    /// so the cache keys of existing reference classifiers are unchanged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub standardise_input: bool,
 }
+
+/// Per-image, per-channel spread below which an image counts as flat: `(x − mean) / (std + FLAT_SPREAD)` keeps a
+/// uniform image at 0 instead of amplifying its last bits of noise ([-1, 1] units; 0.05 ≈ 6 grey levels).
+const FLAT_SPREAD: f64 = 0.05;
 
 /// Preset names accepted by [`ClassifierConfig::preset`].
 pub const CLASSIFIER_PRESETS: [&str; 2] = ["tiny", "vit-b16"];
@@ -58,6 +69,7 @@ impl ClassifierConfig {
                 warmup_steps: 10,
                 total_steps: 500,
                 augment: true,
+                standardise_input: false,
             },
             "vit-b16" => ClassifierConfig {
                 image_size,
@@ -72,6 +84,7 @@ impl ClassifierConfig {
                 warmup_steps: 500,
                 total_steps: 20_000,
                 augment: true,
+                standardise_input: false,
             },
             _ => {
                 return Err(ModelError::UnknownName {
@@ -210,7 +223,7 @@ impl Classifier {
             let x = x.to_device(self.device).to_kind(Kind::Float);
             let y = y.to_device(self.device);
             let x = if self.cfg.augment { augment(&x, &mut self.rng) } else { x };
-            let logits = self.head.forward(&self.encoder.forward(&x));
+            let logits = self.head.forward(&self.encoder.forward(&self.input(&x)));
             let loss = logits.cross_entropy_for_logits(&y);
             let v = loss.double_value(&[]);
             if !v.is_finite() {
@@ -229,8 +242,19 @@ impl Classifier {
     fn chunked(&self, x: &Tensor, f: impl Fn(&Tensor) -> Tensor) -> Tensor {
         let _g = tch::no_grad_guard();
         let x = x.to_device(self.device).to_kind(Kind::Float);
-        let parts: Vec<Tensor> = x.split(EVAL_CHUNK, 0).iter().map(f).collect();
+        let parts: Vec<Tensor> = x.split(EVAL_CHUNK, 0).iter().map(|c| f(&self.input(c))).collect();
         Tensor::cat(&parts, 0)
+    }
+
+    /// What the encoder sees of a batch: the batch itself, or each image standardised per channel.
+    fn input(&self, x: &Tensor) -> Tensor {
+        if !self.cfg.standardise_input {
+            return x.shallow_clone();
+        }
+        let dims = [2i64, 3];
+        let mean = x.mean_dim(dims.as_slice(), true, Kind::Float);
+        let std = x.std_dim(dims.as_slice(), false, true);
+        (x - mean) / (std + FLAT_SPREAD)
     }
 
     /// Class logits [B, num_classes] (no augmentation, no gradients).
@@ -303,6 +327,31 @@ mod tests {
             }
         }
         (Tensor::from_slice(&data).view([n, 3, 32, 32]), Tensor::from_slice(&labels))
+    }
+
+    /// With `standardise_input` a classifier cannot see an image's mean colour: flat images of any colour get the
+    /// same logits, and a per-channel shift of an image changes nothing; without it the colour shows. Off, the
+    /// option is left out of the serialised config (the reference cache keys of existing entries stay the same).
+    #[test]
+    fn standardised_input_hides_the_mean_colour() {
+        tch::set_num_threads(1);
+        let flat = |rgb: [f32; 3]| Tensor::from_slice(&rgb).view([1, 3, 1, 1]).expand([1, 3, 32, 32], false).copy();
+        let (red, blue) = (flat([0.8, -0.5, -0.5]), flat([-0.5, -0.5, 0.8]));
+        let (x, _) = stripes(2, 5);
+        let shift = Tensor::from_slice(&[0.3f32, -0.2, 0.1]).view([1, 3, 1, 1]);
+        let mut cfg = ClassifierConfig::preset("tiny", 32, 4).unwrap();
+        let gap =
+            |clf: &Classifier, a: &Tensor, b: &Tensor| (clf.predict(a) - clf.predict(b)).abs().max().double_value(&[]);
+        let plain = Classifier::new(&cfg, Device::Cpu, 9).unwrap();
+        assert!(serde_json::to_value(&cfg).unwrap().get("standardise_input").is_none());
+        cfg.standardise_input = true;
+        let blind = Classifier::new(&cfg, Device::Cpu, 9).unwrap();
+        // Float rounding of the per-image mean leaves ~1e-5 in the logits of a flat image; colour moves them by far more.
+        let (seen, hidden) = (gap(&plain, &red, &blue), gap(&blind, &red, &blue));
+        assert!(hidden < 1e-3 && seen > 100.0 * hidden, "flat red vs blue: plain {seen}, standardised {hidden}");
+        let (seen, hidden) = (gap(&plain, &x, &(&x + &shift)), gap(&blind, &x, &(&x + &shift)));
+        assert!(hidden < 1e-3 && seen > 100.0 * hidden, "shifted colour: plain {seen}, standardised {hidden}");
+        assert_eq!(serde_json::to_value(&cfg).unwrap()["standardise_input"], serde_json::json!(true));
     }
 
     #[test]

@@ -584,8 +584,14 @@ mod tests {
         std::fs::write(&file, g.to_safetensors(None).unwrap()).unwrap();
         let generator = load_generator(&file, &model, Device::Cpu, 1).unwrap();
 
-        let ref_opts =
-            ReferenceOptions { preset: "tiny".into(), steps: 4, batch_size: 8, seed: 1, device: Device::Cpu };
+        let ref_opts = ReferenceOptions {
+            preset: "tiny".into(),
+            steps: 4,
+            batch_size: 8,
+            seed: 1,
+            device: Device::Cpu,
+            standardise_input: false,
+        };
         let study = AugmentOptions {
             classifier_preset: "tiny".into(),
             ratios: vec![0.5, 1.0],

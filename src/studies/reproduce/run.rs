@@ -445,6 +445,7 @@ pub(super) fn prepare<'a>(opts: &'a ReproduceOptions, splits: &'a Splits) -> Res
             batch_size: CLASSIFIER_BATCH,
             seed: opts.seed,
             device: opts.device,
+            standardise_input: false,
         },
         cache_dir: opts.reference_cache.clone(),
         quality: QualityOptions::default(),
