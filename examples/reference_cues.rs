@@ -18,6 +18,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use histofed::cli::{load_data, quality_setup};
 use histofed::config::Config;
+use histofed::eval::quality::confusion_matrix;
 use histofed::eval::reference::ReferenceExtractor;
 use tch::{Device, Kind, Tensor};
 
@@ -71,19 +72,15 @@ fn main() -> Result<()> {
     println!("transform\toverall\t{}", test.classes.join("\t"));
     for name in ["none", "grey", "blur", "blur5", "flat"] {
         let pred = Vec::<i64>::try_from(reference.logits(&transform(name, &x)).argmax(1, false))?;
-        let mut right = vec![0usize; k];
-        let mut total = vec![0usize; k];
-        let mut called = vec![vec![0usize; k]; k];
-        for (&p, &l) in pred.iter().zip(&labels) {
-            total[l as usize] += 1;
-            called[l as usize][p as usize] += 1;
-            right[l as usize] += usize::from(p == l);
-        }
-        let overall = right.iter().sum::<usize>() as f64 / pred.len().max(1) as f64;
+        let pred: Vec<usize> = pred.into_iter().map(|p| usize::try_from(p).unwrap_or(usize::MAX)).collect();
+        let called = confusion_matrix(&labels, &pred, k).counts;
+        let right: usize = (0..k).map(|c| called[c][c]).sum();
+        let overall = right as f64 / pred.len().max(1) as f64;
         let per: Vec<String> = (0..k)
             .map(|c| {
                 let top = (0..k).filter(|&j| j != c).max_by_key(|&j| called[c][j]).unwrap_or(c);
-                format!("{}/{} (else {} {})", right[c], total[c], test.classes[top], called[c][top])
+                let total: usize = called[c].iter().sum();
+                format!("{}/{total} (else {} {})", called[c][c], test.classes[top], called[c][top])
             })
             .collect();
         println!("{name}\t{overall:.3}\t{}", per.join("\t"));
