@@ -101,6 +101,8 @@ pub struct ResizeConvGenerator {
 
 /// The name of the pixel-shuffle generator's output convolution, which `init.rs` initialises ICNR.
 pub(crate) const SUBPIXEL: &str = "subpixel";
+/// The side factor of the sub-pixel output: each colour has `SUBPIXEL_SCALE²` output channels.
+pub(crate) const SUBPIXEL_SCALE: i64 = 2;
 
 impl ResizeConvGenerator {
     fn new(p: &nn::Path, cfg: &ModelConfig, subpixel: bool) -> Self {
@@ -114,7 +116,7 @@ impl ResizeConvGenerator {
             .map(|i| ResizeBlock::new(p / "blocks" / i, ch(i), ch((i + 1).min(stages - 1)), k, i < 2))
             .collect();
         let out = if subpixel {
-            Conv2d::new(p / SUBPIXEL, ch(stages - 1), 3 * 4, 3, 1, 1, true, false)
+            Conv2d::new(p / SUBPIXEL, ch(stages - 1), 3 * SUBPIXEL_SCALE.pow(2), 3, 1, 1, true, false)
         } else {
             Conv2d::new(p / "out", ch(stages - 1), 3, 3, 1, 1, true, false)
         };
@@ -138,7 +140,7 @@ impl ResizeConvGenerator {
         }
         let out = self.out.forward_t(&h, train);
         if self.subpixel {
-            out.pixel_shuffle(2).tanh()
+            out.pixel_shuffle(SUBPIXEL_SCALE).tanh()
         } else {
             out.tanh()
         }

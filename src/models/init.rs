@@ -12,7 +12,7 @@ use tch::nn::VarStore;
 use tch::Tensor;
 
 use super::error::ModelError;
-use super::generator::SUBPIXEL;
+use super::generator::{SUBPIXEL, SUBPIXEL_SCALE};
 use super::rng::SeededRng;
 
 /// Overwrites every variable of `vs` (trainable or not) with its seeded initial value.
@@ -35,7 +35,9 @@ pub(crate) fn init_varstore(vs: &VarStore, seed: i64) -> Result<(), ModelError> 
             }
             "weight" if shape.len() == 1 => vec![1.0; n],
             "weight" if name.ends_with("label_emb.weight") => rng.normal_vec(n, 0.0, 1.0),
-            "weight" if name.ends_with(&format!("{SUBPIXEL}.weight")) => icnr(&mut rng, &shape, 4),
+            "weight" if name.ends_with(&format!("{SUBPIXEL}.weight")) => {
+                icnr(&mut rng, &shape, SUBPIXEL_SCALE.pow(2) as usize)
+            }
             _ => rng.normal_vec(n, 0.0, 0.02),
         };
         let src = Tensor::from_slice(&values).view(shape.as_slice()).to_kind(t.kind()).to_device(t.device());
