@@ -102,9 +102,6 @@ pub(super) fn bench(c: BenchCmd) -> Result<()> {
                 secagg: a.secagg,
                 dp_sites: a.dp_sites,
             };
-            if opts.dp_sites.is_some() && !opts.secagg {
-                anyhow::bail!("--dp-sites needs --secagg: the sites' noise is added under secure aggregation");
-            }
             let row = fed::federation_bench(&opts).map_err(anyhow::Error::msg)?;
             println!("{}\n{}", fed::machine_line(), fed::render_federation(&[row]));
         }
@@ -272,8 +269,9 @@ pub(super) struct BenchFederationCmd {
     /// Aggregate securely (`[secagg] enabled = true`, clip range 0.01): the round time with secure aggregation.
     #[arg(long)]
     secagg: bool,
-    /// With --secagg: differential privacy whose noise the sites add (`privacy.noise = "sites"`) at multiplier Z.
-    #[arg(long, value_name = "Z")]
+    /// With --secagg (required: the sites' noise is added under secure aggregation): differential privacy whose
+    /// noise the sites add (`privacy.noise = "sites"`) at multiplier Z.
+    #[arg(long, value_name = "Z", requires = "secagg")]
     dp_sites: Option<f64>,
 }
 
