@@ -113,6 +113,12 @@ pub struct Preset {
     /// Synthetic images per class the quality metrics draw (the real floor takes as many from validation).
     pub eval_per_class: usize,
     pub reference_steps: u32,
+    /// The reference classifier sees each image standardised per channel (`eval::reference::ReferenceOptions::
+    /// standardise_input`), so agreement and coverage judge structure, not mean colour. The presets keep `false`,
+    /// the classifier they were pre-registered with; `--reference-standardise` reruns a preset with it (another
+    /// result key: absent from the key when false, so stored results of the presets stay valid).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reference_standardise: bool,
     /// Steps and seeds of every classifier (real only, mixed, filtered, and the accuracy score on synthetic only).
     pub classifier_steps: u32,
     pub classifier_seeds: u32,
@@ -151,6 +157,7 @@ impl Preset {
                 sites: 3,
                 eval_per_class: 6,
                 reference_steps: 40,
+                reference_standardise: false,
                 classifier_steps: 20,
                 classifier_seeds: 2,
                 gans: all_gans,
@@ -178,6 +185,7 @@ impl Preset {
                 sites: 3,
                 eval_per_class: 30,
                 reference_steps: 2500,
+                reference_standardise: false,
                 classifier_steps: 2500,
                 classifier_seeds: 3,
                 gans: all_gans,
@@ -205,6 +213,7 @@ impl Preset {
                 sites: 3,
                 eval_per_class: 60,
                 reference_steps: 1500,
+                reference_standardise: false,
                 classifier_steps: 600,
                 classifier_seeds: 3,
                 gans: all_gans,

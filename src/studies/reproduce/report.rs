@@ -70,8 +70,8 @@ fn header(s: &mut String, r: &Reproduction) {
         "Protocol: every GAN × discriminator trained centralized for {} steps (batch {}) on {} real images per class, \
          {} GAN seeds; {}-{} federated over {} site processes (Dirichlet α = 0.3) for {} rounds × {} local steps (as \
          many images seen), {} GAN seeds; metrics on {} synthetic images per class against the real test split, in \
-         the reference classifier's features (test accuracy {:.1} %) and a fixed random CNN's. Classifiers: {} steps, \
-         {} seeds, flips and 90° rotations in every arm. Intervals: 95 % bootstrap over seeds, {} resamples.\n",
+         the reference classifier's features (test accuracy {:.1} %{}) and a fixed random CNN's. Classifiers: {} \
+         steps, {} seeds, flips and 90° rotations in every arm. Intervals: 95 % bootstrap over seeds, {} resamples.\n",
         p.gan_steps,
         p.batch_size,
         p.full_regime(),
@@ -84,6 +84,11 @@ fn header(s: &mut String, r: &Reproduction) {
         p.gan_seeds,
         p.eval_per_class,
         100.0 * r.reference_test_accuracy,
+        if p.reference_standardise {
+            "; it sees each image standardised per channel, so it judges structure, not mean colour"
+        } else {
+            "; raw pixels, as pre-registered: it can name a class by mean colour alone (docs/gan-recipe.md)"
+        },
         p.classifier_steps,
         p.classifier_seeds,
         p.resamples

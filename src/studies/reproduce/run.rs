@@ -445,7 +445,7 @@ pub(super) fn prepare<'a>(opts: &'a ReproduceOptions, splits: &'a Splits) -> Res
             batch_size: CLASSIFIER_BATCH,
             seed: opts.seed,
             device: opts.device,
-            standardise_input: false,
+            standardise_input: p.reference_standardise,
         },
         cache_dir: opts.reference_cache.clone(),
         quality: QualityOptions::default(),
@@ -698,5 +698,24 @@ mod tests {
         ];
         assert_eq!(claims::best_model(&runs, 100), Some(("acgan".into(), "vit".into())));
         assert_eq!(claims::best_model(&runs, 25), None);
+    }
+    #[test]
+    fn the_standardised_reference_keeps_its_results_apart_and_the_presets_keys_stay() {
+        let preset = Preset::named("cpu").unwrap();
+        let json = serde_json::to_string(&preset).unwrap();
+        assert!(!json.contains("reference_standardise"), "a preset's key must not change: {json}");
+        let opts = |p: Preset| ReproduceOptions {
+            preset: p,
+            out_dir: "unused".into(),
+            reference_cache: "unused".into(),
+            device: tch::Device::Cpu,
+            seed: 42,
+            data_label: String::new(),
+            commit: String::new(),
+        };
+        let splits = Splits { train: ds(&[0, 1]), val: ds(&[0, 1]), test: ds(&[0, 1]), skipped: Vec::new() };
+        let plain = result_key(&opts(preset.clone()), &splits);
+        let standardised = result_key(&opts(Preset { reference_standardise: true, ..preset }), &splits);
+        assert_ne!(plain, standardised);
     }
 }
