@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
-use crate::models::{AugmentPolicy, GeneratorArch, ModelConfig, SourceLoss};
+use crate::models::{AugmentPolicy, GeneratorArch, GeneratorNorm, ModelConfig, SourceLoss};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -31,6 +31,9 @@ pub struct ModelSection {
     /// `dcgan` (transposed convolutions), `resize-conv` (up-sampling + 3×3 convs, class-conditional BatchNorm) or
     /// `pixel-shuffle` (resize-conv to half the side, then an ICNR-initialised sub-pixel convolution).
     pub generator: Option<String>,
+    /// Normalisation in the resize-conv and pixel-shuffle generators: `batch` (BatchNorm) or `group` (GroupNorm:
+    /// per image, the same in training and sampling, no statistics to average across non-IID sites).
+    pub g_norm: Option<String>,
     /// ViT discriminator: L2-distance attention.
     pub vit_l2_attention: Option<bool>,
     /// ViT discriminator: patch side in pixels, and the patch overlap.
@@ -74,6 +77,9 @@ impl ModelSection {
         if let Some(g) = parsed::<GeneratorArch>("generator", &self.generator)? {
             cfg.generator_arch = g;
         }
+        if let Some(n) = parsed::<GeneratorNorm>("g_norm", &self.g_norm)? {
+            cfg.g_norm = n;
+        }
         cfg.ema_decay = self.ema_decay.unwrap_or(cfg.ema_decay);
         cfg.spectral_norm = self.spectral_norm.unwrap_or(cfg.spectral_norm);
         cfg.vit_l2_attention = self.vit_l2_attention.unwrap_or(cfg.vit_l2_attention);
@@ -105,6 +111,7 @@ impl Default for ModelSection {
             ema_decay: None,
             spectral_norm: None,
             generator: None,
+            g_norm: None,
             vit_l2_attention: None,
             vit_patch: None,
             vit_overlap: None,

@@ -158,6 +158,44 @@ pub enum GeneratorArch {
     PixelShuffle,
 }
 
+/// The normalisation of the resize-conv and pixel-shuffle generators' blocks (each followed by the per-class gain
+/// and bias that condition them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GeneratorNorm {
+    /// BatchNorm: batch statistics in training, running statistics when sampling (SNGAN, BigGAN).
+    #[default]
+    Batch,
+    /// GroupNorm (Wu & He 2018): each image normalised on its own, over groups of about 8 channels, the same in
+    /// training and sampling. Why: under non-IID federation a site's batch statistics are its own classes', and the
+    /// averaged running statistics match no site's training (Hsieh et al. 2020 replace BatchNorm with GroupNorm for
+    /// this); the EMA generator's running statistics were tracked for the live generator's weights, not its own;
+    /// and a sample does not depend on what else is in its batch.
+    Group,
+}
+
+impl GeneratorNorm {
+    fn is_batch(&self) -> bool {
+        *self == GeneratorNorm::Batch
+    }
+}
+
+impl FromStr for GeneratorNorm {
+    type Err = ModelError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "batch" => Ok(GeneratorNorm::Batch),
+            "group" => Ok(GeneratorNorm::Group),
+            _ => Err(ModelError::UnknownName {
+                what: "generator normalisation",
+                value: s.to_string(),
+                expected: "batch, group".into(),
+            }),
+        }
+    }
+}
+
 impl FromStr for SourceLoss {
     type Err = ModelError;
 
@@ -295,6 +333,10 @@ pub struct ModelConfig {
     pub ema_decay: f64,
     #[serde(default)]
     pub generator_arch: GeneratorArch,
+    /// Normalisation in the resize-conv and pixel-shuffle generators' blocks (the DCGAN generator has BatchNorm).
+    /// Absent from the serialised form when BatchNorm, so configurations written before it keep their hashes.
+    #[serde(default, skip_serializing_if = "GeneratorNorm::is_batch")]
+    pub g_norm: GeneratorNorm,
     /// ViT discriminator: L2-distance self-attention with tied query/key projections (ViTGAN; Kim et al. 2021),
     /// Lipschitz where dot-product attention is not.
     #[serde(default)]
@@ -390,6 +432,7 @@ impl ModelConfig {
             diffaugment: AugmentPolicy::NONE,
             ema_decay: 0.0,
             generator_arch: GeneratorArch::Dcgan,
+            g_norm: GeneratorNorm::Batch,
             vit_l2_attention: false,
             vit_overlap: 0,
             d_stage_convs: 1,
@@ -483,6 +526,12 @@ impl ModelConfig {
             if !(0.0..1.0).contains(&v) {
                 return Err(ModelError::config(field, format!("{v} is not in [0, 1)")));
             }
+        }
+        if self.g_norm == GeneratorNorm::Group && self.generator_arch == GeneratorArch::Dcgan {
+            return Err(ModelError::config(
+                "g_norm",
+                "group needs the resize-conv or pixel-shuffle generator (the dcgan generator keeps BatchNorm)",
+            ));
         }
         if !(1..=100).contains(&self.n_critic) {
             return Err(ModelError::config("n_critic", format!("{} is not in 1..=100", self.n_critic)));

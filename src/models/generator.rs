@@ -17,27 +17,51 @@
 //! (`docs/gan-recipe.md` measures the step), and each output pixel keeps its own weights. Its weights start
 //! ICNR-initialised (Aitken et al. 2017: the four sub-pixel filters of a colour are equal, see `init.rs`), so at
 //! initialisation it is nearest up-sampling followed by a convolution and paints no checkerboard.
+//!
+//! Both normalise their blocks with BatchNorm or, with `g_norm = group`, GroupNorm ([`GeneratorNorm`]); either is
+//! followed by the per-class gain and bias. GroupNorm normalises each image on its own: a federated site's batch
+//! statistics are those of its own classes, and no averaged running statistics have to stand in for them at sampling.
 
 use tch::nn;
 use tch::{Kind, Tensor};
 
-use super::config::{GeneratorArch, ModelConfig};
+use super::config::{GeneratorArch, GeneratorNorm, ModelConfig};
 use super::layers::Conv2d;
 
-/// BatchNorm without its own affine parameters, followed by a per-class gain (1 + γ_y) and bias β_y.
+/// The block normalisation without affine parameters: BatchNorm, or GroupNorm ([`GeneratorNorm`]).
 #[derive(Debug)]
-struct CondBatchNorm {
-    bn: nn::BatchNorm,
+enum Norm {
+    Batch(nn::BatchNorm),
+    Group(i64),
+}
+
+/// Groups of a GroupNorm over `channels`: about 8 channels each (16 channels → 2 groups, 128 → 16), the largest
+/// count at most that which divides `channels`.
+fn groups_for(channels: i64) -> i64 {
+    (1..=(channels / 8).max(1)).rev().find(|g| channels % g == 0).unwrap_or(1)
+}
+
+/// A normalisation without its own affine parameters ([`GeneratorNorm`]), followed by a per-class gain (1 + γ_y) and
+/// bias β_y.
+#[derive(Debug)]
+struct CondNorm {
+    norm: Norm,
     gain: nn::Embedding,
     bias: nn::Embedding,
     channels: i64,
 }
 
-impl CondBatchNorm {
-    fn new(p: nn::Path, channels: i64, num_classes: i64) -> Self {
-        let cfg = nn::BatchNormConfig { affine: false, ..Default::default() };
-        CondBatchNorm {
-            bn: nn::batch_norm2d(&p / "bn", channels, cfg),
+impl CondNorm {
+    fn new(p: nn::Path, channels: i64, num_classes: i64, kind: GeneratorNorm) -> Self {
+        let norm = match kind {
+            GeneratorNorm::Batch => {
+                let cfg = nn::BatchNormConfig { affine: false, ..Default::default() };
+                Norm::Batch(nn::batch_norm2d(&p / "bn", channels, cfg))
+            }
+            GeneratorNorm::Group => Norm::Group(groups_for(channels)),
+        };
+        CondNorm {
+            norm,
             gain: nn::embedding(&p / "gain", num_classes, channels, Default::default()),
             bias: nn::embedding(&p / "bias", num_classes, channels, Default::default()),
             channels,
@@ -48,7 +72,11 @@ impl CondBatchNorm {
         let shape = [-1, self.channels, 1, 1];
         let g = labels.apply(&self.gain).view(shape) + 1.0;
         let b = labels.apply(&self.bias).view(shape);
-        x.apply_t(&self.bn, train) * g + b
+        let normed = match &self.norm {
+            Norm::Batch(bn) => x.apply_t(bn, train),
+            Norm::Group(groups) => x.group_norm(*groups, None::<Tensor>, None::<Tensor>, 1e-5, false),
+        };
+        normed * g + b
     }
 }
 
@@ -57,19 +85,19 @@ impl CondBatchNorm {
 #[derive(Debug)]
 struct ResizeBlock {
     conv1: Conv2d,
-    bn1: CondBatchNorm,
-    second: Option<(Conv2d, CondBatchNorm)>,
+    bn1: CondNorm,
+    second: Option<(Conv2d, CondNorm)>,
 }
 
 impl ResizeBlock {
-    fn new(p: nn::Path, cin: i64, cout: i64, classes: i64, two_convs: bool) -> Self {
+    fn new(p: nn::Path, cin: i64, cout: i64, classes: i64, two_convs: bool, norm: GeneratorNorm) -> Self {
         ResizeBlock {
             conv1: Conv2d::new(&p / "conv1", cin, cout, 3, 1, 1, false, false),
-            bn1: CondBatchNorm::new(&p / "bn1", cout, classes),
+            bn1: CondNorm::new(&p / "bn1", cout, classes, norm),
             second: two_convs.then(|| {
                 (
                     Conv2d::new(&p / "conv2", cout, cout, 3, 1, 1, false, false),
-                    CondBatchNorm::new(&p / "bn2", cout, classes),
+                    CondNorm::new(&p / "bn2", cout, classes, norm),
                 )
             }),
         }
@@ -91,7 +119,7 @@ impl ResizeBlock {
 pub struct ResizeConvGenerator {
     label_emb: nn::Embedding,
     fc: nn::Linear,
-    fc_bn: CondBatchNorm,
+    fc_bn: CondNorm,
     blocks: Vec<ResizeBlock>,
     out: Conv2d,
     c0: i64,
@@ -113,7 +141,7 @@ impl ResizeConvGenerator {
         // Stages 0..stages-1 double 4 → S/2 between widths ch(i) → ch(i+1); the last doubles S/2 → S at ch(last),
         // unless the sub-pixel output does that doubling.
         let blocks = (0..if subpixel { stages - 1 } else { stages })
-            .map(|i| ResizeBlock::new(p / "blocks" / i, ch(i), ch((i + 1).min(stages - 1)), k, i < 2))
+            .map(|i| ResizeBlock::new(p / "blocks" / i, ch(i), ch((i + 1).min(stages - 1)), k, i < 2, cfg.g_norm))
             .collect();
         let out = if subpixel {
             Conv2d::new(p / SUBPIXEL, ch(stages - 1), 3 * SUBPIXEL_SCALE.pow(2), 3, 1, 1, true, false)
@@ -123,7 +151,7 @@ impl ResizeConvGenerator {
         ResizeConvGenerator {
             label_emb: nn::embedding(p / "label_emb", k, cfg.latent_dim, Default::default()),
             fc: nn::linear(p / "fc", cfg.latent_dim, c0 * 16, nn::LinearConfig { bias: false, ..Default::default() }),
-            fc_bn: CondBatchNorm::new(p / "fc_bn", c0, k),
+            fc_bn: CondNorm::new(p / "fc_bn", c0, k, cfg.g_norm),
             blocks,
             out,
             c0,

@@ -168,6 +168,60 @@ fn pixel_shuffle_generator_starts_as_nearest_upsampling_and_learns() {
     assert_eq!("pixel-shuffle".parse::<GeneratorArch>().unwrap(), GeneratorArch::PixelShuffle);
 }
 
+/// `g_norm = "group"`: no BatchNorm anywhere in the generator (nothing to average or to settle), a sample that does
+/// not depend on the rest of its batch — in training mode too, where BatchNorm's does — and it learns the toy batch.
+#[test]
+fn group_norm_generator_samples_each_image_alone_and_learns() {
+    use super::config::{GeneratorArch, GeneratorNorm};
+    tch::set_num_threads(1);
+    for arch in [GeneratorArch::ResizeConv, GeneratorArch::PixelShuffle] {
+        let mut cfg = ModelConfig::preset("tiny", GanKind::Cgan, DiscKind::Cnn, 4).unwrap();
+        cfg.generator_arch = arch;
+        let in_training_mode = |cfg: &ModelConfig| {
+            tch::manual_seed(5);
+            let vs = tch::nn::VarStore::new(Device::Cpu);
+            let gen = super::generator::Generator::new(&vs.root(), cfg);
+            super::init::init_varstore(&vs, 5).unwrap();
+            let z = SeededRng::new(3).normal_tensor(&[8, cfg.latent_dim], Device::Cpu);
+            let labels = Tensor::from_slice(&[0i64, 1, 2, 3, 0, 1, 2, 3]);
+            let all = tch::no_grad(|| gen.forward_t(&z, &labels, true));
+            let first = tch::no_grad(|| gen.forward_t(&z.narrow(0, 0, 2), &labels.narrow(0, 0, 2), true));
+            let stats = vs.variables().keys().filter(|name| name.contains("running_")).count();
+            assert!(all.std(true).double_value(&[]) > 0.05, "the samples are not flat");
+            ((all.narrow(0, 0, 2) - first).abs().max().double_value(&[]), stats)
+        };
+        let (batch_dependence, stats) = in_training_mode(&cfg);
+        assert!(batch_dependence > 1e-3, "BatchNorm: {batch_dependence}");
+        assert!(stats > 0);
+        cfg.g_norm = GeneratorNorm::Group;
+        let (batch_dependence, stats) = in_training_mode(&cfg);
+        assert!(batch_dependence < 1e-6, "{arch:?}: a GroupNorm sample changed with its batch by {batch_dependence}");
+        assert_eq!(stats, 0, "{arch:?}: GroupNorm keeps no running statistics");
+        let mut g = Gan::new(&cfg, Device::Cpu, 42).unwrap();
+        assert!(!g.generator_statistics_unset() && !g.settle_generator_statistics().unwrap());
+        let (x, y) = toy_batch(16, 4, 32, 7);
+        let z = g.latent(16, 5);
+        let gap = |g: &Gan| {
+            (g.generate(&z, &y).mean_dim([0i64].as_slice(), false, Kind::Float)
+                - x.mean_dim([0i64].as_slice(), false, Kind::Float))
+            .norm()
+            .double_value(&[])
+        };
+        let before = gap(&g);
+        for _ in 0..60 {
+            g.train_step(&x, &y).unwrap();
+        }
+        let after = gap(&g);
+        assert!(after < 0.8 * before, "{arch:?}: mean-image gap {before:.2} → {after:.2}");
+    }
+    let mut cfg = ModelConfig::preset("tiny", GanKind::Cgan, DiscKind::Cnn, 4).unwrap();
+    assert_eq!("group".parse::<GeneratorNorm>().unwrap(), GeneratorNorm::Group);
+    assert!("layer".parse::<GeneratorNorm>().unwrap_err().to_string().contains("batch, group"));
+    cfg.generator_arch = GeneratorArch::Dcgan;
+    cfg.g_norm = GeneratorNorm::Group;
+    assert!(cfg.validate().unwrap_err().to_string().contains("g_norm"));
+}
+
 /// Trains one combination for `steps` steps on a fixed batch and checks that the discriminator separates real from
 /// fake better than at the start and that the generator's loss moves.
 fn learns_on_fixed_batch(gan: GanKind, disc: DiscKind, steps: usize) {
