@@ -127,7 +127,7 @@ pub async fn run_federation(mut cfg: Config, out: &Path, mtls: bool, announce: b
     cfg.validate()?;
     let cfg_path = out.join("config.toml");
     std::fs::write(&cfg_path, cfg.to_toml()?).with_context(|| format!("writing {}", cfg_path.display()))?;
-    let exe = std::env::current_exe().context("locating the histofed binary")?;
+    let exe = crate::util::exe::self_exe().context("locating the histofed binary")?;
     let c = cfg_path.display().to_string();
     if announce {
         println!(

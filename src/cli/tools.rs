@@ -55,7 +55,7 @@ pub(super) fn chaos(c: ChaosCmd) -> Result<()> {
         ChaosCmd::KillPods(a) => runtime()?.block_on(kill_pods(a)),
         ChaosCmd::Run(a) => {
             let opts = crate::chaos::runner::RunOpts {
-                exe: std::env::current_exe().context("locating the histofed binary")?,
+                exe: crate::util::exe::self_exe().context("locating the histofed binary")?,
                 out: a.out.clone(),
                 baseline: !a.no_baseline,
             };
@@ -90,7 +90,7 @@ pub(super) fn bench(c: BenchCmd) -> Result<()> {
         }
         BenchCmd::Federation(a) => {
             let opts = fed::FederationOpts {
-                exe: std::env::current_exe().context("locating the histofed binary")?,
+                exe: crate::util::exe::self_exe().context("locating the histofed binary")?,
                 dir: a.dir,
                 sites: a.sites,
                 params: a.params,
