@@ -77,6 +77,16 @@ pub struct QualitySummary {
     pub kid_random_cnn_std: Option<f64>,
     #[serde(default)]
     pub fd_random_cnn: Option<f64>,
+    /// Label agreement of each requested class (class name, share): which class a low agreement comes from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub class_agreement: Vec<(String, f64)>,
+}
+
+impl QualitySummary {
+    /// `ADI 1.00 · BACK 0.34 · …` (empty when not measured).
+    pub fn class_agreement_text(&self) -> String {
+        self.class_agreement.iter().map(|(c, a)| format!("{c} {a:.2}")).collect::<Vec<_>>().join(" · ")
+    }
 }
 
 /// The full quality suite of a round, as the round report keeps it.

@@ -47,6 +47,12 @@ fn two_sites_two_rounds_end_to_end() {
     let q = report.rounds[1].quality.as_ref().expect("the last round has the quality suite");
     assert!(q.summary.fd.is_finite() && q.summary.fd >= 0.0, "{q:?}");
     assert!((0.0..=1.0).contains(&q.summary.precision) && (0.0..=1.0).contains(&q.summary.class_coverage));
+    // Per-class agreement names every class by the data's names, and its mean is the overall agreement (the suite
+    // asks for the same number of images of each class).
+    let names: Vec<&str> = q.summary.class_agreement.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(names, report.classes.iter().map(String::as_str).collect::<Vec<_>>(), "{q:?}");
+    let mean = q.summary.class_agreement.iter().map(|(_, a)| a).sum::<f64>() / names.len() as f64;
+    assert!((mean - q.summary.label_agreement).abs() < 1e-9, "{mean} vs {}", q.summary.label_agreement);
     let run = tmp.path().join("run");
     assert!(run.join(&q.report_json).exists(), "{}", q.report_json);
     assert!(!q.pictures.is_empty() && q.pictures.iter().all(|p| run.join(p).exists()), "{:?}", q.pictures);

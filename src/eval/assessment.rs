@@ -281,5 +281,15 @@ pub fn summarize(r: &QualityReport) -> QualitySummary {
         kid_random_cnn: None,
         kid_random_cnn_std: None,
         fd_random_cnn: None,
+        class_agreement: r
+            .coverage
+            .per_class_agreement
+            .iter()
+            .enumerate()
+            .filter_map(|(k, a)| {
+                let name = r.class_names.get(k).cloned().unwrap_or_else(|| format!("class {k}"));
+                a.map(|a| (name, a))
+            })
+            .collect(),
     }
 }

@@ -166,7 +166,7 @@ fn section_quality(h: &mut String, r: &RunReport, out_dir: &Path) {
     h.push_str(
         "<table>\n<thead><tr><th class=\"num\">round</th><th class=\"num\">FD</th><th class=\"num\">precision</th>\
          <th class=\"num\">recall</th><th class=\"num\">memorized</th><th class=\"num\">coverage</th>\
-         <th class=\"num\">agreement</th><th class=\"num\">diversity</th></tr></thead>\n<tbody>\n",
+         <th class=\"num\">agreement</th><th>per class</th><th class=\"num\">diversity</th></tr></thead>\n<tbody>\n",
     );
     for (round, q) in &runs {
         let m = &q.summary;
@@ -174,8 +174,15 @@ fn section_quality(h: &mut String, r: &RunReport, out_dir: &Path) {
             h,
             "<tr><td class=\"num\">{round}</td><td class=\"num\">{:.3}</td><td class=\"num\">{:.2}</td>\
              <td class=\"num\">{:.2}</td><td class=\"num\">{:.2}</td><td class=\"num\">{:.2}</td>\
-             <td class=\"num\">{:.2}</td><td class=\"num\">{:.2}</td></tr>",
-            m.fd, m.precision, m.recall, m.memorized_share, m.class_coverage, m.label_agreement, m.diversity_ratio,
+             <td class=\"num\">{:.2}</td><td>{}</td><td class=\"num\">{:.2}</td></tr>",
+            m.fd,
+            m.precision,
+            m.recall,
+            m.memorized_share,
+            m.class_coverage,
+            m.label_agreement,
+            esc(&m.class_agreement_text()),
+            m.diversity_ratio,
         );
     }
     h.push_str("</tbody>\n</table>\n");
@@ -618,6 +625,7 @@ mod tests {
             class_coverage: 1.0,
             label_agreement: 0.75,
             diversity_ratio: 0.9,
+            class_agreement: vec![("LYM".into(), 0.75), ("<b>".into(), 0.0)],
             ..Default::default()
         };
         for (i, round) in [(1usize, 2u64), (3, 4)] {
@@ -638,6 +646,7 @@ mod tests {
         assert!(html.contains("<h2>Quality suite</h2>"));
         assert!(html.contains("<td class=\"num\">2</td><td class=\"num\">20.000</td>"), "every run in the table");
         assert!(html.contains("<td class=\"num\">4</td><td class=\"num\">40.000</td><td class=\"num\">0.50</td>"));
+        assert!(html.contains("<td class=\"num\">0.75</td><td>LYM 0.75 · &lt;b&gt; 0.00</td>"), "per-class, escaped");
         assert!(html.contains("Quality suite after round 4: quality/round-004/closest-pairs.png."));
         assert!(!html.contains("round-002/closest-pairs.png."), "older pictures are not embedded");
         assert!(!html.contains("confusion.png."), "a missing picture is skipped");

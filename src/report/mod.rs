@@ -168,18 +168,19 @@ impl RunReport {
         if !with_quality.is_empty() {
             s.push_str(
                 "\n## Quality suite (reference-classifier features)\n\n| round | FD | precision | recall | memorized | \
-                 coverage | agreement | diversity | report |\n|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+                 coverage | agreement | per class | diversity | report |\n|---:|---:|---:|---:|---:|---:|---:|---|---:|---|\n",
             );
             for (round, q) in with_quality {
                 let m = &q.summary;
                 s.push_str(&format!(
-                    "| {round} | {:.3} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | [json]({}) |\n",
+                    "| {round} | {:.3} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.2} | [json]({}) |\n",
                     m.fd,
                     m.precision,
                     m.recall,
                     m.memorized_share,
                     m.class_coverage,
                     m.label_agreement,
+                    m.class_agreement_text(),
                     m.diversity_ratio,
                     q.report_json
                 ));
@@ -290,6 +291,7 @@ mod tests {
                 class_coverage: 1.0,
                 label_agreement: 0.75,
                 diversity_ratio: 0.9,
+                class_agreement: vec![("ADI".into(), 1.0), ("BACK".into(), 0.5)],
                 ..Default::default()
             },
             reference_test_accuracy: 0.9,
@@ -318,7 +320,7 @@ mod tests {
         rep.write(dir.path()).unwrap();
         assert_eq!(RunReport::read(dir.path()).unwrap(), rep);
         let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
-        assert!(md.contains("| 1 | 3.250 | 0.50 | 0.25 | 0.00 | 1.00 | 0.75 | 0.90 |"), "{md}");
+        assert!(md.contains("| 1 | 3.250 | 0.50 | 0.25 | 0.00 | 1.00 | 0.75 | ADI 1.00 · BACK 0.50 | 0.90 |"), "{md}");
         assert!(md.contains("| 1 | 1 | 0 |"), "{md}");
         assert!(md.contains("1.5000"));
         assert!(md.contains("| 1 | model-registry | bytes=42 | a.st |"), "{md}");
