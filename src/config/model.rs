@@ -52,6 +52,9 @@ pub struct ModelSection {
     pub d_width: Option<i64>,
     /// CNN discriminator: 1 (a 4×4 stride-2 convolution per stage) or 2 (a 3×3 convolution before it, SNGAN).
     pub d_stage_convs: Option<i64>,
+    /// Discriminator: append the minibatch standard deviation of its features over groups of 4 (ProGAN), a signal
+    /// against samples that look alike.
+    pub minibatch_std: Option<bool>,
     /// Benchmarks of the federation machinery only: the model becomes this many random parameters and a site's
     /// local training a small random perturbation of them (no GAN, no evaluator).
     pub bench_params: Option<u64>,
@@ -93,6 +96,7 @@ impl ModelSection {
         cfg.g_width = self.g_width.unwrap_or(cfg.g_width);
         cfg.d_width = self.d_width.unwrap_or(cfg.d_width);
         cfg.d_stage_convs = self.d_stage_convs.unwrap_or(cfg.d_stage_convs);
+        cfg.minibatch_std = self.minibatch_std.unwrap_or(cfg.minibatch_std);
         cfg.validate().map_err(|e| ConfigError::Invalid(format!("model: {e}")))
     }
 }
@@ -123,6 +127,7 @@ impl Default for ModelSection {
             g_width: None,
             d_width: None,
             d_stage_convs: None,
+            minibatch_std: None,
             bench_params: None,
         }
     }

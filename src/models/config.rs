@@ -350,6 +350,11 @@ pub struct ModelConfig {
     /// thin structures such as cell borders are seen).
     #[serde(default = "one_conv")]
     pub d_stage_convs: i64,
+    /// Minibatch standard deviation (Karras et al. 2018, ProGAN; kept in StyleGAN): the discriminator's features get
+    /// one more, the spread of its features across a group of up to 4 images of the same call, so a generator whose
+    /// samples look alike can be told from the data by that alone. Absent from the serialised form when off.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub minibatch_std: bool,
 }
 
 fn one_conv() -> i64 {
@@ -436,6 +441,7 @@ impl ModelConfig {
             vit_l2_attention: false,
             vit_overlap: 0,
             d_stage_convs: 1,
+            minibatch_std: false,
         };
         let cfg = match recipe {
             Recipe::Paper => cfg,

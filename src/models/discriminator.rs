@@ -4,6 +4,10 @@
 //! one scalar per sample, which keeps the critic a plain function of (x, y) as the gradient penalty needs. ACGAN
 //! instead asks the discriminator to classify: a source logit plus class logits (Odena et al. 2017). Any backbone
 //! works with any head, giving the paper's six combinations.
+//!
+//! With `minibatch_std` the head also sees how much the features spread across a small group of the batch (ProGAN):
+//! a discriminator that looks at one image at a time cannot tell a generator that draws one image per class from the
+//! data, and the samples of this project's small GANs did look alike within a class (docs/gan-recipe.md).
 
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
@@ -39,6 +43,25 @@ pub struct DiscOutput {
 pub struct Discriminator {
     backbone: Backbone,
     head: Head,
+    /// Append the minibatch standard deviation to the features ([`ModelConfig::minibatch_std`]).
+    minibatch_std: bool,
+}
+
+/// Images per minibatch-standard-deviation group (ProGAN's 4).
+const MBSTD_GROUP: i64 = 4;
+
+/// One feature per sample: the standard deviation of `h` [B, F] across the sample's group, averaged over features.
+/// Sample `i` is in group `i mod (B / g)` with `g` the largest of 4, 2, 1 that divides B (ProGAN's grouping); a
+/// group of one has spread 0.
+pub(crate) fn minibatch_std(h: &Tensor) -> Tensor {
+    let (b, f) = h.size2().unwrap_or((0, 0));
+    let g = [MBSTD_GROUP, 2, 1].into_iter().find(|g| b % g == 0).unwrap_or(1);
+    if g == 1 || b == 0 {
+        return h.zeros_like().narrow(1, 0, 1.min(f));
+    }
+    let grouped = h.view([g, b / g, f]);
+    let spread = (grouped.var_dim([0i64].as_slice(), false, false) + 1e-8).sqrt();
+    spread.mean_dim([1i64].as_slice(), true, Kind::Float).repeat([g, 1])
 }
 
 impl Discriminator {
@@ -56,6 +79,7 @@ impl Discriminator {
             }
         };
         let sn = cfg.spectral_norm;
+        let feat = feat + i64::from(cfg.minibatch_std);
         let head = match cfg.gan {
             GanKind::Cgan | GanKind::WganGp => Head::Projection {
                 head: Linear::new(p / "head", feat, 1, true, sn),
@@ -66,7 +90,7 @@ impl Discriminator {
                 aux: Linear::new(p / "aux", feat, cfg.num_classes, true, sn),
             },
         };
-        Discriminator { backbone, head }
+        Discriminator { backbone, head, minibatch_std: cfg.minibatch_std }
     }
 
     /// Penultimate features [B, F].
@@ -79,6 +103,7 @@ impl Discriminator {
 
     pub fn forward_t(&self, x: &Tensor, labels: &Tensor, train: bool) -> DiscOutput {
         let h = self.features_t(x, train);
+        let h = if self.minibatch_std { Tensor::cat(&[&h, &minibatch_std(&h)], 1) } else { h };
         match &self.head {
             Head::Projection { head, class_emb } => {
                 let proj = (class_emb.forward(labels) * &h).sum_dim_intlist([1i64].as_slice(), false, Kind::Float);

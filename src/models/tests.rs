@@ -222,6 +222,50 @@ fn group_norm_generator_samples_each_image_alone_and_learns() {
     assert!(cfg.validate().unwrap_err().to_string().contains("g_norm"));
 }
 
+/// `minibatch_std`: the spread is per group of up to 4 (sample i with i ± B/4), near 0 for a group of identical
+/// images, 0 for a group of one; with it a discriminator's score of an image depends on the rest of its group —
+/// what lets it see samples that look alike — and every objective still trains.
+#[test]
+fn minibatch_std_sees_a_group_of_identical_samples() {
+    use super::discriminator::{minibatch_std, Discriminator};
+    let varied = SeededRng::new(1).normal_tensor(&[8, 5], Device::Cpu);
+    let s = minibatch_std(&varied);
+    assert_eq!(s.size(), vec![8, 1]);
+    let v: Vec<f32> = s.view([-1]).try_into().unwrap();
+    assert!(v.iter().all(|&x| x > 0.3), "{v:?}");
+    assert_eq!((v[0], v[1]), (v[2 + 2], v[3 + 2]), "groups of 4 over a batch of 8: i and i + 2");
+    let same = varied.narrow(0, 0, 1).repeat([8, 1]);
+    assert!(minibatch_std(&same).max().double_value(&[]) < 1e-3);
+    assert_eq!(minibatch_std(&varied.narrow(0, 0, 3)).abs().max().double_value(&[]), 0.0, "3 images: groups of 1");
+    assert_eq!(minibatch_std(&varied.narrow(0, 0, 6)).size(), vec![6, 1], "6 images: groups of 2");
+
+    tch::set_num_threads(1);
+    let (x, y) = toy_batch(8, 4, 32, 7);
+    let mut changed = x.copy();
+    let _ = changed.narrow(0, 2, 1).fill_(0.5);
+    for (on, depends) in [(false, false), (true, true)] {
+        let mut cfg = ModelConfig::preset("tiny", GanKind::Cgan, DiscKind::Cnn, 4).unwrap();
+        cfg.minibatch_std = on;
+        tch::manual_seed(3);
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let d = Discriminator::new(&vs.root(), &cfg);
+        super::init::init_varstore(&vs, 3).unwrap();
+        let score = |x: &Tensor| tch::no_grad(|| d.forward_t(x, &y, false).source.double_value(&[0]));
+        let delta = (score(&x) - score(&changed)).abs();
+        assert_eq!(delta > 1e-6, depends, "minibatch_std {on}: image 0's score moved by {delta} with image 2");
+    }
+    for gan in [GanKind::Cgan, GanKind::WganGp, GanKind::Acgan] {
+        let mut cfg = ModelConfig::preset("tiny", gan, DiscKind::Cnn, 4).unwrap();
+        cfg.minibatch_std = true;
+        let mut g = Gan::new(&cfg, Device::Cpu, 42).unwrap();
+        let (x, y) = toy_batch(16, 4, 32, 7);
+        for _ in 0..5 {
+            let l = g.train_step(&x, &y).unwrap();
+            assert!(l.d_loss.is_finite() && l.g_loss.is_finite(), "{gan}: {l:?}");
+        }
+    }
+}
+
 /// Trains one combination for `steps` steps on a fixed batch and checks that the discriminator separates real from
 /// fake better than at the start and that the generator's loss moves.
 fn learns_on_fixed_batch(gan: GanKind, disc: DiscKind, steps: usize) {
