@@ -241,7 +241,7 @@ fn minibatch_std_sees_a_group_of_identical_samples() {
 
     tch::set_num_threads(1);
     let (x, y) = toy_batch(8, 4, 32, 7);
-    let mut changed = x.copy();
+    let changed = x.copy();
     let _ = changed.narrow(0, 2, 1).fill_(0.5);
     for (on, depends) in [(false, false), (true, true)] {
         let mut cfg = ModelConfig::preset("tiny", GanKind::Cgan, DiscKind::Cnn, 4).unwrap();
