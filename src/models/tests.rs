@@ -122,6 +122,20 @@ fn a_second_convolution_per_discriminator_stage_trains() {
     assert!(cfg.validate().unwrap_err().to_string().contains("d_stage_convs"));
 }
 
+/// The distance between the mean generated image and the mean image of the toy batch (16 images, 4 classes, 32 px),
+/// before and after 60 training steps on that batch: how the recipe's generators show that they learn.
+fn mean_image_gap_before_and_after_training(g: &mut Gan) -> (f64, f64) {
+    let (x, y) = toy_batch(16, 4, 32, 7);
+    let z = g.latent(16, 5);
+    let target = x.mean_dim([0i64].as_slice(), false, Kind::Float);
+    let gap = |g: &Gan| (g.generate(&z, &y).mean_dim([0i64].as_slice(), false, Kind::Float) - &target).norm();
+    let before = gap(g).double_value(&[]);
+    for _ in 0..60 {
+        g.train_step(&x, &y).unwrap();
+    }
+    (before, gap(g).double_value(&[]))
+}
+
 /// `generator = "pixel-shuffle"` ends in a sub-pixel convolution at half the side: the right image shape at every
 /// size, one fewer block than resize-conv, ICNR at initialisation (each 2×2 cell of the pre-tanh image constant, so
 /// no checkerboard), and it learns the toy batch's class means as the recipe's other generators do.
@@ -150,20 +164,7 @@ fn pixel_shuffle_generator_starts_as_nearest_upsampling_and_learns() {
         assert!(w.get(&format!("blocks.{}.conv1.weight", stages - 1)).is_none(), "no full-resolution block");
     }
     cfg.image_size = 32;
-    let mut g = Gan::new(&cfg, Device::Cpu, 42).unwrap();
-    let (x, y) = toy_batch(16, 4, 32, 7);
-    let z = g.latent(16, 5);
-    let gap = |g: &Gan| {
-        (g.generate(&z, &y).mean_dim([0i64].as_slice(), false, Kind::Float)
-            - x.mean_dim([0i64].as_slice(), false, Kind::Float))
-        .norm()
-        .double_value(&[])
-    };
-    let before = gap(&g);
-    for _ in 0..60 {
-        g.train_step(&x, &y).unwrap();
-    }
-    let after = gap(&g);
+    let (before, after) = mean_image_gap_before_and_after_training(&mut Gan::new(&cfg, Device::Cpu, 42).unwrap());
     assert!(after < 0.8 * before, "mean-image gap {before:.2} → {after:.2}");
     assert_eq!("pixel-shuffle".parse::<GeneratorArch>().unwrap(), GeneratorArch::PixelShuffle);
 }
@@ -199,19 +200,7 @@ fn group_norm_generator_samples_each_image_alone_and_learns() {
         assert_eq!(stats, 0, "{arch:?}: GroupNorm keeps no running statistics");
         let mut g = Gan::new(&cfg, Device::Cpu, 42).unwrap();
         assert!(!g.generator_statistics_unset() && !g.settle_generator_statistics().unwrap());
-        let (x, y) = toy_batch(16, 4, 32, 7);
-        let z = g.latent(16, 5);
-        let gap = |g: &Gan| {
-            (g.generate(&z, &y).mean_dim([0i64].as_slice(), false, Kind::Float)
-                - x.mean_dim([0i64].as_slice(), false, Kind::Float))
-            .norm()
-            .double_value(&[])
-        };
-        let before = gap(&g);
-        for _ in 0..60 {
-            g.train_step(&x, &y).unwrap();
-        }
-        let after = gap(&g);
+        let (before, after) = mean_image_gap_before_and_after_training(&mut g);
         assert!(after < 0.8 * before, "{arch:?}: mean-image gap {before:.2} → {after:.2}");
     }
     let mut cfg = ModelConfig::preset("tiny", GanKind::Cgan, DiscKind::Cnn, 4).unwrap();
