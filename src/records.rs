@@ -63,8 +63,12 @@ pub struct QualitySummary {
     pub memorized_share_pixels: Option<f64>,
     pub class_coverage: f64,
     pub label_agreement: f64,
-    /// Mean over classes of synthetic / real within-class diversity.
+    /// Mean over classes of synthetic / real within-class diversity (reference features).
     pub diversity_ratio: f64,
+    /// The same ratio in the layout view (pooled pixels, centred and contrast-normalised per image): ≪ 1 when the
+    /// samples of a class repeat one arrangement, which the feature ratio does not see (absent before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout_diversity_ratio: Option<f64>,
     /// KID (mean over subsets), real test split vs synthetic, in the same feature space, and its spread over subsets.
     #[serde(default)]
     pub kid: Option<f64>,
@@ -83,6 +87,14 @@ pub struct QualitySummary {
 }
 
 impl QualitySummary {
+    /// `1.49 / 0.90`: the diversity ratio in features / in layout (`1.49` when the layout was not measured).
+    pub fn diversity_text(&self) -> String {
+        match self.layout_diversity_ratio {
+            Some(l) => format!("{:.2} / {l:.2}", self.diversity_ratio),
+            None => format!("{:.2}", self.diversity_ratio),
+        }
+    }
+
     /// `ADI 1.00 · BACK 0.34 · …` (empty when not measured).
     pub fn class_agreement_text(&self) -> String {
         self.class_agreement.iter().map(|(c, a)| format!("{c} {a:.2}")).collect::<Vec<_>>().join(" · ")

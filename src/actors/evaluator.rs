@@ -209,6 +209,7 @@ impl crate::actors::role::Role for EvaluatorRole {
                 ("class_coverage", s.class_coverage),
                 ("label_agreement", s.label_agreement),
                 ("diversity_ratio", s.diversity_ratio),
+                ("layout_diversity_ratio", s.layout_diversity_ratio.unwrap_or(f64::NAN)),
                 ("reference_test_accuracy", q.reference_test_accuracy),
             ] {
                 // The server refuses non-finite values (an undefined ratio is left out, not sent as NaN).

@@ -276,6 +276,7 @@ pub fn summarize(r: &QualityReport) -> QualitySummary {
         class_coverage: r.coverage.covered_share,
         label_agreement: r.coverage.agreement,
         diversity_ratio: r.diversity.mean_ratio.unwrap_or(f64::NAN),
+        layout_diversity_ratio: r.diversity.mean_layout_ratio,
         kid: r.kid.map(|k| k.mean),
         kid_std: r.kid.map(|k| k.std),
         kid_random_cnn: None,

@@ -20,7 +20,8 @@
 //! - `histofed_gan_loss{net="d"|"g"}`, `histofed_frechet_distance`
 //! - `histofed_dp_epsilon` (differential privacy: ε of the rounds released so far; NaN without DP)
 //! - `histofed_quality{metric}` (the evaluator's quality suite at its last run: `fd`, `precision`, `recall`,
-//!   `memorized_share`, `class_coverage`, `label_agreement`, `diversity_ratio`; absent before the first run)
+//!   `memorized_share`, `class_coverage`, `label_agreement`, `diversity_ratio`, `layout_diversity_ratio`; absent
+//!   before the first run)
 //! - `histofed_federated_eval{metric}` (federated evaluation at its last round, sample-weighted over the sites:
 //!   `round`, `fd`, `precision`, `recall`, `val_samples`, `sites`)
 //! - `histofed_checkpoints_written_total`, `histofed_checkpoint_age_seconds` (computed at scrape time; absent before
@@ -483,6 +484,9 @@ impl Metrics {
         set("class_coverage", q.class_coverage);
         set("label_agreement", q.label_agreement);
         set("diversity_ratio", q.diversity_ratio);
+        if let Some(l) = q.layout_diversity_ratio {
+            set("layout_diversity_ratio", l);
+        }
     }
 
     /// The sample-weighted result of the last federated evaluation (values a site could not compute are left out).

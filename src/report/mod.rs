@@ -168,12 +168,12 @@ impl RunReport {
         if !with_quality.is_empty() {
             s.push_str(
                 "\n## Quality suite (reference-classifier features)\n\n| round | FD | precision | recall | memorized | \
-                 coverage | agreement | per class | diversity | report |\n|---:|---:|---:|---:|---:|---:|---:|---|---:|---|\n",
+                 coverage | agreement | per class | diversity (features / layout) | report |\n|---:|---:|---:|---:|---:|---:|---:|---|---:|---|\n",
             );
             for (round, q) in with_quality {
                 let m = &q.summary;
                 s.push_str(&format!(
-                    "| {round} | {:.3} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.2} | [json]({}) |\n",
+                    "| {round} | {:.3} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | [json]({}) |\n",
                     m.fd,
                     m.precision,
                     m.recall,
@@ -181,7 +181,7 @@ impl RunReport {
                     m.class_coverage,
                     m.label_agreement,
                     m.class_agreement_text(),
-                    m.diversity_ratio,
+                    m.diversity_text(),
                     q.report_json
                 ));
             }

@@ -5,12 +5,25 @@
 //! images of a few classes whatever label it is given (between-class collapse: the reference classifier's
 //! predictions on synthetic images pile up on those classes). The second is measured against what the generator
 //! was *asked* for — the histogram of conditioning labels — so an imbalanced request is not mistaken for collapse.
+//!
+//! Why a layout view beside the feature view: the reference classifier's features are trained to be invariant to
+//! where things are in a tile, and generated images that sit off the real manifold spread out in that space. A
+//! generator that draws the same arrangement for every noise vector of a class — the rows of a grid repeating one
+//! picture with small colour changes — then scores a feature ratio near or above 1. The layout view compares the
+//! images themselves (pooled pixels), each centred per channel and scaled to unit contrast, so neither colour nor
+//! contrast counts: two real tiles of a class are nearly uncorrelated (distance ≈ √2), two samples of one repeated
+//! layout are close. Images with less than [`LAYOUT_CONTRAST_FLOOR`] of the real class's mean contrast are not
+//! scaled up to unit contrast (flat squares are not "diverse layouts"), they stay near the origin and near each other.
 
 use serde::{Deserialize, Serialize};
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 use super::distances::mean_pairwise_distance;
-use super::{class_indices, select_rows, QualityError, QualityOptions};
+use super::{class_indices, guard, select_rows, QualityError, QualityOptions};
+
+/// Share of the real class's mean contrast (norm of the channel-centred image) below which an image is not scaled
+/// up to unit contrast in the layout view.
+pub const LAYOUT_CONTRAST_FLOOR: f64 = 0.2;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassDiversity {
@@ -24,6 +37,16 @@ pub struct ClassDiversity {
     pub synthetic_mean_distance: Option<f64>,
     /// synthetic / real; ≪ 1 means collapse, ≈ 1 real-like variety.
     pub ratio: Option<f64>,
+    /// Layout view (pooled pixels, per-image centred and contrast-normalised): mean pairwise distance among the
+    /// class's real images, and among its synthetic ones (absent without pixels).
+    #[serde(default)]
+    pub real_layout_distance: Option<f64>,
+    #[serde(default)]
+    pub synthetic_layout_distance: Option<f64>,
+    /// synthetic / real in the layout view; ≪ 1 means the samples repeat one arrangement.
+    #[serde(default)]
+    pub layout_ratio: Option<f64>,
+    /// Either ratio below the collapse ratio.
     pub collapsed: bool,
     pub skipped: Option<String>,
 }
@@ -36,6 +59,9 @@ pub struct DiversityReport {
     pub collapsed_classes: Vec<usize>,
     /// Mean ratio over classes that have one.
     pub mean_ratio: Option<f64>,
+    /// Mean layout ratio over classes that have one (absent without pixels).
+    #[serde(default)]
+    pub mean_layout_ratio: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,12 +89,48 @@ fn subsample(idx: &[i64], max: usize) -> Vec<i64> {
     (0..max).map(|i| idx[i * idx.len() / max]).collect()
 }
 
-/// Per-class mean pairwise distance of synthetic vs real features. `names` has one entry per class.
+/// Images [N,3,H,W] as layout vectors: each image centred per channel, then divided by its norm or by `floor`,
+/// whichever is larger → [N, 3·H·W] (f64).
+fn layout_vectors(x: &Tensor, floor: f64) -> Tensor {
+    let x = x.to_kind(Kind::Double);
+    let centred = (&x - x.mean_dim([2i64, 3].as_slice(), true, Kind::Double)).flatten(1, -1);
+    let norm = centred.norm_scalaropt_dim(2, [1i64].as_slice(), true).clamp_min(floor);
+    centred / norm
+}
+
+/// Mean norm of the channel-centred images (their contrast).
+fn mean_contrast(x: &Tensor) -> f64 {
+    let x = x.to_kind(Kind::Double);
+    let centred = (&x - x.mean_dim([2i64, 3].as_slice(), true, Kind::Double)).flatten(1, -1);
+    centred.norm_scalaropt_dim(2, [1i64].as_slice(), false).mean(Kind::Double).double_value(&[])
+}
+
+/// Real and synthetic images of one class in the layout view: (real distance, synthetic distance).
+fn layout_distances(real: &Tensor, synth: &Tensor, chunk: usize) -> Result<(Option<f64>, Option<f64>), QualityError> {
+    let floor = guard("layout contrast", || Ok(LAYOUT_CONTRAST_FLOOR * mean_contrast(real)))?;
+    if floor <= 0.0 {
+        return Ok((Some(0.0), None));
+    }
+    let (r, s) = guard("layout vectors", || Ok((layout_vectors(real, floor), layout_vectors(synth, floor))))?;
+    Ok((mean_pairwise_distance(&r, chunk)?, mean_pairwise_distance(&s, chunk)?))
+}
+
+/// Real and synthetic pooled pixels [N,3,H,W] for the layout view of [`class_diversity`], row-aligned with the
+/// features.
+#[derive(Debug, Clone, Copy)]
+pub struct LayoutPixels<'a> {
+    pub real: &'a Tensor,
+    pub synthetic: &'a Tensor,
+}
+
+/// Per-class mean pairwise distance of synthetic vs real features, and in the layout view when `pixels` are given.
+/// `names` has one entry per class.
 pub fn class_diversity(
     real: &Tensor,
     real_labels: &[i64],
     synth: &Tensor,
     synth_labels: &[i64],
+    pixels: Option<LayoutPixels<'_>>,
     names: &[String],
     opts: &QualityOptions,
 ) -> Result<DiversityReport, QualityError> {
@@ -76,26 +138,43 @@ pub fn class_diversity(
     let (real_by, syn_by) = (class_indices(real_labels, k), class_indices(synth_labels, k));
     let mut per_class = Vec::with_capacity(k);
     for (class, name) in names.iter().enumerate() {
-        let mean = |x: &Tensor, idx: &[i64]| -> Result<Option<f64>, QualityError> {
-            if idx.len() < 2 {
-                return Ok(None);
+        let (ridx, sidx) = (
+            subsample(&real_by[class], opts.max_diversity_samples),
+            subsample(&syn_by[class], opts.max_diversity_samples),
+        );
+        let enough = ridx.len() >= 2 && sidx.len() >= 2;
+        let (real_mean_distance, synthetic_mean_distance) = if enough {
+            (
+                mean_pairwise_distance(&select_rows(real, &ridx)?, opts.chunk_size)?,
+                mean_pairwise_distance(&select_rows(synth, &sidx)?, opts.chunk_size)?,
+            )
+        } else {
+            (None, None)
+        };
+        let (real_layout_distance, synthetic_layout_distance) = match pixels {
+            Some(p) if enough => {
+                layout_distances(&select_rows(p.real, &ridx)?, &select_rows(p.synthetic, &sidx)?, opts.chunk_size)?
             }
-            mean_pairwise_distance(&select_rows(x, &subsample(idx, opts.max_diversity_samples))?, opts.chunk_size)
+            _ => (None, None),
         };
-        let real_mean_distance = mean(real, &real_by[class])?;
-        let synthetic_mean_distance = mean(synth, &syn_by[class])?;
-        let (ratio, skipped) = match (real_mean_distance, synthetic_mean_distance) {
-            (Some(r), Some(s)) if r > 0.0 => (Some(s / r), None),
-            (Some(_), Some(_)) => (None, Some("the real samples of this class are all identical".to_string())),
-            _ => (
-                None,
-                Some(format!(
-                    "needs at least 2 samples per side, has {} real and {} synthetic",
-                    real_by[class].len(),
-                    syn_by[class].len()
-                )),
-            ),
+        let ratio_of = |r: Option<f64>, s: Option<f64>| match (r, s) {
+            (Some(r), Some(s)) if r > 0.0 => Some(s / r),
+            _ => None,
         };
+        let ratio = ratio_of(real_mean_distance, synthetic_mean_distance);
+        let layout_ratio = ratio_of(real_layout_distance, synthetic_layout_distance);
+        let skipped = if !enough {
+            Some(format!(
+                "needs at least 2 samples per side, has {} real and {} synthetic",
+                real_by[class].len(),
+                syn_by[class].len()
+            ))
+        } else if ratio.is_none() {
+            Some("the real samples of this class are all identical".to_string())
+        } else {
+            None
+        };
+        let below = |r: Option<f64>| r.is_some_and(|r| r < opts.collapse_ratio);
         per_class.push(ClassDiversity {
             class,
             name: name.clone(),
@@ -104,14 +183,24 @@ pub fn class_diversity(
             real_mean_distance,
             synthetic_mean_distance,
             ratio,
-            collapsed: ratio.is_some_and(|r| r < opts.collapse_ratio),
+            real_layout_distance,
+            synthetic_layout_distance,
+            layout_ratio,
+            collapsed: below(ratio) || below(layout_ratio),
             skipped,
         });
     }
     let collapsed_classes = per_class.iter().filter(|c| c.collapsed).map(|c| c.class).collect();
-    let ratios: Vec<f64> = per_class.iter().filter_map(|c| c.ratio).collect();
-    let mean_ratio = (!ratios.is_empty()).then(|| ratios.iter().sum::<f64>() / ratios.len() as f64);
-    Ok(DiversityReport { per_class, collapse_ratio: opts.collapse_ratio, collapsed_classes, mean_ratio })
+    let mean = |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+    let mean_ratio = mean(per_class.iter().filter_map(|c| c.ratio).collect());
+    let mean_layout_ratio = mean(per_class.iter().filter_map(|c| c.layout_ratio).collect());
+    Ok(DiversityReport {
+        per_class,
+        collapse_ratio: opts.collapse_ratio,
+        collapsed_classes,
+        mean_ratio,
+        mean_layout_ratio,
+    })
 }
 
 /// Class coverage from the reference classifier's predictions on synthetic images and their conditioning labels

@@ -44,7 +44,9 @@ use crate::data::DataError;
 use crate::federation::checkpoint::CheckpointError;
 use crate::models::ModelError;
 
-pub use diversity::{class_coverage, class_diversity, ClassDiversity, Coverage, DiversityReport};
+pub use diversity::{
+    class_coverage, class_diversity, ClassDiversity, Coverage, DiversityReport, LayoutPixels, LAYOUT_CONTRAST_FLOOR,
+};
 pub use frechet::{class_frechet, frechet_report, ClassFrechet, FrechetReport};
 pub use kid::{kid, Kid};
 pub use memorization::{
@@ -415,7 +417,15 @@ pub fn assess(inputs: &QualityInputs, opts: &QualityOptions) -> Result<QualityRe
     };
     let features = SpaceSets { synthetic: synth, train: &inputs.train_features, test: Some(&inputs.test_features) };
     let memorization = memorization(&features, pixel.as_ref(), opts)?;
-    let diversity = class_diversity(real, real_labels, synth, syn_labels, &names, opts)?;
+    let real_pixels = match opts.real {
+        RealSplit::Test => inputs.test_pixels.as_ref(),
+        RealSplit::Train => inputs.train_pixels.as_ref(),
+    };
+    let layout = match (real_pixels, inputs.synthetic_pixels.as_ref()) {
+        (Some(real), Some(synthetic)) => Some(LayoutPixels { real, synthetic }),
+        _ => None,
+    };
+    let diversity = class_diversity(real, real_labels, synth, syn_labels, layout, &names, opts)?;
     let predictions = predicted_classes(&inputs.synthetic_logits)?;
     let coverage = class_coverage(&predictions, syn_labels, k, opts.coverage_min_fraction);
     let confusion = confusion_matrix(syn_labels, &predictions, k);

@@ -183,13 +183,62 @@ fn coverage_detects_a_one_class_generator_and_diversity_a_collapsed_class() {
     let collapsed = point + SeededRng::new(7).normal_tensor(&[50, D], Device::Cpu) * 1e-3;
     let synth = Tensor::cat(&[fresh.narrow(0, 0, 50), collapsed, fresh.narrow(0, 100, 50)], 0);
     let opts = QualityOptions { max_diversity_samples: 40, chunk_size: 16, ..Default::default() };
-    let rep = class_diversity(&real, &labels, &synth, &labels, &names(3), &opts).unwrap();
+    let rep = class_diversity(&real, &labels, &synth, &labels, None, &names(3), &opts).unwrap();
     assert_eq!(rep.collapsed_classes, vec![1]);
     assert!(rep.per_class[1].ratio.unwrap() < 0.01, "{:?}", rep.per_class[1]);
     for c in [0, 2] {
         let r = rep.per_class[c].ratio.unwrap();
         assert!((0.8..1.25).contains(&r), "class {c} ratio {r}");
     }
+}
+
+/// The blind spot the layout view closes: features that spread like the real ones (ratio ≈ 1 in every class), while
+/// class 1's images repeat one arrangement under colour and contrast changes and class 2's are flat squares of
+/// different colours. Only the layout view sees both; independent layouts (class 0) read ≈ 1 in it too.
+#[test]
+fn layout_view_flags_a_repeated_arrangement_and_flat_squares_that_features_call_diverse() {
+    tch::set_num_threads(1);
+    let per = 40;
+    let (real, labels) = labelled(per, 1);
+    let (synth, _) = labelled(per, 2);
+    let real_pixels = images(3 * per, 11);
+    let mut rng = SeededRng::new(12);
+    let base = images(1, 13);
+    let gain = rng.uniform_tensor(&[per, 1, 1, 1], 0.3, 1.0, Device::Cpu);
+    let colour = rng.uniform_tensor(&[per, 3, 1, 1], -0.5, 0.5, Device::Cpu);
+    let repeated = (&base * &gain + &colour + rng.normal_tensor(&[per, 3, 8, 8], Device::Cpu) * 0.02).clamp(-1.0, 1.0);
+    let flat = rng.uniform_tensor(&[per, 3, 1, 1], -1.0, 1.0, Device::Cpu).expand([per, 3, 8, 8], false)
+        + rng.normal_tensor(&[per, 3, 8, 8], Device::Cpu) * 1e-3;
+    let synth_pixels = Tensor::cat(&[images(per, 14), repeated, flat], 0);
+    let opts = QualityOptions { max_diversity_samples: 40, chunk_size: 16, ..Default::default() };
+    let pixels = LayoutPixels { real: &real_pixels, synthetic: &synth_pixels };
+    let rep = class_diversity(&real, &labels, &synth, &labels, Some(pixels), &names(3), &opts).unwrap();
+    for c in &rep.per_class {
+        let r = c.ratio.unwrap();
+        assert!((0.8..1.25).contains(&r), "feature ratio of class {} is {r}: the features must not see it", c.class);
+        let d = c.real_layout_distance.unwrap();
+        assert!((d - 2f64.sqrt()).abs() < 0.05, "independent real layouts sit ≈ √2 apart, got {d}");
+    }
+    let layout: Vec<f64> = rep.per_class.iter().map(|c| c.layout_ratio.unwrap()).collect();
+    assert!((0.9..1.1).contains(&layout[0]), "independent layouts: {layout:?}");
+    assert!(layout[1] < 0.2, "one repeated arrangement: {layout:?}");
+    assert!(layout[2] < 0.2, "flat squares are not diverse layouts: {layout:?}");
+    assert_eq!(rep.collapsed_classes, vec![1, 2]);
+    let mean = rep.mean_layout_ratio.unwrap();
+    assert!((mean - layout.iter().sum::<f64>() / 3.0).abs() < 1e-12);
+
+    // Without pixels the layout view is absent rather than zero, and the old reports (no layout fields) still load.
+    let without = class_diversity(&real, &labels, &synth, &labels, None, &names(3), &opts).unwrap();
+    assert!(without.collapsed_classes.is_empty() && without.mean_layout_ratio.is_none());
+    assert!(without.per_class.iter().all(|c| c.layout_ratio.is_none() && c.real_layout_distance.is_none()));
+    let mut old = serde_json::to_value(&without).unwrap();
+    old.as_object_mut().unwrap().remove("mean_layout_ratio");
+    for c in old["per_class"].as_array_mut().unwrap() {
+        for key in ["real_layout_distance", "synthetic_layout_distance", "layout_ratio"] {
+            c.as_object_mut().unwrap().remove(key);
+        }
+    }
+    assert_eq!(serde_json::from_value::<DiversityReport>(old).unwrap(), without);
 }
 
 #[test]
@@ -270,6 +319,8 @@ fn assess_end_to_end_report_roundtrips_and_pictures_are_written() {
     assert_eq!((pixel.closest[0].synthetic, pixel.closest[0].train), (7, 4));
     assert!(pixel.suspicious_count >= 1);
     assert_eq!(rep.inter_class_fd.as_ref().unwrap().matrix.len(), 3);
+    // assess() hands the real split's and the synthetic pixels to the layout view.
+    assert!(rep.diversity.per_class.iter().all(|c| c.layout_ratio.is_some()), "{:?}", rep.diversity);
     let json = serde_json::to_string(&rep).unwrap();
     let back: QualityReport = serde_json::from_str(&json).unwrap();
     assert_eq!(back, rep);
