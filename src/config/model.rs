@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
-use crate::models::{AugmentPolicy, GeneratorArch, GeneratorNorm, ModelConfig, SourceLoss};
+use crate::models::{AugmentPolicy, GeneratorArch, GeneratorNorm, GeneratorPadding, ModelConfig, SourceLoss};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -34,6 +34,8 @@ pub struct ModelSection {
     /// Normalisation in the resize-conv and pixel-shuffle generators: `batch` (BatchNorm) or `group` (GroupNorm:
     /// per image, the same in training and sampling, no statistics to average across non-IID sites).
     pub g_norm: Option<String>,
+    /// Padding of those generators' 3×3 convolutions: `zeros` or `reflect` (mirrored: no border signal).
+    pub g_padding: Option<String>,
     /// ViT discriminator: L2-distance attention.
     pub vit_l2_attention: Option<bool>,
     /// ViT discriminator: patch side in pixels, and the patch overlap.
@@ -83,6 +85,9 @@ impl ModelSection {
         if let Some(n) = parsed::<GeneratorNorm>("g_norm", &self.g_norm)? {
             cfg.g_norm = n;
         }
+        if let Some(n) = parsed::<GeneratorPadding>("g_padding", &self.g_padding)? {
+            cfg.g_padding = n;
+        }
         cfg.ema_decay = self.ema_decay.unwrap_or(cfg.ema_decay);
         cfg.spectral_norm = self.spectral_norm.unwrap_or(cfg.spectral_norm);
         cfg.vit_l2_attention = self.vit_l2_attention.unwrap_or(cfg.vit_l2_attention);
@@ -116,6 +121,7 @@ impl Default for ModelSection {
             spectral_norm: None,
             generator: None,
             g_norm: None,
+            g_padding: None,
             vit_l2_attention: None,
             vit_patch: None,
             vit_overlap: None,

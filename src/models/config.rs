@@ -180,6 +180,42 @@ impl GeneratorNorm {
     }
 }
 
+/// How the resize-conv and pixel-shuffle generators' 3×3 convolutions pad their input.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GeneratorPadding {
+    /// Zeros around the map (the usual convolution). A zero border is a positional signal: every layer can tell the
+    /// edge pixels apart, and a generator can learn edge-only patterns that the discriminator's stride-2 windows see
+    /// least.
+    #[default]
+    Zeros,
+    /// The map mirrored at its edge (reflection padding, as in pix2pix / CycleGAN's generators): a spatially constant
+    /// map stays constant up to the border, so no layer learns where the border is from the padding.
+    Reflect,
+}
+
+impl GeneratorPadding {
+    fn is_zeros(&self) -> bool {
+        *self == GeneratorPadding::Zeros
+    }
+}
+
+impl FromStr for GeneratorPadding {
+    type Err = ModelError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "zeros" => Ok(GeneratorPadding::Zeros),
+            "reflect" => Ok(GeneratorPadding::Reflect),
+            _ => Err(ModelError::UnknownName {
+                what: "generator padding",
+                value: s.to_string(),
+                expected: "zeros, reflect".into(),
+            }),
+        }
+    }
+}
+
 impl FromStr for GeneratorNorm {
     type Err = ModelError;
 
@@ -337,6 +373,10 @@ pub struct ModelConfig {
     /// Absent from the serialised form when BatchNorm, so configurations written before it keep their hashes.
     #[serde(default, skip_serializing_if = "GeneratorNorm::is_batch")]
     pub g_norm: GeneratorNorm,
+    /// Padding of the resize-conv and pixel-shuffle generators' 3×3 convolutions. Absent from the serialised form
+    /// when zeros, so configurations written before it keep their hashes.
+    #[serde(default, skip_serializing_if = "GeneratorPadding::is_zeros")]
+    pub g_padding: GeneratorPadding,
     /// ViT discriminator: L2-distance self-attention with tied query/key projections (ViTGAN; Kim et al. 2021),
     /// Lipschitz where dot-product attention is not.
     #[serde(default)]
@@ -438,6 +478,7 @@ impl ModelConfig {
             ema_decay: 0.0,
             generator_arch: GeneratorArch::Dcgan,
             g_norm: GeneratorNorm::Batch,
+            g_padding: GeneratorPadding::Zeros,
             vit_l2_attention: false,
             vit_overlap: 0,
             d_stage_convs: 1,
@@ -537,6 +578,13 @@ impl ModelConfig {
             return Err(ModelError::config(
                 "g_norm",
                 "group needs the resize-conv or pixel-shuffle generator (the dcgan generator keeps BatchNorm)",
+            ));
+        }
+        if self.g_padding == GeneratorPadding::Reflect && self.generator_arch == GeneratorArch::Dcgan {
+            return Err(ModelError::config(
+                "g_padding",
+                "reflect needs the resize-conv or pixel-shuffle generator (the dcgan generator's transposed \
+                 convolutions have no input border to mirror)",
             ));
         }
         if !(1..=100).contains(&self.n_critic) {

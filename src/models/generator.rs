@@ -21,11 +21,15 @@
 //! Both normalise their blocks with BatchNorm or, with `g_norm = group`, GroupNorm ([`GeneratorNorm`]); either is
 //! followed by the per-class gain and bias. GroupNorm normalises each image on its own: a federated site's batch
 //! statistics are those of its own classes, and no averaged running statistics have to stand in for them at sampling.
+//!
+//! Their 3×3 convolutions pad with zeros or, with `g_padding = reflect`, by mirroring ([`GeneratorPadding`]). Why the
+//! choice: a zero border tells every layer where the edge is, and the demo's generators learned edge-only dots there
+//! (`docs/gan-recipe.md`); a mirrored border carries no such signal.
 
 use tch::nn;
 use tch::{Kind, Tensor};
 
-use super::config::{GeneratorArch, GeneratorNorm, ModelConfig};
+use super::config::{GeneratorArch, GeneratorNorm, GeneratorPadding, ModelConfig};
 use super::layers::Conv2d;
 
 /// The block normalisation without affine parameters: BatchNorm, or GroupNorm ([`GeneratorNorm`]).
@@ -90,13 +94,14 @@ struct ResizeBlock {
 }
 
 impl ResizeBlock {
-    fn new(p: nn::Path, cin: i64, cout: i64, classes: i64, two_convs: bool, norm: GeneratorNorm) -> Self {
+    fn new(p: nn::Path, cin: i64, cout: i64, classes: i64, two_convs: bool, cfg: &ModelConfig) -> Self {
+        let (norm, reflect) = (cfg.g_norm, cfg.g_padding == GeneratorPadding::Reflect);
         ResizeBlock {
-            conv1: Conv2d::new(&p / "conv1", cin, cout, 3, 1, 1, false, false),
+            conv1: Conv2d::new(&p / "conv1", cin, cout, 3, 1, 1, false, false).reflected(reflect),
             bn1: CondNorm::new(&p / "bn1", cout, classes, norm),
             second: two_convs.then(|| {
                 (
-                    Conv2d::new(&p / "conv2", cout, cout, 3, 1, 1, false, false),
+                    Conv2d::new(&p / "conv2", cout, cout, 3, 1, 1, false, false).reflected(reflect),
                     CondNorm::new(&p / "bn2", cout, classes, norm),
                 )
             }),
@@ -141,13 +146,14 @@ impl ResizeConvGenerator {
         // Stages 0..stages-1 double 4 → S/2 between widths ch(i) → ch(i+1); the last doubles S/2 → S at ch(last),
         // unless the sub-pixel output does that doubling.
         let blocks = (0..if subpixel { stages - 1 } else { stages })
-            .map(|i| ResizeBlock::new(p / "blocks" / i, ch(i), ch((i + 1).min(stages - 1)), k, i < 2, cfg.g_norm))
+            .map(|i| ResizeBlock::new(p / "blocks" / i, ch(i), ch((i + 1).min(stages - 1)), k, i < 2, cfg))
             .collect();
         let out = if subpixel {
             Conv2d::new(p / SUBPIXEL, ch(stages - 1), 3 * SUBPIXEL_SCALE.pow(2), 3, 1, 1, true, false)
         } else {
             Conv2d::new(p / "out", ch(stages - 1), 3, 3, 1, 1, true, false)
-        };
+        }
+        .reflected(cfg.g_padding == GeneratorPadding::Reflect);
         ResizeConvGenerator {
             label_emb: nn::embedding(p / "label_emb", k, cfg.latent_dim, Default::default()),
             fc: nn::linear(p / "fc", cfg.latent_dim, c0 * 16, nn::LinearConfig { bias: false, ..Default::default() }),

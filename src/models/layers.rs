@@ -51,6 +51,8 @@ pub(crate) struct Conv2d {
     sn: Option<SpectralNorm>,
     stride: i64,
     padding: i64,
+    /// Mirror the input at its edge instead of padding it with zeros.
+    reflect: bool,
 }
 
 impl Conv2d {
@@ -72,7 +74,12 @@ impl Conv2d {
             (p.var("weight", &shape, nn::Init::Const(0.0)), None)
         };
         let bias = bias.then(|| p.var("bias", &[cout], nn::Init::Const(0.0)));
-        Conv2d { weight, bias, sn, stride, padding }
+        Conv2d { weight, bias, sn, stride, padding, reflect: false }
+    }
+
+    /// The same convolution padding its input by reflection (`padding` must be smaller than the input's side).
+    pub(crate) fn reflected(self, reflect: bool) -> Self {
+        Conv2d { reflect, ..self }
     }
 
     pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
@@ -80,7 +87,12 @@ impl Conv2d {
             Some(sn) => sn.apply(&self.weight, train),
             None => self.weight.shallow_clone(),
         };
-        x.conv2d(&w, self.bias.as_ref(), [self.stride; 2], [self.padding; 2], [1, 1], 1)
+        if self.reflect && self.padding > 0 {
+            let p = self.padding;
+            x.reflection_pad2d([p, p, p, p]).conv2d(&w, self.bias.as_ref(), [self.stride; 2], [0, 0], [1, 1], 1)
+        } else {
+            x.conv2d(&w, self.bias.as_ref(), [self.stride; 2], [self.padding; 2], [1, 1], 1)
+        }
     }
 }
 

@@ -30,7 +30,9 @@ mod tests;
 
 pub use bench::bench_step;
 pub use classifier::{Classifier, ClassifierConfig, CLASSIFIER_PRESETS};
-pub use config::{AugmentPolicy, DiscKind, GanKind, GeneratorArch, GeneratorNorm, ModelConfig, Recipe, SourceLoss};
+pub use config::{
+    AugmentPolicy, DiscKind, GanKind, GeneratorArch, GeneratorNorm, GeneratorPadding, ModelConfig, Recipe, SourceLoss,
+};
 pub use device::select_device;
 pub use error::ModelError;
 pub use gan::{Gan, StepLosses, DISCRIMINATOR_PREFIX, GENERATOR_PREFIX};

@@ -211,6 +211,51 @@ fn group_norm_generator_samples_each_image_alone_and_learns() {
     assert!(cfg.validate().unwrap_err().to_string().contains("g_norm"));
 }
 
+/// `g_padding = "reflect"`: with the first layer's weights zeroed every map is spatially constant, and a mirrored
+/// border keeps it so through every convolution — no layer can tell the edge from the padding — while zero padding
+/// paints the border. It still learns the toy batch, and the dcgan generator refuses it.
+#[test]
+fn reflect_padding_gives_the_generator_no_border_signal() {
+    use super::config::{GeneratorArch, GeneratorNorm, GeneratorPadding};
+    tch::set_num_threads(1);
+    let border_signal = |cfg: &ModelConfig| {
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let gen = super::generator::Generator::new(&vs.root(), cfg);
+        super::init::init_varstore(&vs, 5).unwrap();
+        tch::no_grad(|| {
+            for (name, mut v) in vs.variables() {
+                if name.ends_with("fc.weight") {
+                    let _ = v.zero_();
+                }
+            }
+        });
+        let z = SeededRng::new(3).normal_tensor(&[4, cfg.latent_dim], Device::Cpu);
+        let out = tch::no_grad(|| gen.forward_t(&z, &Tensor::from_slice(&[0i64, 1, 2, 3]), false));
+        assert_eq!(out.size(), vec![4, 3, cfg.image_size, cfg.image_size]);
+        // Largest spread of a channel of an image over its pixels.
+        out.flatten(2, 3).std_dim([2i64].as_slice(), false, false).max().double_value(&[])
+    };
+    for arch in [GeneratorArch::ResizeConv, GeneratorArch::PixelShuffle] {
+        for norm in [GeneratorNorm::Batch, GeneratorNorm::Group] {
+            let mut cfg = ModelConfig::preset("tiny", GanKind::Cgan, DiscKind::Cnn, 4).unwrap();
+            (cfg.generator_arch, cfg.g_norm) = (arch, norm);
+            let zeros = border_signal(&cfg);
+            assert!(zeros > 1e-3, "{arch:?} {norm:?}: zero padding leaves a border, spread {zeros}");
+            cfg.g_padding = GeneratorPadding::Reflect;
+            let reflect = border_signal(&cfg);
+            assert!(reflect < 1e-6, "{arch:?} {norm:?}: a constant map stays constant, spread {reflect}");
+        }
+    }
+    let mut cfg = ModelConfig::preset("tiny", GanKind::Cgan, DiscKind::Cnn, 4).unwrap();
+    (cfg.generator_arch, cfg.g_padding) = (GeneratorArch::ResizeConv, GeneratorPadding::Reflect);
+    let (before, after) = mean_image_gap_before_and_after_training(&mut Gan::new(&cfg, Device::Cpu, 42).unwrap());
+    assert!(after < 0.8 * before, "mean-image gap {before:.2} → {after:.2}");
+    assert_eq!("Reflect".parse::<GeneratorPadding>().unwrap(), GeneratorPadding::Reflect);
+    assert!("replicate".parse::<GeneratorPadding>().unwrap_err().to_string().contains("zeros, reflect"));
+    cfg.generator_arch = GeneratorArch::Dcgan;
+    assert!(cfg.validate().unwrap_err().to_string().contains("g_padding"));
+}
+
 /// `minibatch_std`: the spread is per group of up to 4 (sample i with i ± B/4), near 0 for a group of identical
 /// images, 0 for a group of one; with it a discriminator's score of an image depends on the rest of its group —
 /// what lets it see samples that look alike — and every objective still trains.
