@@ -81,6 +81,10 @@ pub struct QualitySummary {
     pub kid_random_cnn_std: Option<f64>,
     #[serde(default)]
     pub fd_random_cnn: Option<f64>,
+    /// Border artefacts: the largest synthetic / real ratio of outer-ring to interior fine detail over the classes
+    /// (≈ 1 like the data; well above 1: the generator draws at its borders), and that class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge_excess: Option<(String, f64)>,
     /// Label agreement of each requested class (class name, share): which class a low agreement comes from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub class_agreement: Vec<(String, f64)>,
@@ -92,6 +96,14 @@ impl QualitySummary {
         match self.layout_diversity_ratio {
             Some(l) => format!("{:.2} / {l:.2}", self.diversity_ratio),
             None => format!("{:.2}", self.diversity_ratio),
+        }
+    }
+
+    /// `3.97 (BACK)`: the worst class's border excess (`–` when not measured).
+    pub fn edge_text(&self) -> String {
+        match &self.edge_excess {
+            Some((class, e)) => format!("{e:.2} ({class})"),
+            None => "–".into(),
         }
     }
 

@@ -79,7 +79,7 @@ impl Actor for EvaluatorActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             EvaluatorMsg::Evaluate { round, weights, reply_to } => match state.worker.run((round, weights)).await {
-                Ok(result) => reply_to.cast(ServerMsg::Evaluated { round, result })?,
+                Ok(result) => reply_to.cast(ServerMsg::Evaluated { round, result: Box::new(result) })?,
                 // The thread died: fail, so the server restarts this evaluator under its policy.
                 Err(reason) => return Err(format!("evaluator thread died: {reason}").into()),
             },
@@ -210,6 +210,7 @@ impl crate::actors::role::Role for EvaluatorRole {
                 ("label_agreement", s.label_agreement),
                 ("diversity_ratio", s.diversity_ratio),
                 ("layout_diversity_ratio", s.layout_diversity_ratio.unwrap_or(f64::NAN)),
+                ("edge_excess", s.edge_excess.as_ref().map_or(f64::NAN, |e| e.1)),
                 ("reference_test_accuracy", q.reference_test_accuracy),
             ] {
                 // The server refuses non-finite values (an undefined ratio is left out, not sent as NaN).

@@ -360,8 +360,8 @@ pub enum ServerMsg {
     Upload(crate::cluster::bulk::Upload),
     /// The checkpoint writer finished (or failed) writing round `round`.
     Saved { round: u64, result: Result<String, String> },
-    /// The evaluator scored round `round`.
-    Evaluated { round: u64, result: Result<EvalReport, String> },
+    /// The evaluator scored round `round` (boxed: a report is far larger than every other message).
+    Evaluated { round: u64, result: Box<Result<EvalReport, String>> },
     /// A backoff elapsed: start a new child (and for the writer, retry the save).
     RestartChild(ServerChild),
     /// The final evaluation took too long: finish the run without it.

@@ -277,6 +277,10 @@ pub fn summarize(r: &QualityReport) -> QualitySummary {
         label_agreement: r.coverage.agreement,
         diversity_ratio: r.diversity.mean_ratio.unwrap_or(f64::NAN),
         layout_diversity_ratio: r.diversity.mean_layout_ratio,
+        edge_excess: r.edges.as_ref().and_then(|e| {
+            let class = e.worst_class?;
+            Some((r.class_names.get(class).cloned().unwrap_or_else(|| format!("class {class}")), e.max_excess?))
+        }),
         kid: r.kid.map(|k| k.mean),
         kid_std: r.kid.map(|k| k.std),
         kid_random_cnn: None,

@@ -162,12 +162,15 @@ fn section_quality(h: &mut String, r: &RunReport, out_dir: &Path) {
         "In the reference classifier's feature space: Fréchet distance, precision/recall (realism/coverage), share of \
          samples suspiciously close to a training image, class coverage and label agreement of the reference \
          classifier's predictions, diversity relative to real images (in the features / in the layout of the pixels: \
-         a layout ratio well below 1 means a class's samples repeat one arrangement).",
+         a layout ratio well below 1 means a class's samples repeat one arrangement), and the border excess of the \
+         worst class (fine detail in the outer ring against the interior, synthetic over real: well above 1 means \
+         the generator draws at its borders).",
     );
     h.push_str(
         "<table>\n<thead><tr><th class=\"num\">round</th><th class=\"num\">FD</th><th class=\"num\">precision</th>\
          <th class=\"num\">recall</th><th class=\"num\">memorized</th><th class=\"num\">coverage</th>\
-         <th class=\"num\">agreement</th><th>per class</th><th class=\"num\">diversity (features / layout)</th></tr></thead>\n<tbody>\n",
+         <th class=\"num\">agreement</th><th>per class</th><th class=\"num\">diversity (features / layout)</th>\
+         <th class=\"num\">border excess</th></tr></thead>\n<tbody>\n",
     );
     for (round, q) in &runs {
         let m = &q.summary;
@@ -175,7 +178,7 @@ fn section_quality(h: &mut String, r: &RunReport, out_dir: &Path) {
             h,
             "<tr><td class=\"num\">{round}</td><td class=\"num\">{:.3}</td><td class=\"num\">{:.2}</td>\
              <td class=\"num\">{:.2}</td><td class=\"num\">{:.2}</td><td class=\"num\">{:.2}</td>\
-             <td class=\"num\">{:.2}</td><td>{}</td><td class=\"num\">{}</td></tr>",
+             <td class=\"num\">{:.2}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
             m.fd,
             m.precision,
             m.recall,
@@ -184,6 +187,7 @@ fn section_quality(h: &mut String, r: &RunReport, out_dir: &Path) {
             m.label_agreement,
             esc(&m.class_agreement_text()),
             m.diversity_text(),
+            esc(&m.edge_text()),
         );
     }
     h.push_str("</tbody>\n</table>\n");

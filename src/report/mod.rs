@@ -168,12 +168,13 @@ impl RunReport {
         if !with_quality.is_empty() {
             s.push_str(
                 "\n## Quality suite (reference-classifier features)\n\n| round | FD | precision | recall | memorized | \
-                 coverage | agreement | per class | diversity (features / layout) | report |\n|---:|---:|---:|---:|---:|---:|---:|---|---:|---|\n",
+                 coverage | agreement | per class | diversity (features / layout) | border excess | report |\n\
+                 |---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|\n",
             );
             for (round, q) in with_quality {
                 let m = &q.summary;
                 s.push_str(&format!(
-                    "| {round} | {:.3} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | [json]({}) |\n",
+                    "| {round} | {:.3} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | [json]({}) |\n",
                     m.fd,
                     m.precision,
                     m.recall,
@@ -182,6 +183,7 @@ impl RunReport {
                     m.label_agreement,
                     m.class_agreement_text(),
                     m.diversity_text(),
+                    m.edge_text(),
                     q.report_json
                 ));
             }

@@ -360,7 +360,7 @@ async fn dispatch(me: ActorRef<ServerMsg>, msg: ServerMsg, st: &mut ServerState)
             });
         }
         ServerMsg::Saved { round, result } => on_saved(&me, st, round, result).await?,
-        ServerMsg::Evaluated { round, result } => on_evaluated(&me, st, round, result),
+        ServerMsg::Evaluated { round, result } => on_evaluated(&me, st, round, *result),
         ServerMsg::RestartChild(which) => restart_child(&me, st, which).await?,
         ServerMsg::Kube(ev) => nodeloss::on_kube(&me, st, ev)?,
         ServerMsg::Remediated(r) => nodeloss::on_remediated(st, r),

@@ -10,7 +10,8 @@
 //! - [`kid`]: kernel inception distance, unbiased at small sample sizes (mean ± sd over subsets);
 //! - [`precision_recall`]: improved precision/recall with k-NN manifolds (Kynkäänniemi et al. 2019);
 //! - [`memorization`]: nearest training image of each synthetic one, in feature and pixel space;
-//! - [`diversity`]: within-class diversity ratio and class coverage;
+//! - [`diversity`]: within-class diversity ratio (in features and in layout) and class coverage;
+//! - [`edges`]: border artefacts, the fine detail of a class's outer ring against the data's;
 //! - [`similarity`]: confusion matrix, inter-class Fréchet matrix and the heatmap picture;
 //! - [`distances`]: the chunked distance engine under the k-NN metrics (bounded memory).
 //!
@@ -28,6 +29,7 @@
 
 pub mod distances;
 pub mod diversity;
+pub mod edges;
 pub mod frechet;
 pub mod kid;
 pub mod memorization;
@@ -47,6 +49,7 @@ use crate::models::ModelError;
 pub use diversity::{
     class_coverage, class_diversity, ClassDiversity, Coverage, DiversityReport, LayoutPixels, LAYOUT_CONTRAST_FLOOR,
 };
+pub use edges::{edge_excess, ClassEdges, EdgeReport, EDGE_RING_SHARE};
 pub use frechet::{class_frechet, frechet_report, ClassFrechet, FrechetReport};
 pub use kid::{kid, Kid};
 pub use memorization::{
@@ -396,6 +399,10 @@ pub struct QualityReport {
     /// KID, real split vs synthetic (absent in reports written before it existed).
     #[serde(default)]
     pub kid: Option<Kid>,
+    /// Border artefacts, synthetic vs the real split (absent without real and synthetic pixels, and in reports written
+    /// before it existed).
+    #[serde(default)]
+    pub edges: Option<EdgeReport>,
 }
 
 /// Runs every metric of this module on `inputs` (validated first; errors name the bad input or option).
@@ -426,6 +433,10 @@ pub fn assess(inputs: &QualityInputs, opts: &QualityOptions) -> Result<QualityRe
         _ => None,
     };
     let diversity = class_diversity(real, real_labels, synth, syn_labels, layout, &names, opts)?;
+    let edges = match layout {
+        Some(p) => Some(edge_excess(p.real, real_labels, p.synthetic, syn_labels, &names)?),
+        None => None,
+    };
     let predictions = predicted_classes(&inputs.synthetic_logits)?;
     let coverage = class_coverage(&predictions, syn_labels, k, opts.coverage_min_fraction);
     let confusion = confusion_matrix(syn_labels, &predictions, k);
@@ -449,6 +460,7 @@ pub fn assess(inputs: &QualityInputs, opts: &QualityOptions) -> Result<QualityRe
         confusion,
         inter_class_fd,
         kid: Some(kid),
+        edges,
     })
 }
 

@@ -321,6 +321,7 @@ fn assess_end_to_end_report_roundtrips_and_pictures_are_written() {
     assert_eq!(rep.inter_class_fd.as_ref().unwrap().matrix.len(), 3);
     // assess() hands the real split's and the synthetic pixels to the layout view.
     assert!(rep.diversity.per_class.iter().all(|c| c.layout_ratio.is_some()), "{:?}", rep.diversity);
+    assert!(rep.edges.as_ref().is_some_and(|e| e.per_class.len() == 3 && e.max_excess.is_some()), "{:?}", rep.edges);
     let json = serde_json::to_string(&rep).unwrap();
     let back: QualityReport = serde_json::from_str(&json).unwrap();
     assert_eq!(back, rep);
