@@ -69,6 +69,10 @@ pub struct QualitySummary {
     /// samples of a class repeat one arrangement, which the feature ratio does not see (absent before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layout_diversity_ratio: Option<f64>,
+    /// The lowest class's diversity ratio in the fixed random CNN's position-pooled features (class, ratio): ≪ 1 when
+    /// that class repeats one motif, even at shifted places (absent before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub texture_diversity_min: Option<(String, f64)>,
     /// KID (mean over subsets), real test split vs synthetic, in the same feature space, and its spread over subsets.
     #[serde(default)]
     pub kid: Option<f64>,
@@ -91,12 +95,17 @@ pub struct QualitySummary {
 }
 
 impl QualitySummary {
-    /// `1.49 / 0.90`: the diversity ratio in features / in layout (`1.49` when the layout was not measured).
+    /// `1.49 / 0.90; 0.41 (ADI)`: the diversity ratio in features / in layout, then the lowest class's in texture
+    /// (each part left out when not measured).
     pub fn diversity_text(&self) -> String {
-        match self.layout_diversity_ratio {
+        let mut s = match self.layout_diversity_ratio {
             Some(l) => format!("{:.2} / {l:.2}", self.diversity_ratio),
             None => format!("{:.2}", self.diversity_ratio),
+        };
+        if let Some((class, t)) = &self.texture_diversity_min {
+            s.push_str(&format!("; {t:.2} ({class})"));
         }
+        s
     }
 
     /// `3.97 (BACK)`: the worst class's border excess (`–` when not measured).

@@ -211,6 +211,7 @@ impl crate::actors::role::Role for EvaluatorRole {
                 ("diversity_ratio", s.diversity_ratio),
                 ("layout_diversity_ratio", s.layout_diversity_ratio.unwrap_or(f64::NAN)),
                 ("edge_excess", s.edge_excess.as_ref().map_or(f64::NAN, |e| e.1)),
+                ("texture_diversity_min", s.texture_diversity_min.as_ref().map_or(f64::NAN, |t| t.1)),
                 ("reference_test_accuracy", q.reference_test_accuracy),
             ] {
                 // The server refuses non-finite values (an undefined ratio is left out, not sent as NaN).

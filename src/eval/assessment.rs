@@ -277,6 +277,12 @@ pub fn summarize(r: &QualityReport) -> QualitySummary {
         label_agreement: r.coverage.agreement,
         diversity_ratio: r.diversity.mean_ratio.unwrap_or(f64::NAN),
         layout_diversity_ratio: r.diversity.mean_layout_ratio,
+        texture_diversity_min: r
+            .diversity
+            .per_class
+            .iter()
+            .filter_map(|c| c.texture_ratio.map(|ratio| (c.name.clone(), ratio)))
+            .min_by(|a, b| a.1.total_cmp(&b.1)),
         edge_excess: r.edges.as_ref().and_then(|e| {
             let class = e.worst_class?;
             Some((r.class_names.get(class).cloned().unwrap_or_else(|| format!("class {class}")), e.max_excess?))

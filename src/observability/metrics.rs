@@ -21,7 +21,7 @@
 //! - `histofed_dp_epsilon` (differential privacy: ε of the rounds released so far; NaN without DP)
 //! - `histofed_quality{metric}` (the evaluator's quality suite at its last run: `fd`, `precision`, `recall`,
 //!   `memorized_share`, `class_coverage`, `label_agreement`, `diversity_ratio`, `layout_diversity_ratio`,
-//!   `edge_excess`; absent before the first run)
+//!   `texture_diversity_min`, `edge_excess`; absent before the first run)
 //! - `histofed_federated_eval{metric}` (federated evaluation at its last round, sample-weighted over the sites:
 //!   `round`, `fd`, `precision`, `recall`, `val_samples`, `sites`)
 //! - `histofed_checkpoints_written_total`, `histofed_checkpoint_age_seconds` (computed at scrape time; absent before
@@ -486,6 +486,9 @@ impl Metrics {
         set("diversity_ratio", q.diversity_ratio);
         if let Some(l) = q.layout_diversity_ratio {
             set("layout_diversity_ratio", l);
+        }
+        if let Some((_, t)) = &q.texture_diversity_min {
+            set("texture_diversity_min", *t);
         }
         if let Some((_, e)) = &q.edge_excess {
             set("edge_excess", *e);

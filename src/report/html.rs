@@ -162,14 +162,15 @@ fn section_quality(h: &mut String, r: &RunReport, out_dir: &Path) {
         "In the reference classifier's feature space: Fréchet distance, precision/recall (realism/coverage), share of \
          samples suspiciously close to a training image, class coverage and label agreement of the reference \
          classifier's predictions, diversity relative to real images (in the features / in the layout of the pixels: \
-         a layout ratio well below 1 means a class's samples repeat one arrangement), and the border excess of the \
-         worst class (fine detail in the outer ring against the interior, synthetic over real: well above 1 means \
-         the generator draws at its borders).",
+         a layout ratio well below 1 means a class's samples repeat one arrangement; then the lowest class's ratio \
+         in a fixed random CNN's position-pooled features, well below 1 when it repeats one motif even at shifted \
+         places), and the border excess of the worst class (fine detail in the outer ring against the interior, \
+         synthetic over real: well above 1 means the generator draws at its borders).",
     );
     h.push_str(
         "<table>\n<thead><tr><th class=\"num\">round</th><th class=\"num\">FD</th><th class=\"num\">precision</th>\
          <th class=\"num\">recall</th><th class=\"num\">memorized</th><th class=\"num\">coverage</th>\
-         <th class=\"num\">agreement</th><th>per class</th><th class=\"num\">diversity (features / layout)</th>\
+         <th class=\"num\">agreement</th><th>per class</th><th class=\"num\">diversity (features / layout; texture, lowest class)</th>\
          <th class=\"num\">border excess</th></tr></thead>\n<tbody>\n",
     );
     for (round, q) in &runs {

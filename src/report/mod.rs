@@ -168,7 +168,7 @@ impl RunReport {
         if !with_quality.is_empty() {
             s.push_str(
                 "\n## Quality suite (reference-classifier features)\n\n| round | FD | precision | recall | memorized | \
-                 coverage | agreement | per class | diversity (features / layout) | border excess | report |\n\
+                 coverage | agreement | per class | diversity (features / layout; texture, lowest class) | border excess | report |\n\
                  |---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|\n",
             );
             for (round, q) in with_quality {

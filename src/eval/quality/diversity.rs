@@ -14,6 +14,10 @@
 //! contrast counts: two real tiles of a class are nearly uncorrelated (distance ≈ √2), two samples of one repeated
 //! layout are close. Images with less than [`LAYOUT_CONTRAST_FLOOR`] of the real class's mean contrast are not
 //! scaled up to unit contrast (flat squares are not "diverse layouts"), they stay near the origin and near each other.
+//!
+//! Why a texture view as well: a generator can also repeat one motif at different places in each sample; those
+//! samples are nearly uncorrelated pixel by pixel, so the layout view reads them as diverse. The texture view
+//! compares the amplitudes of the layout vectors' 2-D Fourier transforms, which a shift does not change.
 
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
@@ -46,7 +50,12 @@ pub struct ClassDiversity {
     /// synthetic / real in the layout view; ≪ 1 means the samples repeat one arrangement.
     #[serde(default)]
     pub layout_ratio: Option<f64>,
-    /// Either ratio below the collapse ratio.
+    /// synthetic / real in the texture view (the layout vectors' Fourier amplitudes, blind to where things are):
+    /// ≪ 1 when the samples repeat one motif even at shifted places. Reported, not part of `collapsed`: it has not
+    /// yet been compared with what people see on enough grids.
+    #[serde(default)]
+    pub texture_ratio: Option<f64>,
+    /// The feature or the layout ratio below the collapse ratio.
     pub collapsed: bool,
     pub skipped: Option<String>,
 }
@@ -105,14 +114,38 @@ fn mean_contrast(x: &Tensor) -> f64 {
     centred.norm_scalaropt_dim(2, [1i64].as_slice(), false).mean(Kind::Double).double_value(&[])
 }
 
-/// Real and synthetic images of one class in the layout view: (real distance, synthetic distance).
-fn layout_distances(real: &Tensor, synth: &Tensor, chunk: usize) -> Result<(Option<f64>, Option<f64>), QualityError> {
+/// Images [N, 3, H, W] as texture vectors: the layout vectors' per-channel 2-D Fourier amplitudes, which a circular
+/// shift leaves unchanged (and a motif moved inside the tile nearly so) → [N, 3·H·(W/2+1)] (f64).
+fn texture_vectors(layout: &Tensor, x: &Tensor) -> Tensor {
+    let (n, c, h, w) = x.size4().unwrap_or((0, 0, 0, 0));
+    layout.view([n, c, h, w]).fft_rfft2(None::<&[i64]>, [-2i64, -1].as_slice(), "ortho").abs().flatten(1, -1)
+}
+
+/// Mean pairwise distances of one class's real and synthetic images in one view.
+#[derive(Debug, Clone, Copy, Default)]
+struct ViewDistances {
+    real: Option<f64>,
+    synthetic: Option<f64>,
+}
+
+/// Real and synthetic images of one class in the layout view and the texture view.
+fn pixel_view_distances(
+    real: &Tensor,
+    synth: &Tensor,
+    chunk: usize,
+) -> Result<(ViewDistances, ViewDistances), QualityError> {
     let floor = guard("layout contrast", || Ok(LAYOUT_CONTRAST_FLOOR * mean_contrast(real)))?;
     if floor <= 0.0 {
-        return Ok((Some(0.0), None));
+        let flat = ViewDistances { real: Some(0.0), synthetic: None };
+        return Ok((flat, flat));
     }
     let (r, s) = guard("layout vectors", || Ok((layout_vectors(real, floor), layout_vectors(synth, floor))))?;
-    Ok((mean_pairwise_distance(&r, chunk)?, mean_pairwise_distance(&s, chunk)?))
+    let (rt, st) = guard("texture vectors", || Ok((texture_vectors(&r, real), texture_vectors(&s, synth))))?;
+    let layout =
+        ViewDistances { real: mean_pairwise_distance(&r, chunk)?, synthetic: mean_pairwise_distance(&s, chunk)? };
+    let texture =
+        ViewDistances { real: mean_pairwise_distance(&rt, chunk)?, synthetic: mean_pairwise_distance(&st, chunk)? };
+    Ok((layout, texture))
 }
 
 /// Real and synthetic pooled pixels [N,3,H,W] for the layout view of [`class_diversity`], row-aligned with the
@@ -151,18 +184,18 @@ pub fn class_diversity(
         } else {
             (None, None)
         };
-        let (real_layout_distance, synthetic_layout_distance) = match pixels {
+        let (layout, texture) = match pixels {
             Some(p) if enough => {
-                layout_distances(&select_rows(p.real, &ridx)?, &select_rows(p.synthetic, &sidx)?, opts.chunk_size)?
+                pixel_view_distances(&select_rows(p.real, &ridx)?, &select_rows(p.synthetic, &sidx)?, opts.chunk_size)?
             }
-            _ => (None, None),
+            _ => Default::default(),
         };
         let ratio_of = |r: Option<f64>, s: Option<f64>| match (r, s) {
             (Some(r), Some(s)) if r > 0.0 => Some(s / r),
             _ => None,
         };
         let ratio = ratio_of(real_mean_distance, synthetic_mean_distance);
-        let layout_ratio = ratio_of(real_layout_distance, synthetic_layout_distance);
+        let layout_ratio = ratio_of(layout.real, layout.synthetic);
         let skipped = if !enough {
             Some(format!(
                 "needs at least 2 samples per side, has {} real and {} synthetic",
@@ -183,9 +216,10 @@ pub fn class_diversity(
             real_mean_distance,
             synthetic_mean_distance,
             ratio,
-            real_layout_distance,
-            synthetic_layout_distance,
+            real_layout_distance: layout.real,
+            synthetic_layout_distance: layout.synthetic,
             layout_ratio,
+            texture_ratio: ratio_of(texture.real, texture.synthetic),
             collapsed: below(ratio) || below(layout_ratio),
             skipped,
         });

@@ -241,6 +241,48 @@ fn layout_view_flags_a_repeated_arrangement_and_flat_squares_that_features_call_
     assert_eq!(serde_json::from_value::<DiversityReport>(old).unwrap(), without);
 }
 
+/// The layout view's blind spot and the texture view that closes it: one motif at shifted places. Real images of
+/// the class are textures of varying contrast and grain; the synthetic ones are a single such texture rolled by a
+/// random offset. Their pixels are nearly uncorrelated (the layout view reads ≈ 1), while their Fourier amplitudes
+/// are equal (the texture ratio ≈ 0); fresh textures read ≈ 1 in both.
+#[test]
+fn texture_view_sees_one_motif_at_shifted_places_where_the_layout_view_does_not() {
+    tch::set_num_threads(1);
+    let per = 24;
+    let texture = |seed: i64| {
+        let mut rng = SeededRng::new(seed);
+        let noise = rng.uniform_tensor(&[per, 3, 32, 32], -1.0, 1.0, Device::Cpu);
+        let blurred = noise.avg_pool2d([3, 3], [1, 1], [1, 1], false, false, None::<i64>);
+        let grain = rng.uniform_tensor(&[per, 1, 1, 1], 0.0, 1.0, Device::Cpu);
+        let contrast = rng.uniform_tensor(&[per, 1, 1, 1], 0.3, 1.0, Device::Cpu);
+        let mixed: Tensor = &noise * &grain + blurred * (1.0 - &grain);
+        (mixed * contrast * 1.5).clamp(-1.0, 1.0)
+    };
+    let (real, fresh, motif) = (texture(21), texture(22), texture(23).get(0));
+    let mut rng = SeededRng::new(24);
+    let rolled: Vec<Tensor> = (0..per)
+        .map(|_| {
+            let shift = rng.uniform_vec(2, 4.0, 28.0);
+            motif.roll([shift[0] as i64, shift[1] as i64].as_slice(), [1i64, 2].as_slice())
+        })
+        .collect();
+    let synth_pixels = Tensor::cat(&[fresh, Tensor::stack(&rolled, 0)], 0);
+    let real_pixels = Tensor::cat(&[&real, &real], 0);
+    let labels = [vec![0i64; per as usize], vec![1; per as usize]].concat();
+    // Features that see nothing wrong (as the reference's did on the demos), so the flag is the pixel views' alone.
+    let (real_f, synth_f) = (gaussian(2 * per, 31, &[0.0; 4], 1.0), gaussian(2 * per, 32, &[0.0; 4], 1.0));
+    let opts = QualityOptions { max_diversity_samples: 40, chunk_size: 16, ..Default::default() };
+    let pixels = LayoutPixels { real: &real_pixels, synthetic: &synth_pixels };
+    let rep = class_diversity(&real_f, &labels, &synth_f, &labels, Some(pixels), &names(2), &opts).unwrap();
+    let (fresh_r, rolled_r) = (&rep.per_class[0], &rep.per_class[1]);
+    assert!(rolled_r.layout_ratio.unwrap() > 0.8, "shifted copies are not one arrangement: {rolled_r:?}");
+    assert!(rolled_r.texture_ratio.unwrap() < 0.05, "the texture view sees one motif: {rolled_r:?}");
+    for view in [fresh_r.layout_ratio, fresh_r.texture_ratio] {
+        assert!((0.8..1.25).contains(&view.unwrap()), "fresh textures: {fresh_r:?}");
+    }
+    assert!(rep.collapsed_classes.is_empty(), "the texture view is reported, not part of the flag: {rep:?}");
+}
+
 #[test]
 fn inter_class_frechet_diagonal_and_swapped_classes() {
     tch::set_num_threads(1);
