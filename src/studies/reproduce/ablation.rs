@@ -17,7 +17,10 @@ use serde::{Deserialize, Serialize};
 use crate::data::{Dataset, Splits};
 use crate::eval::assessment::{Assessment, Assessor, Baseline};
 use crate::federation::checkpoint::write_atomic;
-use crate::models::{AugmentPolicy, DiscKind, Gan, GanKind, GeneratorArch, ModelConfig, Recipe, SourceLoss};
+use crate::models::{
+    AugmentPolicy, DiscKind, Gan, GanKind, GeneratorArch, GeneratorNorm, GeneratorPadding, ModelConfig, Recipe,
+    SourceLoss,
+};
 use crate::studies::augment::Stat;
 use crate::train::simulation::train_centralized;
 
@@ -79,7 +82,12 @@ impl Variant {
             Variant::BceLoss => c.loss = SourceLoss::Bce,
             Variant::NoSpectralNorm => c.spectral_norm = false,
             Variant::NoEma => c.ema_decay = 0.0,
-            Variant::DcganGenerator => c.generator_arch = GeneratorArch::Dcgan,
+            // The DCGAN generator has BatchNorm and transposed convolutions: the resize-conv generator's own
+            // normalisation and padding choices do not exist there and go back to their defaults.
+            Variant::DcganGenerator => {
+                (c.generator_arch, c.g_norm, c.g_padding) =
+                    (GeneratorArch::Dcgan, GeneratorNorm::default(), GeneratorPadding::default())
+            }
             Variant::PaperAdamBetas => (c.beta1, c.beta2) = (paper.beta1, paper.beta2),
             Variant::NoL2Attention => c.vit_l2_attention = false,
             Variant::NoOverlap => c.vit_overlap = 0,
@@ -182,6 +190,13 @@ pub fn run(
     let train = Arc::new(splits.train.clone());
     let mut rows = Vec::new();
     let variants = Variant::applicable(full.gan, full.discriminator);
+    // Every variant's configuration is checked before the first one trains: a bad one fails now, not after the
+    // others have run for minutes.
+    for v in &variants {
+        v.apply(full, &paper)
+            .validate()
+            .map_err(|e| ReproduceError::Cell { cell: slug(*v), message: e.to_string() })?;
+    }
     for (i, v) in variants.iter().enumerate() {
         let cfg = v.apply(full, &paper);
         let mut runs = Vec::new();
@@ -327,6 +342,15 @@ mod tests {
         assert_eq!(diff(Variant::NoSpectralNorm), vec!["spectral_norm"]);
         assert_eq!(diff(Variant::NoEma), vec!["ema_decay"]);
         assert_eq!(diff(Variant::DcganGenerator), vec!["generator_arch"]);
+        // With the resize-conv generator's own options set, the DCGAN variant still validates (they do not apply).
+        let mut tuned = full.clone();
+        (tuned.g_norm, tuned.g_padding) = (GeneratorNorm::Group, GeneratorPadding::Reflect);
+        let dcgan = Variant::DcganGenerator.apply(&tuned, &paper);
+        assert_eq!(dcgan.generator_arch, GeneratorArch::Dcgan);
+        dcgan.validate().unwrap();
+        for v in Variant::applicable(GanKind::Cgan, DiscKind::Vit) {
+            v.apply(&tuned, &paper).validate().unwrap_or_else(|e| panic!("{v:?}: {e}"));
+        }
         assert_eq!(diff(Variant::PaperAdamBetas), vec!["beta1", "beta2"]);
         assert_eq!(diff(Variant::NoL2Attention), vec!["vit_l2_attention"]);
         assert_eq!(diff(Variant::NoOverlap), vec!["vit_overlap"]);
