@@ -284,8 +284,8 @@ pub fn summarize(r: &QualityReport) -> QualitySummary {
             .filter_map(|c| c.texture_ratio.map(|ratio| (c.name.clone(), ratio)))
             .min_by(|a, b| a.1.total_cmp(&b.1)),
         edge_excess: r.edges.as_ref().and_then(|e| {
-            let class = e.worst_class?;
-            Some((r.class_names.get(class).cloned().unwrap_or_else(|| format!("class {class}")), e.max_excess?))
+            let worst = e.per_class.get(e.worst_class?)?;
+            Some((worst.name.clone(), worst.excess?))
         }),
         kid: r.kid.map(|k| k.mean),
         kid_std: r.kid.map(|k| k.std),

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use super::distances::mean_pairwise_distance;
-use super::{class_indices, guard, select_rows, QualityError, QualityOptions};
+use super::{class_indices, guard, positive_ratio, select_rows, QualityError, QualityOptions};
 
 /// Share of the real class's mean contrast (norm of the channel-centred image) below which an image is not scaled
 /// up to unit contrast in the layout view.
@@ -98,27 +98,21 @@ fn subsample(idx: &[i64], max: usize) -> Vec<i64> {
     (0..max).map(|i| idx[i * idx.len() / max]).collect()
 }
 
-/// Images [N,3,H,W] as layout vectors: each image centred per channel, then divided by its norm or by `floor`,
-/// whichever is larger → [N, 3·H·W] (f64).
-fn layout_vectors(x: &Tensor, floor: f64) -> Tensor {
+/// Images [N,3,H,W] centred per channel (f64, same shape).
+fn centred(x: &Tensor) -> Tensor {
     let x = x.to_kind(Kind::Double);
-    let centred = (&x - x.mean_dim([2i64, 3].as_slice(), true, Kind::Double)).flatten(1, -1);
-    let norm = centred.norm_scalaropt_dim(2, [1i64].as_slice(), true).clamp_min(floor);
-    centred / norm
+    &x - x.mean_dim([2i64, 3].as_slice(), true, Kind::Double)
 }
 
-/// Mean norm of the channel-centred images (their contrast).
-fn mean_contrast(x: &Tensor) -> f64 {
-    let x = x.to_kind(Kind::Double);
-    let centred = (&x - x.mean_dim([2i64, 3].as_slice(), true, Kind::Double)).flatten(1, -1);
-    centred.norm_scalaropt_dim(2, [1i64].as_slice(), false).mean(Kind::Double).double_value(&[])
+/// The contrast of each centred image: its norm → [N, 1, 1, 1].
+fn contrast(centred: &Tensor) -> Tensor {
+    centred.norm_scalaropt_dim(2, [1i64, 2, 3].as_slice(), true)
 }
 
-/// Images [N, 3, H, W] as texture vectors: the layout vectors' per-channel 2-D Fourier amplitudes, which a circular
-/// shift leaves unchanged (and a motif moved inside the tile nearly so) → [N, 3·H·(W/2+1)] (f64).
-fn texture_vectors(layout: &Tensor, x: &Tensor) -> Tensor {
-    let (n, c, h, w) = x.size4().unwrap_or((0, 0, 0, 0));
-    layout.view([n, c, h, w]).fft_rfft2(None::<&[i64]>, [-2i64, -1].as_slice(), "ortho").abs().flatten(1, -1)
+/// Layout images [N,3,H,W] as texture vectors: their per-channel 2-D Fourier amplitudes, which a circular shift
+/// leaves unchanged (and a motif moved inside the tile nearly so) → [N, 3·H·(W/2+1)] (f64).
+fn texture_vectors(layout: &Tensor) -> Tensor {
+    layout.fft_rfft2(None::<&[i64]>, [-2i64, -1].as_slice(), "ortho").abs().flatten(1, -1)
 }
 
 /// Mean pairwise distances of one class's real and synthetic images in one view.
@@ -134,13 +128,18 @@ fn pixel_view_distances(
     synth: &Tensor,
     chunk: usize,
 ) -> Result<(ViewDistances, ViewDistances), QualityError> {
-    let floor = guard("layout contrast", || Ok(LAYOUT_CONTRAST_FLOOR * mean_contrast(real)))?;
+    let (rc, sc) = guard("centring", || Ok((centred(real), centred(synth))))?;
+    let real_contrast = guard("layout contrast", || Ok(contrast(&rc)))?;
+    let floor = LAYOUT_CONTRAST_FLOOR * real_contrast.mean(Kind::Double).double_value(&[]);
     if floor <= 0.0 {
         let flat = ViewDistances { real: Some(0.0), synthetic: None };
         return Ok((flat, flat));
     }
-    let (r, s) = guard("layout vectors", || Ok((layout_vectors(real, floor), layout_vectors(synth, floor))))?;
-    let (rt, st) = guard("texture vectors", || Ok((texture_vectors(&r, real), texture_vectors(&s, synth))))?;
+    // Each image divided by its contrast or by the floor, whichever is larger: the layout images [N,3,H,W].
+    let (r, s) =
+        guard("layout vectors", || Ok((rc / real_contrast.clamp_min(floor), &sc / contrast(&sc).clamp_min(floor))))?;
+    let (rt, st) = guard("texture vectors", || Ok((texture_vectors(&r), texture_vectors(&s))))?;
+    let (r, s) = (r.flatten(1, -1), s.flatten(1, -1));
     let layout =
         ViewDistances { real: mean_pairwise_distance(&r, chunk)?, synthetic: mean_pairwise_distance(&s, chunk)? };
     let texture =
@@ -190,12 +189,8 @@ pub fn class_diversity(
             }
             _ => Default::default(),
         };
-        let ratio_of = |r: Option<f64>, s: Option<f64>| match (r, s) {
-            (Some(r), Some(s)) if r > 0.0 => Some(s / r),
-            _ => None,
-        };
-        let ratio = ratio_of(real_mean_distance, synthetic_mean_distance);
-        let layout_ratio = ratio_of(layout.real, layout.synthetic);
+        let ratio = positive_ratio(synthetic_mean_distance, real_mean_distance);
+        let layout_ratio = positive_ratio(layout.synthetic, layout.real);
         let skipped = if !enough {
             Some(format!(
                 "needs at least 2 samples per side, has {} real and {} synthetic",
@@ -219,7 +214,7 @@ pub fn class_diversity(
             real_layout_distance: layout.real,
             synthetic_layout_distance: layout.synthetic,
             layout_ratio,
-            texture_ratio: ratio_of(texture.real, texture.synthetic),
+            texture_ratio: positive_ratio(texture.synthetic, texture.real),
             collapsed: below(ratio) || below(layout_ratio),
             skipped,
         });

@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use super::{class_indices, guard, select_rows, QualityError};
+use super::{class_indices, guard, positive_ratio, select_rows, QualityError};
 
 /// Width of the outer ring as a share of the side (2 pixels of 32).
 pub const EDGE_RING_SHARE: f64 = 1.0 / 16.0;
@@ -40,9 +40,13 @@ pub struct EdgeReport {
     pub worst_class: Option<usize>,
 }
 
-/// (ring energy, interior energy) summed over images [N,3,H,W]: mean |high-pass| in each region, summed over N.
-fn energies(x: &Tensor) -> (f64, f64) {
-    let (_, _, h, w) = x.size4().unwrap_or((0, 0, 0, 0));
+/// Ring-over-interior energy of a set of images [N,3,H,W]: mean |high-pass| over every image's ring pixels, over
+/// the mean over their interior pixels (each plus the floor); `None` for an empty set.
+fn ring_ratio(x: &Tensor) -> Option<f64> {
+    let (n, _, h, w) = x.size4().unwrap_or((0, 0, 0, 0));
+    if n == 0 {
+        return None;
+    }
     let grey = x.to_kind(Kind::Double).mean_dim([1i64].as_slice(), true, Kind::Double);
     let local = grey.replication_pad2d([1, 1, 1, 1]).avg_pool2d([3, 3], [1, 1], [0, 0], false, true, None::<i64>);
     let high = (&grey - local).abs();
@@ -51,20 +55,10 @@ fn energies(x: &Tensor) -> (f64, f64) {
     let _ = ring.narrow(0, r, (h - 2 * r).max(0)).narrow(1, r, (w - 2 * r).max(0)).fill_(0.0);
     let interior = 1.0 - &ring;
     let mean_in = |mask: &Tensor| {
-        let n = mask.sum(Kind::Double).double_value(&[]).max(1.0);
-        (&high * mask).sum_dim_intlist([1i64, 2, 3].as_slice(), false, Kind::Double) / n
+        let pixels = mask.sum(Kind::Double).double_value(&[]).max(1.0) * n as f64;
+        (&high * mask).sum(Kind::Double).double_value(&[]) / pixels + ENERGY_FLOOR
     };
-    (mean_in(&ring).sum(Kind::Double).double_value(&[]), mean_in(&interior).sum(Kind::Double).double_value(&[]))
-}
-
-/// Ring-over-interior energy of a set of images (ratio of their means), `None` for an empty set.
-fn ring_ratio(x: &Tensor) -> Option<f64> {
-    let n = x.size()[0];
-    if n == 0 {
-        return None;
-    }
-    let (ring, interior) = energies(x);
-    Some((ring / n as f64 + ENERGY_FLOOR) / (interior / n as f64 + ENERGY_FLOOR))
+    Some(mean_in(&ring) / mean_in(&interior))
 }
 
 /// Per-class border excess of synthetic images [N,3,H,W] over real ones (in [-1, 1]); `names` has one entry per
@@ -99,11 +93,7 @@ pub fn edge_excess(
             guard("border energy", || Ok(ring_ratio(&rows)))
         };
         let (r, s) = (ratio(real, &real_by[class])?, ratio(synth, &syn_by[class])?);
-        let excess = match (r, s) {
-            (Some(r), Some(s)) if r > 0.0 => Some(s / r),
-            _ => None,
-        };
-        per_class.push(ClassEdges { class, name: name.clone(), real: r, synthetic: s, excess });
+        per_class.push(ClassEdges { class, name: name.clone(), real: r, synthetic: s, excess: positive_ratio(s, r) });
     }
     let worst = per_class.iter().filter_map(|c| c.excess.map(|e| (c.class, e))).max_by(|a, b| a.1.total_cmp(&b.1));
     Ok(EdgeReport { per_class, max_excess: worst.map(|w| w.1), worst_class: worst.map(|w| w.0) })

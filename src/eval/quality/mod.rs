@@ -351,6 +351,15 @@ pub(crate) fn class_indices(labels: &[i64], k: usize) -> Vec<Vec<i64>> {
 }
 
 /// The rows `idx` of `x` (on `x`'s device).
+/// `numerator / denominator` when both exist and the denominator is positive (synthetic over real of a spread or an
+/// energy).
+pub(crate) fn positive_ratio(numerator: Option<f64>, denominator: Option<f64>) -> Option<f64> {
+    match (numerator, denominator) {
+        (Some(n), Some(d)) if d > 0.0 => Some(n / d),
+        _ => None,
+    }
+}
+
 pub(crate) fn select_rows(x: &Tensor, idx: &[i64]) -> Result<Tensor, QualityError> {
     guard("selecting rows", || Ok(x.index_select(0, &Tensor::from_slice(idx).to_device(x.device()))))
 }
