@@ -55,9 +55,9 @@ fn main() -> Result<()> {
     };
     cfg.apply_overrides(&args.set)?;
     let splits = load_data(&mut cfg)?;
-    let setup = quality_setup(&cfg, &splits.train, Device::Cpu).context("evaluation.eval_every is 0")?;
+    let setup = quality_setup(&cfg, &splits.train, Device::Cpu)?.context("evaluation.eval_every is 0")?;
     let (reference, info) = ReferenceExtractor::load_or_train(
-        &splits.train,
+        setup.options.reference_train.as_deref().unwrap_or(&splits.train),
         &splits.test,
         &setup.options.reference,
         &setup.options.cache_dir,

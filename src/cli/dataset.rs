@@ -69,22 +69,8 @@ pub fn load_data(cfg: &mut Config) -> Result<Splits> {
 /// classes: an unset `data.num_classes` takes their count (so call this before `cfg.model_config()` or
 /// `cfg.hash()`), one set explicitly must agree with the data ([`Config::take_classes_from_data`]).
 pub fn load_data_stained(cfg: &mut Config, stain: data::synth::StainShift) -> Result<Splits> {
-    let model = cfg.model_config()?;
     let source: DataSource = cfg.data.source.parse()?;
-    let opts = LoadOptions {
-        size: model.image_size as u32,
-        skip_bad: cfg.data.skip_bad,
-        cache_dir: cfg.data.cache_dir.clone(),
-        seed: cfg.federation.seed,
-        classes: None,
-        synth_per_class: cfg.data.per_class,
-        synth_num_classes: cfg.num_classes(),
-        val_fraction: cfg.data.val_fraction,
-        test_fraction: cfg.data.test_fraction,
-        synth_stain: stain,
-        synth_difficulty: cfg.data.difficulty.parse()?,
-        max_images: cfg.data.max_images,
-    };
+    let opts = load_options(cfg, stain)?;
     let splits = data::load(&source, &opts).with_context(|| format!("loading data from {}", cfg.data.source))?;
     if !splits.skipped.is_empty() {
         tracing::warn!(skipped = splits.skipped.len(), "skipped unreadable image files (--skip-bad)");
@@ -100,12 +86,40 @@ pub fn load_data_stained(cfg: &mut Config, stain: data::synth::StainShift) -> Re
     Ok(splits)
 }
 
-/// The evaluator's full quality suite as `[evaluation]` configures it (`None` when `eval_every` is 0).
-pub fn quality_setup(cfg: &Config, train: &data::Dataset, device: tch::Device) -> Option<QualitySetup> {
+/// How `[data]` asks the loaders for the data, with the synthetic source drawn under `stain`.
+pub(super) fn load_options(cfg: &Config, stain: data::synth::StainShift) -> Result<LoadOptions> {
+    let model = cfg.model_config()?;
+    Ok(LoadOptions {
+        size: model.image_size as u32,
+        skip_bad: cfg.data.skip_bad,
+        cache_dir: cfg.data.cache_dir.clone(),
+        seed: cfg.federation.seed,
+        classes: None,
+        synth_per_class: cfg.data.per_class,
+        synth_num_classes: cfg.num_classes(),
+        val_fraction: cfg.data.val_fraction,
+        test_fraction: cfg.data.test_fraction,
+        synth_stain: stain,
+        synth_difficulty: cfg.data.difficulty.parse()?,
+        max_images: cfg.data.max_images,
+    })
+}
+
+/// The evaluator's full quality suite as `[evaluation]` configures it (`None` when `eval_every` is 0). With
+/// `evaluation.reference_per_class` the reference classifier's own procedural draw is made here (a second or two).
+pub fn quality_setup(cfg: &Config, train: &data::Dataset, device: tch::Device) -> Result<Option<QualitySetup>> {
     let e = &cfg.evaluation;
     if e.eval_every == 0 {
-        return None;
+        return Ok(None);
     }
+    let reference_train = match e.reference_per_class {
+        0 => None,
+        n => {
+            let set = data::synthetic_reference_set(&load_options(cfg, data::synth::StainShift::default())?, n)
+                .context("drawing the reference classifier's training set (evaluation.reference_per_class)")?;
+            Some(Arc::new(set))
+        }
+    };
     let options = AssessOptions {
         reference: ReferenceOptions {
             preset: e.reference_preset.clone(),
@@ -118,13 +132,14 @@ pub fn quality_setup(cfg: &Config, train: &data::Dataset, device: tch::Device) -
         cache_dir: reference_cache_dir(cfg),
         quality: QualityOptions { memorization_threshold: e.memorization_threshold, ..QualityOptions::default() },
         samples_per_class: e.samples_per_class,
+        reference_train,
     };
-    Some(QualitySetup {
+    Ok(Some(QualitySetup {
         train: Arc::new(train.clone()),
         options,
         every: e.eval_every,
         last_round: cfg.federation.rounds,
-    })
+    }))
 }
 
 /// Where the reference classifier is cached: `evaluation.cache_dir`, else `data.cache_dir/reference`, else the

@@ -347,7 +347,7 @@ pub async fn run_server(mut cfg: Config, opts: ServerOpts) -> Result<()> {
         "global model ready"
     );
     let initial_bytes = initial.num_bytes();
-    let quality = quality_setup(&cfg, &splits.train, device);
+    let quality = quality_setup(&cfg, &splits.train, device)?;
     let evaluator = EvaluatorArgs {
         model: model.clone(),
         device,
@@ -633,7 +633,7 @@ pub(super) async fn run_evaluator_node(mut cfg: Config, a: EvaluatorCmd) -> Resu
     let args = EvaluatorArgs {
         model,
         device,
-        quality: quality_setup(&cfg, &splits.train, device),
+        quality: quality_setup(&cfg, &splits.train, device)?,
         real: Arc::new(splits.test),
         per_class: cfg.runtime.grid_per_class,
         out_dir: std::fs::canonicalize(&out)?,

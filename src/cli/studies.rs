@@ -99,6 +99,10 @@ pub(super) struct ReproduceCmd {
     /// apart from theirs.
     #[arg(long)]
     reference_standardise: bool,
+    /// Override the preset's reference training set: the reference classifier learns from its own procedural draw
+    /// of this many images per class (synthetic data only), or with 0 from the training split.
+    #[arg(long)]
+    reference_per_class: Option<usize>,
     /// Only train the real-only classifiers of each regime and print their accuracy (how hard the data is), in a
     /// minute or two, before committing to the whole protocol.
     #[arg(long)]
@@ -167,6 +171,9 @@ pub(super) fn reproduce(a: ReproduceCmd) -> Result<()> {
         preset.classifier_steps = n;
     }
     preset.reference_standardise |= a.reference_standardise;
+    if let Some(n) = a.reference_per_class {
+        preset.reference_per_class = n;
+    }
     // The preset decides the data and model sizes (over the config file); --set still overrides them. Its class
     // count is for synthetic data: a real source brings its own classes.
     let mut args = a.config;
@@ -188,6 +195,20 @@ pub(super) fn reproduce(a: ReproduceCmd) -> Result<()> {
     tch::set_num_threads(a.threads.unwrap_or(cfg.runtime.threads).max(1));
     let device = select_device(Some(&cfg.model.device).filter(|d| !d.is_empty()).map(|s| s.as_str()))?;
     let splits = load_data(&mut cfg)?;
+    let reference_train = match preset.reference_per_class {
+        0 => None,
+        n if cfg.data.source.parse::<DataSource>()? != DataSource::Synthetic => anyhow::bail!(
+            "preset {:?}: its reference classifier learns from a procedural draw of {n} images per class, which \
+             needs synthetic data; with data.source = {:?} pass --reference-per-class 0 (it learns from the \
+             training split then)",
+            preset.name,
+            cfg.data.source
+        ),
+        n => Some(std::sync::Arc::new(
+            crate::data::synthetic_reference_set(&load_options(&cfg, Default::default())?, n)
+                .context("drawing the reference classifier's training set")?,
+        )),
+    };
     let out = a.out.unwrap_or_else(|| PathBuf::from(format!("runs/reproduce-{}", preset.name)));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let commit = std::process::Command::new("git")
@@ -212,6 +233,7 @@ pub(super) fn reproduce(a: ReproduceCmd) -> Result<()> {
             splits.train.size
         ),
         commit,
+        reference_train,
     };
     let started = std::time::Instant::now();
     if a.baseline_only {
@@ -310,7 +332,7 @@ pub(super) fn ablate(a: AblateCmd) -> Result<()> {
     let model = cfg.model_config()?;
     let mut setup_cfg = cfg.clone();
     setup_cfg.evaluation.eval_every = setup_cfg.evaluation.eval_every.max(1);
-    let setup = quality_setup(&setup_cfg, &splits.train, device).context("no quality setup")?;
+    let setup = quality_setup(&setup_cfg, &splits.train, device)?.context("no quality setup")?;
     let assessor = crate::eval::assessment::Assessor::new(&splits.train, &splits.test, setup.options)?;
     println!(
         "{} × {} at {} px, {} steps per variant, {} seed(s); reference classifier test accuracy {:.3}",

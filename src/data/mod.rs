@@ -22,7 +22,7 @@ pub mod proxy;
 pub mod synth;
 
 pub use error::DataError;
-pub use loaders::{load, write_imagefolder, DataSource, LoadOptions, Splits};
+pub use loaders::{load, synthetic_reference_set, write_imagefolder, DataSource, LoadOptions, Splits};
 
 /// NCT-CRC-HE-100K class names in their usual index order (ADI=0 … TUM=8); PathMNIST uses the same order.
 pub const NCT_CLASSES: [&str; 9] = ["ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM"];

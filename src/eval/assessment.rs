@@ -10,6 +10,7 @@
 //! after pooling, and it bounds memory (the training split in f32 at 128 px would be gigabytes at paper scale).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -49,6 +50,10 @@ pub struct AssessOptions {
     pub quality: QualityOptions,
     /// Synthetic images per class.
     pub samples_per_class: usize,
+    /// What the reference classifier learns from when not the training split: an independent draw with the same
+    /// classes and size (`data::synthetic_reference_set`, `evaluation.reference_per_class`). The memorization check
+    /// still compares against the training split — what the generators saw.
+    pub reference_train: Option<Arc<Dataset>>,
 }
 
 /// A generator's assessment: the summary, the full report and the pictures (relative to the output directory).
@@ -126,7 +131,8 @@ fn labels_of(ds: &Dataset) -> Vec<i64> {
 }
 
 impl Assessor {
-    /// Loads the cached reference classifier for (train, test, options) or trains it, and embeds both splits.
+    /// Loads the cached reference classifier for (its training set, test, options) or trains it, and embeds both
+    /// splits. Its training set is `opts.reference_train`, else `train`.
     pub fn new(train: &Dataset, test: &Dataset, opts: AssessOptions) -> Result<Self, AssessError> {
         if train.is_empty() {
             return Err(AssessError::EmptySplit("training"));
@@ -134,7 +140,11 @@ impl Assessor {
         if test.is_empty() {
             return Err(AssessError::EmptySplit("test"));
         }
-        let (reference, info) = ReferenceExtractor::load_or_train(train, test, &opts.reference, &opts.cache_dir)?;
+        let judged_by = opts.reference_train.as_deref().unwrap_or(train);
+        if judged_by.is_empty() {
+            return Err(AssessError::EmptySplit("reference training"));
+        }
+        let (reference, info) = ReferenceExtractor::load_or_train(judged_by, test, &opts.reference, &opts.cache_dir)?;
         for w in &info.warnings {
             tracing::warn!(warning = %w, "reference classifier cache");
         }

@@ -271,6 +271,28 @@ fn load_synthetic(opts: &LoadOptions) -> Result<Splits, DataError> {
     Ok(split_dataset(&ds, opts, Vec::new()))
 }
 
+/// Mixed into the data seed for [`synthetic_reference_set`], so its images come from another stream than every split.
+const REFERENCE_SEED_SALT: u64 = 0x6a75_6467_655f_7365; // "judge_se"
+
+/// An independent procedural draw of `per_class` images per class — the classes, size, stain and difficulty of
+/// `opts`'s synthetic data, from a seed no split uses — for the quality suite's reference classifier to learn from
+/// (`evaluation.reference_per_class`). Why: a judge that learns from the generators' own few training images knows
+/// the classes no better than the classifiers it judges; the procedural source can teach it with as many as it needs.
+pub fn synthetic_reference_set(opts: &LoadOptions, per_class: usize) -> Result<Dataset, DataError> {
+    if per_class == 0 {
+        return Err(DataError::Config("the reference set needs at least 1 image per class".into()));
+    }
+    let own = LoadOptions {
+        seed: opts.seed ^ REFERENCE_SEED_SALT,
+        synth_per_class: per_class,
+        val_fraction: 0.0,
+        test_fraction: 0.0,
+        max_images: None,
+        ..opts.clone()
+    };
+    Ok(load_synthetic(&own)?.train)
+}
+
 /// Splits a dataset per class into train/val/test with the option fractions (see [`stratified_split`]).
 pub fn split_dataset(ds: &Dataset, opts: &LoadOptions, skipped: Vec<(PathBuf, String)>) -> Splits {
     let (tr, va, te) = stratified_split(&ds.labels, ds.num_classes(), opts.val_fraction, opts.test_fraction, opts.seed);
@@ -610,6 +632,26 @@ mod tests {
         assert_eq!(s2.train.class_counts(), vec![6, 6]);
         let o3 = LoadOptions { classes: Some(vec!["FOO".into()]), ..o };
         assert!(matches!(load(&DataSource::Synthetic, &o3), Err(DataError::UnknownClass { .. })));
+    }
+
+    #[test]
+    fn reference_set_is_its_own_draw_of_the_same_classes() {
+        let o = LoadOptions { size: 16, synth_per_class: 12, synth_num_classes: 3, ..opts(16) };
+        let s = load(&DataSource::Synthetic, &o).unwrap();
+        let judge = synthetic_reference_set(&o, 7).unwrap();
+        assert_eq!(judge.class_counts(), vec![7, 7, 7]);
+        assert_eq!((judge.size, &judge.classes), (16, &s.train.classes));
+        assert_eq!(judge, synthetic_reference_set(&o, 7).unwrap(), "deterministic");
+        for split in [&s.train, &s.val, &s.test] {
+            for i in 0..split.len() {
+                for j in 0..judge.len() {
+                    assert_ne!(split.image(i), judge.image(j), "a reference image is one of the splits'");
+                }
+            }
+        }
+        let picked = LoadOptions { classes: Some(vec!["TUM".into(), "ADI".into()]), ..o.clone() };
+        assert_eq!(synthetic_reference_set(&picked, 2).unwrap().classes, vec!["TUM", "ADI"]);
+        assert!(matches!(synthetic_reference_set(&o, 0), Err(DataError::Config(_))));
     }
 
     #[test]

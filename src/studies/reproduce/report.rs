@@ -70,7 +70,7 @@ fn header(s: &mut String, r: &Reproduction) {
         "Protocol: every GAN × discriminator trained centralized for {} steps (batch {}) on {} real images per class, \
          {} GAN seeds; {}-{} federated over {} site processes (Dirichlet α = 0.3) for {} rounds × {} local steps (as \
          many images seen), {} GAN seeds; metrics on {} synthetic images per class against the real test split, in \
-         the reference classifier's features (test accuracy {:.1} %{}) and a fixed random CNN's. Classifiers: {} \
+         the reference classifier's features (test accuracy {:.1} %{}{}) and a fixed random CNN's. Classifiers: {} \
          steps, {} seeds, flips and 90° rotations in every arm. Intervals: 95 % bootstrap over seeds, {} resamples.\n",
         p.gan_steps,
         p.batch_size,
@@ -88,6 +88,14 @@ fn header(s: &mut String, r: &Reproduction) {
             "; it sees each image standardised per channel, so it judges structure, not mean colour"
         } else {
             "; raw pixels, as pre-registered: it can name a class by mean colour alone (docs/gan-recipe.md)"
+        },
+        match p.reference_per_class {
+            0 => "; it learned from the generators' own training split".to_string(),
+            n => format!(
+                "; it learned from its own procedural draw of {n} images per class for {} steps, none of them in \
+                 any split",
+                p.reference_steps
+            ),
         },
         p.classifier_steps,
         p.classifier_seeds,

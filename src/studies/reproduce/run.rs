@@ -438,6 +438,25 @@ pub(super) fn prepare<'a>(opts: &'a ReproduceOptions, splits: &'a Splits) -> Res
         .iter()
         .map(|&r| Ok((r, Arc::new(regime_subset(&splits.train, r)?))))
         .collect::<Result<Vec<_>, ReproduceError>>()?;
+    let reference_train = match (p.reference_per_class, &opts.reference_train) {
+        (0, _) => None,
+        (n, Some(set)) if set.class_counts().iter().all(|&c| c == n) && set.size == splits.train.size => {
+            Some(Arc::clone(set))
+        }
+        (n, Some(set)) => {
+            return Err(ReproduceError::Preset(format!(
+                "the reference classifier's set has {:?} images per class at {} px; the preset asks for {n} at {} px",
+                set.class_counts(),
+                set.size,
+                splits.train.size
+            )))
+        }
+        (n, None) => {
+            return Err(ReproduceError::Preset(format!(
+                "the preset's reference classifier learns from its own draw of {n} images per class, and none was given"
+            )))
+        }
+    };
     let assess = AssessOptions {
         reference: ReferenceOptions {
             preset: p.classifier.clone(),
@@ -450,6 +469,7 @@ pub(super) fn prepare<'a>(opts: &'a ReproduceOptions, splits: &'a Splits) -> Res
         cache_dir: opts.reference_cache.clone(),
         quality: QualityOptions::default(),
         samples_per_class: p.eval_per_class,
+        reference_train,
     };
     Ok(Shared { opts, splits, regimes, assess, key: result_key(opts, splits), kept: Default::default() })
 }
@@ -700,10 +720,40 @@ mod tests {
         assert_eq!(claims::best_model(&runs, 25), None);
     }
     #[test]
-    fn the_standardised_reference_keeps_its_results_apart_and_the_presets_keys_stay() {
-        let preset = Preset::named("cpu").unwrap();
+    fn a_preset_with_its_own_reference_set_refuses_a_missing_or_wrong_one() {
+        let splits = Splits { train: ds(&[0, 1]), val: ds(&[0, 1]), test: ds(&[0, 1]), skipped: Vec::new() };
+        let opts = |set: Option<Dataset>| ReproduceOptions {
+            preset: Preset { regimes: vec![1], reference_per_class: 3, ..Preset::named("quick").unwrap() },
+            out_dir: "unused".into(),
+            reference_cache: "unused".into(),
+            device: tch::Device::Cpu,
+            seed: 42,
+            data_label: String::new(),
+            commit: String::new(),
+            reference_train: set.map(Arc::new),
+        };
+        let err = |o: &ReproduceOptions| prepare(o, &splits).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err(&opts(None)).contains("3 images per class, and none was given"), "{}", err(&opts(None)));
+        let short = opts(Some(ds(&[0, 1, 0, 1])));
+        assert!(err(&short).contains("[2, 2] images per class"), "{}", err(&short));
+        let right = opts(Some(ds(&[0, 1, 0, 1, 0, 1])));
+        let shared = prepare(&right, &splits).unwrap();
+        assert_eq!(shared.assess.reference_train.as_ref().map(|d| d.len()), Some(6));
+        let untouched = ReproduceOptions {
+            preset: Preset { reference_per_class: 0, ..right.preset.clone() },
+            ..opts(Some(ds(&[0, 1])))
+        };
+        assert!(prepare(&untouched, &splits).unwrap().assess.reference_train.is_none());
+    }
+
+    #[test]
+    fn each_judge_keeps_its_results_apart_and_the_registered_keys_stay() {
+        // The judge as first registered (raw pixels, the training split) leaves no trace in the key, so results
+        // stored under it stay valid; each change of judge is another key.
+        let preset = Preset { reference_standardise: false, reference_per_class: 0, ..Preset::named("cpu").unwrap() };
         let json = serde_json::to_string(&preset).unwrap();
-        assert!(!json.contains("reference_standardise"), "a preset's key must not change: {json}");
+        assert!(!json.contains("reference_standardise"), "a registered key must not change: {json}");
+        assert!(!json.contains("reference_per_class"), "a registered key must not change: {json}");
         let opts = |p: Preset| ReproduceOptions {
             preset: p,
             out_dir: "unused".into(),
@@ -712,10 +762,14 @@ mod tests {
             seed: 42,
             data_label: String::new(),
             commit: String::new(),
+            reference_train: None,
         };
         let splits = Splits { train: ds(&[0, 1]), val: ds(&[0, 1]), test: ds(&[0, 1]), skipped: Vec::new() };
         let plain = result_key(&opts(preset.clone()), &splits);
-        let standardised = result_key(&opts(Preset { reference_standardise: true, ..preset }), &splits);
+        let standardised = result_key(&opts(Preset { reference_standardise: true, ..preset.clone() }), &splits);
+        let own_set = result_key(&opts(Preset { reference_per_class: 1000, ..preset }), &splits);
         assert_ne!(plain, standardised);
+        assert_ne!(plain, own_set);
+        assert_ne!(standardised, own_set);
     }
 }
