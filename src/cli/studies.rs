@@ -94,15 +94,19 @@ pub(super) struct ReproduceCmd {
     /// Override the preset's classifier steps.
     #[arg(long)]
     classifier_steps: Option<u32>,
-    /// Judge with a reference classifier that sees each image standardised per channel (structure, not mean
-    /// colour: evaluation.reference_standardise). The presets were pre-registered without it; results are kept
-    /// apart from theirs.
-    #[arg(long)]
-    reference_standardise: bool,
+    /// Override whether the reference classifier sees each image standardised per channel (structure, not mean
+    /// colour: evaluation.reference_standardise); the presets do since 2026-12-07. `--reference-standardise=false`
+    /// with `--reference-per-class 0` and the old `--reference-steps` is the judge the presets were first
+    /// registered with (docs/reproduction-cpu-2026-12-05.md). Each judge keeps its results apart.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    reference_standardise: Option<bool>,
     /// Override the preset's reference training set: the reference classifier learns from its own procedural draw
     /// of this many images per class (synthetic data only), or with 0 from the training split.
     #[arg(long)]
     reference_per_class: Option<usize>,
+    /// Override the preset's reference classifier steps.
+    #[arg(long)]
+    reference_steps: Option<u32>,
     /// Only train the real-only classifiers of each regime and print their accuracy (how hard the data is), in a
     /// minute or two, before committing to the whole protocol.
     #[arg(long)]
@@ -170,9 +174,15 @@ pub(super) fn reproduce(a: ReproduceCmd) -> Result<()> {
     if let Some(n) = a.classifier_steps {
         preset.classifier_steps = n;
     }
-    preset.reference_standardise |= a.reference_standardise;
+    if let Some(on) = a.reference_standardise {
+        preset.reference_standardise = on;
+    }
     if let Some(n) = a.reference_per_class {
         preset.reference_per_class = n;
+    }
+    if let Some(n) = a.reference_steps {
+        anyhow::ensure!(n > 0, "--reference-steps must be at least 1");
+        preset.reference_steps = n;
     }
     // The preset decides the data and model sizes (over the config file); --set still overrides them. Its class
     // count is for synthetic data: a real source brings its own classes.
@@ -475,4 +485,31 @@ pub(super) fn augment(a: AugmentCmd) -> Result<()> {
     print!("{}", study::to_markdown(&report));
     println!("wrote {} and {}", json.display(), md.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Cli, Command};
+    use clap::Parser;
+
+    fn reproduce(args: &[&str]) -> super::ReproduceCmd {
+        let all = ["histofed", "reproduce"].iter().chain(args).copied();
+        match Cli::try_parse_from(all).map(|c| c.command) {
+            Ok(Command::Reproduce(r)) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_judge_is_overridden_either_way_or_left_to_the_preset() {
+        let r = reproduce(&[]);
+        assert_eq!((r.reference_standardise, r.reference_per_class, r.reference_steps), (None, None, None));
+        assert_eq!(reproduce(&["--reference-standardise"]).reference_standardise, Some(true));
+        let old =
+            reproduce(&["--reference-standardise=false", "--reference-per-class", "0", "--reference-steps", "2500"]);
+        assert_eq!(
+            (old.reference_standardise, old.reference_per_class, old.reference_steps),
+            (Some(false), Some(0), Some(2500))
+        );
+    }
 }

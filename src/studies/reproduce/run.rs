@@ -650,7 +650,7 @@ pub fn run(
     let arms = classifier_arms(&shared, &generators, &best, progress)?;
 
     let claims = claims::judge(&runs, &arms, p, &floor, &noise);
-    let targets = claims::targets(&runs, p, &noise, &best_gan, &best_disc, splits.train.num_classes());
+    let targets = claims::targets(&runs, p, &floor, &noise, &best_gan, &best_disc, splits.train.num_classes());
     let rep = Reproduction {
         preset: p.clone(),
         data: opts.data_label.clone(),
