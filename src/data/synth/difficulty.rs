@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 /// slide-to-slide stain variation inside one hospital (a random [`StainShift`] per tile, strength
 /// [`HARD_STAIN_STRENGTH`]), more tiles that also show a neighbouring tissue (probability [`HARD_MIX_PROBABILITY`],
 /// over 25–45 % of the tile) and stronger scanner noise. The numbers were chosen once, by the 25-per-class baseline
-/// they give (measured in docs/reproduction-cpu.md), not by any GAN result.
+/// they give (measured in docs/reproduction-cpu-2026-12-05.md), not by any GAN result.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Difficulty {
