@@ -684,6 +684,23 @@ mod tests {
         Dataset::new(size, vec!["a".into(), "b".into()], images, labels.to_vec()).unwrap()
     }
 
+    fn tiny_splits() -> Splits {
+        Splits { train: ds(&[0, 1]), val: ds(&[0, 1]), test: ds(&[0, 1]), skipped: Vec::new() }
+    }
+
+    fn options(preset: Preset, reference_train: Option<Dataset>) -> ReproduceOptions {
+        ReproduceOptions {
+            preset,
+            out_dir: "unused".into(),
+            reference_cache: "unused".into(),
+            device: tch::Device::Cpu,
+            seed: 42,
+            data_label: String::new(),
+            commit: String::new(),
+            reference_train: reference_train.map(Arc::new),
+        }
+    }
+
     #[test]
     fn a_regime_takes_the_first_images_of_each_class_and_refuses_too_few() {
         let train = ds(&[0, 1, 0, 1, 0, 1, 1]);
@@ -721,17 +738,9 @@ mod tests {
     }
     #[test]
     fn a_preset_with_its_own_reference_set_refuses_a_missing_or_wrong_one() {
-        let splits = Splits { train: ds(&[0, 1]), val: ds(&[0, 1]), test: ds(&[0, 1]), skipped: Vec::new() };
-        let opts = |set: Option<Dataset>| ReproduceOptions {
-            preset: Preset { regimes: vec![1], reference_per_class: 3, ..Preset::named("quick").unwrap() },
-            out_dir: "unused".into(),
-            reference_cache: "unused".into(),
-            device: tch::Device::Cpu,
-            seed: 42,
-            data_label: String::new(),
-            commit: String::new(),
-            reference_train: set.map(Arc::new),
-        };
+        let splits = tiny_splits();
+        let preset = Preset { regimes: vec![1], reference_per_class: 3, ..Preset::named("quick").unwrap() };
+        let opts = |set: Option<Dataset>| options(preset.clone(), set);
         let err = |o: &ReproduceOptions| prepare(o, &splits).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err(&opts(None)).contains("3 images per class, and none was given"), "{}", err(&opts(None)));
         let short = opts(Some(ds(&[0, 1, 0, 1])));
@@ -754,17 +763,8 @@ mod tests {
         let json = serde_json::to_string(&preset).unwrap();
         assert!(!json.contains("reference_standardise"), "a registered key must not change: {json}");
         assert!(!json.contains("reference_per_class"), "a registered key must not change: {json}");
-        let opts = |p: Preset| ReproduceOptions {
-            preset: p,
-            out_dir: "unused".into(),
-            reference_cache: "unused".into(),
-            device: tch::Device::Cpu,
-            seed: 42,
-            data_label: String::new(),
-            commit: String::new(),
-            reference_train: None,
-        };
-        let splits = Splits { train: ds(&[0, 1]), val: ds(&[0, 1]), test: ds(&[0, 1]), skipped: Vec::new() };
+        let opts = |p: Preset| options(p, None);
+        let splits = tiny_splits();
         let plain = result_key(&opts(preset.clone()), &splits);
         let standardised = result_key(&opts(Preset { reference_standardise: true, ..preset.clone() }), &splits);
         let own_set = result_key(&opts(Preset { reference_per_class: 1000, ..preset }), &splits);
