@@ -64,6 +64,7 @@ fn quick_preset_runs_the_whole_protocol_and_a_rerun_keeps_finished_runs() {
     // The judge learned from its own procedural draw, not from the generators' training images.
     let own = format!("its own procedural draw of {} images per class", p.reference_per_class);
     assert!(p.reference_per_class > 0 && md.contains(&own), "{md}");
+    assert!(md.contains("## Agreement per class") && md.contains("| class | real (floor) | noise (null) |"), "{md}");
     assert!(out.join("kid.png").is_file());
     assert!(first.contains("claim 4:") && first.contains("target:"), "{first}");
 

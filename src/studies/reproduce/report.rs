@@ -39,7 +39,7 @@ fn ms(xs: &[f64], scale: f64, digits: usize) -> String {
 /// The Markdown report.
 pub fn markdown(r: &Reproduction) -> String {
     let mut s = String::new();
-    for section in [header, claims_and_targets, generators, classifier_arms, pictures] {
+    for section in [header, claims_and_targets, generators, agreement_per_class, classifier_arms, pictures] {
         section(&mut s, r);
     }
     s
@@ -156,6 +156,60 @@ fn generators(s: &mut String, r: &Reproduction) {
             mean_sd(&f(&|r| r.train_secs)).0
         );
     }
+}
+
+/// The judge's agreement per class for the floor, the null and every model of the full regime (means over seeds):
+/// which classes a generator draws recognisably, and which not even real images pass.
+fn agreement_per_class(s: &mut String, r: &Reproduction) {
+    let full = r.preset.full_regime();
+    let mut columns: Vec<(String, Vec<&QualitySummary>)> =
+        vec![("real (floor)".into(), vec![&r.floor]), ("noise (null)".into(), vec![&r.noise])];
+    for ((model, _, regime), runs) in groups(r) {
+        if regime != full {
+            continue;
+        }
+        let fed = runs.first().is_some_and(|run| run.setting == Setting::FedDirichlet);
+        let name = if fed { format!("{model} fed") } else { model };
+        columns.push((name, runs.iter().map(|run| &run.quality).collect()));
+    }
+    let table = class_agreement_table(&columns);
+    if !table.is_empty() {
+        let _ = writeln!(s, "\n## Agreement per class ({full} real images per class; mean over seeds)\n");
+        s.push_str(&table);
+    }
+}
+
+/// Rows: the classes of the first column's first summary; columns: each named group's mean agreement per class.
+/// Empty when that summary has no per-class agreement (reports written before it was recorded).
+fn class_agreement_table(columns: &[(String, Vec<&QualitySummary>)]) -> String {
+    let Some(classes) = columns.first().and_then(|(_, q)| q.first()).map(|q| &q.class_agreement) else {
+        return String::new();
+    };
+    if classes.is_empty() {
+        return String::new();
+    }
+    let mut s = String::new();
+    let names: Vec<&str> = columns.iter().map(|(n, _)| n.as_str()).collect();
+    let _ = writeln!(s, "| class | {} |", names.join(" | "));
+    let _ = writeln!(s, "|---|{}", "---:|".repeat(columns.len()));
+    for (class, _) in classes {
+        let cells: Vec<String> = columns
+            .iter()
+            .map(|(_, qs)| {
+                let v: Vec<f64> = qs
+                    .iter()
+                    .filter_map(|q| q.class_agreement.iter().find(|(c, _)| c == class).map(|(_, a)| *a))
+                    .collect();
+                if v.is_empty() {
+                    "—".into()
+                } else {
+                    format!("{:.2}", mean_sd(&v).0)
+                }
+            })
+            .collect();
+        let _ = writeln!(s, "| {class} | {} |", cells.join(" | "));
+    }
+    s
 }
 
 /// Test accuracy of every arm per regime, with the paired gain over real only.
@@ -279,4 +333,33 @@ pub fn plots(dir: &Path, r: &Reproduction) -> Result<(), crate::report::plots::P
         &dir.join("kid.png"),
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(per_class: &[(&str, f64)]) -> QualitySummary {
+        QualitySummary {
+            class_agreement: per_class.iter().map(|(c, a)| (c.to_string(), *a)).collect(),
+            ..QualitySummary::default()
+        }
+    }
+
+    #[test]
+    fn the_per_class_table_averages_each_column_over_its_seeds() {
+        let floor = summary(&[("ADI", 1.0), ("MUS", 0.9)]);
+        let (a, b) = (summary(&[("ADI", 0.5), ("MUS", 0.0)]), summary(&[("ADI", 0.7), ("MUS", 0.2)]));
+        let missing = summary(&[("ADI", 0.3)]);
+        let t = class_agreement_table(&[
+            ("real (floor)".into(), vec![&floor]),
+            ("acgan-vit".into(), vec![&a, &b]),
+            ("old".into(), vec![&missing]),
+        ]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "| class | real (floor) | acgan-vit | old |");
+        assert_eq!(lines[2], "| ADI | 1.00 | 0.60 | 0.30 |");
+        assert_eq!(lines[3], "| MUS | 0.90 | 0.10 | — |");
+        assert_eq!(class_agreement_table(&[("real (floor)".into(), vec![&QualitySummary::default()])]), "");
+    }
 }
