@@ -15,19 +15,17 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use histofed::cli::{load_data, quality_setup};
-use histofed::config::Config;
+use histofed::cli::{load_data, quality_setup, ConfigArgs};
 use histofed::eval::assessment::Assessor;
 use histofed::eval::sampling::load_generator;
 use tch::Device;
 
 #[derive(Parser)]
+/// Measures trained generators with the quality suite as `[evaluation]` configures it.
 struct Args {
-    #[arg(short, long)]
-    config: Option<PathBuf>,
-    /// `section.key=value` overrides (repeatable): the data, the model and the judge.
-    #[arg(long)]
-    set: Vec<String>,
+    /// `-c FILE`, `--set section.key=value` (repeatable): the data, the model and the judge.
+    #[command(flatten)]
+    config: ConfigArgs,
     /// A run output to measure (repeatable).
     #[arg(long, required = true)]
     gan: Vec<PathBuf>,
@@ -44,11 +42,7 @@ struct Args {
 fn main() -> Result<()> {
     let args = Args::parse();
     tch::set_num_threads(args.threads);
-    let mut cfg = match &args.config {
-        Some(p) => Config::load(p).with_context(|| format!("loading {}", p.display()))?,
-        None => Config::default(),
-    };
-    cfg.apply_overrides(&args.set)?;
+    let mut cfg = args.config.load()?;
     cfg.evaluation.eval_every = cfg.evaluation.eval_every.max(1);
     let splits = load_data(&mut cfg)?;
     let model = cfg.model_config()?;

@@ -87,8 +87,10 @@ enum Command {
     Ablate(AblateCmd),
 }
 
+/// The flags every command that reads a configuration shares (`-c`, `--set`, `--data`, `--skip-bad`, `--device`);
+/// public so the examples take the same ones.
 #[derive(Args, Debug, Clone, Default)]
-struct ConfigArgs {
+pub struct ConfigArgs {
     /// TOML configuration file (see config/demo.toml); defaults apply to anything it leaves out.
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -128,6 +130,13 @@ pub fn main() -> ExitCode {
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting tokio")
+}
+
+impl ConfigArgs {
+    /// Defaults, then the file, then the flags; validated.
+    pub fn load(&self) -> Result<Config> {
+        load_config(self, None)
+    }
 }
 
 /// Defaults (or `base`), then the file, then `--data`, then `--set` overrides; validated.
