@@ -69,8 +69,8 @@ pub struct QualitySummary {
     /// samples of a class repeat one arrangement, which the feature ratio does not see (absent before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layout_diversity_ratio: Option<f64>,
-    /// The lowest class's diversity ratio in the fixed random CNN's position-pooled features (class, ratio): ≪ 1 when
-    /// that class repeats one motif, even at shifted places (absent before it existed).
+    /// The lowest class's diversity ratio in the texture view, the Fourier amplitudes of the layout images (class,
+    /// ratio): ≪ 1 when that class repeats one motif, even at shifted places (absent before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub texture_diversity_min: Option<(String, f64)>,
     /// KID (mean over subsets), real test split vs synthetic, in the same feature space, and its spread over subsets.

@@ -163,7 +163,7 @@ fn section_quality(h: &mut String, r: &RunReport, out_dir: &Path) {
          samples suspiciously close to a training image, class coverage and label agreement of the reference \
          classifier's predictions, diversity relative to real images (in the features / in the layout of the pixels: \
          a layout ratio well below 1 means a class's samples repeat one arrangement; then the lowest class's ratio \
-         in a fixed random CNN's position-pooled features, well below 1 when it repeats one motif even at shifted \
+         in texture, the Fourier amplitudes of the layout, well below 1 when it repeats one motif even at shifted \
          places), and the border excess of the worst class (fine detail in the outer ring against the interior, \
          synthetic over real: well above 1 means the generator draws at its borders).",
     );

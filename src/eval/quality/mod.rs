@@ -350,7 +350,6 @@ pub(crate) fn class_indices(labels: &[i64], k: usize) -> Vec<Vec<i64>> {
     out
 }
 
-/// The rows `idx` of `x` (on `x`'s device).
 /// `numerator / denominator` when both exist and the denominator is positive (synthetic over real of a spread or an
 /// energy).
 pub(crate) fn positive_ratio(numerator: Option<f64>, denominator: Option<f64>) -> Option<f64> {
@@ -360,6 +359,7 @@ pub(crate) fn positive_ratio(numerator: Option<f64>, denominator: Option<f64>) -
     }
 }
 
+/// The rows `idx` of `x` (on `x`'s device).
 pub(crate) fn select_rows(x: &Tensor, idx: &[i64]) -> Result<Tensor, QualityError> {
     guard("selecting rows", || Ok(x.index_select(0, &Tensor::from_slice(idx).to_device(x.device()))))
 }
