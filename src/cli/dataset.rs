@@ -87,7 +87,7 @@ pub fn load_data_stained(cfg: &mut Config, stain: data::synth::StainShift) -> Re
 }
 
 /// How `[data]` asks the loaders for the data, with the synthetic source drawn under `stain`.
-pub(super) fn load_options(cfg: &Config, stain: data::synth::StainShift) -> Result<LoadOptions> {
+fn load_options(cfg: &Config, stain: data::synth::StainShift) -> Result<LoadOptions> {
     let model = cfg.model_config()?;
     Ok(LoadOptions {
         size: model.image_size as u32,
@@ -105,6 +105,23 @@ pub(super) fn load_options(cfg: &Config, stain: data::synth::StainShift) -> Resu
     })
 }
 
+/// The reference classifier's own procedural draw of `per_class` images per class of `cfg`'s synthetic data
+/// (`data::synthetic_reference_set`); `None` for 0 (it learns from the training split then). A real source has no
+/// procedural draw: an error naming it.
+pub(super) fn reference_set(cfg: &Config, per_class: usize) -> Result<Option<Arc<data::Dataset>>> {
+    if per_class == 0 {
+        return Ok(None);
+    }
+    anyhow::ensure!(
+        cfg.data.source.parse::<DataSource>()? == DataSource::Synthetic,
+        "a reference set of {per_class} images per class is a procedural draw and needs synthetic data, not \
+         data.source = {:?}",
+        cfg.data.source
+    );
+    let opts = load_options(cfg, data::synth::StainShift::default())?;
+    Ok(Some(Arc::new(data::synthetic_reference_set(&opts, per_class)?)))
+}
+
 /// The evaluator's full quality suite as `[evaluation]` configures it (`None` when `eval_every` is 0). With
 /// `evaluation.reference_per_class` the reference classifier's own procedural draw is made here (a second or two).
 pub fn quality_setup(cfg: &Config, train: &data::Dataset, device: tch::Device) -> Result<Option<QualitySetup>> {
@@ -112,14 +129,8 @@ pub fn quality_setup(cfg: &Config, train: &data::Dataset, device: tch::Device) -
     if e.eval_every == 0 {
         return Ok(None);
     }
-    let reference_train = match e.reference_per_class {
-        0 => None,
-        n => {
-            let set = data::synthetic_reference_set(&load_options(cfg, data::synth::StainShift::default())?, n)
-                .context("drawing the reference classifier's training set (evaluation.reference_per_class)")?;
-            Some(Arc::new(set))
-        }
-    };
+    let reference_train = reference_set(cfg, e.reference_per_class)
+        .context("drawing the reference classifier's training set (evaluation.reference_per_class)")?;
     let options = AssessOptions {
         reference: ReferenceOptions {
             preset: e.reference_preset.clone(),

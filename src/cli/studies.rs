@@ -205,20 +205,13 @@ pub(super) fn reproduce(a: ReproduceCmd) -> Result<()> {
     tch::set_num_threads(a.threads.unwrap_or(cfg.runtime.threads).max(1));
     let device = select_device(Some(&cfg.model.device).filter(|d| !d.is_empty()).map(|s| s.as_str()))?;
     let splits = load_data(&mut cfg)?;
-    let reference_train = match preset.reference_per_class {
-        0 => None,
-        n if cfg.data.source.parse::<DataSource>()? != DataSource::Synthetic => anyhow::bail!(
-            "preset {:?}: its reference classifier learns from a procedural draw of {n} images per class, which \
-             needs synthetic data; with data.source = {:?} pass --reference-per-class 0 (it learns from the \
-             training split then)",
-            preset.name,
-            cfg.data.source
-        ),
-        n => Some(std::sync::Arc::new(
-            crate::data::synthetic_reference_set(&load_options(&cfg, Default::default())?, n)
-                .context("drawing the reference classifier's training set")?,
-        )),
-    };
+    let reference_train = reference_set(&cfg, preset.reference_per_class).with_context(|| {
+        format!(
+            "preset {:?}: its reference classifier's training set (--reference-per-class 0 has it learn from the \
+             training split instead)",
+            preset.name
+        )
+    })?;
     let out = a.out.unwrap_or_else(|| PathBuf::from(format!("runs/reproduce-{}", preset.name)));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let commit = std::process::Command::new("git")

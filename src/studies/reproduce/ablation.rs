@@ -190,15 +190,17 @@ pub fn run(
     let train = Arc::new(splits.train.clone());
     let mut rows = Vec::new();
     let variants = Variant::applicable(full.gan, full.discriminator);
-    // Every variant's configuration is checked before the first one trains: a bad one fails now, not after the
-    // others have run for minutes.
-    for v in &variants {
-        v.apply(full, &paper)
-            .validate()
-            .map_err(|e| ReproduceError::Cell { cell: slug(*v), message: e.to_string() })?;
-    }
-    for (i, v) in variants.iter().enumerate() {
-        let cfg = v.apply(full, &paper);
+    // Every variant's configuration is made and checked before the first one trains: a bad one fails now, not
+    // after the others have run for minutes.
+    let configs = variants
+        .iter()
+        .map(|v| {
+            let cfg = v.apply(full, &paper);
+            cfg.validate().map_err(|e| ReproduceError::Cell { cell: slug(*v), message: e.to_string() })?;
+            Ok(cfg)
+        })
+        .collect::<Result<Vec<_>, ReproduceError>>()?;
+    for (i, (v, cfg)) in variants.iter().zip(configs).enumerate() {
         let mut runs = Vec::new();
         let mut secs = 0.0;
         let mut grid = None;
