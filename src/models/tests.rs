@@ -605,3 +605,21 @@ fn models_can_move_to_a_worker_thread() {
     assert_send::<super::classifier::Classifier>();
     assert_send::<super::StepLosses>();
 }
+
+#[test]
+fn the_small_budget_recipe_trains_the_tiny_networks_at_5e4_and_the_larger_ones_at_2e4() {
+    for disc in [DiscKind::Cnn, DiscKind::Vit] {
+        for gan in [GanKind::Cgan, GanKind::Acgan] {
+            let tiny = ModelConfig::preset_with("tiny", Recipe::SmallBudget, gan, disc, 9).unwrap();
+            assert_eq!((tiny.lr_g, tiny.lr_d, tiny.beta1, tiny.beta2), (5e-4, 5e-4, 0.0, 0.99), "{gan:?} × {disc:?}");
+            for larger in ["small", "paper"] {
+                let c = ModelConfig::preset_with(larger, Recipe::SmallBudget, gan, disc, 9).unwrap();
+                assert_eq!((c.lr_g, c.lr_d), (2e-4, 2e-4), "{larger} {gan:?} × {disc:?}");
+            }
+        }
+        let wgan = ModelConfig::preset_with("tiny", Recipe::SmallBudget, GanKind::WganGp, disc, 9).unwrap();
+        // WGAN-GP keeps its rates (the ViT critic at half).
+        let critic = if disc == DiscKind::Vit { 5e-5 } else { 1e-4 };
+        assert_eq!((wgan.lr_g, wgan.lr_d), (1e-4, critic));
+    }
+}

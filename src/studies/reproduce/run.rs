@@ -1,17 +1,20 @@
 //! The reproduction loop. Four phases, each writing what it finishes so a rerun keeps it:
 //!
-//! 1. the reference classifier, the real-image floor and the noise null baseline (this thread);
-//! 2. every GAN × discriminator × GAN seed trained centralized on the full regime, measured, and scored by a
-//!    classifier trained on its images only (worker threads, one torch thread each);
+//! 1. the reference classifier, the real-image floor and the noise null baseline (one thread), while
+//! 2. every GAN × discriminator × GAN seed is trained centralized on the full regime (worker threads, one torch
+//!    thread each), then measured (once the reference classifier is ready) and scored by a classifier trained on
+//!    its images only;
 //! 3. the pre-registered federated model on the real runtime, one federation per GAN seed (the caller's
 //!    [`FederatedRunner`] starts the processes), and the best centralized model retrained on the low regime;
 //! 4. the classifier arms of claim 3 for every regime × classifier seed × GAN seed (worker threads).
 //!
-//! Then the claims (`claims`), the targets and the report. Heavy work never runs on more threads than
-//! `preset.workers`; every result is a pure function of the preset, the seed and the data.
+//! Then the claims (`claims`), the targets and the report. Heavy work runs on `preset.workers` threads, plus the
+//! reference classifier's during phase 1 (it used to run alone, with the other workers' cores idle); every result
+//! is a pure function of the preset, the seed and the data.
 
+use std::cell::OnceCell;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use tch::Device;
@@ -39,7 +42,7 @@ fn cell_err(cell: &str, e: impl std::fmt::Display) -> ReproduceError {
     ReproduceError::Cell { cell: cell.to_string(), message: e.to_string() }
 }
 
-fn model_config(p: &Preset, gan: &str, disc: &str, classes: usize) -> Result<ModelConfig, ReproduceError> {
+pub(super) fn model_config(p: &Preset, gan: &str, disc: &str, classes: usize) -> Result<ModelConfig, ReproduceError> {
     let g: GanKind = gan.parse().map_err(|e| cell_err(gan, e))?;
     let d: DiscKind = disc.parse().map_err(|e| cell_err(disc, e))?;
     let mut m = ModelConfig::preset(&p.model, g, d, classes as i64)?;
@@ -77,6 +80,9 @@ pub(super) struct Shared<'a> {
     pub(super) key: String,
     /// Results kept from an earlier invocation (GAN runs, and the arms as one).
     kept: std::sync::atomic::AtomicUsize,
+    /// Set once the reference classifier is in its cache: whether this run trained it (false: it was cached), or
+    /// why it cannot be made.
+    judge: OnceLock<Result<bool, String>>,
 }
 
 impl Shared<'_> {
@@ -92,6 +98,26 @@ impl Shared<'_> {
     pub(super) fn assessor(&self) -> Result<Assessor, ReproduceError> {
         Assessor::new(&self.splits.train, &self.splits.test, self.assess.clone())
             .map_err(|e| ReproduceError::Reference(e.to_string()))
+    }
+
+    /// Blocks until the reference classifier is in its cache: the first caller trains it (or loads it), the others
+    /// wait for that. Training it once, not once per worker, is what lets the workers build assessors from the cache.
+    /// True when this call's run trained it.
+    pub(super) fn judge_ready(&self) -> Result<bool, ReproduceError> {
+        self.judge
+            .get_or_init(|| self.assessor().map(|a| !a.info.cache_hit).map_err(|e| e.to_string()))
+            .clone()
+            .map_err(ReproduceError::Reference)
+    }
+
+    /// This worker's assessor, made on first use from the cached reference classifier.
+    fn worker_assessor<'c>(&self, cell: &'c OnceCell<Assessor>) -> Result<&'c Assessor, ReproduceError> {
+        if let Some(a) = cell.get() {
+            return Ok(a);
+        }
+        self.judge_ready()?;
+        let a = self.assessor()?;
+        Ok(cell.get_or_init(|| a))
     }
 
     pub(super) fn runs_dir(&self) -> PathBuf {
@@ -189,7 +215,9 @@ fn measure(
     })
 }
 
-fn gan_job(shared: &Shared, assessor: &Assessor, job: &GanJob) -> Result<GanRun, ReproduceError> {
+/// Trains one centralized run, then measures it with this worker's assessor (made when first needed, so training
+/// starts before the reference classifier is ready).
+fn gan_job(shared: &Shared, assessor: &OnceCell<Assessor>, job: &GanJob) -> Result<GanRun, ReproduceError> {
     let p = &shared.opts.preset;
     let name = job.name();
     let train = shared.regime(job.regime)?.clone();
@@ -203,7 +231,7 @@ fn gan_job(shared: &Shared, assessor: &Assessor, job: &GanJob) -> Result<GanRun,
     gan.load_weights(&weights)?;
     let path = weights_path(shared, &name);
     write_file(&path, &weights.to_safetensors(None).map_err(|e| write_err(&path, e))?)?;
-    measure(shared, assessor, &gan, job, &name, train_secs)
+    measure(shared, shared.worker_assessor(assessor)?, &gan, job, &name, train_secs)
 }
 
 /// Loads a stored generator (whole-GAN weights of a centralized run, or the federated run's checkpoints).
@@ -330,7 +358,7 @@ fn run_gans(shared: &Shared, jobs: Vec<GanJob>, progress: &mut dyn FnMut(&str)) 
         shared.opts.preset.workers,
         todo,
         |j: &GanJob| j.name(),
-        |s: &Shared| s.assessor(),
+        |_: &Shared| Ok(OnceCell::new()),
         |shared, assessor, job| {
             let r = gan_job(shared, assessor, job)?;
             store(&shared.runs_dir().join(job.name()).join("run.json"), &shared.key, &r)?;
@@ -471,7 +499,15 @@ pub(super) fn prepare<'a>(opts: &'a ReproduceOptions, splits: &'a Splits) -> Res
         samples_per_class: p.eval_per_class,
         reference_train,
     };
-    Ok(Shared { opts, splits, regimes, assess, key: result_key(opts, splits), kept: Default::default() })
+    Ok(Shared {
+        opts,
+        splits,
+        regimes,
+        assess,
+        key: result_key(opts, splits),
+        kept: Default::default(),
+        judge: OnceLock::new(),
+    })
 }
 
 /// Real-only classifier accuracy per regime (one value per classifier seed): how hard the data is, before any GAN
@@ -513,6 +549,22 @@ pub fn real_only_baseline(
 
 /// The two reference points every quality number is read against: real images against real images (the floor)
 /// and noise (what "no generator" scores).
+/// Phase 1 on its own thread: the reference classifier ([`Shared::judge_ready`]), an assessor from its cache, the
+/// floor and the noise baseline, and the progress lines to print (this thread has no progress sink).
+fn judge_and_baselines(
+    shared: &Shared,
+) -> Result<(Assessor, QualitySummary, QualitySummary, Vec<String>), ReproduceError> {
+    let trained = shared.judge_ready()?;
+    let assessor = shared.assessor()?;
+    let mut lines = vec![format!(
+        "reference classifier: test accuracy {:.3} ({})",
+        assessor.reference_test_accuracy(),
+        if trained { "trained" } else { "cached" }
+    )];
+    let (floor, noise) = baselines(shared.opts, shared.splits, &assessor, &mut |l: &str| lines.push(l.to_string()))?;
+    Ok((assessor, floor, noise, lines))
+}
+
 pub(super) fn baselines(
     opts: &ReproduceOptions,
     splits: &Splits,
@@ -594,16 +646,8 @@ pub fn run(
     let shared = prepare(opts, splits)?;
     let progress: &mut dyn FnMut(&str) = &mut progress;
 
-    progress("reference classifier: loading from cache or training");
-    let assessor = shared.assessor()?;
-    progress(&format!(
-        "reference classifier: test accuracy {:.3} ({})",
-        assessor.reference_test_accuracy(),
-        if assessor.info.cache_hit { "cached" } else { "trained" }
-    ));
-    let (floor, noise) = baselines(opts, splits, &assessor, progress)?;
-
-    // Phase 2: the centralized grid on the full regime.
+    // Phases 1 and 2: the reference classifier and the baselines on one thread, the centralized grid on the
+    // workers (which wait for the reference classifier only to measure).
     let jobs: Vec<GanJob> = p
         .gans
         .iter()
@@ -618,8 +662,20 @@ pub fn run(
             })
         })
         .collect();
+    progress("reference classifier: loading from cache or training, beside the centralized grid");
     progress(&format!("centralized grid: {} GAN runs on {} worker thread(s)", jobs.len(), p.workers));
-    let mut runs = run_gans(&shared, jobs, progress)?;
+    let (judged, grid) = std::thread::scope(|scope| {
+        let judge = scope.spawn(|| judge_and_baselines(&shared));
+        let grid = run_gans(&shared, jobs, progress);
+        let judged =
+            judge.join().unwrap_or_else(|_| Err(ReproduceError::Reference("the judge's thread panicked".into())));
+        (judged, grid)
+    });
+    let (assessor, floor, noise, lines) = judged?;
+    for l in &lines {
+        progress(l);
+    }
+    let mut runs = grid?;
 
     // Phase 3: federated on the real runtime, and the best model on the low regime.
     runs.extend(run_federated(&shared, &assessor, runner, progress)?);

@@ -1,5 +1,5 @@
 //! Results kept between invocations of `histofed reproduce`: each is stored with a key of everything that decides
-//! it (protocol version, preset, seed, data fingerprints), so a rerun keeps what is still valid and recomputes the
+//! it (protocol version, preset, seed, data fingerprints, the models' resolved configurations), so a rerun keeps what is still valid and recomputes the
 //! rest, and files are written atomically so an interrupted run leaves nothing half-written.
 
 use std::path::Path;
@@ -12,9 +12,19 @@ use super::{ReproduceError, ReproduceOptions};
 /// A key of everything that decides a result: a stored result with another key is recomputed.
 pub(super) fn result_key(opts: &ReproduceOptions, splits: &Splits) -> String {
     use sha2::{Digest, Sha256};
+    // The resolved model configurations: a change of recipe in the code (learning rates, say) is another key, so a
+    // rerun into an old folder retrains rather than reporting generators trained with the old recipe.
+    let p = &opts.preset;
+    let classes = splits.train.num_classes();
+    let models: Vec<Option<crate::models::ModelConfig>> = p
+        .gans
+        .iter()
+        .flat_map(|g| p.discs.iter().map(move |d| super::run::model_config(p, g, d, classes).ok()))
+        .collect();
     let text = serde_json::to_string(&(
-        "reproduce-v2",
+        "reproduce-v3",
         &opts.preset,
+        models,
         opts.seed,
         crate::eval::reference::dataset_fingerprint(&splits.train),
         crate::eval::reference::dataset_fingerprint(&splits.test),
