@@ -547,8 +547,6 @@ pub fn real_only_baseline(
     Ok(out)
 }
 
-/// The two reference points every quality number is read against: real images against real images (the floor)
-/// and noise (what "no generator" scores).
 /// Phase 1 on its own thread: the reference classifier ([`Shared::judge_ready`]), an assessor from its cache, the
 /// floor and the noise baseline, and the progress lines to print (this thread has no progress sink).
 fn judge_and_baselines(
@@ -565,6 +563,8 @@ fn judge_and_baselines(
     Ok((assessor, floor, noise, lines))
 }
 
+/// The two reference points every quality number is read against: real images against real images (the floor)
+/// and noise (what "no generator" scores).
 pub(super) fn baselines(
     opts: &ReproduceOptions,
     splits: &Splits,
