@@ -682,6 +682,14 @@ mod tests {
     }
 
     #[test]
+    fn the_acgan_class_head_can_learn_from_real_images_only() {
+        let mut cfg = Config::default();
+        assert!(cfg.model_config().unwrap().acgan_fake_class, "the paper's ACGAN by default");
+        cfg.apply_overrides(&["model.acgan_fake_class=false".into()]).unwrap();
+        assert!(!cfg.model_config().unwrap().acgan_fake_class);
+    }
+
+    #[test]
     fn learning_rates_override_the_recipe_and_are_validated() {
         let mut cfg = Config::default();
         let recipe = cfg.model_config().unwrap();

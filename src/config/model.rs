@@ -57,6 +57,9 @@ pub struct ModelSection {
     /// Discriminator: append the minibatch standard deviation of its features over groups of 4 (ProGAN), a signal
     /// against samples that look alike.
     pub minibatch_std: Option<bool>,
+    /// ACGAN: the discriminator's class head also learns from generated images (true, the paper's ACGAN) or from
+    /// real images only.
+    pub acgan_fake_class: Option<bool>,
     /// Benchmarks of the federation machinery only: the model becomes this many random parameters and a site's
     /// local training a small random perturbation of them (no GAN, no evaluator).
     pub bench_params: Option<u64>,
@@ -102,6 +105,7 @@ impl ModelSection {
         cfg.d_width = self.d_width.unwrap_or(cfg.d_width);
         cfg.d_stage_convs = self.d_stage_convs.unwrap_or(cfg.d_stage_convs);
         cfg.minibatch_std = self.minibatch_std.unwrap_or(cfg.minibatch_std);
+        cfg.acgan_fake_class = self.acgan_fake_class.unwrap_or(cfg.acgan_fake_class);
         cfg.validate().map_err(|e| ConfigError::Invalid(format!("model: {e}")))
     }
 }
@@ -134,6 +138,7 @@ impl Default for ModelSection {
             d_width: None,
             d_stage_convs: None,
             minibatch_std: None,
+            acgan_fake_class: None,
             bench_params: None,
         }
     }

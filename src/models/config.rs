@@ -395,6 +395,20 @@ pub struct ModelConfig {
     /// samples look alike can be told from the data by that alone. Absent from the serialised form when off.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub minibatch_std: bool,
+    /// ACGAN: the discriminator's class head also learns to name the class of generated images (Odena et al. 2017,
+    /// as the paper). Off, it learns classes from real images only, so the generator is rewarded for images that
+    /// look like the real images of their class to that head, not for images the head was taught to accept.
+    /// Absent from the serialised form when on.
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    pub acgan_fake_class: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_yes(b: &bool) -> bool {
+    *b
 }
 
 fn one_conv() -> i64 {
@@ -483,6 +497,7 @@ impl ModelConfig {
             vit_overlap: 0,
             d_stage_convs: 1,
             minibatch_std: false,
+            acgan_fake_class: true,
         };
         let cfg = match recipe {
             Recipe::Paper => cfg,

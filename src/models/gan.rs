@@ -574,9 +574,12 @@ impl Gan {
         let out_r = self.disc(real, labels);
         let out_f = self.disc(&fake.detach(), labels);
         let (cls_r, cls_f) = (out_r.class_logits.ok_or_else(missing)?, out_f.class_logits.ok_or_else(missing)?);
-        let d_loss = self.d_source_loss(&out_r.source, &out_f.source)
-            + cross_entropy(&cls_r, labels)
-            + cross_entropy(&cls_f, labels);
+        let class_loss = if self.cfg.acgan_fake_class {
+            cross_entropy(&cls_r, labels) + cross_entropy(&cls_f, labels)
+        } else {
+            cross_entropy(&cls_r, labels)
+        };
+        let d_loss = self.d_source_loss(&out_r.source, &out_f.source) + class_loss;
         let d_loss_v = finite("discriminator loss", self.step, &d_loss)?;
         self.update(Net::D, &d_loss)?;
         let aux_acc = cls_r.detach().accuracy_for_logits(labels).double_value(&[]);

@@ -623,3 +623,25 @@ fn the_small_budget_recipe_trains_the_tiny_networks_at_5e4_and_the_larger_ones_a
         assert_eq!((wgan.lr_g, wgan.lr_d), (1e-4, critic));
     }
 }
+
+#[test]
+fn an_acgan_whose_class_head_learns_from_real_images_only_drops_the_generated_images_class_loss() {
+    tch::set_num_threads(1);
+    let (x, y) = toy_batch(8, 4, 32, 1);
+    let first_d_loss = |fake_class: bool| {
+        let mut cfg = tiny(GanKind::Acgan, DiscKind::Cnn);
+        cfg.acgan_fake_class = fake_class;
+        let mut g = Gan::new(&cfg, Device::Cpu, 5).unwrap();
+        g.train_step(&x, &y).unwrap().d_loss
+    };
+    let (paper, real_only) = (first_d_loss(true), first_d_loss(false));
+    // The same networks, batch and noise before the first update: the difference is the class loss on the fakes.
+    assert!(paper > real_only + 0.1, "paper {paper} vs real-only {real_only}");
+    // The paper's setting leaves no trace in the serialised configuration (stored keys stay); the other one does.
+    let mut cfg = tiny(GanKind::Acgan, DiscKind::Cnn);
+    assert!(!serde_json::to_string(&cfg).unwrap().contains("acgan_fake_class"));
+    cfg.acgan_fake_class = false;
+    let json = serde_json::to_string(&cfg).unwrap();
+    assert!(json.contains("\"acgan_fake_class\":false"));
+    assert!(!serde_json::from_str::<ModelConfig>(&json).unwrap().acgan_fake_class);
+}
