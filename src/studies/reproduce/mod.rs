@@ -16,6 +16,7 @@ mod pool;
 pub mod privacy;
 pub mod report;
 mod run;
+mod shared;
 pub mod stats;
 mod stored;
 
@@ -28,6 +29,7 @@ use thiserror::Error;
 pub use job::{FederatedJob, FederatedRunner, JobNoise, JobPrivacy, RunnerError};
 pub use run::{real_only_baseline, run};
 
+use crate::models::{DiscKind, GanKind, ModelConfig};
 use crate::records::QualitySummary;
 
 #[derive(Debug, Error)]
@@ -236,6 +238,19 @@ impl Preset {
             other => return Err(ReproduceError::UnknownPreset(other.into())),
         };
         Ok(p)
+    }
+
+    /// The resolved model configuration of one GAN × discriminator of this preset at its image size.
+    pub fn model_config(&self, gan: &str, disc: &str, classes: usize) -> Result<ModelConfig, ReproduceError> {
+        let cell = |name: &str, e: &dyn std::fmt::Display| ReproduceError::Cell {
+            cell: name.to_string(),
+            message: e.to_string(),
+        };
+        let g: GanKind = gan.parse().map_err(|e| cell(gan, &e))?;
+        let d: DiscKind = disc.parse().map_err(|e| cell(disc, &e))?;
+        let mut m = ModelConfig::preset(&self.model, g, d, classes as i64)?;
+        m.image_size = i64::from(self.image_size);
+        Ok(m)
     }
 
     /// Local steps per round at each site of a federated run: the same images seen in total as centralized.

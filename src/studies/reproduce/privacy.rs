@@ -20,7 +20,8 @@ use crate::data::Splits;
 use crate::federation::checkpoint::write_atomic;
 use crate::records::{QualitySummary, RoundPrivacy, RunReport};
 
-use super::run::{baselines, federated_cell, gan_seeds, prepare, GanJob};
+use super::run::{federated_cell, gan_seeds, GanJob};
+use super::shared::{baselines, prepare};
 use super::stats::mean_sd;
 use super::stored::{load_stored, store};
 use super::{FederatedRunner, JobNoise, JobPrivacy};

@@ -14,25 +14,20 @@
 
 use std::cell::OnceCell;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use tch::Device;
-
 use crate::data::{Dataset, Splits};
-use crate::eval::assessment::{AssessOptions, Assessor, Baseline};
-use crate::eval::quality::QualityOptions;
-use crate::eval::reference::ReferenceOptions;
+use crate::eval::assessment::Assessor;
 use crate::eval::sampling::synthesize;
 use crate::federation::weights::Weights;
-use crate::models::{ClassifierConfig, DiscKind, Gan, GanKind, ModelConfig};
-use crate::records::QualitySummary;
+use crate::models::{ClassifierConfig, Gan};
 use crate::studies::augment::{predict, score, train_classifier, train_classifier_once};
 use crate::train::simulation::train_centralized;
 
 use super::job::{FederatedJob, FederatedRunner, JobPrivacy, RunnerError};
 use super::pool::parallel;
-use super::stored::{load_stored, result_key, store, write_err, write_file};
+use super::shared::{judge_and_baselines, prepare, Shared, CLASSIFIER_BATCH};
+use super::stored::{load_stored, store, write_err, write_file};
 use super::{
     claims, report, run_name, Arm, ArmResult, GanRun, Preset, ReproduceError, ReproduceOptions, Reproduction, Setting,
     FED_PARTITION,
@@ -42,91 +37,10 @@ fn cell_err(cell: &str, e: impl std::fmt::Display) -> ReproduceError {
     ReproduceError::Cell { cell: cell.to_string(), message: e.to_string() }
 }
 
-pub(super) fn model_config(p: &Preset, gan: &str, disc: &str, classes: usize) -> Result<ModelConfig, ReproduceError> {
-    let g: GanKind = gan.parse().map_err(|e| cell_err(gan, e))?;
-    let d: DiscKind = disc.parse().map_err(|e| cell_err(disc, e))?;
-    let mut m = ModelConfig::preset(&p.model, g, d, classes as i64)?;
-    m.image_size = i64::from(p.image_size);
-    Ok(m)
-}
-
-/// Batch size of every classifier the protocol trains.
-const CLASSIFIER_BATCH: usize = 32;
-
 fn classifier_config(p: &Preset, data: &Dataset) -> Result<ClassifierConfig, ReproduceError> {
     let mut c = ClassifierConfig::preset(&p.classifier, i64::from(data.size), data.num_classes() as i64)?;
     c.total_steps = i64::from(p.classifier_steps.max(1));
     Ok(c)
-}
-
-/// The first `per_class` training images of every class (in the split's order): the regime's real training set.
-pub fn regime_subset(train: &Dataset, per_class: usize) -> Result<Dataset, ReproduceError> {
-    let counts = train.class_counts();
-    for (k, &have) in counts.iter().enumerate() {
-        if have < per_class {
-            let class = train.classes.get(k).cloned().unwrap_or_else(|| k.to_string());
-            return Err(ReproduceError::Regime { wanted: per_class, class, have });
-        }
-    }
-    Ok(train.subset(&train.first_per_class(per_class, |_| true)))
-}
-
-/// What every worker shares (read only): the data, the options, the assessment set-up.
-pub(super) struct Shared<'a> {
-    pub(super) opts: &'a ReproduceOptions,
-    pub(super) splits: &'a Splits,
-    regimes: Vec<(usize, Arc<Dataset>)>,
-    assess: AssessOptions,
-    pub(super) key: String,
-    /// Results kept from an earlier invocation (GAN runs, and the arms as one).
-    kept: std::sync::atomic::AtomicUsize,
-    /// Set once the reference classifier is in its cache: whether this run trained it (false: it was cached), or
-    /// why it cannot be made.
-    judge: OnceLock<Result<bool, String>>,
-}
-
-impl Shared<'_> {
-    fn regime(&self, per_class: usize) -> Result<&Arc<Dataset>, ReproduceError> {
-        self.regimes
-            .iter()
-            .find(|(r, _)| *r == per_class)
-            .map(|(_, d)| d)
-            .ok_or_else(|| ReproduceError::Preset(format!("no regime of {per_class} images per class")))
-    }
-
-    /// An assessor on this thread (the reference classifier from its cache, the real splits embedded).
-    pub(super) fn assessor(&self) -> Result<Assessor, ReproduceError> {
-        Assessor::new(&self.splits.train, &self.splits.test, self.assess.clone())
-            .map_err(|e| ReproduceError::Reference(e.to_string()))
-    }
-
-    /// Blocks until the reference classifier is in its cache: the first caller trains it (or loads it), the others
-    /// wait for that. Training it once, not once per worker, is what lets the workers build assessors from the cache.
-    /// True when this call's run trained it.
-    pub(super) fn judge_ready(&self) -> Result<bool, ReproduceError> {
-        self.judge
-            .get_or_init(|| self.assessor().map(|a| !a.info.cache_hit).map_err(|e| e.to_string()))
-            .clone()
-            .map_err(ReproduceError::Reference)
-    }
-
-    /// This worker's assessor, made on first use from the cached reference classifier.
-    fn worker_assessor<'c>(&self, cell: &'c OnceCell<Assessor>) -> Result<&'c Assessor, ReproduceError> {
-        if let Some(a) = cell.get() {
-            return Ok(a);
-        }
-        self.judge_ready()?;
-        let a = self.assessor()?;
-        Ok(cell.get_or_init(|| a))
-    }
-
-    pub(super) fn runs_dir(&self) -> PathBuf {
-        self.opts.out_dir.join("runs")
-    }
-
-    fn device(&self) -> Device {
-        self.opts.device
-    }
 }
 
 /// One generator of the protocol: trained here (centralized) or by a federation, then measured.
@@ -221,7 +135,7 @@ fn gan_job(shared: &Shared, assessor: &OnceCell<Assessor>, job: &GanJob) -> Resu
     let p = &shared.opts.preset;
     let name = job.name();
     let train = shared.regime(job.regime)?.clone();
-    let model = model_config(p, &job.gan, &job.disc, train.num_classes())?;
+    let model = p.model_config(&job.gan, &job.disc, train.num_classes())?;
     let t0 = Instant::now();
     let chunk = (p.gan_steps / 5).max(1);
     let weights = train_centralized(&model, shared.device(), train, p.gan_steps, chunk, p.batch_size, job.seed, |_| {})
@@ -238,7 +152,7 @@ fn gan_job(shared: &Shared, assessor: &OnceCell<Assessor>, job: &GanJob) -> Resu
 fn load_gan(shared: &Shared, job: &GanJob) -> Result<Gan, ReproduceError> {
     let p = &shared.opts.preset;
     let name = job.name();
-    let model = model_config(p, &job.gan, &job.disc, shared.splits.train.num_classes())?;
+    let model = p.model_config(&job.gan, &job.disc, shared.splits.train.num_classes())?;
     let path = weights_path(shared, &name);
     let bytes = std::fs::read(&path).map_err(|e| cell_err(&name, format!("{}: {e}", path.display())))?;
     let (w, _) = Weights::from_safetensors(&bytes).map_err(|e| cell_err(&name, e))?;
@@ -441,7 +355,7 @@ pub(super) fn federated_cell(
         RunnerError::Failed(message) => ReproduceError::Federated { seed, message },
     })?;
     let train_secs = t0.elapsed().as_secs_f64();
-    let model = model_config(p, &job.gan, &job.disc, shared.splits.train.num_classes())?;
+    let model = p.model_config(&job.gan, &job.disc, shared.splits.train.num_classes())?;
     let loaded = crate::eval::sampling::load_generator(&dir, &model, shared.device(), seed as i64)
         .map_err(|e| ReproduceError::Federated { seed, message: e.to_string() })?;
     measure(shared, assessor, &loaded.gan, job, name, train_secs)
@@ -449,65 +363,6 @@ pub(super) fn federated_cell(
 
 pub(super) fn gan_seeds(opts: &ReproduceOptions) -> Vec<u64> {
     (0..u64::from(opts.preset.gan_seeds.max(1))).map(|i| opts.seed + i).collect()
-}
-
-/// What both entry points share: the preset and the splits checked, each regime's real training set, the
-/// assessment options and the key of stored results.
-pub(super) fn prepare<'a>(opts: &'a ReproduceOptions, splits: &'a Splits) -> Result<Shared<'a>, ReproduceError> {
-    let p = &opts.preset;
-    p.check()?;
-    for (split, ds) in [("training", &splits.train), ("test", &splits.test), ("validation", &splits.val)] {
-        if ds.is_empty() {
-            return Err(ReproduceError::EmptySplit(split));
-        }
-    }
-    let regimes = p
-        .regimes
-        .iter()
-        .map(|&r| Ok((r, Arc::new(regime_subset(&splits.train, r)?))))
-        .collect::<Result<Vec<_>, ReproduceError>>()?;
-    let reference_train = match (p.reference_per_class, &opts.reference_train) {
-        (0, _) => None,
-        (n, Some(set)) if set.class_counts().iter().all(|&c| c == n) && set.size == splits.train.size => {
-            Some(Arc::clone(set))
-        }
-        (n, Some(set)) => {
-            return Err(ReproduceError::Preset(format!(
-                "the reference classifier's set has {:?} images per class at {} px; the preset asks for {n} at {} px",
-                set.class_counts(),
-                set.size,
-                splits.train.size
-            )))
-        }
-        (n, None) => {
-            return Err(ReproduceError::Preset(format!(
-                "the preset's reference classifier learns from its own draw of {n} images per class, and none was given"
-            )))
-        }
-    };
-    let assess = AssessOptions {
-        reference: ReferenceOptions {
-            preset: p.classifier.clone(),
-            steps: u64::from(p.reference_steps),
-            batch_size: CLASSIFIER_BATCH,
-            seed: opts.seed,
-            device: opts.device,
-            standardise_input: p.reference_standardise,
-        },
-        cache_dir: opts.reference_cache.clone(),
-        quality: QualityOptions::default(),
-        samples_per_class: p.eval_per_class,
-        reference_train,
-    };
-    Ok(Shared {
-        opts,
-        splits,
-        regimes,
-        assess,
-        key: result_key(opts, splits),
-        kept: Default::default(),
-        judge: OnceLock::new(),
-    })
 }
 
 /// Real-only classifier accuracy per regime (one value per classifier seed): how hard the data is, before any GAN
@@ -545,50 +400,6 @@ pub fn real_only_baseline(
         }
     }
     Ok(out)
-}
-
-/// Phase 1 on its own thread: the reference classifier ([`Shared::judge_ready`]), an assessor from its cache, the
-/// floor and the noise baseline, and the progress lines to print (this thread has no progress sink).
-fn judge_and_baselines(
-    shared: &Shared,
-) -> Result<(Assessor, QualitySummary, QualitySummary, Vec<String>), ReproduceError> {
-    let trained = shared.judge_ready()?;
-    let assessor = shared.assessor()?;
-    let mut lines = vec![format!(
-        "reference classifier: test accuracy {:.3} ({})",
-        assessor.reference_test_accuracy(),
-        if trained { "trained" } else { "cached" }
-    )];
-    let (floor, noise) = baselines(shared.opts, shared.splits, &assessor, &mut |l: &str| lines.push(l.to_string()))?;
-    Ok((assessor, floor, noise, lines))
-}
-
-/// The two reference points every quality number is read against: real images against real images (the floor)
-/// and noise (what "no generator" scores).
-pub(super) fn baselines(
-    opts: &ReproduceOptions,
-    splits: &Splits,
-    assessor: &Assessor,
-    progress: &mut dyn FnMut(&str),
-) -> Result<(QualitySummary, QualitySummary), ReproduceError> {
-    let base = |which: Baseline| -> Result<QualitySummary, ReproduceError> {
-        let dir = opts.out_dir.join("baselines").join(if which == Baseline::Noise { "noise" } else { "floor" });
-        let a = assessor
-            .baseline(which, &splits.val, opts.seed as i64 + 5, &dir)
-            .map_err(|e| ReproduceError::Reference(e.to_string()))?;
-        Ok(a.summary)
-    };
-    let (floor, noise) = (base(Baseline::RealFloor)?, base(Baseline::Noise)?);
-    progress(&format!(
-        "baselines: real floor KID×10³ {:.1}, FD {:.2}, agreement {:.2}; noise KID×10³ {:.1}, FD {:.2}",
-        1e3 * floor.kid.unwrap_or(f64::NAN),
-        floor.fd,
-        floor.label_agreement,
-        1e3 * noise.kid.unwrap_or(f64::NAN),
-        noise.fd
-    ));
-
-    Ok((floor, noise))
 }
 
 /// Phase 4: the classifier arms (real only, real + synthetic) for every regime and classifier seed, kept from an
@@ -732,7 +543,12 @@ pub fn run(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use super::super::shared::regime_subset;
+    use super::super::stored::result_key;
     use super::*;
+    use crate::records::QualitySummary;
 
     fn ds(labels: &[u32]) -> Dataset {
         let size = 2u32;

@@ -16,11 +16,8 @@ pub(super) fn result_key(opts: &ReproduceOptions, splits: &Splits) -> String {
     // rerun into an old folder retrains rather than reporting generators trained with the old recipe.
     let p = &opts.preset;
     let classes = splits.train.num_classes();
-    let models: Vec<Option<crate::models::ModelConfig>> = p
-        .gans
-        .iter()
-        .flat_map(|g| p.discs.iter().map(move |d| super::run::model_config(p, g, d, classes).ok()))
-        .collect();
+    let models: Vec<Option<crate::models::ModelConfig>> =
+        p.gans.iter().flat_map(|g| p.discs.iter().map(move |d| p.model_config(g, d, classes).ok())).collect();
     let text = serde_json::to_string(&(
         "reproduce-v3",
         &opts.preset,

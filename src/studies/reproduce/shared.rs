@@ -1,0 +1,198 @@
+//! What every worker of a reproduction shares, made once by [`prepare`]: the checked preset and splits, each
+//! regime's real training set, the assessment options, the key of stored results — and phase 1, the reference
+//! classifier (trained once, by whichever thread first needs it, while the others wait) with the two baselines every
+//! quality number is read against.
+//!
+//! Why apart from `run`: both entry points (`run`, `privacy`) start here, and the judge's gate is the one piece of
+//! shared state the worker threads synchronise on.
+
+use std::cell::OnceCell;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use tch::Device;
+
+use crate::data::{Dataset, Splits};
+use crate::eval::assessment::{AssessOptions, Assessor, Baseline};
+use crate::eval::quality::QualityOptions;
+use crate::eval::reference::ReferenceOptions;
+use crate::records::QualitySummary;
+
+use super::stored::result_key;
+use super::{ReproduceError, ReproduceOptions};
+
+/// Batch size of every classifier the protocol trains.
+pub(super) const CLASSIFIER_BATCH: usize = 32;
+
+/// The first `per_class` training images of every class (in the split's order): the regime's real training set.
+pub(super) fn regime_subset(train: &Dataset, per_class: usize) -> Result<Dataset, ReproduceError> {
+    let counts = train.class_counts();
+    for (k, &have) in counts.iter().enumerate() {
+        if have < per_class {
+            let class = train.classes.get(k).cloned().unwrap_or_else(|| k.to_string());
+            return Err(ReproduceError::Regime { wanted: per_class, class, have });
+        }
+    }
+    Ok(train.subset(&train.first_per_class(per_class, |_| true)))
+}
+
+/// What every worker shares (read only): the data, the options, the assessment set-up.
+pub(super) struct Shared<'a> {
+    pub(super) opts: &'a ReproduceOptions,
+    pub(super) splits: &'a Splits,
+    regimes: Vec<(usize, Arc<Dataset>)>,
+    pub(super) assess: AssessOptions,
+    pub(super) key: String,
+    /// Results kept from an earlier invocation (GAN runs, and the arms as one).
+    pub(super) kept: std::sync::atomic::AtomicUsize,
+    /// Set once the reference classifier is in its cache: whether this run trained it (false: it was cached), or
+    /// why it cannot be made.
+    judge: OnceLock<Result<bool, String>>,
+}
+
+impl Shared<'_> {
+    pub(super) fn regime(&self, per_class: usize) -> Result<&Arc<Dataset>, ReproduceError> {
+        self.regimes
+            .iter()
+            .find(|(r, _)| *r == per_class)
+            .map(|(_, d)| d)
+            .ok_or_else(|| ReproduceError::Preset(format!("no regime of {per_class} images per class")))
+    }
+
+    /// An assessor on this thread (the reference classifier from its cache, the real splits embedded).
+    pub(super) fn assessor(&self) -> Result<Assessor, ReproduceError> {
+        Assessor::new(&self.splits.train, &self.splits.test, self.assess.clone())
+            .map_err(|e| ReproduceError::Reference(e.to_string()))
+    }
+
+    /// Blocks until the reference classifier is in its cache: the first caller trains it (or loads it), the others
+    /// wait for that. Training it once, not once per worker, is what lets the workers build assessors from the cache.
+    /// True when this call's run trained it.
+    pub(super) fn judge_ready(&self) -> Result<bool, ReproduceError> {
+        self.judge
+            .get_or_init(|| self.assessor().map(|a| !a.info.cache_hit).map_err(|e| e.to_string()))
+            .clone()
+            .map_err(ReproduceError::Reference)
+    }
+
+    /// This worker's assessor, made on first use from the cached reference classifier.
+    pub(super) fn worker_assessor<'c>(&self, cell: &'c OnceCell<Assessor>) -> Result<&'c Assessor, ReproduceError> {
+        if let Some(a) = cell.get() {
+            return Ok(a);
+        }
+        self.judge_ready()?;
+        let a = self.assessor()?;
+        Ok(cell.get_or_init(|| a))
+    }
+
+    pub(super) fn runs_dir(&self) -> PathBuf {
+        self.opts.out_dir.join("runs")
+    }
+
+    pub(super) fn device(&self) -> Device {
+        self.opts.device
+    }
+}
+
+/// What both entry points share: the preset and the splits checked, each regime's real training set, the
+/// assessment options and the key of stored results.
+pub(super) fn prepare<'a>(opts: &'a ReproduceOptions, splits: &'a Splits) -> Result<Shared<'a>, ReproduceError> {
+    let p = &opts.preset;
+    p.check()?;
+    for (split, ds) in [("training", &splits.train), ("test", &splits.test), ("validation", &splits.val)] {
+        if ds.is_empty() {
+            return Err(ReproduceError::EmptySplit(split));
+        }
+    }
+    let regimes = p
+        .regimes
+        .iter()
+        .map(|&r| Ok((r, Arc::new(regime_subset(&splits.train, r)?))))
+        .collect::<Result<Vec<_>, ReproduceError>>()?;
+    let reference_train = match (p.reference_per_class, &opts.reference_train) {
+        (0, _) => None,
+        (n, Some(set)) if set.class_counts().iter().all(|&c| c == n) && set.size == splits.train.size => {
+            Some(Arc::clone(set))
+        }
+        (n, Some(set)) => {
+            return Err(ReproduceError::Preset(format!(
+                "the reference classifier's set has {:?} images per class at {} px; the preset asks for {n} at {} px",
+                set.class_counts(),
+                set.size,
+                splits.train.size
+            )))
+        }
+        (n, None) => {
+            return Err(ReproduceError::Preset(format!(
+                "the preset's reference classifier learns from its own draw of {n} images per class, and none was given"
+            )))
+        }
+    };
+    let assess = AssessOptions {
+        reference: ReferenceOptions {
+            preset: p.classifier.clone(),
+            steps: u64::from(p.reference_steps),
+            batch_size: CLASSIFIER_BATCH,
+            seed: opts.seed,
+            device: opts.device,
+            standardise_input: p.reference_standardise,
+        },
+        cache_dir: opts.reference_cache.clone(),
+        quality: QualityOptions::default(),
+        samples_per_class: p.eval_per_class,
+        reference_train,
+    };
+    Ok(Shared {
+        opts,
+        splits,
+        regimes,
+        assess,
+        key: result_key(opts, splits),
+        kept: Default::default(),
+        judge: OnceLock::new(),
+    })
+}
+
+/// Phase 1 on its own thread: the reference classifier ([`Shared::judge_ready`]), an assessor from its cache, the
+/// floor and the noise baseline, and the progress lines to print (this thread has no progress sink).
+pub(super) fn judge_and_baselines(
+    shared: &Shared,
+) -> Result<(Assessor, QualitySummary, QualitySummary, Vec<String>), ReproduceError> {
+    let trained = shared.judge_ready()?;
+    let assessor = shared.assessor()?;
+    let mut lines = vec![format!(
+        "reference classifier: test accuracy {:.3} ({})",
+        assessor.reference_test_accuracy(),
+        if trained { "trained" } else { "cached" }
+    )];
+    let (floor, noise) = baselines(shared.opts, shared.splits, &assessor, &mut |l: &str| lines.push(l.to_string()))?;
+    Ok((assessor, floor, noise, lines))
+}
+
+/// The two reference points every quality number is read against: real images against real images (the floor)
+/// and noise (what "no generator" scores).
+pub(super) fn baselines(
+    opts: &ReproduceOptions,
+    splits: &Splits,
+    assessor: &Assessor,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(QualitySummary, QualitySummary), ReproduceError> {
+    let base = |which: Baseline| -> Result<QualitySummary, ReproduceError> {
+        let dir = opts.out_dir.join("baselines").join(if which == Baseline::Noise { "noise" } else { "floor" });
+        let a = assessor
+            .baseline(which, &splits.val, opts.seed as i64 + 5, &dir)
+            .map_err(|e| ReproduceError::Reference(e.to_string()))?;
+        Ok(a.summary)
+    };
+    let (floor, noise) = (base(Baseline::RealFloor)?, base(Baseline::Noise)?);
+    progress(&format!(
+        "baselines: real floor KID×10³ {:.1}, FD {:.2}, agreement {:.2}; noise KID×10³ {:.1}, FD {:.2}",
+        1e3 * floor.kid.unwrap_or(f64::NAN),
+        floor.fd,
+        floor.label_agreement,
+        1e3 * noise.kid.unwrap_or(f64::NAN),
+        noise.fd
+    ));
+
+    Ok((floor, noise))
+}
