@@ -1,6 +1,7 @@
 //! Results kept between invocations of `histofed reproduce`: each is stored with a key of everything that decides
-//! it (protocol version, preset, seed, data fingerprints, the models' resolved configurations), so a rerun keeps what is still valid and recomputes the
-//! rest, and files are written atomically so an interrupted run leaves nothing half-written.
+//! it (protocol version, preset, seed, data fingerprints, the models' resolved configurations), so a rerun keeps
+//! what is still valid and recomputes the rest, and files are written atomically so an interrupted run leaves
+//! nothing half-written.
 
 use std::path::Path;
 
