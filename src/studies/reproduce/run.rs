@@ -5,8 +5,10 @@
 //!    thread each), then measured (once the reference classifier is ready) and scored by a classifier trained on
 //!    its images only;
 //! 3. the pre-registered federated model on the real runtime, one federation per GAN seed (the caller's
-//!    [`FederatedRunner`] starts the processes), and the best centralized model retrained on the low regime;
-//! 4. the classifier arms of claim 3 for every regime × classifier seed × GAN seed (worker threads).
+//!    [`FederatedRunner`] starts the processes);
+//! 4. the best centralized model retrained on the low regime and the classifier arms of claim 3 for every regime ×
+//!    classifier seed × GAN seed, in one pool (worker threads): the full regime's arms need no new run, so they
+//!    fill the cores while the low-regime runs train, and the low regimes' arms wait for those runs ([`Pending`]).
 //!
 //! Then the claims (`claims`), the targets and the report. Heavy work runs on `preset.workers` threads, plus the
 //! reference classifier's during phase 1 (it used to run alone, with the other workers' cores idle); every result
@@ -254,6 +256,25 @@ pub(super) fn summary_line(r: &GanRun) -> String {
 
 /// GAN jobs: stored results are kept (and reported); the others run in parallel.
 fn run_gans(shared: &Shared, jobs: Vec<GanJob>, progress: &mut dyn FnMut(&str)) -> Result<Vec<GanRun>, ReproduceError> {
+    let (mut out, todo) = split_kept(shared, jobs, progress);
+    let fresh = parallel(
+        shared,
+        shared.opts.preset.workers,
+        todo,
+        |j: &GanJob| j.name(),
+        |_: &Shared| Ok(OnceCell::new()),
+        |shared, assessor, job| gan_job_stored(shared, assessor, job),
+        progress,
+    )?;
+    for r in &fresh {
+        progress(&summary_line(r));
+    }
+    out.extend(fresh);
+    Ok(out)
+}
+
+/// The stored results of `jobs` (kept), and the jobs still to run.
+fn split_kept(shared: &Shared, jobs: Vec<GanJob>, progress: &mut dyn FnMut(&str)) -> (Vec<GanRun>, Vec<GanJob>) {
     let mut out = Vec::new();
     let mut todo = Vec::new();
     for job in jobs {
@@ -267,24 +288,73 @@ fn run_gans(shared: &Shared, jobs: Vec<GanJob>, progress: &mut dyn FnMut(&str)) 
             _ => todo.push(job),
         }
     }
-    let fresh = parallel(
-        shared,
-        shared.opts.preset.workers,
-        todo,
-        |j: &GanJob| j.name(),
-        |_: &Shared| Ok(OnceCell::new()),
-        |shared, assessor, job| {
-            let r = gan_job(shared, assessor, job)?;
-            store(&shared.runs_dir().join(job.name()).join("run.json"), &shared.key, &r)?;
-            Ok(r)
-        },
-        progress,
-    )?;
-    for r in &fresh {
-        progress(&summary_line(r));
+    (out, todo)
+}
+
+/// [`gan_job`], its result stored for a rerun.
+fn gan_job_stored(shared: &Shared, assessor: &OnceCell<Assessor>, job: &GanJob) -> Result<GanRun, ReproduceError> {
+    let r = gan_job(shared, assessor, job)?;
+    store(&shared.runs_dir().join(job.name()).join("run.json"), &shared.key, &r)?;
+    Ok(r)
+}
+
+/// Low-regime GAN runs not yet finished: the classifier arms of those regimes wait for them (on a worker thread,
+/// while the other workers go on), and a failed or abandoned run releases them with an error instead of a hang.
+struct Pending {
+    state: std::sync::Mutex<(usize, bool)>,
+    changed: std::sync::Condvar,
+}
+
+/// Counts one low-regime run as finished when dropped (also when its job fails or panics): failed unless
+/// [`Finished::succeeded`] was called.
+struct Finished<'p>(&'p Pending, bool);
+
+impl Finished<'_> {
+    fn succeeded(mut self) {
+        self.1 = true;
     }
-    out.extend(fresh);
-    Ok(out)
+}
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.0 = st.0.saturating_sub(1);
+        st.1 |= !self.1;
+        self.0.changed.notify_all();
+    }
+}
+
+impl Pending {
+    fn new(runs: usize) -> Self {
+        Pending { state: std::sync::Mutex::new((runs, false)), changed: std::sync::Condvar::new() }
+    }
+
+    fn start(&self) -> Finished<'_> {
+        Finished(self, false)
+    }
+
+    /// Blocks until every low-regime run has finished; an error if one failed.
+    fn wait(&self) -> Result<(), ReproduceError> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while st.0 > 0 && !st.1 {
+            st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        if st.1 {
+            return Err(cell_err("classifier arms", "a low-regime GAN run they need failed"));
+        }
+        Ok(())
+    }
+}
+
+/// One job of the protocol's tail: a low-regime GAN run or one regime × classifier seed of the arms.
+enum TailJob {
+    Gan(GanJob),
+    Arms(usize, u64, Vec<GanJob>),
+}
+
+enum TailOut {
+    Gan(Box<GanRun>),
+    Arms(Vec<ArmResult>),
 }
 
 /// The federated runs, one after the other (each already uses every core: one process per site).
@@ -409,39 +479,76 @@ fn classifier_arms(
     generators: &[(usize, Vec<GanJob>)],
     best: &str,
     progress: &mut dyn FnMut(&str),
-) -> Result<Vec<ArmResult>, ReproduceError> {
+) -> Result<(Vec<GanRun>, Vec<ArmResult>), ReproduceError> {
     let (opts, p) = (shared.opts, &shared.opts.preset);
+    let low: Vec<GanJob> =
+        generators.iter().filter(|(r, _)| *r != p.full_regime()).flat_map(|(_, g)| g.iter().cloned()).collect();
+    let (mut runs, todo) = split_kept(shared, low, progress);
     let arms_path = opts.out_dir.join("arms.json");
-    let arms = match load_stored::<Vec<ArmResult>>(&arms_path, &format!("{}-{best}", shared.key)) {
-        Some(a) => {
-            progress("classifier arms: done in an earlier run, kept");
-            shared.kept.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            a
-        }
-        None => {
-            let mut jobs = Vec::new();
-            for (regime, gens) in generators {
-                for c in classifier_seeds(opts) {
-                    jobs.push((*regime, c, gens.clone()));
-                }
+    let arms_key = format!("{}-{best}", shared.key);
+    let stored = load_stored::<Vec<ArmResult>>(&arms_path, &arms_key);
+    if stored.is_some() {
+        progress("classifier arms: done in an earlier run, kept");
+        shared.kept.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    // The low-regime runs first, then the full regime's arms (which need none of them), then the low regimes'
+    // arms, which wait for the runs: no worker idles while a run is still training.
+    let mut jobs: Vec<TailJob> = todo.into_iter().map(TailJob::Gan).collect();
+    let pending = Pending::new(jobs.len());
+    if stored.is_none() {
+        for (regime, gens) in generators {
+            for c in classifier_seeds(opts) {
+                jobs.push(TailJob::Arms(*regime, c, gens.clone()));
             }
-            progress(&format!("classifier arms: {} jobs (regime × classifier seed)", jobs.len()));
-            let done = parallel(
-                shared,
-                p.workers,
-                jobs,
-                |(r, c, _): &(usize, u64, Vec<GanJob>)| format!("arms {r}/class, classifier seed {c}"),
-                |_| Ok(()),
-                |shared, _, (r, c, gens)| arms_job(shared, *r, *c, gens),
-                progress,
-            )?;
-            let arms: Vec<ArmResult> = done.into_iter().flatten().collect();
-            store(&arms_path, &format!("{}-{best}", shared.key), &arms)?;
+        }
+        progress(&format!(
+            "classifier arms: {} jobs (regime × classifier seed)",
+            p.regimes.len() * classifier_seeds(opts).len()
+        ));
+    }
+    let done = parallel(
+        shared,
+        p.workers,
+        jobs,
+        |j: &TailJob| match j {
+            TailJob::Gan(g) => g.name(),
+            TailJob::Arms(r, c, _) => format!("arms {r}/class, classifier seed {c}"),
+        },
+        |_: &Shared| Ok(OnceCell::new()),
+        |shared, assessor, job| match job {
+            TailJob::Gan(g) => {
+                let finished = pending.start();
+                let r = gan_job_stored(shared, assessor, g)?;
+                finished.succeeded();
+                Ok(TailOut::Gan(Box::new(r)))
+            }
+            TailJob::Arms(r, c, gens) => {
+                if *r != p.full_regime() {
+                    pending.wait()?;
+                }
+                Ok(TailOut::Arms(arms_job(shared, *r, *c, gens)?))
+            }
+        },
+        progress,
+    )?;
+    let mut arms = Vec::new();
+    for out in done {
+        match out {
+            TailOut::Gan(r) => {
+                progress(&summary_line(&r));
+                runs.push(*r);
+            }
+            TailOut::Arms(a) => arms.extend(a),
+        }
+    }
+    let arms = match stored {
+        Some(a) => a,
+        None => {
+            store(&arms_path, &arms_key, &arms)?;
             arms
         }
     };
-
-    Ok(arms)
+    Ok((runs, arms))
 }
 
 /// Runs the whole protocol. `splits` is the data (train/val/test); `progress` hears one line per step.
@@ -508,13 +615,13 @@ pub fn run(
             .collect();
         if regime != p.full_regime() {
             progress(&format!("{best} on {regime} real images per class: {} GAN runs", jobs.len()));
-            runs.extend(run_gans(&shared, jobs.clone(), progress)?);
         }
         generators.push((regime, jobs));
     }
 
-    // Phase 4: the classifier arms.
-    let arms = classifier_arms(&shared, &generators, &best, progress)?;
+    // Phase 4: the classifier arms, in one pool with the low-regime runs (the full regime's arms need none of them).
+    let (low_runs, arms) = classifier_arms(&shared, &generators, &best, progress)?;
+    runs.extend(low_runs);
 
     let claims = claims::judge(&runs, &arms, p, &floor, &noise);
     let targets = claims::targets(&runs, p, &floor, &noise, &best_gan, &best_disc, splits.train.num_classes());
