@@ -705,6 +705,26 @@ mod tests {
     }
 
     #[test]
+    fn arms_waiting_for_low_regime_runs_go_on_when_they_finish_and_fail_when_one_fails() {
+        let all_done = Pending::new(2);
+        std::thread::scope(|scope| {
+            let waiter = scope.spawn(|| all_done.wait());
+            all_done.start().succeeded();
+            all_done.start().succeeded();
+            assert!(waiter.join().unwrap().is_ok());
+        });
+        let one_fails = Pending::new(2);
+        std::thread::scope(|scope| {
+            let waiter = scope.spawn(|| one_fails.wait());
+            one_fails.start().succeeded();
+            drop(one_fails.start()); // the job returned an error (or panicked) before succeeding
+            let err = waiter.join().unwrap().unwrap_err().to_string();
+            assert!(err.contains("low-regime GAN run"), "{err}");
+        });
+        assert!(Pending::new(0).wait().is_ok(), "no runs to wait for");
+    }
+
+    #[test]
     fn the_best_model_is_the_lowest_mean_kid_over_seeds() {
         let runs = vec![
             run("cgan", "cnn", 1, 0.01),
