@@ -24,7 +24,7 @@ use crate::models::{
 use crate::studies::augment::Stat;
 use crate::train::simulation::train_centralized;
 
-use super::ReproduceError;
+use super::{cell_err, ReproduceError};
 
 /// One row of the ablation: which change to the full recipe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,7 +196,7 @@ pub fn run(
         .iter()
         .map(|v| {
             let cfg = v.apply(full, &paper);
-            cfg.validate().map_err(|e| ReproduceError::Cell { cell: slug(*v), message: e.to_string() })?;
+            cfg.validate().map_err(|e| cell_err(&slug(*v), e))?;
             Ok(cfg)
         })
         .collect::<Result<Vec<_>, ReproduceError>>()?;

@@ -86,6 +86,11 @@ impl Setting {
     }
 }
 
+/// A failure of one cell of the protocol (a run, a model, a variant), named.
+pub(super) fn cell_err(cell: &str, e: impl std::fmt::Display) -> ReproduceError {
+    ReproduceError::Cell { cell: cell.to_string(), message: e.to_string() }
+}
+
 /// The partition of the federated runs (`data::partition` syntax): the paper's non-IID split.
 pub const FED_PARTITION: &str = "dirichlet:0.3:min=2";
 
@@ -242,12 +247,8 @@ impl Preset {
 
     /// The resolved model configuration of one GAN × discriminator of this preset at its image size.
     pub fn model_config(&self, gan: &str, disc: &str, classes: usize) -> Result<ModelConfig, ReproduceError> {
-        let cell = |name: &str, e: &dyn std::fmt::Display| ReproduceError::Cell {
-            cell: name.to_string(),
-            message: e.to_string(),
-        };
-        let g: GanKind = gan.parse().map_err(|e| cell(gan, &e))?;
-        let d: DiscKind = disc.parse().map_err(|e| cell(disc, &e))?;
+        let g: GanKind = gan.parse().map_err(|e| cell_err(gan, e))?;
+        let d: DiscKind = disc.parse().map_err(|e| cell_err(disc, e))?;
         let mut m = ModelConfig::preset(&self.model, g, d, classes as i64)?;
         m.image_size = i64::from(self.image_size);
         Ok(m)

@@ -31,13 +31,9 @@ use super::pool::parallel;
 use super::shared::{judge_and_baselines, prepare, Shared, CLASSIFIER_BATCH};
 use super::stored::{load_stored, store, write_err, write_file};
 use super::{
-    claims, report, run_name, Arm, ArmResult, GanRun, Preset, ReproduceError, ReproduceOptions, Reproduction, Setting,
-    FED_PARTITION,
+    cell_err, claims, report, run_name, Arm, ArmResult, GanRun, Preset, ReproduceError, ReproduceOptions, Reproduction,
+    Setting, FED_PARTITION,
 };
-
-fn cell_err(cell: &str, e: impl std::fmt::Display) -> ReproduceError {
-    ReproduceError::Cell { cell: cell.to_string(), message: e.to_string() }
-}
 
 fn classifier_config(p: &Preset, data: &Dataset) -> Result<ClassifierConfig, ReproduceError> {
     let mut c = ClassifierConfig::preset(&p.classifier, i64::from(data.size), data.num_classes() as i64)?;
