@@ -65,23 +65,35 @@ impl Shared<'_> {
             .map_err(|e| ReproduceError::Reference(e.to_string()))
     }
 
-    /// Blocks until the reference classifier is in its cache: the first caller trains it (or loads it), the others
-    /// wait for that. Training it once, not once per worker, is what lets the workers build assessors from the cache.
-    /// True when this call's run trained it.
-    pub(super) fn judge_ready(&self) -> Result<bool, ReproduceError> {
-        self.judge
-            .get_or_init(|| self.assessor().map(|a| !a.info.cache_hit).map_err(|e| e.to_string()))
+    /// An assessor on this thread once the reference classifier is in its cache: the first caller trains it (or
+    /// loads it) and keeps the assessor it made doing so, the others wait for that and make theirs from the cache.
+    /// Training it once, not once per worker, is what lets the workers build assessors from the cache. With it,
+    /// whether this run trained the classifier (false: it was cached).
+    pub(super) fn ready_assessor(&self) -> Result<(Assessor, bool), ReproduceError> {
+        let mut made = None;
+        let trained = self
+            .judge
+            .get_or_init(|| {
+                let a = self.assessor().map_err(|e| e.to_string())?;
+                let trained = !a.info.cache_hit;
+                made = Some(a);
+                Ok(trained)
+            })
             .clone()
-            .map_err(ReproduceError::Reference)
+            .map_err(ReproduceError::Reference)?;
+        let assessor = match made {
+            Some(a) => a,
+            None => self.assessor()?,
+        };
+        Ok((assessor, trained))
     }
 
-    /// This worker's assessor, made on first use from the cached reference classifier.
+    /// This worker's assessor, made on first use ([`Shared::ready_assessor`]).
     pub(super) fn worker_assessor<'c>(&self, cell: &'c OnceCell<Assessor>) -> Result<&'c Assessor, ReproduceError> {
         if let Some(a) = cell.get() {
             return Ok(a);
         }
-        self.judge_ready()?;
-        let a = self.assessor()?;
+        let (a, _) = self.ready_assessor()?;
         Ok(cell.get_or_init(|| a))
     }
 
@@ -153,13 +165,12 @@ pub(super) fn prepare<'a>(opts: &'a ReproduceOptions, splits: &'a Splits) -> Res
     })
 }
 
-/// Phase 1 on its own thread: the reference classifier ([`Shared::judge_ready`]), an assessor from its cache, the
-/// floor and the noise baseline, and the progress lines to print (this thread has no progress sink).
+/// Phase 1 on its own thread: the reference classifier and an assessor ([`Shared::ready_assessor`]), the floor and
+/// the noise baseline, and the progress lines to print (this thread has no progress sink).
 pub(super) fn judge_and_baselines(
     shared: &Shared,
 ) -> Result<(Assessor, QualitySummary, QualitySummary, Vec<String>), ReproduceError> {
-    let trained = shared.judge_ready()?;
-    let assessor = shared.assessor()?;
+    let (assessor, trained) = shared.ready_assessor()?;
     let mut lines = vec![format!(
         "reference classifier: test accuracy {:.3} ({})",
         assessor.reference_test_accuracy(),
