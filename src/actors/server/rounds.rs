@@ -64,7 +64,8 @@ pub(super) fn start_round(me: &ActorRef<ServerMsg>, st: &mut ServerState) -> Res
     st.round_started = Instant::now();
     st.grace_armed = false;
     st.contributors.clear();
-    st.rejected.clear();
+    // Not `st.rejected`: an update refused between rounds (a fenced or stale upload that lands while the last
+    // round is checkpointed) belongs to the next round's record; clearing here lost it. `round_record` takes it.
     st.aggregate_secs = 0.0;
     secure::arm(me, st, Stage::Advertise);
     let attempt = st.attempt;

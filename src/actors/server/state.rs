@@ -128,6 +128,7 @@ pub struct ServerState {
     pub(super) current: Option<RoundState>,
     pub(super) round_started: Instant,
     pub(super) contributors: Vec<SiteRound>,
+    /// Updates refused since the last round record was written (taken by `round_record`).
     pub(super) rejected: Vec<(u32, String)>,
     pub(super) aggregate_secs: f64,
     pub(super) sites: BTreeMap<u32, SiteEntry>,
