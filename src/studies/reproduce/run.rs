@@ -646,44 +646,8 @@ pub fn run(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use super::super::shared::regime_subset;
-    use super::super::stored::result_key;
     use super::*;
     use crate::records::QualitySummary;
-
-    fn ds(labels: &[u32]) -> Dataset {
-        let size = 2u32;
-        let images = vec![0u8; labels.len() * (size * size * 3) as usize];
-        Dataset::new(size, vec!["a".into(), "b".into()], images, labels.to_vec()).unwrap()
-    }
-
-    fn tiny_splits() -> Splits {
-        Splits { train: ds(&[0, 1]), val: ds(&[0, 1]), test: ds(&[0, 1]), skipped: Vec::new() }
-    }
-
-    fn options(preset: Preset, reference_train: Option<Dataset>) -> ReproduceOptions {
-        ReproduceOptions {
-            preset,
-            out_dir: "unused".into(),
-            reference_cache: "unused".into(),
-            device: tch::Device::Cpu,
-            seed: 42,
-            data_label: String::new(),
-            commit: String::new(),
-            reference_train: reference_train.map(Arc::new),
-        }
-    }
-
-    #[test]
-    fn a_regime_takes_the_first_images_of_each_class_and_refuses_too_few() {
-        let train = ds(&[0, 1, 0, 1, 0, 1, 1]);
-        let r = regime_subset(&train, 2).unwrap();
-        assert_eq!(r.class_counts(), vec![2, 2]);
-        let err = regime_subset(&train, 4).unwrap_err().to_string();
-        assert!(err.contains("class a has only 3"), "{err}");
-    }
 
     fn run(gan: &str, disc: &str, seed: u64, kid: f64) -> GanRun {
         GanRun {
@@ -730,41 +694,5 @@ mod tests {
         ];
         assert_eq!(claims::best_model(&runs, 100), Some(("acgan".into(), "vit".into())));
         assert_eq!(claims::best_model(&runs, 25), None);
-    }
-    #[test]
-    fn a_preset_with_its_own_reference_set_refuses_a_missing_or_wrong_one() {
-        let splits = tiny_splits();
-        let preset = Preset { regimes: vec![1], reference_per_class: 3, ..Preset::named("quick").unwrap() };
-        let opts = |set: Option<Dataset>| options(preset.clone(), set);
-        let err = |o: &ReproduceOptions| prepare(o, &splits).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err(&opts(None)).contains("3 images per class, and none was given"), "{}", err(&opts(None)));
-        let short = opts(Some(ds(&[0, 1, 0, 1])));
-        assert!(err(&short).contains("[2, 2] images per class"), "{}", err(&short));
-        let right = opts(Some(ds(&[0, 1, 0, 1, 0, 1])));
-        let shared = prepare(&right, &splits).unwrap();
-        assert_eq!(shared.assess.reference_train.as_ref().map(|d| d.len()), Some(6));
-        let untouched = ReproduceOptions {
-            preset: Preset { reference_per_class: 0, ..right.preset.clone() },
-            ..opts(Some(ds(&[0, 1])))
-        };
-        assert!(prepare(&untouched, &splits).unwrap().assess.reference_train.is_none());
-    }
-
-    #[test]
-    fn each_judge_keeps_its_results_apart_and_the_registered_keys_stay() {
-        // The judge as first registered (raw pixels, the training split) leaves no trace in the key, so results
-        // stored under it stay valid; each change of judge is another key.
-        let preset = Preset { reference_standardise: false, reference_per_class: 0, ..Preset::named("cpu").unwrap() };
-        let json = serde_json::to_string(&preset).unwrap();
-        assert!(!json.contains("reference_standardise"), "a registered key must not change: {json}");
-        assert!(!json.contains("reference_per_class"), "a registered key must not change: {json}");
-        let opts = |p: Preset| options(p, None);
-        let splits = tiny_splits();
-        let plain = result_key(&opts(preset.clone()), &splits);
-        let standardised = result_key(&opts(Preset { reference_standardise: true, ..preset.clone() }), &splits);
-        let own_set = result_key(&opts(Preset { reference_per_class: 1000, ..preset }), &splits);
-        assert_ne!(plain, standardised);
-        assert_ne!(plain, own_set);
-        assert_ne!(standardised, own_set);
     }
 }
