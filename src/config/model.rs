@@ -49,6 +49,8 @@ pub struct ModelSection {
     pub beta2: Option<f64>,
     /// Critic steps per generator step (WGAN-GP).
     pub n_critic: Option<i64>,
+    /// WGAN-GP: the gradient penalty on every n-th critic step only, weighted n·λ (lazy regularisation).
+    pub gp_every: Option<i64>,
     /// Widths instead of the preset's: channels of the generator's last block, of the CNN discriminator's first.
     pub g_width: Option<i64>,
     pub d_width: Option<i64>,
@@ -101,6 +103,7 @@ impl ModelSection {
         cfg.beta1 = self.beta1.unwrap_or(cfg.beta1);
         cfg.beta2 = self.beta2.unwrap_or(cfg.beta2);
         cfg.n_critic = self.n_critic.unwrap_or(cfg.n_critic);
+        cfg.gp_every = self.gp_every.unwrap_or(cfg.gp_every);
         cfg.g_width = self.g_width.unwrap_or(cfg.g_width);
         cfg.d_width = self.d_width.unwrap_or(cfg.d_width);
         cfg.d_stage_convs = self.d_stage_convs.unwrap_or(cfg.d_stage_convs);
@@ -134,6 +137,7 @@ impl Default for ModelSection {
             beta1: None,
             beta2: None,
             n_critic: None,
+            gp_every: None,
             g_width: None,
             d_width: None,
             d_stage_convs: None,

@@ -351,6 +351,12 @@ pub struct ModelConfig {
     pub n_critic: i64,
     /// Gradient-penalty weight λ (WGAN-GP only).
     pub gp_lambda: f64,
+    /// WGAN-GP: the gradient penalty is taken on every `gp_every`-th critic step, weighted `gp_every`·λ, so its
+    /// expected pull is the same (the lazy regularisation of StyleGAN2, Karras et al. 2020). Why: on a CPU the
+    /// penalty's double backward through the critic is most of a WGAN-GP step. 1 = every step (Gulrajani et al.).
+    /// Absent from the serialised form when 1.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub gp_every: i64,
     /// Spectral normalisation of every discriminator layer with a weight matrix (convolutions, linear layers of the
     /// transformer blocks, heads).
     pub spectral_norm: bool,
@@ -415,12 +421,29 @@ fn one_conv() -> i64 {
     1
 }
 
+fn one() -> i64 {
+    1
+}
+
+fn is_one(v: &i64) -> bool {
+    *v == 1
+}
+
 fn paper_recipe() -> Recipe {
     Recipe::Paper
 }
 
 /// The preset names accepted by [`ModelConfig::preset`].
 pub const PRESETS: [&str; 3] = ["tiny", "small", "paper"];
+
+/// A preset's size, as the recipe's size-dependent choices read it (the CPU sizes train fewer critic steps; the
+/// tiny networks a higher learning rate).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Size {
+    Tiny,
+    Small,
+    Paper,
+}
 
 impl ModelConfig {
     /// Named presets: "tiny" (CPU tests: 32 px, very small widths), "small" (CPU demo: 64 px), "paper" (GPU: 128 px,
@@ -446,25 +469,29 @@ impl ModelConfig {
         disc: DiscKind,
         num_classes: i64,
     ) -> Result<Self, ModelError> {
-        let (image_size, latent_dim, g_width, d_width, vit_patch, vit_dim, vit_depth, vit_heads) =
-            match name.trim().to_ascii_lowercase().as_str() {
-                "tiny" => (32, 32, 16, 16, 8, 32, 2, 2),
-                "small" => (64, 64, 32, 32, 8, 128, 4, 4),
-                "paper" => (128, 128, 64, 64, 16, 768, 12, 12),
-                _ => {
-                    return Err(ModelError::UnknownName {
-                        what: "model preset",
-                        value: name.to_string(),
-                        expected: PRESETS.join(", "),
-                    })
-                }
-            };
+        let size = match name.trim().to_ascii_lowercase().as_str() {
+            "tiny" => Size::Tiny,
+            "small" => Size::Small,
+            "paper" => Size::Paper,
+            _ => {
+                return Err(ModelError::UnknownName {
+                    what: "model preset",
+                    value: name.to_string(),
+                    expected: PRESETS.join(", "),
+                })
+            }
+        };
+        let (image_size, latent_dim, g_width, d_width, vit_patch, vit_dim, vit_depth, vit_heads) = match size {
+            Size::Tiny => (32, 32, 16, 16, 8, 32, 2, 2),
+            Size::Small => (64, 64, 32, 32, 8, 128, 4, 4),
+            Size::Paper => (128, 128, 64, 64, 16, 768, 12, 12),
+        };
         let (lr_g, lr_d, beta1, beta2, n_critic) = match gan {
             GanKind::WganGp => (1e-4, 1e-4, 0.0, 0.9, 5),
             GanKind::Cgan | GanKind::Acgan => (2e-4, 2e-4, 0.5, 0.999, 1),
         };
         // "tiny" exists for fast CPU tests: 2 critic steps keep a WGAN-GP step near the cost of the other objectives.
-        let n_critic = if name.trim().eq_ignore_ascii_case("tiny") { n_critic.min(2) } else { n_critic };
+        let n_critic = if size == Size::Tiny { n_critic.min(2) } else { n_critic };
         // Transformers train less stably with the DCGAN learning rate; ViT-GAN work uses a lower D rate.
         let lr_d = if disc == DiscKind::Vit { lr_d * 0.5 } else { lr_d };
         let cfg = ModelConfig {
@@ -485,6 +512,7 @@ impl ModelConfig {
             beta2,
             n_critic,
             gp_lambda: 10.0,
+            gp_every: 1,
             spectral_norm: false,
             recipe: Recipe::Paper,
             loss: SourceLoss::Bce,
@@ -501,17 +529,14 @@ impl ModelConfig {
         };
         let cfg = match recipe {
             Recipe::Paper => cfg,
-            Recipe::SmallBudget => {
-                let preset = name.trim().to_ascii_lowercase();
-                cfg.small_budget(preset == "paper", preset == "tiny")
-            }
+            Recipe::SmallBudget => cfg.small_budget(size),
         };
         cfg.validate()?;
         Ok(cfg)
     }
 
     /// The small-budget recipe's choices on top of this configuration's sizes.
-    fn small_budget(mut self, gpu_sized: bool, tiny: bool) -> Self {
+    fn small_budget(mut self, size: Size) -> Self {
         self.recipe = Recipe::SmallBudget;
         self.diffaugment = AugmentPolicy::FULL;
         self.ema_decay = 0.999;
@@ -521,14 +546,14 @@ impl ModelConfig {
                 self.loss = SourceLoss::Hinge;
                 self.spectral_norm = true;
                 (self.lr_g, self.lr_d, self.beta1, self.beta2) = (2e-4, 2e-4, 0.0, 0.99);
-                if tiny {
+                if size == Size::Tiny {
                     // The tiny networks (≈ 75 k + 30 k parameters) on a 1000-step budget learn faster at 5e-4 for
                     // both, ViT discriminator included (docs/reproduction-cpu.md, "Learning rate").
                     (self.lr_g, self.lr_d) = (5e-4, 5e-4);
                 }
             }
             GanKind::WganGp => {
-                if !gpu_sized {
+                if size != Size::Paper {
                     self.n_critic = self.n_critic.min(2);
                 }
             }
@@ -624,6 +649,9 @@ impl ModelConfig {
         }
         if !(1..=2).contains(&self.d_stage_convs) {
             return Err(ModelError::config("d_stage_convs", format!("{} is not 1 or 2", self.d_stage_convs)));
+        }
+        if !(1..=64).contains(&self.gp_every) {
+            return Err(ModelError::config("gp_every", format!("{} is not in 1..=64", self.gp_every)));
         }
         if !(self.gp_lambda.is_finite() && self.gp_lambda >= 0.0) {
             return Err(ModelError::config("gp_lambda", format!("{} is not a finite number >= 0", self.gp_lambda)));

@@ -523,32 +523,41 @@ impl Gan {
 
     fn step_wgan_gp(&mut self, real: &Tensor, labels: &Tensor) -> Result<StepLosses, ModelError> {
         let b = real.size()[0];
-        let mut last = (0.0, 0.0, 0.0, 0.0);
-        for _ in 0..self.cfg.n_critic {
+        // (critic loss, penalty at λ if this step took one, mean real score, mean fake score) of the last critic step.
+        let mut last = (0.0, None, 0.0, 0.0);
+        let every = self.cfg.gp_every.max(1);
+        for i in 0..self.cfg.n_critic {
             let z = self.noise(b);
             let fake = {
                 let _g = tch::no_grad_guard();
                 self.generator.forward_t(&z, labels, true)
             };
-            let alpha = self.rng.uniform_tensor(&[b], 0.0, 1.0, self.device);
+            // Lazy penalty: on every `gp_every`-th critic step of the run (counted from the step, so a resumed run
+            // keeps the schedule), weighted by `gp_every`.
+            let penalised = (self.step as i64 * self.cfg.n_critic + i) % every == 0;
+            let alpha = penalised.then(|| self.rng.uniform_tensor(&[b], 0.0, 1.0, self.device));
             // DiffAugment: the critic sees augmented real and fake batches; the penalty is taken between those.
             let policy = self.cfg.diffaugment;
             let real_a = diff_augment(real, policy, &mut self.rng);
             let fake_a = diff_augment(&fake, policy, &mut self.rng);
             let d_real = self.discriminator.forward_t(&real_a, labels, true).source;
             let d_fake = self.discriminator.forward_t(&fake_a, labels, true).source;
-            let disc = &self.discriminator;
-            let gp = gradient_penalty(
-                |x| disc.forward_t(x, labels, true).source,
-                &real_a,
-                &fake_a,
-                &alpha,
-                self.cfg.gp_lambda,
-            )?;
-            let d_loss = d_fake.mean(Kind::Float) - d_real.mean(Kind::Float) + &gp;
+            let mut d_loss = d_fake.mean(Kind::Float) - d_real.mean(Kind::Float);
+            if let Some(alpha) = alpha {
+                let disc = &self.discriminator;
+                let gp = gradient_penalty(
+                    |x| disc.forward_t(x, labels, true).source,
+                    &real_a,
+                    &fake_a,
+                    &alpha,
+                    self.cfg.gp_lambda * every as f64,
+                )?;
+                d_loss = d_loss + &gp;
+                last.1 = Some(gp.double_value(&[]) / every as f64);
+            }
             let d_loss_v = finite("critic loss", self.step, &d_loss)?;
             self.update(Net::D, &d_loss)?;
-            last = (d_loss_v, gp.double_value(&[]), mean_value(&d_real), mean_value(&d_fake));
+            (last.0, last.2, last.3) = (d_loss_v, mean_value(&d_real), mean_value(&d_fake));
         }
         let z = self.noise(b);
         let fake = self.generator.forward_t(&z, labels, true);
@@ -560,7 +569,7 @@ impl Gan {
             g_loss: g_loss_v,
             d_real: last.2,
             d_fake: last.3,
-            gp: Some(last.1),
+            gp: last.1,
             aux_acc: None,
             prox: None,
         })

@@ -645,3 +645,32 @@ fn an_acgan_whose_class_head_learns_from_real_images_only_drops_the_generated_im
     assert!(json.contains("\"acgan_fake_class\":false"));
     assert!(!serde_json::from_str::<ModelConfig>(&json).unwrap().acgan_fake_class);
 }
+
+#[test]
+fn a_lazy_gradient_penalty_is_taken_on_every_nth_critic_step_at_n_times_the_weight() {
+    tch::set_num_threads(1);
+    let (x, y) = toy_batch(8, 4, 32, 3);
+    let run = |every: i64| {
+        let mut cfg = tiny(GanKind::WganGp, DiscKind::Cnn);
+        (cfg.n_critic, cfg.gp_every) = (1, every);
+        let mut g = Gan::new(&cfg, Device::Cpu, 11).unwrap();
+        (0..4).map(|_| g.train_step(&x, &y).unwrap()).collect::<Vec<_>>()
+    };
+    let (each, lazy) = (run(1), run(2));
+    assert!(each.iter().all(|l| l.gp.is_some()));
+    let taken: Vec<bool> = lazy.iter().map(|l| l.gp.is_some()).collect();
+    assert_eq!(taken, [true, false, true, false], "critic steps 0 and 2 of 4 take the penalty");
+    // The first step is the same networks, batch, noise and interpolation: the penalty is reported at λ in both, and
+    // the lazy critic loss holds it twice.
+    let (p1, p2) = (each[0].gp.unwrap(), lazy[0].gp.unwrap());
+    assert!(p1 > 1e-3 && (p1 - p2).abs() < 1e-4 * p1.max(1.0), "the penalty at λ: {p1} vs {p2}");
+    let extra = lazy[0].d_loss - each[0].d_loss;
+    assert!((extra - p1).abs() < 1e-3 * p1.max(1.0), "the lazy loss holds 2·penalty: extra {extra}, penalty {p1}");
+    // Absent from the serialised form at 1 (stored keys stay); a bad value names the field.
+    let mut cfg = tiny(GanKind::WganGp, DiscKind::Cnn);
+    assert!(!serde_json::to_string(&cfg).unwrap().contains("gp_every"));
+    cfg.gp_every = 4;
+    assert_eq!(serde_json::from_str::<ModelConfig>(&serde_json::to_string(&cfg).unwrap()).unwrap().gp_every, 4);
+    cfg.gp_every = 0;
+    assert!(cfg.validate().unwrap_err().to_string().contains("gp_every"));
+}
