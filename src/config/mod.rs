@@ -673,6 +673,17 @@ mod tests {
     }
 
     #[test]
+    fn a_key_added_to_the_model_section_leaves_the_hash_of_configurations_without_it() {
+        // The default configuration's hash as checkpoints written on 2026-12-07 (commit 5ef01b0) recorded it: a new
+        // optional key must not change it (skip it when unset), or a run checkpointed before cannot resume.
+        let cfg = Config::default();
+        assert_eq!(cfg.hash(), "ae017d827892c40f", "the configuration hash changed: a run checkpointed before will not resume");
+        let mut lazy = cfg.clone();
+        lazy.model.gp_every = Some(4);
+        assert_ne!(lazy.hash(), cfg.hash());
+    }
+
+    #[test]
     fn model_size_overrides_the_preset_and_is_validated() {
         let mut cfg = Config::default();
         cfg.model.image_size = Some(64);

@@ -49,7 +49,10 @@ pub struct ModelSection {
     pub beta2: Option<f64>,
     /// Critic steps per generator step (WGAN-GP).
     pub n_critic: Option<i64>,
-    /// WGAN-GP: the gradient penalty on every n-th critic step only, weighted n·λ (lazy regularisation).
+    /// WGAN-GP: the gradient penalty on every n-th critic step only, weighted n·λ (lazy regularisation). Absent
+    /// from the serialised form when unset, so the configuration hash of a run checkpointed before this key existed
+    /// is unchanged and the run resumes.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub gp_every: Option<i64>,
     /// Widths instead of the preset's: channels of the generator's last block, of the CNN discriminator's first.
     pub g_width: Option<i64>,
