@@ -677,7 +677,11 @@ mod tests {
         // The default configuration's hash as checkpoints written on 2026-12-07 (commit 5ef01b0) recorded it: a new
         // optional key must not change it (skip it when unset), or a run checkpointed before cannot resume.
         let cfg = Config::default();
-        assert_eq!(cfg.hash(), "ae017d827892c40f", "the configuration hash changed: a run checkpointed before will not resume");
+        assert_eq!(
+            cfg.hash(),
+            "ae017d827892c40f",
+            "the configuration hash changed: a run checkpointed before will not resume"
+        );
         let mut lazy = cfg.clone();
         lazy.model.gp_every = Some(4);
         assert_ne!(lazy.hash(), cfg.hash());

@@ -65,6 +65,9 @@ pub struct ModelSection {
     /// ACGAN: the discriminator's class head also learns from generated images (true, the paper's ACGAN) or from
     /// real images only.
     pub acgan_fake_class: Option<bool>,
+    /// ACGAN: the weight of the class term in the generator's loss (1: the paper's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acgan_class_weight: Option<f64>,
     /// Benchmarks of the federation machinery only: the model becomes this many random parameters and a site's
     /// local training a small random perturbation of them (no GAN, no evaluator).
     pub bench_params: Option<u64>,
@@ -112,6 +115,7 @@ impl ModelSection {
         cfg.d_stage_convs = self.d_stage_convs.unwrap_or(cfg.d_stage_convs);
         cfg.minibatch_std = self.minibatch_std.unwrap_or(cfg.minibatch_std);
         cfg.acgan_fake_class = self.acgan_fake_class.unwrap_or(cfg.acgan_fake_class);
+        cfg.acgan_class_weight = self.acgan_class_weight.unwrap_or(cfg.acgan_class_weight);
         cfg.validate().map_err(|e| ConfigError::Invalid(format!("model: {e}")))
     }
 }
@@ -146,6 +150,7 @@ impl Default for ModelSection {
             d_stage_convs: None,
             minibatch_std: None,
             acgan_fake_class: None,
+            acgan_class_weight: None,
             bench_params: None,
         }
     }

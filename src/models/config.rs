@@ -407,6 +407,19 @@ pub struct ModelConfig {
     /// Absent from the serialised form when on.
     #[serde(default = "yes", skip_serializing_if = "is_yes")]
     pub acgan_fake_class: bool,
+    /// ACGAN: the weight of the class term in the generator's loss (1 = the paper's: adversarial + class). Higher asks
+    /// the generator for what the discriminator's class head tells the classes apart by. Absent from the serialised
+    /// form when 1.
+    #[serde(default = "unit", skip_serializing_if = "is_unit")]
+    pub acgan_class_weight: f64,
+}
+
+fn unit() -> f64 {
+    1.0
+}
+
+fn is_unit(v: &f64) -> bool {
+    *v == 1.0
 }
 
 fn yes() -> bool {
@@ -526,6 +539,7 @@ impl ModelConfig {
             d_stage_convs: 1,
             minibatch_std: false,
             acgan_fake_class: true,
+            acgan_class_weight: 1.0,
         };
         let cfg = match recipe {
             Recipe::Paper => cfg,
@@ -649,6 +663,12 @@ impl ModelConfig {
         }
         if !(1..=2).contains(&self.d_stage_convs) {
             return Err(ModelError::config("d_stage_convs", format!("{} is not 1 or 2", self.d_stage_convs)));
+        }
+        if !(self.acgan_class_weight.is_finite() && (0.0..=100.0).contains(&self.acgan_class_weight)) {
+            return Err(ModelError::config(
+                "acgan_class_weight",
+                format!("{} is not a number in 0..=100", self.acgan_class_weight),
+            ));
         }
         if !(1..=64).contains(&self.gp_every) {
             return Err(ModelError::config("gp_every", format!("{} is not in 1..=64", self.gp_every)));

@@ -594,7 +594,7 @@ impl Gan {
         let aux_acc = cls_r.detach().accuracy_for_logits(labels).double_value(&[]);
         let out_g = self.disc_for_generator(&fake, labels);
         let cls_g = out_g.class_logits.ok_or_else(missing)?;
-        let g_loss = self.g_source_loss(&out_g.source) + cross_entropy(&cls_g, labels);
+        let g_loss = self.g_source_loss(&out_g.source) + cross_entropy(&cls_g, labels) * self.cfg.acgan_class_weight;
         let g_loss_v = finite("generator loss", self.step, &g_loss)?;
         self.update_generator(&g_loss)?;
         Ok(StepLosses {

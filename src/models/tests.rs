@@ -674,3 +674,30 @@ fn a_lazy_gradient_penalty_is_taken_on_every_nth_critic_step_at_n_times_the_weig
     cfg.gp_every = 0;
     assert!(cfg.validate().unwrap_err().to_string().contains("gp_every"));
 }
+
+#[test]
+fn the_acgan_class_weight_scales_the_class_term_of_the_generator_loss_only() {
+    tch::set_num_threads(1);
+    let (x, y) = toy_batch(8, 4, 32, 1);
+    let first_step = |w: f64| {
+        let mut cfg = tiny(GanKind::Acgan, DiscKind::Cnn);
+        cfg.acgan_class_weight = w;
+        let mut g = Gan::new(&cfg, Device::Cpu, 5).unwrap();
+        g.train_step(&x, &y).unwrap()
+    };
+    let (one, two, three) = (first_step(1.0), first_step(2.0), first_step(3.0));
+    assert_eq!(one.d_loss, three.d_loss, "the discriminator's loss does not change");
+    // The same networks, batch and noise: the generator's loss grows by the class term for each unit of weight.
+    let ce = two.g_loss - one.g_loss;
+    assert!(ce > 0.1, "class term {ce}");
+    assert!((three.g_loss - one.g_loss - 2.0 * ce).abs() < 1e-4 * ce.max(1.0), "{one:?} {three:?}");
+    let mut cfg = tiny(GanKind::Acgan, DiscKind::Cnn);
+    assert!(!serde_json::to_string(&cfg).unwrap().contains("acgan_class_weight"));
+    cfg.acgan_class_weight = 3.0;
+    assert_eq!(
+        serde_json::from_str::<ModelConfig>(&serde_json::to_string(&cfg).unwrap()).unwrap().acgan_class_weight,
+        3.0
+    );
+    cfg.acgan_class_weight = f64::NAN;
+    assert!(cfg.validate().unwrap_err().to_string().contains("acgan_class_weight"));
+}
