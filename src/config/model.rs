@@ -64,6 +64,7 @@ pub struct ModelSection {
     pub minibatch_std: Option<bool>,
     /// ACGAN: the discriminator's class head also learns from generated images (true, the paper's ACGAN) or from
     /// real images only.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub acgan_fake_class: Option<bool>,
     /// ACGAN: the weight of the class term in the generator's loss (1: the paper's).
     #[serde(skip_serializing_if = "Option::is_none")]
