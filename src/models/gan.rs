@@ -552,7 +552,7 @@ impl Gan {
                     &alpha,
                     self.cfg.gp_lambda * every as f64,
                 )?;
-                d_loss = d_loss + &gp;
+                d_loss += &gp;
                 last.1 = Some(gp.double_value(&[]) / every as f64);
             }
             let d_loss_v = finite("critic loss", self.step, &d_loss)?;

@@ -26,6 +26,8 @@ pub mod rng;
 mod vit;
 
 #[cfg(test)]
+mod objective_tests;
+#[cfg(test)]
 mod tests;
 
 pub use bench::bench_step;
