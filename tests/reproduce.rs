@@ -66,6 +66,11 @@ fn quick_preset_runs_the_whole_protocol_and_a_rerun_keeps_finished_runs() {
     assert!(p.reference_per_class > 0 && md.contains(&own), "{md}");
     assert!(md.contains("## Agreement per class") && md.contains("| class | real (floor) | noise (null) |"), "{md}");
     assert!(out.join("kid.png").is_file());
+    // Where the time went: the three phases, in order, within the invocation's wall time, and in the report.
+    assert_eq!(rep.phases.len(), 3, "{:?}", rep.phases);
+    let phased: f64 = rep.phases.iter().map(|p| p.secs).sum();
+    assert!(rep.phases.iter().all(|p| p.secs > 0.0) && phased <= rep.total_secs, "{:?} {}", rep.phases, rep.total_secs);
+    assert!(md.contains("## Time") && md.contains(&rep.phases[1].phase), "{md}");
     assert!(first.contains("claim 4:") && first.contains("target:"), "{first}");
 
     // A rerun trains nothing again: every run and the arms are kept from the first run, with the same numbers.

@@ -393,6 +393,9 @@ pub struct Reproduction {
     /// time is in the tables (train s), not in `total_secs`.
     #[serde(default)]
     pub kept_results: usize,
+    /// Wall seconds of each phase of this invocation, in order (absent from records written before they were kept).
+    #[serde(default)]
+    pub phases: Vec<PhaseTime>,
     pub reference_test_accuracy: f64,
     /// Real validation images measured as a generator (the floor) and colour-matched noise (the null).
     pub floor: QualitySummary,
@@ -403,6 +406,13 @@ pub struct Reproduction {
     pub arms: Vec<ArmResult>,
     pub claims: Vec<claims::Claim>,
     pub targets: Vec<Target>,
+}
+
+/// One phase of an invocation and its wall time: where a reproduction's minutes go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseTime {
+    pub phase: String,
+    pub secs: f64,
 }
 
 /// What `run` needs besides the preset.

@@ -39,7 +39,7 @@ fn ms(xs: &[f64], scale: f64, digits: usize) -> String {
 /// The Markdown report.
 pub fn markdown(r: &Reproduction) -> String {
     let mut s = String::new();
-    for section in [header, claims_and_targets, generators, agreement_per_class, classifier_arms, pictures] {
+    for section in [header, claims_and_targets, generators, agreement_per_class, classifier_arms, time, pictures] {
         section(&mut s, r);
     }
     s
@@ -247,6 +247,29 @@ fn classifier_arms(s: &mut String, r: &Reproduction) {
             );
         }
     }
+}
+
+/// Where the wall time went: each phase of this invocation, and the seconds the GAN runs spent training and being
+/// measured (summed over runs, so over the cores; kept runs count with the times they took when they ran).
+fn time(s: &mut String, r: &Reproduction) {
+    if r.phases.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "\n## Time\n");
+    let _ = writeln!(s, "| phase of this invocation | wall s |");
+    let _ = writeln!(s, "|---|---:|");
+    for p in &r.phases {
+        let _ = writeln!(s, "| {} | {:.0} |", p.phase, p.secs);
+    }
+    let sum = |f: &dyn Fn(&GanRun) -> f64| r.runs.iter().map(f).sum::<f64>();
+    let _ = writeln!(
+        s,
+        "\nThe {} GAN runs: {:.0} s of training and {:.0} s of measuring (quality suite, sample grid, classification \
+         accuracy score), summed over runs; a federated run's training is its federation's wall time.",
+        r.runs.len(),
+        sum(&|g| g.train_secs),
+        sum(&|g| g.eval_secs)
+    );
 }
 
 /// Links to the plots and sample grids.

@@ -31,8 +31,8 @@ use super::pool::parallel;
 use super::shared::{judge_and_baselines, prepare, Shared, CLASSIFIER_BATCH};
 use super::stored::{load_stored, store, write_err, write_file};
 use super::{
-    cell_err, claims, report, run_name, Arm, ArmResult, GanRun, Preset, ReproduceError, ReproduceOptions, Reproduction,
-    Setting, FED_PARTITION,
+    cell_err, claims, report, run_name, Arm, ArmResult, GanRun, PhaseTime, Preset, ReproduceError, ReproduceOptions,
+    Reproduction, Setting, FED_PARTITION,
 };
 
 fn classifier_config(p: &Preset, data: &Dataset) -> Result<ClassifierConfig, ReproduceError> {
@@ -590,9 +590,17 @@ pub fn run(
         progress(l);
     }
     let mut runs = grid?;
+    // Each phase's wall time, for the report's "Time" table (what the minutes went to).
+    let mut phases: Vec<PhaseTime> = Vec::new();
+    let lap = |phases: &mut Vec<PhaseTime>, phase: &str| {
+        let before: f64 = phases.iter().map(|p| p.secs).sum();
+        phases.push(PhaseTime { phase: phase.into(), secs: start.elapsed().as_secs_f64() - before });
+    };
+    lap(&mut phases, "preparation; the judge and the baselines beside the centralized grid");
 
     // Phase 3: federated on the real runtime, and the best model on the low regime.
     runs.extend(run_federated(&shared, &assessor, runner, progress)?);
+    lap(&mut phases, "the federated runs (server + site processes)");
     let (best_gan, best_disc) = claims::best_model(&runs, p.full_regime())
         .ok_or_else(|| ReproduceError::Reference("no centralized run".into()))?;
     let best = format!("{best_gan}-{best_disc}");
@@ -618,6 +626,7 @@ pub fn run(
     // Phase 4: the classifier arms, in one pool with the low-regime runs (the full regime's arms need none of them).
     let (low_runs, arms) = classifier_arms(&shared, &generators, &best, progress)?;
     runs.extend(low_runs);
+    lap(&mut phases, "the low-regime GAN runs and the classifier arms, in one pool");
 
     let claims = claims::judge(&runs, &arms, p, &floor, &noise);
     let targets = claims::targets(&runs, p, &floor, &noise, &best_gan, &best_disc, splits.train.num_classes());
@@ -628,6 +637,7 @@ pub fn run(
         started,
         total_secs: start.elapsed().as_secs_f64(),
         kept_results: shared.kept.load(std::sync::atomic::Ordering::Relaxed),
+        phases,
         reference_test_accuracy: assessor.reference_test_accuracy(),
         floor,
         noise,
