@@ -394,7 +394,7 @@ pub struct ModelConfig {
     /// CNN discriminator: convolutions per stage. 1 = one 4×4 stride-2 convolution (DCGAN); 2 = a 3×3 stride-1
     /// convolution at full width before it (the SNGAN "standard" discriminator: more non-linearity per scale, where
     /// thin structures such as cell borders are seen).
-    #[serde(default = "one_conv")]
+    #[serde(default = "one")]
     pub d_stage_convs: i64,
     /// Minibatch standard deviation (Karras et al. 2018, ProGAN; kept in StyleGAN): the discriminator's features get
     /// one more, the spread of its features across a group of up to 4 images of the same call, so a generator whose
@@ -428,10 +428,6 @@ fn yes() -> bool {
 
 fn is_yes(b: &bool) -> bool {
     *b
-}
-
-fn one_conv() -> i64 {
-    1
 }
 
 fn one() -> i64 {
