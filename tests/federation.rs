@@ -359,6 +359,36 @@ fn a_one_site_federation_equals_the_centralized_run() {
     assert!(federated.l2_distance(&shorter).unwrap() > 0.0);
 }
 
+/// `federation.summation = "exact"`: the same federation, its updates arriving in another order, ends with the same
+/// weights bit for bit. With the fast f32 mean the two orders give different weights, so the orders really differed
+/// and the test can fail.
+#[test]
+fn an_exact_mean_gives_the_same_federation_whatever_order_the_updates_arrive_in() {
+    let _guard = serial();
+    let run = |summation: &str, last: u32| -> Weights {
+        let tmp = tempfile::tempdir().unwrap();
+        // Site `last` stalls before it trains, every round, so its update is the last to arrive.
+        let faults: String = (1..=2)
+            .map(|round| format!("[[faults]]\nkind = \"slow-site\"\nsite = {last}\nround = {round}\nsecs = 1.0\n"))
+            .collect();
+        let mut fed = Fed::new(tmp.path(), 3, 2, &format!("summation = \"{summation}\""), &faults);
+        fed.start_all();
+        let report = fed.finish(Duration::from_secs(120));
+        assert!(report.finished && report.rounds.len() == 2, "{report:#?}");
+        let last = CheckpointStore::open(tmp.path().join("run/checkpoints"), 5).unwrap().load_round(2).unwrap();
+        Weights::join_prefixed(&[
+            (GENERATOR_PREFIX, &last.parts["generator"]),
+            (DISCRIMINATOR_PREFIX, &last.parts["discriminator"]),
+        ])
+        .unwrap()
+    };
+    let (exact_a, exact_b) = (run("exact", 0), run("exact", 2));
+    assert_eq!(exact_a.l2_distance(&exact_b).unwrap(), 0.0);
+    assert!(exact_a == exact_b, "the exact mean's federations differ in some bit");
+    let (fast_a, fast_b) = (run("fast", 0), run("fast", 2));
+    assert!(fast_a != fast_b, "the fast mean gave the same weights: the arrival orders did not differ");
+}
+
 /// Issue #17: decoding, validating and folding updates runs on the aggregator thread, never on the server actor's
 /// mailbox. Eight sites send 40 MB updates (10 M parameters) each round; meanwhile `/pulse` asks the server actor
 /// every few milliseconds. Every pulse taken while updates were being checked or a round aggregated must have been

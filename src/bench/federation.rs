@@ -25,7 +25,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::cluster::bulk::{self, BulkLimits, BulkServer, BulkTls, ClientOpts, UploadSink};
-use crate::federation::strategy::StrategyConfig;
+use crate::federation::strategy::{StrategyConfig, Summation};
 use crate::federation::weights::{NamedTensor, Weights};
 
 const MB: usize = 1_000_000;
@@ -279,6 +279,10 @@ pub struct AggregateRow {
     /// Peak RSS growth of a streaming round (updates created one at a time and handed over), in bytes; `None`
     /// where the kernel does not let us reset the high-water mark.
     pub peak_rss_growth: Option<u64>,
+    /// The same with `federation.summation = "exact"`: seconds of each rep (interleaved with the others) and the
+    /// peak RSS growth of its streaming round.
+    pub exact_secs: Vec<f64>,
+    pub exact_peak_rss_growth: Option<u64>,
 }
 
 /// `data` as a one-tensor weight bundle.
@@ -301,9 +305,9 @@ fn reset_hwm() -> bool {
 }
 
 /// Peak RSS growth of one FedAvg round whose K updates are produced one at a time (as they arrive from sites).
-fn streaming_peak(k: usize, p: usize) -> Result<Option<u64>, String> {
+fn streaming_peak(k: usize, p: usize, summation: Summation) -> Result<Option<u64>, String> {
     let global = one_tensor(vec![0.0; p])?;
-    let mut strategy = StrategyConfig::FedAvg.build().map_err(|e| e.to_string())?;
+    let mut strategy = StrategyConfig::FedAvg.build_with(summation).map_err(|e| e.to_string())?;
     if !reset_hwm() {
         return Ok(None);
     }
@@ -324,24 +328,29 @@ pub fn aggregate_bench(k: usize, p: usize, reps: usize) -> Result<AggregateRow, 
         return Err("aggregate bench needs k ≥ 1 and p ≥ 1".into());
     }
     // Memory first, before the timed part holds K·P values.
-    let peak_rss_growth = streaming_peak(k, p)?;
+    let peak_rss_growth = streaming_peak(k, p, Summation::Fast)?;
+    let exact_peak_rss_growth = streaming_peak(k, p, Summation::Exact)?;
     let global = one_tensor(vec![0.0; p])?;
     let sources: Vec<Vec<f32>> = (0..k).map(|i| random_f32(p, i as u64 + 1)).collect();
     let mut dst = vec![0.0f32; p];
-    let (mut fold_secs, mut memcpy_secs) = (Vec::new(), Vec::new());
-    for _ in 0..reps.max(1) {
-        // Fresh owned updates (as the server receives them); cloning is not timed.
+    let (mut fold_secs, mut memcpy_secs, mut exact_secs) = (Vec::new(), Vec::new(), Vec::new());
+    // One round of `summation`'s FedAvg over fresh owned updates (as the server receives them; cloning not timed).
+    let round = |summation: Summation| -> Result<f64, String> {
         let updates = sources.iter().map(|d| one_tensor(d.clone())).collect::<Result<Vec<_>, _>>()?;
-        let mut strategy = StrategyConfig::FedAvg.build().map_err(|e| e.to_string())?;
+        let mut strategy = StrategyConfig::FedAvg.build_with(summation).map_err(|e| e.to_string())?;
         let t = Instant::now();
         strategy.begin_round(&global);
         for (i, u) in updates.into_iter().enumerate() {
             strategy.accumulate(u, 100 + i as u64).map_err(|e| e.to_string())?;
         }
         let out = strategy.finish().map_err(|e| e.to_string())?;
-        fold_secs.push(t.elapsed().as_secs_f64());
+        let secs = t.elapsed().as_secs_f64();
         std::hint::black_box(&out);
-        drop(out);
+        Ok(secs)
+    };
+    for _ in 0..reps.max(1) {
+        fold_secs.push(round(Summation::Fast)?);
+        exact_secs.push(round(Summation::Exact)?);
 
         let t = Instant::now();
         for src in &sources {
@@ -351,24 +360,34 @@ pub fn aggregate_bench(k: usize, p: usize, reps: usize) -> Result<AggregateRow, 
         memcpy_secs.push(t.elapsed().as_secs_f64());
     }
     let ratios: Vec<f64> = memcpy_secs.iter().zip(&fold_secs).map(|(c, f)| c / f).collect();
-    Ok(AggregateRow { k, p, ratio: median(&ratios), fold_secs, memcpy_secs, peak_rss_growth })
+    Ok(AggregateRow {
+        k,
+        p,
+        ratio: median(&ratios),
+        fold_secs,
+        memcpy_secs,
+        peak_rss_growth,
+        exact_secs,
+        exact_peak_rss_growth,
+    })
 }
 
 /// Markdown table of [`aggregate_bench`] rows.
 pub fn render_aggregate(rows: &[AggregateRow]) -> String {
     let mut s = String::from(
         "| K | P | bytes in | FedAvg ms | GB/s | memcpy ms | GB/s | memcpy/FedAvg (median of per-rep) | \
-         peak RSS growth (streaming round) |\n|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+         peak RSS growth (streaming round) | exact FedAvg ms | its peak RSS growth |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|\n",
     );
+    let rss = |growth: Option<u64>, p: usize| match growth {
+        Some(b) => format!("{:.0} MB = {:.2} × P·4 bytes", b as f64 / MB as f64, b as f64 / (p * 4) as f64),
+        None => "n/a".into(),
+    };
     for r in rows {
         let bytes = (r.k * r.p * 4) as f64;
         let (f, c) = (median(&r.fold_secs), median(&r.memcpy_secs));
-        let rss = match r.peak_rss_growth {
-            Some(b) => format!("{:.0} MB = {:.2} × P·4 bytes", b as f64 / MB as f64, b as f64 / (r.p * 4) as f64),
-            None => "n/a".into(),
-        };
         s.push_str(&format!(
-            "| {} | {} | {:.0} MB | {:.1} | {:.2} | {:.1} | {:.2} | {:.2} | {} |\n",
+            "| {} | {} | {:.0} MB | {:.1} | {:.2} | {:.1} | {:.2} | {:.2} | {} | {:.1} | {} |\n",
             r.k,
             r.p,
             bytes / MB as f64,
@@ -377,7 +396,9 @@ pub fn render_aggregate(rows: &[AggregateRow]) -> String {
             c * 1e3,
             bytes / c / 1e9,
             r.ratio,
-            rss
+            rss(r.peak_rss_growth, r.p),
+            median(&r.exact_secs) * 1e3,
+            rss(r.exact_peak_rss_growth, r.p),
         ));
     }
     s

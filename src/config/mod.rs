@@ -18,7 +18,7 @@ pub use secagg::{SecAggConfig, SecAggSettings};
 
 use crate::data::partition::Partition;
 pub use crate::faults::Fault;
-use crate::federation::strategy::StrategyConfig;
+use crate::federation::strategy::{StrategyConfig, Summation};
 use crate::models::{DiscKind, GanKind, ModelConfig, Recipe};
 
 /// Synthetic classes when `data.num_classes` is unset: ADI, BACK, DEB, LYM.
@@ -69,6 +69,11 @@ pub struct FederationConfig {
     pub local_steps: u32,
     pub batch_size: u32,
     pub strategy: String,
+    /// The arithmetic of the mean of FedAvg, FedProx, FedAvgM and FedAdam: `fast` (f32, memory bound; its last bits
+    /// depend on the order updates arrive in) or `exact` (the same model whatever the order: bit-reproducible runs,
+    /// several times the aggregation time). Not part of [`Config::hash`]: it changes rounding, not the experiment.
+    #[serde(skip_serializing_if = "Summation::is_fast")]
+    pub summation: Summation,
     pub seed: u64,
     /// Checkpoints kept on disk.
     pub keep_checkpoints: usize,
@@ -257,6 +262,7 @@ impl Default for FederationConfig {
             local_steps: 20,
             batch_size: 32,
             strategy: "fedavg".into(),
+            summation: Summation::Fast,
             seed: 42,
             keep_checkpoints: 5,
             grace_secs: 10.0,
@@ -688,6 +694,21 @@ mod tests {
         let mut real_only = cfg.clone();
         real_only.model.acgan_fake_class = Some(false);
         assert_ne!(real_only.hash(), cfg.hash());
+    }
+
+    #[test]
+    fn the_summation_is_read_written_only_when_exact_and_left_out_of_the_hash() {
+        let cfg = Config::default();
+        assert!(!toml::to_string(&cfg).unwrap().contains("summation"));
+        let mut exact = cfg.clone();
+        exact.apply_overrides(&["federation.summation=\"exact\"".to_string()]).unwrap();
+        assert_eq!(exact.federation.summation, Summation::Exact);
+        let text = toml::to_string(&exact).unwrap();
+        assert!(text.contains("summation = \"exact\""), "{text}");
+        assert_eq!(toml::from_str::<Config>(&text).unwrap(), exact);
+        // Rounding, not the experiment: a federation checkpointed with one resumes with the other.
+        assert_eq!(exact.hash(), cfg.hash());
+        assert_eq!(exact.build_strategy().unwrap().name(), "fedavg");
     }
 
     #[test]

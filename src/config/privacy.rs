@@ -210,6 +210,8 @@ impl Config {
                     .map_err(|e| ConfigError::Invalid(format!("federation.strategy: {e}"))),
             };
         }
-        self.strategy()?.build().map_err(|e| ConfigError::Invalid(format!("federation.strategy: {e}")))
+        self.strategy()?
+            .build_with(self.federation.summation)
+            .map_err(|e| ConfigError::Invalid(format!("federation.strategy: {e}")))
     }
 }

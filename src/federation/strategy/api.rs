@@ -19,8 +19,36 @@ pub enum AggregateError {
     TooFewForKrum { have: usize, need: usize },
     #[error("invalid strategy parameter: {0}")]
     InvalidParameter(String),
-    #[error("aggregate of tensor `{0}` is not finite")]
+    #[error("tensor `{0}` holds a value that is not finite")]
     NonFinite(String),
+    #[error(
+        "an update with values up to {largest} over {samples} samples in all is beyond the exact mean's range \
+         (sum of samples × largest value below 2^54)"
+    )]
+    OutOfRange { largest: f32, samples: u128 },
+}
+
+/// The arithmetic of FedAvg's (and FedProx's, FedAvgM's, FedAdam's) sample-weighted mean
+/// (`federation.summation`).
+///
+/// Why two: the f32 fold is memory bound and fast, but its last bits depend on the order the updates arrive in, and
+/// one bit is enough for a GAN federation's later rounds to diverge, so two runs with the same seed differ. The exact
+/// sum gives the same model whatever the order, at 16 bytes per value and several times the fold's time
+/// (BENCHMARKS.md, P3). Differential privacy's noise is random either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Summation {
+    /// Running mean in f32, folded as updates arrive.
+    #[default]
+    Fast,
+    /// Every `n·x` on a 2⁻⁷² fixed-point grid, summed as integers: bit-reproducible.
+    Exact,
+}
+
+impl Summation {
+    pub fn is_fast(&self) -> bool {
+        *self == Summation::Fast
+    }
 }
 
 /// Settings sent to sites together with the round's weights.

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use super::aggregate::Collecting;
-use super::api::{AggregateError, Strategy};
+use super::api::{AggregateError, Strategy, Summation};
 use super::coordinate::{FedMedian, TrimmedMean};
 use super::fedavg::FedAvg;
 use super::krum::Krum;
@@ -74,14 +74,16 @@ impl StrategyConfig {
                     Err(AggregateError::InvalidParameter("multi-krum must average at least 1 update".into()))
                 }
             }
-            StrategyConfig::FedAvgM { .. } | StrategyConfig::FedAdam { .. } => self.server_opt().map(|_| ()),
+            StrategyConfig::FedAvgM { .. } | StrategyConfig::FedAdam { .. } => {
+                self.server_opt(Summation::Fast).map(|_| ())
+            }
         }
     }
 
     /// The server optimiser of FedAvgM / FedAdam (None for the other strategies).
-    fn server_opt(&self) -> Result<Option<ServerOpt>, AggregateError> {
+    fn server_opt(&self, summation: Summation) -> Result<Option<ServerOpt>, AggregateError> {
         match self.server_opt_kind() {
-            Some(kind) => ServerOpt::new(kind).map(Some),
+            Some(kind) => ServerOpt::new(kind, summation).map(Some),
             None => Ok(None),
         }
     }
@@ -96,15 +98,22 @@ impl StrategyConfig {
     }
 
     /// Validates the parameters and builds the strategy.
+    /// The strategy, with the fast f32 mean where it has one.
     pub fn build(&self) -> Result<Box<dyn Strategy>, AggregateError> {
+        self.build_with(Summation::Fast)
+    }
+
+    /// The strategy; FedAvg, FedProx, FedAvgM and FedAdam take their mean in `summation` (the order-statistics rules
+    /// have no running sum, and ignore it).
+    pub fn build_with(&self, summation: Summation) -> Result<Box<dyn Strategy>, AggregateError> {
         self.validate()?;
         Ok(match *self {
-            StrategyConfig::FedAvg => Box::new(FedAvg::new()),
-            StrategyConfig::FedProx { mu } => Box::new(FedAvg::proximal(mu)),
+            StrategyConfig::FedAvg => Box::new(FedAvg::with(summation, None)),
+            StrategyConfig::FedProx { mu } => Box::new(FedAvg::with(summation, Some(mu))),
             StrategyConfig::FedMedian => Box::new(Collecting::new(FedMedian)),
             StrategyConfig::TrimmedMean { beta } => Box::new(Collecting::new(TrimmedMean { beta })),
             StrategyConfig::Krum { byzantine, multi } => Box::new(Collecting::new(Krum { byzantine, multi })),
-            StrategyConfig::FedAvgM { .. } | StrategyConfig::FedAdam { .. } => match self.server_opt()? {
+            StrategyConfig::FedAvgM { .. } | StrategyConfig::FedAdam { .. } => match self.server_opt(summation)? {
                 Some(s) => Box::new(s),
                 None => return Err(AggregateError::InvalidParameter("not a server optimiser".into())),
             },

@@ -2,26 +2,38 @@
 //! FedAvg; its difference is the proximal term the sites add, which it asks for through [`SiteHints`] — so it is
 //! FedAvg with a `mu`, not a type of its own.
 
-use super::aggregate::StreamingMean;
-use super::api::{AggregateError, SiteHints, Strategy};
+use super::aggregate::Mean;
+use super::api::{AggregateError, SiteHints, Strategy, Summation};
 use crate::federation::weights::Weights;
 
 /// Federated averaging (McMahan et al. 2017): the sample-weighted mean of the sites' weights; with a proximal `mu`,
 /// FedProx (Li et al. 2020): sites add `mu/2 · ‖w − w_global‖²` to their loss, the server aggregates the same way.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FedAvg {
     proximal_mu: Option<f64>,
-    inner: StreamingMean,
+    inner: Mean,
+}
+
+impl Default for FedAvg {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl FedAvg {
+    /// FedAvg with the fast f32 fold.
     pub fn new() -> Self {
-        Self::default()
+        Self::with(Summation::Fast, None)
     }
 
-    /// FedProx with proximal weight `mu`.
+    /// FedProx with proximal weight `mu` and the fast f32 fold.
     pub fn proximal(mu: f64) -> Self {
-        Self { proximal_mu: Some(mu), inner: StreamingMean::default() }
+        Self::with(Summation::Fast, Some(mu))
+    }
+
+    /// FedAvg (`mu` None) or FedProx in the given arithmetic.
+    pub fn with(summation: Summation, proximal_mu: Option<f64>) -> Self {
+        Self { proximal_mu, inner: Mean::new(summation) }
     }
 }
 

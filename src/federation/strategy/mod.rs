@@ -23,6 +23,14 @@
 //! a non-finite aggregate (only possible with values near f32::MAX) is an error rather than a published model.
 //! [`weighted_mean`] accumulates in f64 for evaluators and tests that want a reference value.
 //!
+//! The fold's last bits depend on the order the updates arrive in, and in a GAN federation one bit grows into a
+//! different model a few rounds later: two runs of the same configuration differ. `federation.summation = "exact"`
+//! ([`Summation`]) trades speed for reproducibility: every `nᵢ·xᵢ` is put on a 2⁻⁷² fixed-point grid (exact for
+//! |x| ≥ 2⁻⁴⁹ and n < 2²⁹) and summed as an i128, so the sum is the same integer in any order and the mean the same
+//! f32. It holds 16 bytes per value and reads and writes them per update: several times the fold's time (the
+//! numbers are in BENCHMARKS.md, P3). An update beyond its range (`Σ nᵢ·max|xᵢ|` ≥ 2⁵⁴) or with a non-finite value
+//! is refused alone; the round goes on with the others.
+//!
 //! One file per strategy over the pure functions of [`aggregate`]; [`api`] is the seam, [`config`] the names.
 
 mod aggregate;
@@ -37,7 +45,7 @@ pub mod server_opt;
 mod tests;
 
 pub use aggregate::{weighted_mean, Collecting, Combine};
-pub use api::{AggregateError, DpRelease, SecureNoise, SiteHints, SkellamNoise, Strategy};
+pub use api::{AggregateError, DpRelease, SecureNoise, SiteHints, SkellamNoise, Strategy, Summation};
 pub use config::StrategyConfig;
 pub use coordinate::{FedMedian, TrimmedMean};
 pub use dp_fedavg::{clip_update, held_back, AdaptiveClipping, DpFedAvg};

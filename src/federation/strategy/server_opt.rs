@@ -17,7 +17,7 @@
 //! is O(P) and lives in the strategy; it is exposed as [`Weights`] (`Strategy::state_weights`) and saved as the
 //! `strategy` part of every round's checkpoint, so a restarted server resumes with the same moments.
 
-use super::api::{AggregateError, SecureNoise, Strategy};
+use super::api::{AggregateError, SecureNoise, Strategy, Summation};
 use super::fedavg::FedAvg;
 use crate::federation::weights::{NamedTensor, Weights};
 
@@ -75,8 +75,9 @@ impl std::fmt::Debug for ServerOpt {
 }
 
 impl ServerOpt {
-    pub fn new(kind: ServerOptKind) -> Result<Self, AggregateError> {
-        Self::over(kind, Box::new(FedAvg::new()))
+    /// The optimiser over FedAvg's mean in the given arithmetic.
+    pub fn new(kind: ServerOptKind, summation: Summation) -> Result<Self, AggregateError> {
+        Self::over(kind, Box::new(FedAvg::with(summation, None)))
     }
 
     /// The optimiser over another mean strategy (DP-FedAvg): its hints, its release and its clip norm pass through.
@@ -267,7 +268,7 @@ mod tests {
     #[test]
     fn momentum_with_lr_1_and_beta_0_is_fedavg_and_statistics_are_averaged() {
         let global = w(&[("g.conv.weight", &[0.0, 0.0]), ("g.bn.running_var", &[1.0, 1.0])]);
-        let mut s = ServerOpt::new(ServerOptKind::Momentum { lr: 1.0, beta: 0.0 }).unwrap();
+        let mut s = ServerOpt::new(ServerOptKind::Momentum { lr: 1.0, beta: 0.0 }, Summation::Fast).unwrap();
         s.begin_round(&global);
         s.accumulate(w(&[("g.conv.weight", &[1.0, 2.0]), ("g.bn.running_var", &[2.0, 4.0])]), 1).unwrap();
         s.accumulate(w(&[("g.conv.weight", &[3.0, 4.0]), ("g.bn.running_var", &[4.0, 8.0])]), 1).unwrap();
@@ -279,7 +280,7 @@ mod tests {
     #[test]
     fn momentum_accumulates_over_rounds_by_hand() {
         // Round 1: Δ = 1 → m = 1, w = 0 + 0.5·1 = 0.5. Round 2: avg = 1.5, Δ = 1 → m = 0.9 + 1 = 1.9, w = 1.45.
-        let mut s = ServerOpt::new(ServerOptKind::Momentum { lr: 0.5, beta: 0.9 }).unwrap();
+        let mut s = ServerOpt::new(ServerOptKind::Momentum { lr: 0.5, beta: 0.9 }, Summation::Fast).unwrap();
         let mut global = w(&[("x", &[0.0])]);
         for (avg, expect) in [(1.0f32, 0.5f32), (1.5, 1.45)] {
             s.begin_round(&global);
@@ -289,7 +290,7 @@ mod tests {
         }
         // The state survives a restart: a new strategy restored from it continues the same trajectory.
         let state = Strategy::state_weights(&s).unwrap();
-        let mut t = ServerOpt::new(ServerOptKind::Momentum { lr: 0.5, beta: 0.9 }).unwrap();
+        let mut t = ServerOpt::new(ServerOptKind::Momentum { lr: 0.5, beta: 0.9 }, Summation::Fast).unwrap();
         t.restore_state_weights(&state);
         for x in [&mut s, &mut t] {
             x.begin_round(&global);
@@ -301,17 +302,19 @@ mod tests {
     #[test]
     fn adam_step_by_hand_and_bad_parameters_are_named() {
         // Δ = 2: m = 0.1·2 = 0.2, v = 0.01·4 = 0.04, w = 0 + 0.1·0.2/(0.2 + 0.001).
-        let mut s = ServerOpt::new(ServerOptKind::Adam { lr: 0.1, beta1: 0.9, beta2: 0.99, tau: 1e-3 }).unwrap();
+        let mut s =
+            ServerOpt::new(ServerOptKind::Adam { lr: 0.1, beta1: 0.9, beta2: 0.99, tau: 1e-3 }, Summation::Fast)
+                .unwrap();
         s.begin_round(&w(&[("x", &[0.0])]));
         s.accumulate(w(&[("x", &[2.0])]), 1).unwrap();
         let out = s.finish().unwrap();
         let expect = 0.1 * 0.2 / (0.2 + 1e-3);
         assert!((f64::from(out.get("x").unwrap().data[0]) - expect).abs() < 1e-6);
-        assert!(ServerOpt::new(ServerOptKind::Momentum { lr: 0.0, beta: 0.9 })
+        assert!(ServerOpt::new(ServerOptKind::Momentum { lr: 0.0, beta: 0.9 }, Summation::Fast)
             .unwrap_err()
             .to_string()
             .contains("rate"));
-        assert!(ServerOpt::new(ServerOptKind::Adam { lr: 0.1, beta1: 1.0, beta2: 0.9, tau: 1e-3 })
+        assert!(ServerOpt::new(ServerOptKind::Adam { lr: 0.1, beta1: 1.0, beta2: 0.9, tau: 1e-3 }, Summation::Fast)
             .unwrap_err()
             .to_string()
             .contains("betas"));

@@ -83,6 +83,100 @@ fn fedavg_keeps_consensus_bit_exact() {
     assert_eq!(run(&mut FedAvg::new(), &g, updates).unwrap(), one(v));
 }
 
+fn exact() -> FedAvg {
+    FedAvg::with(Summation::Exact, None)
+}
+
+#[test]
+fn exact_fedavg_matches_f64_reference_to_an_ulp_and_fast_fedavg_within_its_bound() {
+    let g = w(&[("a", vec![0.0; 1000]), ("b", vec![0.0; 17])]);
+    for k in [1usize, 2, 3, 8, 33] {
+        let updates: Vec<(Weights, u64)> = (0..k)
+            .map(|i| (w(&[("a", noise(i as u64 * 2 + 1, 1000)), ("b", noise(i as u64 * 2 + 2, 17))]), 1 + i as u64 * 7))
+            .collect();
+        let reference = weighted_mean(&updates.iter().map(|(u, n)| (u, *n)).collect::<Vec<_>>()).unwrap();
+        let got = run(&mut exact(), &g, updates).unwrap();
+        // The exact sum rounds once to f32 (after two f64 roundings far below it), the f64 reference too.
+        for (a, b) in got.tensors().iter().zip(reference.tensors()) {
+            for (x, y) in a.data.iter().zip(&b.data) {
+                assert!((x - y).abs() <= f32::EPSILON, "k={k}: {x} vs {y}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_strategies_with_a_mean_take_the_summation_they_are_built_with() {
+    let g = one(vec![0.0; 64]);
+    let ups: Vec<(Weights, u64)> = (0..4u64)
+        .map(|i| (one(noise(i + 3, 64).iter().map(|v| v * 1e3f32.powi(i as i32 % 3 - 1)).collect()), 1 + i))
+        .collect();
+    let reversed: Vec<(Weights, u64)> = ups.iter().rev().cloned().collect();
+    for name in ["fedavg", "fedprox:0.01", "fedavgm:1.0:0.0", "fedadam:0.1:0.001"] {
+        let cfg: StrategyConfig = name.parse().unwrap();
+        let a = run(cfg.build_with(Summation::Exact).unwrap().as_mut(), &g, ups.clone()).unwrap();
+        let b = run(cfg.build_with(Summation::Exact).unwrap().as_mut(), &g, reversed.clone()).unwrap();
+        assert_eq!(a, b, "{name}");
+    }
+}
+
+#[test]
+fn exact_fedavg_does_not_depend_on_the_order_updates_arrive_in() {
+    let g = w(&[("a", vec![0.0; 4096]), ("b", vec![0.0; 3])]);
+    let updates: Vec<(Weights, u64)> = (0..5u64)
+        .map(|i| {
+            // Values of very different sizes per update, so float sums of them round differently per order.
+            let scale = [1.0f32, 1e-3, 3e2, 7e-6, 1.5][i as usize];
+            let a = noise(i + 11, 4096).into_iter().map(|v| v * scale).collect();
+            (w(&[("a", a), ("b", noise(i + 40, 3))]), 1 + 13 * i)
+        })
+        .collect();
+    // The test can fail: a float running sum of these values in two orders differs somewhere.
+    let float_sum = |order: &[usize]| -> Vec<f32> {
+        let mut m = vec![0.0f32; 4096];
+        for &i in order {
+            let (u, n) = &updates[i];
+            for (m, &x) in m.iter_mut().zip(&u.tensors()[0].data) {
+                *m += x * *n as f32;
+            }
+        }
+        m
+    };
+    assert_ne!(float_sum(&[0, 1, 2, 3, 4]), float_sum(&[4, 2, 0, 3, 1]));
+    let first = run(&mut exact(), &g, updates.clone()).unwrap();
+    for order in [[4, 2, 0, 3, 1], [1, 0, 3, 4, 2], [3, 4, 1, 2, 0], [2, 3, 4, 0, 1]] {
+        let shuffled = order.iter().map(|&i| updates[i].clone()).collect();
+        assert_eq!(run(&mut exact(), &g, shuffled).unwrap(), first, "order {order:?}");
+    }
+}
+
+#[test]
+fn exact_fedavg_refuses_an_update_it_cannot_sum_and_keeps_the_round() {
+    let g = one(vec![0.0, 0.0]);
+    let mut s = exact();
+    s.begin_round(&g);
+    s.accumulate(one(vec![1.0, -2.0]), 3).unwrap();
+    let err = s.accumulate(one(vec![1e20, 0.0]), 5).unwrap_err();
+    assert!(matches!(err, AggregateError::OutOfRange { samples: 8, .. }), "{err}");
+    assert!(err.to_string().contains("2^54"), "{err}");
+    assert_eq!(s.accumulate(one(vec![f32::NAN, 0.0]), 5), Err(AggregateError::NonFinite("layer.weight".into())));
+    assert_eq!(s.count(), 1);
+    s.accumulate(one(vec![3.0, 2.0]), 1).unwrap();
+    assert_eq!(s.finish().unwrap(), one(vec![1.5, -1.0]));
+}
+
+#[test]
+fn exact_fedavg_keeps_small_values_bit_exact_and_rounds_below_the_grid_toward_zero() {
+    // Down to 2^-49 every f32 sits on the 2^-72 grid with its whole mantissa.
+    let small = vec![1.8e-15f32, -3.3e-12, 2.5e-9, f32::MIN_POSITIVE * 2f32.powi(80)];
+    let g = one(vec![0.0; 4]);
+    let consensus = run(&mut exact(), &g, vec![(one(small.clone()), 3), (one(small.clone()), 9)]).unwrap();
+    assert_eq!(consensus, one(small));
+    // Below the grid a value truncates: 1e-30 is 0 on it, never a different non-zero number.
+    let tiny = run(&mut exact(), &one(vec![0.0]), vec![(one(vec![1e-30]), 1), (one(vec![1e-30]), 1)]).unwrap();
+    assert_eq!(tiny, one(vec![0.0]));
+}
+
 #[test]
 fn fedavg_zero_samples_is_an_error() {
     let g = one(vec![0.0]);
@@ -252,6 +346,7 @@ fn fedavg_throughput() {
     let mut best_fold = f64::MAX;
     let mut best_copy = f64::MAX;
     let mut best_f64 = f64::MAX;
+    let mut best_exact = f64::MAX;
     let sources: Vec<Vec<f32>> = (0..K).map(|i| noise(i as u64 + 1, P)).collect();
     let mut dst = vec![0.0f32; P];
     let mut acc64 = vec![0.0f64; P];
@@ -266,6 +361,17 @@ fn fedavg_throughput() {
         }
         let out = s.finish().unwrap();
         best_fold = best_fold.min(t.elapsed().as_secs_f64());
+        std::hint::black_box(&out);
+
+        let updates: Vec<Weights> = sources.iter().map(|d| one(d.clone())).collect();
+        let mut s = exact();
+        let t = Instant::now();
+        s.begin_round(&g);
+        for (i, u) in updates.into_iter().enumerate() {
+            s.accumulate(u, 100 + i as u64).unwrap();
+        }
+        let out = s.finish().unwrap();
+        best_exact = best_exact.min(t.elapsed().as_secs_f64());
         std::hint::black_box(&out);
 
         let t = Instant::now();
@@ -289,13 +395,16 @@ fn fedavg_throughput() {
     let gbs = |secs: f64| bytes / secs / 1e9;
     println!(
         "K={K} P={P}: fedavg fold {:.2} GB/s ({:.1} ms), memcpy {:.2} GB/s ({:.1} ms), ratio {:.0}%; \
-             f64-sum variant {:.2} GB/s ({:.0}%)",
+             f64-sum variant {:.2} GB/s ({:.0}%); exact (i128) {:.2} GB/s ({:.1} ms, {:.0}%)",
         gbs(best_fold),
         best_fold * 1e3,
         gbs(best_copy),
         best_copy * 1e3,
         100.0 * best_copy / best_fold,
         gbs(best_f64),
-        100.0 * best_copy / best_f64
+        100.0 * best_copy / best_f64,
+        gbs(best_exact),
+        best_exact * 1e3,
+        100.0 * best_copy / best_exact
     );
 }
