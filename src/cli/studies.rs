@@ -295,6 +295,7 @@ impl crate::studies::reproduce::FederatedRunner for ProcessFederation {
         f.batch_size = job.batch_size;
         f.seed = job.seed;
         f.strategy = "fedavg".into();
+        f.summation = job.summation;
         cfg.data.partition = job.partition.clone();
         cfg.model.gan = job.gan.clone();
         cfg.model.discriminator = job.disc.clone();

@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+use crate::federation::strategy::Summation;
+
 /// A federated training to run on the real runtime: what to train; the runner knows how to start processes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FederatedJob {
@@ -20,6 +22,8 @@ pub struct FederatedJob {
     pub out_dir: PathBuf,
     /// Client-level DP-FedAvg for the run (`privacy` study); none: plain FedAvg.
     pub privacy: Option<JobPrivacy>,
+    /// The arithmetic of FedAvg's mean: the protocol's runs take it exact, so a federated cell reruns bit for bit.
+    pub summation: Summation,
 }
 
 /// The `[privacy]` settings of a federated job: the noise (by ε or directly by z) and the clip norm.

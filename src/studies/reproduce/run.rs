@@ -21,6 +21,7 @@ use std::time::Instant;
 use crate::data::{Dataset, Splits};
 use crate::eval::assessment::Assessor;
 use crate::eval::sampling::synthesize;
+use crate::federation::strategy::Summation;
 use crate::federation::weights::Weights;
 use crate::models::{ClassifierConfig, Gan};
 use crate::studies::augment::{predict, score, train_classifier, train_classifier_once};
@@ -414,6 +415,7 @@ pub(super) fn federated_cell(
         partition: FED_PARTITION.into(),
         out_dir: fed_dir,
         privacy,
+        summation: Summation::Exact,
     };
     let t0 = Instant::now();
     let dir = runner.run(&fed).map_err(|e| match e {
