@@ -1,6 +1,7 @@
 //! The arithmetic every strategy is made of, as plain functions over [`Weights`] (Flower's `strategy/aggregate.py`
-//! is the model): layout checks, the streaming f32 fold of FedAvg and its exact twin (see the numerics note in the module above), the
-//! collection of a round's updates for order statistics, a coordinate-wise reduction, and an f64 reference mean.
+//! is the model): layout checks, the streaming f32 fold of FedAvg and its exact twin (see the numerics note in the
+//! module above), the collection of a round's updates for order statistics, a coordinate-wise reduction, and an f64
+//! reference mean.
 
 use super::api::{AggregateError, Strategy, Summation};
 use crate::federation::weights::{NamedTensor, Weights};
