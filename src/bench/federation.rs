@@ -1,4 +1,5 @@
-//! Benchmarks of the federation machinery (issue #9): `histofed bench transfer | aggregate | federation`.
+//! Benchmarks of the federation machinery (issue #9): `histofed bench transfer | aggregate | federation` (P3,
+//! `aggregate`, in [`super::aggregate`], over this file's helpers).
 //!
 //! Why these three: a federated round is "ship P weights to K sites, get K updates back, average them". Training
 //! aside, its cost is set by (P1) how fast the bulk data plane moves bytes compared with what the loopback/NIC can
@@ -10,7 +11,7 @@
 //!
 //! * [`transfer_bench`]: `size` bytes server → site → server through [`crate::cluster::bulk`] (plain and mTLS,
 //!   handshake included) against raw loopback TCP (`write_all`/`read_exact` into a fresh buffer, like a receiver).
-//! * [`aggregate_bench`]: FedAvg through the [`Strategy`] trait over K updates of P values against `memcpy` of the
+//! * [`super::aggregate::aggregate_bench`]: FedAvg through the [`Strategy`] trait over K updates of P values against `memcpy` of the
 //!   same K·P·4 bytes, and the peak RSS of a streaming round (updates created one at a time, as they arrive).
 //! * [`federation_bench`]: real `histofed server` + K `histofed site` processes with `model.bench_params = P`
 //!   (random weights, "training" = a small perturbation), seconds per round from the server's JSON log and each
@@ -25,10 +26,9 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::cluster::bulk::{self, BulkLimits, BulkServer, BulkTls, ClientOpts, UploadSink};
-use crate::federation::strategy::{StrategyConfig, Summation};
 use crate::federation::weights::{NamedTensor, Weights};
 
-const MB: usize = 1_000_000;
+pub(super) const MB: usize = 1_000_000;
 
 /// Median of `xs` (mean of the middle two for an even count); 0 for none.
 pub fn median(xs: &[f64]) -> f64 {
@@ -86,6 +86,13 @@ pub(super) fn random_f32(len: usize, seed: u64) -> Vec<f32> {
         .chunks_exact(4)
         .map(|c| (u32::from_le_bytes([c[0], c[1], c[2], c[3]]) >> 8) as f32 / (1u32 << 24) as f32 - 0.5)
         .collect()
+}
+
+/// `data` as a one-tensor weight bundle.
+pub(super) fn one_tensor(data: Vec<f32>) -> Result<Weights, String> {
+    let n = data.len();
+    let t = NamedTensor::new("w", vec![n], data).map_err(|e| e.to_string())?;
+    Weights::new(vec![t]).map_err(|e| e.to_string())
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -256,149 +263,6 @@ pub fn render_transfer(rows: &[TransferRow]) -> String {
             r.mb_per_s,
             r.ratio_to_raw,
             reps.join(", ")
-        ));
-    }
-    s
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// P3: aggregation
-// ---------------------------------------------------------------------------------------------------------------
-
-/// FedAvg against memcpy over the same bytes.
-#[derive(Debug, Clone)]
-pub struct AggregateRow {
-    pub k: usize,
-    pub p: usize,
-    /// Seconds of each rep: begin_round + K × accumulate + finish.
-    pub fold_secs: Vec<f64>,
-    /// Seconds of each rep: K copies of P f32 into one destination.
-    pub memcpy_secs: Vec<f64>,
-    /// Median of per-rep memcpy/fold time ratios (1.0 = as fast as memcpy).
-    pub ratio: f64,
-    /// Peak RSS growth of a streaming round (updates created one at a time and handed over), in bytes; `None`
-    /// where the kernel does not let us reset the high-water mark.
-    pub peak_rss_growth: Option<u64>,
-    /// The same with `federation.summation = "exact"`: seconds of each rep (interleaved with the others) and the
-    /// peak RSS growth of its streaming round.
-    pub exact_secs: Vec<f64>,
-    pub exact_peak_rss_growth: Option<u64>,
-}
-
-/// `data` as a one-tensor weight bundle.
-pub(super) fn one_tensor(data: Vec<f32>) -> Result<Weights, String> {
-    let n = data.len();
-    let t = NamedTensor::new("w", vec![n], data).map_err(|e| e.to_string())?;
-    Weights::new(vec![t]).map_err(|e| e.to_string())
-}
-
-/// `VmHWM` (peak resident set) of this process, in bytes.
-fn vm_hwm() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: u64 = s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
-/// Resets `VmHWM` to the current RSS (Linux: write 5 to /proc/self/clear_refs).
-fn reset_hwm() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
-}
-
-/// Peak RSS growth of one FedAvg round whose K updates are produced one at a time (as they arrive from sites).
-fn streaming_peak(k: usize, p: usize, summation: Summation) -> Result<Option<u64>, String> {
-    let global = one_tensor(vec![0.0; p])?;
-    let mut strategy = StrategyConfig::FedAvg.build_with(summation).map_err(|e| e.to_string())?;
-    if !reset_hwm() {
-        return Ok(None);
-    }
-    let Some(base) = vm_hwm() else { return Ok(None) };
-    strategy.begin_round(&global);
-    for i in 0..k {
-        let update = one_tensor(random_f32(p, 1000 + i as u64))?;
-        strategy.accumulate(update, 100 + i as u64).map_err(|e| e.to_string())?;
-    }
-    let out = strategy.finish().map_err(|e| e.to_string())?;
-    std::hint::black_box(&out);
-    Ok(vm_hwm().map(|peak| peak.saturating_sub(base)))
-}
-
-/// P3: FedAvg of `k` updates of `p` values against memcpy, `reps` interleaved pairs, plus the streaming peak RSS.
-pub fn aggregate_bench(k: usize, p: usize, reps: usize) -> Result<AggregateRow, String> {
-    if k == 0 || p == 0 {
-        return Err("aggregate bench needs k ≥ 1 and p ≥ 1".into());
-    }
-    // Memory first, before the timed part holds K·P values.
-    let peak_rss_growth = streaming_peak(k, p, Summation::Fast)?;
-    let exact_peak_rss_growth = streaming_peak(k, p, Summation::Exact)?;
-    let global = one_tensor(vec![0.0; p])?;
-    let sources: Vec<Vec<f32>> = (0..k).map(|i| random_f32(p, i as u64 + 1)).collect();
-    let mut dst = vec![0.0f32; p];
-    let (mut fold_secs, mut memcpy_secs, mut exact_secs) = (Vec::new(), Vec::new(), Vec::new());
-    // One round of `summation`'s FedAvg over fresh owned updates (as the server receives them; cloning not timed).
-    let round = |summation: Summation| -> Result<f64, String> {
-        let updates = sources.iter().map(|d| one_tensor(d.clone())).collect::<Result<Vec<_>, _>>()?;
-        let mut strategy = StrategyConfig::FedAvg.build_with(summation).map_err(|e| e.to_string())?;
-        let t = Instant::now();
-        strategy.begin_round(&global);
-        for (i, u) in updates.into_iter().enumerate() {
-            strategy.accumulate(u, 100 + i as u64).map_err(|e| e.to_string())?;
-        }
-        let out = strategy.finish().map_err(|e| e.to_string())?;
-        let secs = t.elapsed().as_secs_f64();
-        std::hint::black_box(&out);
-        Ok(secs)
-    };
-    for _ in 0..reps.max(1) {
-        fold_secs.push(round(Summation::Fast)?);
-        exact_secs.push(round(Summation::Exact)?);
-
-        let t = Instant::now();
-        for src in &sources {
-            dst.copy_from_slice(src);
-            std::hint::black_box(&mut dst);
-        }
-        memcpy_secs.push(t.elapsed().as_secs_f64());
-    }
-    let ratios: Vec<f64> = memcpy_secs.iter().zip(&fold_secs).map(|(c, f)| c / f).collect();
-    Ok(AggregateRow {
-        k,
-        p,
-        ratio: median(&ratios),
-        fold_secs,
-        memcpy_secs,
-        peak_rss_growth,
-        exact_secs,
-        exact_peak_rss_growth,
-    })
-}
-
-/// Markdown table of [`aggregate_bench`] rows.
-pub fn render_aggregate(rows: &[AggregateRow]) -> String {
-    let mut s = String::from(
-        "| K | P | bytes in | FedAvg ms | GB/s | memcpy ms | GB/s | memcpy/FedAvg (median of per-rep) | \
-         peak RSS growth (streaming round) | exact FedAvg ms | its peak RSS growth |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|\n",
-    );
-    let rss = |growth: Option<u64>, p: usize| match growth {
-        Some(b) => format!("{:.0} MB = {:.2} × P·4 bytes", b as f64 / MB as f64, b as f64 / (p * 4) as f64),
-        None => "n/a".into(),
-    };
-    for r in rows {
-        let bytes = (r.k * r.p * 4) as f64;
-        let (f, c) = (median(&r.fold_secs), median(&r.memcpy_secs));
-        s.push_str(&format!(
-            "| {} | {} | {:.0} MB | {:.1} | {:.2} | {:.1} | {:.2} | {:.2} | {} | {:.1} | {} |\n",
-            r.k,
-            r.p,
-            bytes / MB as f64,
-            f * 1e3,
-            bytes / f / 1e9,
-            c * 1e3,
-            bytes / c / 1e9,
-            r.ratio,
-            rss(r.peak_rss_growth, r.p),
-            median(&r.exact_secs) * 1e3,
-            rss(r.exact_peak_rss_growth, r.p),
         ));
     }
     s
@@ -715,14 +579,11 @@ mod tests {
     }
 
     #[test]
-    fn small_transfer_and_aggregate_runs_end_to_end() {
+    fn small_transfer_and_tcp_floor_run_end_to_end() {
         let rows = transfer_bench(&[1], 1).unwrap();
         assert_eq!(rows.len(), 3);
         assert!(rows.iter().all(|r| r.mb_per_s > 0.0));
         assert!(render_transfer(&rows).contains("bulk mtls"));
-        let row = aggregate_bench(3, 1000, 2).unwrap();
-        assert_eq!(row.fold_secs.len(), 2);
-        assert!(render_aggregate(&[row]).contains("| 3 | 1000 |"));
         assert!(tcp_floor(2, 1000, 1).unwrap() > 0.0);
     }
 }

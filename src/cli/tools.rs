@@ -85,8 +85,9 @@ pub(super) fn bench(c: BenchCmd) -> Result<()> {
             println!("{}\n{}", fed::machine_line(), crate::bench::secagg::render_secagg(&[row]));
         }
         BenchCmd::Aggregate(a) => {
-            let row = fed::aggregate_bench(a.sites, a.params, a.reps).map_err(anyhow::Error::msg)?;
-            println!("{}\n{}", fed::machine_line(), fed::render_aggregate(&[row]));
+            let row =
+                crate::bench::aggregate::aggregate_bench(a.sites, a.params, a.reps).map_err(anyhow::Error::msg)?;
+            println!("{}\n{}", fed::machine_line(), crate::bench::aggregate::render_aggregate(&[row]));
         }
         BenchCmd::Federation(a) => {
             let opts = fed::FederationOpts {
