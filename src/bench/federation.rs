@@ -1,5 +1,5 @@
 //! Benchmarks of the federation machinery (issue #9): `histofed bench transfer | aggregate | federation` (P3,
-//! `aggregate`, in [`super::aggregate`], over this file's helpers).
+//! `aggregate`, is the sibling module `bench/aggregate.rs`, built on this file's helpers).
 //!
 //! Why these three: a federated round is "ship P weights to K sites, get K updates back, average them". Training
 //! aside, its cost is set by (P1) how fast the bulk data plane moves bytes compared with what the loopback/NIC can
@@ -11,8 +11,9 @@
 //!
 //! * [`transfer_bench`]: `size` bytes server → site → server through [`crate::cluster::bulk`] (plain and mTLS,
 //!   handshake included) against raw loopback TCP (`write_all`/`read_exact` into a fresh buffer, like a receiver).
-//! * [`super::aggregate::aggregate_bench`]: FedAvg through the [`Strategy`] trait over K updates of P values against `memcpy` of the
-//!   same K·P·4 bytes, and the peak RSS of a streaming round (updates created one at a time, as they arrive).
+//! * `aggregate_bench` (bench/aggregate.rs): FedAvg through the `Strategy` trait over K updates of P values against
+//!   `memcpy` of the same K·P·4 bytes, and the peak RSS of a streaming round (updates created one at a time, as they
+//!   arrive).
 //! * [`federation_bench`]: real `histofed server` + K `histofed site` processes with `model.bench_params = P`
 //!   (random weights, "training" = a small perturbation), seconds per round from the server's JSON log and each
 //!   process's peak RSS from `wait4`; [`tcp_floor`] is the raw-TCP floor of the same round (K·P·4 bytes out and
