@@ -72,6 +72,7 @@ pub struct FederationConfig {
     /// The arithmetic of the mean of FedAvg, FedProx, FedAvgM and FedAdam: `fast` (f32, memory bound; its last bits
     /// depend on the order updates arrive in) or `exact` (the same model whatever the order: bit-reproducible runs,
     /// several times the aggregation time). Not part of [`Config::hash`]: it changes rounding, not the experiment.
+    /// Under `[privacy]` the mean is DP-FedAvg's, which keeps the f32 fold: its noise is random anyway.
     #[serde(skip_serializing_if = "Summation::is_fast")]
     pub summation: Summation,
     pub seed: u64,

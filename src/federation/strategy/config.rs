@@ -97,14 +97,13 @@ impl StrategyConfig {
         }
     }
 
-    /// Validates the parameters and builds the strategy.
-    /// The strategy, with the fast f32 mean where it has one.
+    /// Validates the parameters and builds the strategy, with the fast f32 mean where it has one.
     pub fn build(&self) -> Result<Box<dyn Strategy>, AggregateError> {
         self.build_with(Summation::Fast)
     }
 
-    /// The strategy; FedAvg, FedProx, FedAvgM and FedAdam take their mean in `summation` (the order-statistics rules
-    /// have no running sum, and ignore it).
+    /// Validates the parameters and builds the strategy; FedAvg, FedProx, FedAvgM and FedAdam take their mean in
+    /// `summation` (the order-statistics rules have no running sum, and ignore it).
     pub fn build_with(&self, summation: Summation) -> Result<Box<dyn Strategy>, AggregateError> {
         self.validate()?;
         Ok(match *self {
