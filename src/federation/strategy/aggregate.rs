@@ -176,9 +176,10 @@ const FRAC_BITS: i32 = 72;
 /// The largest `Σ nᵢ·max|xᵢ|` (real units) an i128 on the [`FRAC_BITS`] grid holds: 2¹²⁶ / 2⁷².
 const MEAN_RANGE: f64 = (1u64 << (126 - FRAC_BITS)) as f64;
 
-/// 2^FRAC_BITS and 2^63, as f64 (exact powers of two).
+/// 2^FRAC_BITS, 2^63 and 2^64, as f64 (exact powers of two).
 const GRID: f64 = f64::from_bits(((1023 + FRAC_BITS) as u64) << 52);
 const HALF_WORD: f64 = f64::from_bits((1023 + 63) << 52);
+const WORD: f64 = f64::from_bits((1023 + 64) << 52);
 
 /// `x` times `weight` (= n·2^FRAC_BITS) on the fixed-point grid, truncated toward zero: a pure function of `x` and
 /// `n`, so the same term always lands on the same integer. Exact while n < 2^29 (24 bits of mantissa times 29 fit
@@ -199,7 +200,7 @@ fn fixed_term(x: f32, weight: f64) -> i128 {
 #[inline]
 fn to_f64(s: i128) -> f64 {
     let m = s.unsigned_abs();
-    let v = (m >> 64) as u64 as f64 * 2f64.powi(64) + m as u64 as f64;
+    let v = (m >> 64) as u64 as f64 * WORD + m as u64 as f64;
     if s < 0 {
         -v
     } else {
